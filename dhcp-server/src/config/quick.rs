@@ -1,0 +1,117 @@
+//! The dnsmasq-style one-liner: one interface, one subnet, a few options, no file.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use super::{AddrRange, Backend, Config, Ipv4Net, LeaseTimes, OptionSet, Subnet};
+use crate::wire::code;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuickStart {
+    /// Interface to serve (quick start, no config file).
+    #[arg(long, requires_all = ["subnet", "range"])]
+    pub interface: Option<String>,
+    /// The interface's subnet, as ADDRESS/PREFIX.
+    #[arg(long, requires = "interface")]
+    pub subnet: Option<Ipv4Net>,
+    /// A pool of addresses to lease, START-END; may be repeated.
+    #[arg(long, requires = "interface")]
+    pub range: Vec<AddrRange>,
+    /// Default gateway handed to clients (option 3).
+    #[arg(long, requires = "interface")]
+    pub router: Option<Ipv4Addr>,
+    /// DNS server handed to clients (option 6); may be repeated.
+    #[arg(long, requires = "interface")]
+    pub dns: Vec<Ipv4Addr>,
+    /// Domain name handed to clients (option 15).
+    #[arg(long, requires = "interface")]
+    pub domain: Option<String>,
+    /// Default lease time in seconds; the maximum is the larger of this and a day.
+    #[arg(long, requires = "interface")]
+    pub lease_time: Option<u32>,
+    /// I/O backend.
+    #[arg(long, value_enum, default_value = "udp")]
+    pub backend: BackendArg,
+    /// Send DHCPNAK for addresses this server does not know.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub authoritative: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuickStartError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for QuickStartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.flag, self.reason)
+    }
+}
+
+impl QuickStart {
+    /// Builds and validates the configuration; `None` when no `--interface` was given.
+    pub fn to_config(&self) -> Option<Result<Config, Vec<QuickStartError>>> {
+        let interface = self.interface.clone()?;
+        let (Some(net), false) = (self.subnet, self.range.is_empty()) else {
+            return Some(Err(vec![QuickStartError {
+                flag: "--subnet",
+                reason: "--interface needs --subnet and --range".into(),
+            }]));
+        };
+        let mut options = OptionSet::default();
+        if let Some(r) = self.router {
+            options.set_addresses(code::ROUTER, &[r]);
+        }
+        if !self.dns.is_empty() {
+            options.set_addresses(code::DNS_SERVERS, &self.dns);
+        }
+        if let Some(d) = &self.domain {
+            options.set_text(code::DOMAIN_NAME, d);
+        }
+        let mut lease = LeaseTimes::default();
+        if let Some(t) = self.lease_time {
+            lease.default = t;
+            lease.min = lease.min.min(t);
+            lease.max = lease.max.max(t);
+        }
+        let subnet = Subnet {
+            net: Ipv4Net { addr: net.network(), prefix: net.prefix },
+            interface: Some(0),
+            pools: self.range.clone(),
+            server_id: None,
+            lease,
+            options,
+            reservations: Vec::new(),
+        };
+        let config = Config {
+            authoritative: self.authoritative,
+            interfaces: vec![interface],
+            subnets: vec![subnet],
+            backend: match self.backend {
+                BackendArg::Udp => Backend::Udp,
+            },
+            ..Config::default()
+        };
+        Some(config.validate().map(|()| config).map_err(|bad| {
+            bad.into_iter()
+                .map(|b| QuickStartError { flag: flag_for(&b.path), reason: b.reason })
+                .collect()
+        }))
+    }
+}
+
+fn flag_for(path: &str) -> &'static str {
+    if path.contains(".pools") {
+        "--range"
+    } else if path.contains("lease-time") {
+        "--lease-time"
+    } else {
+        "--subnet"
+    }
+}
