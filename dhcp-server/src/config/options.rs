@@ -96,11 +96,11 @@ mod tests {
         o.set_classless_routes(&[
             ClasslessRoute { destination: "0.0.0.0/0".parse().unwrap(), router: [192, 0, 2, 1].into() },
             ClasslessRoute {
-                destination: "198.51.100.0/25".parse().unwrap(),
+                destination: "198.51.100.0/24".parse().unwrap(),
                 router: [192, 0, 2, 2].into(),
             },
         ]);
-        assert_eq!(o.get(121).unwrap(), &[0, 192, 0, 2, 1, 25, 198, 51, 100, 192, 0, 2, 2]);
+        assert_eq!(o.get(121).unwrap(), &[0, 192, 0, 2, 1, 24, 198, 51, 100, 192, 0, 2, 2]);
     }
 
     #[test]
