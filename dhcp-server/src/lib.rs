@@ -3,4 +3,5 @@
 //! (`udp` today, AF_XDP workers later) move bytes between the network and the engine.
 
 pub mod config;
+pub mod engine;
 pub mod wire;

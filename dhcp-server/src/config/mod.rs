@@ -82,9 +82,15 @@ impl fmt::Display for Ipv4Net {
 impl std::str::FromStr for Ipv4Net {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("'{s}' is not ADDRESS/PREFIX"))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("'{a}' is not an IPv4 address"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("'{p}' is not a prefix length"))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("'{s}' is not ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("'{a}' is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| format!("'{p}' is not a prefix length"))?;
         Ipv4Net::new(addr, prefix).ok_or_else(|| format!("prefix length {prefix} is above 32"))
     }
 }
@@ -120,11 +126,18 @@ impl fmt::Display for AddrRange {
 impl std::str::FromStr for AddrRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s.split_once('-').ok_or_else(|| format!("'{s}' is not START-END"))?;
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("'{s}' is not START-END"))?;
         let ip = |t: &str| {
-            t.trim().parse::<Ipv4Addr>().map_err(|_| format!("'{t}' is not an IPv4 address"))
+            t.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("'{t}' is not an IPv4 address"))
         };
-        Ok(AddrRange { first: ip(a)?, last: ip(b)? })
+        Ok(AddrRange {
+            first: ip(a)?,
+            last: ip(b)?,
+        })
     }
 }
 
@@ -141,7 +154,13 @@ pub struct LeaseTimes {
 
 impl Default for LeaseTimes {
     fn default() -> Self {
-        Self { default: 3600, min: 60, max: 86400, renew: None, rebind: None }
+        Self {
+            default: 3600,
+            min: 60,
+            max: 86400,
+            renew: None,
+            rebind: None,
+        }
     }
 }
 
@@ -218,21 +237,32 @@ impl Config {
         for (i, s) in self.subnets.iter().enumerate() {
             let at = |key: &str| format!("subnet[{i}].{key}");
             if s.net.prefix > 30 || s.net.prefix < 8 {
-                err(at("subnet"), format!("prefix /{} is outside /8 to /30", s.net.prefix));
+                err(
+                    at("subnet"),
+                    format!("prefix /{} is outside /8 to /30", s.net.prefix),
+                );
             }
             if s.net.addr != s.net.network() {
-                err(at("subnet"), format!("{} has host bits set; write {}", fmt_net(s), s.net));
+                err(
+                    at("subnet"),
+                    format!("{} has host bits set; write {}", fmt_net(s), s.net),
+                );
             }
             for (j, o) in self.subnets.iter().enumerate().take(i) {
                 if s.net.contains(o.net.network()) || o.net.contains(s.net.network()) {
                     err(at("subnet"), format!("overlaps subnet[{j}] {}", o.net));
                 }
             }
-            if s.interface.is_some_and(|l| l as usize >= self.interfaces.len()) {
+            if s.interface
+                .is_some_and(|l| l as usize >= self.interfaces.len())
+            {
                 err(at("interface"), "names no listening interface".into());
             }
             if s.pools.is_empty() && s.reservations.iter().all(|r| r.address.is_none()) {
-                err(at("pools"), "the subnet has no pool and no reserved address".into());
+                err(
+                    at("pools"),
+                    "the subnet has no pool and no reserved address".into(),
+                );
             }
             for (p, r) in s.pools.iter().enumerate() {
                 let at = || format!("subnet[{i}].pools[{p}]");
@@ -243,7 +273,10 @@ impl Config {
                 if !s.net.contains(r.first) || !s.net.contains(r.last) {
                     err(at(), format!("range {r} is not inside {}", s.net));
                 } else if r.contains(s.net.network()) || r.contains(s.net.broadcast()) {
-                    err(at(), format!("range {r} includes the network or broadcast address"));
+                    err(
+                        at(),
+                        format!("range {r} includes the network or broadcast address"),
+                    );
                 }
                 for (q, o) in s.pools.iter().enumerate().take(p) {
                     if r.overlaps(o) {
@@ -254,25 +287,37 @@ impl Config {
             }
             let lt = &s.lease;
             if lt.min == 0 || lt.min > lt.default || lt.default > lt.max {
-                err(at("lease-time"), format!(
-                    "needs 0 < min-lease-time ({}) <= lease-time ({}) <= max-lease-time ({})",
-                    lt.min, lt.default, lt.max
-                ));
+                err(
+                    at("lease-time"),
+                    format!(
+                        "needs 0 < min-lease-time ({}) <= lease-time ({}) <= max-lease-time ({})",
+                        lt.min, lt.default, lt.max
+                    ),
+                );
             }
             if let (Some(t1), Some(t2)) = (lt.renew, lt.rebind) {
                 if t1 >= t2 {
-                    err(at("renew-time"), format!("renew-time {t1} is not below rebind-time {t2}"));
+                    err(
+                        at("renew-time"),
+                        format!("renew-time {t1} is not below rebind-time {t2}"),
+                    );
                 }
             }
             if let Some(t2) = lt.rebind {
                 if t2 >= lt.min {
-                    err(at("rebind-time"), format!("rebind-time {t2} is not below min-lease-time {}", lt.min));
+                    err(
+                        at("rebind-time"),
+                        format!("rebind-time {t2} is not below min-lease-time {}", lt.min),
+                    );
                 }
             }
             self.validate_reservations(i, s, &mut err);
         }
         if total > MAX_ADDRESSES {
-            err("subnet".into(), format!("pools hold {total} addresses; at most {MAX_ADDRESSES} are supported"));
+            err(
+                "subnet".into(),
+                format!("pools hold {total} addresses; at most {MAX_ADDRESSES} are supported"),
+            );
         }
         if bad.is_empty() {
             Ok(())
@@ -285,22 +330,37 @@ impl Config {
         for (k, r) in s.reservations.iter().enumerate() {
             let at = |key: &str| format!("subnet[{i}].reservations[{k}].{key}");
             if r.hw_address.is_none() && r.client_id.is_none() {
-                err(at("hw-address"), "a reservation needs hw-address or client-id".into());
+                err(
+                    at("hw-address"),
+                    "a reservation needs hw-address or client-id".into(),
+                );
             }
             if let Some(a) = r.address {
                 if !s.net.contains(a) || a == s.net.network() || a == s.net.broadcast() {
-                    err(at("ip-address"), format!("{a} is not a host address of {}", s.net));
+                    err(
+                        at("ip-address"),
+                        format!("{a} is not a host address of {}", s.net),
+                    );
                 }
             }
             for (l, o) in s.reservations.iter().enumerate().take(k) {
                 if same(&r.hw_address, &o.hw_address) {
-                    err(at("hw-address"), format!("also reserved by reservations[{l}]"));
+                    err(
+                        at("hw-address"),
+                        format!("also reserved by reservations[{l}]"),
+                    );
                 }
                 if same(&r.client_id, &o.client_id) {
-                    err(at("client-id"), format!("also reserved by reservations[{l}]"));
+                    err(
+                        at("client-id"),
+                        format!("also reserved by reservations[{l}]"),
+                    );
                 }
                 if same(&r.address, &o.address) {
-                    err(at("ip-address"), format!("also reserved by reservations[{l}]"));
+                    err(
+                        at("ip-address"),
+                        format!("also reserved by reservations[{l}]"),
+                    );
                 }
             }
         }
@@ -343,20 +403,32 @@ mod tests {
     #[test]
     fn pool_outside_subnet_names_its_path() {
         let mut c = one_subnet();
-        c.subnets[0].pools.push("198.51.100.1-198.51.100.9".parse().unwrap());
+        c.subnets[0]
+            .pools
+            .push("198.51.100.1-198.51.100.9".parse().unwrap());
         let e = c.validate().unwrap_err();
         assert_eq!(e[0].path, "subnet[0].pools[1]");
-        assert!(e[0].reason.contains("not inside 192.0.2.0/24"), "{}", e[0].reason);
+        assert!(
+            e[0].reason.contains("not inside 192.0.2.0/24"),
+            "{}",
+            e[0].reason
+        );
     }
 
     #[test]
     fn overlapping_pools_and_subnets_are_refused() {
         let mut c = one_subnet();
-        c.subnets[0].pools.push("192.0.2.15-192.0.2.30".parse().unwrap());
+        c.subnets[0]
+            .pools
+            .push("192.0.2.15-192.0.2.30".parse().unwrap());
         c.subnets.push(c.subnets[0].clone());
         let e = c.validate().unwrap_err();
-        assert!(e.iter().any(|e| e.path == "subnet[0].pools[1]" && e.reason.contains("overlaps")));
-        assert!(e.iter().any(|e| e.path == "subnet[1].subnet" && e.reason.contains("overlaps")));
+        assert!(e
+            .iter()
+            .any(|e| e.path == "subnet[0].pools[1]" && e.reason.contains("overlaps")));
+        assert!(e
+            .iter()
+            .any(|e| e.path == "subnet[1].subnet" && e.reason.contains("overlaps")));
     }
 
     #[test]
@@ -370,8 +442,14 @@ mod tests {
     #[test]
     fn duplicate_reservations_are_refused() {
         let mut c = one_subnet();
-        let r = Reservation { hw_address: Some([2, 0, 0, 0, 0, 1]), ..Default::default() };
+        let r = Reservation {
+            hw_address: Some([2, 0, 0, 0, 0, 1]),
+            ..Default::default()
+        };
         c.subnets[0].reservations = vec![r.clone(), r];
-        assert_eq!(c.validate().unwrap_err()[0].path, "subnet[0].reservations[1].hw-address");
+        assert_eq!(
+            c.validate().unwrap_err()[0].path,
+            "subnet[0].reservations[1].hw-address"
+        );
     }
 }

@@ -42,7 +42,9 @@ impl OptionSet {
         for d in domains {
             for label in d.trim_end_matches('.').split('.') {
                 if label.is_empty() || label.len() > 63 {
-                    return Err(format!("'{d}' has an empty label or one over 63 characters"));
+                    return Err(format!(
+                        "'{d}' has an empty label or one over 63 characters"
+                    ));
                 }
                 v.push(label.len() as u8);
                 v.extend_from_slice(label.as_bytes());
@@ -66,7 +68,10 @@ impl OptionSet {
     }
 
     pub fn get(&self, code: u8) -> Option<&[u8]> {
-        self.entries.binary_search_by_key(&code, |e| e.0).ok().map(|i| &*self.entries[i].1)
+        self.entries
+            .binary_search_by_key(&code, |e| e.0)
+            .ok()
+            .map(|i| &*self.entries[i].1)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u8, &[u8])> {
@@ -85,7 +90,8 @@ mod tests {
     #[test]
     fn domain_search_is_dns_wire_form() {
         let mut o = OptionSet::default();
-        o.set_domain_search(&["example.com".into(), "lab.".into()]).unwrap();
+        o.set_domain_search(&["example.com".into(), "lab.".into()])
+            .unwrap();
         assert_eq!(o.get(119).unwrap(), b"\x07example\x03com\x00\x03lab\x00");
         assert!(o.set_domain_search(&["a..b".into()]).is_err());
     }
@@ -94,13 +100,19 @@ mod tests {
     fn classless_routes_carry_only_significant_octets() {
         let mut o = OptionSet::default();
         o.set_classless_routes(&[
-            ClasslessRoute { destination: "0.0.0.0/0".parse().unwrap(), router: [192, 0, 2, 1].into() },
+            ClasslessRoute {
+                destination: "0.0.0.0/0".parse().unwrap(),
+                router: [192, 0, 2, 1].into(),
+            },
             ClasslessRoute {
                 destination: "198.51.100.0/24".parse().unwrap(),
                 router: [192, 0, 2, 2].into(),
             },
         ]);
-        assert_eq!(o.get(121).unwrap(), &[0, 192, 0, 2, 1, 24, 198, 51, 100, 192, 0, 2, 2]);
+        assert_eq!(
+            o.get(121).unwrap(),
+            &[0, 192, 0, 2, 1, 24, 198, 51, 100, 192, 0, 2, 2]
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ impl QuickStart {
             lease.max = lease.max.max(t);
         }
         let subnet = Subnet {
-            net: Ipv4Net { addr: net.network(), prefix: net.prefix },
+            net: Ipv4Net {
+                addr: net.network(),
+                prefix: net.prefix,
+            },
             interface: Some(0),
             pools: self.range.clone(),
             server_id: None,
@@ -100,7 +103,10 @@ impl QuickStart {
         };
         Some(config.validate().map(|()| config).map_err(|bad| {
             bad.into_iter()
-                .map(|b| QuickStartError { flag: flag_for(&b.path), reason: b.reason })
+                .map(|b| QuickStartError {
+                    flag: flag_for(&b.path),
+                    reason: b.reason,
+                })
                 .collect()
         }))
     }

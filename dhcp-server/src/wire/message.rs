@@ -121,7 +121,12 @@ impl<'a> Message<'a> {
         self.buf[HOPS]
     }
     pub fn xid(&self) -> u32 {
-        u32::from_be_bytes([self.buf[XID], self.buf[XID + 1], self.buf[XID + 2], self.buf[XID + 3]])
+        u32::from_be_bytes([
+            self.buf[XID],
+            self.buf[XID + 1],
+            self.buf[XID + 2],
+            self.buf[XID + 3],
+        ])
     }
     pub fn secs(&self) -> u16 {
         u16::from_be_bytes([self.buf[SECS], self.buf[SECS + 1]])
@@ -150,7 +155,9 @@ impl<'a> Message<'a> {
     }
     /// The whole 16-octet chaddr field, copied into replies as it came.
     pub fn chaddr_field(&self) -> &'a [u8; 16] {
-        self.buf[CHADDR..CHADDR + 16].try_into().expect("header length checked in parse")
+        self.buf[CHADDR..CHADDR + 16]
+            .try_into()
+            .expect("header length checked in parse")
     }
     /// `sname` when it holds a name rather than options.
     pub fn sname(&self) -> Option<&'a [u8]> {
@@ -169,7 +176,10 @@ impl<'a> Message<'a> {
     }
     /// The first instance of an option.
     pub fn option(&self, wanted: u8) -> Option<&'a [u8]> {
-        self.options().flatten().find(|o| o.code == wanted).map(|o| o.value)
+        self.options()
+            .flatten()
+            .find(|o| o.code == wanted)
+            .map(|o| o.value)
     }
 }
 
@@ -190,7 +200,9 @@ pub struct Request<'a> {
 }
 
 fn fixed<const N: usize>(code: u8, value: &[u8]) -> Result<[u8; N], WireError> {
-    value.try_into().map_err(|_| WireError::BadOptionLength(code))
+    value
+        .try_into()
+        .map_err(|_| WireError::BadOptionLength(code))
 }
 
 impl<'a> Request<'a> {
@@ -283,9 +295,15 @@ mod tests {
     #[test]
     fn truncated_option_is_an_error() {
         let b = discover_with(&[53, 1, 1, 61, 7, 1, 2]);
-        assert_eq!(Request::parse(&b).unwrap_err(), WireError::TruncatedOption(61));
+        assert_eq!(
+            Request::parse(&b).unwrap_err(),
+            WireError::TruncatedOption(61)
+        );
         let b = discover_with(&[53, 1, 1, 61]);
-        assert_eq!(Request::parse(&b).unwrap_err(), WireError::TruncatedOption(61));
+        assert_eq!(
+            Request::parse(&b).unwrap_err(),
+            WireError::TruncatedOption(61)
+        );
     }
 
     #[test]
@@ -321,15 +339,24 @@ mod tests {
         let mut b = discover_with(&[52, 1, 2, 53, 1, 1, 255]);
         b[SNAME + 62] = 12;
         b[SNAME + 63] = 4;
-        assert_eq!(Request::parse(&b).unwrap_err(), WireError::TruncatedOption(12));
+        assert_eq!(
+            Request::parse(&b).unwrap_err(),
+            WireError::TruncatedOption(12)
+        );
     }
 
     #[test]
     fn fixed_length_options_are_checked() {
         let b = discover_with(&[53, 1, 1, 50, 3, 1, 2, 3, 255]);
-        assert_eq!(Request::parse(&b).unwrap_err(), WireError::BadOptionLength(50));
+        assert_eq!(
+            Request::parse(&b).unwrap_err(),
+            WireError::BadOptionLength(50)
+        );
         let b = discover_with(&[53, 2, 1, 1, 255]);
-        assert_eq!(Request::parse(&b).unwrap_err(), WireError::BadOptionLength(53));
+        assert_eq!(
+            Request::parse(&b).unwrap_err(),
+            WireError::BadOptionLength(53)
+        );
     }
 
     #[test]

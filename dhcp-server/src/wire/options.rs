@@ -44,9 +44,18 @@ pub struct Overload {
 impl Overload {
     pub fn from_value(value: &[u8]) -> Result<Self, WireError> {
         match value {
-            [1] => Ok(Self { file: true, sname: false }),
-            [2] => Ok(Self { file: false, sname: true }),
-            [3] => Ok(Self { file: true, sname: true }),
+            [1] => Ok(Self {
+                file: true,
+                sname: false,
+            }),
+            [2] => Ok(Self {
+                file: false,
+                sname: true,
+            }),
+            [3] => Ok(Self {
+                file: true,
+                sname: true,
+            }),
             [_] => Err(WireError::BadOverload),
             _ => Err(WireError::BadOptionLength(code::OVERLOAD)),
         }
@@ -76,7 +85,13 @@ impl<'a> OptionIter<'a> {
     /// `buf` must hold at least the fixed header and magic cookie; `Message::parse`
     /// checks that before handing one out.
     pub(crate) fn new(buf: &'a [u8], overload: Overload) -> Self {
-        Self { buf, pos: OPTIONS, end: buf.len(), overload, region: 0 }
+        Self {
+            buf,
+            pos: OPTIONS,
+            end: buf.len(),
+            overload,
+            region: 0,
+        }
     }
 
     /// Moves to the next field that carries options; false when none is left.
@@ -127,7 +142,10 @@ impl<'a> Iterator for OptionIter<'a> {
                 }
                 _ => {}
             }
-            let Some(&len) = self.buf.get(self.pos + 1).filter(|_| self.pos + 1 < self.end)
+            let Some(&len) = self
+                .buf
+                .get(self.pos + 1)
+                .filter(|_| self.pos + 1 < self.end)
             else {
                 self.stop();
                 return Some(Err(WireError::TruncatedOption(code)));
@@ -139,7 +157,10 @@ impl<'a> Iterator for OptionIter<'a> {
                 return Some(Err(WireError::TruncatedOption(code)));
             }
             self.pos = stop;
-            return Some(Ok(OptionRef { code, value: &self.buf[start..stop] }));
+            return Some(Ok(OptionRef {
+                code,
+                value: &self.buf[start..stop],
+            }));
         }
     }
 }

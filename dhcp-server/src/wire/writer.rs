@@ -35,7 +35,11 @@ impl<'b> Writer<'b> {
         head[GIADDR..GIADDR + 4].copy_from_slice(&src[GIADDR..GIADDR + 4]);
         head[CHADDR..CHADDR + 16].copy_from_slice(req.chaddr_field());
         head[MAGIC..OPTIONS].copy_from_slice(&MAGIC_COOKIE);
-        Ok(Self { buf, pos: OPTIONS, limit })
+        Ok(Self {
+            buf,
+            pos: OPTIONS,
+            limit,
+        })
     }
 
     pub fn set_ciaddr(&mut self, ip: Ipv4Addr) {

@@ -1,0 +1,618 @@
+//! The lease table: one slot per address the server may hand out, each slot in at most one
+//! intrusive list (its subnet's free list, or a bucket of the expiry wheel), and an index
+//! from client to slot. Every operation is O(1) and allocation-free once built; the
+//! capacity is fixed at start from the configured pools.
+//!
+//! Free lists are FIFO: never-used addresses first in address order, then addresses in the
+//! order they came back (released, expired, quarantine over), so the address that has been
+//! free longest is reused first and a returning client most often finds its old one.
+
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+
+use hashbrown::HashTable;
+
+pub type SlotId = u32;
+const NIL: SlotId = SlotId::MAX;
+
+/// The seconds covered by one turn of the expiry wheel. Entries further out stay in their
+/// bucket across turns; each turn visits them once, so a day-long lease is looked at
+/// about 21 times in its life, never per packet.
+const WHEEL: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Never leased, or the last holder's claim was dropped.
+    Free,
+    /// Held for the client it was offered to until `expires`.
+    Offered,
+    /// Bound to the client until `expires`.
+    Active,
+    /// Given back by the client; available, still remembered for it.
+    Released,
+    /// Ran out; available, still remembered for its last client.
+    Expired,
+    /// Declined by a client (address conflict); out of use until `expires`.
+    Declined,
+}
+
+impl LeaseState {
+    /// Whether the address may be given to any client now.
+    pub fn available(self) -> bool {
+        matches!(self, Self::Free | Self::Released | Self::Expired)
+    }
+
+    /// Whether `client` (the slot's remembered client) holds the address right now.
+    pub fn held(self) -> bool {
+        matches!(self, Self::Offered | Self::Active)
+    }
+}
+
+/// How a client is identified: its client identifier (option 61) when it sends one,
+/// otherwise its hardware type and address (RFC 2131 §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    ClientId,
+    Hardware,
+}
+
+/// A borrowed client identity, as read from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRef<'a> {
+    pub kind: KeyKind,
+    pub bytes: &'a [u8],
+}
+
+const INLINE: usize = 30;
+
+/// An owned client identity. Identifiers up to 30 octets (all MAC-based and most DUID-based
+/// ones) are stored inline, so binding a client does not allocate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyBytes {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKey {
+    kind: KeyKind,
+    bytes: KeyBytes,
+}
+
+impl ClientKey {
+    fn from_ref(c: ClientRef<'_>) -> Self {
+        let bytes = if c.bytes.len() <= INLINE {
+            let mut buf = [0; INLINE];
+            buf[..c.bytes.len()].copy_from_slice(c.bytes);
+            KeyBytes::Inline {
+                len: c.bytes.len() as u8,
+                buf,
+            }
+        } else {
+            KeyBytes::Heap(c.bytes.into())
+        };
+        Self {
+            kind: c.kind,
+            bytes,
+        }
+    }
+
+    pub fn as_ref(&self) -> ClientRef<'_> {
+        let bytes = match &self.bytes {
+            KeyBytes::Inline { len, buf } => &buf[..*len as usize],
+            KeyBytes::Heap(b) => b,
+        };
+        ClientRef {
+            kind: self.kind,
+            bytes,
+        }
+    }
+}
+
+/// One address and what the server knows of it.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub addr: Ipv4Addr,
+    pub subnet: u16,
+    pub state: LeaseState,
+    /// Reserved in the configuration for one host: never on a free list.
+    pub reserved: bool,
+    /// The client that holds it, or held it last (kept for address affinity).
+    pub client: Option<ClientKey>,
+    pub hw: [u8; 16],
+    pub hlen: u8,
+    /// When the current state ends (offer hold, lease end, quarantine end), seconds.
+    pub expires: u64,
+    /// Client last transaction time: when the client was last ACKed.
+    pub cltt: u64,
+    prev: SlotId,
+    next: SlotId,
+    list: ListId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListId {
+    None,
+    Free(u16),
+    Wheel(u16),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: SlotId,
+    tail: SlotId,
+    len: u32,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+    };
+}
+
+/// Address ranges as slot id ranges, sorted, for address-to-slot lookup.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    first: u32,
+    last: u32,
+    base: SlotId,
+}
+
+pub struct LeaseTable {
+    slots: Vec<Slot>,
+    spans: Vec<Span>,
+    free: Vec<List>,
+    wheel: Vec<List>,
+    /// The last second the wheel was turned to.
+    cursor: u64,
+    index: HashTable<SlotId>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// What the table needs to know of each subnet to build its slots.
+pub struct SubnetSlots<'a> {
+    pub pools: &'a [(Ipv4Addr, Ipv4Addr)],
+    /// Addresses reserved for hosts; those outside the pools get slots of their own.
+    pub reserved: &'a [Ipv4Addr],
+}
+
+impl LeaseTable {
+    /// Builds one slot per pool address and per reserved address, all free, and sizes the
+    /// client index for every slot bound at once. `now` starts the expiry wheel.
+    pub fn new(subnets: &[SubnetSlots<'_>], now: u64) -> Self {
+        let mut ranges: Vec<(u32, u32, u16)> = Vec::new();
+        for (i, s) in subnets.iter().enumerate() {
+            for &(a, b) in s.pools {
+                ranges.push((a.into(), b.into(), i as u16));
+            }
+            for &r in s.reserved {
+                let r = u32::from(r);
+                if !s
+                    .pools
+                    .iter()
+                    .any(|&(a, b)| (u32::from(a)..=u32::from(b)).contains(&r))
+                {
+                    ranges.push((r, r, i as u16));
+                }
+            }
+        }
+        ranges.sort_unstable();
+        let total: usize = ranges.iter().map(|r| (r.1 - r.0) as usize + 1).sum();
+        let mut slots = Vec::with_capacity(total);
+        let mut spans = Vec::with_capacity(ranges.len());
+        for &(first, last, subnet) in &ranges {
+            spans.push(Span {
+                first,
+                last,
+                base: slots.len() as SlotId,
+            });
+            slots.extend((first..=last).map(|a| Slot {
+                addr: a.into(),
+                subnet,
+                state: LeaseState::Free,
+                reserved: false,
+                client: None,
+                hw: [0; 16],
+                hlen: 0,
+                expires: 0,
+                cltt: 0,
+                prev: NIL,
+                next: NIL,
+                list: ListId::None,
+            }));
+        }
+        let mut table = Self {
+            slots,
+            spans,
+            free: vec![List::EMPTY; subnets.len()],
+            wheel: vec![List::EMPTY; WHEEL],
+            cursor: now,
+            index: HashTable::with_capacity(total),
+            hasher: Default::default(),
+        };
+        for s in subnets {
+            for &r in s.reserved {
+                if let Some(id) = table.slot_of(r) {
+                    table.slots[id as usize].reserved = true;
+                }
+            }
+        }
+        for id in 0..table.slots.len() as SlotId {
+            if !table.slots[id as usize].reserved {
+                let subnet = table.slots[id as usize].subnet;
+                table.push_back(ListId::Free(subnet), id);
+            }
+        }
+        table
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn slot(&self, id: SlotId) -> &Slot {
+        &self.slots[id as usize]
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = (SlotId, &Slot)> {
+        self.slots.iter().enumerate().map(|(i, s)| (i as SlotId, s))
+    }
+
+    /// The slot of an address the server manages, if any.
+    pub fn slot_of(&self, addr: Ipv4Addr) -> Option<SlotId> {
+        let a = u32::from(addr);
+        let i = self.spans.partition_point(|s| s.last < a);
+        let span = self.spans.get(i).filter(|s| s.first <= a)?;
+        Some(span.base + (a - span.first))
+    }
+
+    pub fn free_count(&self, subnet: u16) -> u32 {
+        self.free[subnet as usize].len
+    }
+
+    fn hash(&self, subnet: u16, c: ClientRef<'_>) -> u64 {
+        self.hasher.hash_one((subnet, c.kind, c.bytes))
+    }
+
+    /// The slot a client holds or last held in a subnet.
+    pub fn find_client(&self, subnet: u16, c: ClientRef<'_>) -> Option<SlotId> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hash(subnet, c), |&id| {
+                let s = &slots[id as usize];
+                s.subnet == subnet && s.client.as_ref().is_some_and(|k| k.as_ref() == c)
+            })
+            .copied()
+    }
+
+    /// Whether `c` is the client the slot belongs to or was last given to.
+    pub fn is_client(&self, id: SlotId, c: ClientRef<'_>) -> bool {
+        self.slots[id as usize]
+            .client
+            .as_ref()
+            .is_some_and(|k| k.as_ref() == c)
+    }
+
+    /// The oldest free address of a subnet, without taking it.
+    pub fn peek_free(&self, subnet: u16) -> Option<SlotId> {
+        Some(self.free[subnet as usize].head).filter(|&h| h != NIL)
+    }
+
+    /// Gives `id` to client `c` in `state` until `expires`. The client's other slot in the
+    /// same subnet, if any, loses it (freed if it was held): a client never has two
+    /// bindings in one subnet. The slot's previous client is forgotten.
+    pub fn bind(
+        &mut self,
+        id: SlotId,
+        c: ClientRef<'_>,
+        hw: &[u8],
+        state: LeaseState,
+        expires: u64,
+    ) {
+        debug_assert!(state.held());
+        let subnet = self.slots[id as usize].subnet;
+        if !self.is_client(id, c) {
+            if let Some(old) = self.find_client(subnet, c) {
+                self.forget_client(old);
+                if self.slots[old as usize].state.held() {
+                    self.set_state(old, LeaseState::Free, 0);
+                }
+            }
+            self.forget_client(id);
+            let hash = self.hash(subnet, c);
+            self.slots[id as usize].client = Some(ClientKey::from_ref(c));
+            let slots = &self.slots;
+            self.index.insert_unique(hash, id, |&other| {
+                let s = &slots[other as usize];
+                let k = s
+                    .client
+                    .as_ref()
+                    .expect("indexed slots have a client")
+                    .as_ref();
+                self.hasher.hash_one((s.subnet, k.kind, k.bytes))
+            });
+        }
+        let s = &mut self.slots[id as usize];
+        let n = hw.len().min(16);
+        s.hw = [0; 16];
+        s.hw[..n].copy_from_slice(&hw[..n]);
+        s.hlen = n as u8;
+        self.set_state(id, state, expires);
+    }
+
+    /// Marks a held slot's lease as started now (client last transaction time).
+    pub fn set_cltt(&mut self, id: SlotId, now: u64) {
+        self.slots[id as usize].cltt = now;
+    }
+
+    /// Drops the slot's client association and its index entry.
+    pub fn forget_client(&mut self, id: SlotId) {
+        let Some(key) = self.slots[id as usize].client.take() else {
+            return;
+        };
+        let subnet = self.slots[id as usize].subnet;
+        let hash = self.hash(subnet, key.as_ref());
+        if let Ok(entry) = self.index.find_entry(hash, |&x| x == id) {
+            entry.remove();
+        }
+    }
+
+    /// Moves a slot to `state`: held and quarantined slots go on the expiry wheel, available
+    /// ones to the back of their subnet's free list, reserved ones stay off every list.
+    pub fn set_state(&mut self, id: SlotId, state: LeaseState, expires: u64) {
+        self.unlink(id);
+        let s = &mut self.slots[id as usize];
+        s.state = state;
+        s.expires = expires;
+        let subnet = s.subnet;
+        if state.available() {
+            if !s.reserved {
+                self.push_back(ListId::Free(subnet), id);
+            }
+        } else {
+            let due = expires.max(self.cursor + 1);
+            self.push_back(ListId::Wheel((due % WHEEL as u64) as u16), id);
+        }
+    }
+
+    /// Turns the wheel to `now`: offers, leases and quarantines that ended move to their
+    /// free list in the order they ended. Returns how many ended.
+    pub fn expire(&mut self, now: u64) -> usize {
+        if now <= self.cursor {
+            return 0;
+        }
+        let steps = (now - self.cursor).min(WHEEL as u64);
+        let mut ended = 0;
+        for t in self.cursor + 1..=self.cursor + steps {
+            let bucket = (t % WHEEL as u64) as u16;
+            let mut id = self.wheel[bucket as usize].head;
+            while id != NIL {
+                let next = self.slots[id as usize].next;
+                let s = &self.slots[id as usize];
+                if s.expires <= now {
+                    let to = match s.state {
+                        LeaseState::Active => LeaseState::Expired,
+                        LeaseState::Declined => LeaseState::Free,
+                        _ => LeaseState::Expired,
+                    };
+                    if to == LeaseState::Free {
+                        self.forget_client(id);
+                    }
+                    self.set_state(id, to, now);
+                    ended += 1;
+                }
+                id = next;
+            }
+        }
+        self.cursor = now;
+        ended
+    }
+
+    fn list_mut(&mut self, l: ListId) -> &mut List {
+        match l {
+            ListId::Free(s) => &mut self.free[s as usize],
+            ListId::Wheel(b) => &mut self.wheel[b as usize],
+            ListId::None => unreachable!("slots off every list are never linked"),
+        }
+    }
+
+    fn push_back(&mut self, l: ListId, id: SlotId) {
+        let tail = self.list_mut(l).tail;
+        {
+            let s = &mut self.slots[id as usize];
+            s.prev = tail;
+            s.next = NIL;
+            s.list = l;
+        }
+        if tail != NIL {
+            self.slots[tail as usize].next = id;
+        }
+        let list = self.list_mut(l);
+        if list.head == NIL {
+            list.head = id;
+        }
+        list.tail = id;
+        list.len += 1;
+    }
+
+    fn unlink(&mut self, id: SlotId) {
+        let (l, prev, next) = {
+            let s = &self.slots[id as usize];
+            (s.list, s.prev, s.next)
+        };
+        if l == ListId::None {
+            return;
+        }
+        if prev != NIL {
+            self.slots[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].prev = prev;
+        }
+        let list = self.list_mut(l);
+        if list.head == id {
+            list.head = next;
+        }
+        if list.tail == id {
+            list.tail = prev;
+        }
+        list.len -= 1;
+        let s = &mut self.slots[id as usize];
+        s.prev = NIL;
+        s.next = NIL;
+        s.list = ListId::None;
+    }
+
+    /// Checks the table's structural invariants; for tests.
+    #[cfg(test)]
+    pub fn check(&self) {
+        let mut seen = vec![false; self.slots.len()];
+        let lists = self
+            .free
+            .iter()
+            .map(|l| (l, true))
+            .chain(self.wheel.iter().map(|l| (l, false)));
+        for (l, free) in lists {
+            let mut n = 0;
+            let mut id = l.head;
+            let mut prev = NIL;
+            while id != NIL {
+                let s = &self.slots[id as usize];
+                assert!(!seen[id as usize], "slot {id} on two lists");
+                seen[id as usize] = true;
+                assert_eq!(s.prev, prev);
+                assert_eq!(
+                    s.state.available(),
+                    free,
+                    "slot {id} {:?} on the wrong list",
+                    s.state
+                );
+                prev = id;
+                id = s.next;
+                n += 1;
+            }
+            assert_eq!(l.tail, prev);
+            assert_eq!(l.len, n);
+        }
+        for (id, s) in self.slots() {
+            if !s.reserved || !s.state.available() {
+                assert!(seen[id as usize], "slot {id} ({:?}) on no list", s.state);
+            }
+            if let Some(k) = &s.client {
+                assert_eq!(self.find_client(s.subnet, k.as_ref()), Some(id));
+            }
+        }
+        assert_eq!(
+            self.index.len(),
+            self.slots.iter().filter(|s| s.client.is_some()).count()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> LeaseTable {
+        let pools = [(Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 13))];
+        let reserved = [Ipv4Addr::new(192, 0, 2, 12), Ipv4Addr::new(192, 0, 2, 99)];
+        LeaseTable::new(
+            &[SubnetSlots {
+                pools: &pools,
+                reserved: &reserved,
+            }],
+            1000,
+        )
+    }
+
+    fn client(b: &[u8]) -> ClientRef<'_> {
+        ClientRef {
+            kind: KeyKind::ClientId,
+            bytes: b,
+        }
+    }
+
+    #[test]
+    fn reserved_addresses_get_slots_and_stay_off_the_free_list() {
+        let t = table();
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.free_count(0), 3);
+        let r = t.slot_of([192, 0, 2, 99].into()).unwrap();
+        assert!(t.slot(r).reserved);
+        assert_eq!(t.slot_of([192, 0, 2, 14].into()), None);
+        t.check();
+    }
+
+    #[test]
+    fn free_list_is_oldest_first_and_expiry_returns_to_the_back() {
+        let mut t = table();
+        let a = t.peek_free(0).unwrap();
+        assert_eq!(t.slot(a).addr, Ipv4Addr::new(192, 0, 2, 10));
+        t.bind(a, client(b"\x01a"), &[1; 6], LeaseState::Active, 1010);
+        let b = t.peek_free(0).unwrap();
+        assert_eq!(t.slot(b).addr, Ipv4Addr::new(192, 0, 2, 11));
+        assert_eq!(t.expire(1009), 0);
+        assert_eq!(t.expire(1010), 1);
+        assert_eq!(t.slot(a).state, LeaseState::Expired);
+        assert_eq!(t.find_client(0, client(b"\x01a")), Some(a), "affinity kept");
+        t.bind(b, client(b"\x01b"), &[2; 6], LeaseState::Active, 2000);
+        t.bind(
+            t.peek_free(0).unwrap(),
+            client(b"\x01c"),
+            &[3; 6],
+            LeaseState::Active,
+            2000,
+        );
+        assert_eq!(
+            t.peek_free(0),
+            Some(a),
+            "the expired address comes after never-used ones"
+        );
+        t.check();
+    }
+
+    #[test]
+    fn binding_elsewhere_frees_the_clients_old_slot() {
+        let mut t = table();
+        let a = t.peek_free(0).unwrap();
+        t.bind(a, client(b"\x01a"), &[1; 6], LeaseState::Offered, 1030);
+        let b = t.slot_of([192, 0, 2, 13].into()).unwrap();
+        t.bind(b, client(b"\x01a"), &[1; 6], LeaseState::Active, 5000);
+        assert_eq!(t.slot(a).state, LeaseState::Free);
+        assert_eq!(t.slot(a).client, None);
+        assert_eq!(t.find_client(0, client(b"\x01a")), Some(b));
+        t.check();
+    }
+
+    #[test]
+    fn a_long_idle_gap_expires_everything_due() {
+        let mut t = table();
+        let a = t.peek_free(0).unwrap();
+        t.bind(
+            a,
+            client(b"\x01a"),
+            &[1; 6],
+            LeaseState::Active,
+            1000 + 3 * WHEEL as u64,
+        );
+        assert_eq!(t.expire(1000 + WHEEL as u64), 0);
+        assert_eq!(t.expire(1000 + 10 * WHEEL as u64), 1);
+        t.check();
+    }
+
+    #[test]
+    fn long_client_ids_work() {
+        let mut t = table();
+        let long = [7u8; 200];
+        let a = t.peek_free(0).unwrap();
+        t.bind(a, client(&long), &[1; 6], LeaseState::Active, 2000);
+        assert_eq!(t.find_client(0, client(&long)), Some(a));
+        t.check();
+    }
+}

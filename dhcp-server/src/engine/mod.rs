@@ -1,0 +1,697 @@
+//! The lease engine: RFC 2131 server behaviour as a deterministic state machine. A datagram,
+//! where it arrived and the current time go in; a reply written into the caller's buffer
+//! and where to send it come out. No sockets, no clock, no allocation per packet: the UDP
+//! backend, the AF_XDP workers and the tests all drive this same code.
+
+mod leases;
+mod reply;
+mod stats;
+
+use std::net::Ipv4Addr;
+
+use crate::config::{Config, LinkId, Reservation};
+use crate::wire::{MessageType, Request, BOOTREQUEST};
+
+pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Slot, SlotId};
+pub use reply::Destination;
+pub use stats::{Drop, Stats};
+
+/// Where and how a datagram reached the server.
+#[derive(Debug, Clone, Copy)]
+pub struct RxMeta {
+    /// The listening interface it arrived on.
+    pub link: LinkId,
+    /// The server's address the datagram reached, or for a broadcast the address of the
+    /// receiving interface: the default server identifier and reply source.
+    pub local_addr: Ipv4Addr,
+    /// The IP destination was a broadcast address.
+    pub broadcast: bool,
+}
+
+/// A reply ready to send: `len` octets at the start of the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub len: usize,
+    pub kind: MessageType,
+    /// The address the reply is about: offered or acknowledged, refused, or ciaddr.
+    pub addr: Ipv4Addr,
+    pub to: Destination,
+    /// Source address for the reply: the server identifier it carries.
+    pub from: Ipv4Addr,
+}
+
+/// What the engine made of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Reply(Reply),
+    /// Handled, nothing to send (RELEASE, DECLINE, a REQUEST for another server, ...).
+    Done,
+    /// Not served, counted under this reason.
+    Dropped(Drop),
+}
+
+/// The engine's view of one configured subnet.
+struct SubnetRt {
+    mask: Ipv4Addr,
+    net: crate::config::Ipv4Net,
+}
+
+pub struct Engine {
+    config: Config,
+    subnets: Vec<SubnetRt>,
+    /// Subnet ids in order, so one subnet can be lent out as a one-element slice.
+    ids: Vec<u16>,
+    /// Subnets whose direct clients are on each link, in configuration order.
+    links: Vec<Vec<u16>>,
+    /// Subnets sorted by network address for giaddr and ciaddr lookup.
+    by_net: Vec<(u32, u32, u16)>,
+    res_by_hw: hashbrown::HashMap<[u8; 6], Vec<(u16, u32)>>,
+    res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<(u16, u32)>>,
+    leases: LeaseTable,
+    stats: Stats,
+}
+
+/// The lease terms granted: lease time, T1 and T2, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    pub lease: u32,
+    pub renew: u32,
+    pub rebind: u32,
+}
+
+/// The subnets a message may be served from, named without borrowing the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Net {
+    Nowhere,
+    Subnet(u16),
+    Link(LinkId),
+}
+
+/// What a REQUEST for an address comes to.
+enum Verdict {
+    Ack(SlotId),
+    Nak(&'static str),
+    Silent(Drop),
+}
+
+impl Engine {
+    /// Builds the engine from a validated configuration; `now` in seconds since the epoch.
+    pub fn new(config: Config, now: u64) -> Result<Self, Vec<crate::config::Invalid>> {
+        config.validate()?;
+        let pools: Vec<Vec<(Ipv4Addr, Ipv4Addr)>> = config
+            .subnets
+            .iter()
+            .map(|s| s.pools.iter().map(|r| (r.first, r.last)).collect())
+            .collect();
+        let reserved: Vec<Vec<Ipv4Addr>> = config
+            .subnets
+            .iter()
+            .map(|s| s.reservations.iter().filter_map(|r| r.address).collect())
+            .collect();
+        let slots: Vec<_> = pools
+            .iter()
+            .zip(&reserved)
+            .map(|(p, r)| leases::SubnetSlots {
+                pools: p,
+                reserved: r,
+            })
+            .collect();
+        let leases = LeaseTable::new(&slots, now);
+        let mut links = vec![Vec::new(); config.interfaces.len()];
+        let mut by_net = Vec::new();
+        let mut res_by_hw: hashbrown::HashMap<_, Vec<_>> = Default::default();
+        let mut res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<_>> = Default::default();
+        for (i, s) in config.subnets.iter().enumerate() {
+            let i = i as u16;
+            if let Some(l) = s.interface {
+                links[l as usize].push(i);
+            }
+            by_net.push((u32::from(s.net.network()), u32::from(s.net.broadcast()), i));
+            for (k, r) in s.reservations.iter().enumerate() {
+                if let Some(hw) = r.hw_address {
+                    res_by_hw.entry(hw).or_default().push((i, k as u32));
+                }
+                if let Some(id) = &r.client_id {
+                    res_by_id
+                        .entry(id.clone().into_boxed_slice())
+                        .or_default()
+                        .push((i, k as u32));
+                }
+            }
+        }
+        by_net.sort_unstable();
+        let subnets = config
+            .subnets
+            .iter()
+            .map(|s| SubnetRt {
+                mask: s.net.mask_addr(),
+                net: s.net,
+            })
+            .collect();
+        let ids = (0..config.subnets.len() as u16).collect();
+        Ok(Self {
+            config,
+            subnets,
+            ids,
+            links,
+            by_net,
+            res_by_hw,
+            res_by_id,
+            leases,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
+    /// Lets time pass without traffic: ends offers, leases and quarantines due by `now`.
+    pub fn tick(&mut self, now: u64) {
+        self.leases.expire(now);
+    }
+
+    /// Handles one datagram. The reply, if any, is written at the start of `out`.
+    pub fn handle(&mut self, packet: &[u8], meta: &RxMeta, now: u64, out: &mut [u8]) -> Outcome {
+        self.leases.expire(now);
+        let outcome = self.dispatch(packet, meta, now, out);
+        match outcome {
+            Outcome::Reply(r) => self.stats.count_tx(r.kind),
+            Outcome::Dropped(d) => self.stats.count_drop(d),
+            Outcome::Done => {}
+        }
+        outcome
+    }
+
+    fn dispatch(&mut self, packet: &[u8], meta: &RxMeta, now: u64, out: &mut [u8]) -> Outcome {
+        let req = match Request::parse(packet) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Dropped(Drop::Malformed(e)),
+        };
+        if req.msg.op() != BOOTREQUEST {
+            return Outcome::Dropped(Drop::NotRequest);
+        }
+        self.stats.count_rx(req.msg_type);
+        let hw = Hw(req.msg.chaddr());
+        let outcome = match req.msg_type {
+            MessageType::Discover => {
+                tracing::info!("DHCPDISCOVER from {hw} via {}", self.via(&req, meta));
+                self.discover(&req, meta, now, out)
+            }
+            MessageType::Request => {
+                let addr = req.requested_address.unwrap_or(req.msg.ciaddr());
+                tracing::info!(
+                    "DHCPREQUEST for {addr} from {hw} via {}",
+                    self.via(&req, meta)
+                );
+                self.request(&req, meta, now, out)
+            }
+            MessageType::Decline => self.decline(&req, meta, now),
+            MessageType::Release => self.release(&req, meta, now),
+            MessageType::Inform => {
+                tracing::info!(
+                    "DHCPINFORM from {} via {}",
+                    req.msg.ciaddr(),
+                    self.via(&req, meta)
+                );
+                self.inform(&req, meta, out)
+            }
+            _ => return Outcome::Dropped(Drop::UnexpectedType),
+        };
+        if let Outcome::Reply(r) = &outcome {
+            tracing::info!(
+                "{} on {} to {hw} via {}",
+                r.kind.name(),
+                r.addr,
+                self.via(&req, meta)
+            );
+        }
+        outcome
+    }
+
+    fn link_name(&self, link: LinkId) -> &str {
+        self.config
+            .interfaces
+            .get(link as usize)
+            .map_or("?", String::as_str)
+    }
+
+    /// The subnets a message may be served from (RFC 2131 §4.3.1): the one holding the
+    /// relay's giaddr; for a unicast from a client with an address, the one holding
+    /// ciaddr; otherwise those on the link it arrived on.
+    fn network(&self, req: &Request<'_>, meta: &RxMeta) -> Net {
+        let giaddr = req.msg.giaddr();
+        if !giaddr.is_unspecified() {
+            return self.subnet_of(giaddr).map_or(Net::Nowhere, Net::Subnet);
+        }
+        let ciaddr = req.msg.ciaddr();
+        if !ciaddr.is_unspecified() && !meta.broadcast {
+            if let Some(i) = self.subnet_of(ciaddr) {
+                return Net::Subnet(i);
+            }
+        }
+        Net::Link(meta.link)
+    }
+
+    fn ids(&self, net: Net) -> &[u16] {
+        match net {
+            Net::Nowhere => &[],
+            Net::Subnet(i) => self.ids_of(i),
+            Net::Link(l) => self.links.get(l as usize).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    fn subnet_of(&self, ip: Ipv4Addr) -> Option<u16> {
+        let a = u32::from(ip);
+        let i = self.by_net.partition_point(|s| s.1 < a);
+        self.by_net.get(i).filter(|s| s.0 <= a).map(|s| s.2)
+    }
+
+    fn subnet_in(&self, net: &[u16], ip: Ipv4Addr) -> Option<u16> {
+        net.iter()
+            .copied()
+            .find(|&s| self.subnets[s as usize].net.contains(ip))
+    }
+
+    fn reservation(
+        &self,
+        net: &[u16],
+        client: ClientRef<'_>,
+        chaddr: &[u8],
+    ) -> Option<(u16, &Reservation)> {
+        let by_id = (client.kind == KeyKind::ClientId)
+            .then(|| self.res_by_id.get(client.bytes))
+            .flatten();
+        let by_hw = <[u8; 6]>::try_from(chaddr)
+            .ok()
+            .and_then(|hw| self.res_by_hw.get(&hw));
+        by_id
+            .into_iter()
+            .chain(by_hw)
+            .flatten()
+            .find(|(s, _)| net.contains(s))
+            .map(|&(s, k)| (s, &self.config.subnets[s as usize].reservations[k as usize]))
+    }
+
+    fn server_id(&self, subnet: u16, meta: &RxMeta) -> Ipv4Addr {
+        self.config.subnets[subnet as usize]
+            .server_id
+            .unwrap_or(meta.local_addr)
+    }
+
+    fn is_ours(&self, server_id: Ipv4Addr, net: &[u16], meta: &RxMeta) -> bool {
+        server_id == meta.local_addr
+            || net
+                .iter()
+                .any(|&s| self.config.subnets[s as usize].server_id == Some(server_id))
+    }
+
+    fn terms(&self, subnet: u16, asked: Option<u32>) -> Terms {
+        let t = &self.config.subnets[subnet as usize].lease;
+        let lease = asked.map_or(t.default, |a| a.clamp(t.min, t.max));
+        let renew = t.renew.unwrap_or(lease / 2).min(lease);
+        let rebind = t
+            .rebind
+            .unwrap_or(lease / 8 * 7 + lease % 8 * 7 / 8)
+            .clamp(renew, lease);
+        Terms {
+            lease,
+            renew,
+            rebind,
+        }
+    }
+
+    /// DHCPDISCOVER (RFC 2131 §4.3.1): offer the client's reserved address, else the one it
+    /// holds or held last, else the one it asks for if free, else the oldest free one.
+    fn discover(&mut self, req: &Request<'_>, meta: &RxMeta, now: u64, out: &mut [u8]) -> Outcome {
+        let net = self.network(req, meta);
+        if self.ids(net).is_empty() {
+            return Outcome::Dropped(Drop::UnknownNetwork);
+        }
+        let client = client_of(req);
+        let Some(slot) = self.pick_for_offer(self.ids(net), client, req) else {
+            return Outcome::Dropped(Drop::NoFreeLease);
+        };
+        let s = self.leases.slot(slot);
+        let (subnet, addr) = (s.subnet, s.addr);
+        if s.state != LeaseState::Active || !self.leases.is_client(slot, client) {
+            let hold = now + self.config.offer_hold as u64;
+            self.leases
+                .bind(slot, client, req.msg.chaddr(), LeaseState::Offered, hold);
+        }
+        let terms = self.terms(subnet, req.lease_time);
+        let sid = self.server_id(subnet, meta);
+        let res = self
+            .reservation(self.ids_of(subnet), client, req.msg.chaddr())
+            .map(|r| r.1);
+        let ans = reply::Answer {
+            kind: MessageType::Offer,
+            yiaddr: addr,
+            ciaddr: None,
+            terms: Some(terms),
+            nak: None,
+        };
+        self.answer(req, &ans, subnet, res, sid, out)
+    }
+
+    fn ids_of(&self, subnet: u16) -> &[u16] {
+        std::slice::from_ref(&self.ids[subnet as usize])
+    }
+
+    fn pick_for_offer(
+        &self,
+        net: &[u16],
+        client: ClientRef<'_>,
+        req: &Request<'_>,
+    ) -> Option<SlotId> {
+        let usable = |id: SlotId| {
+            let s = self.leases.slot(id);
+            (s.state.available() || (s.state.held() && self.leases.is_client(id, client)))
+                && !self.reserved_for_other(id, client, req.msg.chaddr())
+        };
+        if let Some((_, r)) = self.reservation(net, client, req.msg.chaddr()) {
+            if let Some(id) = r
+                .address
+                .and_then(|a| self.leases.slot_of(a))
+                .filter(|&id| usable(id))
+            {
+                return Some(id);
+            }
+        }
+        let known = net
+            .iter()
+            .find_map(|&s| self.leases.find_client(s, client))
+            .filter(|&id| usable(id));
+        let asked = req
+            .requested_address
+            .filter(|&a| self.subnet_in(net, a).is_some())
+            .and_then(|a| self.leases.slot_of(a))
+            .filter(|&id| usable(id));
+        known
+            .or(asked)
+            .or_else(|| net.iter().find_map(|&s| self.leases.peek_free(s)))
+    }
+
+    /// A slot reserved in the configuration for a host other than this client.
+    fn reserved_for_other(&self, id: SlotId, client: ClientRef<'_>, chaddr: &[u8]) -> bool {
+        let s = self.leases.slot(id);
+        s.reserved
+            && self
+                .reservation(self.ids_of(s.subnet), client, chaddr)
+                .is_none_or(|(_, r)| r.address != Some(s.addr))
+    }
+
+    /// DHCPREQUEST (RFC 2131 §4.3.2), in each client state.
+    fn request(&mut self, req: &Request<'_>, meta: &RxMeta, now: u64, out: &mut [u8]) -> Outcome {
+        let net = self.network(req, meta);
+        let client = client_of(req);
+        let ciaddr = req.msg.ciaddr();
+        let (addr, must_answer, renewing) = match (req.server_id, req.requested_address) {
+            // SELECTING: the client picked a server; only that one answers.
+            (Some(sid), requested) => {
+                if !self.is_ours(sid, self.ids(net), meta) {
+                    self.withdraw_offer(net, client);
+                    return Outcome::Dropped(Drop::OtherServer);
+                }
+                match requested.or((!ciaddr.is_unspecified()).then_some(ciaddr)) {
+                    Some(a) => (a, true, false),
+                    None => return Outcome::Dropped(Drop::NoAddress),
+                }
+            }
+            // INIT-REBOOT: checking an address it remembers.
+            (None, Some(a)) if ciaddr.is_unspecified() => (a, false, false),
+            // RENEWING (unicast) or REBINDING (broadcast): extending the lease it has.
+            _ if !ciaddr.is_unspecified() => (ciaddr, false, true),
+            _ => return Outcome::Dropped(Drop::NoAddress),
+        };
+        let ids = self.ids(net);
+        let Some(&first) = ids.first() else {
+            return Outcome::Dropped(Drop::UnknownNetwork);
+        };
+        let subnet = self.subnet_in(ids, addr).unwrap_or(first);
+        let sid = self.server_id(subnet, meta);
+        match self.judge(ids, addr, client, req.msg.chaddr(), must_answer) {
+            Verdict::Ack(slot) => {
+                let subnet = self.leases.slot(slot).subnet;
+                let terms = self.terms(subnet, req.lease_time);
+                let end = now + terms.lease as u64;
+                self.leases
+                    .bind(slot, client, req.msg.chaddr(), LeaseState::Active, end);
+                self.leases.set_cltt(slot, now);
+                let res = self
+                    .reservation(self.ids_of(subnet), client, req.msg.chaddr())
+                    .map(|r| r.1);
+                let ans = reply::Answer {
+                    kind: MessageType::Ack,
+                    yiaddr: addr,
+                    ciaddr: renewing.then_some(ciaddr),
+                    terms: Some(terms),
+                    nak: None,
+                };
+                self.answer(req, &ans, subnet, res, sid, out)
+            }
+            Verdict::Nak(why) => {
+                tracing::info!("refusing {addr} to {}: {why}", Hw(req.msg.chaddr()));
+                let ans = reply::Answer {
+                    kind: MessageType::Nak,
+                    yiaddr: addr,
+                    ciaddr: None,
+                    terms: None,
+                    nak: Some(why),
+                };
+                self.answer(req, &ans, subnet, None, sid, out)
+            }
+            Verdict::Silent(d) => Outcome::Dropped(d),
+        }
+    }
+
+    /// Whether `client` may have `addr` in `net`. `must_answer` (the client named us as its
+    /// server) or the `authoritative` switch turn "not ours to judge" into a NAK; a
+    /// positive conflict is always a NAK.
+    fn judge(
+        &self,
+        net: &[u16],
+        addr: Ipv4Addr,
+        client: ClientRef<'_>,
+        chaddr: &[u8],
+        must_answer: bool,
+    ) -> Verdict {
+        let unknown = |d: Drop, why| {
+            if must_answer || self.config.authoritative {
+                Verdict::Nak(why)
+            } else {
+                Verdict::Silent(d)
+            }
+        };
+        if net.is_empty() || self.subnet_in(net, addr).is_none() {
+            return unknown(Drop::UnknownNetwork, "wrong network");
+        }
+        if let Some((_, r)) = self.reservation(net, client, chaddr) {
+            if r.address.is_some_and(|a| a != addr) {
+                return Verdict::Nak("client has a different reserved address");
+            }
+        }
+        let Some(slot) = self.leases.slot_of(addr) else {
+            return unknown(Drop::NotInPool, "address not in any pool");
+        };
+        let s = self.leases.slot(slot);
+        if self.reserved_for_other(slot, client, chaddr) {
+            return Verdict::Nak("address reserved for another client");
+        }
+        let mine = self.leases.is_client(slot, client);
+        match s.state {
+            LeaseState::Offered | LeaseState::Active if !mine => {
+                Verdict::Nak("address in use by another client")
+            }
+            LeaseState::Declined => Verdict::Nak("address declined"),
+            _ => Verdict::Ack(slot),
+        }
+    }
+
+    /// The client took another server's offer: what we held for it goes back.
+    fn withdraw_offer(&mut self, net: Net, client: ClientRef<'_>) {
+        for i in 0..self.ids(net).len() {
+            if let Some(id) = self.leases.find_client(self.ids(net)[i], client) {
+                if self.leases.slot(id).state == LeaseState::Offered {
+                    self.leases.set_state(id, LeaseState::Expired, 0);
+                }
+            }
+        }
+    }
+
+    /// DHCPDECLINE (RFC 2131 §4.3.3): the address is in use on the wire; keep it out of use.
+    fn decline(&mut self, req: &Request<'_>, meta: &RxMeta, now: u64) -> Outcome {
+        let net = self.ids(self.network(req, meta));
+        if req
+            .server_id
+            .is_some_and(|sid| !self.is_ours(sid, net, meta))
+        {
+            return Outcome::Dropped(Drop::OtherServer);
+        }
+        let Some(addr) = req.requested_address else {
+            return Outcome::Dropped(Drop::NoAddress);
+        };
+        let client = client_of(req);
+        let Some(slot) = self
+            .leases
+            .slot_of(addr)
+            .filter(|&id| self.leases.slot(id).state.held() && self.leases.is_client(id, client))
+        else {
+            return Outcome::Dropped(Drop::NotHeld);
+        };
+        tracing::warn!(
+            "DHCPDECLINE of {addr} from {} via {}: abandoning address",
+            Hw(req.msg.chaddr()),
+            self.via(req, meta)
+        );
+        self.leases.forget_client(slot);
+        self.leases.set_state(
+            slot,
+            LeaseState::Declined,
+            now + self.config.decline_hold as u64,
+        );
+        Outcome::Done
+    }
+
+    /// DHCPRELEASE (RFC 2131 §4.3.4): the address comes back, still remembered for the client.
+    fn release(&mut self, req: &Request<'_>, meta: &RxMeta, now: u64) -> Outcome {
+        let net = self.ids(self.network(req, meta));
+        if req
+            .server_id
+            .is_some_and(|sid| !self.is_ours(sid, net, meta))
+        {
+            return Outcome::Dropped(Drop::OtherServer);
+        }
+        let addr = req.msg.ciaddr();
+        let client = client_of(req);
+        let Some(slot) = self
+            .leases
+            .slot_of(addr)
+            .filter(|&id| self.leases.slot(id).state.held() && self.leases.is_client(id, client))
+        else {
+            return Outcome::Dropped(Drop::NotHeld);
+        };
+        tracing::info!(
+            "DHCPRELEASE of {addr} from {} via {}",
+            Hw(req.msg.chaddr()),
+            self.via(req, meta)
+        );
+        self.leases.set_state(slot, LeaseState::Released, now);
+        Outcome::Done
+    }
+
+    /// DHCPINFORM (RFC 2131 §4.3.5): configuration only, no lease, sent to ciaddr.
+    fn inform(&mut self, req: &Request<'_>, meta: &RxMeta, out: &mut [u8]) -> Outcome {
+        let ciaddr = req.msg.ciaddr();
+        let net = self.ids(self.network(req, meta));
+        let Some(subnet) = self.subnet_in(net, ciaddr).or(net.first().copied()) else {
+            return Outcome::Dropped(Drop::UnknownNetwork);
+        };
+        let client = client_of(req);
+        let res = self
+            .reservation(self.ids_of(subnet), client, req.msg.chaddr())
+            .map(|r| r.1);
+        let sid = self.server_id(subnet, meta);
+        let ans = reply::Answer {
+            kind: MessageType::Ack,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            ciaddr: Some(ciaddr),
+            terms: None,
+            nak: None,
+        };
+        self.answer(req, &ans, subnet, res, sid, out)
+    }
+
+    fn answer(
+        &self,
+        req: &Request<'_>,
+        ans: &reply::Answer,
+        subnet: u16,
+        res: Option<&Reservation>,
+        server_id: Ipv4Addr,
+        out: &mut [u8],
+    ) -> Outcome {
+        let s = &self.config.subnets[subnet as usize];
+        let ctx = reply::Context {
+            mask: self.subnets[subnet as usize].mask,
+            server_id,
+            subnet_options: &s.options,
+            reservation: res,
+        };
+        match reply::write(req, ans, &ctx, out) {
+            Ok(len) => Outcome::Reply(Reply {
+                len,
+                kind: ans.kind,
+                addr: ans
+                    .ciaddr
+                    .filter(|_| ans.terms.is_none())
+                    .unwrap_or(ans.yiaddr),
+                to: reply::destination(req, ans),
+                from: server_id,
+            }),
+            Err(_) => Outcome::Dropped(Drop::ReplyTooLarge),
+        }
+    }
+
+    fn via<'a>(&'a self, req: &Request<'_>, meta: &RxMeta) -> Via<'a> {
+        Via {
+            giaddr: req.msg.giaddr(),
+            link: self.link_name(meta.link),
+        }
+    }
+}
+
+fn client_of<'a>(req: &Request<'a>) -> ClientRef<'a> {
+    match req.client_id {
+        Some(id) => ClientRef {
+            kind: KeyKind::ClientId,
+            bytes: id,
+        },
+        None => ClientRef {
+            kind: KeyKind::Hardware,
+            bytes: req.msg.chaddr(),
+        },
+    }
+}
+
+/// A hardware address as dhcpd prints it.
+pub struct Hw<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Hw<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// "via" in dhcpd's log lines: the relay's address, or the interface.
+struct Via<'a> {
+    giaddr: Ipv4Addr,
+    link: &'a str,
+}
+
+impl std::fmt::Display for Via<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.giaddr.is_unspecified() {
+            f.write_str(self.link)
+        } else {
+            write!(f, "{}", self.giaddr)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

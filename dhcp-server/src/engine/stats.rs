@@ -1,0 +1,110 @@
+//! Counters the engine keeps per shard: messages in and out by type, and every reason a
+//! datagram was not answered. Plain integers: a shard has one writer.
+
+use crate::wire::{MessageType, WireError};
+
+/// Why a datagram got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Drop {
+    Malformed(WireError),
+    /// A BOOTREPLY or another op: not for a server.
+    NotRequest,
+    /// OFFER, ACK, NAK or an unknown type sent to the server.
+    UnexpectedType,
+    /// No configured subnet for the link, relay or client address.
+    UnknownNetwork,
+    /// Every address of the client's network is held, reserved or quarantined.
+    NoFreeLease,
+    /// The client chose, or is talking to, another server.
+    OtherServer,
+    /// A REQUEST or DECLINE that names no address.
+    NoAddress,
+    /// Non-authoritative: the address is not in any pool here.
+    NotInPool,
+    /// RELEASE or DECLINE of an address the client does not hold here.
+    NotHeld,
+    /// The reply would not fit even without optional options.
+    ReplyTooLarge,
+}
+
+impl Drop {
+    /// Every reason, for listing all counters including the zero ones.
+    pub const ALL: [Drop; 10] = [
+        Drop::Malformed(WireError::TooShort),
+        Drop::NotRequest,
+        Drop::UnexpectedType,
+        Drop::UnknownNetwork,
+        Drop::NoFreeLease,
+        Drop::OtherServer,
+        Drop::NoAddress,
+        Drop::NotInPool,
+        Drop::NotHeld,
+        Drop::ReplyTooLarge,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Drop::Malformed(_) => "malformed",
+            Drop::NotRequest => "not-request",
+            Drop::UnexpectedType => "unexpected-type",
+            Drop::UnknownNetwork => "unknown-network",
+            Drop::NoFreeLease => "no-free-lease",
+            Drop::OtherServer => "other-server",
+            Drop::NoAddress => "no-address",
+            Drop::NotInPool => "not-in-pool",
+            Drop::NotHeld => "not-held",
+            Drop::ReplyTooLarge => "reply-too-large",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Drop::Malformed(_) => 0,
+            Drop::NotRequest => 1,
+            Drop::UnexpectedType => 2,
+            Drop::UnknownNetwork => 3,
+            Drop::NoFreeLease => 4,
+            Drop::OtherServer => 5,
+            Drop::NoAddress => 6,
+            Drop::NotInPool => 7,
+            Drop::NotHeld => 8,
+            Drop::ReplyTooLarge => 9,
+        }
+    }
+}
+
+/// Message types 1..=8 by their number; index 0 counts every other type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rx: [u64; 9],
+    pub tx: [u64; 9],
+    pub drops: [u64; Drop::ALL.len()],
+}
+
+fn type_index(t: MessageType) -> usize {
+    match t.to_u8() {
+        n @ 1..=8 => n as usize,
+        _ => 0,
+    }
+}
+
+impl Stats {
+    pub(super) fn count_rx(&mut self, t: MessageType) {
+        self.rx[type_index(t)] += 1;
+    }
+    pub(super) fn count_tx(&mut self, t: MessageType) {
+        self.tx[type_index(t)] += 1;
+    }
+    pub(super) fn count_drop(&mut self, d: Drop) {
+        self.drops[d.index()] += 1;
+    }
+    pub fn received(&self, t: MessageType) -> u64 {
+        self.rx[type_index(t)]
+    }
+    pub fn sent(&self, t: MessageType) -> u64 {
+        self.tx[type_index(t)]
+    }
+    pub fn dropped(&self, d: Drop) -> u64 {
+        self.drops[d.index()]
+    }
+}

@@ -1,0 +1,830 @@
+//! RFC 2131 behaviour, case by case, and the lease invariants as property tests over random
+//! client populations, all through `Engine::handle` with simulated time.
+
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{AddrRange, Ipv4Net, LeaseTimes, OptionSet, Subnet};
+use crate::wire::{code, layout, Message, FLAG_BROADCAST};
+
+const T0: u64 = 1_700_000_000;
+const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const RELAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn range(s: &str) -> AddrRange {
+    s.parse().unwrap()
+}
+
+/// Link 0 carries 192.0.2.0/24 (pool .10-.19, a reservation by MAC outside the pool and
+/// one by client id inside it); 198.51.100.0/24 is reached through a relay only.
+fn config() -> Config {
+    let mut opts = OptionSet::default();
+    opts.set_addresses(code::ROUTER, &[SERVER]);
+    opts.set_addresses(code::DNS_SERVERS, &[ip("192.0.2.53")]);
+    opts.set_text(code::DOMAIN_NAME, "lab.example");
+    let mut printer_opts = OptionSet::default();
+    printer_opts.set_addresses(code::DNS_SERVERS, &[ip("192.0.2.54")]);
+    Config {
+        interfaces: vec!["lan0".into()],
+        subnets: vec![
+            Subnet {
+                net: "192.0.2.0/24".parse().unwrap(),
+                interface: Some(0),
+                pools: vec![range("192.0.2.10-192.0.2.19")],
+                server_id: None,
+                lease: LeaseTimes {
+                    default: 600,
+                    min: 60,
+                    max: 3600,
+                    renew: None,
+                    rebind: None,
+                },
+                options: opts,
+                reservations: vec![
+                    Reservation {
+                        hw_address: Some([2, 0, 0, 0, 0xee, 1]),
+                        address: Some(ip("192.0.2.5")),
+                        host_name: Some("printer".into()),
+                        options: printer_opts,
+                        ..Default::default()
+                    },
+                    Reservation {
+                        client_id: Some(b"\x00fixed".to_vec()),
+                        address: Some(ip("192.0.2.15")),
+                        ..Default::default()
+                    },
+                ],
+            },
+            Subnet {
+                net: Ipv4Net::new(ip("198.51.100.0"), 24).unwrap(),
+                interface: None,
+                pools: vec![range("198.51.100.10-198.51.100.14")],
+                server_id: Some(ip("203.0.113.1")),
+                lease: LeaseTimes::default(),
+                options: OptionSet::default(),
+                reservations: vec![],
+            },
+        ],
+        ..Config::default()
+    }
+}
+
+/// A client message under construction.
+#[derive(Clone)]
+struct Msg {
+    kind: u8,
+    mac: [u8; 6],
+    ciaddr: Ipv4Addr,
+    giaddr: Ipv4Addr,
+    broadcast: bool,
+    opts: Vec<(u8, Vec<u8>)>,
+}
+
+impl Msg {
+    fn new(kind: MessageType, mac: u8) -> Self {
+        Msg {
+            kind: kind.to_u8(),
+            mac: [2, 0, 0, 0, 0, mac],
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            broadcast: false,
+            opts: vec![],
+        }
+    }
+    fn opt(mut self, code: u8, v: &[u8]) -> Self {
+        self.opts.push((code, v.to_vec()));
+        self
+    }
+    fn requested(self, a: Ipv4Addr) -> Self {
+        self.opt(code::REQUESTED_ADDRESS, &a.octets())
+    }
+    fn server(self, a: Ipv4Addr) -> Self {
+        self.opt(code::SERVER_ID, &a.octets())
+    }
+    fn ciaddr(mut self, a: Ipv4Addr) -> Self {
+        self.ciaddr = a;
+        self
+    }
+    fn relayed(mut self) -> Self {
+        self.giaddr = RELAY;
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = vec![0u8; layout::OPTIONS];
+        b[layout::OP] = 1;
+        b[layout::HTYPE] = 1;
+        b[layout::HLEN] = 6;
+        b[layout::XID..layout::XID + 4].copy_from_slice(&[1, 2, 3, self.mac[5]]);
+        if self.broadcast {
+            b[layout::FLAGS..layout::FLAGS + 2].copy_from_slice(&FLAG_BROADCAST.to_be_bytes());
+        }
+        b[layout::CIADDR..layout::CIADDR + 4].copy_from_slice(&self.ciaddr.octets());
+        b[layout::GIADDR..layout::GIADDR + 4].copy_from_slice(&self.giaddr.octets());
+        b[layout::CHADDR..layout::CHADDR + 6].copy_from_slice(&self.mac);
+        b[layout::MAGIC..layout::OPTIONS].copy_from_slice(&layout::MAGIC_COOKIE);
+        b.extend_from_slice(&[code::MESSAGE_TYPE, 1, self.kind]);
+        for (c, v) in &self.opts {
+            b.push(*c);
+            b.push(v.len() as u8);
+            b.extend_from_slice(v);
+        }
+        b.push(code::END);
+        b
+    }
+}
+
+struct Lab {
+    engine: Engine,
+    now: u64,
+    out: Vec<u8>,
+}
+
+/// What came back, decoded for assertions.
+#[derive(Debug)]
+struct Got {
+    kind: MessageType,
+    yiaddr: Ipv4Addr,
+    ciaddr: Ipv4Addr,
+    to: Destination,
+    from: Ipv4Addr,
+    flags: u16,
+    opts: Vec<(u8, Vec<u8>)>,
+}
+
+impl Got {
+    fn opt(&self, c: u8) -> Option<&[u8]> {
+        self.opts.iter().find(|o| o.0 == c).map(|o| o.1.as_slice())
+    }
+    fn lease_time(&self) -> u32 {
+        u32::from_be_bytes(self.opt(code::LEASE_TIME).unwrap().try_into().unwrap())
+    }
+}
+
+impl Lab {
+    fn new(config: Config) -> Self {
+        Lab {
+            engine: Engine::new(config, T0).unwrap(),
+            now: T0,
+            out: vec![0; 1500],
+        }
+    }
+
+    fn send(&mut self, m: &Msg) -> Outcome {
+        let meta = RxMeta {
+            link: 0,
+            local_addr: SERVER,
+            broadcast: m.ciaddr.is_unspecified() || m.broadcast,
+        };
+        let o = self
+            .engine
+            .handle(&m.bytes(), &meta, self.now, &mut self.out);
+        self.engine.leases.check();
+        o
+    }
+
+    fn reply(&mut self, m: &Msg) -> Got {
+        match self.send(m) {
+            Outcome::Reply(r) => {
+                let msg = Message::parse(&self.out[..r.len]).unwrap();
+                Got {
+                    kind: MessageType::from_u8(msg.option(code::MESSAGE_TYPE).unwrap()[0]),
+                    yiaddr: msg.yiaddr(),
+                    ciaddr: msg.ciaddr(),
+                    to: r.to,
+                    from: r.from,
+                    flags: msg.flags(),
+                    opts: msg
+                        .options()
+                        .flatten()
+                        .map(|o| (o.code, o.value.to_vec()))
+                        .collect(),
+                }
+            }
+            other => panic!(
+                "expected a reply to {}, got {other:?}",
+                MessageType::from_u8(m.kind).name()
+            ),
+        }
+    }
+
+    fn silent(&mut self, m: &Msg) -> Outcome {
+        let o = self.send(m);
+        assert!(
+            !matches!(o, Outcome::Reply(_)),
+            "expected no reply, got {o:?}"
+        );
+        o
+    }
+
+    /// DISCOVER, then REQUEST the offered address from this server: the bound address.
+    fn dora(&mut self, m: &Msg) -> Ipv4Addr {
+        let mut d = m.clone();
+        d.kind = 1;
+        let offer = self.reply(&d);
+        assert_eq!(offer.kind, MessageType::Offer);
+        let mut r = m.clone().requested(offer.yiaddr).server(offer.from);
+        r.kind = 3;
+        let ack = self.reply(&r);
+        assert_eq!(ack.kind, MessageType::Ack, "{ack:?}");
+        assert_eq!(ack.yiaddr, offer.yiaddr);
+        ack.yiaddr
+    }
+}
+
+fn discover(mac: u8) -> Msg {
+    Msg::new(MessageType::Discover, mac)
+}
+fn request(mac: u8) -> Msg {
+    Msg::new(MessageType::Request, mac)
+}
+
+#[test]
+fn discover_offers_the_oldest_free_address_with_terms_and_options() {
+    let mut lab = Lab::new(config());
+    let o = lab.reply(&discover(1).opt(code::PARAMETER_REQUEST_LIST, &[1, 3, 6, 15]));
+    assert_eq!(o.kind, MessageType::Offer);
+    assert_eq!(o.yiaddr, ip("192.0.2.10"));
+    assert_eq!(o.from, SERVER);
+    assert_eq!(o.opt(code::SERVER_ID), Some(&SERVER.octets()[..]));
+    assert_eq!(o.lease_time(), 600);
+    assert_eq!(o.opt(code::RENEWAL_TIME), Some(&300u32.to_be_bytes()[..]));
+    assert_eq!(o.opt(code::REBINDING_TIME), Some(&525u32.to_be_bytes()[..]));
+    assert_eq!(o.opt(code::SUBNET_MASK), Some(&[255, 255, 255, 0][..]));
+    assert_eq!(o.opt(code::ROUTER), Some(&SERVER.octets()[..]));
+    assert_eq!(o.opt(code::DOMAIN_NAME), Some(&b"lab.example"[..]));
+    assert_eq!(
+        o.to,
+        Destination::Hardware {
+            ip: ip("192.0.2.10"),
+            mac: [2, 0, 0, 0, 0, 1]
+        }
+    );
+}
+
+#[test]
+fn options_not_in_the_parameter_list_are_left_out() {
+    let mut lab = Lab::new(config());
+    let o = lab.reply(&discover(1).opt(code::PARAMETER_REQUEST_LIST, &[1, 3]));
+    assert!(o.opt(code::ROUTER).is_some());
+    assert!(o.opt(code::DNS_SERVERS).is_none());
+    assert!(o.opt(code::DOMAIN_NAME).is_none());
+}
+
+#[test]
+fn an_offer_is_held_for_its_client_then_returns() {
+    let mut lab = Lab::new(config());
+    let a = lab.reply(&discover(1)).yiaddr;
+    let b = lab.reply(&discover(2)).yiaddr;
+    assert_ne!(a, b);
+    assert_eq!(lab.reply(&discover(1)).yiaddr, a, "same client, same offer");
+    lab.now += lab.engine.config().offer_hold as u64 + 1;
+    lab.engine.tick(lab.now);
+    assert_eq!(
+        lab.engine
+            .leases()
+            .slot(lab.engine.leases().slot_of(a).unwrap())
+            .state,
+        LeaseState::Expired
+    );
+}
+
+#[test]
+fn the_clients_current_lease_comes_first_then_its_requested_address() {
+    let mut lab = Lab::new(config());
+    let bound = lab.dora(&discover(1));
+    let o = lab.reply(&discover(1).requested(ip("192.0.2.18")));
+    assert_eq!(
+        o.yiaddr, bound,
+        "current lease before the requested address"
+    );
+    let o = lab.reply(&discover(2).requested(ip("192.0.2.18")));
+    assert_eq!(
+        o.yiaddr,
+        ip("192.0.2.18"),
+        "a free requested address is honoured"
+    );
+    let o = lab.reply(&discover(3).requested(ip("192.0.2.18")));
+    assert_ne!(o.yiaddr, ip("192.0.2.18"), "held for client 2");
+    let o = lab.reply(&discover(4).requested(ip("198.51.100.10")));
+    assert!(
+        config().subnets[0].pools[0].contains(o.yiaddr),
+        "wrong-network request ignored"
+    );
+}
+
+#[test]
+fn broadcast_flag_and_relay_and_ciaddr_pick_the_destination() {
+    let mut lab = Lab::new(config());
+    let mut d = discover(1);
+    d.broadcast = true;
+    let o = lab.reply(&d);
+    assert_eq!(o.to, Destination::Broadcast);
+    assert_eq!(o.flags, FLAG_BROADCAST, "flags copied from the request");
+    let o = lab.reply(&discover(2).relayed());
+    assert_eq!(o.to, Destination::Relay(RELAY));
+    assert!(
+        range("198.51.100.10-198.51.100.14").contains(o.yiaddr),
+        "placed by giaddr"
+    );
+    assert_eq!(
+        o.from,
+        ip("203.0.113.1"),
+        "the subnet's configured server id"
+    );
+    assert_eq!(o.opt(code::SERVER_ID), Some(&[203, 0, 113, 1][..]));
+}
+
+#[test]
+fn selecting_request_gets_ack_and_a_request_for_another_server_releases_the_offer() {
+    let mut lab = Lab::new(config());
+    let a = lab.dora(&discover(1));
+    assert_eq!(a, ip("192.0.2.10"));
+    let offered = lab.reply(&discover(2)).yiaddr;
+    let out = lab.silent(&request(2).requested(offered).server(ip("192.0.2.250")));
+    assert_eq!(out, Outcome::Dropped(Drop::OtherServer));
+    let s = lab.engine.leases().slot_of(offered).unwrap();
+    assert!(
+        lab.engine.leases().slot(s).state.available(),
+        "offer withdrawn"
+    );
+}
+
+#[test]
+fn selecting_request_for_an_address_held_by_another_client_is_naked() {
+    let mut lab = Lab::new(config());
+    let a = lab.dora(&discover(1));
+    let n = lab.reply(&request(2).requested(a).server(SERVER));
+    assert_eq!(n.kind, MessageType::Nak);
+    assert_eq!(n.yiaddr, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(n.to, Destination::Broadcast);
+    assert!(n.opt(code::LEASE_TIME).is_none());
+}
+
+/// INIT-REBOOT and RENEW/REBIND verdicts, authoritative and not.
+#[test]
+fn request_verdicts_table() {
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Want {
+        Ack,
+        Nak,
+        Silent,
+    }
+    use Want::*;
+    // (case, authoritative, message from client 1 after client 1 holds .10 and client 2 holds .11, expected)
+    let cases: Vec<(&str, bool, Msg, Want)> = vec![
+        (
+            "init-reboot own address",
+            true,
+            request(1).requested(ip("192.0.2.10")),
+            Ack,
+        ),
+        (
+            "init-reboot other's address",
+            true,
+            request(1).requested(ip("192.0.2.11")),
+            Nak,
+        ),
+        (
+            "init-reboot other's address, not authoritative",
+            false,
+            request(1).requested(ip("192.0.2.11")),
+            Nak,
+        ),
+        (
+            "init-reboot free pool address",
+            true,
+            request(1).requested(ip("192.0.2.17")),
+            Ack,
+        ),
+        (
+            "init-reboot free pool address, not authoritative",
+            false,
+            request(1).requested(ip("192.0.2.17")),
+            Ack,
+        ),
+        (
+            "init-reboot wrong network",
+            true,
+            request(1).requested(ip("198.51.100.10")),
+            Nak,
+        ),
+        (
+            "init-reboot wrong network, not authoritative",
+            false,
+            request(1).requested(ip("198.51.100.10")),
+            Silent,
+        ),
+        (
+            "init-reboot outside pools",
+            true,
+            request(1).requested(ip("192.0.2.100")),
+            Nak,
+        ),
+        (
+            "init-reboot outside pools, not authoritative",
+            false,
+            request(1).requested(ip("192.0.2.100")),
+            Silent,
+        ),
+        (
+            "init-reboot reserved for another",
+            true,
+            request(1).requested(ip("192.0.2.15")),
+            Nak,
+        ),
+        (
+            "renewing own address",
+            true,
+            request(1).ciaddr(ip("192.0.2.10")),
+            Ack,
+        ),
+        (
+            "renewing other's address",
+            false,
+            request(1).ciaddr(ip("192.0.2.11")),
+            Nak,
+        ),
+        (
+            "rebinding unknown address, not authoritative",
+            false,
+            request(1).ciaddr(ip("192.0.2.100")),
+            Silent,
+        ),
+        (
+            "selecting our server, address outside pools",
+            false,
+            request(1).requested(ip("192.0.2.100")).server(SERVER),
+            Nak,
+        ),
+        ("request without any address", true, request(1), Silent),
+    ];
+    for (name, authoritative, msg, want) in cases {
+        let mut cfg = config();
+        cfg.authoritative = authoritative;
+        let mut lab = Lab::new(cfg);
+        assert_eq!(lab.dora(&discover(1)), ip("192.0.2.10"));
+        assert_eq!(lab.dora(&discover(2)), ip("192.0.2.11"));
+        let got = match lab.send(&msg) {
+            Outcome::Reply(r) if r.kind == MessageType::Ack => Ack,
+            Outcome::Reply(r) if r.kind == MessageType::Nak => Nak,
+            Outcome::Reply(r) => panic!("{name}: unexpected {r:?}"),
+            _ => Silent,
+        };
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn renewal_extends_the_lease_and_is_sent_to_ciaddr() {
+    let mut lab = Lab::new(config());
+    let a = lab.dora(&discover(1));
+    lab.now += 300;
+    let ack = lab.reply(&request(1).ciaddr(a));
+    assert_eq!(ack.kind, MessageType::Ack);
+    assert_eq!((ack.yiaddr, ack.ciaddr), (a, a));
+    assert_eq!(ack.to, Destination::Unicast(a));
+    let slot = lab
+        .engine
+        .leases()
+        .slot(lab.engine.leases().slot_of(a).unwrap());
+    assert_eq!(slot.expires, lab.now + 600);
+    assert_eq!(slot.cltt, lab.now);
+}
+
+#[test]
+fn requested_lease_time_is_clamped() {
+    let mut lab = Lab::new(config());
+    let o = lab.reply(&discover(1).opt(code::LEASE_TIME, &99_999u32.to_be_bytes()));
+    assert_eq!(o.lease_time(), 3600);
+    let o = lab.reply(&discover(2).opt(code::LEASE_TIME, &1u32.to_be_bytes()));
+    assert_eq!(o.lease_time(), 60);
+}
+
+#[test]
+fn expired_addresses_are_reused_oldest_first_and_affinity_survives() {
+    let mut lab = Lab::new(config());
+    // Fill the pool (.10-.19 less .15, reserved): nine clients.
+    let held: Vec<_> = (1..=9).map(|c| lab.dora(&discover(c))).collect();
+    assert_eq!(lab.send(&discover(50)), Outcome::Dropped(Drop::NoFreeLease));
+    lab.now += 100;
+    assert_eq!(
+        lab.reply(&request(3).ciaddr(held[2])).kind,
+        MessageType::Ack
+    );
+    lab.now += 550;
+    lab.engine.tick(lab.now);
+    // Everyone but client 3 has expired, client 1's lease first.
+    let o = lab.reply(&discover(50));
+    assert_eq!(o.yiaddr, held[0], "oldest expired first");
+    let o = lab.reply(&discover(2));
+    assert_eq!(o.yiaddr, held[1], "a returning client gets its old address");
+}
+
+#[test]
+fn decline_quarantines_the_address() {
+    let mut lab = Lab::new(config());
+    let a = lab.dora(&discover(1));
+    assert_eq!(
+        lab.send(
+            &Msg::new(MessageType::Decline, 1)
+                .requested(a)
+                .server(SERVER)
+        ),
+        Outcome::Done
+    );
+    let o = lab.reply(&discover(1));
+    assert_ne!(o.yiaddr, a, "declined address not offered again");
+    let slot = lab.engine.leases().slot_of(a).unwrap();
+    assert_eq!(lab.engine.leases().slot(slot).state, LeaseState::Declined);
+    lab.now += lab.engine.config().decline_hold as u64;
+    lab.engine.tick(lab.now);
+    assert_eq!(lab.engine.leases().slot(slot).state, LeaseState::Free);
+    assert_eq!(lab.engine.leases().slot(slot).client, None);
+}
+
+#[test]
+fn decline_from_another_client_changes_nothing() {
+    let mut lab = Lab::new(config());
+    let a = lab.dora(&discover(1));
+    assert_eq!(
+        lab.send(&Msg::new(MessageType::Decline, 2).requested(a)),
+        Outcome::Dropped(Drop::NotHeld)
+    );
+    assert_eq!(lab.reply(&request(1).ciaddr(a)).kind, MessageType::Ack);
+}
+
+#[test]
+fn release_frees_the_address_but_the_client_gets_it_back() {
+    let mut lab = Lab::new(config());
+    let a = lab.dora(&discover(1));
+    assert_eq!(
+        lab.send(&Msg::new(MessageType::Release, 1).ciaddr(a).server(SERVER)),
+        Outcome::Done
+    );
+    let slot = lab.engine.leases().slot_of(a).unwrap();
+    assert_eq!(lab.engine.leases().slot(slot).state, LeaseState::Released);
+    assert_eq!(lab.reply(&discover(1)).yiaddr, a);
+}
+
+#[test]
+fn inform_gets_options_without_a_lease() {
+    let mut lab = Lab::new(config());
+    let ack = lab.reply(&Msg::new(MessageType::Inform, 9).ciaddr(ip("192.0.2.200")));
+    assert_eq!(ack.kind, MessageType::Ack);
+    assert_eq!(ack.yiaddr, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(ack.ciaddr, ip("192.0.2.200"));
+    assert!(ack.opt(code::LEASE_TIME).is_none());
+    assert!(ack.opt(code::ROUTER).is_some());
+    assert_eq!(ack.to, Destination::Unicast(ip("192.0.2.200")));
+}
+
+#[test]
+fn reservations_by_mac_and_by_client_id() {
+    let mut lab = Lab::new(config());
+    let mut printer = discover(0);
+    printer.mac = [2, 0, 0, 0, 0xee, 1];
+    let o = lab.reply(&printer);
+    assert_eq!(o.yiaddr, ip("192.0.2.5"), "reserved outside the pool");
+    assert_eq!(o.opt(code::HOST_NAME), Some(&b"printer"[..]));
+    assert_eq!(
+        o.opt(code::DNS_SERVERS),
+        Some(&[192, 0, 2, 54][..]),
+        "reservation options win"
+    );
+    assert_eq!(
+        o.opt(code::ROUTER),
+        Some(&SERVER.octets()[..]),
+        "subnet options still apply"
+    );
+    let o = lab.reply(&discover(7).opt(code::CLIENT_ID, b"\x00fixed"));
+    assert_eq!(o.yiaddr, ip("192.0.2.15"));
+    assert_eq!(
+        o.opt(code::CLIENT_ID),
+        Some(&b"\x00fixed"[..]),
+        "client id echoed (RFC 6842)"
+    );
+}
+
+#[test]
+fn relay_agent_information_is_echoed() {
+    let mut lab = Lab::new(config());
+    let rai = [1, 4, b'p', b'o', b'r', b't', 2, 2, 0xab, 0xcd];
+    let o = lab.reply(&discover(1).relayed().opt(code::RELAY_AGENT_INFO, &rai));
+    assert_eq!(o.opt(code::RELAY_AGENT_INFO), Some(&rai[..]));
+    let n = lab.reply(&request(1).relayed().requested(ip("192.0.2.10")));
+    assert_eq!(
+        n.kind,
+        MessageType::Nak,
+        "wrong network for the relay's subnet"
+    );
+    assert_eq!(n.to, Destination::Relay(RELAY));
+    assert_eq!(
+        n.flags & FLAG_BROADCAST,
+        FLAG_BROADCAST,
+        "relayed NAK asks for broadcast"
+    );
+}
+
+#[test]
+fn garbage_and_server_messages_are_counted_and_dropped() {
+    let mut lab = Lab::new(config());
+    let meta = RxMeta {
+        link: 0,
+        local_addr: SERVER,
+        broadcast: true,
+    };
+    let o = lab.engine.handle(&[1, 2, 3], &meta, T0, &mut lab.out);
+    assert_eq!(o, Outcome::Dropped(Drop::Malformed(WireError::TooShort)));
+    let mut offer = discover(1);
+    offer.kind = 2;
+    assert_eq!(lab.send(&offer), Outcome::Dropped(Drop::UnexpectedType));
+    let s = lab.engine.stats();
+    assert_eq!(s.dropped(Drop::Malformed(WireError::BadMagic)), 1);
+    assert_eq!(s.dropped(Drop::UnexpectedType), 1);
+    assert_eq!(s.received(MessageType::Offer), 1);
+}
+
+use crate::wire::WireError;
+
+// ---- invariants over random client populations ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Dora(u8),
+    Discover(u8),
+    Select(u8),
+    InitReboot(u8, u8),
+    Renew(u8),
+    Release(u8),
+    Decline(u8),
+    Wait(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let c = 0u8..24;
+    prop_oneof![
+        4 => c.clone().prop_map(Op::Dora),
+        2 => c.clone().prop_map(Op::Discover),
+        2 => c.clone().prop_map(Op::Select),
+        2 => (c.clone(), 0u8..24).prop_map(|(c, a)| Op::InitReboot(c, a)),
+        2 => c.clone().prop_map(Op::Renew),
+        1 => c.clone().prop_map(Op::Release),
+        1 => c.clone().prop_map(Op::Decline),
+        2 => (1u16..700).prop_map(Op::Wait),
+    ]
+}
+
+/// A client as the clients see themselves: the address and lease end they were ACKed.
+#[derive(Default, Clone, Copy)]
+struct Held {
+    addr: Option<Ipv4Addr>,
+    until: u64,
+    offered: Option<Ipv4Addr>,
+}
+
+fn client_msg(kind: MessageType, c: u8) -> Msg {
+    let m = Msg::new(kind, c);
+    // Half the population sends a client identifier; some arrive through the relay.
+    let m = if c % 2 == 0 {
+        m.opt(code::CLIENT_ID, &[1, 2, 0, 0, 0, 0, c])
+    } else {
+        m
+    };
+    if c % 5 == 0 {
+        m.relayed()
+    } else {
+        m
+    }
+}
+
+fn run_population(ops: Vec<Op>, authoritative: bool) {
+    let mut cfg = config();
+    cfg.authoritative = authoritative;
+    let pools: Vec<AddrRange> = cfg.subnets.iter().flat_map(|s| s.pools.clone()).collect();
+    let reserved: Vec<Ipv4Addr> = cfg
+        .subnets
+        .iter()
+        .flat_map(|s| s.reservations.iter().filter_map(|r| r.address))
+        .collect();
+    let mut lab = Lab::new(cfg);
+    let mut clients = [Held::default(); 24];
+    for op in ops {
+        let (c, msg) = match op {
+            Op::Wait(s) => {
+                lab.now += s as u64;
+                lab.engine.tick(lab.now);
+                lab.engine.leases.check();
+                continue;
+            }
+            Op::Dora(c) | Op::Discover(c) => (c, client_msg(MessageType::Discover, c)),
+            Op::Select(c) => match clients[c as usize].offered {
+                Some(a) => (
+                    c,
+                    client_msg(MessageType::Request, c)
+                        .requested(a)
+                        .server(SERVER),
+                ),
+                None => continue,
+            },
+            Op::InitReboot(c, a) => {
+                let a = Ipv4Addr::new(192, 0, 2, 5 + a);
+                (c, client_msg(MessageType::Request, c).requested(a))
+            }
+            Op::Renew(c) => match clients[c as usize].addr {
+                Some(a) => (c, client_msg(MessageType::Request, c).ciaddr(a)),
+                None => continue,
+            },
+            Op::Release(c) | Op::Decline(c) => match clients[c as usize].addr.take() {
+                Some(a) if matches!(op, Op::Release(_)) => {
+                    (c, client_msg(MessageType::Release, c).ciaddr(a))
+                }
+                Some(a) => (c, client_msg(MessageType::Decline, c).requested(a)),
+                None => continue,
+            },
+        };
+        let mut replies = vec![lab.send(&msg)];
+        if let (Op::Dora(_), Outcome::Reply(r)) = (&op, replies[0]) {
+            let m = Message::parse(&lab.out[..r.len]).unwrap();
+            let sel = client_msg(MessageType::Request, c)
+                .requested(m.yiaddr())
+                .server(r.from);
+            clients[c as usize].offered = Some(m.yiaddr());
+            replies.push(lab.send(&sel));
+        }
+        for o in replies {
+            let Outcome::Reply(r) = o else { continue };
+            let m = Message::parse(&lab.out[..r.len]).unwrap();
+            let yi = m.yiaddr();
+            match r.kind {
+                MessageType::Offer | MessageType::Ack if !yi.is_unspecified() => {
+                    assert!(
+                        pools.iter().any(|p| p.contains(yi)) || reserved.contains(&yi),
+                        "{yi} given out but is in no pool"
+                    );
+                    if r.kind == MessageType::Offer {
+                        clients[c as usize].offered = Some(yi);
+                    } else {
+                        clients[c as usize] = Held {
+                            addr: Some(yi),
+                            until: lab.now + r_lease(&m),
+                            offered: None,
+                        };
+                    }
+                }
+                MessageType::Nak => clients[c as usize].addr = None,
+                _ => {}
+            }
+        }
+        // No address is held by two clients at once, as the clients see it.
+        let now = lab.now;
+        let live: Vec<_> = clients
+            .iter()
+            .filter(|h| h.until > now)
+            .filter_map(|h| h.addr)
+            .collect();
+        let mut dedup = live.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(
+            dedup.len(),
+            live.len(),
+            "an address is bound to two clients: {live:?}"
+        );
+        // No client holds two bindings in one subnet, as the server sees it.
+        let mut held: Vec<_> = lab
+            .engine
+            .leases()
+            .slots()
+            .filter(|(_, s)| s.state.held())
+            .map(|(_, s)| (s.subnet, s.client.clone().unwrap().as_ref().bytes.to_vec()))
+            .collect();
+        let n = held.len();
+        held.sort();
+        held.dedup();
+        assert_eq!(held.len(), n, "a client holds two bindings in one subnet");
+    }
+}
+
+fn r_lease(m: &Message<'_>) -> u64 {
+    u32::from_be_bytes(m.option(code::LEASE_TIME).unwrap().try_into().unwrap()) as u64
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_for_random_populations(ops in proptest::collection::vec(op(), 1..200)) {
+        run_population(ops, true);
+    }
+
+    #[test]
+    fn invariants_hold_when_not_authoritative(ops in proptest::collection::vec(op(), 1..200)) {
+        run_population(ops, false);
+    }
+}
