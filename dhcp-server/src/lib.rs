@@ -4,4 +4,6 @@
 
 pub mod config;
 pub mod engine;
+pub mod shutdown;
+pub mod udp;
 pub mod wire;

@@ -1,0 +1,259 @@
+//! A UDP socket on port 67 tied to one interface, with the three kernel facilities a DHCP
+//! server needs beyond plain UDP: SO_BINDTODEVICE (one socket per link, so the link is
+//! known), IP_PKTINFO both ways (where a datagram arrived; which source address a reply
+//! leaves from) and an ARP entry set by hand (dnsmasq's way to unicast to a client that
+//! cannot answer ARP yet). All `unsafe` of the UDP backend is here.
+
+use std::ffi::CString;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub struct DhcpSocket {
+    fd: OwnedFd,
+    pub ifname: String,
+    pub ifindex: u32,
+}
+
+/// A datagram and where it came from and went to.
+pub struct Received {
+    pub len: usize,
+    pub src: SocketAddrV4,
+    /// The IP header's destination (broadcast or one of ours).
+    pub dst: Ipv4Addr,
+    /// The local address the kernel would answer from: for a broadcast, the address of
+    /// the receiving interface.
+    pub local: Ipv4Addr,
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = a.port().to_be();
+    sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+    sa
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T of the size passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+impl DhcpSocket {
+    /// Opens a non-blocking socket on 0.0.0.0:`port` that sees only `ifname`'s traffic.
+    pub fn bind(ifname: &str, port: u16) -> io::Result<Self> {
+        let cname =
+            CString::new(ifname).map_err(|_| io::Error::other("interface name has a NUL"))?;
+        // SAFETY: plain C call with a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {ifname}"),
+            ));
+        }
+        // SAFETY: socket(2) with constant arguments; the result is checked before use.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        })?;
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let one: libc::c_int = 1;
+        setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
+        setsockopt(raw, libc::SOL_SOCKET, libc::SO_BROADCAST, &one)?;
+        setsockopt(raw, libc::IPPROTO_IP, libc::IP_PKTINFO, &one)?;
+        let name = cname.as_bytes_with_nul();
+        // SAFETY: the option value is the NUL-terminated name, its length passed with it.
+        check(unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                name.as_ptr().cast(),
+                name.len() as libc::socklen_t,
+            )
+        })?;
+        let sa = sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        // SAFETY: `sa` is a valid sockaddr_in of the size passed.
+        check(unsafe {
+            libc::bind(
+                raw,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        })?;
+        Ok(Self {
+            fd,
+            ifname: ifname.to_owned(),
+            ifindex,
+        })
+    }
+
+    /// Receives one datagram into `buf`; `None` when nothing is waiting.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        // SAFETY: plain data, zero is valid for each.
+        let mut src: libc::sockaddr_in = unsafe { zeroed() };
+        let mut cbuf = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data.
+        let mut mh: libc::msghdr = unsafe { zeroed() };
+        mh.msg_name = (&mut src as *mut libc::sockaddr_in).cast();
+        mh.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf.as_mut_ptr().cast();
+        mh.msg_controllen = size_of::<[u64; 8]>();
+        // SAFETY: every pointer in `mh` refers to a live buffer of the length given.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut mh, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let (mut dst, mut local) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        // SAFETY: the CMSG_* helpers walk the control buffer the kernel just filled,
+        // within `msg_controllen`; IP_PKTINFO data is an in_pktinfo, read unaligned.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&mh);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                    let pi: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
+                    local = Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr));
+                }
+                c = libc::CMSG_NXTHDR(&mh, c);
+            }
+        }
+        let src = SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(src.sin_addr.s_addr)),
+            u16::from_be(src.sin_port),
+        );
+        Ok(Some(Received {
+            len: n as usize,
+            src,
+            dst,
+            local,
+        }))
+    }
+
+    /// Sends `buf` to `to` out of this socket's interface, from source address `from`.
+    pub fn send(&self, buf: &[u8], to: SocketAddrV4, from: Ipv4Addr) -> io::Result<()> {
+        let sa = sockaddr(to);
+        let mut cbuf = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut _,
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data.
+        let mut mh: libc::msghdr = unsafe { zeroed() };
+        mh.msg_name = (&sa as *const libc::sockaddr_in) as *mut _;
+        mh.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        mh.msg_controllen =
+            unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) } as usize;
+        // SAFETY: the control buffer (64 octets) holds one in_pktinfo message, which
+        // CMSG_FIRSTHDR places at its start; the write is unaligned-safe.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&mh);
+            (*c).cmsg_level = libc::IPPROTO_IP;
+            (*c).cmsg_type = libc::IP_PKTINFO;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+            let pi = libc::in_pktinfo {
+                ipi_ifindex: self.ifindex as libc::c_int,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(from).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), pi);
+        }
+        // SAFETY: every pointer in `mh` refers to a live buffer of the length given.
+        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &mh, 0) };
+        check(n as libc::c_int).map(drop)
+    }
+
+    /// Tells the kernel `ip` is at `mac` on this interface, so a unicast reaches a client
+    /// that has no address yet (RFC 2131 §4.1) without an ARP exchange it cannot answer.
+    pub fn set_arp(&self, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+        // SAFETY: arpreq is plain data; all-zero is valid.
+        let mut req: libc::arpreq = unsafe { zeroed() };
+        let sa = sockaddr(SocketAddrV4::new(ip, 0));
+        // SAFETY: sockaddr_in fits in the sockaddr field (both 16 octets).
+        unsafe { std::ptr::write_unaligned((&mut req.arp_pa as *mut libc::sockaddr).cast(), sa) };
+        req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+        req.arp_flags = libc::ATF_COM;
+        for (d, s) in req.arp_dev.iter_mut().zip(self.ifname.bytes().take(15)) {
+            *d = s as libc::c_char;
+        }
+        // SAFETY: SIOCSARP reads one arpreq, which `req` is.
+        check(unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCSARP, &req) }).map(drop)
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The first IPv4 address of an interface, if it has one.
+pub fn interface_address(ifname: &str) -> Option<Ipv4Addr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    // SAFETY: walking the list getifaddrs returned, each node valid until freeifaddrs;
+    // an AF_INET address is a sockaddr_in.
+    unsafe {
+        while !cur.is_null() {
+            let ifa = &*cur;
+            let addr = ifa.ifa_addr;
+            if !addr.is_null()
+                && (*addr).sa_family as libc::c_int == libc::AF_INET
+                && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == ifname.as_bytes()
+            {
+                let sin: libc::sockaddr_in = std::ptr::read_unaligned(addr.cast());
+                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    found
+}
