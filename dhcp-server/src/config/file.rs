@@ -19,7 +19,14 @@ pub struct FileError {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: key '{}': {}", self.file.display(), self.line, self.key, self.reason)
+        write!(
+            f,
+            "{}:{}: key '{}': {}",
+            self.file.display(),
+            self.line,
+            self.key,
+            self.reason
+        )
     }
 }
 

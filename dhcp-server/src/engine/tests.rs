@@ -691,12 +691,12 @@ struct Held {
 fn client_msg(kind: MessageType, c: u8) -> Msg {
     let m = Msg::new(kind, c);
     // Half the population sends a client identifier; some arrive through the relay.
-    let m = if c % 2 == 0 {
+    let m = if c.is_multiple_of(2) {
         m.opt(code::CLIENT_ID, &[1, 2, 0, 0, 0, 0, c])
     } else {
         m
     };
-    if c % 5 == 0 {
+    if c.is_multiple_of(5) {
         m.relayed()
     } else {
         m
