@@ -142,7 +142,7 @@ impl std::str::FromStr for AddrRange {
 }
 
 /// Lease durations in seconds. T1 and T2 default to 1/2 and 7/8 of the lease granted
-/// (RFC 2131 §4.4.5).
+/// (RFC 2131 §4.4.5); configured ones apply to leases long enough to hold them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTimes {
     pub default: u32,
@@ -303,14 +303,6 @@ impl Config {
                     );
                 }
             }
-            if let Some(t2) = lt.rebind {
-                if t2 >= lt.min {
-                    err(
-                        at("rebind-time"),
-                        format!("rebind-time {t2} is not below min-lease-time {}", lt.min),
-                    );
-                }
-            }
             self.validate_reservations(i, s, &mut err);
         }
         if total > MAX_ADDRESSES {
@@ -328,7 +320,7 @@ impl Config {
 
     fn validate_reservations(&self, i: usize, s: &Subnet, err: &mut impl FnMut(String, String)) {
         for (k, r) in s.reservations.iter().enumerate() {
-            let at = |key: &str| format!("subnet[{i}].reservations[{k}].{key}");
+            let at = |key: &str| format!("subnet[{i}].reservation[{k}].{key}");
             if r.hw_address.is_none() && r.client_id.is_none() {
                 err(
                     at("hw-address"),
@@ -347,19 +339,19 @@ impl Config {
                 if same(&r.hw_address, &o.hw_address) {
                     err(
                         at("hw-address"),
-                        format!("also reserved by reservations[{l}]"),
+                        format!("also reserved by reservation[{l}]"),
                     );
                 }
                 if same(&r.client_id, &o.client_id) {
                     err(
                         at("client-id"),
-                        format!("also reserved by reservations[{l}]"),
+                        format!("also reserved by reservation[{l}]"),
                     );
                 }
                 if same(&r.address, &o.address) {
                     err(
                         at("ip-address"),
-                        format!("also reserved by reservations[{l}]"),
+                        format!("also reserved by reservation[{l}]"),
                     );
                 }
             }
@@ -449,7 +441,7 @@ mod tests {
         c.subnets[0].reservations = vec![r.clone(), r];
         assert_eq!(
             c.validate().unwrap_err()[0].path,
-            "subnet[0].reservations[1].hw-address"
+            "subnet[0].reservation[1].hw-address"
         );
     }
 }

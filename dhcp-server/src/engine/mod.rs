@@ -317,11 +317,12 @@ impl Engine {
     fn terms(&self, subnet: u16, asked: Option<u32>) -> Terms {
         let t = &self.config.subnets[subnet as usize].lease;
         let lease = asked.map_or(t.default, |a| a.clamp(t.min, t.max));
-        let renew = t.renew.unwrap_or(lease / 2).min(lease);
+        let renew = t.renew.filter(|&r| r < lease).unwrap_or(lease / 2);
+        let default_rebind = (lease as u64 * 7 / 8) as u32;
         let rebind = t
             .rebind
-            .unwrap_or(lease / 8 * 7 + lease % 8 * 7 / 8)
-            .clamp(renew, lease);
+            .filter(|&r| r < lease && r > renew)
+            .unwrap_or(default_rebind.max(renew));
         Terms {
             lease,
             renew,

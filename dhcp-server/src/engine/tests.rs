@@ -828,3 +828,22 @@ proptest! {
         run_population(ops, false);
     }
 }
+
+#[test]
+fn configured_timers_apply_only_to_leases_that_hold_them() {
+    let mut cfg = config();
+    cfg.subnets[0].lease = LeaseTimes {
+        default: 600,
+        min: 60,
+        max: 3600,
+        renew: Some(200),
+        rebind: Some(400),
+    };
+    let mut lab = Lab::new(cfg);
+    let o = lab.reply(&discover(1));
+    assert_eq!(o.opt(code::RENEWAL_TIME), Some(&200u32.to_be_bytes()[..]));
+    assert_eq!(o.opt(code::REBINDING_TIME), Some(&400u32.to_be_bytes()[..]));
+    let o = lab.reply(&discover(2).opt(code::LEASE_TIME, &100u32.to_be_bytes()));
+    assert_eq!(o.opt(code::RENEWAL_TIME), Some(&50u32.to_be_bytes()[..]));
+    assert_eq!(o.opt(code::REBINDING_TIME), Some(&87u32.to_be_bytes()[..]));
+}
