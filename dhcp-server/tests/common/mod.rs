@@ -1,0 +1,271 @@
+//! A lab for integration tests: two network namespaces (server and client) joined by a
+//! veth pair, the real `dhcp-server` binary running in one, real clients in the other.
+//! Names carry the process id and a counter so tests run in parallel; everything is torn
+//! down on drop, panics included. Every wait is bounded.
+//!
+//! Namespaces need root. Without it `Lab::new` prints why the test is skipped and returns
+//! `None`; CI runs as root, so there the tests always run.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_dhcp-server");
+
+pub struct Lab {
+    pub server_ns: String,
+    pub client_ns: String,
+    /// The server side of the veth pair, inside `server_ns`.
+    pub server_if: String,
+    /// The client side, inside `client_ns`.
+    pub client_if: String,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a command to completion, panicking with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ip(args: &[&str]) {
+    run(Command::new("ip").args(args));
+}
+
+/// Whether a program is on PATH; a missing client is a broken setup, not a skip.
+pub fn require(program: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+    assert!(
+        found,
+        "{program} is not installed: run `cargo xtask setup` (as root) first"
+    );
+}
+
+impl Lab {
+    /// Creates the namespaces and the veth pair, with `server_addr` (ADDRESS/PREFIX) on the
+    /// server side and the client side up without an address.
+    pub fn new(test: &str, server_addr: &str) -> Option<Lab> {
+        if !is_root() || Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("{test}: skipped: needs root and network namespaces (CI runs it as root)");
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}x{n}", std::process::id() % 100_000);
+        let lab = Lab {
+            server_ns: format!("dhcpt-{id}-s"),
+            client_ns: format!("dhcpt-{id}-c"),
+            server_if: format!("ds{id}"),
+            client_if: format!("dc{id}"),
+            dir: std::env::temp_dir().join(format!("dhcp-server-test-{test}-{id}")),
+            children: Vec::new(),
+        };
+        let _ = fs::remove_dir_all(&lab.dir);
+        fs::create_dir_all(&lab.dir).unwrap();
+        ip(&["netns", "add", &lab.server_ns]);
+        ip(&["netns", "add", &lab.client_ns]);
+        ip(&[
+            "link",
+            "add",
+            &lab.server_if,
+            "netns",
+            &lab.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.client_if,
+            "netns",
+            &lab.client_ns,
+        ]);
+        lab.in_server("ip", &["addr", "add", server_addr, "dev", &lab.server_if]);
+        for (ns, dev) in [
+            (&lab.server_ns, &lab.server_if),
+            (&lab.client_ns, &lab.client_if),
+        ] {
+            run(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]));
+            run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+        }
+        Some(lab)
+    }
+
+    /// A command that runs inside namespace `ns`.
+    pub fn cmd(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+
+    pub fn in_server(&self, program: &str, args: &[&str]) -> Output {
+        run(Self::cmd(&self.server_ns, program).args(args))
+    }
+
+    pub fn in_client(&self, program: &str, args: &[&str]) -> Output {
+        run(Self::cmd(&self.client_ns, program).args(args))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes an executable shell script into the lab directory.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path(name);
+        let mut f = fs::File::create(&path).unwrap();
+        writeln!(f, "#!/bin/sh\n{body}").unwrap();
+        drop(f);
+        run(Command::new("chmod").arg("+x").arg(&path));
+        path
+    }
+
+    /// Starts a process in a namespace, stdout and stderr to `log`, killed on drop.
+    pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str], log: &str) -> u32 {
+        let out = fs::File::create(self.path(log)).unwrap();
+        let child = Self::cmd(ns, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Starts `dhcp-server run ARGS` in the server namespace and waits for its ready line.
+    pub fn start_server(&mut self, args: &[&str]) -> Server {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let ns = self.server_ns.clone();
+        let pid = self.spawn(&ns, SERVER_BIN, &full, "server.log");
+        let server = Server {
+            pid,
+            log: self.path("server.log"),
+        };
+        server.wait_for("ready", Duration::from_secs(10));
+        server
+    }
+
+    /// Whether a started process is still running.
+    pub fn alive(&mut self, pid: u32) -> bool {
+        self.children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn stop(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        let child = self.children.iter_mut().find(|c| c.id() == pid)?;
+        // SAFETY: kill(2) on a child we started and have not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.server_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub struct Server {
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle`, panicking with the log after `limit`.
+    pub fn wait_for(&self, needle: &str, limit: Duration) {
+        wait_for_file(&self.log, needle, limit);
+    }
+}
+
+/// Waits until `path` holds `needle`, panicking with its contents after `limit`.
+pub fn wait_for_file(path: &Path, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{needle}' in {} after {limit:?}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// perfdhcp's summary for one exchange kind, e.g. "DISCOVER-OFFER".
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PerfStats {
+    pub sent: u64,
+    pub received: u64,
+    pub drops: u64,
+}
+
+pub fn perf_stats(output: &str, exchange: &str) -> PerfStats {
+    let section = output
+        .split("***Statistics for: ")
+        .find(|s| s.starts_with(exchange))
+        .unwrap_or_else(|| panic!("no {exchange} statistics in perfdhcp output:\n{output}"));
+    let field = |name: &str| {
+        section
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(name)
+                    .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+            })
+            .unwrap_or_else(|| panic!("no '{name}' for {exchange}:\n{output}"))
+    };
+    PerfStats {
+        sent: field("sent packets:"),
+        received: field("received packets:"),
+        drops: field("drops:"),
+    }
+}
