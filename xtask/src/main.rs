@@ -1,1 +1,107 @@
-fn main() {}
+//! `cargo xtask`: the project's own automation. `setup` installs what the tests need on a
+//! fresh machine, `test` runs every test, `demo` shows the server handing leases to real
+//! clients in a lab of network namespaces.
+
+mod demo;
+
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Project automation for dhcp-server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the real clients and tools the tests use, where missing (needs root).
+    Setup,
+    /// Setup, then every test in the workspace.
+    Test,
+    /// The main job: a real server in a namespace lab handing leases to real clients.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Task::Setup => setup(),
+        Task::Test => setup().and_then(|()| test()),
+        Task::Demo => setup().and_then(|()| demo::run()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+/// Commands the tests run, and the Debian package that brings each.
+const NEEDED: &[(&str, &str)] = &[
+    ("dhclient", "isc-dhcp-client"),
+    ("udhcpc", "udhcpc"),
+    ("perfdhcp", "kea-admin"),
+    ("ip", "iproute2"),
+];
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Runs a command with inherited output, failing on a non-zero status.
+pub fn sh(cmd: &mut Command) -> Result {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+/// Installs the missing packages. Idempotent: with everything present it does nothing.
+fn setup() -> Result {
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: not root, so not installing {}; namespace tests will be skipped",
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    sh(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn test() -> Result {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    sh(Command::new(cargo).args(["test", "--workspace"]))
+}
