@@ -1,1 +1,289 @@
-//! Shared helpers for the benchmarks.
+//! What the benchmarks share: client messages for client number N written into a caller's
+//! buffer (so a loop over millions of distinct clients allocates nothing), and a server
+//! configuration over the benchmark range 198.18.0.0/15.
+
+use std::net::Ipv4Addr;
+
+use dhcp_server::config::{Config, LeaseTimes, OptionSet, Subnet};
+use dhcp_server::engine::{Engine, Outcome, RxMeta};
+use dhcp_server::wire::{code, MessageType};
+
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Addresses in `config()`'s pool.
+pub const POOL_SIZE: u32 = pool_len();
+
+const POOL_FIRST: u32 = u32::from_be_bytes([198, 18, 1, 0]);
+const POOL_LAST: u32 = u32::from_be_bytes([198, 19, 255, 250]);
+
+const fn pool_len() -> u32 {
+    POOL_LAST - POOL_FIRST + 1
+}
+
+/// One subnet, 198.18.0.0/15, with the options a typical ISP subnet sends.
+pub fn config() -> Config {
+    let mut options = OptionSet::default();
+    options.set_addresses(code::ROUTER, &[SERVER]);
+    options.set_addresses(
+        code::DNS_SERVERS,
+        &[Ipv4Addr::new(198, 18, 0, 53), Ipv4Addr::new(198, 18, 0, 54)],
+    );
+    options.set_text(code::DOMAIN_NAME, "bench.example");
+    options.set_addresses(code::NTP_SERVERS, &[Ipv4Addr::new(198, 18, 0, 123)]);
+    Config {
+        interfaces: vec!["bench0".into()],
+        subnets: vec![Subnet {
+            net: "198.18.0.0/15".parse().expect("constant"),
+            interface: Some(0),
+            pools: vec![dhcp_server::config::AddrRange {
+                first: POOL_FIRST.into(),
+                last: POOL_LAST.into(),
+            }],
+            server_id: None,
+            lease: LeaseTimes::default(),
+            options,
+            reservations: Vec::new(),
+        }],
+        ..Config::default()
+    }
+}
+
+/// The hardware address of client `n`: locally administered, unique per `n`.
+pub fn mac(n: u32) -> [u8; 6] {
+    let b = n.to_be_bytes();
+    [0x02, 0xbe, b[0], b[1], b[2], b[3]]
+}
+
+/// Which optional parts a client message carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    /// A relay agent forwarded it: giaddr set and option 82 added.
+    pub relayed: Option<Ipv4Addr>,
+}
+
+/// Writes the fixed header of a client message and returns the options offset.
+fn header(buf: &mut [u8], n: u32, ciaddr: Ipv4Addr, shape: Shape) -> usize {
+    buf[..240].fill(0);
+    buf[0] = 1;
+    buf[1] = 1;
+    buf[2] = 6;
+    buf[3] = u8::from(shape.relayed.is_some());
+    buf[4..8].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_be_bytes());
+    buf[12..16].copy_from_slice(&ciaddr.octets());
+    if let Some(g) = shape.relayed {
+        buf[24..28].copy_from_slice(&g.octets());
+    }
+    buf[28..34].copy_from_slice(&mac(n));
+    buf[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    240
+}
+
+fn put(buf: &mut [u8], at: &mut usize, code: u8, value: &[u8]) {
+    buf[*at] = code;
+    buf[*at + 1] = value.len() as u8;
+    buf[*at + 2..*at + 2 + value.len()].copy_from_slice(value);
+    *at += 2 + value.len();
+}
+
+/// The options a typical client sends: type, client id, parameter list, host name, size.
+fn common(buf: &mut [u8], at: &mut usize, kind: u8, n: u32) {
+    put(buf, at, code::MESSAGE_TYPE, &[kind]);
+    let m = mac(n);
+    put(
+        buf,
+        at,
+        code::CLIENT_ID,
+        &[1, m[0], m[1], m[2], m[3], m[4], m[5]],
+    );
+    put(
+        buf,
+        at,
+        code::PARAMETER_REQUEST_LIST,
+        &[1, 3, 6, 12, 15, 28, 42, 51, 58, 59, 119, 121],
+    );
+    put(buf, at, code::HOST_NAME, b"bench-host");
+    put(buf, at, code::MAX_MESSAGE_SIZE, &1500u16.to_be_bytes());
+}
+
+fn finish(buf: &mut [u8], mut at: usize, shape: Shape) -> usize {
+    if shape.relayed.is_some() {
+        put(
+            buf,
+            &mut at,
+            code::RELAY_AGENT_INFO,
+            &[
+                1, 6, b'e', b't', b'h', b'0', b'/', b'1', 2, 4, 0xde, 0xad, 0xbe, 0xef,
+            ],
+        );
+    }
+    buf[at] = code::END;
+    at + 1
+}
+
+/// DHCPDISCOVER from client `n`; returns its length. `buf` must hold 400 octets.
+pub fn discover(buf: &mut [u8], n: u32, shape: Shape) -> usize {
+    let mut at = header(buf, n, Ipv4Addr::UNSPECIFIED, shape);
+    common(buf, &mut at, 1, n);
+    finish(buf, at, shape)
+}
+
+/// DHCPREQUEST in SELECTING from client `n` for `addr` offered by `server`.
+pub fn request(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr, shape: Shape) -> usize {
+    let mut at = header(buf, n, Ipv4Addr::UNSPECIFIED, shape);
+    common(buf, &mut at, 3, n);
+    put(buf, &mut at, code::REQUESTED_ADDRESS, &addr.octets());
+    put(buf, &mut at, code::SERVER_ID, &server.octets());
+    finish(buf, at, shape)
+}
+
+/// DHCPREQUEST in RENEWING from client `n`, which holds `addr`.
+pub fn renew(buf: &mut [u8], n: u32, addr: Ipv4Addr) -> usize {
+    let mut at = header(buf, n, addr, Shape::default());
+    common(buf, &mut at, 3, n);
+    finish(buf, at, Shape::default())
+}
+
+/// DHCPRELEASE from client `n` of `addr`.
+pub fn release(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr) -> usize {
+    let mut at = header(buf, n, addr, Shape::default());
+    put(buf, &mut at, code::MESSAGE_TYPE, &[7]);
+    let m = mac(n);
+    put(
+        buf,
+        &mut at,
+        code::CLIENT_ID,
+        &[1, m[0], m[1], m[2], m[3], m[4], m[5]],
+    );
+    put(buf, &mut at, code::SERVER_ID, &server.octets());
+    finish(buf, at, Shape::default())
+}
+
+/// yiaddr of a reply.
+pub fn yiaddr(reply: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(reply[16], reply[17], reply[18], reply[19])
+}
+
+/// Drives an engine through DORA exchanges of distinct, never-seen clients: the costliest
+/// path (a fresh binding each time). Time stands still, so nothing expires.
+pub struct Driver {
+    pub engine: Engine,
+    next: u32,
+    rx: [u8; 400],
+    tx: [u8; 1500],
+}
+
+const NOW: u64 = 1_700_000_000;
+const META: RxMeta = RxMeta {
+    link: 0,
+    local_addr: SERVER,
+    broadcast: true,
+};
+
+impl Driver {
+    pub fn new() -> Self {
+        let engine = Engine::new(config(), NOW).expect("the benchmark configuration is valid");
+        Driver {
+            engine,
+            next: 0,
+            rx: [0; 400],
+            tx: [0; 1500],
+        }
+    }
+
+    /// Fresh clients left before the pool runs dry.
+    pub fn room(&self) -> u32 {
+        POOL_SIZE - self.next
+    }
+
+    /// One DISCOVER, OFFER, REQUEST, ACK for the next new client; returns the address.
+    pub fn dora(&mut self) -> Ipv4Addr {
+        let n = self.next;
+        self.next += 1;
+        let len = discover(&mut self.rx, n, Shape::default());
+        let Outcome::Reply(offer) = self
+            .engine
+            .handle(&self.rx[..len], &META, NOW, &mut self.tx)
+        else {
+            panic!("no OFFER for client {n}");
+        };
+        let addr = yiaddr(&self.tx);
+        let len = request(&mut self.rx, n, addr, offer.from, Shape::default());
+        match self
+            .engine
+            .handle(&self.rx[..len], &META, NOW, &mut self.tx)
+        {
+            Outcome::Reply(ack) if ack.kind == MessageType::Ack => addr,
+            other => panic!("client {n}: expected an ACK, got {other:?}"),
+        }
+    }
+
+    /// A RENEW from client `n`, which holds `addr`; true when ACKed.
+    pub fn renew(&mut self, n: u32, addr: Ipv4Addr) -> bool {
+        let len = renew(&mut self.rx, n, addr);
+        let meta = RxMeta {
+            broadcast: false,
+            ..META
+        };
+        matches!(self.engine.handle(&self.rx[..len], &meta, NOW, &mut self.tx), Outcome::Reply(r) if r.kind == MessageType::Ack)
+    }
+
+    /// A RELEASE from client `n` of `addr`.
+    pub fn release(&mut self, n: u32, addr: Ipv4Addr) {
+        let len = release(&mut self.rx, n, addr, SERVER);
+        let meta = RxMeta {
+            broadcast: false,
+            ..META
+        };
+        self.engine
+            .handle(&self.rx[..len], &meta, NOW, &mut self.tx);
+    }
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcp_server::wire::{MessageType, Request};
+
+    #[test]
+    fn built_messages_parse_as_what_they_claim() {
+        let mut b = [0u8; 400];
+        let n = discover(
+            &mut b,
+            7,
+            Shape {
+                relayed: Some(Ipv4Addr::new(198, 18, 0, 9)),
+            },
+        );
+        let r = Request::parse(&b[..n]).unwrap();
+        assert_eq!(r.msg_type, MessageType::Discover);
+        assert_eq!(r.msg.chaddr(), mac(7));
+        assert_eq!(r.msg.giaddr(), Ipv4Addr::new(198, 18, 0, 9));
+        assert!(r.relay_agent_info.is_some());
+        let n = request(
+            &mut b,
+            7,
+            Ipv4Addr::new(198, 18, 1, 1),
+            SERVER,
+            Shape::default(),
+        );
+        let r = Request::parse(&b[..n]).unwrap();
+        assert_eq!(
+            (r.msg_type, r.requested_address, r.server_id),
+            (
+                MessageType::Request,
+                Some(Ipv4Addr::new(198, 18, 1, 1)),
+                Some(SERVER)
+            )
+        );
+        let n = release(&mut b, 7, Ipv4Addr::new(198, 18, 1, 1), SERVER);
+        assert_eq!(
+            Request::parse(&b[..n]).unwrap().msg_type,
+            MessageType::Release
+        );
+    }
+}

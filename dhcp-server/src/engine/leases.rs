@@ -282,9 +282,13 @@ impl LeaseTable {
 
     /// The slot a client holds or last held in a subnet.
     pub fn find_client(&self, subnet: u16, c: ClientRef<'_>) -> Option<SlotId> {
+        self.find_hashed(self.hash(subnet, c), subnet, c)
+    }
+
+    fn find_hashed(&self, hash: u64, subnet: u16, c: ClientRef<'_>) -> Option<SlotId> {
         let slots = &self.slots;
         self.index
-            .find(self.hash(subnet, c), |&id| {
+            .find(hash, |&id| {
                 let s = &slots[id as usize];
                 s.subnet == subnet && s.client.as_ref().is_some_and(|k| k.as_ref() == c)
             })
@@ -318,14 +322,14 @@ impl LeaseTable {
         debug_assert!(state.held());
         let subnet = self.slots[id as usize].subnet;
         if !self.is_client(id, c) {
-            if let Some(old) = self.find_client(subnet, c) {
+            let hash = self.hash(subnet, c);
+            if let Some(old) = self.find_hashed(hash, subnet, c) {
                 self.forget_client(old);
                 if self.slots[old as usize].state.held() {
                     self.set_state(old, LeaseState::Free, 0);
                 }
             }
             self.forget_client(id);
-            let hash = self.hash(subnet, c);
             self.slots[id as usize].client = Some(ClientKey::from_ref(c));
             let slots = &self.slots;
             self.index.insert_unique(hash, id, |&other| {

@@ -79,6 +79,9 @@ pub struct Terms {
     pub rebind: u32,
 }
 
+/// A reservation: its subnet and its index there.
+type ResId = (u16, u32);
+
 /// The subnets a message may be served from, named without borrowing the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Net {
@@ -281,12 +284,12 @@ impl Engine {
             .find(|&s| self.subnets[s as usize].net.contains(ip))
     }
 
-    fn reservation(
-        &self,
-        net: &[u16],
-        client: ClientRef<'_>,
-        chaddr: &[u8],
-    ) -> Option<(u16, &Reservation)> {
+    /// The client's reservation in one of the network's subnets, looked up once per
+    /// message. No lookup at all when nothing is reserved, the common ISP case.
+    fn reservation(&self, net: &[u16], client: ClientRef<'_>, chaddr: &[u8]) -> Option<ResId> {
+        if self.res_by_id.is_empty() && self.res_by_hw.is_empty() {
+            return None;
+        }
         let by_id = (client.kind == KeyKind::ClientId)
             .then(|| self.res_by_id.get(client.bytes))
             .flatten();
@@ -298,7 +301,16 @@ impl Engine {
             .chain(by_hw)
             .flatten()
             .find(|(s, _)| net.contains(s))
-            .map(|&(s, k)| (s, &self.config.subnets[s as usize].reservations[k as usize]))
+            .copied()
+    }
+
+    fn res(&self, (subnet, k): ResId) -> &Reservation {
+        &self.config.subnets[subnet as usize].reservations[k as usize]
+    }
+
+    /// The reservation found for the message, if it belongs to `subnet`.
+    fn res_in(&self, res: Option<ResId>, subnet: u16) -> Option<&Reservation> {
+        res.filter(|r| r.0 == subnet).map(|r| self.res(r))
     }
 
     fn server_id(&self, subnet: u16, meta: &RxMeta) -> Ipv4Addr {
@@ -338,7 +350,8 @@ impl Engine {
             return Outcome::Dropped(Drop::UnknownNetwork);
         }
         let client = client_of(req);
-        let Some(slot) = self.pick_for_offer(self.ids(net), client, req) else {
+        let res = self.reservation(self.ids(net), client, req.msg.chaddr());
+        let Some(slot) = self.pick_for_offer(self.ids(net), client, req, res) else {
             return Outcome::Dropped(Drop::NoFreeLease);
         };
         let s = self.leases.slot(slot);
@@ -350,9 +363,7 @@ impl Engine {
         }
         let terms = self.terms(subnet, req.lease_time);
         let sid = self.server_id(subnet, meta);
-        let res = self
-            .reservation(self.ids_of(subnet), client, req.msg.chaddr())
-            .map(|r| r.1);
+        let res = self.res_in(res, subnet);
         let ans = reply::Answer {
             kind: MessageType::Offer,
             yiaddr: addr,
@@ -372,13 +383,14 @@ impl Engine {
         net: &[u16],
         client: ClientRef<'_>,
         req: &Request<'_>,
+        res: Option<ResId>,
     ) -> Option<SlotId> {
         let usable = |id: SlotId| {
             let s = self.leases.slot(id);
             (s.state.available() || (s.state.held() && self.leases.is_client(id, client)))
-                && !self.reserved_for_other(id, client, req.msg.chaddr())
+                && !self.reserved_for_other(id, res)
         };
-        if let Some((_, r)) = self.reservation(net, client, req.msg.chaddr()) {
+        if let Some(r) = res.map(|r| self.res(r)) {
             if let Some(id) = r
                 .address
                 .and_then(|a| self.leases.slot_of(a))
@@ -401,13 +413,11 @@ impl Engine {
             .or_else(|| net.iter().find_map(|&s| self.leases.peek_free(s)))
     }
 
-    /// A slot reserved in the configuration for a host other than this client.
-    fn reserved_for_other(&self, id: SlotId, client: ClientRef<'_>, chaddr: &[u8]) -> bool {
+    /// A slot reserved in the configuration for a host other than the one whose
+    /// reservation is `res`. Reserved addresses are unique, so the address decides.
+    fn reserved_for_other(&self, id: SlotId, res: Option<ResId>) -> bool {
         let s = self.leases.slot(id);
-        s.reserved
-            && self
-                .reservation(self.ids_of(s.subnet), client, chaddr)
-                .is_none_or(|(_, r)| r.address != Some(s.addr))
+        s.reserved && res.is_none_or(|r| self.res(r).address != Some(s.addr))
     }
 
     /// DHCPREQUEST (RFC 2131 §4.3.2), in each client state.
@@ -439,7 +449,8 @@ impl Engine {
         };
         let subnet = self.subnet_in(ids, addr).unwrap_or(first);
         let sid = self.server_id(subnet, meta);
-        match self.judge(ids, addr, client, req.msg.chaddr(), must_answer) {
+        let res = self.reservation(ids, client, req.msg.chaddr());
+        match self.judge(ids, addr, client, res, must_answer) {
             Verdict::Ack(slot) => {
                 let subnet = self.leases.slot(slot).subnet;
                 let terms = self.terms(subnet, req.lease_time);
@@ -447,9 +458,7 @@ impl Engine {
                 self.leases
                     .bind(slot, client, req.msg.chaddr(), LeaseState::Active, end);
                 self.leases.set_cltt(slot, now);
-                let res = self
-                    .reservation(self.ids_of(subnet), client, req.msg.chaddr())
-                    .map(|r| r.1);
+                let res = self.res_in(res, subnet);
                 let ans = reply::Answer {
                     kind: MessageType::Ack,
                     yiaddr: addr,
@@ -482,7 +491,7 @@ impl Engine {
         net: &[u16],
         addr: Ipv4Addr,
         client: ClientRef<'_>,
-        chaddr: &[u8],
+        res: Option<ResId>,
         must_answer: bool,
     ) -> Verdict {
         let unknown = |d: Drop, why| {
@@ -495,7 +504,7 @@ impl Engine {
         if net.is_empty() || self.subnet_in(net, addr).is_none() {
             return unknown(Drop::UnknownNetwork, "wrong network");
         }
-        if let Some((_, r)) = self.reservation(net, client, chaddr) {
+        if let Some(r) = res.map(|r| self.res(r)) {
             if r.address.is_some_and(|a| a != addr) {
                 return Verdict::Nak("client has a different reserved address");
             }
@@ -504,7 +513,7 @@ impl Engine {
             return unknown(Drop::NotInPool, "address not in any pool");
         };
         let s = self.leases.slot(slot);
-        if self.reserved_for_other(slot, client, chaddr) {
+        if self.reserved_for_other(slot, res) {
             return Verdict::Nak("address reserved for another client");
         }
         let mine = self.leases.is_client(slot, client);
@@ -597,9 +606,8 @@ impl Engine {
             return Outcome::Dropped(Drop::UnknownNetwork);
         };
         let client = client_of(req);
-        let res = self
-            .reservation(self.ids_of(subnet), client, req.msg.chaddr())
-            .map(|r| r.1);
+        let res = self.reservation(self.ids_of(subnet), client, req.msg.chaddr());
+        let res = self.res_in(res, subnet);
         let sid = self.server_id(subnet, meta);
         let ans = reply::Answer {
             kind: MessageType::Ack,

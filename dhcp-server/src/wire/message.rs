@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::layout::*;
-use super::options::{code, OptionIter, Overload};
+use super::options::{code, OptionIter, OptionRef, Overload};
 use super::{WireError, FLAG_BROADCAST};
 
 /// DHCP message types (option 53, RFC 2132 §9.6).
@@ -81,6 +81,16 @@ fn ip_at(buf: &[u8], at: usize) -> Ipv4Addr {
 
 impl<'a> Message<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
+        Self::walk(buf, |_| Ok(()))
+    }
+
+    /// Checks the header, then hands every option to `each` in one pass (RFC 2131 §4.1
+    /// order: the options field, which alone may say the others are overloaded, then
+    /// `file`, then `sname`). Every option is proven to lie within its field.
+    fn walk(
+        buf: &'a [u8],
+        mut each: impl FnMut(OptionRef<'a>) -> Result<(), WireError>,
+    ) -> Result<Self, WireError> {
         if buf.len() < OPTIONS {
             return Err(WireError::TooShort);
         }
@@ -90,19 +100,19 @@ impl<'a> Message<'a> {
         if buf[HLEN] > 16 {
             return Err(WireError::BadHlen);
         }
-        // The options field alone says whether file and sname carry options too.
-        let mut overload = Overload::default();
+        let mut overload = None;
         for opt in OptionIter::new(buf, Overload::default()) {
             let opt = opt?;
-            if opt.code == code::OVERLOAD {
-                overload = Overload::from_value(opt.value)?;
+            if opt.code == code::OVERLOAD && overload.is_none() {
+                overload = Some(Overload::from_value(opt.value)?);
             }
+            each(opt)?;
         }
-        let msg = Self { buf, overload };
-        if overload != Overload::default() {
-            msg.options().try_for_each(|o| o.map(drop))?;
+        let overload = overload.unwrap_or_default();
+        for opt in OptionIter::overloaded_fields(buf, overload) {
+            each(opt?)?;
         }
-        Ok(msg)
+        Ok(Self { buf, overload })
     }
 
     pub fn bytes(&self) -> &'a [u8] {
@@ -208,58 +218,63 @@ fn fixed<const N: usize>(code: u8, value: &[u8]) -> Result<[u8; N], WireError> {
 impl<'a> Request<'a> {
     /// Parses a datagram into a request. A BOOTREPLY parses too; the engine drops it.
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
-        let msg = Message::parse(buf)?;
         let mut msg_type = None;
-        let mut req = Request {
-            msg,
-            msg_type: MessageType::Other(0),
-            client_id: None,
-            requested_address: None,
-            server_id: None,
-            lease_time: None,
-            max_message_size: None,
-            parameter_list: None,
-            host_name: None,
-            relay_agent_info: None,
-        };
-        for opt in msg.options() {
-            let opt = opt?;
+        let mut client_id = None;
+        let mut requested_address = None;
+        let mut server_id = None;
+        let mut lease_time = None;
+        let mut max_message_size = None;
+        let mut parameter_list = None;
+        let mut host_name = None;
+        let mut relay_agent_info = None;
+        let msg = Message::walk(buf, |opt| {
             let v = opt.value;
             match opt.code {
                 code::MESSAGE_TYPE if msg_type.is_none() => {
                     msg_type = Some(MessageType::from_u8(fixed::<1>(opt.code, v)?[0]));
                 }
-                code::CLIENT_ID if req.client_id.is_none() => {
-                    // RFC 2132 §9.14: at least two octets (type and one of identifier).
+                // RFC 2132 §9.14: at least two octets (type and one of identifier).
+                code::CLIENT_ID if client_id.is_none() => {
                     if v.len() < 2 {
                         return Err(WireError::BadOptionLength(opt.code));
                     }
-                    req.client_id = Some(v);
+                    client_id = Some(v);
                 }
-                code::REQUESTED_ADDRESS if req.requested_address.is_none() => {
-                    req.requested_address = Some(fixed::<4>(opt.code, v)?.into());
+                code::REQUESTED_ADDRESS if requested_address.is_none() => {
+                    requested_address = Some(fixed::<4>(opt.code, v)?.into());
                 }
-                code::SERVER_ID if req.server_id.is_none() => {
-                    req.server_id = Some(fixed::<4>(opt.code, v)?.into());
+                code::SERVER_ID if server_id.is_none() => {
+                    server_id = Some(fixed::<4>(opt.code, v)?.into());
                 }
-                code::LEASE_TIME if req.lease_time.is_none() => {
-                    req.lease_time = Some(u32::from_be_bytes(fixed(opt.code, v)?));
+                code::LEASE_TIME if lease_time.is_none() => {
+                    lease_time = Some(u32::from_be_bytes(fixed(opt.code, v)?));
                 }
-                code::MAX_MESSAGE_SIZE if req.max_message_size.is_none() => {
-                    req.max_message_size = Some(u16::from_be_bytes(fixed(opt.code, v)?));
+                code::MAX_MESSAGE_SIZE if max_message_size.is_none() => {
+                    max_message_size = Some(u16::from_be_bytes(fixed(opt.code, v)?));
                 }
-                code::PARAMETER_REQUEST_LIST if req.parameter_list.is_none() => {
-                    req.parameter_list = Some(v);
+                code::PARAMETER_REQUEST_LIST if parameter_list.is_none() => {
+                    parameter_list = Some(v);
                 }
-                code::HOST_NAME if req.host_name.is_none() => req.host_name = Some(v),
-                code::RELAY_AGENT_INFO if req.relay_agent_info.is_none() => {
-                    req.relay_agent_info = Some(v);
+                code::HOST_NAME if host_name.is_none() => host_name = Some(v),
+                code::RELAY_AGENT_INFO if relay_agent_info.is_none() => {
+                    relay_agent_info = Some(v);
                 }
                 _ => {}
             }
-        }
-        req.msg_type = msg_type.ok_or(WireError::NoMessageType)?;
-        Ok(req)
+            Ok(())
+        })?;
+        Ok(Request {
+            msg,
+            msg_type: msg_type.ok_or(WireError::NoMessageType)?,
+            client_id,
+            requested_address,
+            server_id,
+            lease_time,
+            max_message_size,
+            parameter_list,
+            host_name,
+            relay_agent_info,
+        })
     }
 
     /// True when the client asked for `code` in its parameter request list.

@@ -94,6 +94,18 @@ impl<'a> OptionIter<'a> {
         }
     }
 
+    /// Walks only the `file` and `sname` fields that `overload` names, for a caller that
+    /// has already walked the options field.
+    pub(crate) fn overloaded_fields(buf: &'a [u8], overload: Overload) -> Self {
+        Self {
+            buf,
+            pos: OPTIONS,
+            end: OPTIONS,
+            overload,
+            region: 0,
+        }
+    }
+
     /// Moves to the next field that carries options; false when none is left.
     fn next_region(&mut self) -> bool {
         loop {
