@@ -4,6 +4,10 @@
 //!
 //! Parsing never panics: every accessor reads only ranges that `Message::parse` has
 //! checked, and every option walk is bounded by the field it walks.
+//!
+//! Reading stays zero-copy, so an option a client split into several instances (RFC 3396)
+//! is read as its first instance; clients split only values over 255 octets, which no
+//! option the server acts on needs. Writing splits long values as RFC 3396 asks.
 
 mod message;
 mod options;
