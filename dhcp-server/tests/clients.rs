@@ -55,6 +55,18 @@ fn recording_script(lab: &Lab, name: &str, record: &str) -> std::path::PathBuf {
     )
 }
 
+/// Runs udhcpc once (lease, then quit) with `script`; returns what the script recorded.
+fn udhcpc(lab: &Lab, iface: &str, script: &std::path::Path) -> String {
+    let script = script.to_str().unwrap();
+    lab.in_client(
+        "timeout",
+        &[
+            "20", "udhcpc", "-f", "-q", "-n", "-t", "5", "-i", iface, "-s", script,
+        ],
+    );
+    std::fs::read_to_string(lab.path("udhcpc-script.events")).unwrap()
+}
+
 #[test]
 fn dhclient_gets_a_lease_and_renews_it() {
     let Some((mut lab, server)) = quick_lab("dhclient", &["--lease-time", "20"]) else {
@@ -110,23 +122,7 @@ fn udhcpc_gets_a_lease() {
     };
     require("udhcpc");
     let script = recording_script(&lab, "udhcpc-script", "echo \"$1 $ip $router $dns $lease\"");
-    lab.in_client(
-        "timeout",
-        &[
-            "20",
-            "udhcpc",
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-i",
-            &lab.client_if,
-            "-s",
-            script.to_str().unwrap(),
-        ],
-    );
-    let text = std::fs::read_to_string(lab.path("udhcpc-script.events")).unwrap();
+    let text = udhcpc(&lab, &lab.client_if, &script);
     let bound = text
         .lines()
         .find(|l| l.starts_with("bound "))
@@ -336,23 +332,7 @@ fn ten_thousand_garbage_datagrams_leave_the_server_answering() {
     );
     lab.in_client("ip", &["addr", "flush", "dev", &client_if]);
     let script = recording_script(&lab, "udhcpc-script", "echo \"$1 $ip\"");
-    lab.in_client(
-        "timeout",
-        &[
-            "20",
-            "udhcpc",
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-i",
-            &client_if,
-            "-s",
-            script.to_str().unwrap(),
-        ],
-    );
-    let text = std::fs::read_to_string(lab.path("udhcpc-script.events")).unwrap();
+    let text = udhcpc(&lab, &client_if, &script);
     assert!(
         text.lines().any(|l| l.starts_with("bound 192.0.2.")),
         "{text}"

@@ -9,9 +9,9 @@
 
 use std::net::Ipv4Addr;
 
+use dhcp_server::wire::{code, Message, MessageType, Request, Writer};
 use dhcproto::v4::{self, relay, DhcpOption, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Decoder, Encodable};
-use dhcp_server::wire::{code, Message, MessageType, Request, Writer};
 use proptest::prelude::*;
 
 fn ip() -> impl Strategy<Value = Ipv4Addr> {
@@ -45,7 +45,14 @@ struct Sample {
 }
 
 fn sample() -> impl Strategy<Value = Sample> {
-    let header = (any::<u8>(), any::<u32>(), any::<u16>(), prop_oneof![Just(0u16), Just(0x8000u16)], [ip(), ip(), ip(), ip()], prop::collection::vec(any::<u8>(), 0..=16));
+    let header = (
+        any::<u8>(),
+        any::<u32>(),
+        any::<u16>(),
+        prop_oneof![Just(0u16), Just(0x8000u16)],
+        [ip(), ip(), ip(), ip()],
+        prop::collection::vec(any::<u8>(), 0..=16),
+    );
     let opts = (
         1u8..=8,
         prop::option::of(prop::collection::vec(any::<u8>(), 2..=200)),
@@ -55,9 +62,16 @@ fn sample() -> impl Strategy<Value = Sample> {
         prop::option::of(576u16..),
         prop::option::of(prop::collection::vec(1u8..=254, 1..40)),
         prop::option::of("[a-z][a-z0-9-]{0,40}"),
-        prop::option::of((prop::collection::vec(any::<u8>(), 1..30), prop::collection::vec(any::<u8>(), 1..30))),
+        prop::option::of((
+            prop::collection::vec(any::<u8>(), 1..30),
+            prop::collection::vec(any::<u8>(), 1..30),
+        )),
         // dhcproto writes nothing for an empty option, so only non-empty ones compare.
-        prop::collection::btree_map(224u8..=254, prop::collection::vec(any::<u8>(), 1..=100), 0..4),
+        prop::collection::btree_map(
+            224u8..=254,
+            prop::collection::vec(any::<u8>(), 1..=100),
+            0..4,
+        ),
     );
     (header, opts).prop_map(|((hops, xid, secs, flags, addrs, chaddr), o)| Sample {
         hops,
@@ -86,7 +100,11 @@ fn sample() -> impl Strategy<Value = Sample> {
 fn encode(s: &Sample) -> Vec<u8> {
     let [ci, yi, si, gi] = s.addrs;
     let mut m = v4::Message::new(ci, yi, si, gi, &s.chaddr);
-    m.set_opcode(v4::Opcode::BootRequest).set_hops(s.hops).set_xid(s.xid).set_secs(s.secs).set_flags(s.flags.into());
+    m.set_opcode(v4::Opcode::BootRequest)
+        .set_hops(s.hops)
+        .set_xid(s.xid)
+        .set_secs(s.secs)
+        .set_flags(s.flags.into());
     let o = m.opts_mut();
     o.insert(DhcpOption::MessageType(v4::MessageType::from(s.kind)));
     if let Some(id) = &s.client_id {
@@ -105,7 +123,9 @@ fn encode(s: &Sample) -> Vec<u8> {
         o.insert(DhcpOption::MaxMessageSize(n));
     }
     if let Some(p) = &s.prl {
-        o.insert(DhcpOption::ParameterRequestList(p.iter().map(|&c| OptionCode::from(c)).collect()));
+        o.insert(DhcpOption::ParameterRequestList(
+            p.iter().map(|&c| OptionCode::from(c)).collect(),
+        ));
     }
     if let Some(h) = &s.host_name {
         o.insert(DhcpOption::Hostname(h.clone()));
@@ -117,7 +137,10 @@ fn encode(s: &Sample) -> Vec<u8> {
         o.insert(DhcpOption::RelayAgentInformation(rai));
     }
     for (c, v) in &s.unknown {
-        o.insert(DhcpOption::Unknown(UnknownOption::new(OptionCode::from(*c), v.clone())));
+        o.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(*c),
+            v.clone(),
+        )));
     }
     m.to_vec().expect("dhcproto encodes what it built")
 }
@@ -224,9 +247,14 @@ proptest! {
 /// Whatever the input, parsing returns; an accepted message's options all come back
 /// the same from a second parse and from the generic walk.
 fn check_consistent(bytes: &[u8]) {
-    let (Ok(m), r) = (Message::parse(bytes), Request::parse(bytes)) else { return };
+    let (Ok(m), r) = (Message::parse(bytes), Request::parse(bytes)) else {
+        return;
+    };
     let first: Vec<_> = m.options().collect();
-    assert!(first.iter().all(Result::is_ok), "an accepted message yields only good options");
+    assert!(
+        first.iter().all(Result::is_ok),
+        "an accepted message yields only good options"
+    );
     let again: Vec<_> = Message::parse(bytes).unwrap().options().collect();
     assert_eq!(first, again);
     if let Ok(r) = r {

@@ -537,25 +537,35 @@ impl Engine {
         }
     }
 
-    /// DHCPDECLINE (RFC 2131 §4.3.3): the address is in use on the wire; keep it out of use.
-    fn decline(&mut self, req: &Request<'_>, meta: &RxMeta, now: u64) -> Outcome {
+    /// The slot of `addr`, when the message is for this server and the client holds it.
+    fn held_by_sender(
+        &self,
+        req: &Request<'_>,
+        meta: &RxMeta,
+        addr: Ipv4Addr,
+    ) -> Result<SlotId, Drop> {
         let net = self.ids(self.network(req, meta));
         if req
             .server_id
             .is_some_and(|sid| !self.is_ours(sid, net, meta))
         {
-            return Outcome::Dropped(Drop::OtherServer);
+            return Err(Drop::OtherServer);
         }
+        let client = client_of(req);
+        self.leases
+            .slot_of(addr)
+            .filter(|&id| self.leases.slot(id).state.held() && self.leases.is_client(id, client))
+            .ok_or(Drop::NotHeld)
+    }
+
+    /// DHCPDECLINE (RFC 2131 §4.3.3): the address is in use on the wire; keep it out of use.
+    fn decline(&mut self, req: &Request<'_>, meta: &RxMeta, now: u64) -> Outcome {
         let Some(addr) = req.requested_address else {
             return Outcome::Dropped(Drop::NoAddress);
         };
-        let client = client_of(req);
-        let Some(slot) = self
-            .leases
-            .slot_of(addr)
-            .filter(|&id| self.leases.slot(id).state.held() && self.leases.is_client(id, client))
-        else {
-            return Outcome::Dropped(Drop::NotHeld);
+        let slot = match self.held_by_sender(req, meta, addr) {
+            Ok(slot) => slot,
+            Err(d) => return Outcome::Dropped(d),
         };
         tracing::warn!(
             "DHCPDECLINE of {addr} from {} via {}: abandoning address",
@@ -563,31 +573,17 @@ impl Engine {
             self.via(req, meta)
         );
         self.leases.forget_client(slot);
-        self.leases.set_state(
-            slot,
-            LeaseState::Declined,
-            now + self.config.decline_hold as u64,
-        );
+        let until = now + self.config.decline_hold as u64;
+        self.leases.set_state(slot, LeaseState::Declined, until);
         Outcome::Done
     }
 
     /// DHCPRELEASE (RFC 2131 §4.3.4): the address comes back, still remembered for the client.
     fn release(&mut self, req: &Request<'_>, meta: &RxMeta, now: u64) -> Outcome {
-        let net = self.ids(self.network(req, meta));
-        if req
-            .server_id
-            .is_some_and(|sid| !self.is_ours(sid, net, meta))
-        {
-            return Outcome::Dropped(Drop::OtherServer);
-        }
         let addr = req.msg.ciaddr();
-        let client = client_of(req);
-        let Some(slot) = self
-            .leases
-            .slot_of(addr)
-            .filter(|&id| self.leases.slot(id).state.held() && self.leases.is_client(id, client))
-        else {
-            return Outcome::Dropped(Drop::NotHeld);
+        let slot = match self.held_by_sender(req, meta, addr) {
+            Ok(slot) => slot,
+            Err(d) => return Outcome::Dropped(d),
         };
         tracing::info!(
             "DHCPRELEASE of {addr} from {} via {}",
