@@ -9,6 +9,7 @@
 //! is read as its first instance; clients split only values over 255 octets, which no
 //! option the server acts on needs. Writing splits long values as RFC 3396 asks.
 
+pub mod frame;
 mod message;
 mod options;
 mod writer;
