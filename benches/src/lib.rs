@@ -1,6 +1,9 @@
 //! What the benchmarks share: client messages for client number N written into a caller's
-//! buffer (so a loop over millions of distinct clients allocates nothing), and a server
-//! configuration over the benchmark range 198.18.0.0/15.
+//! buffer (so a loop over millions of distinct clients allocates nothing), a server
+//! configuration over the benchmark range 198.18.0.0/15, and the load generator that
+//! plays those clients on a real interface (`load`).
+
+pub mod load;
 
 use std::net::Ipv4Addr;
 

@@ -33,7 +33,10 @@ impl fmt::Display for FileError {
         if self.line > 0 {
             write!(f, "{}:", self.line)?;
         }
-        write!(f, " key '{}': {}", self.key, self.reason)
+        if !self.key.is_empty() {
+            write!(f, " key '{}':", self.key)?;
+        }
+        write!(f, " {}", self.reason)
     }
 }
 

@@ -1,6 +1,11 @@
 //! The kernel UDP backend: one socket per listening interface, a poll loop, and the engine
 //! in between. It reads the clock and passes it in; it owns no DHCP logic. Where XDP cannot
 //! be used (no privileges, a laptop), this runs the same engine the AF_XDP workers do.
+//!
+//! A reply to a client that has no address yet cannot go through the UDP socket (the
+//! kernel would ARP for an address nobody answers for), so it leaves as a whole frame
+//! through a packet socket, addressed to the client's hardware address, as dhcpd and Kea
+//! send it. Without CAP_NET_RAW such replies are broadcast instead.
 
 mod socket;
 
@@ -9,7 +14,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::engine::{Destination, Engine, Outcome, Reply, RxMeta};
+use crate::packet::PacketSocket;
 use crate::shutdown;
+use crate::wire::frame::{self, Addressing, HEADROOM};
 pub use socket::{interface_address, DhcpSocket};
 
 /// The server port (RFC 2131 §4.1).
@@ -38,6 +45,8 @@ struct Link {
     socket: DhcpSocket,
     /// The interface's address, used when the kernel reports none for a datagram.
     addr: Ipv4Addr,
+    /// For replies to clients without an address: the raw socket and our MAC.
+    raw: Option<(PacketSocket, [u8; 6])>,
 }
 
 pub fn unix_now() -> u64 {
@@ -69,7 +78,11 @@ fn open(engine: &Engine, port: u16) -> Result<Vec<Link>, Error> {
                 .ok_or_else(|| Error::NoAddress {
                     ifname: ifname.clone(),
                 })?;
-            Ok(Link { socket, addr })
+            let raw = PacketSocket::open(ifname).and_then(|p| Ok((p, socket.hw_address()?)));
+            let raw = raw
+                .inspect_err(|e| tracing::warn!("no packet socket on {ifname} ({e}): replies to clients without an address will be broadcast"))
+                .ok();
+            Ok(Link { socket, addr, raw })
         })
         .collect()
 }
@@ -92,8 +105,7 @@ pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
         })
         .collect();
     let mut rx = vec![0u8; 65536];
-    let mut tx = vec![0u8; 1500];
-    let mut arp_warned = false;
+    let mut tx = vec![0u8; HEADROOM + 1500];
     while !shutdown::requested() {
         // SAFETY: `pfds` is a live array of pollfd of the length passed.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
@@ -128,8 +140,11 @@ pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
                     },
                     broadcast: got.dst.is_broadcast() || got.dst.is_unspecified(),
                 };
-                if let Outcome::Reply(reply) = engine.handle(&rx[..got.len], &meta, now, &mut tx) {
-                    if let Err(e) = send(link, &tx[..reply.len], &reply, &mut arp_warned) {
+                // The reply is written after room for frame headers, in case it leaves raw.
+                if let Outcome::Reply(reply) =
+                    engine.handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..])
+                {
+                    if let Err(e) = send(link, &mut tx, &reply) {
                         tracing::warn!(
                             "sending {} to {} on {} failed: {e}",
                             reply.kind.name(),
@@ -145,22 +160,25 @@ pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
     Ok(())
 }
 
-fn send(link: &Link, buf: &[u8], reply: &Reply, arp_warned: &mut bool) -> io::Result<()> {
-    let to = match reply.to {
-        Destination::Hardware { ip, mac } => match link.socket.set_arp(ip, mac) {
-            Ok(()) => SocketAddrV4::new(ip, reply.to.port()),
-            Err(e) => {
-                if !*arp_warned {
-                    tracing::warn!(
-                        "cannot set ARP entries on {} ({e}); broadcasting replies instead",
-                        link.socket.ifname
-                    );
-                    *arp_warned = true;
-                }
-                SocketAddrV4::new(Ipv4Addr::BROADCAST, reply.to.port())
-            }
-        },
-        other => SocketAddrV4::new(other.ip(), other.port()),
+/// Sends the reply at `tx[HEADROOM..]` where RFC 2131 §4.1 says it goes.
+fn send(link: &Link, tx: &mut [u8], reply: &Reply) -> io::Result<()> {
+    let port = reply.to.port();
+    let to = match (reply.to, &link.raw) {
+        (Destination::Hardware { ip, mac }, Some((raw, our_mac))) => {
+            let a = Addressing {
+                dst_mac: mac,
+                src_mac: *our_mac,
+                src_ip: reply.from,
+                dst_ip: ip,
+                src_port: SERVER_PORT,
+                dst_port: port,
+            };
+            let len = frame::write_udp(tx, &a, reply.len);
+            return raw.send(&[&tx[..len]]).map(drop);
+        }
+        (Destination::Hardware { .. }, None) => SocketAddrV4::new(Ipv4Addr::BROADCAST, port),
+        (other, _) => SocketAddrV4::new(other.ip(), port),
     };
-    link.socket.send(buf, to, reply.from)
+    link.socket
+        .send(&tx[HEADROOM..HEADROOM + reply.len], to, reply.from)
 }

@@ -1,14 +1,16 @@
 //! A UDP socket on port 67 tied to one interface, with the three kernel facilities a DHCP
 //! server needs beyond plain UDP: SO_BINDTODEVICE (one socket per link, so the link is
-//! known), IP_PKTINFO both ways (where a datagram arrived; which source address a reply
-//! leaves from) and an ARP entry set by hand (dnsmasq's way to unicast to a client that
-//! cannot answer ARP yet). All `unsafe` of the UDP backend is here.
+//! known) and IP_PKTINFO both ways (where a datagram arrived; which source address a reply
+//! leaves from). All `unsafe` of the UDP backend is here.
 
 use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Receive buffer asked for: about 4,000 queued DISCOVERs.
+const RECEIVE_BUFFER: libc::c_int = 8 << 20;
 
 pub struct DhcpSocket {
     fd: OwnedFd,
@@ -85,6 +87,11 @@ impl DhcpSocket {
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_BROADCAST, &one)?;
         setsockopt(raw, libc::IPPROTO_IP, libc::IP_PKTINFO, &one)?;
+        // A burst of DISCOVERs must queue, not drop: ask for a large buffer past the
+        // rmem_max cap where privileged, else for what the cap allows.
+        let buffer: libc::c_int = RECEIVE_BUFFER;
+        setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &buffer)
+            .or_else(|_| setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &buffer))?;
         let name = cname.as_bytes_with_nul();
         // SAFETY: the option value is the NUL-terminated name, its length passed with it.
         check(unsafe {
@@ -203,24 +210,18 @@ impl DhcpSocket {
         check(n as libc::c_int).map(drop)
     }
 
-    /// Tells the kernel `ip` is at `mac` on this interface, so a unicast reaches a client
-    /// that has no address yet (RFC 2131 §4.1) without an ARP exchange it cannot answer.
-    pub fn set_arp(&self, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
-        // SAFETY: arpreq is plain data; all-zero is valid.
-        let mut req: libc::arpreq = unsafe { zeroed() };
-        let sa = sockaddr(SocketAddrV4::new(ip, 0));
-        // SAFETY: sockaddr_in fits in the sockaddr field (both 16 octets).
-        unsafe { std::ptr::write_unaligned((&mut req.arp_pa as *mut libc::sockaddr).cast(), sa) };
-        req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-        for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+    /// The interface's hardware address: the source of frames sent to clients directly.
+    pub fn hw_address(&self) -> io::Result<[u8; 6]> {
+        // SAFETY: ifreq is plain data; all-zero is valid.
+        let mut req: libc::ifreq = unsafe { zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(self.ifname.bytes().take(15)) {
             *d = s as libc::c_char;
         }
-        req.arp_flags = libc::ATF_COM;
-        for (d, s) in req.arp_dev.iter_mut().zip(self.ifname.bytes().take(15)) {
-            *d = s as libc::c_char;
-        }
-        // SAFETY: SIOCSARP reads one arpreq, which `req` is.
-        check(unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCSARP, &req) }).map(drop)
+        // SAFETY: SIOCGIFHWADDR fills the ifreq it is given, which `req` is.
+        check(unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) })?;
+        // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+        Ok(std::array::from_fn(|i| data[i] as u8))
     }
 
     pub fn raw_fd(&self) -> RawFd {
