@@ -153,7 +153,7 @@ impl PacketSocket {
         }
         let mut kept = 0;
         for i in 0..got as usize {
-            if addrs[i].sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if addrs[i].sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             if kept != i {
