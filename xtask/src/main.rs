@@ -1,8 +1,11 @@
 //! `cargo xtask`: the project's own automation. `setup` installs what the tests need on a
 //! fresh machine, `test` runs every test, `demo` shows the server handing leases to real
-//! clients in a lab of network namespaces.
+//! clients in a lab of network namespaces, `lab` manages that lab by hand, `bench` measures
+//! the server against Kea and ISC dhcpd in it.
 
+mod bench;
 mod demo;
+mod lab;
 
 use std::process::{Command, ExitCode};
 
@@ -23,6 +26,24 @@ enum Task {
     Test,
     /// The main job: a real server in a namespace lab handing leases to real clients.
     Demo,
+    /// Build, remove or show the namespace lab (see xtask/src/lab.rs for the address plan).
+    Lab {
+        #[arg(value_enum)]
+        action: LabAction,
+    },
+    /// Our server, Kea and ISC dhcpd side by side under the same load generator.
+    Bench {
+        /// A short run (under 2 minutes) for routine use and CI.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LabAction {
+    Up,
+    Down,
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -30,6 +51,19 @@ fn main() -> ExitCode {
         Task::Setup => setup(),
         Task::Test => setup().and_then(|()| test()),
         Task::Demo => setup().and_then(|()| demo::run()),
+        Task::Lab {
+            action: LabAction::Up,
+        } => lab::up(),
+        Task::Lab {
+            action: LabAction::Down,
+        } => {
+            lab::down();
+            Ok(())
+        }
+        Task::Lab {
+            action: LabAction::Status,
+        } => lab::status(),
+        Task::Bench { quick } => setup().and_then(|()| bench::run(quick)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +123,24 @@ fn setup() -> Result {
             "xtask: not root, so not installing {}; namespace tests will be skipped",
             missing.join(" ")
         );
+        return Ok(());
+    }
+    install(&missing)
+}
+
+/// Installs Debian packages that are not installed yet (needs root).
+pub fn install(packages: &[&str]) -> Result {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg")
+                .args(["-s", p])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));

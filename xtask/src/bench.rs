@@ -1,0 +1,332 @@
+//! `cargo xtask bench`: the servers side by side in the lab, measured by the same
+//! generator (dhcp-load) on the same veth. For each server it finds the highest offered
+//! rate with at most 2.5% of exchanges dropped (the method ISC publishes Kea's figures
+//! with), starting every step on a fresh server, and reads the server's CPU time per lease
+//! from /proc. It prints a table with ratios to Kea and writes target/bench/bench.json.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lab::{self, in_ns, Lab, BRIDGE, LOAD, SERVER_NS};
+use crate::{is_root, Result};
+
+/// The drop ratio a rate may have and still count (ISC's method for Kea's figures).
+const MAX_DROP_PERCENT: f64 = 2.5;
+
+#[derive(Clone, Copy)]
+pub struct Plan {
+    /// Seconds each step offers load for.
+    step_secs: f64,
+    /// Bisection rounds after the first failing rate.
+    refine: u32,
+    /// Highest rate tried.
+    cap: u32,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                step_secs: 1.0,
+                refine: 1,
+                cap: 131_072,
+            }
+        } else {
+            Plan {
+                step_secs: 4.0,
+                refine: 3,
+                cap: 1 << 20,
+            }
+        }
+    }
+}
+
+/// One server under test: how to start it and how to know it is up.
+struct Server {
+    name: &'static str,
+    program: String,
+    args: Vec<String>,
+    ready: &'static str,
+    /// First rate tried: ISC dhcpd commits each lease to disk and starts far lower.
+    start_rate: u32,
+}
+
+/// What one step measured, as dhcp-load reported it.
+#[derive(Debug, Clone, Default)]
+struct Step {
+    rate: u32,
+    leases_per_s: f64,
+    drop_pct: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    cpu_us_per_lease: f64,
+}
+
+fn field(json: &str, key: &str) -> f64 {
+    let at = json.find(&format!("\"{key}\":")).map(|i| i + key.len() + 3);
+    at.and_then(|i| json[i..].split([',', '}']).next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+fn servers(dir: &std::path::Path, ours: &str) -> Result<Vec<Server>> {
+    let range = format!("{}-{}", lab::POOL.0, lab::POOL.1);
+    let mut list = vec![Server {
+        name: "dhcp-server (udp backend)",
+        program: "env".into(),
+        args: [
+            "RUST_LOG=info,dhcp_server::engine=warn",
+            ours,
+            "run",
+            "--interface",
+            BRIDGE,
+            "--subnet",
+            lab::SUBNET,
+            "--range",
+            &range,
+        ]
+        .map(String::from)
+        .to_vec(),
+        ready: "ready",
+        start_rate: 4000,
+    }];
+    let kea = dir.join("kea-dhcp4.json");
+    fs::write(
+        &kea,
+        format!(
+            r#"{{"Dhcp4": {{
+  "interfaces-config": {{ "interfaces": ["{BRIDGE}"], "dhcp-socket-type": "raw" }},
+  "lease-database": {{ "type": "memfile", "persist": true, "name": "{leases}", "lfc-interval": 0 }},
+  "multi-threading": {{ "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64 }},
+  "valid-lifetime": 3600,
+  "subnet4": [{{ "id": 1, "subnet": "{subnet}", "pools": [{{ "pool": "{first} - {last}" }}],
+                 "option-data": [{{ "name": "routers", "data": "198.18.0.1" }}] }}],
+  "loggers": [{{ "name": "kea-dhcp4", "output_options": [{{ "output": "stdout" }}], "severity": "INFO" }}]
+}}}}"#,
+            leases = dir.join("kea-leases4.csv").display(),
+            subnet = lab::SUBNET,
+            first = lab::POOL.0,
+            last = lab::POOL.1,
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let kea_env = |k: &str| format!("{k}={}", dir.display());
+    list.push(Server {
+        name: "kea-dhcp4 (memfile, 2 threads)",
+        program: "env".into(),
+        args: vec![
+            kea_env("KEA_PIDFILE_DIR"),
+            kea_env("KEA_LOCKFILE_DIR"),
+            "kea-dhcp4".into(),
+            "-c".into(),
+            kea.display().to_string(),
+        ],
+        ready: "DHCP4_STARTED",
+        start_rate: 1000,
+    });
+    let conf = dir.join("dhcpd.conf");
+    fs::write(
+        &conf,
+        format!(
+            "authoritative;\nping-check false;\ndefault-lease-time 3600;\nmax-lease-time 86400;\nsubnet 198.18.0.0 netmask 255.254.0.0 {{\n  range {} {};\n  option routers 198.18.0.1;\n}}\n",
+            lab::POOL.0,
+            lab::POOL.1
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let leases = dir.join("dhcpd.leases").display().to_string();
+    list.push(Server {
+        name: "isc-dhcpd 4.4",
+        program: "dhcpd".into(),
+        args: [
+            "-4",
+            "-f",
+            "-d",
+            "-cf",
+            &conf.display().to_string(),
+            "-lf",
+            &leases,
+            "-pf",
+            &dir.join("dhcpd.pid").display().to_string(),
+            BRIDGE,
+        ]
+        .map(String::from)
+        .to_vec(),
+        ready: "Sending on",
+        start_rate: 50,
+    });
+    Ok(list)
+}
+
+/// Starts `server` afresh, offers `rate` exchanges a second for the plan's step, stops it.
+fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
+    for f in ["kea-leases4.csv", "dhcpd.leases"] {
+        fs::write(lab.dir.join(f), "").map_err(|e| e.to_string())?;
+    }
+    let args: Vec<&str> = server.args.iter().map(String::as_str).collect();
+    let pid = lab.spawn(SERVER_NS, &server.program, &args, "server.log")?;
+    lab.wait_for("server.log", server.ready, Duration::from_secs(15))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu_before = cpu_secs(pid);
+    let clients = ((rate as f64 * plan.step_secs) as u32).clamp(1, 120_000);
+    let out = in_ns(LOAD.0, load)
+        .args([
+            "--interface",
+            LOAD.1,
+            "--json",
+            "--clients",
+            &clients.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ])
+        .args(["--duration", &plan.step_secs.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let cpu = cpu_secs(pid) - cpu_before;
+    lab.stop(pid);
+    let json = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !json.contains("leases_per_s") {
+        return Err(format!(
+            "dhcp-load failed: {json}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let completed = field(&json, "completed");
+    Ok(Step {
+        rate,
+        leases_per_s: field(&json, "leases_per_s"),
+        drop_pct: field(&json, "drop_pct"),
+        p50: field(&json, "p50_us"),
+        p99: field(&json, "p99_us"),
+        p999: field(&json, "p999_us"),
+        cpu_us_per_lease: if completed > 0.0 {
+            cpu * 1e6 / completed
+        } else {
+            f64::NAN
+        },
+    })
+}
+
+/// The best step at or under the drop limit: doubling until it is passed, then bisecting.
+fn search(lab: &mut Lab, server: &Server, load: &str, plan: &Plan) -> Result<(Step, Vec<Step>)> {
+    let mut steps = Vec::new();
+    let mut good: Option<Step> = None;
+    let mut bad: Option<u32> = None;
+    let mut rate = server.start_rate;
+    while rate <= plan.cap {
+        let s = step(lab, server, load, rate, plan)?;
+        println!(
+            "  {:>8}/s offered: {:>9.0} leases/s, {:>6.2}% dropped",
+            rate, s.leases_per_s, s.drop_pct
+        );
+        steps.push(s.clone());
+        if s.drop_pct <= MAX_DROP_PERCENT {
+            good = Some(s);
+            rate *= 2;
+        } else {
+            bad = Some(rate);
+            break;
+        }
+    }
+    let mut lo = good.as_ref().map_or(0, |g| g.rate);
+    if let Some(mut hi) = bad {
+        for _ in 0..plan.refine {
+            let mid = lo.midpoint(hi);
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            let s = step(lab, server, load, mid, plan)?;
+            println!(
+                "  {:>8}/s offered: {:>9.0} leases/s, {:>6.2}% dropped",
+                mid, s.leases_per_s, s.drop_pct
+            );
+            steps.push(s.clone());
+            if s.drop_pct <= MAX_DROP_PERCENT {
+                lo = mid;
+                good = Some(s);
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    let best = good.unwrap_or_else(|| steps[0].clone());
+    Ok((best, steps))
+}
+
+pub fn run(quick: bool) -> Result {
+    if !is_root() {
+        return Err("the benchmark builds a namespace lab: run it as root".into());
+    }
+    crate::install(&["kea-dhcp4-server", "isc-dhcp-server"])?;
+    let plan = Plan::new(quick);
+    let ours = lab::release_binary("dhcp-server", "dhcp-server")?;
+    let load = lab::release_binary("dhcp-benches", "dhcp-load")?;
+    let mut lab = Lab::start("dhcp-server-bench")?;
+    let mut results = Vec::new();
+    for server in servers(&lab.dir, &ours)? {
+        println!("{}:", server.name);
+        let (best, steps) = search(&mut lab, &server, &load, &plan)?;
+        results.push((server.name, best, steps));
+    }
+    let kea = results
+        .iter()
+        .find(|r| r.0.starts_with("kea"))
+        .map(|r| r.1.leases_per_s);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{:32} {:>12} {:>12} {:>8} {:>8} {:>9} {:>11} {:>8}",
+        "server", "max rate/s", "leases/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/lse", "vs Kea"
+    );
+    let mut json = String::from("{\"quick\":");
+    let _ = write!(
+        json,
+        "{quick},\"max_drop_percent\":{MAX_DROP_PERCENT},\"servers\":["
+    );
+    for (i, (name, b, steps)) in results.iter().enumerate() {
+        let ratio = kea.map_or(f64::NAN, |k| b.leases_per_s / k);
+        let _ = writeln!(
+            table,
+            "{:32} {:>12} {:>12.0} {:>8.0} {:>8.0} {:>9.0} {:>11.1} {:>7.1}x",
+            name, b.rate, b.leases_per_s, b.p50, b.p99, b.p999, b.cpu_us_per_lease, ratio
+        );
+        let steps: Vec<String> = steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"offered\":{},\"leases_per_s\":{:.1},\"drop_pct\":{:.3}}}",
+                    s.rate, s.leases_per_s, s.drop_pct
+                )
+            })
+            .collect();
+        let _ = write!(
+            json,
+            "{}{{\"name\":\"{name}\",\"max_rate\":{},\"leases_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"cpu_us_per_lease\":{:.2},\"ratio_to_kea\":{:.2},\"steps\":[{}]}}",
+            if i > 0 { "," } else { "" },
+            b.rate, b.leases_per_s, b.p50, b.p99, b.p999, b.cpu_us_per_lease, ratio, steps.join(",")
+        );
+    }
+    json.push_str("]}\n");
+    println!("\n{table}");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    fs::write(out.join("bench.json"), json.replace("NaN", "null")).map_err(|e| e.to_string())?;
+    println!("written: {}", out.join("bench.json").display());
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The lab: network namespaces joined by veth to a bridge, everything inside
+//! 198.18.0.0/15. `cargo xtask lab up|down|status` manages it by hand; the demo and the
+//! benchmarks bring it up themselves and take it down when done, also on failure.
+//!
+//! Address plan:
+//! | namespace         | interface | address        | role                                  |
+//! |-------------------|-----------|----------------|---------------------------------------|
+//! | dhcplab-srv       | lab-br    | 198.18.0.1/15  | the server under test, on the bridge  |
+//! | dhcplab-dhclient  | lab-c0    | (leased)       | dhclient                              |
+//! | dhcplab-udhcpc    | lab-c1    | (leased)       | udhcpc                                |
+//! | dhcplab-load      | lab-c2    | 198.18.0.2/15  | perfdhcp and dhcp-load                |
+//! Servers lease from 198.18.1.0-198.19.255.250.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{sh, Result};
+
+pub const SERVER_NS: &str = "dhcplab-srv";
+pub const BRIDGE: &str = "lab-br";
+pub const SERVER_ADDR: &str = "198.18.0.1/15";
+pub const SUBNET: &str = "198.18.0.0/15";
+pub const POOL: (&str, &str) = ("198.18.1.0", "198.19.255.250");
+/// Client namespaces and their interfaces.
+pub const DHCLIENT: (&str, &str) = ("dhcplab-dhclient", "lab-c0");
+pub const UDHCPC: (&str, &str) = ("dhcplab-udhcpc", "lab-c1");
+pub const LOAD: (&str, &str) = ("dhcplab-load", "lab-c2");
+const LOAD_ADDR: &str = "198.18.0.2/15";
+const CLIENTS: [(&str, &str); 3] = [DHCLIENT, UDHCPC, LOAD];
+
+pub struct Lab {
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        down();
+    }
+}
+
+fn ip(args: &[&str]) -> Result {
+    sh(Command::new("ip").args(args).stderr(Stdio::null()))
+}
+
+pub fn in_ns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// Builds the namespaces, veths and bridge (after removing any left by a killed run).
+pub fn up() -> Result {
+    down();
+    ip(&["netns", "add", SERVER_NS])?;
+    ip(&["-n", SERVER_NS, "link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&["-n", SERVER_NS, "addr", "add", SERVER_ADDR, "dev", BRIDGE])?;
+    ip(&["-n", SERVER_NS, "link", "set", BRIDGE, "up"])?;
+    ip(&["-n", SERVER_NS, "link", "set", "lo", "up"])?;
+    for (i, (ns, ifname)) in CLIENTS.iter().enumerate() {
+        let port = format!("lab-s{i}");
+        ip(&["netns", "add", ns])?;
+        ip(&[
+            "link", "add", &port, "netns", SERVER_NS, "type", "veth", "peer", "name", ifname,
+            "netns", ns,
+        ])?;
+        ip(&[
+            "-n", SERVER_NS, "link", "set", &port, "master", BRIDGE, "up",
+        ])?;
+        ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    }
+    ip(&["-n", LOAD.0, "addr", "add", LOAD_ADDR, "dev", LOAD.1])
+}
+
+/// Deletes the lab's namespaces, and with them its veths and bridge.
+pub fn down() {
+    for (ns, _) in CLIENTS.iter().chain([&(SERVER_NS, BRIDGE)]) {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+}
+
+/// Prints which of the lab's namespaces exist and their addresses.
+pub fn status() -> Result {
+    let listed = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for (ns, ifname) in CLIENTS.iter().chain([&(SERVER_NS, BRIDGE)]) {
+        if listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(ns))
+        {
+            let out = Command::new("ip")
+                .args(["-n", ns, "-br", "addr", "show", ifname])
+                .output()
+                .map_err(|e| e.to_string())?;
+            print!("{ns:18} up    {}", String::from_utf8_lossy(&out.stdout));
+        } else {
+            println!("{ns:18} down");
+        }
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// Brings the lab up for one run; files go to a fresh temporary directory `name`.
+    pub fn start(name: &str) -> Result<Lab> {
+        let dir = std::env::temp_dir().join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        up()?;
+        Ok(Lab {
+            dir,
+            children: Vec::new(),
+        })
+    }
+
+    /// Starts a process in a namespace with its output in `log`; returns its pid.
+    pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str], log: &str) -> Result<u32> {
+        let out = fs::File::create(self.dir.join(log)).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = in_ns(ns, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Stops a process started with `spawn` (SIGTERM, then SIGKILL after 5 s).
+    pub fn stop(&mut self, pid: u32) {
+        let Some(at) = self.children.iter().position(|c| c.id() == pid) else {
+            return;
+        };
+        let mut child = self.children.swap_remove(at);
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn wait_for(&self, file: &str, needle: &str, limit: Duration) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+            if text.contains(needle) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no '{needle}' in {file} after {limit:?}:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A client script that records what the client was told; never the stock one, which
+    /// would rewrite the host's resolv.conf (namespaces share the filesystem).
+    pub fn script(&self, name: &str, record: &str) -> Result<String> {
+        let path = self.dir.join(name);
+        let events = self.dir.join(format!("{name}.events"));
+        fs::write(
+            &path,
+            format!("#!/bin/sh\n{record} >> {}\nexit 0\n", events.display()),
+        )
+        .map_err(|e| e.to_string())?;
+        sh(Command::new("chmod").arg("+x").arg(&path))?;
+        Ok(path.display().to_string())
+    }
+}
+
+/// A release build of one of the workspace's binaries; returns its path.
+pub fn release_binary(package: &str, bin: &str) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    sh(Command::new(cargo).args(["build", "--release", "-q", "-p", package, "--bin", bin]))?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    Ok(root.join("target/release").join(bin).display().to_string())
+}
