@@ -282,6 +282,13 @@ pub fn run(quick: bool) -> Result {
     for server in servers(&lab.dir, &ours)? {
         println!("{}:", server.name);
         let (best, steps) = search(&mut lab, &server, &load, &plan)?;
+        if !(best.leases_per_s > 0.0) {
+            return Err(format!(
+                "{} served no lease: see {}",
+                server.name,
+                lab.dir.join("server.log").display()
+            ));
+        }
         results.push((server.name, best, steps));
     }
     let kea = results
