@@ -282,7 +282,7 @@ pub fn run(quick: bool) -> Result {
     for server in servers(&lab.dir, &ours)? {
         println!("{}:", server.name);
         let (best, steps) = search(&mut lab, &server, &load, &plan)?;
-        if !(best.leases_per_s > 0.0) {
+        if best.leases_per_s.is_nan() || best.leases_per_s <= 0.0 {
             return Err(format!(
                 "{} served no lease: see {}",
                 server.name,
