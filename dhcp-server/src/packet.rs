@@ -82,6 +82,16 @@ impl PacketSocket {
         Ok(Self { fd })
     }
 
+    /// Sends one frame, without allocating: the server's reply path.
+    pub fn send_one(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: the pointer and length describe a live buffer.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sends frames in one call; returns how many the kernel took.
     pub fn send(&self, frames: &[&[u8]]) -> io::Result<usize> {
         let mut iov: Vec<libc::iovec> = frames

@@ -174,7 +174,7 @@ fn send(link: &Link, tx: &mut [u8], reply: &Reply) -> io::Result<()> {
                 dst_port: port,
             };
             let len = frame::write_udp(tx, &a, reply.len);
-            return raw.send(&[&tx[..len]]).map(drop);
+            return raw.send_one(&tx[..len]);
         }
         (Destination::Hardware { .. }, None) => SocketAddrV4::new(Ipv4Addr::BROADCAST, port),
         (other, _) => SocketAddrV4::new(other.ip(), port),
