@@ -111,8 +111,8 @@ impl<'a> OptionIter<'a> {
         loop {
             self.region += 1;
             let (start, len, enabled) = match self.region {
-                1 => (SNAME, SNAME_LEN, self.overload.sname),
-                2 => (FILE, FILE_LEN, self.overload.file),
+                1 => (FILE, FILE_LEN, self.overload.file),
+                2 => (SNAME, SNAME_LEN, self.overload.sname),
                 _ => return false,
             };
             if enabled {
