@@ -152,7 +152,7 @@ pub fn run(sock: &PacketSocket, cfg: &LoadConfig) -> std::io::Result<Report> {
         // Answers: an OFFER gets its REQUEST in the same outgoing batch.
         let got = sock.recv(&mut rx, &mut rx_len)?;
         for i in 0..got {
-            let Some(udp) = frame::parse_udp(&rx[i][..rx_len[i]]).filter(|u| u.dst_port == 68)
+            let Some(udp) = frame::parse_udp(&rx[i][..rx_len[i]]).filter(|u| u.addr.dst_port == 68)
             else {
                 continue;
             };
@@ -249,7 +249,7 @@ mod tests {
         let len = frame_for(&mut buf, 77, true, |b| discover(b, 77, Shape::default()));
         let udp = frame::parse_udp(&buf[..len]).unwrap();
         assert_eq!(
-            (udp.src_port, udp.dst_port, udp.src_mac),
+            (udp.addr.src_port, udp.addr.dst_port, udp.addr.src_mac),
             (68, 67, crate::mac(77))
         );
         let m = Message::parse(udp.payload).unwrap();

@@ -86,23 +86,15 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn servers(dir: &std::path::Path, ours: &str) -> Result<Vec<Server>> {
-    let range = format!("{}-{}", lab::POOL.0, lab::POOL.1);
+    let mut args = vec![
+        "RUST_LOG=info,dhcp_server::engine=warn".to_owned(),
+        ours.to_owned(),
+    ];
+    args.extend(lab::one_liner());
     let mut list = vec![Server {
         name: "dhcp-server (udp backend)",
         program: "env".into(),
-        args: [
-            "RUST_LOG=info,dhcp_server::engine=warn",
-            ours,
-            "run",
-            "--interface",
-            BRIDGE,
-            "--subnet",
-            lab::SUBNET,
-            "--range",
-            &range,
-        ]
-        .map(String::from)
-        .to_vec(),
+        args,
         ready: "ready",
         start_rate: 4000,
     }];
@@ -174,7 +166,8 @@ fn servers(dir: &std::path::Path, ours: &str) -> Result<Vec<Server>> {
     Ok(list)
 }
 
-/// Starts `server` afresh, offers `rate` exchanges a second for the plan's step, stops it.
+/// Starts `server` afresh, offers `rate` exchanges a second for the plan's step, stops it,
+/// and prints what it measured.
 fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
     for f in ["kea-leases4.csv", "dhcpd.leases"] {
         fs::write(lab.dir.join(f), "").map_err(|e| e.to_string())?;
@@ -208,10 +201,12 @@ fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> R
         ));
     }
     let completed = field(&json, "completed");
+    let (leases_per_s, drop_pct) = (field(&json, "leases_per_s"), field(&json, "drop_pct"));
+    println!("  {rate:>8}/s offered: {leases_per_s:>9.0} leases/s, {drop_pct:>6.2}% dropped");
     Ok(Step {
         rate,
-        leases_per_s: field(&json, "leases_per_s"),
-        drop_pct: field(&json, "drop_pct"),
+        leases_per_s,
+        drop_pct,
         p50: field(&json, "p50_us"),
         p99: field(&json, "p99_us"),
         p999: field(&json, "p999_us"),
@@ -231,10 +226,6 @@ fn search(lab: &mut Lab, server: &Server, load: &str, plan: &Plan) -> Result<(St
     let mut rate = server.start_rate;
     while rate <= plan.cap {
         let s = step(lab, server, load, rate, plan)?;
-        println!(
-            "  {:>8}/s offered: {:>9.0} leases/s, {:>6.2}% dropped",
-            rate, s.leases_per_s, s.drop_pct
-        );
         steps.push(s.clone());
         if s.drop_pct <= MAX_DROP_PERCENT {
             good = Some(s);
@@ -252,10 +243,6 @@ fn search(lab: &mut Lab, server: &Server, load: &str, plan: &Plan) -> Result<(St
                 break;
             }
             let s = step(lab, server, load, mid, plan)?;
-            println!(
-                "  {:>8}/s offered: {:>9.0} leases/s, {:>6.2}% dropped",
-                mid, s.leases_per_s, s.drop_pct
-            );
             steps.push(s.clone());
             if s.drop_pct <= MAX_DROP_PERCENT {
                 lo = mid;

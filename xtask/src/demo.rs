@@ -22,27 +22,10 @@ pub fn run() -> Result {
         UDHCPC.0,
         LOAD.0
     );
-    let range = format!("{}-{}", lab::POOL.0, lab::POOL.1);
-    lab.spawn(
-        SERVER_NS,
-        &server,
-        &[
-            "run",
-            "--interface",
-            BRIDGE,
-            "--subnet",
-            lab::SUBNET,
-            "--range",
-            &range,
-            "--router",
-            "198.18.0.1",
-            "--dns",
-            "198.18.0.53",
-            "--lease-time",
-            "600",
-        ],
-        "server.log",
-    )?;
+    let mut args = lab::one_liner();
+    args.extend(["--dns", "198.18.0.53", "--lease-time", "600"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(SERVER_NS, &server, &args, "server.log")?;
     lab.wait_for("server.log", "ready", Duration::from_secs(10))?;
     println!(
         "server: ready (dhcp-server run --interface {BRIDGE} --subnet {} ...)",

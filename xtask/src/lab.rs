@@ -188,6 +188,24 @@ impl Lab {
     }
 }
 
+/// `dhcp-server` arguments serving the lab's subnet on the bridge, as the one-liner.
+pub fn one_liner() -> Vec<String> {
+    let range = format!("{}-{}", POOL.0, POOL.1);
+    [
+        "run",
+        "--interface",
+        BRIDGE,
+        "--subnet",
+        SUBNET,
+        "--range",
+        &range,
+        "--router",
+        "198.18.0.1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A release build of one of the workspace's binaries; returns its path.
 pub fn release_binary(package: &str, bin: &str) -> Result<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

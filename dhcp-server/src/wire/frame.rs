@@ -14,12 +14,7 @@ const PROTO_UDP: u8 = 17;
 /// A UDP datagram inside an Ethernet frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpFrame<'a> {
-    pub dst_mac: [u8; 6],
-    pub src_mac: [u8; 6],
-    pub src_ip: Ipv4Addr,
-    pub dst_ip: Ipv4Addr,
-    pub src_port: u16,
-    pub dst_port: u16,
+    pub addr: Addressing,
     pub payload: &'a [u8],
 }
 
@@ -54,18 +49,20 @@ pub fn parse_udp(frame: &[u8]) -> Option<UdpFrame<'_>> {
         return None;
     }
     Some(UdpFrame {
-        dst_mac: frame[0..6].try_into().ok()?,
-        src_mac: frame[6..12].try_into().ok()?,
-        src_ip: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-        dst_ip: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-        src_port: be16(udp, 0),
-        dst_port: be16(udp, 2),
+        addr: Addressing {
+            dst_mac: frame[0..6].try_into().ok()?,
+            src_mac: frame[6..12].try_into().ok()?,
+            src_ip: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            dst_ip: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+            src_port: be16(udp, 0),
+            dst_port: be16(udp, 2),
+        },
         payload: &udp[8..udp_len],
     })
 }
 
 /// Where a frame goes and comes from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Addressing {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
@@ -147,8 +144,8 @@ mod tests {
         let len = write_udp(&mut f, &addressing(), 5);
         assert_eq!(len, 47);
         let u = parse_udp(&f[..len]).unwrap();
-        assert_eq!((u.src_port, u.dst_port, u.payload), (68, 67, &b"hello"[..]));
-        assert_eq!(u.dst_ip, Ipv4Addr::BROADCAST);
+        assert_eq!(u.addr, addressing());
+        assert_eq!(u.payload, b"hello");
         assert_eq!(
             checksum(0, &f[14..34]),
             0,
