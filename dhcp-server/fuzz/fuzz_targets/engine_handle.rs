@@ -20,7 +20,13 @@ fn config() -> Config {
                 interface: Some(0),
                 pools: vec!["192.0.2.10-192.0.2.20".parse().unwrap()],
                 server_id: None,
-                lease: LeaseTimes { default: 60, min: 10, max: 120, renew: None, rebind: None },
+                lease: LeaseTimes {
+                    default: 60,
+                    min: 10,
+                    max: 120,
+                    renew: None,
+                    rebind: None,
+                },
                 options,
                 reservations: vec![Reservation {
                     hw_address: Some([2, 0, 0, 0, 0, 1]),
@@ -54,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
         let (datagram, next) = tail.split_at(len);
         rest = next;
         *now += u64::from(*lo % 7);
-        let meta = RxMeta { link: 0, local_addr: "192.0.2.1".parse().unwrap(), broadcast: hi & 1 == 0 };
+        let meta = RxMeta {
+            link: 0,
+            local_addr: "192.0.2.1".parse().unwrap(),
+            broadcast: hi & 1 == 0,
+        };
         engine.handle(datagram, &meta, *now, &mut out);
     }
 });

@@ -19,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(whole.start <= value.start && value.end <= whole.end);
         }
     }
-    let Ok(req) = Request::parse(data) else { return };
+    let Ok(req) = Request::parse(data) else {
+        return;
+    };
 
     let limit = req
         .max_message_size
