@@ -1,17 +1,21 @@
-//! The TOML configuration file. Every value is read with its byte span, so any error, from
-//! the TOML parser or from `Config::validate`, is reported with file, line, key and reason.
-//! Unknown keys are errors: an operator's typo must not be silently ignored.
+//! The TOML configuration file. The text is parsed into toml's spanned document tree and
+//! walked by hand rather than deserialized with serde: a derive stops at the first wrong
+//! value, and the option keys that `[[subnet]]` and `[[subnet.reservation]]` share could
+//! only be flattened into both by giving up `deny_unknown_fields`. The walk reports every
+//! problem at once, unknown keys included, each with file, line, key path and reason.
+//! `Config::validate` then checks the model as a whole, and its key paths are looked up in
+//! the same tree to find their lines. docs/configuration.md is the schema reference.
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use super::{
-    AddrRange, Backend, ClasslessRoute, Config, Invalid, Ipv4Net, LeaseTimes, OptionSet,
+    AddrRange, Backend, ClasslessRoute, Config, Invalid, Ipv4Net, LeaseTimes, LinkId, OptionSet,
     Reservation, Subnet,
 };
 use crate::wire::code;
@@ -40,78 +44,58 @@ impl fmt::Display for FileError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawConfig {
-    authoritative: Option<bool>,
-    offer_hold: Option<u32>,
-    decline_hold: Option<u32>,
-    #[serde(default)]
-    interfaces: Vec<Spanned<String>>,
-    backend: Option<Backend>,
-    state_dir: Option<PathBuf>,
-    #[serde(default)]
-    subnet: Vec<Spanned<RawSubnet>>,
+type Value<'i> = Spanned<DeValue<'i>>;
+
+const TOP_KEYS: &[&str] = &[
+    "authoritative",
+    "offer-hold",
+    "decline-hold",
+    "interfaces",
+    "backend",
+    "state-dir",
+    "subnet",
+];
+
+const SUBNET_KEYS: &[&str] = &[
+    "subnet",
+    "interface",
+    "pools",
+    "server-id",
+    "lease-time",
+    "min-lease-time",
+    "max-lease-time",
+    "renew-time",
+    "rebind-time",
+    "reservation",
+];
+
+const RESERVATION_KEYS: &[&str] = &["hw-address", "client-id", "ip-address", "host-name"];
+
+/// How a named option's value is written in the file.
+#[derive(Clone, Copy)]
+enum Form {
+    Addresses,
+    Address,
+    Text,
+    Domains,
+    Routes,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawSubnet {
-    subnet: Spanned<String>,
-    interface: Option<Spanned<String>>,
-    #[serde(default)]
-    pools: Vec<Spanned<String>>,
-    server_id: Option<Spanned<String>>,
-    lease_time: Option<Spanned<u32>>,
-    min_lease_time: Option<Spanned<u32>>,
-    max_lease_time: Option<Spanned<u32>>,
-    renew_time: Option<Spanned<u32>>,
-    rebind_time: Option<Spanned<u32>>,
-    options: Option<Spanned<RawOptions>>,
-    #[serde(default)]
-    reservation: Vec<Spanned<RawReservation>>,
-}
+/// Options with a key of their own, allowed in a subnet and in a reservation. `option`
+/// (raw code and hex) covers the rest but not these, so each is written one way only and
+/// its value is checked for its form.
+const NAMED: &[(&str, u8, Form)] = &[
+    ("routers", code::ROUTER, Form::Addresses),
+    ("dns-servers", code::DNS_SERVERS, Form::Addresses),
+    ("domain-name", code::DOMAIN_NAME, Form::Text),
+    ("broadcast-address", code::BROADCAST_ADDRESS, Form::Address),
+    ("ntp-servers", code::NTP_SERVERS, Form::Addresses),
+    ("domain-search", code::DOMAIN_SEARCH, Form::Domains),
+    ("classless-routes", code::CLASSLESS_ROUTES, Form::Routes),
+];
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawReservation {
-    hw_address: Option<Spanned<String>>,
-    client_id: Option<Spanned<String>>,
-    ip_address: Option<Spanned<String>>,
-    host_name: Option<Spanned<String>>,
-    options: Option<Spanned<RawOptions>>,
-}
-
-/// Options by name, the same for a subnet and a reservation.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawOptions {
-    routers: Option<Spanned<Vec<String>>>,
-    dns_servers: Option<Spanned<Vec<String>>>,
-    domain_name: Option<Spanned<String>>,
-    domain_search: Option<Spanned<Vec<String>>>,
-    ntp_servers: Option<Spanned<Vec<String>>>,
-    broadcast_address: Option<Spanned<String>>,
-    classless_routes: Option<Spanned<Vec<RawRoute>>>,
-    #[serde(default)]
-    raw: Vec<Spanned<RawOption>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    destination: String,
-    router: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOption {
-    code: u8,
-    hex: String,
-}
-
-/// Option codes the server writes itself; configuring them would contradict the lease.
+/// Option codes the server writes or echoes itself; configuring them would contradict the
+/// lease or the exchange.
 const MANAGED: &[u8] = &[
     code::PAD,
     code::SUBNET_MASK,
@@ -130,237 +114,375 @@ const MANAGED: &[u8] = &[
     code::END,
 ];
 
-/// Turns raw values into the model, remembering each key's span so errors found later
-/// by `Config::validate` still point at a line.
-struct Reader {
-    spans: Vec<(String, Range<usize>)>,
-    errors: Vec<(String, Range<usize>, String)>,
+/// One option instance holds 255 octets. Longer values would be split (RFC 3396), which
+/// clients are only required to reassemble for options whose RFC says so (119, 121).
+const OPTION_MAX: usize = 255;
+
+/// Linux's IFNAMSIZ less the terminating NUL; SO_BINDTODEVICE refuses longer names.
+const IFNAME_MAX: usize = 15;
+
+/// The engine numbers subnets with a u16 and builds `0..count as u16`.
+const MAX_SUBNETS: usize = u16::MAX as usize;
+
+struct Found {
+    span: Range<usize>,
+    key: String,
+    reason: String,
 }
 
-impl Reader {
-    fn at(&mut self, key: String, span: Range<usize>) {
-        self.spans.push((key, span));
+/// Builds the model from the document tree, collecting errors instead of stopping.
+#[derive(Default)]
+struct Walker {
+    errors: Vec<Found>,
+    /// Errors that left a value out of the model or at its default; an unknown key
+    /// leaves nothing out.
+    lossy: usize,
+}
+
+/// What the walk produced: the model, if every subnet could be built, and which subnets
+/// lost a value to an error (their `validate` findings could be echoes of it, such as "no
+/// pool" for a pool that did not parse, or name shifted indices, so they are dropped).
+struct Walked {
+    config: Option<Config>,
+    dirty: Vec<bool>,
+}
+
+impl Walker {
+    fn error(&mut self, span: Range<usize>, key: &str, reason: impl Into<String>) {
+        self.lossy += 1;
+        self.errors.push(Found {
+            span,
+            key: key.to_owned(),
+            reason: reason.into(),
+        });
     }
 
-    fn error(&mut self, key: &str, span: Range<usize>, reason: impl Into<String>) {
-        self.errors.push((key.to_owned(), span, reason.into()));
+    fn missing(&mut self, span: Range<usize>, key: &str, hint: &str) {
+        self.error(span, key, format!("missing; {hint}"));
     }
 
-    /// Parses a spanned string, recording the key; `None` (and an error) when it fails.
-    fn parse<T: std::str::FromStr>(&mut self, key: String, v: &Spanned<String>) -> Option<T>
-    where
-        T::Err: fmt::Display,
-    {
-        self.at(key.clone(), v.span());
-        v.get_ref()
-            .trim()
-            .parse()
-            .map_err(|e| self.error(&key, v.span(), format!("'{}': {e}", v.get_ref())))
-            .ok()
+    fn mismatch(&mut self, key: &str, v: &Value<'_>, expected: &str) {
+        let found = match v.get_ref() {
+            DeValue::String(_) => "a string",
+            DeValue::Integer(_) => "an integer",
+            DeValue::Float(_) => "a float",
+            DeValue::Boolean(_) => "a boolean",
+            DeValue::Datetime(_) => "a date-time",
+            DeValue::Array(_) => "an array",
+            DeValue::Table(_) => "a table",
+        };
+        self.error(v.span(), key, format!("expected {expected}, found {found}"));
     }
 
-    fn addresses(&mut self, key: &str, v: &Spanned<Vec<String>>) -> Vec<Ipv4Addr> {
+    /// Reports every key of `t` that is not in `own` (or, with `options`, an option key).
+    fn check_keys(&mut self, at: &str, t: &DeTable<'_>, own: &[&str], options: bool) {
+        let mut known = own.to_vec();
+        if options {
+            known.extend(NAMED.iter().map(|n| n.0));
+            known.push("option");
+        }
+        for (k, _) in t.iter() {
+            let name: &str = k.get_ref();
+            if known.contains(&name) {
+                continue;
+            }
+            let reason = match closest(name, &known) {
+                // The likely intent behind `options = { routers = ... }`.
+                _ if options && name == "options" => "unknown key; write option keys such as \
+                    routers directly in this table (option = [...] is for raw codes)"
+                    .into(),
+                Some(c) => format!("unknown key; did you mean '{c}'?"),
+                None => format!("unknown key; expected one of {}", known.join(", ")),
+            };
+            self.errors.push(Found {
+                span: k.span(),
+                key: join(at, name),
+                reason,
+            });
+        }
+    }
+
+    fn string<'v>(&mut self, key: &str, v: &'v Value<'_>) -> Option<&'v str> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s),
+            _ => {
+                self.mismatch(key, v, "a string");
+                None
+            }
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        v: &Value<'_>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let s = self.string(key, v)?;
+        parse(s).map_err(|r| self.error(v.span(), key, r)).ok()
+    }
+
+    fn boolean(&mut self, key: &str, v: &Value<'_>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.mismatch(key, v, "true or false");
+                None
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        key: &str,
+        v: &Value<'_>,
+        range: RangeInclusive<i128>,
+        what: &str,
+    ) -> Option<i128> {
+        let expected = format!("{what} from {} to {}", range.start(), range.end());
+        let DeValue::Integer(i) = v.get_ref() else {
+            self.mismatch(key, v, &expected);
+            return None;
+        };
+        match i128::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    v.span(),
+                    key,
+                    format!("{i} is out of range; expected {expected}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, key: &str, v: &Value<'_>) -> Option<u32> {
+        self.integer(key, v, 0..=i128::from(u32::MAX), "a number of seconds")
+            .and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// The elements of an array that read well, each keyed `key[i]`; `None` when `v` is
+    /// not an array at all.
+    fn list<'v, 'i, T>(
+        &mut self,
+        key: &str,
+        v: &'v Value<'i>,
+        nonempty: bool,
+        mut each: impl FnMut(&mut Self, &str, &'v Value<'i>) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let DeValue::Array(a) = v.get_ref() else {
+            self.mismatch(key, v, "an array [...]");
+            return None;
+        };
+        if nonempty && a.is_empty() {
+            self.error(
+                v.span(),
+                key,
+                "must not be empty; leave the key out instead",
+            );
+        }
+        Some(
+            a.iter()
+                .enumerate()
+                .filter_map(|(i, e)| each(self, &format!("{key}[{i}]"), e))
+                .collect(),
+        )
+    }
+
+    /// The tables of an array of tables (`[[header]]` or an inline `[{...}]`), with their
+    /// index and span; `None` when `v` is not an array at all.
+    fn tables<'v, 'i>(
+        &mut self,
+        key: &str,
+        v: &'v Value<'i>,
+        header: &str,
+    ) -> Option<Vec<(usize, Range<usize>, &'v DeTable<'i>)>> {
+        let a: &DeArray<'i> = match v.get_ref() {
+            DeValue::Array(a) => a,
+            DeValue::Table(_) => {
+                self.error(
+                    v.span(),
+                    key,
+                    format!("write [[{header}]], not [{header}]: there may be several"),
+                );
+                return None;
+            }
+            _ => {
+                self.mismatch(key, v, &format!("[[{header}]] tables"));
+                return None;
+            }
+        };
         let mut out = Vec::new();
-        for s in v.get_ref() {
-            match s.parse() {
-                Ok(ip) => out.push(ip),
-                Err(_) => self.error(key, v.span(), format!("'{s}' is not an IPv4 address")),
+        for (i, e) in a.iter().enumerate() {
+            match e.get_ref() {
+                DeValue::Table(t) => out.push((i, e.span(), t)),
+                _ => self.mismatch(&format!("{key}[{i}]"), e, "a table"),
             }
         }
-        out
+        Some(out)
     }
 
-    fn options(&mut self, at: &str, raw: Option<&Spanned<RawOptions>>) -> OptionSet {
-        let mut set = OptionSet::default();
-        let Some(raw) = raw else { return set };
-        let at = format!("{at}.options");
-        self.at(at.clone(), raw.span());
-        let o = raw.get_ref();
-        let lists = [
-            ("routers", code::ROUTER, &o.routers),
-            ("dns-servers", code::DNS_SERVERS, &o.dns_servers),
-            ("ntp-servers", code::NTP_SERVERS, &o.ntp_servers),
-        ];
-        for (name, c, v) in lists {
-            if let Some(v) = v {
-                let ips = self.addresses(&format!("{at}.{name}"), v);
-                set.set_addresses(c, &ips);
-            }
-        }
-        if let Some(v) = &o.domain_name {
-            set.set_text(code::DOMAIN_NAME, v.get_ref());
-        }
-        if let Some(v) = &o.domain_search {
-            if let Err(e) = set.set_domain_search(v.get_ref()) {
-                self.error(&format!("{at}.domain-search"), v.span(), e);
-            }
-        }
-        if let Some(v) = &o.broadcast_address {
-            if let Some(ip) = self.parse::<Ipv4Addr>(format!("{at}.broadcast-address"), v) {
-                set.set_addresses(code::BROADCAST_ADDRESS, &[ip]);
-            }
-        }
-        if let Some(v) = &o.classless_routes {
-            let key = format!("{at}.classless-routes");
-            let mut routes = Vec::new();
-            for r in v.get_ref() {
-                match (
-                    r.destination.parse::<Ipv4Net>(),
-                    r.router.parse::<Ipv4Addr>(),
-                ) {
-                    (Ok(destination), Ok(router)) => routes.push(ClasslessRoute {
-                        destination,
-                        router,
-                    }),
-                    (Err(e), _) => self.error(&key, v.span(), e),
-                    (_, Err(_)) => self.error(
-                        &key,
-                        v.span(),
-                        format!("'{}' is not an IPv4 address", r.router),
-                    ),
+    fn config(&mut self, root: &DeTable<'_>) -> Walked {
+        self.check_keys("", root, TOP_KEYS, false);
+        let defaults = Config::default();
+        let authoritative = root
+            .get("authoritative")
+            .and_then(|v| self.boolean("authoritative", v))
+            .unwrap_or(defaults.authoritative);
+        let offer_hold = root
+            .get("offer-hold")
+            .and_then(|v| self.seconds("offer-hold", v))
+            .unwrap_or(defaults.offer_hold);
+        let decline_hold = root
+            .get("decline-hold")
+            .and_then(|v| self.seconds("decline-hold", v))
+            .unwrap_or(defaults.decline_hold);
+        let backend = root
+            .get("backend")
+            .and_then(|v| {
+                self.parsed("backend", v, |s| match s {
+                    "udp" => Ok(Backend::Udp),
+                    _ => Err(format!("unknown backend '{s}'; the only one is \"udp\"")),
+                })
+            })
+            .unwrap_or_default();
+        let state_dir = root.get("state-dir").and_then(|v| {
+            self.parsed("state-dir", v, |s| {
+                let p = PathBuf::from(s);
+                if p.is_absolute() {
+                    Ok(p)
+                } else {
+                    Err(format!("'{s}' is not an absolute path"))
                 }
-            }
-            set.set_classless_routes(&routes);
-        }
-        for (n, r) in o.raw.iter().enumerate() {
-            let key = format!("{at}.raw[{n}]");
-            let (c, hex) = (r.get_ref().code, &r.get_ref().hex);
-            if MANAGED.contains(&c) {
-                self.error(
-                    &key,
-                    r.span(),
-                    format!("option {c} is managed by the server"),
+            })
+        });
+        let interfaces = self.interfaces(root);
+        let mut dirty = Vec::new();
+        let subnets = match root.get_key_value("subnet") {
+            None => Some(Vec::new()),
+            Some((k, v)) => self.tables("subnet", v, "subnet").and_then(|tables| {
+                if tables.len() > MAX_SUBNETS {
+                    self.error(
+                        k.span(),
+                        "subnet",
+                        format!(
+                            "{} subnets; at most {MAX_SUBNETS} are supported",
+                            tables.len()
+                        ),
+                    );
+                }
+                let mut subnets = Vec::new();
+                let mut complete = true;
+                for (i, span, t) in tables {
+                    let before = self.lossy;
+                    let s = self.subnet(&format!("subnet[{i}]"), span, t, &interfaces);
+                    complete &= s.is_some();
+                    subnets.extend(s);
+                    dirty.push(self.lossy > before);
+                }
+                complete.then_some(subnets)
+            }),
+        };
+        let config = subnets.map(|subnets| Config {
+            authoritative,
+            offer_hold,
+            decline_hold,
+            interfaces,
+            subnets,
+            backend,
+            state_dir,
+        });
+        Walked { config, dirty }
+    }
+
+    fn interfaces(&mut self, root: &DeTable<'_>) -> Vec<String> {
+        let Some(v) = root.get("interfaces") else {
+            self.missing(
+                0..0,
+                "interfaces",
+                "list the interfaces to listen on, e.g. interfaces = [\"eth0\"]",
+            );
+            return Vec::new();
+        };
+        let mut names: Vec<String> = Vec::new();
+        self.list("interfaces", v, true, |w, key, e| {
+            let name = w.string(key, e)?;
+            if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', ' ', '\t']) {
+                let reason = format!(
+                    "'{name}' is not an interface name: 1 to {IFNAME_MAX} characters, no '/' or spaces"
                 );
-            } else if set.get(c).is_some() {
-                self.error(&key, r.span(), format!("option {c} is already set by name"));
+                w.error(e.span(), key, reason);
+            } else if names.iter().any(|n| n == name) {
+                w.error(e.span(), key, format!("'{name}' is listed twice"));
             } else {
-                match parse_hex(hex) {
-                    Some(bytes) => set.set_raw(c, bytes),
-                    None => self.error(&key, r.span(), format!("'{hex}' is not hex octets")),
-                }
+                names.push(name.to_owned());
             }
-        }
-        set
+            Some(())
+        });
+        names
     }
 
-    fn reservation(&mut self, at: &str, raw: &Spanned<RawReservation>) -> Reservation {
-        self.at(at.to_owned(), raw.span());
-        let r = raw.get_ref();
-        let hw_address = r.hw_address.as_ref().and_then(|v| {
-            let key = format!("{at}.hw-address");
-            self.at(key.clone(), v.span());
-            let bytes = parse_hex(v.get_ref()).and_then(|b| <[u8; 6]>::try_from(b).ok());
-            if bytes.is_none() {
-                self.error(
-                    &key,
-                    v.span(),
-                    format!(
-                        "'{}' is not a MAC address like 02:00:00:00:00:01",
-                        v.get_ref()
-                    ),
-                );
-            }
-            bytes
-        });
-        let client_id = r.client_id.as_ref().and_then(|v| {
-            let key = format!("{at}.client-id");
-            self.at(key.clone(), v.span());
-            let bytes = parse_hex(v.get_ref()).filter(|b| (2..=255).contains(&b.len()));
-            if bytes.is_none() {
-                self.error(
-                    &key,
-                    v.span(),
-                    format!(
-                        "'{}' is not 2 to 255 hex octets like 01:02:00:00:00:00:01",
-                        v.get_ref()
-                    ),
-                );
-            }
-            bytes
-        });
-        Reservation {
-            hw_address,
-            client_id,
-            address: r
-                .ip_address
-                .as_ref()
-                .and_then(|v| self.parse(format!("{at}.ip-address"), v)),
-            host_name: r.host_name.as_ref().map(|v| v.get_ref().clone()),
-            options: self.options(at, r.options.as_ref()),
-        }
-    }
-
+    /// `None` only when the subnet's own address is missing or wrong: without it the
+    /// model cannot be checked as a whole. Anything else leaves a default behind an error.
     fn subnet(
         &mut self,
-        i: usize,
-        raw: &Spanned<RawSubnet>,
+        at: &str,
+        head: Range<usize>,
+        t: &DeTable<'_>,
         interfaces: &[String],
     ) -> Option<Subnet> {
-        let at = format!("subnet[{i}]");
-        self.at(at.clone(), raw.span());
-        let s = raw.get_ref();
-        let net: Option<Ipv4Net> = self.parse(format!("{at}.subnet"), &s.subnet);
-        let interface = s.interface.as_ref().and_then(|v| {
-            let key = format!("{at}.interface");
-            self.at(key.clone(), v.span());
-            let found = interfaces.iter().position(|n| n == v.get_ref());
+        self.check_keys(at, t, SUBNET_KEYS, true);
+        let key = |k: &str| format!("{at}.{k}");
+        let net = match t.get("subnet") {
+            Some(v) => self.parsed(&key("subnet"), v, |s| s.parse::<Ipv4Net>()),
+            None => {
+                self.missing(
+                    head.clone(),
+                    &key("subnet"),
+                    "every [[subnet]] needs subnet = \"ADDRESS/PREFIX\"",
+                );
+                None
+            }
+        };
+        let interface = t.get("interface").and_then(|v| {
+            let k = key("interface");
+            let name = self.string(&k, v)?;
+            let found = interfaces
+                .iter()
+                .position(|n| n == name)
+                .and_then(|l| LinkId::try_from(l).ok());
             if found.is_none() {
                 self.error(
-                    &key,
                     v.span(),
-                    format!("'{}' is not in the top-level interfaces list", v.get_ref()),
+                    &k,
+                    format!(
+                        "'{name}' is not listed in interfaces [{}]",
+                        interfaces.join(", ")
+                    ),
                 );
             }
-            found.map(|l| l as u16)
+            found
         });
-        let mut pools = Vec::new();
-        for (p, v) in s.pools.iter().enumerate() {
-            if let Some(r) = self.parse::<AddrRange>(format!("{at}.pools[{p}]"), v) {
-                pools.push(r);
-            }
-        }
-        self.at(
-            format!("{at}.pools"),
-            s.pools.first().map_or(raw.span(), Spanned::span),
-        );
-        let mut lease = LeaseTimes::default();
-        let times = [
-            ("lease-time", &s.lease_time, &mut lease.default as &mut u32),
-            ("min-lease-time", &s.min_lease_time, &mut lease.min),
-            ("max-lease-time", &s.max_lease_time, &mut lease.max),
-        ];
-        for (name, v, slot) in times {
-            if let Some(v) = v {
-                self.at(format!("{at}.{name}"), v.span());
-                *slot = *v.get_ref();
-            }
-        }
-        // Defaults follow an explicit lease time, so `lease-time = 7200` alone is valid.
-        if s.max_lease_time.is_none() {
-            lease.max = lease.max.max(lease.default);
-        }
-        if s.min_lease_time.is_none() {
-            lease.min = lease.min.min(lease.default);
-        }
-        for (name, v, slot) in [
-            ("renew-time", &s.renew_time, &mut lease.renew),
-            ("rebind-time", &s.rebind_time, &mut lease.rebind),
-        ] {
-            if let Some(v) = v {
-                self.at(format!("{at}.{name}"), v.span());
-                *slot = Some(*v.get_ref());
-            }
-        }
-        let server_id = s
-            .server_id
-            .as_ref()
-            .and_then(|v| self.parse(format!("{at}.server-id"), v));
-        let options = self.options(&at, s.options.as_ref());
-        let reservations = s
-            .reservation
-            .iter()
-            .enumerate()
-            .map(|(k, r)| self.reservation(&format!("{at}.reservation[{k}]"), r))
+        let pools = t
+            .get("pools")
+            .and_then(|v| {
+                self.list(&key("pools"), v, false, |w, k, e| {
+                    w.parsed(k, e, |s| s.parse::<AddrRange>())
+                })
+            })
+            .unwrap_or_default();
+        let server_id = t
+            .get("server-id")
+            .and_then(|v| self.parsed(&key("server-id"), v, unicast));
+        let lease = self.lease_times(at, t);
+        let options = self.options(at, t, "subnet.option");
+        let reservations = t
+            .get("reservation")
+            .and_then(|v| self.tables(&key("reservation"), v, "subnet.reservation"))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, _, r)| self.reservation(&format!("{at}.reservation[{k}]"), r))
             .collect();
         Some(Subnet {
             net: net?,
@@ -373,28 +495,316 @@ impl Reader {
         })
     }
 
-    /// The span recorded for `key`, or for the nearest enclosing key that has one.
-    fn span_of(&self, key: &str) -> Option<Range<usize>> {
-        let mut k = key;
-        loop {
-            if let Some((_, s)) = self.spans.iter().rev().find(|(p, _)| p == k) {
-                return Some(s.clone());
-            }
-            k = &k[..k.rfind(['.', '['])?];
+    fn lease_times(&mut self, at: &str, t: &DeTable<'_>) -> LeaseTimes {
+        let mut get = |name: &str| {
+            t.get(name)
+                .and_then(|v| self.seconds(&format!("{at}.{name}"), v))
+        };
+        let mut lease = LeaseTimes::default();
+        let default = get("lease-time");
+        let min = get("min-lease-time");
+        let max = get("max-lease-time");
+        lease.renew = get("renew-time");
+        lease.rebind = get("rebind-time");
+        // The bounds follow an explicit lease time, so `lease-time = 7200` alone is valid.
+        lease.default = default.unwrap_or(lease.default);
+        lease.min = min.unwrap_or(lease.min.min(lease.default));
+        lease.max = max.unwrap_or(lease.max.max(lease.default));
+        lease
+    }
+
+    fn reservation(&mut self, at: &str, t: &DeTable<'_>) -> Reservation {
+        self.check_keys(at, t, RESERVATION_KEYS, true);
+        let key = |k: &str| format!("{at}.{k}");
+        let hw_address = t.get("hw-address").and_then(|v| {
+            self.parsed(&key("hw-address"), v, |s| {
+                octets(s)
+                    .and_then(|b| <[u8; 6]>::try_from(b).ok())
+                    .ok_or_else(|| format!("'{s}' is not a MAC address like 02:00:00:00:00:01"))
+            })
+        });
+        let client_id = t.get("client-id").and_then(|v| {
+            self.parsed(&key("client-id"), v, |s| {
+                octets(s)
+                    .filter(|b| (2..=OPTION_MAX).contains(&b.len()))
+                    .ok_or_else(|| {
+                        format!("'{s}' is not 2 to 255 hex octets like 01:02:00:00:00:00:01")
+                    })
+            })
+        });
+        let address = t
+            .get("ip-address")
+            .and_then(|v| self.parsed(&key("ip-address"), v, ip));
+        let host_name = t
+            .get("host-name")
+            .and_then(|v| self.parsed(&key("host-name"), v, text));
+        Reservation {
+            hw_address,
+            client_id,
+            address,
+            host_name,
+            options: self.options(at, t, "subnet.reservation.option"),
         }
+    }
+
+    /// The named option keys and the raw `option` entries of a subnet or reservation.
+    fn options(&mut self, at: &str, t: &DeTable<'_>, header: &str) -> OptionSet {
+        let mut set = OptionSet::default();
+        for &(name, code, form) in NAMED {
+            let Some(v) = t.get(name) else { continue };
+            let key = format!("{at}.{name}");
+            match form {
+                Form::Addresses => {
+                    if let Some(ips) = self.list(&key, v, true, |w, k, e| w.parsed(k, e, ip)) {
+                        if ips.len() * 4 > OPTION_MAX {
+                            self.error(
+                                v.span(),
+                                &key,
+                                format!(
+                                    "{} addresses; at most {} fit in the option",
+                                    ips.len(),
+                                    OPTION_MAX / 4
+                                ),
+                            );
+                        }
+                        set.set_addresses(code, &ips);
+                    }
+                }
+                Form::Address => {
+                    if let Some(a) = self.parsed(&key, v, ip) {
+                        set.set_addresses(code, &[a]);
+                    }
+                }
+                Form::Text => {
+                    if let Some(s) = self.parsed(&key, v, text) {
+                        set.set_text(code, &s);
+                    }
+                }
+                Form::Domains => {
+                    let names =
+                        self.list(&key, v, true, |w, k, e| w.string(k, e).map(str::to_owned));
+                    if let Some(Err(e)) = names.map(|n| set.set_domain_search(&n)) {
+                        self.error(v.span(), &key, e);
+                    }
+                }
+                Form::Routes => {
+                    if let Some(routes) = self.list(&key, v, true, |w, k, e| w.route(k, e)) {
+                        set.set_classless_routes(&routes);
+                    }
+                }
+            }
+        }
+        let Some(v) = t.get("option") else { return set };
+        let key = format!("{at}.option");
+        for (i, head, o) in self.tables(&key, v, header).unwrap_or_default() {
+            let at = format!("{key}[{i}]");
+            self.check_keys(&at, o, &["code", "hex"], false);
+            let code_key = format!("{at}.code");
+            let code = match o.get("code") {
+                Some(c) => self
+                    .integer(&code_key, c, 1..=254, "an option code")
+                    .and_then(|n| u8::try_from(n).ok())
+                    .map(|n| (n, c.span())),
+                None => {
+                    self.missing(head.clone(), &code_key, "an option needs code = N");
+                    None
+                }
+            };
+            let value = match o.get("hex") {
+                Some(h) => self.parsed(&format!("{at}.hex"), h, |s| {
+                    octets(s)
+                        .filter(|b| (1..=OPTION_MAX).contains(&b.len()))
+                        .ok_or_else(|| format!("'{s}' is not 1 to 255 hex octets like c0:00:02:01"))
+                }),
+                None => {
+                    self.missing(head, &format!("{at}.hex"), "an option needs hex = \"...\"");
+                    None
+                }
+            };
+            let Some((c, span)) = code else { continue };
+            let refused = if MANAGED.contains(&c) {
+                Some(format!(
+                    "option {c} is managed by the server and cannot be configured"
+                ))
+            } else if let Some(n) = NAMED.iter().find(|n| n.1 == c) {
+                Some(format!(
+                    "option {c} has its own key; write {} = ... instead",
+                    n.0
+                ))
+            } else if c == code::HOST_NAME {
+                Some("option 12 is a reservation's host-name; write host-name = ... there".into())
+            } else if set.get(c).is_some() {
+                Some(format!("option {c} is set twice"))
+            } else {
+                None
+            };
+            match (refused, value) {
+                (Some(r), _) => self.error(span, &code_key, r),
+                (None, Some(value)) => set.set_raw(c, value),
+                (None, None) => {}
+            }
+        }
+        set
+    }
+
+    fn route(&mut self, key: &str, v: &Value<'_>) -> Option<ClasslessRoute> {
+        let DeValue::Table(t) = v.get_ref() else {
+            self.mismatch(
+                key,
+                v,
+                "{ destination = \"PREFIX/LEN\", router = \"ADDRESS\" }",
+            );
+            return None;
+        };
+        self.check_keys(key, t, &["destination", "router"], false);
+        let field = |w: &mut Self, name: &str| {
+            let k = format!("{key}.{name}");
+            let found = t.get(name);
+            if found.is_none() {
+                w.missing(v.span(), &k, &format!("a route needs {name} = \"...\""));
+            }
+            found.map(|f| (k, f))
+        };
+        let destination = field(self, "destination").and_then(|(k, d)| {
+            self.parsed(&k, d, |s| {
+                let net: Ipv4Net = s.parse()?;
+                if net.addr == net.network() {
+                    Ok(net)
+                } else {
+                    Err(format!("'{s}' has host bits set; write {net}"))
+                }
+            })
+        });
+        let router = field(self, "router").and_then(|(k, r)| self.parsed(&k, r, ip));
+        Some(ClasslessRoute {
+            destination: destination?,
+            router: router?,
+        })
     }
 }
 
-/// Octets written as hex, optionally separated by ':' or '-' (`02:00:00:00:00:01`).
-fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    let digits: String = s.chars().filter(|c| !matches!(c, ':' | '-')).collect();
-    if digits.is_empty() || !digits.len().is_multiple_of(2) || !digits.is_ascii() {
-        return None;
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
     }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok())
+}
+
+fn ip(s: &str) -> Result<Ipv4Addr, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an IPv4 address"))
+}
+
+fn unicast(s: &str) -> Result<Ipv4Addr, String> {
+    let a = ip(s)?;
+    if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+        Err(format!("{a} is not a unicast address"))
+    } else {
+        Ok(a)
+    }
+}
+
+/// A text option: something a client can take as a name, in one option instance.
+fn text(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > OPTION_MAX || s.contains(char::is_control) {
+        Err(format!(
+            "'{}' is not 1 to {OPTION_MAX} printable characters",
+            s.escape_debug()
+        ))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+/// Hex octets, either separated (`02:00:00:00:00:01`, or with '-') two digits each, or run
+/// together (`020000000001`).
+fn octets(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    let pairs: Vec<&str> = if s.contains(':') {
+        s.split(':').collect()
+    } else if s.contains('-') {
+        s.split('-').collect()
+    } else if s.is_ascii() && s.len().is_multiple_of(2) {
+        (0..s.len())
+            .step_by(2)
+            .filter_map(|i| s.get(i..i + 2))
+            .collect()
+    } else {
+        return None;
+    };
+    pairs
+        .into_iter()
+        .map(|p| {
+            (p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
         .collect()
+}
+
+/// The known key an unknown one was most likely meant to be: a typo, a plural.
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Where `path` (as `Config::validate` writes it, e.g. `subnet[1].pools[0]`) is in the
+/// document: the key or array element it names, else the nearest enclosing one that
+/// exists, else the top of the file.
+fn locate(doc: &DeTable<'_>, path: &str) -> Range<usize> {
+    let mut span = 0..0;
+    let mut table = doc;
+    for segment in path.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((n, i)) => (n, i.strip_suffix(']').and_then(|i| i.parse::<usize>().ok())),
+            None => (segment, None),
+        };
+        let Some((k, mut v)) = table.get_key_value(name) else {
+            break;
+        };
+        span = k.span();
+        if let Some(i) = index {
+            let Some(e) = v.get_ref().as_array().and_then(|a| a.get(i)) else {
+                break;
+            };
+            span = e.span();
+            v = e;
+        }
+        let DeValue::Table(t) = v.get_ref() else {
+            break;
+        };
+        table = t;
+    }
+    span
+}
+
+/// The subnet a `validate` key path is under, if any.
+fn subnet_of(path: &str) -> Option<usize> {
+    path.strip_prefix("subnet[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -403,6 +813,27 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The key a syntax error belongs to: the nearest line at or above it that sets a bare
+/// key (`name = ...`) or opens a table (`[name]`, `[[name]]`). The tree is not available
+/// to ask, since the document did not parse.
+fn key_near(text: &str, line: usize) -> String {
+    let key_of = |l: &str| {
+        let l = l.trim();
+        let k = if let Some(header) = l.strip_prefix('[') {
+            header.trim_start_matches('[').split(']').next()?
+        } else {
+            l.split_once('=')?.0
+        };
+        let k = k.trim();
+        (!k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .then(|| k.to_owned())
+    };
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    lines.into_iter().rev().find_map(key_of).unwrap_or_default()
 }
 
 /// Reads, parses and validates a configuration file, returning every error found.
@@ -419,81 +850,63 @@ pub fn load_file(path: &Path) -> Result<Config, Vec<FileError>> {
 }
 
 /// Parses configuration text; `path` only names the file in errors.
-pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<FileError>> {
-    let error = |span: Option<Range<usize>>, key: String, reason: String| FileError {
-        file: path.to_path_buf(),
-        line: span.map_or(0, |s| line_of(text, s.start)),
-        key,
-        reason,
-    };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let key = e.span().map(|s| key_at(text, s)).unwrap_or_default();
-        vec![error(e.span(), key, e.message().trim().to_owned())]
+fn parse(path: &Path, text: &str) -> Result<Config, Vec<FileError>> {
+    let doc = DeTable::parse(text).map_err(|e| {
+        // Only the first syntax error: past it the parser's idea of the document is a
+        // guess, and its further complaints mostly echo the first.
+        let line = line_of(text, e.span().map_or(0, |s| s.start));
+        vec![FileError {
+            file: path.to_path_buf(),
+            line,
+            key: key_near(text, line),
+            reason: format!("TOML syntax: {}", e.message().trim()),
+        }]
     })?;
-    let mut reader = Reader {
-        spans: Vec::new(),
-        errors: Vec::new(),
-    };
-    let interfaces: Vec<String> = raw.interfaces.iter().map(|i| i.get_ref().clone()).collect();
-    if let Some(first) = raw.interfaces.first() {
-        reader.at("interfaces".into(), first.span());
-    }
-    let subnets: Vec<Subnet> = raw
-        .subnet
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| reader.subnet(i, s, &interfaces))
-        .collect();
-    let defaults = Config::default();
-    let config = Config {
-        authoritative: raw.authoritative.unwrap_or(defaults.authoritative),
-        offer_hold: raw.offer_hold.unwrap_or(defaults.offer_hold),
-        decline_hold: raw.decline_hold.unwrap_or(defaults.decline_hold),
-        interfaces,
-        subnets,
-        backend: raw.backend.unwrap_or_default(),
-        state_dir: raw.state_dir,
-    };
-    let mut errors: Vec<FileError> = reader
-        .errors
-        .iter()
-        .map(|(k, s, r)| error(Some(s.clone()), k.clone(), r.clone()))
-        .collect();
-    // Semantic checks need every subnet; a subnet that did not parse is already reported.
-    if errors.is_empty() {
+    let mut walker = Walker::default();
+    let Walked { config, dirty } = walker.config(doc.get_ref());
+    let mut found = walker.errors;
+    if let Some(config) = &config {
         if let Err(bad) = config.validate() {
-            errors.extend(
-                bad.into_iter()
-                    .map(|Invalid { path, reason }| error(reader.span_of(&path), path, reason)),
-            );
+            let echoes = |p: &str| subnet_of(p).is_some_and(|i| dirty.get(i) == Some(&true));
+            found.extend(bad.into_iter().filter(|b| !echoes(&b.path)).map(
+                |Invalid { path, reason }| Found {
+                    span: locate(doc.get_ref(), &path),
+                    key: path,
+                    reason,
+                },
+            ));
         }
     }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors)
+    match config {
+        Some(config) if found.is_empty() => Ok(config),
+        _ => {
+            found.sort_by_key(|f| f.span.start);
+            Err(found
+                .into_iter()
+                .map(|f| FileError {
+                    file: path.to_path_buf(),
+                    line: line_of(text, f.span.start),
+                    key: f.key,
+                    reason: f.reason,
+                })
+                .collect())
+        }
     }
 }
-
-/// The key a TOML error points at, when the span covers a bare key.
-fn key_at(text: &str, span: Range<usize>) -> String {
-    let s = text.get(span).unwrap_or("").trim();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        s.to_owned()
-    } else {
-        "-".to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, Vec<FileError>> {
         parse(Path::new("test.toml"), text)
+    }
+
+    fn errors(text: &str) -> Vec<(usize, String)> {
+        load(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.line, e.key))
+            .collect()
     }
 
     fn one_error(text: &str) -> FileError {
@@ -511,19 +924,17 @@ interface = "veth0"
 pools = ["192.0.2.10-192.0.2.200"]
 "#;
 
-    #[test]
-    fn a_full_file_becomes_the_model() {
-        let c = load(
-            r#"
+    const FULL: &str = r#"
 authoritative = false
 offer-hold = 10
 decline-hold = 600
-interfaces = ["veth0"]
+interfaces = ["veth0", "veth1"]
+backend = "udp"
 state-dir = "/var/lib/dhcp-server"
 
 [[subnet]]
 subnet = "192.0.2.0/24"
-interface = "veth0"
+interface = "veth1"
 pools = ["192.0.2.10-192.0.2.19", "192.0.2.30-192.0.2.39"]
 server-id = "192.0.2.1"
 lease-time = 600
@@ -531,63 +942,103 @@ min-lease-time = 60
 max-lease-time = 7200
 renew-time = 30
 rebind-time = 50
-options = { routers = ["192.0.2.1"], dns-servers = ["192.0.2.53", "192.0.2.54"], domain-name = "lab.example", domain-search = ["lab.example"], ntp-servers = ["192.0.2.123"], broadcast-address = "192.0.2.255", classless-routes = [{ destination = "198.51.100.0/24", router = "192.0.2.1" }], raw = [{ code = 150, hex = "c0000201" }] }
+routers = ["192.0.2.1"]
+dns-servers = ["192.0.2.53", "192.0.2.54"]
+domain-name = "lab.example"
+domain-search = ["lab.example"]
+ntp-servers = ["192.0.2.123"]
+broadcast-address = "192.0.2.255"
+classless-routes = [{ destination = "198.51.100.0/24", router = "192.0.2.1" }]
+
+[[subnet.option]]
+code = 150
+hex = "c0000201"
 
 [[subnet.reservation]]
 hw-address = "02:00:00:00:00:01"
 ip-address = "192.0.2.5"
 host-name = "printer"
-options = { dns-servers = ["192.0.2.99"] }
+dns-servers = ["192.0.2.99"]
+option = [{ code = 150, hex = "c0:00:02:02" }]
 
 [[subnet.reservation]]
-client-id = "01:02:00:00:00:00:02"
+client-id = "01-02-00-00-00-00-02"
 
 [[subnet]]
 subnet = "198.51.100.0/24"
 pools = ["198.51.100.10-198.51.100.20"]
-"#,
-        )
-        .unwrap();
-        assert!(!c.authoritative);
-        assert_eq!((c.offer_hold, c.decline_hold), (10, 600));
-        assert_eq!(
-            c.state_dir.as_deref(),
-            Some(Path::new("/var/lib/dhcp-server"))
-        );
-        let s = &c.subnets[0];
-        assert_eq!(s.interface, Some(0));
-        assert_eq!(s.pools.len(), 2);
-        assert_eq!(s.server_id, Some(Ipv4Addr::new(192, 0, 2, 1)));
-        assert_eq!(
-            s.lease,
-            LeaseTimes {
-                default: 600,
-                min: 60,
-                max: 7200,
-                renew: Some(30),
-                rebind: Some(50)
-            }
-        );
-        assert_eq!(
-            s.options.get(code::DNS_SERVERS),
-            Some(&[192, 0, 2, 53, 192, 0, 2, 54][..])
-        );
-        assert_eq!(s.options.get(code::DOMAIN_NAME), Some(&b"lab.example"[..]));
-        assert_eq!(s.options.get(150), Some(&[192, 0, 2, 1][..]));
-        assert_eq!(
-            s.options.get(code::CLASSLESS_ROUTES),
-            Some(&[24, 198, 51, 100, 192, 0, 2, 1][..])
-        );
-        let r = &s.reservations[0];
-        assert_eq!(r.hw_address, Some([2, 0, 0, 0, 0, 1]));
-        assert_eq!(r.address, Some(Ipv4Addr::new(192, 0, 2, 5)));
-        assert_eq!(r.host_name.as_deref(), Some("printer"));
-        assert_eq!(r.options.get(code::DNS_SERVERS), Some(&[192, 0, 2, 99][..]));
-        assert_eq!(
-            s.reservations[1].client_id.as_deref(),
-            Some(&[1, 2, 0, 0, 0, 0, 2][..])
-        );
-        assert_eq!(c.subnets[1].interface, None, "relay-only subnet");
+"#;
+
+    #[test]
+    fn a_full_file_becomes_the_model() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let range = |s: &str| s.parse::<AddrRange>().unwrap();
+        let a = |d: u8| Ipv4Addr::new(192, 0, 2, d);
+        let mut options = OptionSet::default();
+        options.set_addresses(code::ROUTER, &[a(1)]);
+        options.set_addresses(code::DNS_SERVERS, &[a(53), a(54)]);
+        options.set_text(code::DOMAIN_NAME, "lab.example");
+        options.set_domain_search(&["lab.example".into()]).unwrap();
+        options.set_addresses(code::NTP_SERVERS, &[a(123)]);
+        options.set_addresses(code::BROADCAST_ADDRESS, &[a(255)]);
+        options.set_classless_routes(&[ClasslessRoute {
+            destination: net("198.51.100.0/24"),
+            router: a(1),
+        }]);
+        options.set_raw(150, vec![192, 0, 2, 1]);
+        let mut printer = OptionSet::default();
+        printer.set_addresses(code::DNS_SERVERS, &[a(99)]);
+        printer.set_raw(150, vec![192, 0, 2, 2]);
+        let expected = Config {
+            authoritative: false,
+            offer_hold: 10,
+            decline_hold: 600,
+            interfaces: vec!["veth0".into(), "veth1".into()],
+            backend: Backend::Udp,
+            state_dir: Some("/var/lib/dhcp-server".into()),
+            subnets: vec![
+                Subnet {
+                    net: net("192.0.2.0/24"),
+                    interface: Some(1),
+                    pools: vec![
+                        range("192.0.2.10-192.0.2.19"),
+                        range("192.0.2.30-192.0.2.39"),
+                    ],
+                    server_id: Some(a(1)),
+                    lease: LeaseTimes {
+                        default: 600,
+                        min: 60,
+                        max: 7200,
+                        renew: Some(30),
+                        rebind: Some(50),
+                    },
+                    options,
+                    reservations: vec![
+                        Reservation {
+                            hw_address: Some([2, 0, 0, 0, 0, 1]),
+                            client_id: None,
+                            address: Some(a(5)),
+                            host_name: Some("printer".into()),
+                            options: printer,
+                        },
+                        Reservation {
+                            client_id: Some(vec![1, 2, 0, 0, 0, 0, 2]),
+                            ..Default::default()
+                        },
+                    ],
+                },
+                Subnet {
+                    net: net("198.51.100.0/24"),
+                    interface: None,
+                    pools: vec![range("198.51.100.10-198.51.100.20")],
+                    server_id: None,
+                    lease: LeaseTimes::default(),
+                    options: OptionSet::default(),
+                    reservations: vec![],
+                },
+            ],
+        };
+        assert_eq!(load(FULL).unwrap(), expected);
     }
 
     #[test]
@@ -599,20 +1050,51 @@ pools = ["198.51.100.10-198.51.100.20"]
     }
 
     #[test]
-    fn syntax_error_names_its_line() {
-        let e = one_error("interfaces = [\"veth0\"]\n\n[[subnet]\n");
-        assert_eq!(e.line, 3, "{e}");
+    fn syntax_error_names_its_line_and_key() {
+        let e = one_error("interfaces = [\"veth0\"]\n\n[[subnet]\nsubnet = \"192.0.2.0/24\"\n");
+        assert_eq!((e.line, e.key.as_str()), (3, "subnet"), "{e}");
+        assert!(e.reason.starts_with("TOML syntax:"), "{e}");
+        let e = one_error(&format!("{MINIMAL}pools = []\n"));
+        assert_eq!((e.line, e.key.as_str()), (8, "pools"), "{e}");
+        assert!(e.reason.contains("duplicate key"), "{e}");
     }
 
     #[test]
     fn unknown_key_names_the_key_and_line() {
         let e = one_error(&MINIMAL.replace("pools =", "lease-tme = 5\npools ="));
-        assert_eq!(e.line, 7);
-        assert_eq!(e.key, "lease-tme");
-        assert!(e.reason.contains("unknown field"), "{e}");
-        assert!(
-            e.to_string().starts_with("test.toml:7: key 'lease-tme':"),
-            "{e}"
+        assert_eq!((e.line, e.key.as_str()), (7, "subnet[0].lease-tme"));
+        assert_eq!(e.reason, "unknown key; did you mean 'lease-time'?");
+        assert_eq!(
+            e.to_string(),
+            "test.toml:7: key 'subnet[0].lease-tme': unknown key; did you mean 'lease-time'?"
+        );
+        let e = one_error(&format!("colour = \"blue\"\n{MINIMAL}"));
+        assert_eq!((e.line, e.key.as_str()), (1, "colour"));
+        assert!(e.reason.contains("expected one of authoritative,"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_every_depth() {
+        let text = MINIMAL.to_owned()
+            + r#"classless-routes = [{ destination = "198.51.100.0/24", gateway = "192.0.2.1" }]
+
+[[subnet.reservation]]
+hw-address = "02:00:00:00:00:01"
+ip = "192.0.2.5"
+
+[[subnet.reservation.option]]
+code = 150
+hex = "00"
+length = 1
+"#;
+        assert_eq!(
+            errors(&text),
+            [
+                (8, "subnet[0].classless-routes[0].router".into()),
+                (8, "subnet[0].classless-routes[0].gateway".into()),
+                (12, "subnet[0].reservation[0].ip".into()),
+                (17, "subnet[0].reservation[0].option[0].length".into()),
+            ]
         );
     }
 
@@ -624,71 +1106,243 @@ pools = ["198.51.100.10-198.51.100.20"]
         );
         let e = one_error(&text);
         assert_eq!((e.line, e.key.as_str()), (9, "subnet[0].pools[1]"), "{e}");
-        assert!(e.reason.contains("not inside 192.0.2.0/24"));
+        assert_eq!(
+            e.reason,
+            "range 198.51.100.1-198.51.100.9 is not inside 192.0.2.0/24"
+        );
+    }
+
+    #[test]
+    fn validate_findings_fall_back_to_the_enclosing_table() {
+        // Lease times left at their defaults have no line of their own.
+        let e = one_error(&format!("{MINIMAL}min-lease-time = 7200\n"));
+        assert_eq!((e.line, e.key.as_str()), (4, "subnet[0].lease-time"));
+        let e = one_error(&format!(
+            "{MINIMAL}lease-time = 100\nmin-lease-time = 200\n"
+        ));
+        assert_eq!((e.line, e.key.as_str()), (8, "subnet[0].lease-time"));
+        let e = one_error("interfaces = [\"veth0\"]\n");
+        assert_eq!((e.line, e.key.as_str()), (1, "subnet"));
+    }
+
+    #[test]
+    fn reservation_findings_point_into_the_reservation() {
+        let text = MINIMAL.to_owned()
+            + r#"
+[[subnet.reservation]]
+hw-address = "02:00:00:00:00:01"
+
+[[subnet.reservation]]
+hw-address = "02:00:00:00:00:01"
+ip-address = "198.51.100.5"
+
+[[subnet.reservation]]
+host-name = "nobody"
+"#;
+        assert_eq!(
+            errors(&text),
+            [
+                (13, "subnet[0].reservation[1].hw-address".into()),
+                (14, "subnet[0].reservation[1].ip-address".into()),
+                (16, "subnet[0].reservation[2].hw-address".into()),
+            ]
+        );
     }
 
     #[test]
     fn interface_must_be_listed() {
         let e = one_error(&MINIMAL.replace("interface = \"veth0\"", "interface = \"eth9\""));
         assert_eq!((e.line, e.key.as_str()), (6, "subnet[0].interface"));
-        assert!(e.reason.contains("'eth9'"));
+        assert_eq!(e.reason, "'eth9' is not listed in interfaces [veth0]");
+        let e = one_error(&MINIMAL.replace("[\"veth0\"]", "[\"veth0\", \"veth0\"]"));
+        assert_eq!((e.line, e.key.as_str()), (2, "interfaces[1]"));
     }
 
     #[test]
-    fn bad_values_are_all_reported_together() {
-        let text = format!(
-            "{MINIMAL}options = {{ routers = [\"192.0.2.300\"] }}\n\n[[subnet.reservation]]\nhw-address = \"02:00:zz\"\nclient-id = \"01\"\n"
-        );
-        let e = load(&text).unwrap_err();
-        let keys: Vec<_> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    fn bad_hw_address_is_refused() {
+        for bad in [
+            "02:00:zz:00:00:01",
+            "02:00:00:00:01",
+            "2:0:0:0:0:1",
+            "",
+            "+2:00:00:00:00:01",
+        ] {
+            let e = one_error(&format!(
+                "{MINIMAL}\n[[subnet.reservation]]\nhw-address = \"{bad}\"\n"
+            ));
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (10, "subnet[0].reservation[0].hw-address"),
+                "{bad}"
+            );
+            assert!(e.reason.contains("is not a MAC address"), "{e}");
+        }
+        for good in ["02:00:00:00:00:01", "02-00-00-00-00-01", "020000000001"] {
+            let c = load(&format!(
+                "{MINIMAL}\n[[subnet.reservation]]\nhw-address = \"{good}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                c.subnets[0].reservations[0].hw_address,
+                Some([2, 0, 0, 0, 0, 1])
+            );
+        }
+    }
+
+    #[test]
+    fn multiple_errors_are_reported_together_in_file_order() {
+        let text = r#"
+offer-hold = "30s"
+interfaces = ["veth0"]
+backend = "xdp"
+
+[[subnet]]
+subnet = "192.0.2.0/24"
+interface = "veth0"
+pools = ["192.0.2.10-192.0.2.200"]
+routers = ["192.0.2.300"]
+
+[[subnet.reservation]]
+hw-address = "02:00:zz"
+client-id = "01"
+
+[[subnet]]
+subnet = "198.51.100.0/24"
+pools = ["203.0.113.10-203.0.113.20"]
+dns-server = ["198.51.100.53"]
+"#;
+        let e = load(text).unwrap_err();
+        let got: Vec<_> = e.iter().map(|e| (e.line, e.key.as_str())).collect();
         assert_eq!(
-            keys,
+            got,
             [
-                ("subnet[0].options.routers", 8),
-                ("subnet[0].reservation[0].hw-address", 11),
-                ("subnet[0].reservation[0].client-id", 12)
+                (2, "offer-hold"),
+                (4, "backend"),
+                (10, "subnet[0].routers[0]"),
+                (13, "subnet[0].reservation[0].hw-address"),
+                (14, "subnet[0].reservation[0].client-id"),
+                (18, "subnet[1].pools[0]"),
+                (19, "subnet[1].dns-server"),
             ],
-            "{e:?}"
+            "{e:#?}"
+        );
+        assert_eq!(
+            e[0].reason,
+            "expected a number of seconds from 0 to 4294967295, found a string"
+        );
+        assert_eq!(e[2].reason, "'192.0.2.300' is not an IPv4 address");
+        assert_eq!(e[6].reason, "unknown key; did you mean 'dns-servers'?");
+    }
+
+    #[test]
+    fn findings_that_echo_an_error_are_not_repeated() {
+        // The bad pool is not in the model, so validate would add "no pool".
+        let e = one_error(&MINIMAL.replace("192.0.2.10-192.0.2.200", "192.0.2.10"));
+        assert_eq!(e.key, "subnet[0].pools[0]");
+        assert_eq!(e.reason, "'192.0.2.10' is not START-END");
+    }
+
+    #[test]
+    fn a_single_subnet_table_is_refused_with_a_hint() {
+        let e = one_error(&MINIMAL.replace("[[subnet]]", "[subnet]"));
+        assert_eq!((e.line, e.key.as_str()), (4, "subnet"));
+        assert!(e.reason.contains("write [[subnet]]"), "{e}");
+    }
+
+    #[test]
+    fn raw_options_the_server_or_a_key_owns_are_refused() {
+        let raw = |code: u8| {
+            one_error(&format!(
+                "{MINIMAL}routers = [\"192.0.2.1\"]\n\n[[subnet.option]]\ncode = {code}\nhex = \"00000e10\"\n"
+            ))
+        };
+        let e = raw(51);
+        assert_eq!((e.line, e.key.as_str()), (11, "subnet[0].option[0].code"));
+        assert!(e.reason.contains("managed by the server"), "{e}");
+        assert!(raw(3).reason.contains("write routers = ..."));
+        assert!(raw(12).reason.contains("host-name"));
+        assert!(raw(255).reason.contains("out of range"));
+        let e = one_error(&format!(
+            "{MINIMAL}option = [{{ code = 150, hex = \"01\" }}, {{ code = 150, hex = \"02\" }}]\n"
+        ));
+        assert_eq!(
+            (e.key.as_str(), e.reason.as_str()),
+            ("subnet[0].option[1].code", "option 150 is set twice")
         );
     }
 
     #[test]
-    fn managed_options_cannot_be_set_raw() {
-        let e = one_error(&format!(
-            "{MINIMAL}options = {{ raw = [{{ code = 51, hex = \"00000e10\" }}] }}\n"
+    fn values_are_checked_where_they_are_written() {
+        let bad = |line: &str| one_error(&format!("{MINIMAL}{line}\n"));
+        let e = bad(
+            "classless-routes = [{ destination = \"198.51.100.1/24\", router = \"192.0.2.1\" }]",
+        );
+        assert_eq!(e.key, "subnet[0].classless-routes[0].destination");
+        assert!(e.reason.contains("write 198.51.100.0/24"), "{e}");
+        assert_eq!(
+            bad("routers = []").reason,
+            "must not be empty; leave the key out instead"
+        );
+        assert!(bad("domain-search = [\"a..b\"]")
+            .reason
+            .contains("empty label"));
+        assert!(bad("domain-name = \"\"").reason.contains("printable"));
+        assert!(bad("lease-time = -1").reason.contains("-1 is out of range"));
+        assert!(bad("lease-time = 3600.5").reason.contains("found a float"));
+        assert!(bad("server-id = \"255.255.255.255\"")
+            .reason
+            .contains("not a unicast"));
+        let e = one_error(&MINIMAL.replace(
+            "interfaces = [\"veth0\"]",
+            "interfaces = [\"veth0\"]\nstate-dir = \"state\"",
         ));
-        assert_eq!(e.key, "subnet[0].options.raw[0]");
-        assert!(e.reason.contains("managed"));
+        assert!(e.reason.contains("not an absolute path"), "{e}");
     }
 
     #[test]
-    fn lease_times_out_of_order_point_at_lease_time() {
-        let e = one_error(&format!(
-            "{MINIMAL}lease-time = 100\nmin-lease-time = 200\n"
-        ));
-        assert_eq!((e.key.as_str(), e.line), ("subnet[0].lease-time", 8));
+    fn no_input_panics() {
+        // Every prefix of a valid file, and the file with each line dropped, is a
+        // plausible half-edited configuration.
+        for (i, _) in FULL.char_indices() {
+            let _ = load(&FULL[..i]);
+        }
+        let lines: Vec<&str> = FULL.lines().collect();
+        for skip in 0..lines.len() {
+            let text: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != skip)
+                .map(|(_, l)| *l)
+                .collect();
+            let _ = load(&text.join("\n"));
+        }
+        let _ = load("\u{feff}[[subnet]]\n[[subnet.reservation]]\noption = [1]\n");
+        let _ = load("subnet = [{ subnet = \"192.0.2.0/33\" }]\nlease-time = 0x7fffffffffffffff\n");
     }
 
     #[test]
     fn a_missing_file_is_an_error_not_a_panic() {
         let e = load_file(Path::new("/nonexistent/dhcp-server.toml")).unwrap_err();
+        assert_eq!(e[0].line, 0);
         assert!(e[0].reason.contains("cannot read"));
     }
 
     #[test]
     fn the_shipped_examples_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        let mut n = 0;
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                load_file(&path).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
-                n += 1;
+                load_file(&path).unwrap_or_else(|e| panic!("{}: {e:#?}", path.display()));
+                names.extend(path.file_name().map(|n| n.to_string_lossy().into_owned()));
             }
         }
-        assert!(
-            n >= 2,
-            "examples/ should hold the minimal and full examples"
-        );
+        for expected in ["minimal.toml", "full.toml"] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "examples/{expected} is missing"
+            );
+        }
     }
 }
