@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod netif;
 pub mod packet;
 pub mod shutdown;
 pub mod udp;

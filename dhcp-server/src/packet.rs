@@ -3,7 +3,6 @@
 //! reach a client with no address yet (as dhcpd and Kea do: no ARP involved); the load
 //! generator plays thousands of such clients with it.
 
-use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,16 +17,7 @@ pub const FRAME: usize = 2048;
 impl PacketSocket {
     /// Opens a non-blocking socket that sees the IPv4 frames of `ifname` only.
     pub fn open(ifname: &str) -> io::Result<Self> {
-        let name =
-            CString::new(ifname).map_err(|_| io::Error::other("interface name has a NUL"))?;
-        // SAFETY: plain C call with a NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {ifname}"),
-            ));
-        }
+        let ifindex = crate::netif::index(ifname)?;
         let proto = (libc::ETH_P_IP as u16).to_be();
         // SAFETY: socket(2) with constant arguments; checked before use.
         let raw = unsafe {

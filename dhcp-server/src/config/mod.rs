@@ -18,8 +18,7 @@ pub use quick::{QuickStart, QuickStartError};
 /// socket, the engine uses it to place direct (non-relayed) clients.
 pub type LinkId = u16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     #[default]
     Udp,

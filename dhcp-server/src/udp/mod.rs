@@ -17,7 +17,7 @@ use crate::engine::{Destination, Engine, Outcome, Reply, RxMeta};
 use crate::packet::PacketSocket;
 use crate::shutdown;
 use crate::wire::frame::{self, Addressing, HEADROOM};
-pub use socket::{interface_address, DhcpSocket};
+pub use socket::DhcpSocket;
 
 /// The server port (RFC 2131 §4.1).
 pub const SERVER_PORT: u16 = 67;
@@ -74,7 +74,7 @@ fn open(engine: &Engine, port: u16) -> Result<Vec<Link>, Error> {
                 .filter(|s| s.interface == Some(i as u16))
                 .find_map(|s| s.server_id);
             let addr = configured
-                .or_else(|| interface_address(ifname))
+                .or_else(|| crate::netif::address(ifname))
                 .ok_or_else(|| Error::NoAddress {
                     ifname: ifname.clone(),
                 })?;

@@ -63,16 +63,9 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 impl DhcpSocket {
     /// Opens a non-blocking socket on 0.0.0.0:`port` that sees only `ifname`'s traffic.
     pub fn bind(ifname: &str, port: u16) -> io::Result<Self> {
+        let ifindex = crate::netif::index(ifname)?;
         let cname =
             CString::new(ifname).map_err(|_| io::Error::other("interface name has a NUL"))?;
-        // SAFETY: plain C call with a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface named {ifname}"),
-            ));
-        }
         // SAFETY: socket(2) with constant arguments; the result is checked before use.
         let raw = check(unsafe {
             libc::socket(
@@ -227,34 +220,4 @@ impl DhcpSocket {
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-}
-
-/// The first IPv4 address of an interface, if it has one.
-pub fn interface_address(ifname: &str) -> Option<Ipv4Addr> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = head;
-    // SAFETY: walking the list getifaddrs returned, each node valid until freeifaddrs;
-    // an AF_INET address is a sockaddr_in.
-    unsafe {
-        while !cur.is_null() {
-            let ifa = &*cur;
-            let addr = ifa.ifa_addr;
-            if !addr.is_null()
-                && (*addr).sa_family as libc::c_int == libc::AF_INET
-                && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == ifname.as_bytes()
-            {
-                let sin: libc::sockaddr_in = std::ptr::read_unaligned(addr.cast());
-                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
-            }
-            cur = ifa.ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    found
 }
