@@ -6,6 +6,11 @@
 //! Free lists are FIFO: never-used addresses first in address order, then addresses in the
 //! order they came back (released, expired, quarantine over), so the address that has been
 //! free longest is reused first and a returning client most often finds its old one.
+//!
+//! With several shards each table has a slot for every address but puts on its free lists
+//! only the addresses its shard owns; the others are `Foreign` until another shard lends
+//! them. An address belongs to whichever shard holds its lease, so a restart with another
+//! shard count keeps every lease: the lease goes where its client is steered.
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -34,6 +39,8 @@ pub enum LeaseState {
     Expired,
     /// Declined by a client (address conflict); out of use until `expires`.
     Declined,
+    /// Managed by another shard: not this table's to give or judge.
+    Foreign,
 }
 
 impl LeaseState {
@@ -130,6 +137,27 @@ pub struct Slot {
     list: ListId,
 }
 
+/// Which part of the address space a table starts with: addresses whose value modulo
+/// `count` is `index`, so every pool is split evenly whatever its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u16,
+    pub count: u16,
+}
+
+impl Shard {
+    /// The one shard of a single-threaded server.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    pub fn owns(self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) % u32::from(self.count.max(1)) == u32::from(self.index)
+    }
+}
+
+/// Below this many free addresses a shard asks the others for more, or below a quarter of
+/// its first share for small pools, so a DISCOVER rarely finds its shard dry.
+const LOW_WATER: u32 = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ListId {
     None,
@@ -169,6 +197,12 @@ pub struct LeaseTable {
     cursor: u64,
     index: HashTable<SlotId>,
     hasher: hashbrown::DefaultHashBuilder,
+    /// Per subnet: the free count under which the shard is short, and whether it has
+    /// already said so since it last got addresses.
+    low: Vec<u32>,
+    short: Vec<bool>,
+    /// Subnets that went short, for the shard's driver to ask the other shards.
+    starving: Vec<u16>,
 }
 
 /// What the table needs to know of each subnet to build its slots.
@@ -179,9 +213,10 @@ pub struct SubnetSlots<'a> {
 }
 
 impl LeaseTable {
-    /// Builds one slot per pool address and per reserved address, all free, and sizes the
-    /// client index for every slot bound at once. `now` starts the expiry wheel.
-    pub fn new(subnets: &[SubnetSlots<'_>], now: u64) -> Self {
+    /// Builds one slot per pool address and per reserved address, the shard's own free and
+    /// the rest foreign, and sizes the client index for every slot bound at once. `now`
+    /// starts the expiry wheel.
+    pub fn new(subnets: &[SubnetSlots<'_>], shard: Shard, now: u64) -> Self {
         let mut ranges: Vec<(u32, u32, u16)> = Vec::new();
         for (i, s) in subnets.iter().enumerate() {
             for &(a, b) in s.pools {
@@ -231,6 +266,9 @@ impl LeaseTable {
             cursor: now,
             index: HashTable::with_capacity(total),
             hasher: Default::default(),
+            low: vec![0; subnets.len()],
+            short: vec![false; subnets.len()],
+            starving: Vec::new(),
         };
         for s in subnets {
             for &r in s.reserved {
@@ -240,12 +278,70 @@ impl LeaseTable {
             }
         }
         for id in 0..table.slots.len() as SlotId {
-            if !table.slots[id as usize].reserved {
-                let subnet = table.slots[id as usize].subnet;
+            let s = &mut table.slots[id as usize];
+            if s.reserved {
+                continue;
+            }
+            if shard.owns(s.addr) {
+                let subnet = s.subnet;
                 table.push_back(ListId::Free(subnet), id);
+            } else {
+                s.state = LeaseState::Foreign;
             }
         }
+        for (low, free) in table.low.iter_mut().zip(&table.free) {
+            *low = LOW_WATER.min(free.len / 4);
+        }
         table
+    }
+
+    /// Subnets that ran short of free addresses since the last call, each named once
+    /// until it gets more.
+    pub fn take_starving(&mut self) -> impl Iterator<Item = u16> + '_ {
+        self.starving.drain(..)
+    }
+
+    /// Notes that a client found no free address in `subnet`: a shard whose share was too
+    /// small to have a low-water mark asks for addresses this way.
+    pub fn want(&mut self, subnet: u16) {
+        let i = subnet as usize;
+        if !self.short[i] {
+            self.short[i] = true;
+            self.starving.push(subnet);
+        }
+    }
+
+    /// Hands up to `max` free addresses of `subnet` to another shard, keeping enough not to
+    /// run short itself: they become foreign here. Oldest free first.
+    pub fn lend(&mut self, subnet: u16, max: usize, out: &mut Vec<Ipv4Addr>) {
+        let spare = self.free[subnet as usize]
+            .len
+            .saturating_sub(2 * self.low[subnet as usize]) as usize;
+        for _ in 0..max.min(spare.div_ceil(2)) {
+            let Some(id) = self.peek_free(subnet) else {
+                break;
+            };
+            self.forget_client(id);
+            self.set_state(id, LeaseState::Foreign, 0);
+            out.push(self.slots[id as usize].addr);
+        }
+    }
+
+    /// Takes over addresses another shard lent: foreign slots become free here. Returns how
+    /// many were taken; an address that is not foreign here is left alone.
+    pub fn adopt(&mut self, addrs: &[Ipv4Addr]) -> usize {
+        let mut n = 0;
+        for &a in addrs {
+            if let Some(id) = self.slot_of(a) {
+                if self.slots[id as usize].state == LeaseState::Foreign {
+                    let subnet = self.slots[id as usize].subnet;
+                    self.set_state(id, LeaseState::Free, 0);
+                    self.short[subnet as usize] = false;
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -375,6 +471,9 @@ impl LeaseTable {
         s.state = state;
         s.expires = expires;
         let subnet = s.subnet;
+        if state == LeaseState::Foreign {
+            return;
+        }
         if state.available() {
             if !s.reserved {
                 self.push_back(ListId::Free(subnet), id);
@@ -467,6 +566,14 @@ impl LeaseTable {
             list.tail = prev;
         }
         list.len -= 1;
+        let len = list.len;
+        if let ListId::Free(subnet) = l {
+            let i = subnet as usize;
+            if len < self.low[i] && !self.short[i] {
+                self.short[i] = true;
+                self.starving.push(subnet);
+            }
+        }
         let s = &mut self.slots[id as usize];
         s.prev = NIL;
         s.next = NIL;
@@ -505,7 +612,12 @@ impl LeaseTable {
             assert_eq!(l.len, n);
         }
         for (id, s) in self.slots() {
-            if !s.reserved || !s.state.available() {
+            if s.state == LeaseState::Foreign {
+                assert!(
+                    !seen[id as usize] && s.client.is_none(),
+                    "foreign slot {id} in use"
+                );
+            } else if !s.reserved || !s.state.available() {
                 assert!(seen[id as usize], "slot {id} ({:?}) on no list", s.state);
             }
             if let Some(k) = &s.client {
@@ -531,6 +643,22 @@ mod tests {
                 pools: &pools,
                 reserved: &reserved,
             }],
+            Shard::WHOLE,
+            1000,
+        )
+    }
+
+    fn shard_table(index: u16, count: u16, last: u8) -> LeaseTable {
+        let pools = [(
+            Ipv4Addr::new(198, 51, 100, 0),
+            Ipv4Addr::new(198, 51, 100, last),
+        )];
+        LeaseTable::new(
+            &[SubnetSlots {
+                pools: &pools,
+                reserved: &[],
+            }],
+            Shard { index, count },
             1000,
         )
     }
@@ -618,5 +746,75 @@ mod tests {
         t.bind(a, client(&long), &[1; 6], LeaseState::Active, 2000);
         assert_eq!(t.find_client(0, client(&long)), Some(a));
         t.check();
+    }
+
+    #[test]
+    fn shards_start_with_disjoint_parts_that_cover_the_pool() {
+        let tables: Vec<_> = (0..3).map(|i| shard_table(i, 3, 255)).collect();
+        let mut owners = vec![0; 256];
+        for t in &tables {
+            t.check();
+            for (_, s) in t.slots() {
+                if s.state == LeaseState::Free {
+                    owners[s.addr.octets()[3] as usize] += 1;
+                }
+            }
+        }
+        assert!(owners.iter().all(|&n| n == 1), "{owners:?}");
+        let mut counts: Vec<_> = tables.iter().map(|t| t.free_count(0)).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [85, 85, 86]);
+    }
+
+    #[test]
+    fn a_short_shard_says_so_once_and_borrowed_addresses_move_over() {
+        let mut a = shard_table(0, 2, 255);
+        let mut b = shard_table(1, 2, 255);
+        let mut n = 0u32;
+        while a.free_count(0) >= 32 {
+            let id = a.peek_free(0).unwrap();
+            n += 1;
+            a.bind(
+                id,
+                client(&n.to_be_bytes()),
+                &[1; 6],
+                LeaseState::Active,
+                9999,
+            );
+        }
+        assert_eq!(a.take_starving().collect::<Vec<_>>(), [0]);
+        let id = a.peek_free(0).unwrap();
+        a.bind(id, client(b"\x01x"), &[1; 6], LeaseState::Active, 9999);
+        assert_eq!(a.take_starving().count(), 0, "asked twice");
+
+        let mut lent = Vec::new();
+        b.lend(0, 1000, &mut lent);
+        assert_eq!(
+            lent.len(),
+            32,
+            "keeps twice its low-water mark and gives half the rest"
+        );
+        assert_eq!(b.free_count(0), 96);
+        assert!(lent
+            .iter()
+            .all(|&x| b.slot(b.slot_of(x).unwrap()).state == LeaseState::Foreign));
+        let before = a.free_count(0);
+        assert_eq!(a.adopt(&lent), 32);
+        assert_eq!(a.free_count(0), before + 32);
+        assert_eq!(a.adopt(&lent), 0, "adopting twice is harmless");
+        a.check();
+        b.check();
+    }
+
+    #[test]
+    fn an_empty_share_asks_when_a_client_finds_nothing() {
+        let mut t = shard_table(1, 2, 0);
+        assert_eq!(t.free_count(0), 0);
+        t.want(0);
+        t.want(0);
+        assert_eq!(t.take_starving().collect::<Vec<_>>(), [0]);
+        let mut none = Vec::new();
+        t.lend(0, 10, &mut none);
+        assert!(none.is_empty());
     }
 }

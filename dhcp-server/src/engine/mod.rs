@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use crate::config::{Config, LinkId, Reservation};
 use crate::wire::{MessageType, Request, BOOTREQUEST};
 
-pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Slot, SlotId};
+pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Shard, Slot, SlotId};
 pub use reply::Destination;
 pub use stats::{Drop, Stats};
 
@@ -100,6 +100,15 @@ enum Verdict {
 impl Engine {
     /// Builds the engine from a validated configuration; `now` in seconds since the epoch.
     pub fn new(config: Config, now: u64) -> Result<Self, Vec<crate::config::Invalid>> {
+        Self::new_shard(config, Shard::WHOLE, now)
+    }
+
+    /// Builds the engine of one shard: it starts with `shard`'s part of every pool.
+    pub fn new_shard(
+        config: Config,
+        shard: Shard,
+        now: u64,
+    ) -> Result<Self, Vec<crate::config::Invalid>> {
         config.validate()?;
         let pools: Vec<Vec<(Ipv4Addr, Ipv4Addr)>> = config
             .subnets
@@ -119,7 +128,7 @@ impl Engine {
                 reserved: r,
             })
             .collect();
-        let leases = LeaseTable::new(&slots, now);
+        let leases = LeaseTable::new(&slots, shard, now);
         let mut links = vec![Vec::new(); config.interfaces.len()];
         let mut by_net = Vec::new();
         let mut res_by_hw: hashbrown::HashMap<_, Vec<_>> = Default::default();
@@ -175,6 +184,11 @@ impl Engine {
 
     pub fn leases(&self) -> &LeaseTable {
         &self.leases
+    }
+
+    /// The lease table, for the shard's driver to lend and adopt free addresses.
+    pub fn leases_mut(&mut self) -> &mut LeaseTable {
+        &mut self.leases
     }
 
     /// Lets time pass without traffic: ends offers, leases and quarantines due by `now`.
@@ -352,6 +366,10 @@ impl Engine {
         let client = client_of(req);
         let res = self.reservation(self.ids(net), client, req.msg.chaddr());
         let Some(slot) = self.pick_for_offer(self.ids(net), client, req, res) else {
+            for i in 0..self.ids(net).len() {
+                let subnet = self.ids(net)[i];
+                self.leases.want(subnet);
+            }
             return Outcome::Dropped(Drop::NoFreeLease);
         };
         let s = self.leases.slot(slot);
@@ -522,6 +540,7 @@ impl Engine {
                 Verdict::Nak("address in use by another client")
             }
             LeaseState::Declined => Verdict::Nak("address declined"),
+            LeaseState::Foreign => unknown(Drop::OtherShard, "address managed by another worker"),
             _ => Verdict::Ack(slot),
         }
     }

@@ -23,13 +23,15 @@ pub enum Drop {
     NotInPool,
     /// RELEASE or DECLINE of an address the client does not hold here.
     NotHeld,
+    /// Non-authoritative: the address is managed by another worker's shard.
+    OtherShard,
     /// The reply would not fit even without optional options.
     ReplyTooLarge,
 }
 
 impl Drop {
     /// Every reason, for listing all counters including the zero ones.
-    pub const ALL: [Drop; 10] = [
+    pub const ALL: [Drop; 11] = [
         Drop::Malformed(WireError::TooShort),
         Drop::NotRequest,
         Drop::UnexpectedType,
@@ -39,6 +41,7 @@ impl Drop {
         Drop::NoAddress,
         Drop::NotInPool,
         Drop::NotHeld,
+        Drop::OtherShard,
         Drop::ReplyTooLarge,
     ];
 
@@ -53,6 +56,7 @@ impl Drop {
             Drop::NoAddress => "no-address",
             Drop::NotInPool => "not-in-pool",
             Drop::NotHeld => "not-held",
+            Drop::OtherShard => "other-shard",
             Drop::ReplyTooLarge => "reply-too-large",
         }
     }
@@ -68,7 +72,8 @@ impl Drop {
             Drop::NoAddress => 6,
             Drop::NotInPool => 7,
             Drop::NotHeld => 8,
-            Drop::ReplyTooLarge => 9,
+            Drop::OtherShard => 9,
+            Drop::ReplyTooLarge => 10,
         }
     }
 }
