@@ -1,0 +1,206 @@
+//! What the XDP steering program (`dhcp-ebpf`, built for bpfel-unknown-none) and the
+//! server that loads it must agree on, kept in one place: the names of the maps and the
+//! global the loader sets, the layout of the counter maps, and which worker a client
+//! belongs to. `no_std` and dependency-free so the same code runs in the kernel and on the
+//! host; every function is free of panics, because a panic path in eBPF fails the
+//! verifier.
+
+#![no_std]
+
+/// The XDP program's name in the object.
+pub const PROGRAM: &str = "dhcp_steer";
+/// XSKMAP of AF_XDP sockets, indexed by [`socket_key`].
+pub const XSKS: &str = "XSKS";
+/// Per-CPU array of `u64`, indexed by [`Counter`].
+pub const COUNTERS: &str = "COUNTERS";
+/// Per-CPU array of `u64`, frames redirected to each socket, indexed by [`socket_key`].
+pub const REDIRECTS: &str = "REDIRECTS";
+/// The `u32` global (read-only data) holding the number of workers per queue; the loader
+/// sets it before the program is loaded, so the verifier sees it as a constant.
+pub const WORKERS: &str = "WORKERS";
+
+/// Capacity of [`XSKS`] and [`REDIRECTS`]: `queues * workers` must not exceed it.
+pub const MAX_SOCKETS: u32 = 1024;
+
+/// How many options the program reads looking for option 61 before it settles for the
+/// hardware address. Real clients put far fewer in a request; the bound keeps the
+/// verifier's proof finite.
+pub const MAX_OPTIONS_SCANNED: u32 = 64;
+
+/// One slot of the [`COUNTERS`] map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    /// A DHCP request handed to a worker's socket.
+    Redirected = 0,
+    /// Anything not addressed to UDP port 67, left to the kernel untouched.
+    Passed = 1,
+    /// To port 67 but not a well-formed BOOTREQUEST with the magic cookie: dropped.
+    Malformed = 2,
+    /// A DHCP request whose socket is not registered yet: left to the kernel.
+    NoSocket = 3,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 4] = [
+        Counter::Redirected,
+        Counter::Passed,
+        Counter::Malformed,
+        Counter::NoSocket,
+    ];
+    /// Number of slots in [`COUNTERS`].
+    pub const SLOTS: u32 = Self::ALL.len() as u32;
+}
+
+/// The [`COUNTERS`] map summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub redirected: u64,
+    pub passed: u64,
+    pub malformed: u64,
+    pub no_socket: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, counter: Counter, n: u64) {
+        let field = match counter {
+            Counter::Redirected => &mut self.redirected,
+            Counter::Passed => &mut self.passed,
+            Counter::Malformed => &mut self.malformed,
+            Counter::NoSocket => &mut self.no_socket,
+        };
+        *field = field.wrapping_add(n);
+    }
+}
+
+/// RFC 3074 §6 mixing table: a permutation of 0..=255. Checked value for value against
+/// ISC dhcpd's `loadb_mx_tbl`, so our buckets are the ones a dhcpd failover partner
+/// computes.
+static MIX: [u8; 256] = [
+    251, 175, 119, 215,  81,  14,  79, 191, 103,  49, 181, 143, 186, 157,   0, 232,
+     31,  32,  55,  60, 152,  58,  17, 237, 174,  70, 160, 144, 220,  90,  57, 223,
+     59,   3,  18, 140, 111, 166, 203, 196, 134, 243, 124,  95, 222, 179, 197,  65,
+    180,  48,  36,  15, 107,  46, 233, 130, 165,  30, 123, 161, 209,  23,  97,  16,
+     40,  91, 219,  61, 100,  10, 210, 109, 250, 127,  22, 138,  29, 108, 244,  67,
+    207,   9, 178, 204,  74,  98, 126, 249, 167, 116,  34,  77, 193, 200, 121,   5,
+     20, 113,  71,  35, 128,  13, 182,  94,  25, 226, 227, 199,  75,  27,  41, 245,
+    230, 224,  43, 225, 177,  26, 155, 150, 212, 142, 218, 115, 241,  73,  88, 105,
+     39, 114,  62, 255, 192, 201, 145, 214, 168, 158, 221, 148, 154, 122,  12,  84,
+     82, 163,  44, 139, 228, 236, 205, 242, 217,  11, 187, 146, 159,  64,  86, 239,
+    195,  42, 106, 198, 118, 112, 184, 172,  87,   2, 173, 117, 176, 229, 247, 253,
+    137, 185,  99, 164, 102, 147,  45,  66, 231,  52, 141, 211, 194, 206, 246, 238,
+     56, 110,  78, 248,  63, 240, 189,  93,  92,  51,  53, 183,  19, 171,  72,  50,
+     33, 104, 101,  69,   8, 252,  83, 120,  76, 135,  85,  54, 202, 125, 188, 213,
+     96, 235, 136, 208, 162, 129, 190, 132, 156,  38,  47,   1,   7, 254,  24,   4,
+    216, 131,  89,  21,  28, 133,  37, 153, 149,  80, 170,  68,   6, 169, 234, 151,
+];
+
+/// The hash's starting value for a key of `len` octets (a key is at most 255 long: an
+/// option's data, or a hardware address of at most 16).
+pub fn loadb_start(len: usize) -> u8 {
+    len as u8
+}
+
+/// One round of the hash. RFC 3074 feeds the key from its last octet to its first; the
+/// eBPF program calls this per octet because the verifier wants every packet read
+/// checked on its own.
+pub fn loadb_step(hash: u8, byte: u8) -> u8 {
+    MIX[(hash ^ byte) as usize]
+}
+
+/// The RFC 3074 load-balancing hash (a Pearson hash) of `bytes`.
+pub fn loadb_hash(bytes: &[u8]) -> u8 {
+    bytes
+        .iter()
+        .rev()
+        .fold(loadb_start(bytes.len()), |h, &b| loadb_step(h, b))
+}
+
+/// The bucket of a client as RFC 3074 §3 defines it: the client identifier (option 61
+/// data) when the request has one, else the first `hlen` octets of `chaddr`. The XDP
+/// program takes the first option 61 in the options field; a caller that wants to agree
+/// with it passes the same.
+pub fn client_key_hash(client_id: Option<&[u8]>, chaddr: &[u8]) -> u8 {
+    loadb_hash(client_id.unwrap_or(chaddr))
+}
+
+/// The [`XSKS`] slot of worker `hash % workers` on receive queue `queue`: each queue has
+/// `workers` consecutive slots. Wrapping arithmetic and no division by zero, so no panic
+/// path reaches the eBPF program; `workers == 0` puts everything on the queue's first
+/// slot.
+pub fn socket_key(queue: u32, hash: u8, workers: u32) -> u32 {
+    let worker = u32::from(hash).checked_rem(workers).unwrap_or(0);
+    queue.wrapping_mul(workers).wrapping_add(worker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixing_table_is_a_permutation() {
+        let mut seen = [false; 256];
+        for &v in &MIX {
+            assert!(!seen[v as usize], "{v} twice");
+            seen[v as usize] = true;
+        }
+    }
+
+    /// Values worked out by hand from RFC 3074's reference code (start at the length,
+    /// feed the key backwards through the table).
+    #[test]
+    fn known_hashes() {
+        assert_eq!(loadb_hash(&[]), 0);
+        assert_eq!(loadb_hash(&[0; 6]), 254);
+        assert_eq!(loadb_hash(&[2, 0, 0, 0, 0, 1]), 133);
+        assert_eq!(loadb_hash(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55]), 135);
+        let ramp: [u8; 255] = core::array::from_fn(|i| i as u8);
+        assert_eq!(loadb_hash(&ramp), 188);
+        // One octet: the table at (1 ^ octet).
+        assert_eq!(loadb_hash(&[0]), MIX[1]);
+    }
+
+    #[test]
+    fn client_id_wins_over_chaddr() {
+        let chaddr = [2, 0, 0, 0, 0, 1];
+        let id = [1, 2, 0, 0, 0, 0, 1];
+        assert_eq!(client_key_hash(None, &chaddr), 133);
+        assert_eq!(client_key_hash(Some(&id), &chaddr), 14);
+        assert_eq!(client_key_hash(Some(&[]), &chaddr), 0);
+    }
+
+    #[test]
+    fn socket_keys_tile_the_queues() {
+        assert_eq!(socket_key(0, 0, 4), 0);
+        assert_eq!(socket_key(0, 7, 4), 3);
+        assert_eq!(socket_key(2, 5, 4), 9);
+        assert_eq!(socket_key(3, 255, 1), 3);
+        assert_eq!(socket_key(5, 200, 0), 0);
+        // Every hash lands inside its queue's slots.
+        for q in 0..4 {
+            for h in 0..=255u8 {
+                let k = socket_key(q, h, 3);
+                assert!((q * 3..q * 3 + 3).contains(&k));
+            }
+        }
+    }
+
+    #[test]
+    fn counters_sum_by_slot() {
+        let mut c = Counters::default();
+        for (i, counter) in Counter::ALL.into_iter().enumerate() {
+            assert_eq!(counter as u32, i as u32);
+            c.add(counter, i as u64 + 1);
+        }
+        c.add(Counter::Passed, 10);
+        assert_eq!(
+            c,
+            Counters {
+                redirected: 1,
+                passed: 12,
+                malformed: 3,
+                no_socket: 4
+            }
+        );
+    }
+}
