@@ -9,3 +9,4 @@ pub mod packet;
 pub mod shutdown;
 pub mod udp;
 pub mod wire;
+pub mod xdp;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use dhcp_server::config::{self, Backend, Config, QuickStart};
 use dhcp_server::engine::Engine;
-use dhcp_server::{shutdown, udp};
+use dhcp_server::{shutdown, udp, xdp};
 
 #[derive(Parser)]
 #[command(version, about = "A DHCPv4 server")]
@@ -66,16 +66,28 @@ fn run(file: Option<PathBuf>, quick: QuickStart) -> ExitCode {
         Ok(c) => c,
         Err(errors) => return config_error(errors),
     };
-    let engine = match Engine::new(config, udp::unix_now()).map_err(strings) {
-        Ok(e) => e,
-        Err(errors) => return config_error(errors),
-    };
+    if let Err(errors) = config.validate() {
+        return config_error(strings(errors));
+    }
     if let Err(e) = shutdown::install() {
         eprintln!("dhcp-server: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    let result = match engine.config().backend {
-        Backend::Udp => udp::serve(engine, udp::SERVER_PORT),
+    let opts = xdp::Options {
+        workers: config.workers,
+        wait: xdp::Wait::Poll,
+        pin: false,
+    };
+    let result = match config.backend {
+        Backend::Udp => serve_udp(config),
+        Backend::Xdp => xdp::serve(config, opts, udp::unix_now).map_err(|e| e.to_string()),
+        Backend::Auto => match xdp::serve(config.clone(), opts, udp::unix_now) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!("the xdp backend cannot start ({e}); using the udp backend");
+                serve_udp(config)
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,6 +96,11 @@ fn run(file: Option<PathBuf>, quick: QuickStart) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve_udp(config: Config) -> Result<(), String> {
+    let engine = Engine::new(config, udp::unix_now()).map_err(|e| strings(e).join("; "))?;
+    udp::serve(engine, udp::SERVER_PORT).map_err(|e| e.to_string())
 }
 
 fn config_error(errors: Vec<String>) -> ExitCode {

@@ -1,5 +1,5 @@
-//! Looking up a network interface by name: its index and its IPv4 address, for the
-//! sockets that bind to it.
+//! Looking up a network interface by name: its index, IPv4 address, hardware address and
+//! receive queues, for the sockets that bind to it.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -46,4 +46,27 @@ pub fn address(ifname: &str) -> Option<Ipv4Addr> {
         libc::freeifaddrs(head);
     }
     found
+}
+
+/// The interface's Ethernet address, from sysfs.
+pub fn hw_address(ifname: &str) -> io::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = parts
+            .next()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or_else(|| io::Error::other(format!("{ifname} has no Ethernet address")))?;
+    }
+    Ok(mac)
+}
+
+/// How many receive queues the interface has (each needs its own AF_XDP sockets).
+pub fn rx_queues(ifname: &str) -> io::Result<u32> {
+    let n = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(n.max(1) as u32)
 }

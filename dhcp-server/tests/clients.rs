@@ -1,7 +1,9 @@
 //! The real `dhcp-server` binary against real clients (dhclient, udhcpc, perfdhcp) in
 //! network namespaces it creates itself, plus a flood of garbage it must survive and a
-//! configuration error it must refuse. Needs root; see `common`.
+//! configuration error it must refuse. Each exchange runs on both backends: the kernel
+//! UDP sockets, and XDP with two AF_XDP workers. Needs root; see `common`.
 
+#[allow(dead_code)] // each test crate uses part of the shared harness
 mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};
@@ -9,7 +11,31 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{perf_stats, require, wait_for_file, Lab, SERVER_BIN};
+use common::{perf_stats, require, wait_for_file, Backend, Lab, SERVER_BIN};
+
+/// Runs a test body once per backend, as `NAME::udp` and `NAME::xdp`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn udp() {
+                super::$name(super::Backend::Udp);
+            }
+            #[test]
+            fn xdp() {
+                super::$name(super::Backend::Xdp);
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    dhclient_gets_a_lease_and_renews_it,
+    udhcpc_gets_a_lease,
+    perfdhcp_completes_5000_dora_exchanges_without_drops,
+    a_relayed_exchange_lands_in_the_relays_subnet,
+    ten_thousand_garbage_datagrams_leave_the_server_answering,
+);
 
 const POOL_FIRST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const POOL_LAST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
@@ -20,7 +46,7 @@ fn in_pool(ip: &str) -> bool {
 }
 
 /// Starts the one-liner server on a fresh lab.
-fn quick_lab(test: &str, extra: &[&str]) -> Option<(Lab, common::Server)> {
+fn quick_lab(test: &str, backend: Backend, extra: &[&str]) -> Option<(Lab, common::Server)> {
     let mut lab = Lab::new(test, "192.0.2.1/24")?;
     let iface = lab.server_if.clone();
     let mut args = vec![
@@ -36,6 +62,7 @@ fn quick_lab(test: &str, extra: &[&str]) -> Option<(Lab, common::Server)> {
         "192.0.2.53",
     ];
     args.extend_from_slice(extra);
+    args.extend_from_slice(backend.args());
     let server = lab.start_server(&args);
     Some((lab, server))
 }
@@ -67,9 +94,8 @@ fn udhcpc(lab: &Lab, iface: &str, script: &std::path::Path) -> String {
     std::fs::read_to_string(lab.path("udhcpc-script.events")).unwrap()
 }
 
-#[test]
-fn dhclient_gets_a_lease_and_renews_it() {
-    let Some((mut lab, server)) = quick_lab("dhclient", &["--lease-time", "20"]) else {
+fn dhclient_gets_a_lease_and_renews_it(backend: Backend) {
+    let Some((mut lab, server)) = quick_lab("dhclient", backend, &["--lease-time", "20"]) else {
         return;
     };
     require("dhclient");
@@ -119,9 +145,8 @@ fn dhclient_gets_a_lease_and_renews_it() {
     assert!(!log.contains("DHCPDECLINE"), "{log}");
 }
 
-#[test]
-fn udhcpc_gets_a_lease() {
-    let Some((lab, server)) = quick_lab("udhcpc", &[]) else {
+fn udhcpc_gets_a_lease(backend: Backend) {
+    let Some((lab, server)) = quick_lab("udhcpc", backend, &[]) else {
         return;
     };
     require("udhcpc");
@@ -153,20 +178,21 @@ fn perfdhcp(lab: &Lab, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-#[test]
-fn perfdhcp_completes_5000_dora_exchanges_without_drops() {
+fn perfdhcp_completes_5000_dora_exchanges_without_drops(backend: Backend) {
     let Some(mut lab) = Lab::new("perfdhcp", "198.18.0.1/15") else {
         return;
     };
     let iface = lab.server_if.clone();
-    lab.start_server(&[
+    let mut args = vec![
         "--interface",
         &iface,
         "--subnet",
         "198.18.0.0/15",
         "--range",
         "198.18.1.0-198.18.255.250",
-    ]);
+    ];
+    args.extend_from_slice(backend.args());
+    let server = lab.start_server(&args);
     let client_if = lab.client_if.clone();
     lab.in_client("ip", &["addr", "add", "198.18.0.2/15", "dev", &client_if]);
     let out = perfdhcp(
@@ -187,10 +213,14 @@ fn perfdhcp_completes_5000_dora_exchanges_without_drops() {
     assert_eq!(acks.received, acks.sent, "{out}");
     assert!(acks.received >= 4990, "{out}");
     assert!(out.contains("non unique addresses: 0"), "{out}");
+    let status = lab
+        .stop(server.pid)
+        .expect("the server did not stop on SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    backend.check_every_worker_served(&server.log_text());
 }
 
-#[test]
-fn a_relayed_exchange_lands_in_the_relays_subnet() {
+fn a_relayed_exchange_lands_in_the_relays_subnet(backend: Backend) {
     let Some(mut lab) = Lab::new("relay", "192.0.2.1/24") else {
         return;
     };
@@ -216,7 +246,9 @@ fn a_relayed_exchange_lands_in_the_relays_subnet() {
         ),
     )
     .unwrap();
-    let server = lab.start_server(&["--config", config.to_str().unwrap()]);
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(backend.args());
+    let server = lab.start_server(&args);
     let out = perfdhcp(
         &lab,
         &[
@@ -273,9 +305,8 @@ fn discover(xid: u32) -> Vec<u8> {
     b
 }
 
-#[test]
-fn ten_thousand_garbage_datagrams_leave_the_server_answering() {
-    let Some((mut lab, server)) = quick_lab("garbage", &[]) else {
+fn ten_thousand_garbage_datagrams_leave_the_server_answering(backend: Backend) {
+    let Some((mut lab, server)) = quick_lab("garbage", backend, &[]) else {
         return;
     };
     require("udhcpc");

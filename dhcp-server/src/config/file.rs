@@ -52,6 +52,7 @@ const TOP_KEYS: &[&str] = &[
     "decline-hold",
     "interfaces",
     "backend",
+    "workers",
     "state-dir",
     "subnet",
 ];
@@ -123,6 +124,8 @@ const IFNAME_MAX: usize = 15;
 
 /// The engine numbers subnets with a u16 and builds `0..count as u16`.
 const MAX_SUBNETS: usize = u16::MAX as usize;
+/// Workers share the XDP program's socket map; more than CPUs only adds contention.
+const MAX_WORKERS: u16 = 256;
 
 struct Found {
     span: Range<usize>,
@@ -342,11 +345,26 @@ impl Walker {
             .get("backend")
             .and_then(|v| {
                 self.parsed("backend", v, |s| match s {
+                    "auto" => Ok(Backend::Auto),
+                    "xdp" => Ok(Backend::Xdp),
                     "udp" => Ok(Backend::Udp),
-                    _ => Err(format!("unknown backend '{s}'; the only one is \"udp\"")),
+                    _ => Err(format!(
+                        "unknown backend '{s}'; use \"xdp\", \"udp\" or \"auto\""
+                    )),
                 })
             })
             .unwrap_or_default();
+        let workers = root
+            .get("workers")
+            .and_then(|v| {
+                self.integer(
+                    "workers",
+                    v,
+                    0..=i128::from(MAX_WORKERS),
+                    "a worker count (0: one per CPU)",
+                )
+            })
+            .map_or(defaults.workers, |n| n as u16);
         let state_dir = root.get("state-dir").and_then(|v| {
             self.parsed("state-dir", v, |s| {
                 let p = PathBuf::from(s);
@@ -391,6 +409,7 @@ impl Walker {
             interfaces,
             subnets,
             backend,
+            workers,
             state_dir,
         });
         Walked { config, dirty }
@@ -930,6 +949,7 @@ offer-hold = 10
 decline-hold = 600
 interfaces = ["veth0", "veth1"]
 backend = "udp"
+workers = 2
 state-dir = "/var/lib/dhcp-server"
 
 [[subnet]]
@@ -995,6 +1015,7 @@ pools = ["198.51.100.10-198.51.100.20"]
             decline_hold: 600,
             interfaces: vec!["veth0".into(), "veth1".into()],
             backend: Backend::Udp,
+            workers: 2,
             state_dir: Some("/var/lib/dhcp-server".into()),
             subnets: vec![
                 Subnet {
@@ -1194,7 +1215,7 @@ host-name = "nobody"
         let text = r#"
 offer-hold = "30s"
 interfaces = ["veth0"]
-backend = "xdp"
+backend = "dpdk"
 
 [[subnet]]
 subnet = "192.0.2.0/24"

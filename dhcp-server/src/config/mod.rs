@@ -20,8 +20,23 @@ pub type LinkId = u16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
+    /// XDP where it can attach, else the kernel UDP sockets with a warning.
     #[default]
+    Auto,
+    /// XDP and AF_XDP workers, or refuse to start.
+    Xdp,
+    /// Kernel UDP sockets: no privileges beyond the port, one thread.
     Udp,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Xdp => "xdp",
+            Backend::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +52,8 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub subnets: Vec<Subnet>,
     pub backend: Backend,
+    /// AF_XDP workers, each owning a shard of the leases; 0 means one per CPU.
+    pub workers: u16,
     /// Where the lease journal will live (journal issue); accepted and checked now.
     pub state_dir: Option<PathBuf>,
 }
@@ -195,7 +212,8 @@ impl Default for Config {
             decline_hold: 86400,
             interfaces: Vec::new(),
             subnets: Vec::new(),
-            backend: Backend::Udp,
+            backend: Backend::Auto,
+            workers: 0,
             state_dir: None,
         }
     }

@@ -29,9 +29,12 @@ pub struct QuickStart {
     /// Default lease time in seconds; the maximum is the larger of this and a day.
     #[arg(long, requires = "interface")]
     pub lease_time: Option<u32>,
-    /// I/O backend.
-    #[arg(long, value_enum, default_value = "udp")]
+    /// I/O backend: xdp where it can attach (auto), or kernel udp sockets.
+    #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
+    /// AF_XDP worker threads, each owning a shard of the leases (default: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub workers: u16,
     /// Send DHCPNAK for addresses this server does not know.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub authoritative: bool,
@@ -39,6 +42,8 @@ pub struct QuickStart {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum BackendArg {
+    Auto,
+    Xdp,
     Udp,
 }
 
@@ -97,8 +102,11 @@ impl QuickStart {
             interfaces: vec![interface],
             subnets: vec![subnet],
             backend: match self.backend {
+                BackendArg::Auto => Backend::Auto,
+                BackendArg::Xdp => Backend::Xdp,
                 BackendArg::Udp => Backend::Udp,
             },
+            workers: self.workers,
             ..Config::default()
         };
         Some(config.validate().map(|()| config).map_err(|bad| {

@@ -10,6 +10,7 @@ mod stats;
 use std::net::Ipv4Addr;
 
 use crate::config::{Config, LinkId, Reservation};
+use crate::wire::frame::Addressing;
 use crate::wire::{MessageType, Request, BOOTREQUEST};
 
 pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Shard, Slot, SlotId};
@@ -39,6 +40,30 @@ pub struct Reply {
     /// Source address for the reply: the server identifier it carries.
     pub from: Ipv4Addr,
 }
+
+impl Reply {
+    /// The frame addressing for the reply when it leaves as a whole frame from `our_mac`.
+    /// `next_hop` is the source MAC of the request: the client itself, or the router or
+    /// relay that forwarded it, which is where replies to relays and to ciaddr go first.
+    pub fn addressing(&self, our_mac: [u8; 6], next_hop: [u8; 6]) -> Addressing {
+        let dst_mac = match self.to {
+            Destination::Hardware { mac, .. } => mac,
+            Destination::Broadcast => [0xff; 6],
+            Destination::Relay(_) | Destination::Unicast(_) => next_hop,
+        };
+        Addressing {
+            dst_mac,
+            src_mac: our_mac,
+            src_ip: self.from,
+            dst_ip: self.to.ip(),
+            src_port: SERVER_PORT,
+            dst_port: self.to.port(),
+        }
+    }
+}
+
+/// The server port (RFC 2131 §4.1).
+pub const SERVER_PORT: u16 = 67;
 
 /// What the engine made of a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,14 +13,12 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use crate::engine::SERVER_PORT;
 use crate::engine::{Destination, Engine, Outcome, Reply, RxMeta};
 use crate::packet::PacketSocket;
 use crate::shutdown;
-use crate::wire::frame::{self, Addressing, HEADROOM};
+use crate::wire::frame::{self, HEADROOM};
 pub use socket::DhcpSocket;
-
-/// The server port (RFC 2131 §4.1).
-pub const SERVER_PORT: u16 = 67;
 
 /// Datagrams handled from one socket before looking at the others, so a flood on one
 /// link cannot starve the rest.
@@ -78,7 +76,7 @@ fn open(engine: &Engine, port: u16) -> Result<Vec<Link>, Error> {
                 .ok_or_else(|| Error::NoAddress {
                     ifname: ifname.clone(),
                 })?;
-            let raw = PacketSocket::open(ifname).and_then(|p| Ok((p, socket.hw_address()?)));
+            let raw = PacketSocket::open(ifname).and_then(|p| Ok((p, crate::netif::hw_address(ifname)?)));
             let raw = raw
                 .inspect_err(|e| tracing::warn!("no packet socket on {ifname} ({e}): replies to clients without an address will be broadcast"))
                 .ok();
@@ -164,16 +162,8 @@ pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
 fn send(link: &Link, tx: &mut [u8], reply: &Reply) -> io::Result<()> {
     let port = reply.to.port();
     let to = match (reply.to, &link.raw) {
-        (Destination::Hardware { ip, mac }, Some((raw, our_mac))) => {
-            let a = Addressing {
-                dst_mac: mac,
-                src_mac: *our_mac,
-                src_ip: reply.from,
-                dst_ip: ip,
-                src_port: SERVER_PORT,
-                dst_port: port,
-            };
-            let len = frame::write_udp(tx, &a, reply.len);
+        (Destination::Hardware { mac, .. }, Some((raw, our_mac))) => {
+            let len = frame::write_udp(tx, &reply.addressing(*our_mac, mac), reply.len);
             return raw.send_one(&tx[..len]);
         }
         (Destination::Hardware { .. }, None) => SocketAddrV4::new(Ipv4Addr::BROADCAST, port),

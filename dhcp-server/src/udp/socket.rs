@@ -204,19 +204,6 @@ impl DhcpSocket {
     }
 
     /// The interface's hardware address: the source of frames sent to clients directly.
-    pub fn hw_address(&self) -> io::Result<[u8; 6]> {
-        // SAFETY: ifreq is plain data; all-zero is valid.
-        let mut req: libc::ifreq = unsafe { zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(self.ifname.bytes().take(15)) {
-            *d = s as libc::c_char;
-        }
-        // SAFETY: SIOCGIFHWADDR fills the ifreq it is given, which `req` is.
-        check(unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) })?;
-        // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
-        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-        Ok(std::array::from_fn(|i| data[i] as u8))
-    }
-
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -208,6 +208,43 @@ impl Drop for Lab {
     }
 }
 
+/// Which I/O backend a test runs the server with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Udp,
+    /// XDP steering into two AF_XDP workers, so the sharding is exercised too.
+    Xdp,
+    /// XDP with one worker: one shard, so addresses come in the UDP backend's order.
+    XdpOneWorker,
+}
+
+impl Backend {
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Backend::Udp => &["--backend", "udp"],
+            Backend::Xdp => &["--backend", "xdp", "--workers", "2"],
+            Backend::XdpOneWorker => &["--backend", "xdp", "--workers", "1"],
+        }
+    }
+
+    /// After a clean stop: with XDP, both workers' shutdown lines show requests served,
+    /// so the program really spread clients over the workers.
+    pub fn check_every_worker_served(self, log: &str) {
+        if self != Backend::Xdp {
+            return;
+        }
+        for w in 0..2 {
+            let served = log
+                .lines()
+                .find_map(|l| l.split(&format!("worker {w}: ")).nth(1))
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no shutdown line for worker {w}:\n{log}"));
+            assert!(served > 0, "worker {w} served nothing:\n{log}");
+        }
+    }
+}
+
 pub struct Server {
     pub pid: u32,
     pub log: PathBuf,

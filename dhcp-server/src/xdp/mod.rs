@@ -1,0 +1,220 @@
+//! The kernel-bypass backend: the XDP program steers each client's DHCP frames to the
+//! AF_XDP socket of the worker that owns the client (RFC 3074 hash of its identifier), and
+//! each worker runs its own shard of the lease engine. Everything else the interface
+//! receives goes to the kernel as before.
+
+pub mod program;
+pub mod worker;
+pub mod xsk;
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::config::Config;
+use crate::engine::{Engine, Shard};
+use crate::{netif, shutdown};
+use program::{SteerProgram, XdpError};
+pub use worker::Wait;
+use worker::{Port, Worker};
+use xsk::{CopyMode, XskError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Program(#[from] XdpError),
+    #[error(transparent)]
+    Sockets(#[from] XskError),
+    #[error("interface {ifname}: {source}")]
+    Interface { ifname: String, source: io::Error },
+    #[error("{ifname} has no IPv4 address and its subnets set no server-id: clients could not be told who answered")]
+    NoAddress { ifname: String },
+    #[error("cannot start worker thread: {0}")]
+    Thread(io::Error),
+}
+
+/// How the workers run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Worker threads (lease shards); 0 means one per CPU.
+    pub workers: u16,
+    pub wait: Wait,
+    /// Pin worker N to CPU N modulo the CPU count.
+    pub pin: bool,
+}
+
+/// One interface made ready: the program attached and every worker's sockets on it.
+struct Attached {
+    program: SteerProgram,
+    ifname: String,
+    /// Sockets by worker, then queue.
+    sockets: Vec<Vec<xsk::Xsk>>,
+    mode: CopyMode,
+    mac: [u8; 6],
+    addr: Ipv4Addr,
+}
+
+fn attach(config: &Config, link: usize, workers: u16) -> Result<Attached, Error> {
+    let ifname = config.interfaces[link].clone();
+    let io = |source| Error::Interface {
+        ifname: ifname.clone(),
+        source,
+    };
+    let ifindex = netif::index(&ifname).map_err(io)?;
+    let queues = netif::rx_queues(&ifname).map_err(io)?;
+    let mac = netif::hw_address(&ifname).map_err(io)?;
+    let addr = config
+        .subnets
+        .iter()
+        .filter(|s| s.interface == Some(link as u16))
+        .find_map(|s| s.server_id)
+        .or_else(|| netif::address(&ifname))
+        .ok_or_else(|| Error::NoAddress {
+            ifname: ifname.clone(),
+        })?;
+    let mut program = SteerProgram::attach(&ifname, u32::from(workers), queues)?;
+    let (sockets, mode) = xsk::open(&ifname, ifindex, queues, u32::from(workers))?;
+    for (w, per_queue) in sockets.iter().enumerate() {
+        for x in per_queue {
+            program.register(x.queue_id, w as u32, x.fd())?;
+        }
+    }
+    Ok(Attached {
+        program,
+        ifname,
+        sockets,
+        mode,
+        mac,
+        addr,
+    })
+}
+
+/// The worker count `requested` stands for: one per CPU when 0.
+pub fn worker_count(requested: u16) -> u16 {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(256) as u16)
+}
+
+/// Attaches to every configured interface, then serves until shutdown is requested.
+/// Nothing is served unless every interface is attached; whatever was attached is
+/// detached on every way out (the programs detach when dropped).
+pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Error> {
+    let workers = worker_count(opts.workers);
+    let mut attached = (0..config.interfaces.len())
+        .map(|link| attach(&config, link, workers))
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = clock();
+    let mailboxes: Vec<_> = (0..workers)
+        .map(|_| Arc::new(ArrayQueue::new(worker::MAILBOX)))
+        .collect();
+    let mut crew = Vec::new();
+    for w in 0..workers {
+        let shard = Shard {
+            index: w,
+            count: workers,
+        };
+        let engine = Engine::new_shard(config.clone(), shard, now)
+            .expect("the configuration was validated before the backend started");
+        let ports = attached
+            .iter_mut()
+            .enumerate()
+            .map(|(link, a)| Port {
+                link: link as u16,
+                mac: a.mac,
+                addr: a.addr,
+                sockets: std::mem::take(&mut a.sockets[w as usize]),
+            })
+            .collect();
+        crew.push(Worker {
+            index: w,
+            engine,
+            ports,
+            mailboxes: mailboxes.clone(),
+            wait: opts.wait,
+        });
+    }
+    for a in &attached {
+        tracing::info!(
+            "ready: serving {} subnet(s) on {} with the xdp backend: {} workers, XDP in {} mode, AF_XDP {} mode",
+            config.subnets.len(),
+            a.ifname,
+            workers,
+            a.program.mode(),
+            a.mode
+        );
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    for worker in crew {
+        let index = worker.index;
+        let pin = opts.pin.then_some(index as usize % cpus);
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                if let Some(cpu) = pin {
+                    pin_to(cpu);
+                }
+                worker.run(clock)
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                shutdown::request();
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(Error::Thread(e));
+            }
+        }
+    }
+    while !shutdown::requested() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("shutting down");
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(engine) => {
+                let s = engine.stats();
+                tracing::info!(
+                    "worker {i}: {} requests in, {} replies out",
+                    s.rx.iter().sum::<u64>(),
+                    s.tx.iter().sum::<u64>()
+                );
+            }
+            Err(_) => tracing::error!("worker {i} panicked"),
+        }
+    }
+    for a in &attached {
+        if let Ok(c) = a.program.counters() {
+            tracing::info!(
+                "XDP on {}: {} redirected, {} passed to the kernel, {} malformed dropped, {} without a socket",
+                a.ifname,
+                c.redirected,
+                c.passed,
+                c.malformed,
+                c.no_socket
+            );
+        }
+    }
+    Ok(())
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        tracing::warn!(
+            "cannot pin a worker to CPU {cpu}: {}",
+            io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! One AF_XDP worker: a thread that owns one lease shard and the sockets the XDP program
+//! steers that shard's clients to. It reads frames, lets the engine answer in place,
+//! sends the replies, and trades free addresses with the other shards through bounded
+//! lock-free mailboxes. Nothing on its per-packet path takes a lock or waits on anyone.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use super::xsk::Xsk;
+use crate::config::LinkId;
+use crate::engine::{Engine, Outcome, RxMeta, SERVER_PORT};
+use crate::shutdown;
+use crate::wire::frame::{self, HEADROOM};
+
+/// Addresses moved between shards in one message: enough that a busy shard asks rarely,
+/// few enough that a lender keeps most of its spare.
+const LEND_MAX: usize = 256;
+/// Messages a mailbox holds; a full mailbox makes the sender keep its addresses.
+pub const MAILBOX: usize = 1024;
+/// How long an idle worker sleeps in poll before looking at its mailbox again.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// What shards tell each other.
+#[derive(Debug)]
+pub enum Message {
+    /// Shard `from` is short of free addresses in `subnet`.
+    Need { subnet: u16, from: u16 },
+    /// Free addresses of one subnet, now the receiver's.
+    Lend(Box<[Ipv4Addr]>),
+}
+
+pub type Mailbox = Arc<ArrayQueue<Message>>;
+
+/// How an idle worker waits for frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Sleep in poll(2) until a frame arrives (need_wakeup): no CPU when idle.
+    Poll,
+    /// Spin on the rings: lowest latency, a whole core per worker.
+    Spin,
+}
+
+/// A listening interface as a worker sees it.
+pub struct Port {
+    pub link: LinkId,
+    pub mac: [u8; 6],
+    /// The interface's address: the server identifier for broadcasts.
+    pub addr: Ipv4Addr,
+    /// This worker's socket on each of the interface's queues.
+    pub sockets: Vec<Xsk>,
+}
+
+pub struct Worker {
+    pub index: u16,
+    pub engine: Engine,
+    pub ports: Vec<Port>,
+    /// Every worker's mailbox, this one's included, by worker index.
+    pub mailboxes: Vec<Mailbox>,
+    pub wait: Wait,
+}
+
+impl Worker {
+    /// Serves until shutdown is requested. Returns the engine, so the caller can report
+    /// on what the shard holds.
+    pub fn run(mut self, clock: impl Fn() -> u64) -> Engine {
+        let mut pfds: Vec<libc::pollfd> = self
+            .ports
+            .iter()
+            .flat_map(|p| &p.sockets)
+            .map(|x| libc::pollfd {
+                fd: x.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        while !shutdown::requested() {
+            let now = clock();
+            self.engine.tick(now);
+            let busy = self.serve_ports(now);
+            self.read_mail();
+            self.ask_for_addresses();
+            if !busy {
+                self.idle(&mut pfds);
+            }
+        }
+        self.engine
+    }
+
+    /// One pass over every socket; whether any frame came in.
+    fn serve_ports(&mut self, now: u64) -> bool {
+        let mut busy = false;
+        for port in &mut self.ports {
+            let (link, mac, addr) = (port.link, port.mac, port.addr);
+            for xsk in &mut port.sockets {
+                let engine = &mut self.engine;
+                let pass = xsk.pass(|req, out| answer(engine, link, mac, addr, now, req, out));
+                busy |= pass.received > 0;
+            }
+        }
+        busy
+    }
+
+    fn idle(&self, pfds: &mut [libc::pollfd]) {
+        match self.wait {
+            Wait::Spin => {
+                for xsk in self.ports.iter().flat_map(|p| &p.sockets) {
+                    if xsk.needs_wakeup() {
+                        // SAFETY: a zero-length, non-blocking receive on our own socket.
+                        unsafe {
+                            libc::recvfrom(
+                                xsk.fd(),
+                                std::ptr::null_mut(),
+                                0,
+                                libc::MSG_DONTWAIT,
+                                std::ptr::null_mut(),
+                                std::ptr::null_mut(),
+                            )
+                        };
+                    }
+                }
+                std::hint::spin_loop();
+            }
+            Wait::Poll => {
+                // SAFETY: `pfds` is a live array of pollfd of the length passed. An error
+                // (EINTR on a signal) just ends the wait early.
+                unsafe {
+                    libc::poll(
+                        pfds.as_mut_ptr(),
+                        pfds.len() as libc::nfds_t,
+                        IDLE_POLL.as_millis() as libc::c_int,
+                    )
+                };
+            }
+        }
+    }
+
+    fn read_mail(&mut self) {
+        while let Some(msg) = self.mailboxes[self.index as usize].pop() {
+            match msg {
+                Message::Need { subnet, from } => {
+                    let mut lent = Vec::new();
+                    self.engine.leases_mut().lend(subnet, LEND_MAX, &mut lent);
+                    if lent.is_empty() {
+                        continue;
+                    }
+                    let n = lent.len();
+                    if let Err(Message::Lend(back)) =
+                        self.mailboxes[from as usize].push(Message::Lend(lent.into()))
+                    {
+                        self.engine.leases_mut().adopt(&back);
+                    } else {
+                        tracing::debug!(
+                            "pool balancing: worker {} lends {n} addresses to worker {from}",
+                            self.index
+                        );
+                    }
+                }
+                Message::Lend(addrs) => {
+                    self.engine.leases_mut().adopt(&addrs);
+                }
+            }
+        }
+    }
+
+    fn ask_for_addresses(&mut self) {
+        let me = self.index;
+        let starving: Vec<u16> = self.engine.leases_mut().take_starving().collect();
+        for subnet in starving {
+            for (i, mailbox) in self.mailboxes.iter().enumerate() {
+                if i != me as usize {
+                    // A full mailbox means that shard is swamped; the next shortage asks again.
+                    let _ = mailbox.push(Message::Need { subnet, from: me });
+                }
+            }
+        }
+    }
+}
+
+/// Turns a request frame into a reply frame written at the start of `out`.
+fn answer(
+    engine: &mut Engine,
+    link: LinkId,
+    mac: [u8; 6],
+    addr: Ipv4Addr,
+    now: u64,
+    req: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let udp = frame::parse_udp(req)?;
+    if udp.addr.dst_port != SERVER_PORT {
+        return None;
+    }
+    let broadcast = udp.addr.dst_ip.is_broadcast() || udp.addr.dst_mac == [0xff; 6];
+    let meta = RxMeta {
+        link,
+        local_addr: if broadcast { addr } else { udp.addr.dst_ip },
+        broadcast,
+    };
+    match engine.handle(udp.payload, &meta, now, &mut out[HEADROOM..]) {
+        Outcome::Reply(reply) => {
+            let a = reply.addressing(mac, udp.addr.src_mac);
+            Some(frame::write_udp(out, &a, reply.len))
+        }
+        Outcome::Done | Outcome::Dropped(_) => None,
+    }
+}
