@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod journal;
 pub mod netif;
 pub mod packet;
 pub mod shutdown;

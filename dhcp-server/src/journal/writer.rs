@@ -1,0 +1,375 @@
+//! The append path and the flusher.
+//!
+//! Each shard has one `ShardWriter`, owned by its worker thread: appending copies the
+//! frame into the mapped segment and publishes the segment's end and the shard's
+//! `written` sequence number with atomic stores. No lock and no system call, except when
+//! the segment is full (rolling creates the next one) and when the flusher sleeps for
+//! want of work (one wake-up, which only happens when the server is nearly idle).
+//!
+//! One flusher thread does group commit for all shards: it notes each shard's `written`,
+//! msyncs every byte range written since its last pass, then publishes that number as the
+//! shard's `durable` and signals the shard's eventfd. While one msync runs, the workers
+//! keep appending; the next pass commits all of that at once, so the commit rate follows
+//! the load without any fixed delay.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use super::error::{Error, Result};
+use super::record::{FailoverRecord, LeaseRecord, Record, ReservationRecord};
+use super::replay::Sealed;
+use super::segment::{self, Kind, Name, Segment, HEADER_LEN};
+use super::Durability;
+
+/// How long the flusher spins for new work before it sleeps (a wake-up costs the writer
+/// a system call, so under steady load the flusher should not have fallen asleep).
+const SPIN: Duration = Duration::from_micros(50);
+/// The flusher's longest sleep: bounds how late a stop request or a retry is seen.
+const IDLE: Duration = Duration::from_millis(100);
+/// In async mode, how often written data is pushed to disk anyway.
+const ASYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// After a failed msync, the pause before the next try.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// What a shard's writer shares with the flusher and the compactor.
+pub(crate) struct ShardShared {
+    pub index: u32,
+    /// Sequence number of the last record fully in the mapping.
+    pub written: AtomicU64,
+    /// Sequence number of the last record on disk.
+    pub durable: AtomicU64,
+    /// Segments with bytes the flusher may still have to sync, oldest first; the last
+    /// is the open one. Locked by the writer only when it rolls.
+    pub segments: Mutex<Vec<Arc<Segment>>>,
+    /// Sealed log segments waiting for compaction, in number order.
+    pub sealed: Mutex<Vec<Sealed>>,
+    /// Signalled (eventfd counter) after each commit that moved `durable`.
+    pub event: OwnedFd,
+    /// The flusher's last msync of this shard failed (durable is not moving).
+    pub failing: AtomicBool,
+}
+
+impl ShardShared {
+    pub fn new(index: u32, last_seq: u64, open: Arc<Segment>, sealed: Vec<Sealed>) -> Result<Self> {
+        // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor
+        // that we own from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::io(
+                "create eventfd",
+                PathBuf::new(),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(ShardShared {
+            index,
+            written: AtomicU64::new(last_seq),
+            durable: AtomicU64::new(last_seq),
+            segments: Mutex::new(vec![open]),
+            sealed: Mutex::new(sealed),
+            // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
+            event: unsafe { OwnedFd::from_raw_fd(fd) },
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live local buffer to our eventfd. A full counter
+        // (EAGAIN) still leaves the fd readable, which is all a waiter needs.
+        unsafe { libc::write(self.event.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+}
+
+/// What all writers, the flusher and the compactor share.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub generation: u64,
+    pub durability: Durability,
+    pub segment_bytes: u64,
+    pub shards: Vec<Arc<ShardShared>>,
+    pub stop: AtomicBool,
+    pub flusher_idle: AtomicBool,
+    pub flusher: OnceLock<Thread>,
+    pub compactor: OnceLock<Thread>,
+}
+
+impl Shared {
+    fn wake_compactor(&self) {
+        if let Some(t) = self.compactor.get() {
+            t.unpark();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data under these locks stays consistent at every await point: a panicking
+    // holder leaves nothing half-done, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One shard's append handle. Owned by the worker that owns the shard's leases.
+pub struct ShardWriter {
+    shared: Arc<Shared>,
+    shard: Arc<ShardShared>,
+    seg: Arc<Segment>,
+    /// Where the next frame goes in `seg` (the writer's own copy of `seg.end`).
+    end: usize,
+    next_seq: u64,
+    next_number: u64,
+}
+
+impl ShardWriter {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        shard: Arc<ShardShared>,
+        seg: Arc<Segment>,
+        next_seq: u64,
+        next_number: u64,
+    ) -> Self {
+        let end = seg.end.load(Ordering::Relaxed);
+        ShardWriter {
+            shared,
+            shard,
+            seg,
+            end,
+            next_seq,
+            next_number,
+        }
+    }
+
+    /// Appends a record and returns its sequence number. In sync mode the record is
+    /// durable once `durable() >= seq`; in async mode it already counts as durable.
+    ///
+    /// Errors: `InvalidRecord` (a field over its limit; nothing written), `NoSpace` (the
+    /// segment is full and the next could not be reserved; nothing written: stop ACKing,
+    /// try again later), `Io`.
+    pub fn append(&mut self, rec: &Record<'_>) -> Result<u64> {
+        let payload = rec.encoded_len()?;
+        let len = segment::frame_len(payload);
+        if self.end + len > self.seg.capacity() {
+            self.roll()?;
+        }
+        let seq = self.next_seq;
+        // SAFETY: `[end, end + len)` lies inside the mapping (checked above; a fresh
+        // segment has room for the largest frame, see `Options::check`). Only this writer
+        // ever stores into the mapping, and only at or past `end`, which no other thread
+        // reads before we publish it below (the flusher only hands published ranges to
+        // msync, which creates no Rust reference). The file was fallocated to its full
+        // size and is never truncated, so the store cannot fault.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(self.seg.map.as_mut_ptr().add(self.end), len) };
+        segment::write_frame(buf, seq, rec, payload);
+        self.end += len;
+        self.next_seq += 1;
+        self.seg.last_seq.store(seq, Ordering::Relaxed);
+        self.seg.end.store(self.end, Ordering::Release);
+        match self.shared.durability {
+            Durability::Async => {
+                self.shard.written.store(seq, Ordering::Release);
+                self.shard.durable.store(seq, Ordering::Release);
+            }
+            Durability::Sync => {
+                // SeqCst pairs with the flusher's store of `flusher_idle` then load of
+                // `written`: either it sees this record or we see it asleep.
+                self.shard.written.store(seq, Ordering::SeqCst);
+                if self.shared.flusher_idle.load(Ordering::SeqCst) {
+                    if let Some(t) = self.shared.flusher.get() {
+                        t.unpark();
+                    }
+                }
+            }
+        }
+        Ok(seq)
+    }
+
+    pub fn append_lease(&mut self, rec: &LeaseRecord<'_>) -> Result<u64> {
+        self.append(&Record::Lease(*rec))
+    }
+
+    pub fn append_reservation(&mut self, rec: &ReservationRecord<'_>) -> Result<u64> {
+        self.append(&Record::ReservationAdded(*rec))
+    }
+
+    pub fn remove_reservation(&mut self, stamp: u64, addr: std::net::Ipv4Addr) -> Result<u64> {
+        self.append(&Record::ReservationRemoved { stamp, addr })
+    }
+
+    pub fn append_failover(&mut self, rec: &FailoverRecord<'_>) -> Result<u64> {
+        self.append(&Record::Failover(*rec))
+    }
+
+    /// Moves to a new segment. On failure nothing changes, so the append can be retried.
+    fn roll(&mut self) -> Result<()> {
+        let name = Name {
+            generation: self.shared.generation,
+            shard: self.shard.index,
+            kind: Kind::Log,
+            number: self.next_number,
+        };
+        let seg = Arc::new(Segment::create(
+            &self.shared.dir,
+            name,
+            self.next_seq,
+            self.shared.segment_bytes,
+        )?);
+        self.next_number += 1;
+        let old = std::mem::replace(&mut self.seg, Arc::clone(&seg));
+        self.end = HEADER_LEN;
+        old.sealed.store(true, Ordering::Release);
+        lock(&self.shard.segments).push(seg);
+        lock(&self.shard.sealed).push(Sealed {
+            number: old.number,
+            path: old.path.clone(),
+            last_seq: old.last_seq.load(Ordering::Relaxed),
+        });
+        self.shared.wake_compactor();
+        Ok(())
+    }
+
+    /// The sequence number of the last record on disk (in async mode: written).
+    pub fn durable(&self) -> u64 {
+        self.shard.durable.load(Ordering::Acquire)
+    }
+
+    /// The sequence number of the last record appended.
+    pub fn written(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Readable (poll POLLIN) after a commit moved `durable()`. Call `clear_wakeup` once
+    /// woken, then compare `durable()` with the sequence numbers you hold ACKs for.
+    pub fn wakeup_fd(&self) -> BorrowedFd<'_> {
+        self.shard.event.as_fd()
+    }
+
+    /// Resets the wake-up fd (reads the eventfd counter; never blocks).
+    pub fn clear_wakeup(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local buffer from our non-blocking
+        // eventfd; EAGAIN (nothing pending) is fine.
+        unsafe { libc::read(self.shard.event.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+    }
+
+    /// Blocks (poll on the wake-up fd) until `durable() >= seq` or `timeout` passes.
+    /// For callers that are not packet loops: tools, the control thread, tests.
+    pub fn wait_durable(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.durable() >= seq {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.shard.event.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, 1000) as i32;
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+            self.clear_wakeup();
+        }
+    }
+
+    /// The shard this writer appends to.
+    pub fn shard(&self) -> usize {
+        self.shard.index as usize
+    }
+
+    /// Whether the flusher's last attempt to sync this shard failed (I/O error): the
+    /// records stay in the mapping and are retried; `durable()` does not move meanwhile.
+    pub fn failing(&self) -> bool {
+        self.shard.failing.load(Ordering::Relaxed)
+    }
+}
+
+/// Syncs what the shard wrote since the last pass. Returns whether there was any.
+fn flush_shard(shared: &Shared, sh: &ShardShared, segs: &mut Vec<Arc<Segment>>) -> bool {
+    let target = sh.written.load(Ordering::SeqCst);
+    segs.clear();
+    segs.extend(lock(&sh.segments).iter().cloned());
+    let mut did = false;
+    for seg in segs.iter() {
+        let end = seg.end.load(Ordering::Acquire);
+        let from = seg.synced.load(Ordering::Relaxed);
+        if end <= from {
+            continue;
+        }
+        did = true;
+        // msync(MS_SYNC) of the dirty range only (measured faster here than fdatasync
+        // of the whole file; see docs/journal.md).
+        if let Err(e) = seg.map.flush_range(from, end - from) {
+            if !sh.failing.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    "journal: cannot sync {}: {e}; holding ACKs of shard {} until it works",
+                    seg.path.display(),
+                    sh.index
+                );
+            }
+            std::thread::sleep(RETRY);
+            return true;
+        }
+        seg.synced.store(end, Ordering::Relaxed);
+    }
+    if sh.failing.swap(false, Ordering::Relaxed) {
+        tracing::warn!("journal: shard {} syncs again", sh.index);
+    }
+    lock(&sh.segments).retain(|s| {
+        !(s.sealed.load(Ordering::Acquire)
+            && s.synced.load(Ordering::Relaxed) >= s.end.load(Ordering::Acquire))
+    });
+    if shared.durability == Durability::Sync && target > sh.durable.load(Ordering::Relaxed) {
+        sh.durable.store(target, Ordering::Release);
+        sh.signal();
+    }
+    did
+}
+
+fn pending(shared: &Shared) -> bool {
+    shared
+        .shards
+        .iter()
+        .any(|s| s.written.load(Ordering::SeqCst) > s.durable.load(Ordering::Relaxed))
+}
+
+/// The flusher thread's body: commit passes until asked to stop, then a last one.
+pub(crate) fn flusher(shared: Arc<Shared>) {
+    let mut segs = Vec::new();
+    loop {
+        let stopping = shared.stop.load(Ordering::Acquire);
+        let mut did = false;
+        for sh in &shared.shards {
+            did |= flush_shard(&shared, sh, &mut segs);
+        }
+        if stopping {
+            return;
+        }
+        if shared.durability == Durability::Async {
+            std::thread::park_timeout(ASYNC_INTERVAL);
+            continue;
+        }
+        if did {
+            continue;
+        }
+        let spin_until = Instant::now() + SPIN;
+        while !pending(&shared) && Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+        if pending(&shared) {
+            continue;
+        }
+        shared.flusher_idle.store(true, Ordering::SeqCst);
+        if !pending(&shared) && !shared.stop.load(Ordering::SeqCst) {
+            std::thread::park_timeout(IDLE);
+        }
+        shared.flusher_idle.store(false, Ordering::SeqCst);
+    }
+}
