@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's own automation. `setup` installs what the tests need on a
-//! fresh machine, `test` runs every test, `demo` shows the server handing leases to real
+//! fresh machine (the eBPF toolchain included), `build-ebpf` builds the XDP program the
+//! server embeds, `test` runs every test, `demo` shows the server handing leases to real
 //! clients in a lab of network namespaces, `lab` manages that lab by hand, `bench` measures
 //! the server against Kea and ISC dhcpd in it.
 
 mod bench;
 mod demo;
+mod ebpf;
 mod lab;
 
 use std::process::{Command, ExitCode};
@@ -20,8 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the real clients and tools the tests use, where missing (needs root).
+    /// Install the real clients and tools the tests use, and the eBPF toolchain, where
+    /// missing (packages need root).
     Setup,
+    /// Build the XDP program (dhcp-ebpf) into target/ebpf/, where the server's build finds it.
+    BuildEbpf,
     /// Setup, then every test in the workspace.
     Test,
     /// The main job: a real server in a namespace lab handing leases to real clients.
@@ -49,8 +54,11 @@ enum LabAction {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Task::Setup => setup(),
-        Task::Test => setup().and_then(|()| test()),
-        Task::Demo => setup().and_then(|()| demo::run()),
+        Task::BuildEbpf => ebpf::build(),
+        Task::Test => setup().and_then(|()| ebpf::build()).and_then(|()| test()),
+        Task::Demo => setup()
+            .and_then(|()| ebpf::build())
+            .and_then(|()| demo::run()),
         Task::Lab {
             action: LabAction::Up,
         } => lab::up(),
@@ -63,7 +71,9 @@ fn main() -> ExitCode {
         Task::Lab {
             action: LabAction::Status,
         } => lab::status(),
-        Task::Bench { quick } => setup().and_then(|()| bench::run(quick)),
+        Task::Bench { quick } => setup()
+            .and_then(|()| ebpf::build())
+            .and_then(|()| bench::run(quick)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +92,7 @@ const NEEDED: &[(&str, &str)] = &[
     ("udhcpc", "udhcpc"),
     ("perfdhcp", "kea-admin"),
     ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
 ];
 
 fn on_path(program: &str) -> bool {
@@ -110,6 +121,7 @@ pub fn sh(cmd: &mut Command) -> Result {
 
 /// Installs the missing packages. Idempotent: with everything present it does nothing.
 fn setup() -> Result {
+    ebpf::setup()?;
     let missing: Vec<&str> = NEEDED
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))

@@ -75,7 +75,8 @@ impl Counters {
 
 /// RFC 3074 §6 mixing table: a permutation of 0..=255. Checked value for value against
 /// ISC dhcpd's `loadb_mx_tbl`, so our buckets are the ones a dhcpd failover partner
-/// computes.
+/// computes. Sixteen to a row, so it reads against the RFC's.
+#[rustfmt::skip]
 static MIX: [u8; 256] = [
     251, 175, 119, 215,  81,  14,  79, 191, 103,  49, 181, 143, 186, 157,   0, 232,
      31,  32,  55,  60, 152,  58,  17, 237, 174,  70, 160, 144, 220,  90,  57, 223,

@@ -1,0 +1,296 @@
+//! The XDP steering program on the server side of a namespace lab's veth: the kernel's
+//! own traffic (ARP, ICMP, TCP) still flows while it is attached, DHCP requests with no
+//! worker socket yet and garbled frames to port 67 land in the right counters, a second
+//! program is refused, and nothing stays attached after a drop or a `kill -9`. Needs root;
+//! see `common`.
+
+// Shared by every test binary; this one uses only the lab.
+#[allow(dead_code)]
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{require, Lab};
+use dhcp_server::packet::PacketSocket;
+use dhcp_server::xdp::program::{AttachMode, SteerProgram, XdpError};
+
+const SERVER: &str = "192.0.2.1";
+const SERVER_CIDR: &str = "192.0.2.1/24";
+const CLIENT_CIDR: &str = "192.0.2.2/24";
+/// Set in the re-executed test binary that attaches and waits to be killed.
+const CHILD_ENV: &str = "DHCP_XDP_TEST_ATTACH_TO";
+
+/// Runs `f` on a thread that has entered network namespace `ns`: interface names, the
+/// attach and new sockets then refer to that namespace.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = File::open(format!("/run/netns/{ns}")).expect("namespace exists");
+            // SAFETY: setns(2) on a descriptor we hold open; it changes this thread only.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in namespace")
+    })
+}
+
+fn attach(lab: &Lab, workers: u32, queues: u32) -> Result<SteerProgram, XdpError> {
+    in_netns(&lab.server_ns, || {
+        SteerProgram::attach(&lab.server_if, workers, queues)
+    })
+}
+
+/// Whether `ip -d link show` reports an XDP program on the server's interface.
+fn xdp_attached(lab: &Lab) -> bool {
+    let out = lab.in_server("ip", &["-d", "link", "show", "dev", &lab.server_if]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.contains("xdp")
+}
+
+fn wait_detached(lab: &Lab) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xdp_attached(lab) {
+        assert!(Instant::now() < deadline, "XDP program still attached");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An Ethernet frame carrying IPv4/UDP from the client to port 67, with an optional VLAN
+/// tag; the IPv4 checksum is right, the UDP one absent (allowed over IPv4).
+fn udp_frame(vlan: Option<u16>, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    if let Some(id) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&id.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&[0, 0, 0, 0, 255, 255, 255, 255]);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&68u16.to_be_bytes());
+    f.extend_from_slice(&dst_port.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A DHCPDISCOVER from `mac`, with `options` after message type 53.
+fn discover(mac: [u8; 6], options: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; 236];
+    m[0] = 1; // BOOTREQUEST
+    m[1] = 1;
+    m[2] = 6;
+    m[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    m[10] = 0x80; // broadcast
+    m[28..34].copy_from_slice(&mac);
+    m.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
+    m.extend_from_slice(options);
+    m.push(255);
+    m
+}
+
+fn send(lab: &Lab, frames: &[Vec<u8>]) {
+    let socket = in_netns(&lab.client_ns, || PacketSocket::open(&lab.client_if))
+        .expect("packet socket in the client namespace");
+    for f in frames {
+        socket.send_one(f).expect("send frame");
+    }
+}
+
+/// Waits (bounded) until the counters satisfy `done`, returning the last reading.
+fn counters_until(
+    program: &SteerProgram,
+    done: impl Fn(&dhcp_ebpf_common::Counters) -> bool,
+) -> dhcp_ebpf_common::Counters {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = program.counters().expect("counters");
+        if done(&c) || Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kernel_traffic_passes_and_port_67_is_counted() {
+    let Some(lab) = Lab::new("xdp_counters", SERVER_CIDR) else {
+        return;
+    };
+    require("ping");
+    lab.in_client("ip", &["addr", "add", CLIENT_CIDR, "dev", &lab.client_if]);
+    let program = attach(&lab, 2, 1).expect("attach");
+    assert_eq!(
+        program.mode(),
+        AttachMode::Driver,
+        "veth runs XDP in the driver"
+    );
+    assert!(xdp_attached(&lab));
+
+    // ARP and ICMP, then a TCP connection: all the kernel's.
+    lab.in_client("ping", &["-c", "3", "-i", "0.2", "-W", "2", SERVER]);
+    let listener = in_netns(&lab.server_ns, || TcpListener::bind((SERVER, 647)))
+        .expect("listen in the server namespace");
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).expect("read");
+        conn.write_all(&buf).expect("echo");
+    });
+    let mut conn = in_netns(&lab.client_ns, || TcpStream::connect((SERVER, 647)))
+        .expect("TCP connect through the XDP program");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"hello").unwrap();
+    let mut echo = [0u8; 5];
+    conn.read_exact(&mut echo).expect("TCP echo");
+    assert_eq!(&echo, b"hello");
+    server.join().unwrap();
+    let before = program.counters().expect("counters");
+    assert!(before.passed >= 5, "ARP, ICMP and TCP counted: {before:?}");
+    assert_eq!(
+        (before.redirected, before.malformed, before.no_socket),
+        (0, 0, 0)
+    );
+
+    // Requests, with no socket registered: counted and left to the kernel.
+    let mac = [0x02, 0, 0, 0, 0, 0x10];
+    let requests = vec![
+        udp_frame(None, 67, &discover(mac, &[])),
+        udp_frame(None, 67, &discover(mac, &[61, 7, 1, 2, 0, 0, 0, 0, 1])),
+        udp_frame(
+            Some(7),
+            67,
+            &discover(mac, &[0, 0, 12, 3, b'a', b'b', b'c']),
+        ),
+        // No END: the field runs to the end of the frame.
+        udp_frame(None, 67, &discover(mac, &[])[..243]),
+    ];
+    // Port 67 but not a request we could steer: dropped.
+    let mut reply = discover(mac, &[]);
+    reply[0] = 2;
+    let mut bad_cookie = discover(mac, &[]);
+    bad_cookie[236] = 0;
+    let mut big_hlen = discover(mac, &[]);
+    big_hlen[2] = 17;
+    let garbled = vec![
+        udp_frame(None, 67, &discover(mac, &[])[..200]),
+        udp_frame(None, 67, &reply),
+        udp_frame(None, 67, &bad_cookie),
+        udp_frame(None, 67, &big_hlen),
+        // Option 61 says 20 octets; the frame ends two octets in.
+        udp_frame(None, 67, &discover(mac, &[61, 20, 1, 2, 3])[..247]),
+    ];
+    // Other UDP: the kernel's.
+    let other = vec![udp_frame(None, 68, &discover(mac, &[]))];
+    send(&lab, &requests);
+    send(&lab, &garbled);
+    send(&lab, &other);
+    let after = counters_until(&program, |c| {
+        c.no_socket >= 4 && c.malformed >= 5 && c.passed > before.passed
+    });
+    assert_eq!(after.no_socket, 4, "{after:?}");
+    assert_eq!(after.malformed, 5, "{after:?}");
+    assert_eq!(after.redirected, 0, "{after:?}");
+    assert!(after.passed > before.passed, "{after:?}");
+    assert_eq!(
+        program.redirected_per_socket().expect("per socket"),
+        vec![0, 0]
+    );
+}
+
+#[test]
+fn a_second_program_is_refused_and_drop_detaches() {
+    let Some(lab) = Lab::new("xdp_busy", SERVER_CIDR) else {
+        return;
+    };
+    let mut first = attach(&lab, 1, 1).expect("attach");
+    match attach(&lab, 1, 1) {
+        Err(e @ XdpError::Busy { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("ip link show dev"), "{message}");
+            assert!(message.contains("xdp off"), "{message}");
+        }
+        Err(e) => panic!("second attach: {e}"),
+        Ok(_) => panic!("a second program was attached"),
+    }
+    assert!(matches!(
+        first.register(1, 0, 0),
+        Err(XdpError::NoSlot { .. })
+    ));
+    assert!(xdp_attached(&lab), "the first program stays");
+    drop(first);
+    wait_detached(&lab);
+    // And the interface is free again.
+    let again = attach(&lab, 1, 1).expect("attach after drop");
+    drop(again);
+    wait_detached(&lab);
+}
+
+#[test]
+fn a_killed_process_leaves_nothing_attached() {
+    if let Ok(ifname) = std::env::var(CHILD_ENV) {
+        // The re-executed child, already inside the server namespace.
+        let _program = SteerProgram::attach(&ifname, 1, 1).expect("child attach");
+        println!("attached");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let Some(lab) = Lab::new("xdp_kill", SERVER_CIDR) else {
+        return;
+    };
+    let me = std::env::current_exe().unwrap();
+    let mut child = Lab::cmd(&lab.server_ns, me.to_str().unwrap())
+        .args([
+            "--exact",
+            "a_killed_process_leaves_nothing_attached",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &lab.server_if)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("re-exec the test binary");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("attached") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let attached = rx.recv_timeout(Duration::from_secs(20));
+    if attached.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the child never attached");
+    }
+    assert!(xdp_attached(&lab), "the child's program is attached");
+    // `ip netns exec` execs the test binary, so this is the process holding the link.
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    wait_detached(&lab);
+}
