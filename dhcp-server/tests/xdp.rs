@@ -227,25 +227,21 @@ fn exchange() -> Vec<(u8, Vec<u8>, Ipv4Addr, Ipv4Addr)> {
     ]
 }
 
+/// Where a reply went: the Ethernet destination by role (the veths' MACs differ from lab
+/// to lab), the IP source and destination, the UDP port.
+type Place = (String, Ipv4Addr, Ipv4Addr, u16);
+
 /// What a reply was: where it went and the DHCP message, decoded so that a field that
 /// differs is named in the failure.
-type Seen = (Addressing, v4::Message);
+type Seen = (Place, v4::Message);
 
 /// Sends the exchange from the client namespace and collects every reply, in order.
 fn record(lab: &Lab) -> Vec<Vec<Seen>> {
     let iface = lab.client_if.clone();
-    let server_mac = {
-        let out = lab.in_server(
-            "cat",
-            &[&format!("/sys/class/net/{}/address", lab.server_if)],
-        );
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let mut m = [0u8; 6];
-        for (b, p) in m.iter_mut().zip(text.split(':')) {
-            *b = u8::from_str_radix(p, 16).unwrap();
-        }
-        m
-    };
+    let server_mac = if_mac(&lab.server_ns, &lab.server_if);
+    // A client with an address sends from its interface, whose MAC the kernel's ARP
+    // finds; one without sends from its chaddr, as dhclient's packet socket does.
+    let client_mac = if_mac(&lab.client_ns, &lab.client_if);
     in_netns(&lab.client_ns, move || {
         let sock = PacketSocket::open(&iface).unwrap();
         let mut replies = Vec::new();
@@ -258,7 +254,11 @@ fn record(lab: &Lab) -> Vec<Vec<Seen>> {
                 } else {
                     server_mac
                 },
-                src_mac: mac(n),
+                src_mac: if src.is_unspecified() {
+                    mac(n)
+                } else {
+                    client_mac
+                },
                 src_ip: src,
                 dst_ip: dst,
                 src_port: 68,
@@ -266,14 +266,37 @@ fn record(lab: &Lab) -> Vec<Vec<Seen>> {
             };
             let len = frame::write_udp(&mut buf, &a, payload.len());
             sock.send_one(&buf[..len]).unwrap();
-            replies.push(collect(&sock));
+            replies.push(collect(&sock, |m| {
+                if m == [0xff; 6] {
+                    "broadcast".into()
+                } else if m == client_mac {
+                    "client interface".into()
+                } else if m[..5] == CLIENT_MAC[..5] {
+                    format!("chaddr of client {}", m[5])
+                } else {
+                    format!("{m:02x?}")
+                }
+            }));
         }
         replies
     })
 }
 
+fn if_mac(ns: &str, ifname: &str) -> [u8; 6] {
+    let out = Lab::cmd(ns, "cat")
+        .arg(format!("/sys/class/net/{ifname}/address"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(text.split(':')) {
+        *b = u8::from_str_radix(p, 16).unwrap();
+    }
+    m
+}
+
 /// Replies from the server seen within half a second.
-fn collect(sock: &PacketSocket) -> Vec<Seen> {
+fn collect(sock: &PacketSocket, role: impl Fn([u8; 6]) -> String) -> Vec<Seen> {
     let mut got = Vec::new();
     let mut bufs = vec![[0u8; dhcp_server::packet::FRAME]; 8];
     let mut lens = vec![0usize; 8];
@@ -285,8 +308,9 @@ fn collect(sock: &PacketSocket) -> Vec<Seen> {
                 continue;
             };
             if udp.addr.src_port == 67 {
+                let a = udp.addr;
                 got.push((
-                    udp.addr,
+                    (role(a.dst_mac), a.src_ip, a.dst_ip, a.dst_port),
                     v4::Message::decode(&mut v4::Decoder::new(udp.payload)).unwrap(),
                 ));
             }
@@ -319,11 +343,7 @@ fn xdp_and_udp_answer_a_recorded_exchange_identically() {
         assert_eq!(u.len(), x.len(), "request {i}: udp {u:#?}\nxdp {x:#?}");
         for ((ua, um), (xa, xm)) in u.iter().zip(x) {
             assert_eq!(um, xm, "request {i}: the DHCP replies differ");
-            assert_eq!(
-                (ua.dst_mac, ua.src_ip, ua.dst_ip, ua.dst_port),
-                (xa.dst_mac, xa.src_ip, xa.dst_ip, xa.dst_port),
-                "request {i}: the replies went to different places"
-            );
+            assert_eq!(ua, xa, "request {i}: the replies went to different places");
         }
     }
 }

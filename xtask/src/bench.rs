@@ -9,7 +9,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::lab::{self, in_ns, Lab, BRIDGE, LOAD, SERVER_NS};
+use crate::lab::{self, in_ns, Lab, LOAD, SERVER_IF, SERVER_NS};
 use crate::{is_root, Result};
 
 /// The drop ratio a rate may have and still count (ISC's method for Kea's figures).
@@ -86,24 +86,37 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn servers(dir: &std::path::Path, ours: &str) -> Result<Vec<Server>> {
-    let mut args = vec![
-        "RUST_LOG=info,dhcp_server::engine=warn".to_owned(),
-        ours.to_owned(),
+    let ours_with = |backend: &[&str]| {
+        let mut args = vec![
+            "RUST_LOG=info,dhcp_server::engine=warn".to_owned(),
+            ours.to_owned(),
+        ];
+        args.extend(lab::one_liner());
+        args.extend(backend.iter().map(|s| s.to_string()));
+        args
+    };
+    let mut list = vec![
+        Server {
+            name: "dhcp-server (xdp, 2 workers)",
+            program: "env".into(),
+            args: ours_with(&["--backend", "xdp", "--workers", "2"]),
+            ready: "ready",
+            start_rate: 8000,
+        },
+        Server {
+            name: "dhcp-server (udp backend)",
+            program: "env".into(),
+            args: ours_with(&["--backend", "udp"]),
+            ready: "ready",
+            start_rate: 4000,
+        },
     ];
-    args.extend(lab::one_liner());
-    let mut list = vec![Server {
-        name: "dhcp-server (udp backend)",
-        program: "env".into(),
-        args,
-        ready: "ready",
-        start_rate: 4000,
-    }];
     let kea = dir.join("kea-dhcp4.json");
     fs::write(
         &kea,
         format!(
             r#"{{"Dhcp4": {{
-  "interfaces-config": {{ "interfaces": ["{BRIDGE}"], "dhcp-socket-type": "raw" }},
+  "interfaces-config": {{ "interfaces": ["{SERVER_IF}"], "dhcp-socket-type": "raw" }},
   "lease-database": {{ "type": "memfile", "persist": true, "name": "{leases}", "lfc-interval": 0 }},
   "multi-threading": {{ "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64 }},
   "valid-lifetime": 3600,
@@ -156,7 +169,7 @@ fn servers(dir: &std::path::Path, ours: &str) -> Result<Vec<Server>> {
             &leases,
             "-pf",
             &dir.join("dhcpd.pid").display().to_string(),
-            BRIDGE,
+            SERVER_IF,
         ]
         .map(String::from)
         .to_vec(),

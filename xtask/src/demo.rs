@@ -1,12 +1,13 @@
-//! The lab demo: the release build of the server on the lab's bridge, then dhclient, udhcpc
-//! and perfdhcp asking it for leases. It prints what each client got and tears the lab
-//! down, also when a step fails.
+//! The lab demo: the release build of the server in the lab with the XDP backend and two
+//! AF_XDP workers, then dhclient, udhcpc and perfdhcp asking it for leases. It prints what
+//! each client got and what each worker and the XDP program saw, and tears the lab down,
+//! also when a step fails.
 
 use std::fs;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::lab::{self, in_ns, Lab, BRIDGE, DHCLIENT, LOAD, SERVER_NS, UDHCPC};
+use crate::lab::{self, in_ns, Lab, DHCLIENT, LOAD, SERVER_IF, SERVER_NS, UDHCPC};
 use crate::{is_root, sh, Result};
 
 pub fn run() -> Result {
@@ -16,20 +17,44 @@ pub fn run() -> Result {
     let server = lab::release_binary("dhcp-server", "dhcp-server")?;
     let mut lab = Lab::start("dhcp-server-demo")?;
     println!(
-        "lab: server namespace {SERVER_NS} on bridge {BRIDGE} ({}); clients {}, {}, {}",
+        "lab: server namespace {SERVER_NS} on {SERVER_IF} ({}); clients {}, {}, {}",
         lab::SERVER_ADDR,
         DHCLIENT.0,
         UDHCPC.0,
         LOAD.0
     );
     let mut args = lab::one_liner();
-    args.extend(["--dns", "198.18.0.53", "--lease-time", "600"].map(String::from));
+    args.extend(
+        [
+            "--dns",
+            "198.18.0.53",
+            "--lease-time",
+            "600",
+            "--backend",
+            "xdp",
+            "--workers",
+            "2",
+        ]
+        .map(String::from),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.spawn(SERVER_NS, &server, &args, "server.log")?;
-    lab.wait_for("server.log", "ready", Duration::from_secs(10))?;
+    let pid = lab.spawn(SERVER_NS, &server, &args, "server.log")?;
+    let log = lab.wait_for("server.log", "ready", Duration::from_secs(10))?;
+    let ready = log
+        .lines()
+        .find(|l| l.contains("ready"))
+        .unwrap_or_default();
     println!(
-        "server: ready (dhcp-server run --interface {BRIDGE} --subnet {} ...)",
+        "server: dhcp-server run --interface {SERVER_IF} --subnet {} ... --backend xdp --workers 2",
         lab::SUBNET
+    );
+    println!(
+        "  {}",
+        ready
+            .split_once("ready")
+            .map_or(ready, |r| r.1)
+            .trim_start_matches(':')
+            .trim()
     );
 
     let script = lab.script("dhclient-script", "echo \"$reason $new_ip_address $new_routers $new_domain_name_servers $new_dhcp_lease_time\"")?;
@@ -94,12 +119,17 @@ pub fn run() -> Result {
     {
         println!("  {l}");
     }
+    lab.stop(pid);
     let log = fs::read_to_string(lab.dir.join("server.log")).unwrap_or_default();
     let acks = log.lines().filter(|l| l.contains("DHCPACK on")).count();
-    println!(
-        "server: {acks} DHCPACKs logged; log kept at {}",
-        lab.dir.join("server.log").display()
-    );
+    println!("server: stopped; {acks} DHCPACKs logged");
+    for l in log
+        .lines()
+        .filter(|l| l.contains("worker ") || l.contains("XDP on "))
+    {
+        println!("  {}", l.split_once("INFO ").map_or(l, |r| r.1));
+    }
+    println!("log kept at {}", lab.dir.join("server.log").display());
     Ok(())
 }
 

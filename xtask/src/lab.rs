@@ -1,11 +1,14 @@
-//! The lab: network namespaces joined by veth to a bridge, everything inside
-//! 198.18.0.0/15. `cargo xtask lab up|down|status` manages it by hand; the demo and the
-//! benchmarks bring it up themselves and take it down when done, also on failure.
+//! The lab: network namespaces joined by veth pairs to a bridge in a switch namespace,
+//! everything inside 198.18.0.0/15. The server's interface is a veth end, not the bridge,
+//! so XDP runs in native (driver) mode as it would on a NIC. `cargo xtask lab
+//! up|down|status` manages it by hand; the demo and the benchmarks bring it up themselves
+//! and take it down when done, also on failure.
 //!
 //! Address plan:
 //! | namespace         | interface | address        | role                                  |
 //! |-------------------|-----------|----------------|---------------------------------------|
-//! | dhcplab-srv       | lab-br    | 198.18.0.1/15  | the server under test, on the bridge  |
+//! | dhcplab-srv       | lab-srv   | 198.18.0.1/15  | the server under test                 |
+//! | dhcplab-sw        | lab-br    | (none)         | the bridge every veth's other end is on |
 //! | dhcplab-dhclient  | lab-c0    | (leased)       | dhclient                              |
 //! | dhcplab-udhcpc    | lab-c1    | (leased)       | udhcpc                                |
 //! | dhcplab-load      | lab-c2    | 198.18.0.2/15  | perfdhcp and dhcp-load                |
@@ -19,7 +22,10 @@ use std::time::{Duration, Instant};
 use crate::{sh, Result};
 
 pub const SERVER_NS: &str = "dhcplab-srv";
-pub const BRIDGE: &str = "lab-br";
+/// The server's interface.
+pub const SERVER_IF: &str = "lab-srv";
+const SWITCH_NS: &str = "dhcplab-sw";
+const BRIDGE: &str = "lab-br";
 pub const SERVER_ADDR: &str = "198.18.0.1/15";
 pub const SUBNET: &str = "198.18.0.0/15";
 pub const POOL: (&str, &str) = ("198.18.1.0", "198.19.255.250");
@@ -29,6 +35,14 @@ pub const UDHCPC: (&str, &str) = ("dhcplab-udhcpc", "lab-c1");
 pub const LOAD: (&str, &str) = ("dhcplab-load", "lab-c2");
 const LOAD_ADDR: &str = "198.18.0.2/15";
 const CLIENTS: [(&str, &str); 3] = [DHCLIENT, UDHCPC, LOAD];
+/// Every namespace with its interface, for listing and removal.
+const ALL: [(&str, &str); 5] = [
+    (SERVER_NS, SERVER_IF),
+    (SWITCH_NS, BRIDGE),
+    DHCLIENT,
+    UDHCPC,
+    LOAD,
+];
 
 pub struct Lab {
     pub dir: PathBuf,
@@ -58,30 +72,38 @@ pub fn in_ns(ns: &str, program: &str) -> Command {
 /// Builds the namespaces, veths and bridge (after removing any left by a killed run).
 pub fn up() -> Result {
     down();
-    ip(&["netns", "add", SERVER_NS])?;
-    ip(&["-n", SERVER_NS, "link", "add", BRIDGE, "type", "bridge"])?;
-    ip(&["-n", SERVER_NS, "addr", "add", SERVER_ADDR, "dev", BRIDGE])?;
-    ip(&["-n", SERVER_NS, "link", "set", BRIDGE, "up"])?;
-    ip(&["-n", SERVER_NS, "link", "set", "lo", "up"])?;
-    for (i, (ns, ifname)) in CLIENTS.iter().enumerate() {
+    ip(&["netns", "add", SWITCH_NS])?;
+    ip(&["-n", SWITCH_NS, "link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&["-n", SWITCH_NS, "link", "set", BRIDGE, "up"])?;
+    let server = [(SERVER_NS, SERVER_IF)];
+    for (i, (ns, ifname)) in server.iter().chain(&CLIENTS).enumerate() {
         let port = format!("lab-s{i}");
         ip(&["netns", "add", ns])?;
         ip(&[
-            "link", "add", &port, "netns", SERVER_NS, "type", "veth", "peer", "name", ifname,
+            "link", "add", &port, "netns", SWITCH_NS, "type", "veth", "peer", "name", ifname,
             "netns", ns,
         ])?;
         ip(&[
-            "-n", SERVER_NS, "link", "set", &port, "master", BRIDGE, "up",
+            "-n", SWITCH_NS, "link", "set", &port, "master", BRIDGE, "up",
         ])?;
         ip(&["-n", ns, "link", "set", ifname, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
+    ip(&[
+        "-n",
+        SERVER_NS,
+        "addr",
+        "add",
+        SERVER_ADDR,
+        "dev",
+        SERVER_IF,
+    ])?;
     ip(&["-n", LOAD.0, "addr", "add", LOAD_ADDR, "dev", LOAD.1])
 }
 
 /// Deletes the lab's namespaces, and with them its veths and bridge.
 pub fn down() {
-    for (ns, _) in CLIENTS.iter().chain([&(SERVER_NS, BRIDGE)]) {
+    for (ns, _) in ALL {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
     }
 }
@@ -93,7 +115,7 @@ pub fn status() -> Result {
         .output()
         .map_err(|e| e.to_string())?;
     let listed = String::from_utf8_lossy(&listed.stdout);
-    for (ns, ifname) in CLIENTS.iter().chain([&(SERVER_NS, BRIDGE)]) {
+    for (ns, ifname) in ALL {
         if listed
             .lines()
             .any(|l| l.split_whitespace().next() == Some(ns))
@@ -188,13 +210,13 @@ impl Lab {
     }
 }
 
-/// `dhcp-server` arguments serving the lab's subnet on the bridge, as the one-liner.
+/// `dhcp-server` arguments serving the lab's subnet, as the one-liner.
 pub fn one_liner() -> Vec<String> {
     let range = format!("{}-{}", POOL.0, POOL.1);
     [
         "run",
         "--interface",
-        BRIDGE,
+        SERVER_IF,
         "--subnet",
         SUBNET,
         "--range",
