@@ -242,7 +242,10 @@ fn frame_at(data: &[u8], off: usize) -> Result<(u64, &[u8], usize), Stop> {
         return Err(Stop::BadLength);
     }
     let crc = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-    if crc32c::crc32c(&data[off + 4..off + FRAME_HEADER + len]) != crc {
+    // The padding is outside the CRC but must be zero, so no flipped bit goes unseen.
+    if crc32c::crc32c(&data[off + 4..off + FRAME_HEADER + len]) != crc
+        || data[off + FRAME_HEADER + len..next].iter().any(|&b| b != 0)
+    {
         return Err(Stop::BadCrc);
     }
     let mut s = [0; 8];
