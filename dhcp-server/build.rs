@@ -10,10 +10,22 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo::rerun-if-env-changed=DHCP_EBPF_OBJECT");
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let object = env::var_os("DHCP_EBPF_OBJECT")
-        .map(PathBuf::from)
+    let named = env::var_os("DHCP_EBPF_OBJECT").map(PathBuf::from);
+    let object = named
+        .clone()
         .unwrap_or_else(|| manifest.join("../target/ebpf/bpfel-unknown-none/release/dhcp-ebpf"));
-    println!("cargo::rerun-if-changed={}", object.display());
+    // Cargo counts a missing file as changed, which would rebuild the server every time.
+    // Until `cargo xtask build-ebpf` has run, watch the directory the object will appear
+    // in instead (made here, empty, so that there is something to watch).
+    let watched = match (object.is_file(), &named, object.parent()) {
+        (false, None, Some(dir)) => {
+            fs::create_dir_all(dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            dir.to_path_buf()
+        }
+        _ => object.clone(),
+    };
+    println!("cargo::rerun-if-changed={}", watched.display());
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let code = if object.is_file() {
         // A copy, so a rebuild of the object during this build cannot tear what we embed.
