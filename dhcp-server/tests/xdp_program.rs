@@ -1,8 +1,9 @@
 //! The XDP steering program on the server side of a namespace lab's veth: the kernel's
 //! own traffic (ARP, ICMP, TCP) still flows while it is attached, DHCP requests with no
-//! worker socket yet and garbled frames to port 67 land in the right counters, a second
-//! program is refused, and nothing stays attached after a drop or a `kill -9`. Needs root;
-//! see `common`.
+//! worker socket yet and garbled frames to port 67 land in the right counters, each
+//! request reaches the socket its RFC 3074 hash names (the kernel's hash is the host's), a
+//! second program is refused, and nothing stays attached after a drop or a `kill -9`.
+//! Needs root; see `common`.
 
 // Shared by every test binary; this one uses only the lab.
 #[allow(dead_code)]
@@ -16,8 +17,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{require, Lab};
+use dhcp_ebpf_common::client_key_hash;
 use dhcp_server::packet::PacketSocket;
 use dhcp_server::xdp::program::{AttachMode, SteerProgram, XdpError};
+use dhcp_server::{netif, xdp::xsk};
 
 const SERVER: &str = "192.0.2.1";
 const SERVER_CIDR: &str = "192.0.2.1/24";
@@ -216,6 +219,66 @@ fn kernel_traffic_passes_and_port_67_is_counted() {
         program.redirected_per_socket().expect("per socket"),
         vec![0, 0]
     );
+}
+
+#[test]
+fn requests_reach_the_socket_of_their_hash() {
+    let Some(lab) = Lab::new("xdp_steer", SERVER_CIDR) else {
+        return;
+    };
+    const WORKERS: usize = 4;
+    let mut program = attach(&lab, WORKERS as u32, 1).expect("attach");
+    let (mut sockets, _) = in_netns(&lab.server_ns, || {
+        let ifindex = netif::index(&lab.server_if).expect("ifindex");
+        xsk::open(&lab.server_if, ifindex, 1, WORKERS as u32)
+    })
+    .expect("AF_XDP sockets");
+    for (worker, per_queue) in sockets.iter().enumerate() {
+        program
+            .register(0, worker as u32, per_queue[0].fd())
+            .expect("register");
+    }
+    // Half the clients send a client identifier (which then decides), half do not.
+    let mut expected = [0u64; WORKERS];
+    let mut frames = Vec::new();
+    for i in 0..64u8 {
+        let mac = [0x02, 0, 0, 0, i / 7, i];
+        let id = [1, 0x02, 0, 0, 0xff, i, 0x5a];
+        let (options, hash) = if i % 2 == 0 {
+            let mut o = vec![61, id.len() as u8];
+            o.extend_from_slice(&id);
+            (o, client_key_hash(Some(&id), &mac))
+        } else {
+            (Vec::new(), client_key_hash(None, &mac))
+        };
+        expected[usize::from(hash) % WORKERS] += 1;
+        frames.push(udp_frame(None, 67, &discover(mac, &options)));
+    }
+    assert!(
+        expected.iter().all(|&n| n > 0),
+        "every worker gets some: {expected:?}"
+    );
+    send(&lab, &frames);
+    let counters = counters_until(&program, |c| c.redirected >= 64);
+    assert_eq!(
+        (counters.redirected, counters.no_socket),
+        (64, 0),
+        "{counters:?}"
+    );
+    assert_eq!(
+        program.redirected_per_socket().expect("per socket"),
+        expected.to_vec()
+    );
+    // And each socket really holds its share.
+    let mut received = [0u64; WORKERS];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received != expected && Instant::now() < deadline {
+        for (worker, per_queue) in sockets.iter_mut().enumerate() {
+            received[worker] += u64::from(per_queue[0].pass(|_, _| None).received);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(received, expected);
 }
 
 #[test]
