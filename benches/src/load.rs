@@ -100,6 +100,7 @@ fn frame_for(
         dst_ip: Ipv4Addr::BROADCAST,
         src_port: 68,
         dst_port: 67,
+        vlan: None,
     };
     frame::write_udp(buf, &a, len)
 }

@@ -263,6 +263,7 @@ fn record(lab: &Lab) -> Vec<Vec<Seen>> {
                 dst_ip: dst,
                 src_port: 68,
                 dst_port: 67,
+                vlan: None,
             };
             let len = frame::write_udp(&mut buf, &a, payload.len());
             sock.send_one(&buf[..len]).unwrap();

@@ -45,7 +45,8 @@ impl Reply {
     /// The frame addressing for the reply when it leaves as a whole frame from `our_mac`.
     /// `next_hop` is the source MAC of the request: the client itself, or the router or
     /// relay that forwarded it, which is where replies to relays and to ciaddr go first.
-    pub fn addressing(&self, our_mac: [u8; 6], next_hop: [u8; 6]) -> Addressing {
+    /// The reply goes back on the VLAN the request came from.
+    pub fn addressing(&self, our_mac: [u8; 6], next_hop: [u8; 6], vlan: Option<u16>) -> Addressing {
         let dst_mac = match self.to {
             Destination::Hardware { mac, .. } => mac,
             Destination::Broadcast => [0xff; 6],
@@ -58,6 +59,7 @@ impl Reply {
             dst_ip: self.to.ip(),
             src_port: SERVER_PORT,
             dst_port: self.to.port(),
+            vlan,
         }
     }
 }

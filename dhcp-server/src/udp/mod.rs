@@ -163,7 +163,7 @@ fn send(link: &Link, tx: &mut [u8], reply: &Reply) -> io::Result<()> {
     let port = reply.to.port();
     let to = match (reply.to, &link.raw) {
         (Destination::Hardware { mac, .. }, Some((raw, our_mac))) => {
-            let len = frame::write_udp(tx, &reply.addressing(*our_mac, mac), reply.len);
+            let len = frame::write_udp(tx, &reply.addressing(*our_mac, mac, None), reply.len);
             return raw.send_one(&tx[..len]);
         }
         (Destination::Hardware { .. }, None) => SocketAddrV4::new(Ipv4Addr::BROADCAST, port),

@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 
 /// Octets before the UDP payload: Ethernet (14), IPv4 without options (20), UDP (8).
 pub const HEADROOM: usize = 42;
+/// An 802.1Q tag: the TPID and the tag control information (priority and VLAN id).
+const TAG: usize = 4;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const PROTO_UDP: u8 = 17;
@@ -27,9 +29,11 @@ fn be16(b: &[u8], at: usize) -> u16 {
 pub fn parse_udp(frame: &[u8]) -> Option<UdpFrame<'_>> {
     let mut at = 12;
     let mut ethertype = be16(frame.get(..14)?, at);
+    let mut vlan = None;
     if ethertype == ETHERTYPE_VLAN {
-        at += 4;
-        ethertype = be16(frame.get(..18)?, at);
+        vlan = Some(be16(frame.get(..18)?, 14));
+        at += TAG;
+        ethertype = be16(frame, at);
     }
     at += 2;
     if ethertype != ETHERTYPE_IPV4 {
@@ -56,6 +60,7 @@ pub fn parse_udp(frame: &[u8]) -> Option<UdpFrame<'_>> {
             dst_ip: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
             src_port: be16(udp, 0),
             dst_port: be16(udp, 2),
+            vlan,
         },
         payload: &udp[8..udp_len],
     })
@@ -70,6 +75,16 @@ pub struct Addressing {
     pub dst_ip: Ipv4Addr,
     pub src_port: u16,
     pub dst_port: u16,
+    /// The 802.1Q tag control information, for a frame on a tagged VLAN: a reply goes
+    /// back with the tag its request came with.
+    pub vlan: Option<u16>,
+}
+
+impl Addressing {
+    /// Octets of headers in front of the payload for this addressing.
+    pub fn headroom(&self) -> usize {
+        HEADROOM + if self.vlan.is_some() { TAG } else { 0 }
+    }
 }
 
 /// The Internet checksum (RFC 1071) of `data`, folded, starting from `sum`.
@@ -87,14 +102,22 @@ fn checksum(mut sum: u32, data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Writes the headers into `frame[..HEADROOM]` for a payload of `payload_len` octets
-/// already at `frame[HEADROOM..]`; returns the frame length.
+/// Writes the headers into `frame[..a.headroom()]` for a payload of `payload_len` octets
+/// already at `frame[a.headroom()..]`; returns the frame length.
 pub fn write_udp(frame: &mut [u8], a: &Addressing, payload_len: usize) -> usize {
     let udp_len = 8 + payload_len;
     let total = 20 + udp_len;
     frame[0..6].copy_from_slice(&a.dst_mac);
     frame[6..12].copy_from_slice(&a.src_mac);
-    frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let mut at = 12;
+    if let Some(tci) = a.vlan {
+        frame[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        frame[14..16].copy_from_slice(&tci.to_be_bytes());
+        at += TAG;
+    }
+    frame[at..at + 2].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    // From here on the frame is laid out as an untagged one, shifted by the tag.
+    let frame = &mut frame[at + 2 - 14..];
     let ip = &mut frame[14..34];
     ip[0] = 0x45;
     ip[1] = 0x10; // low delay, as dhcpd sends
@@ -119,7 +142,7 @@ pub fn write_udp(frame: &mut [u8], a: &Addressing, payload_len: usize) -> usize 
         s => s,
     };
     frame[40..42].copy_from_slice(&sum.to_be_bytes());
-    HEADROOM + payload_len
+    a.headroom() + payload_len
 }
 
 #[cfg(test)]
@@ -134,6 +157,7 @@ mod tests {
             dst_ip: Ipv4Addr::BROADCAST,
             src_port: 68,
             dst_port: 67,
+            vlan: None,
         }
     }
 
@@ -173,15 +197,19 @@ mod tests {
     }
 
     #[test]
-    fn a_vlan_tag_is_skipped() {
+    fn a_vlan_tag_is_read_and_written_back() {
         let mut plain = [0u8; 100];
         let len = write_udp(&mut plain, &addressing(), 10);
         let mut tagged = plain[..12].to_vec();
-        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        tagged.extend_from_slice(&[0x81, 0x00, 0x20, 0x07]);
         tagged.extend_from_slice(&plain[12..len]);
-        assert_eq!(
-            parse_udp(&tagged).unwrap().payload,
-            parse_udp(&plain[..len]).unwrap().payload
-        );
+        let read = parse_udp(&tagged).unwrap();
+        assert_eq!(read.payload, parse_udp(&plain[..len]).unwrap().payload);
+        assert_eq!(read.addr.vlan, Some(0x2007));
+        let mut again = [0u8; 100];
+        let a = read.addr;
+        again[a.headroom()..a.headroom() + 10].copy_from_slice(read.payload);
+        let n = write_udp(&mut again, &a, 10);
+        assert_eq!(&again[..n], &tagged[..]);
     }
 }

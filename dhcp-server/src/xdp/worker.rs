@@ -13,7 +13,7 @@ use super::xsk::Xsk;
 use crate::config::LinkId;
 use crate::engine::{Engine, Outcome, RxMeta, SERVER_PORT};
 use crate::shutdown;
-use crate::wire::frame::{self, HEADROOM};
+use crate::wire::frame;
 
 /// Addresses moved between shards in one message: enough that a busy shard asks rarely,
 /// few enough that a lender keeps most of its spare.
@@ -199,9 +199,10 @@ fn answer(
         local_addr: if broadcast { addr } else { udp.addr.dst_ip },
         broadcast,
     };
-    match engine.handle(udp.payload, &meta, now, &mut out[HEADROOM..]) {
+    let from = udp.addr;
+    match engine.handle(udp.payload, &meta, now, &mut out[from.headroom()..]) {
         Outcome::Reply(reply) => {
-            let a = reply.addressing(mac, udp.addr.src_mac);
+            let a = reply.addressing(mac, from.src_mac, from.vlan);
             Some(frame::write_udp(out, &a, reply.len))
         }
         Outcome::Done | Outcome::Dropped(_) => None,
