@@ -75,8 +75,12 @@ fn run(file: Option<PathBuf>, quick: QuickStart) -> ExitCode {
     }
     let opts = xdp::Options {
         workers: config.workers,
-        wait: xdp::Wait::Poll,
-        pin: false,
+        wait: if config.busy_poll {
+            xdp::Wait::Spin
+        } else {
+            xdp::Wait::Poll
+        },
+        pin: config.pin_workers,
     };
     let result = match config.backend {
         Backend::Udp => serve_udp(config),

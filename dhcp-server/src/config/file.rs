@@ -53,6 +53,8 @@ const TOP_KEYS: &[&str] = &[
     "interfaces",
     "backend",
     "workers",
+    "busy-poll",
+    "pin-workers",
     "state-dir",
     "subnet",
 ];
@@ -365,6 +367,14 @@ impl Walker {
                 )
             })
             .map_or(defaults.workers, |n| n as u16);
+        let busy_poll = root
+            .get("busy-poll")
+            .and_then(|v| self.boolean("busy-poll", v))
+            .unwrap_or(defaults.busy_poll);
+        let pin_workers = root
+            .get("pin-workers")
+            .and_then(|v| self.boolean("pin-workers", v))
+            .unwrap_or(defaults.pin_workers);
         let state_dir = root.get("state-dir").and_then(|v| {
             self.parsed("state-dir", v, |s| {
                 let p = PathBuf::from(s);
@@ -410,6 +420,8 @@ impl Walker {
             subnets,
             backend,
             workers,
+            busy_poll,
+            pin_workers,
             state_dir,
         });
         Walked { config, dirty }
@@ -950,6 +962,8 @@ decline-hold = 600
 interfaces = ["veth0", "veth1"]
 backend = "udp"
 workers = 2
+busy-poll = true
+pin-workers = true
 state-dir = "/var/lib/dhcp-server"
 
 [[subnet]]
@@ -1016,6 +1030,8 @@ pools = ["198.51.100.10-198.51.100.20"]
             interfaces: vec!["veth0".into(), "veth1".into()],
             backend: Backend::Udp,
             workers: 2,
+            busy_poll: true,
+            pin_workers: true,
             state_dir: Some("/var/lib/dhcp-server".into()),
             subnets: vec![
                 Subnet {

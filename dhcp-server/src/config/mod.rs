@@ -54,6 +54,11 @@ pub struct Config {
     pub backend: Backend,
     /// AF_XDP workers, each owning a shard of the leases; 0 means one per CPU.
     pub workers: u16,
+    /// Workers spin on their rings instead of sleeping in poll: lower latency, a whole
+    /// core each.
+    pub busy_poll: bool,
+    /// Pin worker N to CPU N.
+    pub pin_workers: bool,
     /// Where the lease journal will live (journal issue); accepted and checked now.
     pub state_dir: Option<PathBuf>,
 }
@@ -214,6 +219,8 @@ impl Default for Config {
             subnets: Vec::new(),
             backend: Backend::Auto,
             workers: 0,
+            busy_poll: false,
+            pin_workers: false,
             state_dir: None,
         }
     }

@@ -35,6 +35,12 @@ pub struct QuickStart {
     /// AF_XDP worker threads, each owning a shard of the leases (default: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub workers: u16,
+    /// Workers spin on their rings instead of sleeping: lowest latency, a core each.
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// Pin worker N to CPU N.
+    #[arg(long)]
+    pub pin_workers: bool,
     /// Send DHCPNAK for addresses this server does not know.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub authoritative: bool,
@@ -107,6 +113,8 @@ impl QuickStart {
                 BackendArg::Udp => Backend::Udp,
             },
             workers: self.workers,
+            busy_poll: self.busy_poll,
+            pin_workers: self.pin_workers,
             ..Config::default()
         };
         Some(config.validate().map(|()| config).map_err(|bad| {
