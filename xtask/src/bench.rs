@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::lab::{self, in_ns, Lab, LOAD, SERVER_IF, SERVER_NS};
-use crate::{is_root, Result};
+use crate::{chart, is_root, Result};
 
 /// The drop ratio a rate may have and still count (ISC's method for Kea's figures).
 const MAX_DROP_PERCENT: f64 = 2.5;
+/// The stateless AF_XDP answerer: the ceiling of the XDP path on this machine.
+const REFLECTOR: &str = "xdp-reflector (ceiling)";
 
 #[derive(Clone, Copy)]
 pub struct Plan {
@@ -85,7 +87,7 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn servers(dir: &std::path::Path, ours: &str) -> Result<Vec<Server>> {
+fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Server>> {
     let ours_with = |backend: &[&str]| {
         let mut args = vec![
             "RUST_LOG=info,dhcp_server::engine=warn".to_owned(),
@@ -96,6 +98,15 @@ fn servers(dir: &std::path::Path, ours: &str) -> Result<Vec<Server>> {
         args
     };
     let mut list = vec![
+        Server {
+            name: REFLECTOR,
+            program: reflector.into(),
+            args: ["--interface", lab::SERVER_IF, "--workers", "2"]
+                .map(String::from)
+                .to_vec(),
+            ready: "ready",
+            start_rate: 8000,
+        },
         Server {
             name: "dhcp-server (xdp, 2 workers)",
             program: "env".into(),
@@ -277,11 +288,13 @@ pub fn run(quick: bool) -> Result {
     let plan = Plan::new(quick);
     let ours = lab::release_binary("dhcp-server", "dhcp-server")?;
     let load = lab::release_binary("dhcp-benches", "dhcp-load")?;
+    let reflector = lab::release_binary("dhcp-benches", "xdp-reflector")?;
     let mut lab = Lab::start("dhcp-server-bench")?;
     let mut results = Vec::new();
-    for server in servers(&lab.dir, &ours)? {
+    let list = servers(&lab.dir, &ours, &reflector)?;
+    for server in &list {
         println!("{}:", server.name);
-        let (best, steps) = search(&mut lab, &server, &load, &plan)?;
+        let (best, steps) = search(&mut lab, server, &load, &plan)?;
         if best.leases_per_s.is_nan() || best.leases_per_s <= 0.0 {
             return Err(format!(
                 "{} served no lease: see {}",
@@ -291,42 +304,140 @@ pub fn run(quick: bool) -> Result {
         }
         results.push((server.name, best, steps));
     }
-    let kea = results
-        .iter()
-        .find(|r| r.0.starts_with("kea"))
-        .map(|r| r.1.leases_per_s);
+    let perf_secs = if quick { 2 } else { 5 };
+    println!("perfdhcp at a fixed {PERFDHCP_RATE}/s for {perf_secs} s:");
+    let mut rows = Vec::new();
+    for (server, (name, best, steps)) in servers(&lab.dir, &ours, &reflector)?.iter().zip(results) {
+        let perf = perfdhcp(&mut lab, server, perf_secs)?;
+        println!(
+            "  {name}: {:.0} ACKs/s, {:.2}% dropped",
+            perf.acks_per_s, perf.drop_pct
+        );
+        rows.push(Row {
+            name,
+            best,
+            steps,
+            perf,
+        });
+    }
+    report(&rows, quick)
+}
+
+/// perfdhcp's fixed rate: low enough that every server but ISC dhcpd keeps up, so the
+/// figure compares latency and drops at an ordinary load anyone can reproduce.
+const PERFDHCP_RATE: u32 = 1000;
+
+struct Perf {
+    acks_per_s: f64,
+    drop_pct: f64,
+    command: String,
+}
+
+struct Row {
+    name: &'static str,
+    best: Step,
+    steps: Vec<Step>,
+    perf: Perf,
+}
+
+/// Runs perfdhcp against a fresh `server` at the fixed rate.
+fn perfdhcp(lab: &mut Lab, server: &Server, secs: u32) -> Result<Perf> {
+    let args: Vec<&str> = server.args.iter().map(String::as_str).collect();
+    let pid = lab.spawn(SERVER_NS, &server.program, &args, "server.log")?;
+    lab.wait_for("server.log", server.ready, Duration::from_secs(15))?;
+    let rate = PERFDHCP_RATE.to_string();
+    let (secs_s, clients) = (secs.to_string(), (PERFDHCP_RATE * secs).to_string());
+    let perf_args = [
+        "-4", "-l", LOAD.1, "-r", &rate, "-R", &clients, "-p", &secs_s, "-W", "2000000",
+    ];
+    let out = in_ns(LOAD.0, "perfdhcp")
+        .args(perf_args)
+        .output()
+        .map_err(|e| format!("perfdhcp: {e}"))?;
+    lab.stop(pid);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stat = |exchange: &str, key: &str| {
+        text.split("***Statistics for: ")
+            .find(|s| s.starts_with(exchange))
+            .and_then(|s| s.lines().find_map(|l| l.trim().strip_prefix(key)))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let sent = stat("DISCOVER-OFFER", "sent packets:");
+    let acks = stat("REQUEST-ACK", "received packets:");
+    if sent.is_nan() {
+        return Err(format!("perfdhcp printed no statistics:\n{text}"));
+    }
+    Ok(Perf {
+        acks_per_s: acks / f64::from(secs),
+        drop_pct: 100.0 * (1.0 - acks / sent.max(1.0)),
+        command: format!("perfdhcp {}", perf_args.join(" ")),
+    })
+}
+
+/// The table on stdout, the JSON file and the SVG chart.
+fn report(rows: &[Row], quick: bool) -> Result {
+    let best_of = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(prefix))
+            .map(|r| r.best.leases_per_s)
+    };
+    let (kea, ceiling) = (best_of("kea"), best_of(REFLECTOR));
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:32} {:>12} {:>12} {:>8} {:>8} {:>9} {:>11} {:>8}",
-        "server", "max rate/s", "leases/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/lse", "vs Kea"
+        "{:32} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>7} {:>8} {:>14}",
+        "server",
+        "max rate/s",
+        "leases/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "CPU µs/lse",
+        "vs Kea",
+        "vs ceil",
+        "perfdhcp ACK/s"
     );
     let mut json = String::from("{\"quick\":");
     let _ = write!(
         json,
-        "{quick},\"max_drop_percent\":{MAX_DROP_PERCENT},\"servers\":["
+        "{quick},\"max_drop_percent\":{MAX_DROP_PERCENT},\"perfdhcp_rate\":{PERFDHCP_RATE},\"servers\":["
     );
-    for (i, (name, b, steps)) in results.iter().enumerate() {
-        let ratio = kea.map_or(f64::NAN, |k| b.leases_per_s / k);
+    for (i, r) in rows.iter().enumerate() {
+        let b = &r.best;
+        let vs_kea = kea.map_or(f64::NAN, |k| b.leases_per_s / k);
+        let vs_ceiling = ceiling.map_or(f64::NAN, |c| b.leases_per_s / c);
         let _ = writeln!(
             table,
-            "{:32} {:>12} {:>12.0} {:>8.0} {:>8.0} {:>9.0} {:>11.1} {:>7.1}x",
-            name, b.rate, b.leases_per_s, b.p50, b.p99, b.p999, b.cpu_us_per_lease, ratio
+            "{:32} {:>10} {:>10.0} {:>7.0} {:>7.0} {:>8.0} {:>10.1} {:>6.1}x {:>7.0}% {:>8.0} ({:.1}%)",
+            r.name,
+            b.rate,
+            b.leases_per_s,
+            b.p50,
+            b.p99,
+            b.p999,
+            b.cpu_us_per_lease,
+            vs_kea,
+            100.0 * vs_ceiling,
+            r.perf.acks_per_s,
+            r.perf.drop_pct
         );
-        let steps: Vec<String> = steps
+        let steps: Vec<String> = r
+            .steps
             .iter()
             .map(|s| {
                 format!(
-                    "{{\"offered\":{},\"leases_per_s\":{:.1},\"drop_pct\":{:.3}}}",
-                    s.rate, s.leases_per_s, s.drop_pct
+                    "{{\"offered\":{},\"leases_per_s\":{:.1},\"drop_pct\":{:.3},\"p50_us\":{},\"p99_us\":{}}}",
+                    s.rate, s.leases_per_s, s.drop_pct, s.p50, s.p99
                 )
             })
             .collect();
         let _ = write!(
             json,
-            "{}{{\"name\":\"{name}\",\"max_rate\":{},\"leases_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"cpu_us_per_lease\":{:.2},\"ratio_to_kea\":{:.2},\"steps\":[{}]}}",
+            "{}{{\"name\":\"{}\",\"max_rate\":{},\"leases_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"cpu_us_per_lease\":{:.2},\"ratio_to_kea\":{:.2},\"ratio_to_ceiling\":{:.3},\"perfdhcp\":{{\"command\":\"{}\",\"acks_per_s\":{:.1},\"drop_pct\":{:.2}}},\"steps\":[{}]}}",
             if i > 0 { "," } else { "" },
-            b.rate, b.leases_per_s, b.p50, b.p99, b.p999, b.cpu_us_per_lease, ratio, steps.join(",")
+            r.name, b.rate, b.leases_per_s, b.p50, b.p99, b.p999, b.cpu_us_per_lease, vs_kea, vs_ceiling,
+            r.perf.command, r.perf.acks_per_s, r.perf.drop_pct, steps.join(",")
         );
     }
     json.push_str("]}\n");
@@ -334,6 +445,21 @@ pub fn run(quick: bool) -> Result {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     fs::write(out.join("bench.json"), json.replace("NaN", "null")).map_err(|e| e.to_string())?;
-    println!("written: {}", out.join("bench.json").display());
+    let series: Vec<chart::Series> = rows
+        .iter()
+        .map(|r| chart::Series {
+            name: r.name,
+            points: r
+                .steps
+                .iter()
+                .map(|s| (f64::from(s.rate), s.leases_per_s, s.p50))
+                .collect(),
+        })
+        .collect();
+    fs::write(out.join("bench.svg"), chart::svg(&series)).map_err(|e| e.to_string())?;
+    println!(
+        "written: {} and bench.svg",
+        out.join("bench.json").display()
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! the server against Kea and ISC dhcpd in it.
 
 mod bench;
+mod chart;
 mod demo;
 mod ebpf;
 mod lab;

@@ -178,12 +178,15 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     tracing::info!("shutting down");
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
-            Ok(engine) => {
+            Ok((engine, xsk)) => {
                 let s = engine.stats();
                 tracing::info!(
-                    "worker {i}: {} requests in, {} replies out",
+                    "worker {i}: {} requests in, {} replies out; AF_XDP: {} dropped by the kernel ({} with the RX ring full, {} with the fill ring empty)",
                     s.rx.iter().sum::<u64>(),
-                    s.tx.iter().sum::<u64>()
+                    s.tx.iter().sum::<u64>(),
+                    xsk.rx_dropped + xsk.rx_ring_full,
+                    xsk.rx_ring_full,
+                    xsk.fill_ring_empty
                 );
             }
             Err(_) => tracing::error!("worker {i} panicked"),

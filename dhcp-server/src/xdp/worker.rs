@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::xsk::Xsk;
+use super::xsk::{Xsk, XskStats};
 use crate::config::LinkId;
 use crate::engine::{Engine, Outcome, RxMeta, SERVER_PORT};
 use crate::shutdown;
@@ -64,8 +64,8 @@ pub struct Worker {
 
 impl Worker {
     /// Serves until shutdown is requested. Returns the engine, so the caller can report
-    /// on what the shard holds.
-    pub fn run(mut self, clock: impl Fn() -> u64) -> Engine {
+    /// on what the shard holds, and the kernel's counters of the worker's sockets.
+    pub fn run(mut self, clock: impl Fn() -> u64) -> (Engine, XskStats) {
         let mut pfds: Vec<libc::pollfd> = self
             .ports
             .iter()
@@ -86,7 +86,19 @@ impl Worker {
                 self.idle(&mut pfds);
             }
         }
-        self.engine
+        let mut total = XskStats::default();
+        for s in self
+            .ports
+            .iter()
+            .flat_map(|p| &p.sockets)
+            .filter_map(|x| x.stats().ok())
+        {
+            total.rx_dropped += s.rx_dropped;
+            total.rx_ring_full += s.rx_ring_full;
+            total.fill_ring_empty += s.fill_ring_empty;
+            total.tx_invalid += s.tx_invalid;
+        }
+        (self.engine, total)
     }
 
     /// One pass over every socket; whether any frame came in.
