@@ -8,6 +8,7 @@ pub mod journal;
 pub mod netif;
 pub mod packet;
 pub mod shutdown;
+pub mod store;
 pub mod udp;
 pub mod wire;
 pub mod xdp;

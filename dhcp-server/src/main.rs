@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dhcp_server::config::{self, Backend, Config, QuickStart};
-use dhcp_server::engine::Engine;
 use dhcp_server::{shutdown, udp, xdp};
 
 #[derive(Parser)]
@@ -103,8 +102,7 @@ fn run(file: Option<PathBuf>, quick: QuickStart) -> ExitCode {
 }
 
 fn serve_udp(config: Config) -> Result<(), String> {
-    let engine = Engine::new(config, udp::unix_now()).map_err(|e| strings(e).join("; "))?;
-    udp::serve(engine, udp::SERVER_PORT).map_err(|e| e.to_string())
+    udp::serve(config, udp::SERVER_PORT).map_err(|e| e.to_string())
 }
 
 fn config_error(errors: Vec<String>) -> ExitCode {

@@ -56,6 +56,7 @@ const TOP_KEYS: &[&str] = &[
     "busy-poll",
     "pin-workers",
     "state-dir",
+    "durability",
     "subnet",
 ];
 
@@ -385,6 +386,10 @@ impl Walker {
                 }
             })
         });
+        let durability = root
+            .get("durability")
+            .and_then(|v| self.parsed("durability", v, |s| s.parse()))
+            .unwrap_or(defaults.durability);
         let interfaces = self.interfaces(root);
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
@@ -423,6 +428,7 @@ impl Walker {
             busy_poll,
             pin_workers,
             state_dir,
+            durability,
         });
         Walked { config, dirty }
     }
@@ -965,6 +971,7 @@ workers = 2
 busy-poll = true
 pin-workers = true
 state-dir = "/var/lib/dhcp-server"
+durability = "async"
 
 [[subnet]]
 subnet = "192.0.2.0/24"
@@ -1033,6 +1040,7 @@ pools = ["198.51.100.10-198.51.100.20"]
             busy_poll: true,
             pin_workers: true,
             state_dir: Some("/var/lib/dhcp-server".into()),
+            durability: crate::journal::Durability::Async,
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),

@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use crate::journal::Durability;
+
 pub use file::{load_file, FileError};
 pub use options::{ClasslessRoute, OptionSet};
 pub use quick::{QuickStart, QuickStartError};
@@ -59,8 +61,11 @@ pub struct Config {
     pub busy_poll: bool,
     /// Pin worker N to CPU N.
     pub pin_workers: bool,
-    /// Where the lease journal will live (journal issue); accepted and checked now.
+    /// Where the lease journal lives; without it leases live in memory only.
     pub state_dir: Option<PathBuf>,
+    /// When an ACK may leave: after its journal record is on disk (sync) or in the
+    /// mapping (async).
+    pub durability: Durability,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -222,6 +227,7 @@ impl Default for Config {
             busy_poll: false,
             pin_workers: false,
             state_dir: None,
+            durability: Durability::Sync,
         }
     }
 }

@@ -41,6 +41,12 @@ pub struct QuickStart {
     /// Pin worker N to CPU N.
     #[arg(long)]
     pub pin_workers: bool,
+    /// Directory of the lease journal; without it leases are kept in memory only.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// When an ACK may leave: once its lease is on disk (sync) or in memory (async).
+    #[arg(long, default_value = "sync", value_name = "sync|async")]
+    pub durability: crate::journal::Durability,
     /// Send DHCPNAK for addresses this server does not know.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub authoritative: bool,
@@ -115,6 +121,8 @@ impl QuickStart {
             workers: self.workers,
             busy_poll: self.busy_poll,
             pin_workers: self.pin_workers,
+            state_dir: self.state_dir.clone(),
+            durability: self.durability,
             ..Config::default()
         };
         Some(config.validate().map(|()| config).map_err(|bad| {

@@ -126,6 +126,8 @@ pub struct Slot {
     pub reserved: bool,
     /// The client that holds it, or held it last (kept for address affinity).
     pub client: Option<ClientKey>,
+    /// Hardware type (1: Ethernet) and address of the client.
+    pub htype: u8,
     pub hw: [u8; 16],
     pub hlen: u8,
     /// When the current state ends (offer hold, lease end, quarantine end), seconds.
@@ -249,6 +251,7 @@ impl LeaseTable {
                 state: LeaseState::Free,
                 reserved: false,
                 client: None,
+                htype: 0,
                 hw: [0; 16],
                 hlen: 0,
                 expires: 0,
@@ -321,10 +324,15 @@ impl LeaseTable {
             let Some(id) = self.peek_free(subnet) else {
                 break;
             };
-            self.forget_client(id);
-            self.set_state(id, LeaseState::Foreign, 0);
+            self.make_foreign(id);
             out.push(self.slots[id as usize].addr);
         }
+    }
+
+    /// Hands a slot to another shard: whatever this table knew of it is dropped.
+    pub fn make_foreign(&mut self, id: SlotId) {
+        self.forget_client(id);
+        self.set_state(id, LeaseState::Foreign, 0);
     }
 
     /// Takes over addresses another shard lent: foreign slots become free here. Returns how
@@ -411,6 +419,7 @@ impl LeaseTable {
         &mut self,
         id: SlotId,
         c: ClientRef<'_>,
+        htype: u8,
         hw: &[u8],
         state: LeaseState,
         expires: u64,
@@ -443,6 +452,7 @@ impl LeaseTable {
         s.hw = [0; 16];
         s.hw[..n].copy_from_slice(&hw[..n]);
         s.hlen = n as u8;
+        s.htype = htype;
         self.set_state(id, state, expires);
     }
 
@@ -686,17 +696,18 @@ mod tests {
         let mut t = table();
         let a = t.peek_free(0).unwrap();
         assert_eq!(t.slot(a).addr, Ipv4Addr::new(192, 0, 2, 10));
-        t.bind(a, client(b"\x01a"), &[1; 6], LeaseState::Active, 1010);
+        t.bind(a, client(b"\x01a"), 1, &[1; 6], LeaseState::Active, 1010);
         let b = t.peek_free(0).unwrap();
         assert_eq!(t.slot(b).addr, Ipv4Addr::new(192, 0, 2, 11));
         assert_eq!(t.expire(1009), 0);
         assert_eq!(t.expire(1010), 1);
         assert_eq!(t.slot(a).state, LeaseState::Expired);
         assert_eq!(t.find_client(0, client(b"\x01a")), Some(a), "affinity kept");
-        t.bind(b, client(b"\x01b"), &[2; 6], LeaseState::Active, 2000);
+        t.bind(b, client(b"\x01b"), 1, &[2; 6], LeaseState::Active, 2000);
         t.bind(
             t.peek_free(0).unwrap(),
             client(b"\x01c"),
+            1,
             &[3; 6],
             LeaseState::Active,
             2000,
@@ -713,9 +724,9 @@ mod tests {
     fn binding_elsewhere_frees_the_clients_old_slot() {
         let mut t = table();
         let a = t.peek_free(0).unwrap();
-        t.bind(a, client(b"\x01a"), &[1; 6], LeaseState::Offered, 1030);
+        t.bind(a, client(b"\x01a"), 1, &[1; 6], LeaseState::Offered, 1030);
         let b = t.slot_of([192, 0, 2, 13].into()).unwrap();
-        t.bind(b, client(b"\x01a"), &[1; 6], LeaseState::Active, 5000);
+        t.bind(b, client(b"\x01a"), 1, &[1; 6], LeaseState::Active, 5000);
         assert_eq!(t.slot(a).state, LeaseState::Free);
         assert_eq!(t.slot(a).client, None);
         assert_eq!(t.find_client(0, client(b"\x01a")), Some(b));
@@ -729,6 +740,7 @@ mod tests {
         t.bind(
             a,
             client(b"\x01a"),
+            1,
             &[1; 6],
             LeaseState::Active,
             1000 + 3 * WHEEL as u64,
@@ -743,7 +755,7 @@ mod tests {
         let mut t = table();
         let long = [7u8; 200];
         let a = t.peek_free(0).unwrap();
-        t.bind(a, client(&long), &[1; 6], LeaseState::Active, 2000);
+        t.bind(a, client(&long), 1, &[1; 6], LeaseState::Active, 2000);
         assert_eq!(t.find_client(0, client(&long)), Some(a));
         t.check();
     }
@@ -777,6 +789,7 @@ mod tests {
             a.bind(
                 id,
                 client(&n.to_be_bytes()),
+                1,
                 &[1; 6],
                 LeaseState::Active,
                 9999,
@@ -784,7 +797,7 @@ mod tests {
         }
         assert_eq!(a.take_starving().collect::<Vec<_>>(), [0]);
         let id = a.peek_free(0).unwrap();
-        a.bind(id, client(b"\x01x"), &[1; 6], LeaseState::Active, 9999);
+        a.bind(id, client(b"\x01x"), 1, &[1; 6], LeaseState::Active, 9999);
         assert_eq!(a.take_starving().count(), 0, "asked twice");
 
         let mut lent = Vec::new();

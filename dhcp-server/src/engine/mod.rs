@@ -4,6 +4,7 @@
 //! backend, the AF_XDP workers and the tests all drive this same code.
 
 mod leases;
+mod persist;
 mod reply;
 mod stats;
 
@@ -96,6 +97,11 @@ pub struct Engine {
     res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<(u16, u32)>>,
     leases: LeaseTable,
     stats: Stats,
+    shard: Shard,
+    /// The Lamport stamp of the last journal record (see `persist`).
+    stamp: u64,
+    /// The slot the message being handled changed in a way the journal must keep.
+    change: Option<SlotId>,
 }
 
 /// The lease terms granted: lease time, T1 and T2, in seconds.
@@ -198,6 +204,9 @@ impl Engine {
             res_by_id,
             leases,
             stats: Stats::default(),
+            shard,
+            stamp: 0,
+            change: None,
         })
     }
 
@@ -225,6 +234,7 @@ impl Engine {
 
     /// Handles one datagram. The reply, if any, is written at the start of `out`.
     pub fn handle(&mut self, packet: &[u8], meta: &RxMeta, now: u64, out: &mut [u8]) -> Outcome {
+        self.change = None;
         self.leases.expire(now);
         let outcome = self.dispatch(packet, meta, now, out);
         match outcome {
@@ -403,8 +413,14 @@ impl Engine {
         let (subnet, addr) = (s.subnet, s.addr);
         if s.state != LeaseState::Active || !self.leases.is_client(slot, client) {
             let hold = now + self.config.offer_hold as u64;
-            self.leases
-                .bind(slot, client, req.msg.chaddr(), LeaseState::Offered, hold);
+            self.leases.bind(
+                slot,
+                client,
+                req.msg.htype(),
+                req.msg.chaddr(),
+                LeaseState::Offered,
+                hold,
+            );
         }
         let terms = self.terms(subnet, req.lease_time);
         let sid = self.server_id(subnet, meta);
@@ -500,9 +516,16 @@ impl Engine {
                 let subnet = self.leases.slot(slot).subnet;
                 let terms = self.terms(subnet, req.lease_time);
                 let end = now + terms.lease as u64;
-                self.leases
-                    .bind(slot, client, req.msg.chaddr(), LeaseState::Active, end);
+                self.leases.bind(
+                    slot,
+                    client,
+                    req.msg.htype(),
+                    req.msg.chaddr(),
+                    LeaseState::Active,
+                    end,
+                );
                 self.leases.set_cltt(slot, now);
+                self.changed(slot);
                 let res = self.res_in(res, subnet);
                 let ans = reply::Answer {
                     kind: MessageType::Ack,
@@ -621,6 +644,7 @@ impl Engine {
         self.leases.forget_client(slot);
         let until = now + self.config.decline_hold as u64;
         self.leases.set_state(slot, LeaseState::Declined, until);
+        self.changed(slot);
         Outcome::Done
     }
 
@@ -637,6 +661,7 @@ impl Engine {
             self.via(req, meta)
         );
         self.leases.set_state(slot, LeaseState::Released, now);
+        self.changed(slot);
         Outcome::Done
     }
 

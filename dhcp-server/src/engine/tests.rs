@@ -847,3 +847,113 @@ fn configured_timers_apply_only_to_leases_that_hold_them() {
     assert_eq!(o.opt(code::RENEWAL_TIME), Some(&50u32.to_be_bytes()[..]));
     assert_eq!(o.opt(code::REBINDING_TIME), Some(&87u32.to_be_bytes()[..]));
 }
+
+/// Every lease change as the journal would keep it: per address, the newest record.
+fn journal_of(lab: &mut Lab, log: &mut hashbrown::HashMap<Ipv4Addr, crate::journal::Lease>) {
+    if let Some(rec) = lab.engine.take_change(lab.now) {
+        let lease = crate::journal::Lease::from_record(&rec);
+        let newer = log.get(&lease.addr).is_none_or(|l| l.stamp < lease.stamp);
+        assert!(newer, "stamps go backwards: {lease:?}");
+        log.insert(lease.addr, lease);
+    }
+}
+
+#[test]
+fn acks_releases_and_declines_replay_into_any_shard_count() {
+    let mut lab = Lab::new(config());
+    let mut log = hashbrown::HashMap::new();
+    let mut bound = Vec::new();
+    for mac in 1..=6u8 {
+        let addr = lab.dora(&discover(mac));
+        journal_of(&mut lab, &mut log);
+        bound.push((mac, addr));
+    }
+    // An offer alone is not worth a record.
+    lab.reply(&discover(7));
+    assert!(lab.engine.take_change(lab.now).is_none());
+    let (released_mac, released) = bound.pop().unwrap();
+    lab.silent(
+        &Msg::new(MessageType::Release, released_mac)
+            .ciaddr(released)
+            .server(SERVER),
+    );
+    journal_of(&mut lab, &mut log);
+    let (_, declined) = bound.pop().unwrap();
+    lab.silent(
+        &Msg::new(MessageType::Decline, 5)
+            .requested(declined)
+            .server(SERVER),
+    );
+    journal_of(&mut lab, &mut log);
+    assert_eq!(log[&released].state, crate::journal::BindingState::Released);
+    assert_eq!(
+        log[&declined].state,
+        crate::journal::BindingState::Abandoned
+    );
+
+    for count in 1..=3u16 {
+        let shards: Vec<Engine> = (0..count)
+            .map(|index| {
+                let mut e = Engine::new_shard(config(), Shard { index, count }, lab.now).unwrap();
+                e.restore(log.values(), lab.now);
+                e.leases.check();
+                e
+            })
+            .collect();
+        for &(mac, addr) in &bound {
+            let hw = [2, 0, 0, 0, 0, mac];
+            let key = ClientRef {
+                kind: KeyKind::Hardware,
+                bytes: &hw,
+            };
+            let owner = shards[0].shard_of(key) as usize;
+            for (i, e) in shards.iter().enumerate() {
+                let id = e.leases.slot_of(addr).unwrap();
+                let s = e.leases.slot(id);
+                if i == owner {
+                    assert_eq!(
+                        s.state,
+                        LeaseState::Active,
+                        "{count} shards: {addr} in its owner"
+                    );
+                    assert!(e.leases.is_client(id, key));
+                } else {
+                    assert_eq!(
+                        s.state,
+                        LeaseState::Foreign,
+                        "{count} shards: {addr} elsewhere"
+                    );
+                }
+            }
+        }
+        // The released address is remembered for its client; the declined one stays out.
+        let hw = [2, 0, 0, 0, 0, released_mac];
+        let key = ClientRef {
+            kind: KeyKind::Hardware,
+            bytes: &hw,
+        };
+        let owner = &shards[shards[0].shard_of(key) as usize];
+        let id = owner.leases.slot_of(released).unwrap();
+        assert_eq!(owner.leases.slot(id).state, LeaseState::Released);
+        assert!(owner.leases.is_client(id, key));
+        let declined_states: Vec<_> = shards
+            .iter()
+            .map(|e| e.leases.slot(e.leases.slot_of(declined).unwrap()).state)
+            .collect();
+        assert!(
+            declined_states.iter().all(|s| !s.available()),
+            "{declined_states:?}"
+        );
+        // Nothing is free in two shards at once.
+        for (_, s) in shards[0].leases.slots() {
+            let free_in = shards
+                .iter()
+                .filter(|e| {
+                    let id = e.leases.slot_of(s.addr).unwrap();
+                    e.leases.slot(id).state.available() && !e.leases.slot(id).reserved
+                })
+                .count();
+            assert!(free_in <= 1, "{} free in {free_in} shards", s.addr);
+        }
+    }
+}

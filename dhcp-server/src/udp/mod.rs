@@ -6,6 +6,9 @@
 //! kernel would ARP for an address nobody answers for), so it leaves as a whole frame
 //! through a packet socket, addressed to the client's hardware address, as dhcpd and Kea
 //! send it. Without CAP_NET_RAW such replies are broadcast instead.
+//!
+//! With a journal in `sync` durability, an ACK waits in a queue until its record is on
+//! disk; the loop goes on receiving meanwhile and wakes on the journal's eventfd.
 
 mod socket;
 
@@ -13,11 +16,13 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::config::Config;
 pub use crate::engine::SERVER_PORT;
 use crate::engine::{Destination, Engine, Outcome, Reply, RxMeta};
 use crate::packet::PacketSocket;
-use crate::shutdown;
+use crate::store::{self, Committer, Release};
 use crate::wire::frame::{self, HEADROOM};
+use crate::{journal, shutdown};
 pub use socket::DhcpSocket;
 
 /// Datagrams handled from one socket before looking at the others, so a flood on one
@@ -37,6 +42,17 @@ pub enum Error {
     NoAddress { ifname: String },
     #[error("poll failed: {0}")]
     Poll(io::Error),
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
+}
+
+/// An ACK written but waiting for its lease record to be durable.
+struct Held {
+    after: u64,
+    link: usize,
+    reply: Reply,
+    /// The frame buffer as `send` expects it: headroom, then the reply.
+    tx: Vec<u8>,
 }
 
 struct Link {
@@ -86,7 +102,12 @@ fn open(engine: &Engine, port: u16) -> Result<Vec<Link>, Error> {
 }
 
 /// Serves until a shutdown is requested (SIGTERM, SIGINT). `port` is 67 but for tests.
-pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
+pub fn serve(config: Config, port: u16) -> Result<(), Error> {
+    let shards = store::open(&config, 1, unix_now())?;
+    let journal = shards.journal;
+    let mut engine = shards.engines.into_iter().next().expect("one shard");
+    let writer = shards.writers.into_iter().next().flatten();
+    let mut committer = Committer::new(writer, config.durability);
     let links = open(&engine, port)?;
     let names: Vec<&str> = links.iter().map(|l| l.socket.ifname.as_str()).collect();
     tracing::info!(
@@ -102,6 +123,12 @@ pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
             revents: 0,
         })
         .collect();
+    pfds.extend(committer.wakeup_fd().map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    let mut held: std::collections::VecDeque<Held> = Default::default();
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; HEADROOM + 1500];
     while !shutdown::requested() {
@@ -116,6 +143,18 @@ pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
         }
         let now = unix_now();
         engine.tick(now);
+        if pfds.len() > links.len() && pfds[links.len()].revents != 0 {
+            committer.clear_wakeup();
+        }
+        let durable = committer.durable();
+        while let Some(h) = held.front_mut().filter(|h| h.after <= durable) {
+            report(
+                &links[h.link],
+                send(&links[h.link], &mut h.tx, &h.reply),
+                &h.reply,
+            );
+            held.pop_front();
+        }
         for (i, link) in links.iter().enumerate() {
             if pfds[i].revents == 0 {
                 continue;
@@ -139,23 +178,38 @@ pub fn serve(mut engine: Engine, port: u16) -> Result<(), Error> {
                     broadcast: got.dst.is_broadcast() || got.dst.is_unspecified(),
                 };
                 // The reply is written after room for frame headers, in case it leaves raw.
-                if let Outcome::Reply(reply) =
-                    engine.handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..])
-                {
-                    if let Err(e) = send(link, &mut tx, &reply) {
-                        tracing::warn!(
-                            "sending {} to {} on {} failed: {e}",
-                            reply.kind.name(),
-                            reply.to.ip(),
-                            link.socket.ifname
-                        );
-                    }
+                let outcome = engine.handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..]);
+                let release = committer.record(&mut engine, now);
+                let Outcome::Reply(reply) = outcome else {
+                    continue;
+                };
+                match release {
+                    Release::Now => report(link, send(link, &mut tx, &reply), &reply),
+                    Release::After(after) => held.push_back(Held {
+                        after,
+                        link: i,
+                        reply,
+                        tx: tx[..HEADROOM + reply.len].to_vec(),
+                    }),
+                    Release::Never => {}
                 }
             }
         }
     }
     tracing::info!("shutting down");
+    drop(journal);
     Ok(())
+}
+
+fn report(link: &Link, sent: io::Result<()>, reply: &Reply) {
+    if let Err(e) = sent {
+        tracing::warn!(
+            "sending {} to {} on {} failed: {e}",
+            reply.kind.name(),
+            reply.to.ip(),
+            link.socket.ifname
+        );
+    }
 }
 
 /// Sends the reply at `tx[HEADROOM..]` where RFC 2131 §4.1 says it goes.

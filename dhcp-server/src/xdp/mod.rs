@@ -15,8 +15,8 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 
 use crate::config::Config;
-use crate::engine::{Engine, Shard};
-use crate::{netif, shutdown};
+use crate::store::{self, Committer};
+use crate::{journal, netif, shutdown};
 use program::{SteerProgram, XdpError};
 pub use worker::Wait;
 use worker::{Port, Worker};
@@ -34,6 +34,8 @@ pub enum Error {
     NoAddress { ifname: String },
     #[error("cannot start worker thread: {0}")]
     Thread(io::Error),
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
 }
 
 /// How the workers run.
@@ -108,18 +110,15 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     let mut attached = (0..config.interfaces.len())
         .map(|link| attach(&config, link, workers))
         .collect::<Result<Vec<_>, _>>()?;
-    let now = clock();
+    let shards = store::open(&config, workers, clock())?;
+    // Outlives the workers and their writers: dropping it runs a last commit.
+    let journal = shards.journal;
     let mailboxes: Vec<_> = (0..workers)
         .map(|_| Arc::new(ArrayQueue::new(worker::MAILBOX)))
         .collect();
     let mut crew = Vec::new();
-    for w in 0..workers {
-        let shard = Shard {
-            index: w,
-            count: workers,
-        };
-        let engine = Engine::new_shard(config.clone(), shard, now)
-            .expect("the configuration was validated before the backend started");
+    let parts = shards.engines.into_iter().zip(shards.writers);
+    for (w, (engine, writer)) in (0..workers).zip(parts) {
         let ports = attached
             .iter_mut()
             .enumerate()
@@ -136,6 +135,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
             ports,
             mailboxes: mailboxes.clone(),
             wait: opts.wait,
+            committer: Committer::new(writer, config.durability),
         });
     }
     for a in &attached {
@@ -204,6 +204,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
             );
         }
     }
+    drop(journal);
     Ok(())
 }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::xsk::{Xsk, XskStats};
+use super::xsk::{Out, Xsk, XskStats};
 use crate::config::LinkId;
 use crate::engine::{Engine, Outcome, RxMeta, SERVER_PORT};
 use crate::shutdown;
+use crate::store::{Committer, Release};
 use crate::wire::frame;
 
 /// Addresses moved between shards in one message: enough that a busy shard asks rarely,
@@ -28,8 +29,9 @@ const IDLE_POLL: Duration = Duration::from_millis(10);
 pub enum Message {
     /// Shard `from` is short of free addresses in `subnet`.
     Need { subnet: u16, from: u16 },
-    /// Free addresses of one subnet, now the receiver's.
-    Lend(Box<[Ipv4Addr]>),
+    /// Free addresses of one subnet, now the receiver's, with the lender's journal stamp:
+    /// the receiver's records about them must be newer than the lender's.
+    Lend { addrs: Box<[Ipv4Addr]>, stamp: u64 },
 }
 
 pub type Mailbox = Arc<ArrayQueue<Message>>;
@@ -60,6 +62,8 @@ pub struct Worker {
     /// Every worker's mailbox, this one's included, by worker index.
     pub mailboxes: Vec<Mailbox>,
     pub wait: Wait,
+    /// The shard's journal: ACKs wait in the sockets until their lease is durable.
+    pub committer: Committer,
 }
 
 impl Worker {
@@ -76,11 +80,17 @@ impl Worker {
                 revents: 0,
             })
             .collect();
+        // The journal's wakeup: a held ACK may leave once its record is durable.
+        pfds.extend(self.committer.wakeup_fd().map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }));
         while !shutdown::requested() {
             let now = clock();
             self.engine.tick(now);
             let busy = self.serve_ports(now);
-            self.read_mail();
+            self.read_mail(now);
             self.ask_for_addresses();
             if !busy {
                 self.idle(&mut pfds);
@@ -101,14 +111,28 @@ impl Worker {
         (self.engine, total)
     }
 
-    /// One pass over every socket; whether any frame came in.
+    /// One pass over every socket; whether any frame came in or a reply still waits
+    /// for the journal (then the loop keeps turning rather than sleeping on the sockets).
     fn serve_ports(&mut self, now: u64) -> bool {
         let mut busy = false;
+        let durable = self.committer.durable();
         for port in &mut self.ports {
-            let (link, mac, addr) = (port.link, port.mac, port.addr);
+            let here = Here {
+                link: port.link,
+                mac: port.mac,
+                addr: port.addr,
+                now,
+            };
             for xsk in &mut port.sockets {
-                let engine = &mut self.engine;
-                let pass = xsk.pass(|req, out| answer(engine, link, mac, addr, now, req, out));
+                let (engine, committer) = (&mut self.engine, &mut self.committer);
+                let pass = xsk.pass(durable, |req, out| {
+                    let len = answer(engine, &here, req, out)?;
+                    match committer.record(engine, now) {
+                        Release::Now => Some(Out { len, after: 0 }),
+                        Release::After(seq) => Some(Out { len, after: seq }),
+                        Release::Never => None,
+                    }
+                });
                 busy |= pass.received > 0;
             }
         }
@@ -145,11 +169,15 @@ impl Worker {
                         IDLE_POLL.as_millis() as libc::c_int,
                     )
                 };
+                let journal = self.committer.wakeup_fd().is_some();
+                if journal && pfds.last().is_some_and(|p| p.revents != 0) {
+                    self.committer.clear_wakeup();
+                }
             }
         }
     }
 
-    fn read_mail(&mut self) {
+    fn read_mail(&mut self, now: u64) {
         while let Some(msg) = self.mailboxes[self.index as usize].pop() {
             match msg {
                 Message::Need { subnet, from } => {
@@ -159,10 +187,14 @@ impl Worker {
                         continue;
                     }
                     let n = lent.len();
-                    if let Err(Message::Lend(back)) =
-                        self.mailboxes[from as usize].push(Message::Lend(lent.into()))
+                    let lend = Message::Lend {
+                        addrs: lent.into(),
+                        stamp: self.engine.next_stamp(now),
+                    };
+                    if let Err(Message::Lend { addrs, .. }) =
+                        self.mailboxes[from as usize].push(lend)
                     {
-                        self.engine.leases_mut().adopt(&back);
+                        self.engine.leases_mut().adopt(&addrs);
                     } else {
                         tracing::debug!(
                             "pool balancing: worker {} lends {n} addresses to worker {from}",
@@ -170,7 +202,8 @@ impl Worker {
                         );
                     }
                 }
-                Message::Lend(addrs) => {
+                Message::Lend { addrs, stamp } => {
+                    self.engine.witness(stamp);
                     self.engine.leases_mut().adopt(&addrs);
                 }
             }
@@ -191,16 +224,18 @@ impl Worker {
     }
 }
 
-/// Turns a request frame into a reply frame written at the start of `out`.
-fn answer(
-    engine: &mut Engine,
+/// Where a frame arrived and when.
+struct Here {
     link: LinkId,
     mac: [u8; 6],
+    /// The interface's address: the server identifier for broadcasts.
     addr: Ipv4Addr,
     now: u64,
-    req: &[u8],
-    out: &mut [u8],
-) -> Option<usize> {
+}
+
+/// Turns a request frame into a reply frame written at the start of `out`.
+fn answer(engine: &mut Engine, here: &Here, req: &[u8], out: &mut [u8]) -> Option<usize> {
+    let (link, mac, addr, now) = (here.link, here.mac, here.addr, here.now);
     let udp = frame::parse_udp(req)?;
     if udp.addr.dst_port != SERVER_PORT {
         return None;

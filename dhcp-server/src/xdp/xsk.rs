@@ -292,6 +292,16 @@ pub struct Pass {
     pub sent: u32,
     /// Replies that found the TX ring full and were dropped.
     pub tx_full: u32,
+    /// Replies waiting for the journal.
+    pub held: u32,
+}
+
+/// A reply a handler wrote: `len` octets, to leave once the journal's durable sequence
+/// reaches `after` (0: at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Out {
+    pub len: usize,
+    pub after: u64,
 }
 
 /// One worker's socket on one queue.
@@ -304,6 +314,8 @@ pub struct Xsk {
     queue: Arc<Mutex<Queue>>,
     /// Chunks this socket is done with, handed back to the fill ring once per batch.
     done: Vec<u64>,
+    /// Replies written but waiting for their lease to be durable, in journal order.
+    held: std::collections::VecDeque<(libc::xdp_desc, u64)>,
     /// The queue had frames in flight when this socket last looked.
     owed: bool,
 }
@@ -318,13 +330,26 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
-    /// Receives up to a batch, lets `handle` turn each frame into a reply written into
-    /// the reply half of its chunk (returning the reply's length, or `None` to drop the
-    /// frame), sends the replies, and gives unused chunks back.
-    pub fn pass(&mut self, mut handle: impl FnMut(&[u8], &mut [u8]) -> Option<usize>) -> Pass {
+    /// Sends held replies whose records are durable (up to `durable`), then receives up
+    /// to a batch, lets `handle` turn each frame into a reply written into the reply half
+    /// of its chunk (or `None` to drop the frame), sends or holds the replies, and gives
+    /// unused chunks back.
+    pub fn pass(
+        &mut self,
+        durable: u64,
+        mut handle: impl FnMut(&[u8], &mut [u8]) -> Option<Out>,
+    ) -> Pass {
         let mut pass = Pass::default();
         let n = self.rx.ready(BATCH);
-        let room = self.tx.room(n);
+        let room = self.tx.room(n + self.held.len().min(BATCH as usize) as u32);
+        while let Some(&(desc, _)) = self.held.front().filter(|h| h.1 <= durable) {
+            if pass.sent == room {
+                break;
+            }
+            self.tx.put(pass.sent, desc);
+            pass.sent += 1;
+            self.held.pop_front();
+        }
         for i in 0..n {
             let desc = self.rx.get(i);
             let chunk = self.umem.chunk_ptr(desc.addr);
@@ -347,17 +372,16 @@ impl Xsk {
             } else {
                 None
             };
+            let base = desc.addr & !(FRAME_SIZE as u64 - 1);
+            let out = |len: usize| libc::xdp_desc {
+                addr: base + REPLY_OFFSET,
+                len: len as u32,
+                options: 0,
+            };
             match reply {
-                Some(len) if pass.sent < room => {
-                    let base = desc.addr & !(FRAME_SIZE as u64 - 1);
-                    self.tx.put(
-                        pass.sent,
-                        libc::xdp_desc {
-                            addr: base + REPLY_OFFSET,
-                            len: len as u32,
-                            options: 0,
-                        },
-                    );
+                Some(r) if r.after > durable => self.held.push_back((out(r.len), r.after)),
+                Some(r) if pass.sent < room => {
+                    self.tx.put(pass.sent, out(r.len));
                     pass.sent += 1;
                 }
                 Some(_) => {
@@ -369,6 +393,7 @@ impl Xsk {
         }
         self.rx.release(n);
         pass.received = n;
+        pass.held = self.held.len() as u32;
         if pass.sent > 0 {
             self.tx.submit(pass.sent);
             if self.tx.needs_wakeup() {
@@ -520,6 +545,7 @@ pub fn open(
                 umem: umem.clone(),
                 queue,
                 done: Vec::with_capacity(BATCH as usize),
+                held: std::collections::VecDeque::new(),
                 owed: false,
             });
         }

@@ -1,0 +1,134 @@
+//! How a shard's leases become journal records and come back from them. After each
+//! datagram the driver asks for the change it made (an ACK, a RELEASE, a DECLINE) and
+//! appends it before the reply leaves; at start the replayed leases are handed back, each
+//! to the shard its client is steered to, so a restart with another shard count keeps
+//! every lease. Offers are not recorded: a lost offer costs the client one DISCOVER.
+//!
+//! Records carry a Lamport stamp: it never goes backwards in a shard, starts from the
+//! clock's seconds so shards roughly agree, and jumps past the stamp of any address lent
+//! in from another shard, so the newest record of an address always wins at replay.
+
+use super::{ClientRef, Engine, KeyKind, LeaseState, SlotId};
+use crate::journal::{BindingState, Lease, LeaseFlags, LeaseRecord};
+
+/// Stamps per second: room for a million changes a second per shard before the stamp
+/// runs ahead of the clock.
+const STAMPS_PER_SEC: u64 = 1 << 20;
+
+impl Engine {
+    /// The shard a client belongs to: the RFC 3074 hash the XDP program steers by.
+    pub fn shard_of(&self, c: ClientRef<'_>) -> u16 {
+        let hash = dhcp_ebpf_common::loadb_hash(c.bytes);
+        (u32::from(hash) % u32::from(self.shard.count.max(1))) as u16
+    }
+
+    /// A fresh stamp at least as new as anything this shard has seen.
+    pub fn next_stamp(&mut self, now: u64) -> u64 {
+        self.stamp = (self.stamp + 1).max(now.saturating_mul(STAMPS_PER_SEC));
+        self.stamp
+    }
+
+    /// Notes a stamp seen from another shard (addresses it lent), so this shard's next
+    /// records about them are newer.
+    pub fn witness(&mut self, stamp: u64) {
+        self.stamp = self.stamp.max(stamp);
+    }
+
+    pub(super) fn changed(&mut self, id: SlotId) {
+        self.change = Some(id);
+    }
+
+    /// The lease change the last `handle` made, as a journal record, once; `None` when
+    /// it changed nothing that must survive a restart.
+    pub fn take_change(&mut self, now: u64) -> Option<LeaseRecord<'_>> {
+        let id = self.change.take()?;
+        let stamp = self.next_stamp(now);
+        let s = self.leases.slot(id);
+        let state = match s.state {
+            LeaseState::Active => BindingState::Active,
+            LeaseState::Released => BindingState::Released,
+            LeaseState::Declined => BindingState::Abandoned,
+            LeaseState::Expired => BindingState::Expired,
+            LeaseState::Free | LeaseState::Offered | LeaseState::Foreign => BindingState::Free,
+        };
+        let client_id = match s.client.as_ref().map(|k| k.as_ref()) {
+            Some(ClientRef {
+                kind: KeyKind::ClientId,
+                bytes,
+            }) => bytes,
+            _ => &[],
+        };
+        Some(LeaseRecord {
+            stamp,
+            addr: s.addr,
+            state,
+            htype: s.htype,
+            chaddr: &s.hw[..s.hlen as usize],
+            client_id,
+            starts: s.cltt,
+            ends: s.expires,
+            cltt: s.cltt,
+            tstp: 0,
+            tsfp: 0,
+            atsfp: 0,
+            flags: LeaseFlags(if s.reserved { LeaseFlags::RESERVED } else { 0 }),
+        })
+    }
+
+    /// Takes back the replayed leases: those of this shard's clients are bound again
+    /// (expired ones remembered for their client), the addresses of other shards'
+    /// clients become foreign here. Returns how many leases this shard now holds.
+    pub fn restore<'a>(&mut self, leases: impl IntoIterator<Item = &'a Lease>, now: u64) -> usize {
+        let mut held = 0;
+        for lease in leases {
+            self.witness(lease.stamp);
+            let Some(id) = self.leases.slot_of(lease.addr) else {
+                continue;
+            };
+            let client = if lease.client_id.is_empty() {
+                ClientRef {
+                    kind: KeyKind::Hardware,
+                    bytes: lease.hw.bytes(),
+                }
+            } else {
+                ClientRef {
+                    kind: KeyKind::ClientId,
+                    bytes: &lease.client_id,
+                }
+            };
+            if self.shard_of(client) != self.shard.index {
+                if !self.leases.slot(id).reserved {
+                    self.leases.make_foreign(id);
+                }
+                continue;
+            }
+            self.leases.adopt(&[lease.addr]);
+            let (state, until) = match lease.state {
+                BindingState::Active if lease.ends > now => (LeaseState::Active, lease.ends),
+                BindingState::Active | BindingState::Expired => (LeaseState::Expired, now),
+                BindingState::Released => (LeaseState::Released, now),
+                BindingState::Abandoned if lease.ends > now => (LeaseState::Declined, lease.ends),
+                _ => continue,
+            };
+            if state == LeaseState::Declined {
+                self.leases.set_state(id, state, until);
+                continue;
+            }
+            self.leases.bind(
+                id,
+                client,
+                lease.hw.htype,
+                lease.hw.bytes(),
+                LeaseState::Active,
+                lease.ends,
+            );
+            self.leases.set_cltt(id, lease.cltt);
+            if state == LeaseState::Active {
+                held += 1;
+            } else {
+                self.leases.set_state(id, state, until);
+            }
+        }
+        held
+    }
+}
