@@ -215,7 +215,7 @@ impl Journal {
         for s in 0..manifest.shards {
             let files = listing.shard(manifest.generation, s);
             leftovers.extend(files.stale.iter().cloned());
-            let mut r = replay::replay_shard(&files, true)?;
+            let r = replay::replay_shard(&files, true, &mut fold)?;
             for f in &r.files {
                 stats.files += 1;
                 stats.records += f.records;
@@ -226,7 +226,6 @@ impl Journal {
                     stats.damage.push(format!("{}: {d}", f.path.display()));
                 }
             }
-            fold.merge(std::mem::take(&mut r.fold));
             shards.push(r);
         }
         for p in &leftovers {

@@ -188,7 +188,6 @@ pub struct Sealed {
 
 #[derive(Debug, Default)]
 pub struct ShardReplay {
-    pub fold: Fold,
     pub files: Vec<FileReplay>,
     pub snapshot: Option<(u64, PathBuf)>,
     pub sealed: Vec<Sealed>,
@@ -199,15 +198,16 @@ pub struct ShardReplay {
     pub next_number: u64,
 }
 
-/// Replays one shard: the snapshot, then the log segments in order.
-pub fn replay_shard(files: &ShardFiles, repair: bool) -> Result<ShardReplay> {
+/// Replays one shard into `fold`: the snapshot, then the log segments in order. All
+/// shards fold into one `Fold`, so no per-shard table is built and merged.
+pub fn replay_shard(files: &ShardFiles, repair: bool, fold: &mut Fold) -> Result<ShardReplay> {
     let mut out = ShardReplay {
         next_seq: 1,
         next_number: 1,
         ..ShardReplay::default()
     };
     if let Some((name, path)) = &files.snapshot {
-        let (f, _, _, next) = replay_file(&mut out.fold, *name, path, repair)?;
+        let (f, _, _, next) = replay_file(fold, *name, path, repair)?;
         out.files.push(f);
         out.snapshot = Some((name.number, path.clone()));
         out.next_seq = next.max(1);
@@ -215,7 +215,7 @@ pub fn replay_shard(files: &ShardFiles, repair: bool) -> Result<ShardReplay> {
     }
     let mut prev_last: Option<u64> = None;
     for (i, (name, path)) in files.logs.iter().enumerate() {
-        let (mut f, scan_end, capacity, first) = replay_file(&mut out.fold, *name, path, repair)?;
+        let (mut f, scan_end, capacity, first) = replay_file(fold, *name, path, repair)?;
         let last_seq = first.wrapping_sub(1).wrapping_add(f.records);
         if let Some(p) = prev_last {
             if f.records > 0 && first != p.wrapping_add(1) && f.damage.is_none() {

@@ -88,31 +88,6 @@ impl Fold {
         }
     }
 
-    /// Merges another fold (the later one wins ties).
-    pub fn merge(&mut self, other: Fold) {
-        self.max_stamp = self.max_stamp.max(other.max_stamp);
-        for (addr, l) in other.leases {
-            match self.leases.entry(addr) {
-                hashbrown::hash_map::Entry::Occupied(mut o) => {
-                    if l.stamp >= o.get().stamp {
-                        o.insert(l);
-                    }
-                }
-                hashbrown::hash_map::Entry::Vacant(v) => {
-                    v.insert(l);
-                }
-            }
-        }
-        for (addr, r) in other.reservations {
-            self.reservation(addr, r.stamp, r.value);
-        }
-        if let Some(f) = other.failover {
-            if self.failover.as_ref().is_none_or(|o| f.stamp >= o.stamp) {
-                self.failover = Some(f);
-            }
-        }
-    }
-
     /// Every record that reproduces this fold, tombstones included (for snapshots).
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         let leases = self.leases.values().map(|l| Record::Lease(l.as_record()));

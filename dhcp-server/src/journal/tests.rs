@@ -87,7 +87,7 @@ fn lease(stamp: u64, host: u8, state: BindingState, client: u8) -> Lease {
         tstp: 0,
         tsfp: 0,
         atsfp: 0,
-        flags: LeaseFlags(if client % 7 == 0 {
+        flags: LeaseFlags(if client.is_multiple_of(7) {
             LeaseFlags::RESERVED
         } else {
             0
@@ -413,7 +413,7 @@ fn compaction_crash_at_every_step_recovers() {
         let d = copy_dir(base.path(), "compact-crash");
         let m = Manifest::read(d.path()).unwrap().unwrap();
         let files = Listing::read(d.path()).unwrap().shard(m.generation, 0);
-        let r = replay::replay_shard(&files, false).unwrap();
+        let r = replay::replay_shard(&files, false, &mut Fold::default()).unwrap();
         assert!(r.sealed.len() >= 2);
         let mut removed = 0;
         let out =

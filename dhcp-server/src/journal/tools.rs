@@ -121,7 +121,7 @@ fn read_only(dir: &Path) -> Result<(Report, State)> {
     for s in 0..manifest.shards {
         let files = listing.shard(manifest.generation, s);
         report.leftovers.extend(files.stale.iter().cloned());
-        let r = replay::replay_shard(&files, false)?;
+        let r = replay::replay_shard(&files, false, &mut fold)?;
         for f in r.files {
             report.records += f.records;
             report.files.push(FileReport {
@@ -134,7 +134,6 @@ fn read_only(dir: &Path) -> Result<(Report, State)> {
                 dropped_bytes: f.dropped_bytes,
             });
         }
-        fold.merge(r.fold);
     }
     let state = fold.into_state();
     report.leases = state.leases.len();

@@ -272,9 +272,19 @@ impl ShardWriter {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let ms = left.as_millis().clamp(1, 1000) as i32;
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut pfd, 1, ms) };
+            // ppoll, not poll: a commit takes a fraction of a millisecond, and poll's
+            // millisecond timeout would round short waits up.
+            let ts = libc::timespec {
+                tv_sec: left.as_secs().min(1) as libc::time_t,
+                tv_nsec: if left.as_secs() >= 1 {
+                    0
+                } else {
+                    libc::c_long::from(left.subsec_nanos() as i32)
+                },
+            };
+            // SAFETY: one valid pollfd and a valid timespec for the duration of the call;
+            // no signal mask is passed.
+            unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
             self.clear_wakeup();
         }
     }
