@@ -289,7 +289,7 @@ pub fn run(quick: bool) -> Result {
     let ours = lab::release_binary("dhcp-server", "dhcp-server")?;
     let load = lab::release_binary("dhcp-benches", "dhcp-load")?;
     let reflector = lab::release_binary("dhcp-benches", "xdp-reflector")?;
-    let mut lab = Lab::start("dhcp-server-bench")?;
+    let mut lab = Lab::start("dhcp-server-bench", lab::Layout::Pair)?;
     let mut results = Vec::new();
     let list = servers(&lab.dir, &ours, &reflector)?;
     for server in &list {

@@ -15,7 +15,7 @@ pub fn run() -> Result {
         return Err("the demo creates network namespaces: run it as root".into());
     }
     let server = lab::release_binary("dhcp-server", "dhcp-server")?;
-    let mut lab = Lab::start("dhcp-server-demo")?;
+    let mut lab = Lab::start("dhcp-server-demo", lab::Layout::Switched)?;
     println!(
         "lab: server namespace {SERVER_NS} on {SERVER_IF} ({}); clients {}, {}, {}",
         lab::SERVER_ADDR,

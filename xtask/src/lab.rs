@@ -13,6 +13,10 @@
 //! | dhcplab-udhcpc    | lab-c1    | (leased)       | udhcpc                                |
 //! | dhcplab-load      | lab-c2    | 198.18.0.2/15  | perfdhcp and dhcp-load                |
 //! Servers lease from 198.18.1.0-198.19.255.250.
+//!
+//! The benchmark uses the pair layout instead: the same server and load namespaces,
+//! addresses and interface names, joined by one veth pair with no switch between them,
+//! so the bridge's forwarding is not counted against whichever server is measured.
 
 use std::fs;
 use std::path::PathBuf;
@@ -67,6 +71,40 @@ pub fn in_ns(ns: &str, program: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, program]);
     c
+}
+
+/// How the namespaces are joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Every client namespace on a bridge with the server: the demo's lab.
+    Switched,
+    /// The load namespace alone, straight to the server: the benchmark's.
+    Pair,
+}
+
+/// Builds the pair layout (after removing any lab left by a killed run).
+fn up_pair() -> Result {
+    down();
+    ip(&["netns", "add", SERVER_NS])?;
+    ip(&["netns", "add", LOAD.0])?;
+    ip(&[
+        "link", "add", SERVER_IF, "netns", SERVER_NS, "type", "veth", "peer", "name", LOAD.1,
+        "netns", LOAD.0,
+    ])?;
+    for (ns, ifname) in [(SERVER_NS, SERVER_IF), LOAD] {
+        ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    }
+    ip(&[
+        "-n",
+        SERVER_NS,
+        "addr",
+        "add",
+        SERVER_ADDR,
+        "dev",
+        SERVER_IF,
+    ])?;
+    ip(&["-n", LOAD.0, "addr", "add", LOAD_ADDR, "dev", LOAD.1])
 }
 
 /// Builds the namespaces, veths and bridge (after removing any left by a killed run).
@@ -142,11 +180,14 @@ pub fn status() -> Result {
 
 impl Lab {
     /// Brings the lab up for one run; files go to a fresh temporary directory `name`.
-    pub fn start(name: &str) -> Result<Lab> {
+    pub fn start(name: &str, layout: Layout) -> Result<Lab> {
         let dir = std::env::temp_dir().join(name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        up()?;
+        match layout {
+            Layout::Switched => up()?,
+            Layout::Pair => up_pair()?,
+        }
         Ok(Lab {
             dir,
             children: Vec::new(),
