@@ -100,7 +100,10 @@ fn run(args: &Args) -> Result<(), String> {
                 while !shutdown::requested() {
                     let mut busy = false;
                     for x in &mut mine {
-                        let pass = x.pass(|req, out| reflect(mac, server, req, out));
+                        let pass = x.pass(0, |req, out| {
+                            let len = reflect(mac, server, req, out)?;
+                            Some(xsk::Out { len, after: 0 })
+                        });
                         busy |= pass.received > 0;
                     }
                     if !busy {
