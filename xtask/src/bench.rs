@@ -107,6 +107,15 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
             ready: "ready",
             start_rate: 8000,
         },
+        // One worker leaves the generator a core of its own on a 2-core machine; two
+        // show what sharding costs when the workers and the generator share the cores.
+        Server {
+            name: "dhcp-server (xdp, 1 worker)",
+            program: "env".into(),
+            args: ours_with(&["--backend", "xdp", "--workers", "1"]),
+            ready: "ready",
+            start_rate: 8000,
+        },
         Server {
             name: "dhcp-server (xdp, 2 workers)",
             program: "env".into(),
