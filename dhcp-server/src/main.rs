@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dhcp_server::config::{self, Backend, Config, QuickStart};
-use dhcp_server::{shutdown, udp, xdp};
+use dhcp_server::{journal, shutdown, udp, xdp};
 
 #[derive(Parser)]
 #[command(version, about = "A DHCPv4 server")]
@@ -27,6 +27,42 @@ enum Command {
         #[command(flatten)]
         quick: QuickStart,
     },
+    /// Inspect the lease journal in a state directory (safe beside a running server).
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
+    /// Migrate an ISC dhcpd 4.x leases file into the journal of a state directory.
+    ImportIsc {
+        /// The dhcpd.leases file.
+        #[arg(long)]
+        leases: PathBuf,
+        /// The state directory (not in use by a running server).
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalAction {
+    /// Check every file: records, damage a restart would cut, leftovers.
+    Verify {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Print the live leases and reservations, as JSON or as an ISC dhcpd.leases file.
+    Dump {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "json")]
+        format: DumpFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DumpFormat {
+    Json,
+    Isc,
 }
 
 /// Exit status for a configuration that cannot be used.
@@ -43,6 +79,65 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run { config, quick } => run(config, quick),
+        Command::Journal {
+            action: JournalAction::Verify { state_dir },
+        } => match journal::verify(&state_dir) {
+            Ok(report) => {
+                print!("{report}");
+                if report.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => tool_error(e),
+        },
+        Command::Journal {
+            action: JournalAction::Dump { state_dir, format },
+        } => {
+            let format = match format {
+                DumpFormat::Json => journal::Format::Json,
+                DumpFormat::Isc => journal::Format::Isc,
+            };
+            let mut out = std::io::stdout().lock();
+            journal::dump(&state_dir, format, &mut out)
+                .map_or_else(tool_error, |()| ExitCode::SUCCESS)
+        }
+        Command::ImportIsc { leases, state_dir } => import_isc(&leases, &state_dir),
+    }
+}
+
+fn tool_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("dhcp-server: {e}");
+    ExitCode::FAILURE
+}
+
+/// Appends every lease of the file to the state directory's journal and waits until it
+/// is on disk. The journal keeps its shard count; the server redistributes at start.
+fn import_isc(leases: &std::path::Path, dir: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(leases) {
+        Ok(t) => t,
+        Err(e) => return tool_error(format!("cannot read {}: {e}", leases.display())),
+    };
+    let opened = match journal::Journal::open(dir, &journal::Options::default()) {
+        Ok(o) => o,
+        Err(e) => return tool_error(e),
+    };
+    let mut writers = opened.writers;
+    let first = (opened.state.max_stamp + 1).max(udp::unix_now() << 20);
+    match journal::import_isc(&text, &mut writers[0], first) {
+        Ok(stats) => {
+            println!(
+                "imported {} leases from {} into {}",
+                stats.leases,
+                leases.display(),
+                dir.display()
+            );
+            drop(writers);
+            drop(opened.journal);
+            ExitCode::SUCCESS
+        }
+        Err(e) => tool_error(e),
     }
 }
 
