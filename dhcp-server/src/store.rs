@@ -39,6 +39,7 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
         &journal::Options {
             shards: usize::from(count),
             durability: config.durability,
+            segment_bytes: config.journal_segment_bytes,
             ..journal::Options::default()
         },
     )?;

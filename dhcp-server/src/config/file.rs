@@ -57,6 +57,7 @@ const TOP_KEYS: &[&str] = &[
     "pin-workers",
     "state-dir",
     "durability",
+    "journal-segment-size",
     "subnet",
 ];
 
@@ -390,6 +391,17 @@ impl Walker {
             .get("durability")
             .and_then(|v| self.parsed("durability", v, |s| s.parse()))
             .unwrap_or(defaults.durability);
+        let journal_segment_bytes = root
+            .get("journal-segment-size")
+            .and_then(|v| {
+                self.integer(
+                    "journal-segment-size",
+                    v,
+                    i128::from(crate::journal::Options::MIN_SEGMENT)..=1 << 40,
+                    "a size in bytes",
+                )
+            })
+            .map_or(defaults.journal_segment_bytes, |n| n as u64);
         let interfaces = self.interfaces(root);
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
@@ -429,6 +441,7 @@ impl Walker {
             pin_workers,
             state_dir,
             durability,
+            journal_segment_bytes,
         });
         Walked { config, dirty }
     }
@@ -1041,6 +1054,7 @@ pools = ["198.51.100.10-198.51.100.20"]
             pin_workers: true,
             state_dir: Some("/var/lib/dhcp-server".into()),
             durability: crate::journal::Durability::Async,
+            journal_segment_bytes: 64 << 20,
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),

@@ -66,6 +66,8 @@ pub struct Config {
     /// When an ACK may leave: after its journal record is on disk (sync) or in the
     /// mapping (async).
     pub durability: Durability,
+    /// Size of each journal segment, reserved on disk in full when it is created.
+    pub journal_segment_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -228,6 +230,7 @@ impl Default for Config {
             pin_workers: false,
             state_dir: None,
             durability: Durability::Sync,
+            journal_segment_bytes: 64 << 20,
         }
     }
 }

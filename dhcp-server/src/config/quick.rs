@@ -47,6 +47,10 @@ pub struct QuickStart {
     /// When an ACK may leave: once its lease is on disk (sync) or in memory (async).
     #[arg(long, default_value = "sync", value_name = "sync|async")]
     pub durability: crate::journal::Durability,
+    /// Size of each journal segment in bytes, reserved on disk when it is created.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(crate::journal::Options::MIN_SEGMENT..=1 << 40))]
+    pub journal_segment_size: u64,
     /// Send DHCPNAK for addresses this server does not know.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub authoritative: bool,
@@ -123,6 +127,7 @@ impl QuickStart {
             pin_workers: self.pin_workers,
             state_dir: self.state_dir.clone(),
             durability: self.durability,
+            journal_segment_bytes: self.journal_segment_size,
             ..Config::default()
         };
         Some(config.validate().map(|()| config).map_err(|bad| {
