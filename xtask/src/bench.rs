@@ -14,6 +14,8 @@ use crate::{chart, is_root, Result};
 
 /// The drop ratio a rate may have and still count (ISC's method for Kea's figures).
 const MAX_DROP_PERCENT: f64 = 2.5;
+/// Our server's state directory inside the lab directory.
+const STATE_DIR: &str = "state";
 /// The stateless AF_XDP answerer: the ceiling of the XDP path on this machine.
 const REFLECTOR: &str = "xdp-reflector (ceiling)";
 
@@ -88,6 +90,7 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Server>> {
+    let state = dir.join(STATE_DIR).display().to_string();
     let ours_with = |backend: &[&str]| {
         let mut args = vec![
             "RUST_LOG=info,dhcp_server::engine=warn".to_owned(),
@@ -95,6 +98,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
         ];
         args.extend(lab::one_liner());
         args.extend(backend.iter().map(|s| s.to_string()));
+        args.extend(["--state-dir".to_owned(), state.clone()]);
         args
     };
     let mut list = vec![
@@ -109,26 +113,43 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
         },
         // One worker leaves the generator a core of its own on a 2-core machine; two
         // show what sharding costs when the workers and the generator share the cores.
+        // The journal lives on the machine's disk (the lab directory), emptied before
+        // every step; async is the like-for-like comparison with Kea's memfile, which
+        // does not fsync either.
         Server {
-            name: "dhcp-server (xdp, 1 worker)",
+            name: "dhcp-server (xdp 1 worker, sync)",
             program: "env".into(),
-            args: ours_with(&["--backend", "xdp", "--workers", "1"]),
+            args: ours_with(&["--backend", "xdp", "--workers", "1", "--durability", "sync"]),
             ready: "ready",
-            start_rate: 8000,
+            start_rate: 16000,
         },
         Server {
-            name: "dhcp-server (xdp, 2 workers)",
+            name: "dhcp-server (xdp 1 worker, async)",
             program: "env".into(),
-            args: ours_with(&["--backend", "xdp", "--workers", "2"]),
+            args: ours_with(&[
+                "--backend",
+                "xdp",
+                "--workers",
+                "1",
+                "--durability",
+                "async",
+            ]),
             ready: "ready",
-            start_rate: 8000,
+            start_rate: 16000,
         },
         Server {
-            name: "dhcp-server (udp backend)",
+            name: "dhcp-server (xdp 2 workers, sync)",
             program: "env".into(),
-            args: ours_with(&["--backend", "udp"]),
+            args: ours_with(&["--backend", "xdp", "--workers", "2", "--durability", "sync"]),
             ready: "ready",
-            start_rate: 4000,
+            start_rate: 16000,
+        },
+        Server {
+            name: "dhcp-server (udp, async)",
+            program: "env".into(),
+            args: ours_with(&["--backend", "udp", "--durability", "async"]),
+            ready: "ready",
+            start_rate: 16000,
         },
     ];
     let kea = dir.join("kea-dhcp4.json");
@@ -201,10 +222,17 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
 
 /// Starts `server` afresh, offers `rate` exchanges a second for the plan's step, stops it,
 /// and prints what it measured.
-fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
+/// Empties every server's lease storage: each run starts from nothing.
+fn forget_leases(lab: &Lab) -> Result {
     for f in ["kea-leases4.csv", "dhcpd.leases"] {
         fs::write(lab.dir.join(f), "").map_err(|e| e.to_string())?;
     }
+    let _ = fs::remove_dir_all(lab.dir.join(STATE_DIR));
+    Ok(())
+}
+
+fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
+    forget_leases(lab)?;
     let args: Vec<&str> = server.args.iter().map(String::as_str).collect();
     let pid = lab.spawn(SERVER_NS, &server.program, &args, "server.log")?;
     lab.wait_for("server.log", server.ready, Duration::from_secs(15))?;
@@ -316,7 +344,7 @@ pub fn run(quick: bool) -> Result {
     let perf_secs = if quick { 2 } else { 5 };
     println!("perfdhcp at a fixed {PERFDHCP_RATE}/s for {perf_secs} s:");
     let mut rows = Vec::new();
-    for (server, (name, best, steps)) in servers(&lab.dir, &ours, &reflector)?.iter().zip(results) {
+    for (server, (name, best, steps)) in list.iter().zip(results) {
         let perf = perfdhcp(&mut lab, server, perf_secs)?;
         println!(
             "  {name}: {:.0} ACKs/s, {:.2}% dropped",
@@ -351,6 +379,7 @@ struct Row {
 
 /// Runs perfdhcp against a fresh `server` at the fixed rate.
 fn perfdhcp(lab: &mut Lab, server: &Server, secs: u32) -> Result<Perf> {
+    forget_leases(lab)?;
     let args: Vec<&str> = server.args.iter().map(String::as_str).collect();
     let pid = lab.spawn(SERVER_NS, &server.program, &args, "server.log")?;
     lab.wait_for("server.log", server.ready, Duration::from_secs(15))?;
