@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{perf_stats, require, wait_for_file, Backend, Lab, SERVER_BIN};
+use common::{one_liner, perf_stats, require, wait_for_file, Backend, Lab, SERVER_BIN};
 
 /// Runs a test body once per backend, as `NAME::udp` and `NAME::xdp`.
 macro_rules! on_both_backends {
@@ -49,20 +49,9 @@ fn in_pool(ip: &str) -> bool {
 fn quick_lab(test: &str, backend: Backend, extra: &[&str]) -> Option<(Lab, common::Server)> {
     let mut lab = Lab::new(test, "192.0.2.1/24")?;
     let iface = lab.server_if.clone();
-    let mut args = vec![
-        "--interface",
-        &iface,
-        "--subnet",
-        "192.0.2.0/24",
-        "--range",
-        "192.0.2.10-192.0.2.200",
-        "--router",
-        "192.0.2.1",
-        "--dns",
-        "192.0.2.53",
-    ];
+    let mut args = one_liner(&iface, "192.0.2.0/24", "192.0.2.10-192.0.2.200", backend);
+    args.extend_from_slice(&["--router", "192.0.2.1", "--dns", "192.0.2.53"]);
     args.extend_from_slice(extra);
-    args.extend_from_slice(backend.args());
     let server = lab.start_server(&args);
     Some((lab, server))
 }
@@ -183,16 +172,12 @@ fn perfdhcp_completes_5000_dora_exchanges_without_drops(backend: Backend) {
         return;
     };
     let iface = lab.server_if.clone();
-    let mut args = vec![
-        "--interface",
+    let server = lab.start_server(&one_liner(
         &iface,
-        "--subnet",
         "198.18.0.0/15",
-        "--range",
         "198.18.1.0-198.18.255.250",
-    ];
-    args.extend_from_slice(backend.args());
-    let server = lab.start_server(&args);
+        backend,
+    ));
     let client_if = lab.client_if.clone();
     lab.in_client("ip", &["addr", "add", "198.18.0.2/15", "dev", &client_if]);
     let out = perfdhcp(

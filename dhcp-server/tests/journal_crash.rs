@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Lab;
+use common::{one_liner, Backend, Lab};
 use dhcp_server::packet::{PacketSocket, FRAME};
 use dhcp_server::wire::frame::{self, Addressing, HEADROOM};
 use dhcproto::v4::{self, DhcpOption, MessageType};
@@ -171,20 +171,13 @@ fn every_acknowledged_lease_survives_kill_9_under_load() {
         lab.client_ns.clone(),
         lab.client_if.clone(),
     );
-    let args = [
-        "--interface",
+    let mut args = one_liner(
         &iface,
-        "--subnet",
         "198.18.0.0/15",
-        "--range",
         "198.18.1.0-198.18.255.250",
-        "--backend",
-        "xdp",
-        "--workers",
-        "2",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
+        Backend::Xdp,
+    );
+    args.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
     let mut all: HashMap<u32, Ipv4Addr> = HashMap::new();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for round in 0..ROUNDS {

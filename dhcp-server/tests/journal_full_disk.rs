@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{perf_stats, require, run, Backend, Lab};
+use common::{one_liner, perf_stats, require, run, Backend, Lab};
 
 fn perfdhcp(lab: &Lab, clients: &str, base_mac: &str) -> common::PerfStats {
     let out = Lab::cmd(&lab.client_ns, "timeout")
@@ -61,19 +61,14 @@ fn a_full_disk_stops_acks_loudly_and_they_resume_when_space_returns() {
     let iface = lab.server_if.clone();
     let client_if = lab.client_if.clone();
     lab.in_client("ip", &["addr", "add", "198.18.0.2/15", "dev", &client_if]);
-    let mut args = vec![
-        "--interface",
+    let mut args = one_liner(
         &iface,
-        "--subnet",
         "198.18.0.0/15",
-        "--range",
         "198.18.1.0-198.18.255.250",
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--journal-segment-size",
-        "65536",
-    ];
-    args.extend_from_slice(Backend::Xdp.args());
+        Backend::Xdp,
+    );
+    let state_arg = state.to_str().unwrap();
+    args.extend_from_slice(&["--state-dir", state_arg, "--journal-segment-size", "65536"]);
     let server = lab.start_server(&args);
     // Leave no room: the open segment has a little space, the next one none.
     let filler = state.join("filler");

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{require, run, wait_for_file, Lab, SERVER_BIN};
+use common::{one_liner, require, run, wait_for_file, Backend, Lab, SERVER_BIN};
 
 fn dhclient(lab: &mut Lab, name: &str) -> String {
     let (ns, ifc) = (lab.client_ns.clone(), lab.client_if.clone());
@@ -144,18 +144,14 @@ fn a_leases_file_written_by_isc_dhcpd_imports_and_serves_the_same_address() {
     // Our server on that directory: dhclient, forgetting its own lease, gets the same one.
     // Our pool starts lower than dhcpd's, so a server that lost the lease would offer .50.
     let iface = lab.server_if.clone();
-    lab.start_server(&[
-        "--interface",
+    let mut args = one_liner(
         &iface,
-        "--subnet",
         "192.0.2.0/24",
-        "--range",
         "192.0.2.50-192.0.2.150",
-        "--backend",
-        "udp",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+        Backend::Udp,
+    );
+    args.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
+    lab.start_server(&args);
     let from_us = dhclient(&mut lab, "second");
     assert_eq!(from_us, from_dhcpd, "the migrated lease was not honoured");
 }

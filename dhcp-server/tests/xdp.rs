@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Lab};
+use common::{one_liner, Backend, Lab};
 use dhcp_server::packet::PacketSocket;
 use dhcp_server::wire::frame::{self, Addressing, HEADROOM};
 use dhcproto::v4;
@@ -23,17 +23,8 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 fn server_lab(test: &str, backend: Backend) -> Option<(Lab, common::Server)> {
     let mut lab = Lab::new(test, "192.0.2.1/24")?;
     let iface = lab.server_if.clone();
-    let mut args = vec![
-        "--interface",
-        &iface,
-        "--subnet",
-        "192.0.2.0/24",
-        "--range",
-        "192.0.2.10-192.0.2.200",
-        "--router",
-        "192.0.2.1",
-    ];
-    args.extend_from_slice(backend.args());
+    let mut args = one_liner(&iface, "192.0.2.0/24", "192.0.2.10-192.0.2.200", backend);
+    args.extend_from_slice(&["--router", "192.0.2.1"]);
     let server = lab.start_server(&args);
     Some((lab, server))
 }
@@ -111,16 +102,12 @@ fn nothing_stays_attached_after_sigterm_or_kill_9() {
     wait_detached(&lab);
 
     let iface = lab.server_if.clone();
-    let server = lab.start_server(&[
-        "--interface",
+    let server = lab.start_server(&one_liner(
         &iface,
-        "--subnet",
         "192.0.2.0/24",
-        "--range",
         "192.0.2.10-192.0.2.200",
-        "--backend",
-        "xdp",
-    ]);
+        Backend::Xdp,
+    ));
     assert!(attached(&lab));
     // SAFETY: kill(2) on the server we started.
     unsafe { libc::kill(server.pid as i32, libc::SIGKILL) };

@@ -82,19 +82,20 @@ pub enum Layout {
     Pair,
 }
 
-/// Builds the pair layout (after removing any lab left by a killed run).
-fn up_pair() -> Result {
-    down();
-    ip(&["netns", "add", SERVER_NS])?;
-    ip(&["netns", "add", LOAD.0])?;
+/// A veth pair between two namespaces, both ends up, each namespace's loopback up.
+fn veth(a: (&str, &str), b: (&str, &str)) -> Result {
     ip(&[
-        "link", "add", SERVER_IF, "netns", SERVER_NS, "type", "veth", "peer", "name", LOAD.1,
-        "netns", LOAD.0,
+        "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
     ])?;
-    for (ns, ifname) in [(SERVER_NS, SERVER_IF), LOAD] {
+    for (ns, ifname) in [a, b] {
         ip(&["-n", ns, "link", "set", ifname, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
+    Ok(())
+}
+
+/// The server's and the load generator's addresses, the same in both layouts.
+fn addresses() -> Result {
     ip(&[
         "-n",
         SERVER_NS,
@@ -105,6 +106,15 @@ fn up_pair() -> Result {
         SERVER_IF,
     ])?;
     ip(&["-n", LOAD.0, "addr", "add", LOAD_ADDR, "dev", LOAD.1])
+}
+
+/// Builds the pair layout (after removing any lab left by a killed run).
+fn up_pair() -> Result {
+    down();
+    ip(&["netns", "add", SERVER_NS])?;
+    ip(&["netns", "add", LOAD.0])?;
+    veth((SERVER_NS, SERVER_IF), LOAD)?;
+    addresses()
 }
 
 /// Builds the namespaces, veths and bridge (after removing any left by a killed run).
@@ -122,29 +132,13 @@ pub fn up() -> Result {
     ip(&["-n", SWITCH_NS, "link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["-n", SWITCH_NS, "link", "set", BRIDGE, "up"])?;
     let server = [(SERVER_NS, SERVER_IF)];
-    for (i, (ns, ifname)) in server.iter().chain(&CLIENTS).enumerate() {
+    for (i, &end) in server.iter().chain(&CLIENTS).enumerate() {
         let port = format!("lab-s{i}");
-        ip(&["netns", "add", ns])?;
-        ip(&[
-            "link", "add", &port, "netns", SWITCH_NS, "type", "veth", "peer", "name", ifname,
-            "netns", ns,
-        ])?;
-        ip(&[
-            "-n", SWITCH_NS, "link", "set", &port, "master", BRIDGE, "up",
-        ])?;
-        ip(&["-n", ns, "link", "set", ifname, "up"])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&["netns", "add", end.0])?;
+        veth((SWITCH_NS, &port), end)?;
+        ip(&["-n", SWITCH_NS, "link", "set", &port, "master", BRIDGE])?;
     }
-    ip(&[
-        "-n",
-        SERVER_NS,
-        "addr",
-        "add",
-        SERVER_ADDR,
-        "dev",
-        SERVER_IF,
-    ])?;
-    ip(&["-n", LOAD.0, "addr", "add", LOAD_ADDR, "dev", LOAD.1])
+    addresses()
 }
 
 /// Deletes the lab's namespaces, and with them its veths and bridge.

@@ -413,14 +413,7 @@ impl Engine {
         let (subnet, addr) = (s.subnet, s.addr);
         if s.state != LeaseState::Active || !self.leases.is_client(slot, client) {
             let hold = now + self.config.offer_hold as u64;
-            self.leases.bind(
-                slot,
-                client,
-                req.msg.htype(),
-                req.msg.chaddr(),
-                LeaseState::Offered,
-                hold,
-            );
+            self.bind(slot, req, LeaseState::Offered, hold);
         }
         let terms = self.terms(subnet, req.lease_time);
         let sid = self.server_id(subnet, meta);
@@ -516,14 +509,7 @@ impl Engine {
                 let subnet = self.leases.slot(slot).subnet;
                 let terms = self.terms(subnet, req.lease_time);
                 let end = now + terms.lease as u64;
-                self.leases.bind(
-                    slot,
-                    client,
-                    req.msg.htype(),
-                    req.msg.chaddr(),
-                    LeaseState::Active,
-                    end,
-                );
+                self.bind(slot, req, LeaseState::Active, end);
                 self.leases.set_cltt(slot, now);
                 self.changed(slot);
                 let res = self.res_in(res, subnet);
@@ -593,6 +579,13 @@ impl Engine {
             LeaseState::Foreign => unknown(Drop::OtherShard, "address managed by another worker"),
             _ => Verdict::Ack(slot),
         }
+    }
+
+    /// Gives `slot` to the sender of `req` in `state` until `until`.
+    fn bind(&mut self, slot: SlotId, req: &Request<'_>, state: LeaseState, until: u64) {
+        let (htype, chaddr) = (req.msg.htype(), req.msg.chaddr());
+        self.leases
+            .bind(slot, client_of(req), htype, chaddr, state, until);
     }
 
     /// The client took another server's offer: what we held for it goes back.

@@ -208,6 +208,18 @@ impl Drop for Lab {
     }
 }
 
+/// `dhcp-server run` arguments serving `subnet` from `range` on `iface` with `backend`.
+pub fn one_liner<'a>(
+    iface: &'a str,
+    subnet: &'a str,
+    range: &'a str,
+    backend: Backend,
+) -> Vec<&'a str> {
+    let mut args = vec!["--interface", iface, "--subnet", subnet, "--range", range];
+    args.extend_from_slice(backend.args());
+    args
+}
+
 /// Which I/O backend a test runs the server with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
