@@ -92,6 +92,51 @@ fn ping_and_tcp_to_the_server_work_while_attached() {
 }
 
 #[test]
+fn a_multi_queue_device_gets_a_socket_per_queue_and_worker() {
+    let Some(mut lab) = Lab::with_queues("xdp-queues", "198.18.0.1/15", 4) else {
+        return;
+    };
+    common::require("perfdhcp");
+    let iface = lab.server_if.clone();
+    let server = lab.start_server(&one_liner(
+        &iface,
+        "198.18.0.0/15",
+        "198.18.1.0-198.18.255.250",
+        Backend::Xdp,
+    ));
+    assert!(
+        server.log_text().contains("4 queues x 2 workers"),
+        "{}",
+        server.log_text()
+    );
+    lab.in_client(
+        "ip",
+        &["addr", "add", "198.18.0.2/15", "dev", &lab.client_if],
+    );
+    let out = Lab::cmd(&lab.client_ns, "timeout")
+        .args([
+            "60",
+            "perfdhcp",
+            "-4",
+            "-l",
+            &lab.client_if,
+            "-r",
+            "200",
+            "-R",
+            "1000",
+        ])
+        .args(["-n", "1000", "-W", "2000000", "-p", "15"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let acks = common::perf_stats(&text, "REQUEST-ACK");
+    assert_eq!((acks.sent, acks.received), (1000, 1000), "{text}");
+    let status = lab.stop(server.pid).expect("no exit on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    Backend::Xdp.check_every_worker_served(&server.log_text());
+}
+
+#[test]
 fn nothing_stays_attached_after_sigterm_or_kill_9() {
     let Some((mut lab, server)) = server_lab("xdp-detach", Backend::Xdp) else {
         return;

@@ -66,6 +66,12 @@ impl Lab {
     /// Creates the namespaces and the veth pair, with `server_addr` (ADDRESS/PREFIX) on the
     /// server side and the client side up without an address.
     pub fn new(test: &str, server_addr: &str) -> Option<Lab> {
+        Self::with_queues(test, server_addr, 1)
+    }
+
+    /// `new`, with veth ends of `queues` receive and transmit queues each, as a
+    /// multi-queue NIC has.
+    pub fn with_queues(test: &str, server_addr: &str, queues: u32) -> Option<Lab> {
         if !is_root() || Command::new("ip").arg("-V").output().is_err() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -88,10 +94,15 @@ impl Lab {
         fs::create_dir_all(&lab.dir).unwrap();
         ip(&["netns", "add", &lab.server_ns]);
         ip(&["netns", "add", &lab.client_ns]);
+        let queues = queues.to_string();
         ip(&[
             "link",
             "add",
             &lab.server_if,
+            "numtxqueues",
+            &queues,
+            "numrxqueues",
+            &queues,
             "netns",
             &lab.server_ns,
             "type",
@@ -99,6 +110,10 @@ impl Lab {
             "peer",
             "name",
             &lab.client_if,
+            "numtxqueues",
+            &queues,
+            "numrxqueues",
+            &queues,
             "netns",
             &lab.client_ns,
         ]);
