@@ -3,6 +3,7 @@
 //! (`udp` today, AF_XDP workers later) move bytes between the network and the engine.
 
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod journal;
 pub mod netif;

@@ -32,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// Ask a running server over its control socket (see docs/control.md).
+    Ctl(dhcp_server::control::CtlArgs),
     /// Migrate an ISC dhcpd 4.x leases file into the journal of a state directory.
     ImportIsc {
         /// The dhcpd.leases file.
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
                 .map_or_else(tool_error, |()| ExitCode::SUCCESS)
         }
         Command::ImportIsc { leases, state_dir } => import_isc(&leases, &state_dir),
+        Command::Ctl(args) => dhcp_server::control::run_ctl(args),
     }
 }
 

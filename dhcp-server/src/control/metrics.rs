@@ -1,0 +1,400 @@
+//! The counters of `status` and `stats` in the Prometheus text exposition format
+//! (version 0.0.4), for `ctl metrics` and for an optional `GET /metrics` HTTP listener.
+//! The listener is deliberately minimal: one request per connection, a capped header
+//! read with a timeout, no keep-alive; anything but `GET /metrics` gets a 404 or 405.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::listener::{call, Ctx};
+use super::protocol::Command;
+use super::types::{Stats, Status};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A scrape request's head is a few hundred bytes; more is not a scraper.
+const MAX_HEAD: usize = 8 * 1024;
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A label value with `\`, `"` and newlines escaped as the format requires.
+fn label(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', r#"\""#)
+        .replace('\n', r"\n")
+}
+
+/// Writes one metric family: its HELP and TYPE lines, then each sample.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+fn one(value: u64) -> [(String, u64); 1] {
+    [(String::new(), value)]
+}
+
+/// The whole exposition. Names follow Prometheus conventions: `dhcp_` prefix, `_total`
+/// on counters, base units in the name.
+pub fn render(status: &Status, stats: &Stats) -> String {
+    let mut out = String::new();
+    let xdp_mode = status
+        .xdp
+        .map(|x| format!("{}/{}", x.attach.name(), x.copy.name()))
+        .unwrap_or_default();
+    family(
+        &mut out,
+        "dhcp_build_info",
+        "gauge",
+        "Version and backend of the running server.",
+        [(
+            format!(
+                "version=\"{}\",backend=\"{}\",xdp_mode=\"{}\"",
+                label(&status.version),
+                status.backend.name(),
+                label(&xdp_mode)
+            ),
+            1,
+        )],
+    );
+    family(
+        &mut out,
+        "dhcp_ready",
+        "gauge",
+        "1 once the journal is recovered and every socket is up.",
+        one(status.ready.into()),
+    );
+    family(
+        &mut out,
+        "dhcp_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        one(status.uptime_secs),
+    );
+    family(
+        &mut out,
+        "dhcp_workers",
+        "gauge",
+        "Lease shards, one thread each.",
+        one(status.workers.into()),
+    );
+    if let Some(j) = &status.journal {
+        family(
+            &mut out,
+            "dhcp_journal_healthy",
+            "gauge",
+            "1 while every journal write and flush succeeds.",
+            one(j.healthy.into()),
+        );
+    }
+    family(
+        &mut out,
+        "dhcp_messages_received_total",
+        "counter",
+        "DHCP messages received, by message type.",
+        stats
+            .received
+            .iter()
+            .map(|(t, n)| (format!("type=\"{}\"", label(t)), *n)),
+    );
+    family(
+        &mut out,
+        "dhcp_messages_sent_total",
+        "counter",
+        "DHCP messages sent, by message type.",
+        stats
+            .sent
+            .iter()
+            .map(|(t, n)| (format!("type=\"{}\"", label(t)), *n)),
+    );
+    family(
+        &mut out,
+        "dhcp_dropped_total",
+        "counter",
+        "Datagrams not answered, by reason.",
+        stats
+            .drops
+            .iter()
+            .map(|(r, n)| (format!("reason=\"{}\"", label(r)), *n)),
+    );
+    let shard = |s: u16| format!("shard=\"{s}\"");
+    family(
+        &mut out,
+        "dhcp_shard_received_total",
+        "counter",
+        "DHCP messages received, by shard.",
+        stats.shards.iter().map(|s| (shard(s.shard), s.received)),
+    );
+    family(
+        &mut out,
+        "dhcp_shard_sent_total",
+        "counter",
+        "DHCP messages sent, by shard.",
+        stats.shards.iter().map(|s| (shard(s.shard), s.sent)),
+    );
+    family(
+        &mut out,
+        "dhcp_shard_dropped_total",
+        "counter",
+        "Datagrams not answered, by shard.",
+        stats.shards.iter().map(|s| (shard(s.shard), s.dropped)),
+    );
+    family(
+        &mut out,
+        "dhcp_pool_size",
+        "gauge",
+        "Addresses in the subnet's pools and reservations.",
+        stats
+            .pools
+            .iter()
+            .map(|p| (format!("subnet=\"{}\"", p.subnet), p.total)),
+    );
+    family(
+        &mut out,
+        "dhcp_pool_addresses",
+        "gauge",
+        "Addresses of the subnet's pools by state.",
+        stats.pools.iter().flat_map(|p| {
+            [
+                ("free", p.free),
+                ("offered", p.offered),
+                ("active", p.active),
+                ("declined", p.declined),
+            ]
+            .map(|(state, n)| (format!("subnet=\"{}\",state=\"{state}\"", p.subnet), n))
+        }),
+    );
+    let l = &stats.latency;
+    family(
+        &mut out,
+        "dhcp_reply_latency_microseconds",
+        "gauge",
+        "Request-to-reply latency percentiles since start, microseconds.",
+        [
+            ("0.5", l.p50_us),
+            ("0.9", l.p90_us),
+            ("0.99", l.p99_us),
+            ("0.999", l.p999_us),
+            ("1", l.max_us),
+        ]
+        .map(|(q, v)| (format!("quantile=\"{q}\""), v)),
+    );
+    family(
+        &mut out,
+        "dhcp_reply_latency_samples_total",
+        "counter",
+        "Replies whose latency was measured.",
+        one(l.samples),
+    );
+    out
+}
+
+/// Accepts scrapers until the control runtime stops; each in its own task.
+pub(super) async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>) {
+    let mut stopped = ctx.stopped.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.changed() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
+                    continue; // dropping the stream closes it: the scraper retries
+                };
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    // A scraper that stalls is cut off; nothing to report to it.
+                    let _ = tokio::time::timeout(HTTP_TIMEOUT, scrape(stream, &ctx)).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("metrics listener accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads the request head and answers it.
+async fn scrape(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if head.len() > MAX_HEAD {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+            )
+            .await;
+        }
+    }
+    let request_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut parts = request_line.split(|b| *b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().unwrap_or_default();
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    if method != b"GET" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n",
+        )
+        .await;
+    }
+    if path != b"/metrics" {
+        return respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await;
+    }
+    match call(ctx, Command::Metrics).await {
+        Ok(v) => {
+            let text = v.get("text").and_then(Value::as_str).unwrap_or_default();
+            respond(&mut stream, "200 OK", CONTENT_TYPE, text).await
+        }
+        Err(e) => {
+            respond(
+                &mut stream,
+                "503 Service Unavailable",
+                "text/plain",
+                &format!("{e}\n"),
+            )
+            .await
+        }
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::types::*;
+    use crate::journal::Durability;
+
+    fn sample() -> (Status, Stats) {
+        let status = Status {
+            ready: true,
+            version: "0.1.0".into(),
+            uptime_secs: 12,
+            backend: BackendKind::Xdp,
+            xdp: Some(XdpStatus {
+                attach: XdpAttach::Driver,
+                copy: XdpCopy::ZeroCopy,
+            }),
+            workers: 2,
+            interfaces: vec!["eth1".into()],
+            journal: Some(JournalStatus {
+                dir: "/var/lib/dhcp-server".into(),
+                durability: Durability::Sync,
+                healthy: true,
+                error: None,
+            }),
+        };
+        let mut stats = Stats::default();
+        stats.received.insert("discover".into(), 10);
+        stats.sent.insert("offer".into(), 9);
+        stats.drops.insert("malformed".into(), 1);
+        stats.shards.push(ShardStats {
+            shard: 1,
+            received: 10,
+            sent: 9,
+            dropped: 1,
+        });
+        stats.pools.push(PoolStats {
+            subnet: "192.0.2.0/24".parse().unwrap(),
+            total: 191,
+            free: 180,
+            offered: 1,
+            active: 9,
+            declined: 1,
+        });
+        stats.latency = Latency {
+            samples: 9,
+            p50_us: 40,
+            p90_us: 60,
+            p99_us: 90,
+            p999_us: 95,
+            max_us: 100,
+        };
+        (status, stats)
+    }
+
+    #[test]
+    fn renders_every_family_once_with_samples() {
+        let (status, stats) = sample();
+        let text = render(&status, &stats);
+        for line in [
+            r#"dhcp_build_info{version="0.1.0",backend="xdp",xdp_mode="driver/zero-copy"} 1"#,
+            "dhcp_ready 1",
+            "dhcp_uptime_seconds 12",
+            "dhcp_workers 2",
+            "dhcp_journal_healthy 1",
+            r#"dhcp_messages_received_total{type="discover"} 10"#,
+            r#"dhcp_messages_sent_total{type="offer"} 9"#,
+            r#"dhcp_dropped_total{reason="malformed"} 1"#,
+            r#"dhcp_shard_received_total{shard="1"} 10"#,
+            r#"dhcp_pool_size{subnet="192.0.2.0/24"} 191"#,
+            r#"dhcp_pool_addresses{subnet="192.0.2.0/24",state="active"} 9"#,
+            r#"dhcp_reply_latency_microseconds{quantile="0.999"} 95"#,
+            "dhcp_reply_latency_samples_total 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        // Every sample line belongs to a family declared just before it.
+        let mut declared = Vec::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(!declared.contains(&name.to_owned()), "{name} twice");
+                declared.push(name.to_owned());
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap();
+                assert_eq!(Some(&name.to_owned()), declared.last(), "{l}");
+            }
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+    }
+}

@@ -1,0 +1,52 @@
+//! The operator interface: a Unix control socket speaking line-delimited JSON
+//! (`protocol`), the same counters in the Prometheus text format (`metrics`), systemd
+//! readiness notification (`notify`) and the `dhcp-server ctl` client (`client`).
+//!
+//! The I/O threads own all lease and counter state, so this module never touches it: a
+//! backend implements `Server`, whose calls may block briefly while the backend asks its
+//! workers, and `serve` runs the socket on its own thread with a small tokio runtime that
+//! makes those calls on a bounded blocking pool. A slow call delays only the client that
+//! made it; no worker ever waits on the control side.
+
+pub mod client;
+mod listener;
+pub mod metrics;
+mod notify;
+pub mod protocol;
+pub mod types;
+
+use std::net::Ipv4Addr;
+
+pub use client::{run_ctl, CtlArgs};
+pub use listener::{serve, AccessList, Handle, Options, ServeError};
+pub use notify::{notify_ready, notify_stopping};
+pub use types::*;
+
+/// Where the socket lives unless configured otherwise (systemd's RuntimeDirectory).
+pub const DEFAULT_SOCKET: &str = "/run/dhcp-server/control.sock";
+
+/// What a backend offers the control socket. Implementations answer from snapshots or by
+/// messaging their workers; a call may block, but should give up with
+/// `ControlError::Unavailable` after a bounded wait (a second or so) rather than hang,
+/// since each pending call holds one of a few blocking threads.
+pub trait Server: Send + Sync + 'static {
+    /// Cheap and always answerable, even before `ready`.
+    fn status(&self) -> Status;
+    /// Counters since start, summed over shards (see `Stats::add_shard`).
+    fn stats(&self) -> Result<Stats, ControlError>;
+    /// One lease by address, the leases of a MAC or client identifier, or a page of all,
+    /// in address order starting after `query.cursor`, at most `query.limit` of them.
+    fn leases(&self, query: LeaseQuery) -> Result<LeasePage, ControlError>;
+    /// Adds a host reservation, journaled before it answers.
+    fn reservation_add(&self, spec: ReservationSpec) -> Result<(), ControlError>;
+    fn reservation_del(&self, address: Ipv4Addr) -> Result<(), ControlError>;
+    /// Frees the address as a client's DHCPRELEASE would: still remembered for it.
+    fn lease_release(&self, address: Ipv4Addr) -> Result<(), ControlError>;
+    /// Forgets the lease and its client entirely: the address is free for anyone.
+    fn lease_delete(&self, address: Ipv4Addr) -> Result<(), ControlError>;
+    /// Re-reads the configuration, validates it whole, applies the safe subset.
+    fn reload(&self) -> Result<ReloadReport, ControlError>;
+    /// Asks the server to stop as SIGTERM would; returns at once. The control socket
+    /// has already answered the client when this is called.
+    fn shutdown(&self);
+}

@@ -1,0 +1,623 @@
+//! The control protocol, version 1: one JSON object per line each way. A request names
+//! `version`, an optional `id` (echoed, so a client may pipeline) and a `command`; the
+//! command's arguments sit beside them in the same object. A reply carries `ok` and
+//! either `result` or `error {code, message}`.
+//!
+//! Parsing is strict (unknown fields and commands are errors, not ignored) so a typo in
+//! a script fails loudly instead of, say, listing every lease when one was asked for.
+//! Every failure is a `ProtocolError` with a stable code; nothing here panics on input.
+
+use std::net::Ipv4Addr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::types::{
+    ClientId, ClientIdentity, LeaseFilter, LeaseQuery, MacAddr, ReservationSpec, DEFAULT_PAGE,
+    MAX_PAGE,
+};
+
+/// The schema version this server speaks; a request with another is refused.
+pub const VERSION: u64 = 1;
+
+/// The longest request line accepted, newline excluded. Real requests are under 1 KiB;
+/// the cap keeps a runaway client from growing the server's memory.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Echoed in the reply: a string, a number or null.
+    pub id: Value,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Status,
+    Stats,
+    Metrics,
+    Leases(LeaseQuery),
+    ReservationAdd(ReservationSpec),
+    ReservationDel(Ipv4Addr),
+    LeaseRelease(Ipv4Addr),
+    LeaseDelete(Ipv4Addr),
+    Reload,
+    Shutdown,
+}
+
+impl Command {
+    /// The name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Stats => "stats",
+            Command::Metrics => "metrics",
+            Command::Leases(_) => "leases",
+            Command::ReservationAdd(_) => "reservation-add",
+            Command::ReservationDel(_) => "reservation-del",
+            Command::LeaseRelease(_) => "lease-release",
+            Command::LeaseDelete(_) => "lease-delete",
+            Command::Reload => "reload",
+            Command::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Why a request got an error reply before (or instead of) reaching the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// Not JSON, not an object, or a field of the wrong type.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("protocol version {0} is not supported (this server speaks {VERSION})")]
+    UnsupportedVersion(String),
+    #[error("unknown command '{0}'")]
+    UnknownCommand(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("request line longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    #[error("uid {uid} gid {gid} may not use this control socket")]
+    PermissionDenied { uid: u32, gid: u32 },
+    #[error("too many control connections; try again")]
+    Busy,
+}
+
+impl ProtocolError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::Malformed(_) => "malformed-request",
+            ProtocolError::UnsupportedVersion(_) => "unsupported-version",
+            ProtocolError::UnknownCommand(_) => "unknown-command",
+            ProtocolError::InvalidArgument(_) => "invalid-argument",
+            ProtocolError::LineTooLong => "line-too-long",
+            ProtocolError::PermissionDenied { .. } => "permission-denied",
+            ProtocolError::Busy => "busy",
+        }
+    }
+}
+
+/// A reply line. `result` and `error` are exclusive; `ok` says which is there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub version: u64,
+    #[serde(default)]
+    pub id: Value,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl Reply {
+    pub fn success(id: Value, result: Value) -> Self {
+        Self {
+            version: VERSION,
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn failure(id: Value, code: &str, message: String) -> Self {
+        Self {
+            version: VERSION,
+            id,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code: code.to_owned(),
+                message,
+            }),
+        }
+    }
+
+    pub fn protocol_error(id: Value, e: &ProtocolError) -> Self {
+        Self::failure(id, e.code(), e.to_string())
+    }
+
+    /// The reply as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serializing a Value tree with string keys cannot fail; the fallback keeps the
+        // connection answering even if that ever changed.
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
+            format!(
+                r#"{{"version":{VERSION},"id":null,"ok":false,"error":{{"code":"internal","message":"cannot encode reply: {e}"}}}}"#
+            )
+            .into_bytes()
+        });
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Parses one request line (without its newline). On error, returns the request's `id`
+/// when it could be read, so the error reply still matches its request.
+pub fn parse_request(line: &[u8]) -> Result<Request, (Value, ProtocolError)> {
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| (Value::Null, ProtocolError::Malformed(e.to_string())))?;
+    let Value::Object(mut obj) = value else {
+        return Err((
+            Value::Null,
+            ProtocolError::Malformed("a request is a JSON object".into()),
+        ));
+    };
+    let id = match obj.remove("id") {
+        None => Value::Null,
+        Some(id @ (Value::Null | Value::String(_) | Value::Number(_))) => id,
+        Some(_) => {
+            return Err((
+                Value::Null,
+                ProtocolError::Malformed("'id' is a string, a number or null".into()),
+            ))
+        }
+    };
+    match parse_fields(obj) {
+        Ok(command) => Ok(Request { id, command }),
+        Err(e) => Err((id, e)),
+    }
+}
+
+fn parse_fields(mut obj: Map<String, Value>) -> Result<Command, ProtocolError> {
+    match obj.remove("version") {
+        Some(Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
+        Some(v @ Value::Number(_)) => return Err(ProtocolError::UnsupportedVersion(v.to_string())),
+        Some(_) => return Err(ProtocolError::Malformed("'version' is a number".into())),
+        None => {
+            return Err(ProtocolError::Malformed(format!(
+                "missing 'version' (use {VERSION})"
+            )))
+        }
+    }
+    let name = match obj.remove("command") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(ProtocolError::Malformed("'command' is a string".into())),
+        None => return Err(ProtocolError::Malformed("missing 'command'".into())),
+    };
+    let args = Value::Object(obj);
+    Ok(match name.as_str() {
+        "status" => no_args(args, Command::Status)?,
+        "stats" => no_args(args, Command::Stats)?,
+        "metrics" => no_args(args, Command::Metrics)?,
+        "reload" => no_args(args, Command::Reload)?,
+        "shutdown" => no_args(args, Command::Shutdown)?,
+        "leases" => Command::Leases(arguments::<LeasesArgs>(args)?.check()?),
+        "reservation-add" => Command::ReservationAdd(arguments::<ReservationArgs>(args)?.check()?),
+        "reservation-del" => Command::ReservationDel(arguments::<AddressArg>(args)?.address),
+        "lease-release" => Command::LeaseRelease(arguments::<AddressArg>(args)?.address),
+        "lease-delete" => Command::LeaseDelete(arguments::<AddressArg>(args)?.address),
+        _ => return Err(ProtocolError::UnknownCommand(name)),
+    })
+}
+
+/// Reads a command's arguments; serde's message names the bad or unknown field.
+fn arguments<T: DeserializeOwned>(args: Value) -> Result<T, ProtocolError> {
+    serde_json::from_value(args).map_err(|e| ProtocolError::InvalidArgument(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+fn no_args(args: Value, command: Command) -> Result<Command, ProtocolError> {
+    arguments::<NoArgs>(args).map(|_| command)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddressArg {
+    address: Ipv4Addr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeasesArgs {
+    address: Option<Ipv4Addr>,
+    mac: Option<MacAddr>,
+    client_id: Option<ClientId>,
+    cursor: Option<Ipv4Addr>,
+    limit: Option<u32>,
+}
+
+impl LeasesArgs {
+    fn check(self) -> Result<LeaseQuery, ProtocolError> {
+        let filter = match (self.address, self.mac, self.client_id) {
+            (None, None, None) => None,
+            (Some(a), None, None) => Some(LeaseFilter::Address(a)),
+            (None, Some(m), None) => Some(LeaseFilter::Mac(m)),
+            (None, None, Some(c)) => Some(LeaseFilter::ClientId(c)),
+            _ => {
+                return Err(ProtocolError::InvalidArgument(
+                    "give at most one of 'address', 'mac' and 'client_id'".into(),
+                ))
+            }
+        };
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ProtocolError::InvalidArgument(format!(
+                "'limit' is 1 to {MAX_PAGE}, not {limit}"
+            )));
+        }
+        Ok(LeaseQuery {
+            filter,
+            cursor: self.cursor,
+            limit,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReservationArgs {
+    address: Ipv4Addr,
+    mac: Option<MacAddr>,
+    client_id: Option<ClientId>,
+    host_name: Option<String>,
+}
+
+/// Option 12 carries at most 255 octets.
+const MAX_HOST_NAME: usize = 255;
+
+impl ReservationArgs {
+    fn check(self) -> Result<ReservationSpec, ProtocolError> {
+        let client = match (self.mac, self.client_id) {
+            (Some(m), None) => ClientIdentity::Mac(m),
+            (None, Some(c)) => ClientIdentity::ClientId(c),
+            _ => {
+                return Err(ProtocolError::InvalidArgument(
+                    "give exactly one of 'mac' and 'client_id'".into(),
+                ))
+            }
+        };
+        if let Some(h) = &self.host_name {
+            if h.is_empty() || h.len() > MAX_HOST_NAME || h.chars().any(char::is_control) {
+                return Err(ProtocolError::InvalidArgument(format!(
+                    "'host_name' is 1 to {MAX_HOST_NAME} printable octets"
+                )));
+            }
+        }
+        Ok(ReservationSpec {
+            address: self.address,
+            client,
+            host_name: self.host_name,
+        })
+    }
+}
+
+impl Request {
+    /// The request as one line, newline included: what `dhcp-server ctl` sends.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut obj = Map::new();
+        obj.insert("version".into(), VERSION.into());
+        obj.insert("id".into(), self.id.clone());
+        obj.insert("command".into(), self.command.name().into());
+        let mut put = |k: &str, v: String| {
+            obj.insert(k.into(), Value::String(v));
+        };
+        match &self.command {
+            Command::Status
+            | Command::Stats
+            | Command::Metrics
+            | Command::Reload
+            | Command::Shutdown => {}
+            Command::Leases(q) => {
+                match &q.filter {
+                    Some(LeaseFilter::Address(a)) => put("address", a.to_string()),
+                    Some(LeaseFilter::Mac(m)) => put("mac", m.to_string()),
+                    Some(LeaseFilter::ClientId(c)) => put("client_id", c.to_string()),
+                    None => {}
+                }
+                if let Some(c) = q.cursor {
+                    put("cursor", c.to_string());
+                }
+                obj.insert("limit".into(), q.limit.into());
+            }
+            Command::ReservationAdd(r) => {
+                put("address", r.address.to_string());
+                match &r.client {
+                    ClientIdentity::Mac(m) => put("mac", m.to_string()),
+                    ClientIdentity::ClientId(c) => put("client_id", c.to_string()),
+                }
+                if let Some(h) = &r.host_name {
+                    put("host_name", h.clone());
+                }
+            }
+            Command::ReservationDel(a) | Command::LeaseRelease(a) | Command::LeaseDelete(a) => {
+                put("address", a.to_string())
+            }
+        }
+        let mut line = Value::Object(obj).to_string().into_bytes();
+        line.push(b'\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Request, (Value, ProtocolError)> {
+        parse_request(v.to_string().as_bytes())
+    }
+
+    fn code(v: Value) -> &'static str {
+        parse(v).unwrap_err().1.code()
+    }
+
+    fn a(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn round_trip(command: Command) {
+        let r = Request {
+            id: json!(7),
+            command,
+        };
+        let line = r.to_line();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), r);
+    }
+
+    #[test]
+    fn every_command_round_trips() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let cid: ClientId = "01:02:03".parse().unwrap();
+        for c in [
+            Command::Status,
+            Command::Stats,
+            Command::Metrics,
+            Command::Reload,
+            Command::Shutdown,
+            Command::Leases(LeaseQuery {
+                filter: None,
+                cursor: None,
+                limit: DEFAULT_PAGE,
+            }),
+            Command::Leases(LeaseQuery {
+                filter: Some(LeaseFilter::Address(a("192.0.2.1"))),
+                cursor: Some(a("192.0.2.0")),
+                limit: 1,
+            }),
+            Command::Leases(LeaseQuery {
+                filter: Some(LeaseFilter::Mac(mac)),
+                cursor: None,
+                limit: MAX_PAGE,
+            }),
+            Command::Leases(LeaseQuery {
+                filter: Some(LeaseFilter::ClientId(cid.clone())),
+                cursor: None,
+                limit: 5,
+            }),
+            Command::ReservationAdd(ReservationSpec {
+                address: a("192.0.2.9"),
+                client: ClientIdentity::Mac(mac),
+                host_name: Some("printer".into()),
+            }),
+            Command::ReservationAdd(ReservationSpec {
+                address: a("192.0.2.9"),
+                client: ClientIdentity::ClientId(cid),
+                host_name: None,
+            }),
+            Command::ReservationDel(a("192.0.2.9")),
+            Command::LeaseRelease(a("192.0.2.10")),
+            Command::LeaseDelete(a("192.0.2.11")),
+        ] {
+            round_trip(c);
+        }
+    }
+
+    #[test]
+    fn id_is_echoed_and_optional() {
+        let r = parse(json!({"version": 1, "command": "status"})).unwrap();
+        assert_eq!(r.id, Value::Null);
+        let r = parse(json!({"version": 1, "id": "abc", "command": "status"})).unwrap();
+        assert_eq!(r.id, json!("abc"));
+        // An error after the id was read still carries it.
+        let (id, e) = parse(json!({"version": 1, "id": 9, "command": "nope"})).unwrap_err();
+        assert_eq!(id, json!(9));
+        assert_eq!(e, ProtocolError::UnknownCommand("nope".into()));
+        assert_eq!(
+            code(json!({"version": 1, "id": [1], "command": "status"})),
+            "malformed-request"
+        );
+    }
+
+    #[test]
+    fn version_is_required_and_checked() {
+        assert_eq!(code(json!({"command": "status"})), "malformed-request");
+        assert_eq!(
+            code(json!({"version": 2, "command": "status"})),
+            "unsupported-version"
+        );
+        assert_eq!(
+            code(json!({"version": 1.5, "command": "status"})),
+            "unsupported-version"
+        );
+        assert_eq!(
+            code(json!({"version": -1, "command": "status"})),
+            "unsupported-version"
+        );
+        assert_eq!(
+            code(json!({"version": "1", "command": "status"})),
+            "malformed-request"
+        );
+    }
+
+    #[test]
+    fn command_is_required_and_known() {
+        assert_eq!(code(json!({"version": 1})), "malformed-request");
+        assert_eq!(
+            code(json!({"version": 1, "command": 3})),
+            "malformed-request"
+        );
+        assert_eq!(
+            code(json!({"version": 1, "command": "STATUS"})),
+            "unknown-command"
+        );
+        assert_eq!(
+            code(json!({"version": 1, "command": ""})),
+            "unknown-command"
+        );
+    }
+
+    #[test]
+    fn garbage_lines_are_malformed() {
+        for line in [
+            &b""[..],
+            b"   ",
+            b"status",
+            b"{",
+            b"{\"version\":1,\"command\":\"status\"",
+            b"[1,2,3]",
+            b"null",
+            b"42",
+            b"\"status\"",
+            b"\xff\xfe\x00",
+            b"{\"version\":1,\"command\":\"status\"} trailing",
+        ] {
+            let (id, e) = parse_request(line).unwrap_err();
+            assert_eq!(id, Value::Null);
+            assert_eq!(
+                e.code(),
+                "malformed-request",
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn commands_without_arguments_refuse_extra_fields() {
+        for c in ["status", "stats", "metrics", "reload", "shutdown"] {
+            assert!(parse(json!({"version": 1, "command": c})).is_ok(), "{c}");
+            assert_eq!(
+                code(json!({"version": 1, "command": c, "address": "192.0.2.1"})),
+                "invalid-argument",
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn address_commands_need_one_valid_address() {
+        for c in ["reservation-del", "lease-release", "lease-delete"] {
+            let ok = parse(json!({"version": 1, "command": c, "address": "192.0.2.1"})).unwrap();
+            assert_eq!(ok.command.name(), c);
+            for bad in [
+                json!({"version": 1, "command": c}),
+                json!({"version": 1, "command": c, "address": "192.0.2"}),
+                json!({"version": 1, "command": c, "address": "192.0.2.256"}),
+                json!({"version": 1, "command": c, "address": 3221225985u32}),
+                json!({"version": 1, "command": c, "address": "192.0.2.1", "mac": "02:00:00:00:00:01"}),
+            ] {
+                assert_eq!(code(bad.clone()), "invalid-argument", "{bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn leases_arguments() {
+        let r = parse(json!({"version": 1, "command": "leases"})).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Leases(LeaseQuery {
+                filter: None,
+                cursor: None,
+                limit: DEFAULT_PAGE
+            })
+        );
+        let r = parse(
+            json!({"version": 1, "command": "leases", "mac": "02-00-00-00-00-01", "limit": 3}),
+        )
+        .unwrap();
+        assert_eq!(
+            r.command,
+            Command::Leases(LeaseQuery {
+                filter: Some(LeaseFilter::Mac(MacAddr([2, 0, 0, 0, 0, 1]))),
+                cursor: None,
+                limit: 3
+            })
+        );
+        for bad in [
+            json!({"version": 1, "command": "leases", "address": "192.0.2.1", "mac": "02:00:00:00:00:01"}),
+            json!({"version": 1, "command": "leases", "mac": "02:00:00:00:00"}),
+            json!({"version": 1, "command": "leases", "client_id": "xyz"}),
+            json!({"version": 1, "command": "leases", "limit": 0}),
+            json!({"version": 1, "command": "leases", "limit": MAX_PAGE + 1}),
+            json!({"version": 1, "command": "leases", "limit": -1}),
+            json!({"version": 1, "command": "leases", "limit": "10"}),
+            json!({"version": 1, "command": "leases", "cursor": "x"}),
+            json!({"version": 1, "command": "leases", "hw": "02:00:00:00:00:01"}),
+        ] {
+            assert_eq!(code(bad.clone()), "invalid-argument", "{bad}");
+        }
+    }
+
+    #[test]
+    fn reservation_add_arguments() {
+        let ok = json!({"version": 1, "command": "reservation-add", "address": "192.0.2.5",
+            "client_id": "01:02", "host_name": "cam-1"});
+        assert!(parse(ok).is_ok());
+        for bad in [
+            json!({"version": 1, "command": "reservation-add", "address": "192.0.2.5"}),
+            json!({"version": 1, "command": "reservation-add", "mac": "02:00:00:00:00:01"}),
+            json!({"version": 1, "command": "reservation-add", "address": "192.0.2.5",
+                "mac": "02:00:00:00:00:01", "client_id": "01"}),
+            json!({"version": 1, "command": "reservation-add", "address": "192.0.2.5",
+                "mac": "02:00:00:00:00:01", "host_name": ""}),
+            json!({"version": 1, "command": "reservation-add", "address": "192.0.2.5",
+                "mac": "02:00:00:00:00:01", "host_name": "a\nb"}),
+            json!({"version": 1, "command": "reservation-add", "address": "192.0.2.5",
+                "mac": "02:00:00:00:00:01", "host_name": "x".repeat(256)}),
+            json!({"version": 1, "command": "reservation-add", "address": "192.0.2.5",
+                "mac": "02:00:00:00:00:01", "options": {}}),
+        ] {
+            assert_eq!(code(bad.clone()), "invalid-argument", "{bad}");
+        }
+    }
+
+    #[test]
+    fn replies_are_one_line_and_decode() {
+        let ok = Reply::success(json!("x"), json!({"a": "line\nbreak"}));
+        let line = ok.to_line();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let back: Reply = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, ok);
+        let err = Reply::protocol_error(Value::Null, &ProtocolError::LineTooLong);
+        let v: Value = serde_json::from_slice(&err.to_line()).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "line-too-long");
+        assert!(v.get("result").is_none());
+    }
+}

@@ -1,0 +1,560 @@
+//! The plain data that crosses the control boundary: what a backend reports (`Status`,
+//! `Stats`, `Lease`), what an operator asks for (`LeaseQuery`, `ReservationSpec`) and how
+//! a request fails (`ControlError`). Every type serializes to the JSON documented in
+//! docs/control.md; field names there are these field names, so renaming one is a
+//! protocol change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::Ipv4Net;
+use crate::engine;
+use crate::journal::Durability;
+use crate::wire::MessageType;
+
+/// What `status` answers: enough for a rolling restart to wait on `ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// True only once the journal is recovered and every socket is up.
+    pub ready: bool,
+    /// The server's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    pub uptime_secs: u64,
+    pub backend: BackendKind,
+    /// How the XDP program is attached and the AF_XDP sockets copy; absent on `udp`.
+    pub xdp: Option<XdpStatus>,
+    /// Lease shards, one thread each (1 on the `udp` backend).
+    pub workers: u16,
+    pub interfaces: Vec<String>,
+    /// Absent when the server keeps leases in memory only (no state directory).
+    pub journal: Option<JournalStatus>,
+}
+
+/// The backend actually serving, after `auto` chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    Xdp,
+    Udp,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Xdp => "xdp",
+            BackendKind::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpStatus {
+    pub attach: XdpAttach,
+    pub copy: XdpCopy,
+}
+
+/// Driver (native) mode, or generic (skb) mode when the driver has no XDP support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpAttach {
+    Driver,
+    Generic,
+}
+
+impl XdpAttach {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpAttach::Driver => "driver",
+            XdpAttach::Generic => "generic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpCopy {
+    ZeroCopy,
+    Copy,
+}
+
+impl XdpCopy {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpCopy::ZeroCopy => "zero-copy",
+            XdpCopy::Copy => "copy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalStatus {
+    pub dir: PathBuf,
+    #[serde(with = "durability")]
+    pub durability: Durability,
+    /// False once a write or flush failed; `error` says which.
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The journal's `Durability` as "sync" / "async", the words of the configuration file.
+mod durability {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Durability, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match d {
+            Durability::Sync => "sync",
+            Durability::Async => "async",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Durability, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Counters since start. Message and drop counters are keyed by name so a new drop reason
+/// in the engine needs no change here: messages are "discover", "offer", "request",
+/// "decline", "ack", "nak", "release", "inform" and "other"; drop reasons are the
+/// engine's `Drop::name()`s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub received: BTreeMap<String, u64>,
+    pub sent: BTreeMap<String, u64>,
+    pub drops: BTreeMap<String, u64>,
+    pub shards: Vec<ShardStats>,
+    pub pools: Vec<PoolStats>,
+    pub latency: Latency,
+}
+
+/// The JSON key of each engine message-type counter, by the engine's index (0: other).
+const MESSAGE_KEYS: [&str; 9] = [
+    "other", "discover", "offer", "request", "decline", "ack", "nak", "release", "inform",
+];
+
+impl Stats {
+    /// Adds one shard's engine counters: to the totals, and as that shard's own row.
+    /// Backends call it once per shard, so every key is present even at zero.
+    pub fn add_shard(&mut self, shard: u16, counters: &engine::Stats) {
+        let mut row = ShardStats {
+            shard,
+            ..ShardStats::default()
+        };
+        for (i, key) in MESSAGE_KEYS.iter().enumerate() {
+            *self.received.entry((*key).to_owned()).or_default() += counters.rx[i];
+            *self.sent.entry((*key).to_owned()).or_default() += counters.tx[i];
+            row.received += counters.rx[i];
+            row.sent += counters.tx[i];
+        }
+        for reason in engine::Drop::ALL {
+            let n = counters.dropped(reason);
+            *self.drops.entry(reason.name().to_owned()).or_default() += n;
+            row.dropped += n;
+        }
+        self.shards.push(row);
+    }
+
+    /// The key `received` and `sent` use for a message type.
+    pub fn message_key(t: MessageType) -> &'static str {
+        match t.to_u8() {
+            n @ 1..=8 => MESSAGE_KEYS[n as usize],
+            _ => MESSAGE_KEYS[0],
+        }
+    }
+}
+
+/// One worker's share of the traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub shard: u16,
+    pub received: u64,
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+/// Address use of one subnet's pools, summed over shards. `free` counts addresses that
+/// may be given now (never used, released, expired); reserved addresses not leased count
+/// in `total` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStats {
+    #[serde(with = "cidr")]
+    pub subnet: Ipv4Net,
+    pub total: u64,
+    pub free: u64,
+    pub offered: u64,
+    pub active: u64,
+    pub declined: u64,
+}
+
+/// `Ipv4Net` as "192.0.2.0/24".
+mod cidr {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(n: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(n)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Time from a request's arrival to its reply leaving (journal commit included), in
+/// microseconds, over every sample since start. All zero before the first reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+/// A lease lookup or a page of the lease list. Leases are listed in address order; the
+/// next page starts after `cursor` (the previous page's `next_cursor`), which stays valid
+/// however the table changes in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseQuery {
+    pub filter: Option<LeaseFilter>,
+    pub cursor: Option<Ipv4Addr>,
+    /// 1..=`MAX_PAGE`, checked by the protocol before a backend sees it.
+    pub limit: u32,
+}
+
+/// The most leases one reply carries; more take another page.
+pub const MAX_PAGE: u32 = 1000;
+/// The page size when the request names none.
+pub const DEFAULT_PAGE: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseFilter {
+    Address(Ipv4Addr),
+    Mac(MacAddr),
+    ClientId(ClientId),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasePage {
+    pub leases: Vec<Lease>,
+    /// Where the next page starts; absent on the last page.
+    pub next_cursor: Option<Ipv4Addr>,
+}
+
+/// One address the server knows a client for. Free never-used addresses are not listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    #[serde(with = "cidr")]
+    pub subnet: Ipv4Net,
+    pub state: LeaseState,
+    /// The client's Ethernet address; absent for other hardware types.
+    pub mac: Option<MacAddr>,
+    /// Option 61 when the client sent one.
+    pub client_id: Option<ClientId>,
+    /// When the current state ends (offer hold, lease end, quarantine end), Unix seconds.
+    pub expires: Option<u64>,
+    /// When the client was last acknowledged, Unix seconds.
+    pub cltt: Option<u64>,
+    pub reserved: bool,
+    /// The worker that owns the lease.
+    pub shard: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseState {
+    Free,
+    Offered,
+    Active,
+    Released,
+    Expired,
+    Declined,
+}
+
+impl LeaseState {
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaseState::Free => "free",
+            LeaseState::Offered => "offered",
+            LeaseState::Active => "active",
+            LeaseState::Released => "released",
+            LeaseState::Expired => "expired",
+            LeaseState::Declined => "declined",
+        }
+    }
+
+    /// The engine's state as operators see it; `None` for `Foreign` (another shard's).
+    pub fn from_engine(s: engine::LeaseState) -> Option<Self> {
+        Some(match s {
+            engine::LeaseState::Free => LeaseState::Free,
+            engine::LeaseState::Offered => LeaseState::Offered,
+            engine::LeaseState::Active => LeaseState::Active,
+            engine::LeaseState::Released => LeaseState::Released,
+            engine::LeaseState::Expired => LeaseState::Expired,
+            engine::LeaseState::Declined => LeaseState::Declined,
+            engine::LeaseState::Foreign => return None,
+        })
+    }
+}
+
+/// A host reservation to add: the address is given to this client only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationSpec {
+    pub address: Ipv4Addr,
+    pub client: ClientIdentity,
+    pub host_name: Option<String>,
+}
+
+/// How a reservation names its client, as the configuration file does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    Mac(MacAddr),
+    ClientId(ClientId),
+}
+
+/// What `reload` did: each change applied, and each one that needs a restart (left as
+/// it was). A reload that fails validation changes nothing and is an error instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub applied: Vec<String>,
+    pub restart_required: Vec<String>,
+}
+
+/// An Ethernet address, written "aa:bb:cc:dd:ee:ff" (':' or '-' between octets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for b in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            // from_str_radix would also take a sign ("+a").
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+/// A DHCP client identifier (option 61): 1 to 255 octets, written as hex, octets
+/// optionally separated by ':' or '-' ("01:aa:bb:cc:dd:ee:ff" or "01aabbccddeeff").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientId(Vec<u8>);
+
+impl ClientId {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, String> {
+        if bytes.is_empty() || bytes.len() > 255 {
+            return Err(format!(
+                "a client identifier has 1 to 255 octets, not {}",
+                bytes.len()
+            ));
+        }
+        Ok(ClientId(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ClientId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a client identifier in hex (01:aa:bb:…)");
+        let digits: Vec<u8> = s.bytes().filter(|b| *b != b':' && *b != b'-').collect();
+        if !digits.len().is_multiple_of(2) || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(bad());
+        }
+        let bytes = digits
+            .chunks(2)
+            .map(|pair| {
+                // Only ASCII hex digits remain, so this is valid UTF-8.
+                let hex = std::str::from_utf8(pair).map_err(|_| bad())?;
+                u8::from_str_radix(hex, 16).map_err(|_| bad())
+            })
+            .collect::<Result<Vec<u8>, String>>()?;
+        ClientId::new(bytes)
+    }
+}
+
+/// Both identifier types travel as their text form.
+macro_rules! serde_as_string {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+serde_as_string!(MacAddr);
+serde_as_string!(ClientId);
+
+/// Why a backend could not do what was asked. Each has a stable `code` for scripts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The arguments are well formed but make no sense here (address outside every
+    /// subnet, reservation for an address another client holds…).
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with existing state (reservation already present…).
+    #[error("{0}")]
+    Conflict(String),
+    /// The server cannot answer now: not ready, shutting down, a worker did not answer
+    /// in time. Worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This server or backend does not support the command.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::InvalidArgument(_) => "invalid-argument",
+            ControlError::NotFound(_) => "not-found",
+            ControlError::Conflict(_) => "conflict",
+            ControlError::Unavailable(_) => "unavailable",
+            ControlError::Unsupported(_) => "unsupported",
+            ControlError::Internal(_) => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_both_separators_and_prints_lowercase_colons() {
+        let m: MacAddr = "AA-bb-0c-dd-ee-01".parse().unwrap();
+        assert_eq!(m.0, [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x01]);
+        assert_eq!(m.to_string(), "aa:bb:0c:dd:ee:01");
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "a:bb:cc:dd:ee:ff",
+            "gg:bb:cc:dd:ee:ff",
+            "aabbccddeeff",
+            "+a:bb:cc:dd:ee:ff",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_id_round_trips_and_checks_length() {
+        let c: ClientId = "01:AA:bb:cc:dd:ee:ff".parse().unwrap();
+        assert_eq!(c.as_bytes(), [1, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+        assert_eq!(c.to_string(), "01:aa:bb:cc:dd:ee:ff");
+        assert_eq!(
+            "01aabb".parse::<ClientId>().unwrap().as_bytes(),
+            [1, 0xaa, 0xbb]
+        );
+        assert!("".parse::<ClientId>().is_err());
+        assert!("abc".parse::<ClientId>().is_err());
+        assert!("zz".parse::<ClientId>().is_err());
+        assert!("+a".parse::<ClientId>().is_err());
+        assert!("é1".parse::<ClientId>().is_err());
+        assert!("00".repeat(256).parse::<ClientId>().is_err());
+        assert!("00".repeat(255).parse::<ClientId>().is_ok());
+    }
+
+    #[test]
+    fn stats_add_shard_sums_and_keeps_rows() {
+        let mut a = engine::Stats::default();
+        a.rx[1] = 5; // discover
+        a.tx[2] = 4; // offer
+        a.drops[0] = 1;
+        let mut b = engine::Stats::default();
+        b.rx[1] = 2;
+        b.rx[0] = 1;
+        let mut s = Stats::default();
+        s.add_shard(0, &a);
+        s.add_shard(1, &b);
+        assert_eq!(s.received["discover"], 7);
+        assert_eq!(s.received["other"], 1);
+        assert_eq!(s.sent["offer"], 4);
+        assert_eq!(s.sent["ack"], 0);
+        assert_eq!(s.drops["malformed"], 1);
+        assert_eq!(s.drops.len(), engine::Drop::ALL.len());
+        assert_eq!(s.shards[0].received, 5);
+        assert_eq!(s.shards[0].dropped, 1);
+        assert_eq!(s.shards[1].received, 3);
+        assert_eq!(Stats::message_key(MessageType::Ack), "ack");
+        assert_eq!(Stats::message_key(MessageType::Other(13)), "other");
+    }
+
+    #[test]
+    fn lease_serializes_with_text_identifiers() {
+        let l = Lease {
+            address: Ipv4Addr::new(192, 0, 2, 10),
+            subnet: "192.0.2.0/24".parse().unwrap(),
+            state: LeaseState::Active,
+            mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
+            client_id: None,
+            expires: Some(100),
+            cltt: Some(40),
+            reserved: false,
+            shard: 1,
+        };
+        let v = serde_json::to_value(&l).unwrap();
+        assert_eq!(v["subnet"], "192.0.2.0/24");
+        assert_eq!(v["mac"], "02:00:00:00:00:01");
+        assert_eq!(v["state"], "active");
+        let back: Lease = serde_json::from_value(v).unwrap();
+        assert_eq!(back, l);
+    }
+}
