@@ -395,16 +395,23 @@ fn top(
     }
 }
 
-/// A plain-text table: a header row, then rows; numeric columns right-aligned.
+/// A plain-text table: a header row, then rows. A column of numbers (where "-" stands
+/// for none) is right-aligned; any other column left-aligned.
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let cols = headers.len();
     let mut width: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     let mut numeric = vec![true; cols];
+    let mut any_number = vec![false; cols];
     for row in rows {
         for (i, cell) in row.iter().enumerate().take(cols) {
             width[i] = width[i].max(cell.chars().count());
-            numeric[i] &= is_number(cell);
+            let number = is_number(cell);
+            any_number[i] |= number;
+            numeric[i] &= number || cell == "-";
         }
+    }
+    for (n, any) in numeric.iter_mut().zip(any_number) {
+        *n &= any;
     }
     let mut out = String::new();
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
@@ -433,7 +440,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn is_number(cell: &str) -> bool {
-    cell == "-" || cell.trim_end_matches('%').parse::<f64>().is_ok()
+    cell.trim_end_matches('%').parse::<f64>().is_ok()
 }
 
 /// "3d 4h 5m", "2h 0m 7s", "59m 12s", "8s".
@@ -704,6 +711,15 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME    N\na       1\nlong  100\n");
+        // A column of nothing but "-" is text, with numbers it is numeric.
+        let t = table(
+            &["A", "B", "C"],
+            &[
+                vec!["x".into(), "-".into(), "-".into()],
+                vec!["y".into(), "-".into(), "10".into()],
+            ],
+        );
+        assert_eq!(t, "A  B   C\nx  -   -\ny  -  10\n");
     }
 
     #[test]
