@@ -85,7 +85,7 @@ fn main() {
             program.register(0, 0, socket.fd()).unwrap();
             ready_tx.send(()).unwrap();
             while !stop.load(Ordering::Relaxed) {
-                socket.pass(0, turn_around);
+                socket.pass(0, None, turn_around);
             }
         })
     };

@@ -7,6 +7,7 @@ pub mod control;
 pub mod engine;
 pub mod journal;
 pub mod netif;
+pub mod operate;
 pub mod packet;
 pub mod shutdown;
 pub mod store;

@@ -3,6 +3,8 @@
 //! and, per datagram, the change appended and the reply released only once the journal
 //! says it may leave.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -71,6 +73,8 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
 pub struct Committer {
     writer: Option<ShardWriter>,
     durability: Durability,
+    /// Cleared while appends fail, for the control socket's status.
+    healthy: Arc<AtomicBool>,
     /// When the last append failure was logged: a full disk is reported once a second,
     /// not once per client.
     complained: Option<Instant>,
@@ -92,7 +96,19 @@ impl Committer {
         Committer {
             writer,
             durability,
+            healthy: Arc::new(AtomicBool::new(true)),
             complained: None,
+        }
+    }
+
+    /// Whether the last append succeeded, as other threads may read it.
+    pub fn health(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
+    }
+
+    fn set_healthy(&self, ok: bool) {
+        if self.healthy.load(Ordering::Relaxed) != ok {
+            self.healthy.store(ok, Ordering::Relaxed);
         }
     }
 
@@ -105,7 +121,9 @@ impl Committer {
         let Some(rec) = engine.take_change(now) else {
             return Release::Now;
         };
-        match writer.append_lease(&rec) {
+        let appended = writer.append_lease(&rec);
+        self.set_healthy(appended.is_ok());
+        match appended {
             Ok(seq) if self.durability == Durability::Sync => Release::After(seq),
             Ok(_) => Release::Now,
             Err(e) => {

@@ -287,7 +287,7 @@ fn requests_reach_the_socket_of_their_hash() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while received != expected && Instant::now() < deadline {
         for (worker, per_queue) in sockets.iter_mut().enumerate() {
-            received[worker] += u64::from(per_queue[0].pass(0, |_, _| None).received);
+            received[worker] += u64::from(per_queue[0].pass(0, None, |_, _| None).received);
         }
         std::thread::sleep(Duration::from_millis(10));
     }

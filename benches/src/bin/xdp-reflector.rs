@@ -100,7 +100,7 @@ fn run(args: &Args) -> Result<(), String> {
                 while !shutdown::requested() {
                     let mut busy = false;
                     for x in &mut mine {
-                        let pass = x.pass(0, |req, out| {
+                        let pass = x.pass(0, None, |req, out| {
                             let len = reflect(mac, server, req, out)?;
                             Some(xsk::Out { len, after: 0 })
                         });

@@ -58,6 +58,10 @@ const TOP_KEYS: &[&str] = &[
     "state-dir",
     "durability",
     "journal-segment-size",
+    "control-socket",
+    "control-uids",
+    "control-gids",
+    "metrics-listen",
     "subnet",
 ];
 
@@ -402,6 +406,39 @@ impl Walker {
                 )
             })
             .map_or(defaults.journal_segment_bytes, |n| n as u64);
+        let control_socket = root.get("control-socket").and_then(|v| {
+            self.parsed("control-socket", v, |s| {
+                let p = PathBuf::from(s);
+                if p.is_absolute() {
+                    Ok(p)
+                } else {
+                    Err(format!("'{s}' is not an absolute path"))
+                }
+            })
+        });
+        let ids = |this: &mut Self, key: &str| -> Vec<u32> {
+            let Some(v) = root.get(key) else {
+                return Vec::new();
+            };
+            match v.get_ref() {
+                DeValue::Array(items) => items
+                    .iter()
+                    .filter_map(|i| this.integer(key, i, 0..=i128::from(u32::MAX), "a numeric id"))
+                    .map(|n| n as u32)
+                    .collect(),
+                _ => {
+                    this.mismatch(key, v, "a list of numeric ids");
+                    Vec::new()
+                }
+            }
+        };
+        let control_uids = ids(self, "control-uids");
+        let control_gids = ids(self, "control-gids");
+        let metrics_listen = root.get("metrics-listen").and_then(|v| {
+            self.parsed("metrics-listen", v, |s| {
+                s.parse().map_err(|_| format!("'{s}' is not ADDRESS:PORT"))
+            })
+        });
         let interfaces = self.interfaces(root);
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
@@ -442,6 +479,10 @@ impl Walker {
             state_dir,
             durability,
             journal_segment_bytes,
+            control_socket,
+            control_uids,
+            control_gids,
+            metrics_listen,
         });
         Walked { config, dirty }
     }
@@ -1055,6 +1096,10 @@ pools = ["198.51.100.10-198.51.100.20"]
             state_dir: Some("/var/lib/dhcp-server".into()),
             durability: crate::journal::Durability::Async,
             journal_segment_bytes: 64 << 20,
+            control_socket: None,
+            control_uids: Vec::new(),
+            control_gids: Vec::new(),
+            metrics_listen: None,
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),

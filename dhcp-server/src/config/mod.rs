@@ -68,6 +68,13 @@ pub struct Config {
     pub durability: Durability,
     /// Size of each journal segment, reserved on disk in full when it is created.
     pub journal_segment_bytes: u64,
+    /// The control socket's path; none: no control socket.
+    pub control_socket: Option<PathBuf>,
+    /// Users and groups besides root and the server's own user that may use it.
+    pub control_uids: Vec<u32>,
+    pub control_gids: Vec<u32>,
+    /// Address of the HTTP listener serving `GET /metrics`; none by default.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -231,6 +238,10 @@ impl Default for Config {
             state_dir: None,
             durability: Durability::Sync,
             journal_segment_bytes: 64 << 20,
+            control_socket: None,
+            control_uids: Vec::new(),
+            control_gids: Vec::new(),
+            metrics_listen: None,
         }
     }
 }

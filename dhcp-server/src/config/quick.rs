@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use super::{AddrRange, Backend, Config, Ipv4Net, LeaseTimes, OptionSet, Subnet};
 use crate::wire::code;
@@ -51,6 +52,13 @@ pub struct QuickStart {
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(crate::journal::Options::MIN_SEGMENT..=1 << 40))]
     pub journal_segment_size: u64,
+    /// Unix socket for `dhcp-server ctl` (mode 0660; root and the server's user may use
+    /// it); none without this flag.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Serve the counters in the Prometheus format at http://ADDRESS/metrics.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Send DHCPNAK for addresses this server does not know.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub authoritative: bool,
@@ -128,6 +136,8 @@ impl QuickStart {
             state_dir: self.state_dir.clone(),
             durability: self.durability,
             journal_segment_bytes: self.journal_segment_size,
+            control_socket: self.control_socket.clone(),
+            metrics_listen: self.metrics_listen,
             ..Config::default()
         };
         Some(config.validate().map(|()| config).map_err(|bad| {

@@ -222,6 +222,11 @@ impl Engine {
         &self.leases
     }
 
+    /// Which part of the address space this engine started with.
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
     /// The lease table, for the shard's driver to lend and adopt free addresses.
     pub fn leases_mut(&mut self) -> &mut LeaseTable {
         &mut self.leases

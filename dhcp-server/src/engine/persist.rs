@@ -34,6 +34,36 @@ impl Engine {
         self.stamp = self.stamp.max(stamp);
     }
 
+    /// The operator frees a lease as the client's DHCPRELEASE would: the address stays
+    /// remembered for the client. Returns whether this shard held it; the change is then
+    /// ready for `take_change`.
+    pub fn operator_release(&mut self, addr: std::net::Ipv4Addr, now: u64) -> bool {
+        let Some(id) = self.held_here(addr) else {
+            return false;
+        };
+        self.leases.set_state(id, LeaseState::Released, now);
+        self.changed(id);
+        true
+    }
+
+    /// The operator forgets a lease and its client: the address is free for anyone.
+    pub fn operator_delete(&mut self, addr: std::net::Ipv4Addr) -> bool {
+        let Some(id) = self.held_here(addr) else {
+            return false;
+        };
+        self.leases.forget_client(id);
+        self.leases.set_state(id, LeaseState::Free, 0);
+        self.changed(id);
+        true
+    }
+
+    /// The slot of `addr` when this shard knows a client for it.
+    fn held_here(&self, addr: std::net::Ipv4Addr) -> Option<SlotId> {
+        self.leases
+            .slot_of(addr)
+            .filter(|&id| self.leases.slot(id).client.is_some())
+    }
+
     pub(super) fn changed(&mut self, id: SlotId) {
         self.change = Some(id);
     }

@@ -14,7 +14,8 @@ mod socket;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 pub use crate::engine::SERVER_PORT;
@@ -22,7 +23,7 @@ use crate::engine::{Destination, Engine, Outcome, Reply, RxMeta};
 use crate::packet::PacketSocket;
 use crate::store::{self, Committer, Release};
 use crate::wire::frame::{self, HEADROOM};
-use crate::{journal, shutdown};
+use crate::{control, journal, operate, shutdown};
 pub use socket::DhcpSocket;
 
 /// Datagrams handled from one socket before looking at the others, so a flood on one
@@ -44,6 +45,8 @@ pub enum Error {
     Poll(io::Error),
     #[error(transparent)]
     Journal(#[from] journal::Error),
+    #[error("control socket: {0}")]
+    Control(#[from] control::ServeError),
 }
 
 /// An ACK written but waiting for its lease record to be durable.
@@ -53,6 +56,8 @@ struct Held {
     reply: Reply,
     /// The frame buffer as `send` expects it: headroom, then the reply.
     tx: Vec<u8>,
+    /// When its request was received.
+    since: Instant,
 }
 
 struct Link {
@@ -109,12 +114,31 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     let writer = shards.writers.into_iter().next().flatten();
     let mut committer = Committer::new(writer, config.durability);
     let links = open(&engine, port)?;
+    let questions = operate::questions();
+    let facts = operate::Facts {
+        backend: control::BackendKind::Udp,
+        xdp: None,
+        workers: 1,
+        interfaces: config.interfaces.clone(),
+        journal: config.state_dir.clone().map(|d| (d, config.durability)),
+    };
+    let operated = Arc::new(operate::Operated::new(
+        facts,
+        vec![questions.clone()],
+        vec![committer.health()],
+    ));
+    let control = operate::start_control(&config, operated.clone())?;
+    // With a control socket the loop looks at its questions at least this often.
+    let wait_ms = if control.is_some() { 20 } else { 1000 };
+    let mut latency = operate::latency_histogram();
     let names: Vec<&str> = links.iter().map(|l| l.socket.ifname.as_str()).collect();
+    operated.set_ready();
     tracing::info!(
         "ready: serving {} subnet(s) on {} with the udp backend",
         engine.config().subnets.len(),
         names.join(", ")
     );
+    operate::announce_ready();
     let mut pfds: Vec<libc::pollfd> = links
         .iter()
         .map(|l| libc::pollfd {
@@ -133,7 +157,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     let mut tx = vec![0u8; HEADROOM + 1500];
     while !shutdown::requested() {
         // SAFETY: `pfds` is a live array of pollfd of the length passed.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -143,6 +167,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         }
         let now = unix_now();
         engine.tick(now);
+        operate::answer_all(&questions, &mut engine, &mut committer, &latency, now);
         if pfds.len() > links.len() && pfds[links.len()].revents != 0 {
             committer.clear_wakeup();
         }
@@ -153,6 +178,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
                 send(&links[h.link], &mut h.tx, &h.reply),
                 &h.reply,
             );
+            latency.saturating_record(h.since.elapsed().as_nanos() as u64);
             held.pop_front();
         }
         for (i, link) in links.iter().enumerate() {
@@ -177,6 +203,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
                     },
                     broadcast: got.dst.is_broadcast() || got.dst.is_unspecified(),
                 };
+                let since = Instant::now();
                 // The reply is written after room for frame headers, in case it leaves raw.
                 let outcome = engine.handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..]);
                 let release = committer.record(&mut engine, now);
@@ -184,12 +211,16 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
                     continue;
                 };
                 match release {
-                    Release::Now => report(link, send(link, &mut tx, &reply), &reply),
+                    Release::Now => {
+                        report(link, send(link, &mut tx, &reply), &reply);
+                        latency.saturating_record(since.elapsed().as_nanos() as u64);
+                    }
                     Release::After(after) => held.push_back(Held {
                         after,
                         link: i,
                         reply,
                         tx: tx[..HEADROOM + reply.len].to_vec(),
+                        since,
                     }),
                     Release::Never => {}
                 }
@@ -197,7 +228,9 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         }
     }
     tracing::info!("shutting down");
+    operate::announce_stopping();
     drop(journal);
+    drop(control);
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::config::Config;
 use crate::store::{self, Committer};
-use crate::{journal, netif, shutdown};
+use crate::{control, journal, netif, operate, shutdown};
 use program::{SteerProgram, XdpError};
 pub use worker::Wait;
 use worker::{Port, Worker};
@@ -36,6 +36,8 @@ pub enum Error {
     Thread(io::Error),
     #[error(transparent)]
     Journal(#[from] journal::Error),
+    #[error("control socket: {0}")]
+    Control(#[from] control::ServeError),
 }
 
 /// How the workers run.
@@ -117,8 +119,13 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
         .map(|_| Arc::new(ArrayQueue::new(worker::MAILBOX)))
         .collect();
     let mut crew = Vec::new();
+    let mut questions = Vec::new();
+    let mut journal_ok = Vec::new();
     let parts = shards.engines.into_iter().zip(shards.writers);
     for (w, (engine, writer)) in (0..workers).zip(parts) {
+        let committer = Committer::new(writer, config.durability);
+        journal_ok.push(committer.health());
+        questions.push(operate::questions());
         let ports = attached
             .iter_mut()
             .enumerate()
@@ -135,19 +142,29 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
             ports,
             mailboxes: mailboxes.clone(),
             wait: opts.wait,
-            committer: Committer::new(writer, config.durability),
+            committer,
+            questions: questions[w as usize].clone(),
+            latency: operate::latency_histogram(),
         });
     }
-    for a in &attached {
-        tracing::info!(
-            "ready: serving {} subnet(s) on {} with the xdp backend: {} workers, XDP in {} mode, AF_XDP {} mode",
-            config.subnets.len(),
-            a.ifname,
-            workers,
-            a.program.mode(),
-            a.mode
-        );
-    }
+    let facts = operate::Facts {
+        backend: control::BackendKind::Xdp,
+        xdp: attached.first().map(|a| control::XdpStatus {
+            attach: match a.program.mode() {
+                program::AttachMode::Driver => control::XdpAttach::Driver,
+                program::AttachMode::Generic => control::XdpAttach::Generic,
+            },
+            copy: match a.mode {
+                CopyMode::ZeroCopy => control::XdpCopy::ZeroCopy,
+                CopyMode::Copy => control::XdpCopy::Copy,
+            },
+        }),
+        workers,
+        interfaces: config.interfaces.clone(),
+        journal: config.state_dir.clone().map(|d| (d, config.durability)),
+    };
+    let operated = Arc::new(operate::Operated::new(facts, questions, journal_ok));
+    let control = operate::start_control(&config, operated.clone())?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for worker in crew {
@@ -172,10 +189,23 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
             }
         }
     }
+    operated.set_ready();
+    for a in &attached {
+        tracing::info!(
+            "ready: serving {} subnet(s) on {} with the xdp backend: {} workers, XDP in {} mode, AF_XDP {} mode",
+            config.subnets.len(),
+            a.ifname,
+            workers,
+            a.program.mode(),
+            a.mode
+        );
+    }
+    operate::announce_ready();
     while !shutdown::requested() {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
+    operate::announce_stopping();
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok((engine, xsk)) => {
@@ -205,6 +235,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
         }
     }
     drop(journal);
+    drop(control);
     Ok(())
 }
 

@@ -12,9 +12,11 @@ use crossbeam_queue::ArrayQueue;
 use super::xsk::{Out, Xsk, XskStats};
 use crate::config::LinkId;
 use crate::engine::{Engine, Outcome, RxMeta, SERVER_PORT};
+use crate::operate::{self, Questions};
 use crate::shutdown;
 use crate::store::{Committer, Release};
 use crate::wire::frame;
+use hdrhistogram::Histogram;
 
 /// Addresses moved between shards in one message: enough that a busy shard asks rarely,
 /// few enough that a lender keeps most of its spare.
@@ -68,6 +70,10 @@ pub struct Worker {
     pub wait: Wait,
     /// The shard's journal: ACKs wait in the sockets until their lease is durable.
     pub committer: Committer,
+    /// The control socket's questions to this shard.
+    pub questions: Questions,
+    /// Each reply's time from its request's pickup to its leaving, in nanoseconds.
+    pub latency: Histogram<u64>,
 }
 
 impl Worker {
@@ -97,6 +103,13 @@ impl Worker {
             let busy = self.serve_ports(now);
             self.read_mail(now);
             self.ask_for_addresses();
+            operate::answer_all(
+                &self.questions,
+                &mut self.engine,
+                &mut self.committer,
+                &self.latency,
+                now,
+            );
             if busy {
                 last_busy = Instant::now();
             } else if last_busy.elapsed() < LINGER {
@@ -134,7 +147,7 @@ impl Worker {
             };
             for xsk in &mut port.sockets {
                 let (engine, committer) = (&mut self.engine, &mut self.committer);
-                let pass = xsk.pass(durable, |req, out| {
+                let pass = xsk.pass(durable, Some(&mut self.latency), |req, out| {
                     let len = answer(engine, &here, req, out)?;
                     match committer.record(engine, now) {
                         Release::Now => Some(Out { len, after: 0 }),

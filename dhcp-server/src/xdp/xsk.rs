@@ -18,6 +18,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 
@@ -314,8 +317,9 @@ pub struct Xsk {
     queue: Arc<Mutex<Queue>>,
     /// Chunks this socket is done with, handed back to the fill ring once per batch.
     done: Vec<u64>,
-    /// Replies written but waiting for their lease to be durable, in journal order.
-    held: std::collections::VecDeque<(libc::xdp_desc, u64)>,
+    /// Replies written but waiting for their lease to be durable, in journal order, with
+    /// when their request was picked up.
+    held: std::collections::VecDeque<(libc::xdp_desc, u64, Instant)>,
     /// The queue had frames in flight when this socket last looked.
     owed: bool,
 }
@@ -334,21 +338,29 @@ impl Xsk {
     /// to a batch, lets `handle` turn each frame into a reply written into the reply half
     /// of its chunk (or `None` to drop the frame), sends or holds the replies, and gives
     /// unused chunks back.
+    ///
+    /// `latency`, when given, gets each reply's time from its request's pickup to its
+    /// going on the TX ring, in nanoseconds.
     pub fn pass(
         &mut self,
         durable: u64,
+        mut latency: Option<&mut Histogram<u64>>,
         mut handle: impl FnMut(&[u8], &mut [u8]) -> Option<Out>,
     ) -> Pass {
         let mut pass = Pass::default();
+        let picked = Instant::now();
         let n = self.rx.ready(BATCH);
         let room = self.tx.room(n + self.held.len().min(BATCH as usize) as u32);
-        while let Some(&(desc, _)) = self.held.front().filter(|h| h.1 <= durable) {
+        while let Some(&(desc, _, since)) = self.held.front().filter(|h| h.1 <= durable) {
             if pass.sent == room {
                 break;
             }
             self.tx.put(pass.sent, desc);
             pass.sent += 1;
             self.held.pop_front();
+            if let Some(h) = latency.as_deref_mut() {
+                h.saturating_record(since.elapsed().as_nanos() as u64);
+            }
         }
         for i in 0..n {
             let desc = self.rx.get(i);
@@ -379,10 +391,15 @@ impl Xsk {
                 options: 0,
             };
             match reply {
-                Some(r) if r.after > durable => self.held.push_back((out(r.len), r.after)),
+                Some(r) if r.after > durable => {
+                    self.held.push_back((out(r.len), r.after, picked));
+                }
                 Some(r) if pass.sent < room => {
                     self.tx.put(pass.sent, out(r.len));
                     pass.sent += 1;
+                    if let Some(h) = latency.as_deref_mut() {
+                        h.saturating_record(picked.elapsed().as_nanos() as u64);
+                    }
                 }
                 Some(_) => {
                     pass.tx_full += 1;
