@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 
 /// The address whose lookup sleeps, to show a slow backend call stalls no one else.
 const SLOW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 250);
+/// The address whose lookup takes a moment, to be in flight when the server stops.
+const SLOWISH: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 249);
 /// The address whose deletion panics inside the backend.
 const PANICS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 251);
 
@@ -127,6 +129,9 @@ impl Server for Fake {
     fn leases(&self, q: LeaseQuery) -> Result<LeasePage, ControlError> {
         if q.filter == Some(LeaseFilter::Address(SLOW)) {
             std::thread::sleep(Duration::from_secs(2));
+        }
+        if q.filter == Some(LeaseFilter::Address(SLOWISH)) {
+            std::thread::sleep(Duration::from_millis(300));
         }
         let leases = self.leases.lock().unwrap();
         let matching: Vec<Lease> = leases
@@ -745,6 +750,31 @@ fn socket_file_life_cycle() {
     assert_eq!(h.path(), nested);
     h.stop();
     assert!(!nested.exists());
+}
+
+#[test]
+fn stopping_answers_requests_in_flight_and_closes_idle_connections() {
+    let (dir, h, _) = start("stop", Options::default());
+    let mut idle = Raw::connect(&dir.sock());
+    let mut busy = Raw::connect(&dir.sock());
+    let request =
+        json!({"version": 1, "id": 1, "command": "leases", "address": SLOWISH.to_string()});
+    busy.send(format!("{request}\n").as_bytes());
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    drop(h);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(!dir.sock().exists());
+    let r = busy.reply();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["id"], 1);
+    let mut rest = Vec::new();
+    idle.rd.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
 }
 
 fn is_root() -> bool {

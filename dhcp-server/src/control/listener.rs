@@ -186,12 +186,15 @@ pub fn serve(path: &Path, options: Options, server: Arc<dyn Server>) -> Result<H
         ))
         .map_err(cleanup)?;
     let (stop, stopped) = watch::channel(false);
+    // Semaphore::new panics past MAX_PERMITS; no server wants more than a million.
+    let max_connections = options.max_connections.clamp(1, 1 << 20) as u32;
     let ctx = Arc::new(Ctx {
         server,
         own_uid: euid(),
         access: options.access,
         idle_timeout: options.idle_timeout,
-        connections: Arc::new(Semaphore::new(options.max_connections)),
+        max_connections,
+        connections: Arc::new(Semaphore::new(max_connections as usize)),
         calls: Arc::new(Semaphore::new(BLOCKING_CALLS)),
         stopped,
     });
@@ -281,6 +284,8 @@ pub(super) struct Ctx {
     own_uid: u32,
     access: AccessList,
     idle_timeout: Duration,
+    max_connections: u32,
+    /// One permit per connection (control or metrics) being served.
     pub(super) connections: Arc<Semaphore>,
     calls: Arc<Semaphore>,
     pub(super) stopped: watch::Receiver<bool>,
@@ -310,7 +315,7 @@ async fn run(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stopped.changed() => return,
+            _ = stopped.changed() => break,
         };
         match accepted {
             Ok((stream, _)) => admit(stream, &ctx),
@@ -321,6 +326,13 @@ async fn run(
             }
         }
     }
+    // Idle connections end at once on the stop signal; one with a request in a backend
+    // ends after sending its reply. Every permit back means every connection is done.
+    let _ = tokio::time::timeout(
+        STOP_GRACE,
+        ctx.connections.acquire_many(ctx.max_connections),
+    )
+    .await;
 }
 
 /// Checks the peer and the connection limit, then hands the stream to its own task.

@@ -47,6 +47,8 @@ pub trait Server: Send + Sync + 'static {
     /// Re-reads the configuration, validates it whole, applies the safe subset.
     fn reload(&self) -> Result<ReloadReport, ControlError>;
     /// Asks the server to stop as SIGTERM would; returns at once. The control socket
-    /// has already answered the client when this is called.
+    /// has already answered the client when this is called. It runs on the control
+    /// runtime's blocking pool, so it must not drop the `Handle` itself (that would wait
+    /// on its own thread until the stop grace runs out).
     fn shutdown(&self);
 }
