@@ -43,6 +43,7 @@ pub enum Told {
 
 /// One shard's counters, pool use and latency samples.
 pub struct ShardReport {
+    shard: u16,
     counters: crate::engine::Stats,
     pools: Vec<PoolStats>,
     latency: Histogram<u64>,
@@ -89,6 +90,7 @@ fn answer(
 ) -> Told {
     match ask {
         Ask::Stats => Told::Stats(Box::new(ShardReport {
+            shard: engine.shard().index,
             counters: engine.stats().clone(),
             pools: pools(engine),
             latency: latency.clone(),
@@ -284,16 +286,24 @@ impl control::Server for Operated {
     fn stats(&self) -> Result<Stats, ControlError> {
         let mut stats = Stats::default();
         let mut latency = latency_histogram();
-        for (shard, told) in self.ask(|| Ask::Stats)?.into_iter().enumerate() {
-            let Told::Stats(report) = told else {
-                continue;
-            };
+        let mut reports: Vec<ShardReport> = self
+            .ask(|| Ask::Stats)?
+            .into_iter()
+            .filter_map(|told| match told {
+                Told::Stats(report) => Some(*report),
+                _ => None,
+            })
+            .collect();
+        // Answers arrive in whatever order the shards got to them.
+        reports.sort_by_key(|r| r.shard);
+        for report in reports {
             let ShardReport {
+                shard,
                 counters,
                 pools,
                 latency: h,
-            } = *report;
-            stats.add_shard(shard as u16, &counters);
+            } = report;
+            stats.add_shard(shard, &counters);
             if stats.pools.is_empty() {
                 stats.pools = pools;
             } else {

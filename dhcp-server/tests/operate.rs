@@ -136,6 +136,18 @@ fn on_backend(backend: Backend) {
         !std::path::Path::new(&socket).exists(),
         "the socket file stayed"
     );
+    // Each shard's row is that worker's: the workers' own shutdown lines agree.
+    let log = server.log_text();
+    for row in stats["shards"].as_array().unwrap() {
+        let (shard, received) = (
+            row["shard"].as_u64().unwrap(),
+            row["received"].as_u64().unwrap(),
+        );
+        if backend == Backend::Xdp {
+            let line = format!("worker {shard}: {received} requests in");
+            assert!(log.contains(&line), "no '{line}' in:\n{log}");
+        }
+    }
     // The operator's changes were journaled: after a restart the deleted lease is gone
     // and the others are still there.
     let server = lab.start_server(&args);

@@ -23,7 +23,9 @@ pub fn run() -> Result {
         UDHCPC.0,
         LOAD.0
     );
+    let socket = lab.dir.join("control.sock").display().to_string();
     let mut args = lab::one_liner();
+    args.extend(["--control-socket".to_owned(), socket.clone()]);
     args.extend(
         [
             "--dns",
@@ -117,6 +119,14 @@ pub fn run() -> Result {
         .lines()
         .filter(|l| l.starts_with("***Statistics") || wanted.iter().any(|k| l.starts_with(k)))
     {
+        println!("  {l}");
+    }
+    println!("dhcp-server ctl stats:");
+    let stats = std::process::Command::new(&server)
+        .args(["ctl", "--socket", &socket, "stats"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    for l in String::from_utf8_lossy(&stats.stdout).lines() {
         println!("  {l}");
     }
     lab.stop(pid);
