@@ -150,9 +150,9 @@ impl Reply {
     pub fn to_line(&self) -> Vec<u8> {
         // Serializing a Value tree with string keys cannot fail; the fallback keeps the
         // connection answering even if that ever changed.
-        let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| {
             format!(
-                r#"{{"version":{VERSION},"id":null,"ok":false,"error":{{"code":"internal","message":"cannot encode reply: {e}"}}}}"#
+                r#"{{"version":{VERSION},"id":null,"ok":false,"error":{{"code":"internal","message":"cannot encode the reply"}}}}"#
             )
             .into_bytes()
         });
