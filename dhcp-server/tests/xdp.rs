@@ -137,6 +137,61 @@ fn a_multi_queue_device_gets_a_socket_per_queue_and_worker() {
 }
 
 #[test]
+fn a_worker_that_runs_dry_borrows_from_the_other() {
+    let Some(mut lab) = Lab::new("xdp-borrow", "198.18.0.1/15") else {
+        return;
+    };
+    common::require("perfdhcp");
+    // 40 addresses split 20/20 between two workers, 38 clients split by their hash: one
+    // worker gets more clients than addresses and must borrow for all to be served.
+    let iface = lab.server_if.clone();
+    let server = lab.start_server(&one_liner(
+        &iface,
+        "198.18.0.0/15",
+        "198.18.1.1-198.18.1.40",
+        Backend::Xdp,
+    ));
+    lab.in_client(
+        "ip",
+        &["addr", "add", "198.18.0.2/15", "dev", &lab.client_if],
+    );
+    let out = Lab::cmd(&lab.client_ns, "timeout")
+        .args([
+            "60",
+            "perfdhcp",
+            "-4",
+            "-l",
+            &lab.client_if,
+            "-r",
+            "20",
+            "-R",
+            "38",
+        ])
+        .args(["-n", "38", "-W", "2000000", "-p", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let acks = common::perf_stats(&text, "REQUEST-ACK");
+    assert_eq!(acks.received, 38, "{text}\n{}", server.log_text());
+    assert!(text.contains("non unique addresses: 0"), "{text}");
+    let status = lab.stop(server.pid).expect("no exit on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let log = server.log_text();
+    let served: Vec<u64> = (0..2)
+        .map(|w| {
+            log.lines()
+                .find_map(|l| l.split(&format!("worker {w}: ")).nth(1))
+                .and_then(|r| r.split(' ').next()?.parse().ok())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        served.iter().any(|&n| n > 2 * 20),
+        "no worker served more clients than its 20 addresses (each client sends two requests): {served:?}"
+    );
+}
+
+#[test]
 fn nothing_stays_attached_after_sigterm_or_kill_9() {
     let Some((mut lab, server)) = server_lab("xdp-detach", Backend::Xdp) else {
         return;
