@@ -138,7 +138,7 @@ fn commit_worker(
     until: Instant,
     base: u32,
     rate: Option<f64>,
-) -> (u64, Histogram<u64>) {
+) -> (u64, Histogram<u64>, u64) {
     const QUEUE: usize = 4096;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
     let mut pending: std::collections::VecDeque<(u64, Instant)> =
@@ -181,7 +181,7 @@ fn commit_worker(
         pending.push_back((seq, due.unwrap_or_else(Instant::now)));
         i += 1;
     }
-    (acked, hist)
+    (acked, hist, w.unprepared_rolls())
 }
 
 /// `rate`: total records a second over all writers, or None for as fast as possible.
@@ -204,10 +204,12 @@ fn group_commit(writers: usize, secs: u64, rate: Option<f64>) {
         })
         .collect();
     let mut total = 0;
+    let mut unprepared = 0;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
     for h in handles {
-        let (n, hh) = h.join().unwrap();
+        let (n, hh, u) = h.join().unwrap();
         total += n;
+        unprepared += u;
         hist.add(hh).unwrap();
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -216,7 +218,8 @@ fn group_commit(writers: usize, secs: u64, rate: Option<f64>) {
     });
     println!(
         "journal/group_commit sync, {writers} writer(s), {offered}: {:.0} durable commits/s; \
-         commit latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+         commit latency p50 {} us, p99 {} us, p99.9 {} us, max {} us; \
+         rolls without a prepared segment: {unprepared}",
         total as f64 / elapsed,
         hist.value_at_quantile(0.5),
         hist.value_at_quantile(0.99),

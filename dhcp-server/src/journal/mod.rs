@@ -9,6 +9,8 @@
 //! - `Durability::Sync` (default): a flusher thread group-commits (msync) and publishes
 //!   per-shard `durable` sequence numbers plus an eventfd; the worker holds each ACK until
 //!   its record is durable. `Durability::Async`: durable as soon as it is in the mapping.
+//! - A preparer thread makes each shard's next segment (reserved, zeroed, synced) before
+//!   it is needed, so a roll on the append path is a pointer swap.
 //! - A compactor thread folds sealed segments into a snapshot in the background.
 //! - Open replays everything, cuts a damaged tail back to the last good record (one warn
 //!   line), and returns the live state to hand to the engine.
@@ -159,9 +161,9 @@ pub struct Opened {
     pub recovery: RecoveryStats,
 }
 
-/// Owns the state directory (its lock), the flusher and the compactor. Dropping it stops
-/// both threads after a last commit pass; drop the writers first (appends made after it
-/// are in the mapping but never become durable in sync mode).
+/// Owns the state directory (its lock), the flusher, the preparer and the compactor.
+/// Dropping it stops the threads after a last commit pass; drop the writers first
+/// (appends made after it are in the mapping but never become durable in sync mode).
 pub struct Journal {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -170,8 +172,8 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`: takes the lock, replays, repairs
-    /// damage, redistributes if the shard count changed, starts the flusher and the
-    /// compactor.
+    /// damage, redistributes if the shard count changed, starts the flusher, the preparer
+    /// and the compactor.
     pub fn open(dir: impl AsRef<Path>, opts: &Options) -> Result<Opened> {
         Self::open_with(dir.as_ref(), opts, true)
     }
@@ -265,9 +267,10 @@ impl Journal {
                 s as u32,
                 next_seq - 1,
                 Arc::clone(&seg),
+                next_number,
                 std::mem::take(&mut r.sealed),
             )?));
-            opens.push((seg, next_seq, next_number));
+            opens.push((seg, next_seq));
         }
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -279,18 +282,13 @@ impl Journal {
             flusher_idle: AtomicBool::new(false),
             flusher: OnceLock::new(),
             compactor: OnceLock::new(),
+            preparer: OnceLock::new(),
         });
         let writers = opens
             .into_iter()
             .zip(&shared.shards)
-            .map(|((seg, next_seq, next_number), sh)| {
-                ShardWriter::new(
-                    Arc::clone(&shared),
-                    Arc::clone(sh),
-                    seg,
-                    next_seq,
-                    next_number,
-                )
+            .map(|((seg, next_seq), sh)| {
+                ShardWriter::new(Arc::clone(&shared), Arc::clone(sh), seg, next_seq)
             })
             .collect();
         let mut threads = Vec::new();
@@ -300,6 +298,13 @@ impl Journal {
             .spawn(move || writer::flusher(sh))
             .map_err(|e| Error::io("start flusher", dir, e))?;
         let _ = shared.flusher.set(t.thread().clone());
+        threads.push(t);
+        let sh = Arc::clone(&shared);
+        let t = std::thread::Builder::new()
+            .name("journal-prepare".into())
+            .spawn(move || writer::preparer(sh))
+            .map_err(|e| Error::io("start preparer", dir, e))?;
+        let _ = shared.preparer.set(t.thread().clone());
         threads.push(t);
         if compactor {
             let sh = Arc::clone(&shared);
@@ -346,7 +351,8 @@ impl Journal {
             .sum()
     }
 
-    /// Stops the flusher (after a last commit pass) and the compactor, releases the lock.
+    /// Stops the flusher (after a last commit pass), the preparer (removing the prepared
+    /// segments nobody moved into) and the compactor, releases the lock.
     pub fn close(self) {
         drop(self);
     }

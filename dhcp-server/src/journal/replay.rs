@@ -214,7 +214,7 @@ pub fn replay_shard(files: &ShardFiles, repair: bool, fold: &mut Fold) -> Result
         out.next_number = name.number + 1;
     }
     let mut prev_last: Option<u64> = None;
-    for (i, (name, path)) in files.logs.iter().enumerate() {
+    for (name, path) in &files.logs {
         let (mut f, scan_end, capacity, first) = replay_file(fold, *name, path, repair)?;
         let last_seq = first.wrapping_sub(1).wrapping_add(f.records);
         if let Some(p) = prev_last {
@@ -234,24 +234,28 @@ pub fn replay_shard(files: &ShardFiles, repair: bool, fold: &mut Fold) -> Result
             out.next_seq = out.next_seq.max(first);
         }
         out.next_number = out.next_number.max(name.number + 1);
-        let exists = path.exists();
-        if i + 1 == files.logs.len() && exists && capacity > HEADER_LEN {
-            out.resume = Some(Resume {
-                name: *name,
-                path: path.clone(),
-                end: scan_end,
-                // The writer continues this file's own sequence, whatever the others say.
-                last_seq,
-                capacity,
-            });
-        } else if exists {
+        out.files.push(f);
+        // A file without header or records holds nothing: a creation cut short, or a
+        // prepared next segment the writer never moved into. Repair removed it; either
+        // way the writer resumes in the file before it.
+        if capacity <= HEADER_LEN || !path.exists() {
+            continue;
+        }
+        let this = Resume {
+            name: *name,
+            path: path.clone(),
+            end: scan_end,
+            // The writer continues this file's own sequence, whatever the others say.
+            last_seq,
+            capacity,
+        };
+        if let Some(prev) = out.resume.replace(this) {
             out.sealed.push(Sealed {
-                number: name.number,
-                path: path.clone(),
-                last_seq,
+                number: prev.name.number,
+                path: prev.path,
+                last_seq: prev.last_seq,
             });
         }
-        out.files.push(f);
     }
     Ok(out)
 }
@@ -318,12 +322,18 @@ fn replay_file(
     if !notes.is_empty() {
         report.damage = Some(notes.join(", "));
     }
-    let size = data.len();
+    // A file with nothing in it offers the writer no place to resume (size 0 says so).
+    let size = if header.is_none() && scan.records == 0 {
+        0
+    } else {
+        data.len()
+    };
     let damage = scan.damage;
     drop(mapped);
     if repair {
         if header.is_none() && scan.records == 0 {
-            // Nothing usable: a segment whose creation was cut short, or worse.
+            // Nothing usable: a prepared segment never moved into, a segment whose
+            // creation was cut short, or worse.
             fs::remove_file(path).map_err(|e| Error::io("remove empty segment", path, e))?;
             return Ok((report, HEADER_LEN, 0, first));
         }

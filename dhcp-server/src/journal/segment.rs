@@ -5,13 +5,20 @@
 //! file: a store into a hole of a shared mapping on a full disk is a SIGBUS, while a
 //! failed fallocate is an error we can report) and then mapped. A snapshot segment is
 //! written with plain writes to a temporary name and renamed into place.
+//!
+//! The next log segment of a shard is prepared ahead of time, off the writer's path
+//! (`Segment::prepare`): besides fallocate, every block is written with zeros and synced,
+//! so the extents are already "written" (an msync into unwritten extents must also convert
+//! them) and the file and its name are durable before the writer moves in. The header
+//! goes in at the roll, as a store into the mapping that the flusher's next msync covers.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use memmap2::MmapRaw;
 
@@ -363,60 +370,93 @@ pub struct Segment {
 
 impl Segment {
     /// Creates a log segment of `capacity` bytes: reserves every block with fallocate,
-    /// writes the header, makes file and name durable, then maps it.
+    /// writes the header, makes file and name durable, then maps it. What open uses, and
+    /// a roll whose prepared segment was not ready.
     pub fn create(dir: &Path, name: Name, first_seq: u64, capacity: u64) -> Result<Segment> {
-        let path = dir.join(name.file_name());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io("create segment", &path, e))?;
-        let made = preallocate(&file, capacity)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    Error::NoSpace {
-                        path: path.clone(),
-                        bytes: capacity,
-                    }
-                } else {
-                    Error::io("fallocate segment", &path, e)
-                }
-            })
-            .and_then(|()| {
-                let header = Header {
-                    kind: Kind::Log,
-                    shard: name.shard,
-                    generation: name.generation,
-                    number: name.number,
-                    first_seq,
-                };
-                file.write_all_at(&header.encode(), 0)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| {
-                        if e.raw_os_error() == Some(libc::ENOSPC) {
-                            Error::NoSpace {
-                                path: path.clone(),
-                                bytes: capacity,
-                            }
-                        } else {
-                            Error::io("write segment header", &path, e)
-                        }
-                    })
-            })
-            .and_then(|()| sync_dir(dir));
-        if let Err(e) = made {
-            // Leave no half-made segment behind: it would only be cleaned at next start.
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        let (path, file) = new_file(dir, name, capacity, |path, file| {
+            let header = log_header(name, first_seq);
+            file.write_all_at(&header.encode(), 0)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error("write segment header", path, capacity, e))
+        })?;
         Self::map(
             path,
             name.number,
             file,
             HEADER_LEN,
+            HEADER_LEN,
             first_seq.wrapping_sub(1),
         )
+    }
+
+    /// Makes the next log segment of a shard ready ahead of its roll: fallocate, zeros
+    /// written over every block, file and name synced, mapped. It has no header yet
+    /// (replay removes such a file: it holds nothing), so it does not need to know the
+    /// sequence number it will start at; `start` writes the header. Returns `None` when
+    /// `stop` was set meanwhile (the file is removed).
+    pub fn prepare(
+        dir: &Path,
+        name: Name,
+        capacity: u64,
+        stop: &AtomicBool,
+    ) -> Result<Option<Segment>> {
+        let mut stopped = false;
+        let (path, file) = new_file(dir, name, capacity, |path, file| {
+            // One page per write: the page cache then holds the file in single pages,
+            // and an msync writes back only the pages a commit dirtied. Written in larger
+            // chunks, ext4 caches it in large folios, and each msync then writes a whole
+            // folio (up to 1 MiB here: msync p50 0.75 ms instead of 0.08 ms).
+            const PAGE: usize = 4096;
+            // Zeros go out in small steps with pauses (about 60 MiB/s): a burst of tens
+            // of megabytes would queue the flusher's commits behind it on the disk.
+            const STEP: u64 = 256 << 10;
+            const PAUSE: Duration = Duration::from_millis(4);
+            let zeros = [0u8; PAGE];
+            let mut off = 0;
+            while off < capacity {
+                if stop.load(Ordering::Relaxed) {
+                    stopped = true;
+                    return Ok(());
+                }
+                let step_start = off;
+                let step_end = (off + STEP).min(capacity);
+                while off < step_end {
+                    let n = (step_end - off).min(PAGE as u64) as usize;
+                    file.write_all_at(&zeros[..n], off)
+                        .map_err(|e| io_error("zero segment", path, capacity, e))?;
+                    off += n as u64;
+                }
+                sync_range(file, step_start, step_end - step_start)
+                    .map_err(|e| io_error("zero segment", path, capacity, e))?;
+                if off < capacity {
+                    std::thread::sleep(PAUSE);
+                }
+            }
+            file.sync_all()
+                .map_err(|e| io_error("sync segment", path, capacity, e))
+        })?;
+        if stopped {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        Self::map(path, name.number, file, HEADER_LEN, 0, 0).map(Some)
+    }
+
+    /// Writes the header of a prepared segment into its mapping. Only the writer that
+    /// takes it calls this, before anyone else can see the segment.
+    pub fn start(&self, name: Name, first_seq: u64) {
+        let header = log_header(name, first_seq).encode();
+        debug_assert!(self.capacity() >= HEADER_LEN);
+        // SAFETY: the first HEADER_LEN bytes lie inside the mapping (segments are at least
+        // `Options::MIN_SEGMENT` long), the file
+        // was zeroed and fallocated to its full size and is never truncated, so the store
+        // cannot fault; the segment is not yet shared with the flusher or anyone else.
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), self.map.as_mut_ptr(), HEADER_LEN)
+        };
+        self.last_seq
+            .store(first_seq.wrapping_sub(1), Ordering::Relaxed);
     }
 
     /// Maps an existing log segment to append after its `end` (found by replay).
@@ -430,17 +470,24 @@ impl Segment {
         // return, so make them durable before anyone relies on them.
         file.sync_data()
             .map_err(|e| Error::io("sync segment", &path, e))?;
-        Self::map(path, number, file, end, last_seq)
+        Self::map(path, number, file, end, end, last_seq)
     }
 
-    fn map(path: PathBuf, number: u64, file: File, end: usize, last_seq: u64) -> Result<Segment> {
+    fn map(
+        path: PathBuf,
+        number: u64,
+        file: File,
+        end: usize,
+        synced: usize,
+        last_seq: u64,
+    ) -> Result<Segment> {
         let map = MmapRaw::map_raw(&file).map_err(|e| Error::io("map segment", &path, e))?;
         Ok(Segment {
             path,
             number,
             map,
             end: AtomicUsize::new(end),
-            synced: AtomicUsize::new(end),
+            synced: AtomicUsize::new(synced),
             sealed: AtomicBool::new(false),
             last_seq: AtomicU64::new(last_seq),
         })
@@ -448,6 +495,72 @@ impl Segment {
 
     pub fn capacity(&self) -> usize {
         self.map.len()
+    }
+}
+
+fn log_header(name: Name, first_seq: u64) -> Header {
+    Header {
+        kind: Kind::Log,
+        shard: name.shard,
+        generation: name.generation,
+        number: name.number,
+        first_seq,
+    }
+}
+
+/// ENOSPC becomes the typed `NoSpace` the worker acts on; the rest stays an I/O error.
+fn io_error(op: &'static str, path: &Path, capacity: u64, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        Error::NoSpace {
+            path: path.to_path_buf(),
+            bytes: capacity,
+        }
+    } else {
+        Error::io(op, path, e)
+    }
+}
+
+/// Creates segment file `name` in `dir`, reserves `capacity` bytes, runs `fill`, and
+/// makes the name durable. On any failure the file is removed: a half-made segment
+/// would only be cleaned at the next start.
+fn new_file(
+    dir: &Path,
+    name: Name,
+    capacity: u64,
+    fill: impl FnOnce(&Path, &File) -> Result<()>,
+) -> Result<(PathBuf, File)> {
+    let path = dir.join(name.file_name());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_error("create segment", &path, capacity, e))?;
+    let made = preallocate(&file, capacity)
+        .map_err(|e| io_error("fallocate segment", &path, capacity, e))
+        .and_then(|()| fill(&path, &file))
+        .and_then(|()| sync_dir(dir));
+    match made {
+        Ok(()) => Ok((path, file)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// Writes back `[off, off + len)` and waits for it (no device cache flush: the final
+/// fsync does that once).
+fn sync_range(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), off as i64, len as i64, flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -157,6 +157,69 @@ fn replay_returns_what_was_written_and_durable_moves() {
     assert_eq!(writers[0].append(&ops[1].record()).unwrap(), 502);
 }
 
+/// Waits until the preparer has the shard's next segment ready.
+fn wait_prepared(o: &Opened, shard: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while o.journal.shared.shards[shard]
+        .spare
+        .lock()
+        .unwrap()
+        .ready
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no segment prepared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Rolls move into the prepared segment (none is made on the append path), and a crash
+/// that leaves a prepared, never used segment behind recovers everything, resumes in the
+/// last segment written and cleans the prepared one away.
+#[test]
+fn rolls_use_the_prepared_segment_and_a_left_one_is_cleaned() {
+    let dir = TempDir::new("prepared");
+    let ops = churn(3000, 120);
+    let crashed = {
+        let mut o = Journal::open_without_compactor(dir.path(), &small(1)).unwrap();
+        for chunk in ops.chunks(100) {
+            wait_prepared(&o, 0);
+            write_all(&mut o.writers[0], chunk);
+        }
+        assert!(o.journal.sealed_segments() >= 3);
+        assert_eq!(o.writers[0].unprepared_rolls(), 0);
+        let last = o.writers[0].written();
+        assert!(o.writers[0].wait_durable(last, Duration::from_secs(10)));
+        wait_prepared(&o, 0);
+        copy_dir(dir.path(), "prepared-crash")
+    };
+    // A clean close removes the prepared segment; the copy (a crash) still has it.
+    let blank = |d: &Path| {
+        Listing::read(d)
+            .unwrap()
+            .segments
+            .iter()
+            .filter(|(_, p)| std::fs::read(p).unwrap()[..8] == [0; 8])
+            .count()
+    };
+    assert_eq!(blank(dir.path()), 0);
+    assert_eq!(blank(crashed.path()), 1);
+    let o = Journal::open_without_compactor(crashed.path(), &small(1)).unwrap();
+    assert_eq!(o.state, model(&ops));
+    assert!(o.recovery.damage.is_empty(), "{:?}", o.recovery.damage);
+    let sealed_before = o.journal.sealed_segments();
+    let mut writers = o.writers;
+    let extra = Op::Lease(lease(10_000, 200, BindingState::Active, 1));
+    writers[0].append(&extra.record()).unwrap();
+    // It appended to the segment it had been writing, not to a new one.
+    assert_eq!(o.journal.sealed_segments(), sealed_before);
+    drop(writers);
+    drop(o.journal);
+    let o = Journal::open(crashed.path(), &small(1)).unwrap();
+    let mut all = ops.clone();
+    all.push(extra);
+    assert_eq!(o.state, model(&all));
+}
+
 #[test]
 fn async_mode_is_durable_at_once() {
     let dir = TempDir::new("async");
@@ -482,8 +545,9 @@ fn background_compaction_bounds_disk_use() {
         assert_eq!(o.journal.sealed_segments(), 0);
     }
     // 30,000 records of ~100 bytes fill ~45 segments of 64 KiB; compaction keeps a
-    // handful of files per shard.
-    assert!(most <= 12, "{most} files at most");
+    // handful of files per shard: snapshot, open and prepared segments, and the few
+    // sealed ones a compactor slowed by a loaded machine has not folded yet.
+    assert!(most <= 16, "{most} files at most");
     let o = Journal::open(dir.path(), &opts).unwrap();
     assert_eq!(o.state, model(&ops));
 }

@@ -1,10 +1,17 @@
-//! The append path and the flusher.
+//! The append path, the flusher and the preparer.
 //!
 //! Each shard has one `ShardWriter`, owned by its worker thread: appending copies the
 //! frame into the mapped segment and publishes the segment's end and the shard's
 //! `written` sequence number with atomic stores. No lock and no system call, except when
-//! the segment is full (rolling creates the next one) and when the flusher sleeps for
-//! want of work (one wake-up, which only happens when the server is nearly idle).
+//! the flusher sleeps for want of work (one wake-up, which only happens when the server
+//! is nearly idle) and at a roll to the next segment (a few uncontended locks and
+//! wake-ups of the preparer and compactor).
+//!
+//! A roll does no file work: the preparer thread has already made the next segment
+//! (created, reserved, zeroed, synced, mapped: `Segment::prepare`), and the writer only
+//! stores its header and swaps the pointer. Only when that segment is not ready (the
+//! preparer is behind, or the disk is full) does the writer create one itself, which is
+//! counted (`unprepared_rolls`).
 //!
 //! One flusher thread does group commit for all shards: it notes each shard's `written`,
 //! msyncs every byte range written since its last pass, then publishes that number as the
@@ -15,7 +22,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +41,16 @@ const IDLE: Duration = Duration::from_millis(100);
 const ASYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// After a failed msync, the pause before the next try.
 const RETRY: Duration = Duration::from_millis(20);
+/// After a segment could not be prepared (a full disk), the pause before the next try.
+const PREPARE_RETRY: Duration = Duration::from_secs(1);
+
+/// A shard's next log segment, made by the preparer before the writer needs it. The
+/// preparer holds the lock while it works, so the writer never makes the same file.
+pub(crate) struct Spare {
+    /// The number of the shard's next segment.
+    pub number: u64,
+    pub ready: Option<Segment>,
+}
 
 /// What a shard's writer shares with the flusher and the compactor.
 pub(crate) struct ShardShared {
@@ -51,10 +68,19 @@ pub(crate) struct ShardShared {
     pub event: OwnedFd,
     /// The flusher's last msync of this shard failed (durable is not moving).
     pub failing: AtomicBool,
+    pub spare: Mutex<Spare>,
+    /// Rolls that found no prepared segment (see `ShardWriter::unprepared_rolls`).
+    pub unprepared_rolls: AtomicU64,
 }
 
 impl ShardShared {
-    pub fn new(index: u32, last_seq: u64, open: Arc<Segment>, sealed: Vec<Sealed>) -> Result<Self> {
+    pub fn new(
+        index: u32,
+        last_seq: u64,
+        open: Arc<Segment>,
+        next_number: u64,
+        sealed: Vec<Sealed>,
+    ) -> Result<Self> {
         // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor
         // that we own from here on.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -74,6 +100,11 @@ impl ShardShared {
             // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
             event: unsafe { OwnedFd::from_raw_fd(fd) },
             failing: AtomicBool::new(false),
+            spare: Mutex::new(Spare {
+                number: next_number,
+                ready: None,
+            }),
+            unprepared_rolls: AtomicU64::new(0),
         })
     }
 
@@ -96,12 +127,22 @@ pub(crate) struct Shared {
     pub flusher_idle: AtomicBool,
     pub flusher: OnceLock<Thread>,
     pub compactor: OnceLock<Thread>,
+    pub preparer: OnceLock<Thread>,
 }
 
 impl Shared {
-    fn wake_compactor(&self) {
-        if let Some(t) = self.compactor.get() {
+    fn wake(thread: &OnceLock<Thread>) {
+        if let Some(t) = thread.get() {
             t.unpark();
+        }
+    }
+
+    fn log_name(&self, shard: u32, number: u64) -> Name {
+        Name {
+            generation: self.generation,
+            shard,
+            kind: Kind::Log,
+            number,
         }
     }
 }
@@ -120,7 +161,6 @@ pub struct ShardWriter {
     /// Where the next frame goes in `seg` (the writer's own copy of `seg.end`).
     end: usize,
     next_seq: u64,
-    next_number: u64,
 }
 
 impl ShardWriter {
@@ -129,7 +169,6 @@ impl ShardWriter {
         shard: Arc<ShardShared>,
         seg: Arc<Segment>,
         next_seq: u64,
-        next_number: u64,
     ) -> Self {
         let end = seg.end.load(Ordering::Relaxed);
         ShardWriter {
@@ -138,7 +177,6 @@ impl ShardWriter {
             seg,
             end,
             next_seq,
-            next_number,
         }
     }
 
@@ -203,21 +241,40 @@ impl ShardWriter {
         self.append(&Record::Failover(*rec))
     }
 
-    /// Moves to a new segment. On failure nothing changes, so the append can be retried.
+    /// Moves to the next segment: the prepared one, else one made here. On failure
+    /// nothing changes, so the append can be retried.
     fn roll(&mut self) -> Result<()> {
-        let name = Name {
-            generation: self.shared.generation,
-            shard: self.shard.index,
-            kind: Kind::Log,
-            number: self.next_number,
+        let (mut spare, mut unprepared) = match self.shard.spare.try_lock() {
+            Ok(g) => (g, false),
+            Err(TryLockError::Poisoned(p)) => (p.into_inner(), false),
+            // The preparer is making it right now: wait for it rather than race it.
+            Err(TryLockError::WouldBlock) => (lock(&self.shard.spare), true),
         };
-        let seg = Arc::new(Segment::create(
-            &self.shared.dir,
-            name,
-            self.next_seq,
-            self.shared.segment_bytes,
-        )?);
-        self.next_number += 1;
+        let seg = match spare.ready.take() {
+            Some(seg) => {
+                seg.start(
+                    self.shared.log_name(self.shard.index, seg.number),
+                    self.next_seq,
+                );
+                seg
+            }
+            None => {
+                unprepared = true;
+                Segment::create(
+                    &self.shared.dir,
+                    self.shared.log_name(self.shard.index, spare.number),
+                    self.next_seq,
+                    self.shared.segment_bytes,
+                )?
+            }
+        };
+        spare.number = seg.number + 1;
+        drop(spare);
+        if unprepared {
+            self.shard.unprepared_rolls.fetch_add(1, Ordering::Relaxed);
+        }
+        Shared::wake(&self.shared.preparer);
+        let seg = Arc::new(seg);
         let old = std::mem::replace(&mut self.seg, Arc::clone(&seg));
         self.end = HEADER_LEN;
         old.sealed.store(true, Ordering::Release);
@@ -227,8 +284,14 @@ impl ShardWriter {
             path: old.path.clone(),
             last_seq: old.last_seq.load(Ordering::Relaxed),
         });
-        self.shared.wake_compactor();
+        Shared::wake(&self.shared.compactor);
         Ok(())
+    }
+
+    /// How many rolls found no prepared segment and waited for or made one on the
+    /// append path (milliseconds each). Stays 0 while the preparer keeps up.
+    pub fn unprepared_rolls(&self) -> u64 {
+        self.shard.unprepared_rolls.load(Ordering::Relaxed)
     }
 
     /// The sequence number of the last record on disk (in async mode: written).
@@ -381,5 +444,57 @@ pub(crate) fn flusher(shared: Arc<Shared>) {
             std::thread::park_timeout(IDLE);
         }
         shared.flusher_idle.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The preparer thread's body: keeps one prepared next segment per shard, made again
+/// after each roll takes it. Unused ones are removed when the journal closes.
+pub(crate) fn preparer(shared: Arc<Shared>) {
+    let mut warned = false;
+    loop {
+        let mut failed = false;
+        for sh in &shared.shards {
+            if shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let mut spare = lock(&sh.spare);
+            if spare.ready.is_some() {
+                continue;
+            }
+            let name = shared.log_name(sh.index, spare.number);
+            match Segment::prepare(&shared.dir, name, shared.segment_bytes, &shared.stop) {
+                Ok(seg) => {
+                    spare.ready = seg;
+                    warned = false;
+                }
+                // A full disk: the writer reports it if it reaches the end of its segment
+                // before space returns.
+                Err(Error::NoSpace { .. }) => failed = true,
+                Err(e) => {
+                    failed = true;
+                    if !warned {
+                        tracing::warn!(
+                            "journal: cannot prepare the next segment of shard {}: {e}; \
+                             the writer will make it itself, retrying",
+                            sh.index
+                        );
+                        warned = true;
+                    }
+                }
+            }
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            for sh in &shared.shards {
+                if let Some(seg) = lock(&sh.spare).ready.take() {
+                    let _ = std::fs::remove_file(&seg.path);
+                }
+            }
+            return;
+        }
+        if failed {
+            std::thread::park_timeout(PREPARE_RETRY);
+        } else {
+            std::thread::park();
+        }
     }
 }
