@@ -364,21 +364,33 @@ impl ShardWriter {
     }
 }
 
-/// Syncs what the shard wrote since the last pass. Returns whether there was any.
-fn flush_shard(shared: &Shared, sh: &ShardShared, segs: &mut Vec<Arc<Segment>>) -> bool {
+/// What one commit pass did for a shard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Nothing new to sync.
+    Idle,
+    Synced,
+    /// A sync failed: `durable` did not move.
+    Failed,
+}
+
+/// Syncs what the shard wrote since the last pass.
+fn flush_shard(shared: &Shared, sh: &ShardShared, segs: &mut Vec<Arc<Segment>>) -> Pass {
     let target = sh.written.load(Ordering::SeqCst);
     segs.clear();
     segs.extend(lock(&sh.segments).iter().cloned());
-    let mut did = false;
+    let mut did = Pass::Idle;
     for seg in segs.iter() {
         let end = seg.end.load(Ordering::Acquire);
         let from = seg.synced.load(Ordering::Relaxed);
         if end <= from {
             continue;
         }
-        did = true;
-        // msync(MS_SYNC) of the dirty range only (measured faster here than fdatasync
-        // of the whole file; see docs/journal.md).
+        did = Pass::Synced;
+        // msync(MS_SYNC) of the dirty range. On this ext4 it ends in the same
+        // ext4_sync_file as fdatasync and measured the same (2 KiB commits into a
+        // prepared segment: p50 0.09-0.15 ms either way, tracking the disk's load);
+        // the range keeps it from writing back anything outside the commit.
         if let Err(e) = seg.map.flush_range(from, end - from) {
             if !sh.failing.swap(true, Ordering::Relaxed) {
                 tracing::error!(
@@ -387,8 +399,7 @@ fn flush_shard(shared: &Shared, sh: &ShardShared, segs: &mut Vec<Arc<Segment>>) 
                     sh.index
                 );
             }
-            std::thread::sleep(RETRY);
-            return true;
+            return Pass::Failed;
         }
         seg.synced.store(end, Ordering::Relaxed);
     }
@@ -418,9 +429,13 @@ pub(crate) fn flusher(shared: Arc<Shared>) {
     let mut segs = Vec::new();
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
-        let mut did = false;
+        let (mut synced, mut failed) = (false, false);
         for sh in &shared.shards {
-            did |= flush_shard(&shared, sh, &mut segs);
+            match flush_shard(&shared, sh, &mut segs) {
+                Pass::Idle => {}
+                Pass::Synced => synced = true,
+                Pass::Failed => failed = true,
+            }
         }
         if stopping {
             return;
@@ -429,7 +444,14 @@ pub(crate) fn flusher(shared: Arc<Shared>) {
             std::thread::park_timeout(ASYNC_INTERVAL);
             continue;
         }
-        if did {
+        // Straight into the next pass while anything was committed: whatever the
+        // workers appended meanwhile is the next group. A shard that failed waits for
+        // the retry, but never holds up the others' commits.
+        if synced {
+            continue;
+        }
+        if failed {
+            std::thread::sleep(RETRY);
             continue;
         }
         let spin_until = Instant::now() + SPIN;
