@@ -393,12 +393,12 @@ impl Segment {
     /// written over every block, file and name synced, mapped. It has no header yet
     /// (replay removes such a file: it holds nothing), so it does not need to know the
     /// sequence number it will start at; `start` writes the header. Returns `None` when
-    /// `stop` was set meanwhile (the file is removed).
+    /// `give_up` said so between two steps (the file is removed).
     pub fn prepare(
         dir: &Path,
         name: Name,
         capacity: u64,
-        stop: &AtomicBool,
+        give_up: &dyn Fn() -> bool,
     ) -> Result<Option<Segment>> {
         let mut stopped = false;
         let (path, file) = new_file(dir, name, capacity, |path, file| {
@@ -414,7 +414,7 @@ impl Segment {
             let zeros = [0u8; PAGE];
             let mut off = 0;
             while off < capacity {
-                if stop.load(Ordering::Relaxed) {
+                if give_up() {
                     stopped = true;
                     return Ok(());
                 }

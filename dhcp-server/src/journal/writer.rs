@@ -69,6 +69,9 @@ pub(crate) struct ShardShared {
     /// The flusher's last msync of this shard failed (durable is not moving).
     pub failing: AtomicBool,
     pub spare: Mutex<Spare>,
+    /// Set by a writer that needs the segment the preparer is still writing: the
+    /// preparer gives up, and the writer makes one the quick way (without zeros).
+    pub wanted: AtomicBool,
     /// Rolls that found no prepared segment (see `ShardWriter::unprepared_rolls`).
     pub unprepared_rolls: AtomicU64,
 }
@@ -104,6 +107,7 @@ impl ShardShared {
                 number: next_number,
                 ready: None,
             }),
+            wanted: AtomicBool::new(false),
             unprepared_rolls: AtomicU64::new(0),
         })
     }
@@ -247,8 +251,14 @@ impl ShardWriter {
         let (mut spare, mut unprepared) = match self.shard.spare.try_lock() {
             Ok(g) => (g, false),
             Err(TryLockError::Poisoned(p)) => (p.into_inner(), false),
-            // The preparer is making it right now: wait for it rather than race it.
-            Err(TryLockError::WouldBlock) => (lock(&self.shard.spare), true),
+            // The preparer is writing it, slowly on purpose: have it give up (within one
+            // step) rather than race it for the same file.
+            Err(TryLockError::WouldBlock) => {
+                self.shard.wanted.store(true, Ordering::Relaxed);
+                let g = lock(&self.shard.spare);
+                self.shard.wanted.store(false, Ordering::Relaxed);
+                (g, true)
+            }
         };
         let seg = match spare.ready.take() {
             Some(seg) => {
@@ -288,8 +298,8 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// How many rolls found no prepared segment and waited for or made one on the
-    /// append path (milliseconds each). Stays 0 while the preparer keeps up.
+    /// How many rolls found no prepared segment and made one on the append path
+    /// (create, fallocate, fsync: milliseconds). Stays 0 while the preparer keeps up.
     pub fn unprepared_rolls(&self) -> u64 {
         self.shard.unprepared_rolls.load(Ordering::Relaxed)
     }
@@ -484,7 +494,9 @@ pub(crate) fn preparer(shared: Arc<Shared>) {
                 continue;
             }
             let name = shared.log_name(sh.index, spare.number);
-            match Segment::prepare(&shared.dir, name, shared.segment_bytes, &shared.stop) {
+            let give_up =
+                || shared.stop.load(Ordering::Relaxed) || sh.wanted.load(Ordering::Relaxed);
+            match Segment::prepare(&shared.dir, name, shared.segment_bytes, &give_up) {
                 Ok(seg) => {
                     spare.ready = seg;
                     warned = false;
