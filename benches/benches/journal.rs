@@ -5,6 +5,9 @@
 //!   no commit is waited for). The per-packet cost a worker pays.
 //! - `journal/replay_1m`: opening a journal holding 1,000,000 leases (replay, CRC of
 //!   every record, fold into the state handed to the engine). Issue target: <= 1 s.
+//!   All in log segments (one 64 MiB segment per shard).
+//! - `journal/replay_1m_compacted`: the same leases as a long-running server leaves them,
+//!   written into 16 MiB segments and folded by the compactor: mostly snapshots.
 //! - group commit (printed after the criterion runs): W writer threads in sync mode, each
 //!   appending records and holding each one's "ACK" until `durable()` covers it, with at
 //!   most 4096 outstanding per writer (a worker's ACK queue). Reports durable commits a
@@ -94,13 +97,14 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-fn replay(c: &mut Criterion) {
+fn replay(c: &mut Criterion, compacted: bool) {
     const N: u32 = 1_000_000;
-    let dir = Dir::new("replay");
+    let dir = Dir::new(if compacted { "replay-compacted" } else { "replay" });
     {
         let opts = Options {
             durability: Durability::Async,
             shards: 2,
+            segment_bytes: if compacted { 16 << 20 } else { 64 << 20 },
             ..Options::default()
         };
         let mut opened = Journal::open(&dir.0, &opts).unwrap();
@@ -110,11 +114,19 @@ fn replay(c: &mut Criterion) {
                 .append_lease(&record(i, u64::from(i) + 1, &hw, &cid))
                 .unwrap();
         }
+        if compacted {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while opened.journal.sealed_segments() > 0 && Instant::now() < deadline {
+                opened.journal.compact_now();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
     let mut group = c.benchmark_group("journal");
     group.sample_size(10);
     group.throughput(Throughput::Elements(u64::from(N)));
-    group.bench_function("replay_1m", |b| {
+    let name = if compacted { "replay_1m_compacted" } else { "replay_1m" };
+    group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
@@ -296,7 +308,8 @@ fn main() {
     disk_floor();
     let mut c = Criterion::default().configure_from_args();
     append(&mut c);
-    replay(&mut c);
+    replay(&mut c, false);
+    replay(&mut c, true);
     c.final_summary();
     for writers in [1, 2, 4] {
         group_commit(writers, 5, None);
