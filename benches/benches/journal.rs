@@ -99,7 +99,11 @@ fn append(c: &mut Criterion) {
 
 fn replay(c: &mut Criterion, compacted: bool) {
     const N: u32 = 1_000_000;
-    let dir = Dir::new(if compacted { "replay-compacted" } else { "replay" });
+    let dir = Dir::new(if compacted {
+        "replay-compacted"
+    } else {
+        "replay"
+    });
     {
         let opts = Options {
             durability: Durability::Async,
@@ -125,7 +129,11 @@ fn replay(c: &mut Criterion, compacted: bool) {
     let mut group = c.benchmark_group("journal");
     group.sample_size(10);
     group.throughput(Throughput::Elements(u64::from(N)));
-    let name = if compacted { "replay_1m_compacted" } else { "replay_1m" };
+    let name = if compacted {
+        "replay_1m_compacted"
+    } else {
+        "replay_1m"
+    };
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
@@ -288,7 +296,8 @@ fn disk_floor() {
         let from = synced & !4095;
         let t = Instant::now();
         // SAFETY: a page-aligned range inside the mapping.
-        let r = unsafe { libc::msync(map.cast::<u8>().add(from).cast(), end - from, libc::MS_SYNC) };
+        let r =
+            unsafe { libc::msync(map.cast::<u8>().add(from).cast(), end - from, libc::MS_SYNC) };
         assert_eq!(r, 0);
         hist.record(t.elapsed().as_micros().max(1) as u64).unwrap();
         synced = end;

@@ -248,18 +248,19 @@ impl ShardWriter {
     /// Moves to the next segment: the prepared one, else one made here. On failure
     /// nothing changes, so the append can be retried.
     fn roll(&mut self) -> Result<()> {
-        let (mut spare, mut unprepared) = match self.shard.spare.try_lock() {
-            Ok(g) => (g, false),
-            Err(TryLockError::Poisoned(p)) => (p.into_inner(), false),
+        let mut spare = match self.shard.spare.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
             // The preparer is writing it, slowly on purpose: have it give up (within one
             // step) rather than race it for the same file.
             Err(TryLockError::WouldBlock) => {
                 self.shard.wanted.store(true, Ordering::Relaxed);
                 let g = lock(&self.shard.spare);
                 self.shard.wanted.store(false, Ordering::Relaxed);
-                (g, true)
+                g
             }
         };
+        let unprepared = spare.ready.is_none();
         let seg = match spare.ready.take() {
             Some(seg) => {
                 seg.start(
@@ -268,15 +269,12 @@ impl ShardWriter {
                 );
                 seg
             }
-            None => {
-                unprepared = true;
-                Segment::create(
-                    &self.shared.dir,
-                    self.shared.log_name(self.shard.index, spare.number),
-                    self.next_seq,
-                    self.shared.segment_bytes,
-                )?
-            }
+            None => Segment::create(
+                &self.shared.dir,
+                self.shared.log_name(self.shard.index, spare.number),
+                self.next_seq,
+                self.shared.segment_bytes,
+            )?,
         };
         spare.number = seg.number + 1;
         drop(spare);
