@@ -157,34 +157,52 @@ fn replay_returns_what_was_written_and_durable_moves() {
     assert_eq!(writers[0].append(&ops[1].record()).unwrap(), 502);
 }
 
-/// Waits until the preparer has the shard's next segment ready.
+/// Waits until the preparer has the shard's next segment ready, if the writer asked for
+/// it (its segment is half full).
 fn wait_prepared(o: &Opened, shard: usize) {
+    let sh = &o.journal.shared.shards[shard];
+    if !sh.spare_wanted.load(Ordering::Relaxed) {
+        return;
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while o.journal.shared.shards[shard]
-        .spare
-        .lock()
-        .unwrap()
-        .ready
-        .is_none()
-    {
+    while sh.spare.lock().unwrap().ready.is_none() {
         assert!(std::time::Instant::now() < deadline, "no segment prepared");
         std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// Rolls move into the prepared segment (none is made on the append path), and a crash
-/// that leaves a prepared, never used segment behind recovers everything, resumes in the
-/// last segment written and cleans the prepared one away.
+/// Rolls move into the prepared segment (none is made on the append path), none is
+/// prepared before the open one is half full, and a crash that leaves a prepared, never
+/// used segment behind recovers everything, resumes in the last segment written and
+/// cleans the prepared one away.
 #[test]
 fn rolls_use_the_prepared_segment_and_a_left_one_is_cleaned() {
     let dir = TempDir::new("prepared");
-    let ops = churn(3000, 120);
+    let mut ops = churn(6000, 120);
     let crashed = {
         let mut o = Journal::open_without_compactor(dir.path(), &small(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(o.journal.shared.shards[0]
+            .spare
+            .lock()
+            .unwrap()
+            .ready
+            .is_none());
+        // At least 3000 records, and on until a prepared segment is waiting.
+        let mut n = 0;
         for chunk in ops.chunks(100) {
             wait_prepared(&o, 0);
             write_all(&mut o.writers[0], chunk);
+            n += chunk.len();
+            if n >= 3000
+                && o.journal.shared.shards[0]
+                    .spare_wanted
+                    .load(Ordering::Relaxed)
+            {
+                break;
+            }
         }
+        ops.truncate(n);
         assert!(o.journal.sealed_segments() >= 3);
         assert_eq!(o.writers[0].unprepared_rolls(), 0);
         let last = o.writers[0].written();

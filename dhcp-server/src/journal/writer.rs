@@ -8,8 +8,8 @@
 //! wake-ups of the preparer and compactor).
 //!
 //! A roll does no file work: the preparer thread has already made the next segment
-//! (created, reserved, zeroed, synced, mapped: `Segment::prepare`), and the writer only
-//! stores its header and swaps the pointer. Only when that segment is not ready (the
+//! (created, reserved, zeroed, synced, mapped: `Segment::prepare`) once the open one was
+//! half full, and the writer only stores its header and swaps the pointer. Only when that segment is not ready (the
 //! preparer is behind, or the disk is full) does the writer create one itself, which is
 //! counted (`unprepared_rolls`).
 //!
@@ -69,6 +69,10 @@ pub(crate) struct ShardShared {
     /// The flusher's last msync of this shard failed (durable is not moving).
     pub failing: AtomicBool,
     pub spare: Mutex<Spare>,
+    /// Set by the writer when its open segment is half full: the preparer makes the next
+    /// one only then, so a shard never holds more than about one segment of unused
+    /// space (a disk filling up stops ACKs about where it did without a preparer).
+    pub spare_wanted: AtomicBool,
     /// Set by a writer that needs the segment the preparer is still writing: the
     /// preparer gives up, and the writer makes one the quick way (without zeros).
     pub wanted: AtomicBool,
@@ -107,6 +111,7 @@ impl ShardShared {
                 number: next_number,
                 ready: None,
             }),
+            spare_wanted: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
             unprepared_rolls: AtomicU64::new(0),
         })
@@ -164,6 +169,8 @@ pub struct ShardWriter {
     seg: Arc<Segment>,
     /// Where the next frame goes in `seg` (the writer's own copy of `seg.end`).
     end: usize,
+    /// Past this offset the writer asks for the next segment to be prepared (once).
+    prepare_at: usize,
     next_seq: u64,
 }
 
@@ -175,11 +182,13 @@ impl ShardWriter {
         next_seq: u64,
     ) -> Self {
         let end = seg.end.load(Ordering::Relaxed);
+        let prepare_at = seg.capacity() / 2;
         ShardWriter {
             shared,
             shard,
             seg,
             end,
+            prepare_at,
             next_seq,
         }
     }
@@ -210,6 +219,11 @@ impl ShardWriter {
         self.next_seq += 1;
         self.seg.last_seq.store(seq, Ordering::Relaxed);
         self.seg.end.store(self.end, Ordering::Release);
+        if self.end >= self.prepare_at {
+            self.prepare_at = usize::MAX;
+            self.shard.spare_wanted.store(true, Ordering::Relaxed);
+            Shared::wake(&self.shared.preparer);
+        }
         match self.shared.durability {
             Durability::Async => {
                 self.shard.written.store(seq, Ordering::Release);
@@ -281,10 +295,10 @@ impl ShardWriter {
         if unprepared {
             self.shard.unprepared_rolls.fetch_add(1, Ordering::Relaxed);
         }
-        Shared::wake(&self.shared.preparer);
         let seg = Arc::new(seg);
         let old = std::mem::replace(&mut self.seg, Arc::clone(&seg));
         self.end = HEADER_LEN;
+        self.prepare_at = seg.capacity() / 2;
         old.sealed.store(true, Ordering::Release);
         lock(&self.shard.segments).push(seg);
         lock(&self.shard.sealed).push(Sealed {
@@ -477,8 +491,8 @@ pub(crate) fn flusher(shared: Arc<Shared>) {
     }
 }
 
-/// The preparer thread's body: keeps one prepared next segment per shard, made again
-/// after each roll takes it. Unused ones are removed when the journal closes.
+/// The preparer thread's body: makes a shard's next segment once its writer asks (its
+/// open segment is half full). Unused ones are removed when the journal closes.
 pub(crate) fn preparer(shared: Arc<Shared>) {
     let mut warned = false;
     loop {
@@ -486,6 +500,9 @@ pub(crate) fn preparer(shared: Arc<Shared>) {
         for sh in &shared.shards {
             if shared.stop.load(Ordering::Acquire) {
                 break;
+            }
+            if !sh.spare_wanted.load(Ordering::Relaxed) {
+                continue;
             }
             let mut spare = lock(&sh.spare);
             if spare.ready.is_some() {
@@ -496,6 +513,9 @@ pub(crate) fn preparer(shared: Arc<Shared>) {
                 || shared.stop.load(Ordering::Relaxed) || sh.wanted.load(Ordering::Relaxed);
             match Segment::prepare(&shared.dir, name, shared.segment_bytes, &give_up) {
                 Ok(seg) => {
+                    if seg.is_some() {
+                        sh.spare_wanted.store(false, Ordering::Relaxed);
+                    }
                     spare.ready = seg;
                     warned = false;
                 }
