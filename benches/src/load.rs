@@ -168,7 +168,13 @@ pub fn run(sock: &PacketSocket, cfg: &LoadConfig) -> std::io::Result<Report> {
             };
             let c = &mut clients[idx as usize];
             match (msg.option(code::MESSAGE_TYPE), c.phase) {
-                (Some([2]), Phase::Discovering) if queued < BATCH => {
+                (Some([2]), Phase::Discovering) => {
+                    // A full batch goes out first: an OFFER left unanswered here would
+                    // count as the server's drop.
+                    if queued == BATCH {
+                        send_all(sock, &out, &out_len, queued)?;
+                        queued = 0;
+                    }
                     let n = cfg.first + idx;
                     let (yi, sid) = (msg.yiaddr(), msg.option(code::SERVER_ID));
                     let Some(sid) = sid.and_then(|s| <[u8; 4]>::try_from(s).ok()) else {
@@ -193,18 +199,7 @@ pub fn run(sock: &PacketSocket, cfg: &LoadConfig) -> std::io::Result<Report> {
                 _ => {}
             }
         }
-        if queued > 0 {
-            let frames: Vec<&[u8]> = out
-                .iter()
-                .zip(out_len)
-                .take(queued)
-                .map(|(f, l)| &f[..l])
-                .collect();
-            let mut sent = 0;
-            while sent < queued {
-                sent += sock.send(&frames[sent..])?;
-            }
-        }
+        send_all(sock, &out, &out_len, queued)?;
         // Timeouts, oldest first; entries for finished exchanges are skipped.
         let now = Instant::now();
         while let Some(&(deadline, idx)) = pending.front() {
@@ -232,6 +227,26 @@ pub fn run(sock: &PacketSocket, cfg: &LoadConfig) -> std::io::Result<Report> {
         elapsed: last_activity - start,
         latency,
     })
+}
+
+/// Sends the first `queued` frames of the batch.
+fn send_all(
+    sock: &PacketSocket,
+    out: &[[u8; FRAME]],
+    out_len: &[usize; BATCH],
+    queued: usize,
+) -> std::io::Result<()> {
+    let frames: Vec<&[u8]> = out
+        .iter()
+        .zip(out_len)
+        .take(queued)
+        .map(|(f, &l)| &f[..l])
+        .collect();
+    let mut sent = 0;
+    while sent < queued {
+        sent += sock.send(&frames[sent..])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
