@@ -11,7 +11,10 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{one_liner, perf_stats, require, wait_for_file, Backend, Lab, SERVER_BIN};
+use common::{
+    one_liner, perf_stats, perfdhcp, perfdhcp_dora, require, wait_for_file, Backend, Lab,
+    SERVER_BIN,
+};
 
 /// Runs a test body once per backend, as `NAME::udp` and `NAME::xdp`.
 macro_rules! on_both_backends {
@@ -155,18 +158,6 @@ fn udhcpc_gets_a_lease(backend: Backend) {
     assert!(server.log_text().contains(&format!("DHCPACK on {}", f[1])));
 }
 
-fn perfdhcp(lab: &Lab, args: &[&str]) -> String {
-    require("perfdhcp");
-    let out = Lab::cmd(&lab.client_ns, "timeout")
-        .arg("60")
-        .arg("perfdhcp")
-        .args(args)
-        .output()
-        .unwrap();
-    // perfdhcp exits 3 when any packet was dropped; the counters say more than the code.
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 fn perfdhcp_completes_5000_dora_exchanges_without_drops(backend: Backend) {
     let Some(mut lab) = Lab::new("perfdhcp", "198.18.0.1/15") else {
         return;
@@ -180,13 +171,7 @@ fn perfdhcp_completes_5000_dora_exchanges_without_drops(backend: Backend) {
     ));
     let client_if = lab.client_if.clone();
     lab.in_client("ip", &["addr", "add", "198.18.0.2/15", "dev", &client_if]);
-    let out = perfdhcp(
-        &lab,
-        &[
-            "-4", "-l", &client_if, "-r", "500", "-R", "5000", "-n", "5000", "-W", "2000000", "-p",
-            "40",
-        ],
-    );
+    let out = perfdhcp_dora(&lab, 500, 5000, 40, &[]);
     let offers = perf_stats(&out, "DISCOVER-OFFER");
     let acks = perf_stats(&out, "REQUEST-ACK");
     assert_eq!(

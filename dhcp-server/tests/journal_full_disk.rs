@@ -9,32 +9,12 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{one_liner, perf_stats, require, run, Backend, Lab};
+use common::{one_liner, perf_stats, perfdhcp_dora, require, run, Backend, Lab};
 
-fn perfdhcp(lab: &Lab, clients: &str, base_mac: &str) -> common::PerfStats {
-    let out = Lab::cmd(&lab.client_ns, "timeout")
-        .args([
-            "60",
-            "perfdhcp",
-            "-4",
-            "-l",
-            &lab.client_if,
-            "-r",
-            "500",
-            "-R",
-            clients,
-            "-n",
-            clients,
-            "-W",
-            "2000000",
-            "-p",
-            "20",
-            "-b",
-        ])
-        .arg(format!("mac={base_mac}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+/// `clients` new clients from MAC `base_mac` on; perfdhcp's REQUEST-ACK counts.
+fn dora(lab: &Lab, clients: u32, base_mac: &str) -> common::PerfStats {
+    let mac = format!("mac={base_mac}");
+    let text = perfdhcp_dora(lab, 500, clients, 20, &["-b", &mac]);
     perf_stats(&text, "REQUEST-ACK")
 }
 
@@ -79,7 +59,7 @@ fn a_full_disk_stops_acks_loudly_and_they_resume_when_space_returns() {
         .output()
         .unwrap();
 
-    let full = perfdhcp(&lab, "3000", "02:dd:00:00:00:00");
+    let full = dora(&lab, 3000, "02:dd:00:00:00:00");
     assert!(
         full.received + 500 < full.sent,
         "ACKs went on with a full disk: {full:?}\n{}",
@@ -93,7 +73,7 @@ fn a_full_disk_stops_acks_loudly_and_they_resume_when_space_returns() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let again = perfdhcp(&lab, "300", "02:de:00:00:00:00");
+    let again = dora(&lab, 300, "02:de:00:00:00:00");
     assert_eq!(
         (again.received, again.drops),
         (again.sent, 0),

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{one_liner, perf_stats, require, Backend, Lab, SERVER_BIN};
+use common::{one_liner, perf_stats, perfdhcp_dora, require, Backend, Lab, SERVER_BIN};
 
 fn ctl(socket: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(SERVER_BIN)
@@ -69,14 +69,7 @@ fn on_backend(backend: Backend) {
             (many, started.elapsed())
         })
     };
-    let out = Lab::cmd(&lab.client_ns, "timeout")
-        .args([
-            "60", "perfdhcp", "-4", "-l", &client_if, "-r", "500", "-R", "2000",
-        ])
-        .args(["-n", "2000", "-W", "2000000", "-p", "20"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = perfdhcp_dora(&lab, 500, 2000, 20, &[]);
     let (offers, acks) = (
         perf_stats(&text, "DISCOVER-OFFER"),
         perf_stats(&text, "REQUEST-ACK"),

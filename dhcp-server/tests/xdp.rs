@@ -96,7 +96,6 @@ fn a_multi_queue_device_gets_a_socket_per_queue_and_worker() {
     let Some(mut lab) = Lab::with_queues("xdp-queues", "198.18.0.1/15", 4) else {
         return;
     };
-    common::require("perfdhcp");
     let iface = lab.server_if.clone();
     let server = lab.start_server(&one_liner(
         &iface,
@@ -113,22 +112,7 @@ fn a_multi_queue_device_gets_a_socket_per_queue_and_worker() {
         "ip",
         &["addr", "add", "198.18.0.2/15", "dev", &lab.client_if],
     );
-    let out = Lab::cmd(&lab.client_ns, "timeout")
-        .args([
-            "60",
-            "perfdhcp",
-            "-4",
-            "-l",
-            &lab.client_if,
-            "-r",
-            "200",
-            "-R",
-            "1000",
-        ])
-        .args(["-n", "1000", "-W", "2000000", "-p", "15"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::perfdhcp_dora(&lab, 200, 1000, 15, &[]);
     let acks = common::perf_stats(&text, "REQUEST-ACK");
     assert_eq!((acks.sent, acks.received), (1000, 1000), "{text}");
     let status = lab.stop(server.pid).expect("no exit on SIGTERM");
@@ -141,7 +125,6 @@ fn a_worker_that_runs_dry_borrows_from_the_other() {
     let Some(mut lab) = Lab::new("xdp-borrow", "198.18.0.1/15") else {
         return;
     };
-    common::require("perfdhcp");
     // 40 addresses split 20/20 between two workers, 38 clients split by their hash: one
     // worker gets more clients than addresses and must borrow for all to be served.
     let iface = lab.server_if.clone();
@@ -155,22 +138,7 @@ fn a_worker_that_runs_dry_borrows_from_the_other() {
         "ip",
         &["addr", "add", "198.18.0.2/15", "dev", &lab.client_if],
     );
-    let out = Lab::cmd(&lab.client_ns, "timeout")
-        .args([
-            "60",
-            "perfdhcp",
-            "-4",
-            "-l",
-            &lab.client_if,
-            "-r",
-            "20",
-            "-R",
-            "38",
-        ])
-        .args(["-n", "38", "-W", "2000000", "-p", "10"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::perfdhcp_dora(&lab, 20, 38, 10, &[]);
     let acks = common::perf_stats(&text, "REQUEST-ACK");
     assert_eq!(acks.received, 38, "{text}\n{}", server.log_text());
     assert!(text.contains("non unique addresses: 0"), "{text}");

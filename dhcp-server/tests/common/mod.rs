@@ -305,6 +305,42 @@ pub fn wait_for_file(path: &Path, needle: &str, limit: Duration) -> String {
     }
 }
 
+/// Runs perfdhcp in the client namespace with `args`, bounded to a minute; its output.
+pub fn perfdhcp(lab: &Lab, args: &[&str]) -> String {
+    require("perfdhcp");
+    let out = Lab::cmd(&lab.client_ns, "timeout")
+        .arg("60")
+        .arg("perfdhcp")
+        .args(args)
+        .output()
+        .unwrap();
+    // perfdhcp exits 3 when any packet was dropped; the counters say more than the code.
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// perfdhcp as a relay on the client interface (its address is the giaddr): `clients`
+/// new clients doing DORA at `rate` a second, for at most `secs`, plus `extra` flags.
+pub fn perfdhcp_dora(lab: &Lab, rate: u32, clients: u32, secs: u32, extra: &[&str]) -> String {
+    let (rate, clients, secs) = (rate.to_string(), clients.to_string(), secs.to_string());
+    let mut args = vec![
+        "-4",
+        "-l",
+        &lab.client_if,
+        "-r",
+        &rate,
+        "-R",
+        &clients,
+        "-n",
+        &clients,
+        "-W",
+        "2000000",
+        "-p",
+        &secs,
+    ];
+    args.extend_from_slice(extra);
+    perfdhcp(lab, &args)
+}
+
 /// perfdhcp's summary for one exchange kind, e.g. "DISCOVER-OFFER".
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PerfStats {
