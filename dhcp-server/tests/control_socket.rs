@@ -576,7 +576,7 @@ fn garbage_and_oversized_lines_get_errors_and_the_connection_goes_on() {
         "invalid-argument"
     );
     let r =
-        c.ask(json!({"version": 1, "id": 3, "command": "lease-release", "address": "10.0.0.1"}));
+        c.ask(json!({"version": 1, "id": 3, "command": "lease-release", "address": "203.0.113.1"}));
     assert_eq!(error_code(&r), "not-found");
     assert_eq!(r["id"], 3);
 
