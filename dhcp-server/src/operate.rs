@@ -221,9 +221,20 @@ impl Operated {
         }
     }
 
-    /// Every socket is up and the journal is replayed: status says ready from now on.
+    /// Every socket is up and the journal is replayed: status says ready from now on,
+    /// and systemd (Type=notify) is told so.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
+        if let Err(e) = control::notify_ready() {
+            tracing::warn!("cannot tell systemd the server is ready: {e}");
+        }
+    }
+
+    /// The server is stopping: systemd is told.
+    pub fn set_stopping(&self) {
+        if let Err(e) = control::notify_stopping() {
+            tracing::warn!("cannot tell systemd the server is stopping: {e}");
+        }
     }
 
     /// Asks every shard and waits for all answers, or fails after `PATIENCE`.
@@ -396,18 +407,4 @@ pub fn start_control(
     let handle = control::serve(path, options, operated)?;
     tracing::info!("control socket listening on {}", path.display());
     Ok(Some(handle))
-}
-
-/// Tells systemd (Type=notify) the server is ready; a no-op elsewhere.
-pub fn announce_ready() {
-    if let Err(e) = control::notify_ready() {
-        tracing::warn!("cannot tell systemd the server is ready: {e}");
-    }
-}
-
-/// Tells systemd the server is stopping.
-pub fn announce_stopping() {
-    if let Err(e) = control::notify_stopping() {
-        tracing::warn!("cannot tell systemd the server is stopping: {e}");
-    }
 }

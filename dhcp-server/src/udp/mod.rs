@@ -138,7 +138,6 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         engine.config().subnets.len(),
         names.join(", ")
     );
-    operate::announce_ready();
     let mut pfds: Vec<libc::pollfd> = links
         .iter()
         .map(|l| libc::pollfd {
@@ -228,7 +227,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         }
     }
     tracing::info!("shutting down");
-    operate::announce_stopping();
+    operated.set_stopping();
     drop(journal);
     drop(control);
     Ok(())

@@ -200,12 +200,11 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
             a.mode
         );
     }
-    operate::announce_ready();
     while !shutdown::requested() {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
-    operate::announce_stopping();
+    operated.set_stopping();
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok((engine, xsk)) => {
