@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    one_liner, perf_stats, perfdhcp, perfdhcp_dora, require, wait_for_file, Backend, Lab,
-    SERVER_BIN,
+    dhclient_args, one_liner, perf_stats, perfdhcp, perfdhcp_dora, require, wait_for_file, Backend,
+    Lab, SERVER_BIN,
 };
 
 /// Runs a test body once per backend, as `NAME::udp` and `NAME::xdp`.
@@ -92,24 +92,11 @@ fn dhclient_gets_a_lease_and_renews_it(backend: Backend) {
     };
     require("dhclient");
     let script = recording_script(&lab, "dhclient-script", "echo \"$reason $new_ip_address\"");
-    let (ns, ifc) = (lab.client_ns.clone(), lab.client_if.clone());
-    let (lf, pf) = (lab.path("dhclient.leases"), lab.path("dhclient.pid"));
-    lab.spawn(
-        &ns,
-        "dhclient",
-        &[
-            "-d",
-            "-4",
-            "-lf",
-            lf.to_str().unwrap(),
-            "-pf",
-            pf.to_str().unwrap(),
-            "-sf",
-            script.to_str().unwrap(),
-            &ifc,
-        ],
-        "dhclient.log",
-    );
+    let ns = lab.client_ns.clone();
+    let mut args = vec!["-d".to_owned()];
+    args.extend(dhclient_args(&lab, "dhclient", &script));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(&ns, "dhclient", &args, "dhclient.log");
     let events = lab.path("dhclient-script.events");
     let text = wait_for_file(&events, "BOUND ", Duration::from_secs(20));
     let bound = text

@@ -9,10 +9,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{one_liner, require, run, wait_for_file, Backend, Lab, SERVER_BIN};
+use common::{dhclient_args, one_liner, require, run, wait_for_file, Backend, Lab, SERVER_BIN};
 
 fn dhclient(lab: &mut Lab, name: &str) -> String {
-    let (ns, ifc) = (lab.client_ns.clone(), lab.client_if.clone());
+    let ns = lab.client_ns.clone();
     let events = lab.path(&format!("{name}.events"));
     let script = lab.script(
         name,
@@ -21,23 +21,10 @@ fn dhclient(lab: &mut Lab, name: &str) -> String {
             events.display()
         ),
     );
-    let (lf, pf) = (
-        lab.path(&format!("{name}.leases")),
-        lab.path(&format!("{name}.pid")),
-    );
-    run(Lab::cmd(&ns, "timeout").args([
-        "30",
-        "dhclient",
-        "-1",
-        "-4",
-        "-lf",
-        lf.to_str().unwrap(),
-        "-pf",
-        pf.to_str().unwrap(),
-        "-sf",
-        script.to_str().unwrap(),
-        &ifc,
-    ]));
+    let mut args = vec!["30".to_owned(), "dhclient".to_owned(), "-1".to_owned()];
+    args.extend(dhclient_args(lab, name, &script));
+    run(Lab::cmd(&ns, "timeout").args(&args));
+    let pf = lab.path(&format!("{name}.pid"));
     let _ = Command::new("kill")
         .arg(std::fs::read_to_string(&pf).unwrap_or_default().trim())
         .output();

@@ -305,6 +305,22 @@ pub fn wait_for_file(path: &Path, needle: &str, limit: Duration) -> String {
     }
 }
 
+/// dhclient's arguments for the client interface: IPv4, its lease and pid files named
+/// after `name` in the lab directory, and `script` instead of the stock one.
+pub fn dhclient_args(lab: &Lab, name: &str, script: &Path) -> Vec<String> {
+    let file = |ext: &str| lab.path(&format!("{name}.{ext}")).display().to_string();
+    vec![
+        "-4".into(),
+        "-lf".into(),
+        file("leases"),
+        "-pf".into(),
+        file("pid"),
+        "-sf".into(),
+        script.display().to_string(),
+        lab.client_if.clone(),
+    ]
+}
+
 /// Runs perfdhcp in the client namespace with `args`, bounded to a minute; its output.
 pub fn perfdhcp(lab: &Lab, args: &[&str]) -> String {
     require("perfdhcp");
