@@ -5,6 +5,7 @@
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod failover;
 pub mod journal;
 pub mod netif;
 pub mod operate;

@@ -1,0 +1,1084 @@
+//! The failover state machine of one partnership, without I/O. Link events, partner
+//! messages, our own lease changes and the clock go in; messages to send, states to
+//! record and bindings for the workers to apply come out of `poll`. The transitions are
+//! those of draft-ietf-dhc-failover-12 §9 as ISC dhcpd 4.4 makes them, so a dhcpd
+//! partner sees the behaviour it expects; the log lines use dhcpd's words.
+//!
+//! The machine never holds a lease table: the workers own the leases. It keeps what is
+//! in flight between the pair (bindings to send, bindings sent and not yet acknowledged)
+//! and asks the workers, through outputs, for what only they know.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use tracing::{error, info, warn};
+
+use super::message::{reason, Connect, ConnectAck, Envelope, Msg, Reject};
+use super::{Hba, Role, ServerState, Service};
+use crate::journal::{BindingState, Lease};
+
+/// Seconds the partner has to send its state after we start, before we act alone.
+const STARTUP_WAIT: u64 = 15;
+/// Seconds a new connection has to complete CONNECT / CONNECTACK.
+const CONNECT_WAIT: u64 = 15;
+/// Largest clock difference the pair accepts at connect (dhcpd's limit).
+const MAX_SKEW: u64 = 60;
+const VENDOR: &str = concat!("dhcp-server-", env!("CARGO_PKG_VERSION"));
+
+/// What the operator configured for this partnership.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub name: String,
+    pub role: Role,
+    /// Maximum client lead time, seconds. The secondary takes the primary's.
+    pub mclt: u32,
+    /// Load balancing; the secondary takes the primary's.
+    pub hba: Hba,
+    /// How many of our BNDUPDs the partner may leave unacknowledged (we tell it ours).
+    pub max_unacked: u32,
+    /// Seconds of silence after which the link is declared dead.
+    pub max_response_delay: u32,
+    /// Seconds in communications-interrupted before partner-down on our own; 0: never.
+    pub auto_partner_down: u32,
+}
+
+/// The failover state that must survive a restart (journaled on every change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub me: ServerState,
+    pub me_stos: u64,
+    pub partner: ServerState,
+    pub partner_stos: u64,
+    pub mclt: u32,
+}
+
+/// What the workers need to decide for each client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    pub role: Role,
+    pub service: Service,
+    pub hba: Hba,
+    pub mclt: u32,
+    /// When this server entered its current state.
+    pub stos: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Send(Envelope),
+    /// Drop the link (the driver reports `link_down` once it is closed).
+    Close(String),
+    /// Journal this before anything else happens.
+    Record(Stored),
+    /// The workers' rules changed.
+    View(View),
+    /// The partner's binding for the workers to apply; answer with `applied`. `conflict`
+    /// asks for the rules of a pair in conflict resolution rather than of normal.
+    Apply {
+        xid: u32,
+        lease: Lease,
+        conflict: bool,
+    },
+    /// The partner acknowledged our binding: its potential expiry is the tsfp the lease
+    /// times may now count on.
+    Acked(Lease),
+    /// The partner asked for bindings: every one (`all`) or those it has not
+    /// acknowledged. Answer with `collected`.
+    Collect {
+        all: bool,
+    },
+    /// Hand the partner its fair share of the free addresses (the changes come back as
+    /// lease changes); answer with `balanced` when `reply` is set.
+    Balance {
+        reply: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Down,
+    Opening {
+        since: u64,
+    },
+    Up {
+        partner_max_unacked: u32,
+        partner_delay: u32,
+        last_rx: u64,
+        last_tx: u64,
+    },
+}
+
+/// Numbers for the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    pub role: Role,
+    pub me: ServerState,
+    pub me_stos: u64,
+    pub partner: ServerState,
+    pub partner_stos: u64,
+    pub service: Service,
+    pub connected: bool,
+    pub mclt: u32,
+    /// Bindings waiting to be sent, and sent but unacknowledged.
+    pub queued: usize,
+    pub unacked: usize,
+}
+
+pub struct Machine {
+    params: Params,
+    me: ServerState,
+    me_stos: u64,
+    /// The state startup will return to.
+    saved: ServerState,
+    partner: ServerState,
+    partner_stos: u64,
+    service: Service,
+    link: Link,
+    xid: u32,
+    /// Bindings to send, oldest first, each address once with its newest binding.
+    queue: VecDeque<Ipv4Addr>,
+    pending: HashMap<Ipv4Addr, Lease>,
+    /// Sent and not yet acknowledged: the xid it went with.
+    flying: HashMap<Ipv4Addr, (u32, Lease)>,
+    /// Bindings the partner sent that the workers are applying.
+    applying: HashMap<u32, Lease>,
+    /// The partner asked for updates: UPDDONE goes once the workers have handed them
+    /// over (`collecting` ends) and every one is acknowledged.
+    owe_done: bool,
+    collecting: bool,
+    startup_until: Option<u64>,
+    recover_at: Option<u64>,
+    auto_down_at: Option<u64>,
+    out: VecDeque<Output>,
+}
+
+impl Machine {
+    /// A machine in startup. Without a stored state the server has no memory of its
+    /// bindings and starts towards recover, to learn them all from the partner.
+    pub fn new(params: Params, stored: Option<Stored>, now: u64) -> Self {
+        let (saved, me_stos, partner, partner_stos, mclt) = match stored {
+            Some(s) => (s.me, s.me_stos, s.partner, s.partner_stos, s.mclt),
+            None => (
+                ServerState::Recover,
+                now,
+                ServerState::Unknown,
+                now,
+                params.mclt,
+            ),
+        };
+        let saved = if saved == ServerState::Startup || saved == ServerState::Unknown {
+            ServerState::Recover
+        } else {
+            saved
+        };
+        let mut params = params;
+        if params.role == Role::Secondary {
+            params.mclt = mclt;
+        }
+        let mut m = Machine {
+            params,
+            me: saved,
+            me_stos,
+            saved,
+            partner,
+            partner_stos,
+            service: Service::Startup,
+            link: Link::Down,
+            xid: 1,
+            queue: VecDeque::new(),
+            pending: HashMap::new(),
+            flying: HashMap::new(),
+            applying: HashMap::new(),
+            owe_done: false,
+            collecting: false,
+            startup_until: None,
+            recover_at: None,
+            auto_down_at: None,
+            out: VecDeque::new(),
+        };
+        m.set_state(ServerState::Startup, now);
+        m
+    }
+
+    pub fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn role(&self) -> Role {
+        self.params.role
+    }
+
+    pub fn connected(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    pub fn view(&self) -> View {
+        View {
+            role: self.params.role,
+            service: self.service,
+            hba: self.params.hba,
+            mclt: self.params.mclt,
+            stos: self.me_stos,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            name: self.params.name.clone(),
+            role: self.params.role,
+            me: self.me,
+            me_stos: self.me_stos,
+            partner: self.partner,
+            partner_stos: self.partner_stos,
+            service: self.service,
+            connected: self.connected(),
+            mclt: self.params.mclt,
+            queued: self.queue.len(),
+            unacked: self.flying.len(),
+        }
+    }
+
+    /// The earliest time `tick` has something to do.
+    pub fn next_timeout(&self) -> Option<u64> {
+        let link = match self.link {
+            Link::Down => None,
+            Link::Opening { since } => Some(since + CONNECT_WAIT),
+            Link::Up {
+                partner_delay,
+                last_rx,
+                last_tx,
+                ..
+            } => Some(
+                (last_tx + contact_interval(partner_delay))
+                    .min(last_rx + u64::from(self.params.max_response_delay)),
+            ),
+        };
+        [link, self.startup_until, self.recover_at, self.auto_down_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A TCP connection to the partner is open. The primary speaks first (dhcpd sends
+    /// CONNECT only as primary), so the secondary only listens.
+    pub fn link_up(&mut self, now: u64) {
+        self.link = Link::Opening { since: now };
+        if self.params.role == Role::Primary {
+            let connect = Msg::Connect(Connect {
+                name: self.params.name.clone(),
+                max_unacked: self.params.max_unacked,
+                receive_timer: self.params.max_response_delay,
+                mclt: Some(self.params.mclt),
+                hba: Some(self.params.hba),
+                vendor: VENDOR.into(),
+            });
+            self.send_raw(connect, now);
+        }
+    }
+
+    /// The connection closed, for whatever reason.
+    pub fn link_down(&mut self, now: u64) {
+        let was_up = self.connected();
+        self.link = Link::Down;
+        if was_up {
+            info!("failover peer {}: disconnected", self.params.name);
+            self.disconnected(now);
+        }
+    }
+
+    pub fn tick(&mut self, now: u64) {
+        match self.link {
+            Link::Opening { since } if now >= since + CONNECT_WAIT => {
+                info!("failover peer {}: link startup timeout", self.params.name);
+                self.close("link startup timeout");
+            }
+            Link::Up {
+                partner_delay,
+                last_rx,
+                last_tx,
+                ..
+            } => {
+                if now >= last_rx + u64::from(self.params.max_response_delay) {
+                    error!("timeout waiting for failover peer {}", self.params.name);
+                    self.close("timeout waiting for failover peer");
+                    return;
+                }
+                if now >= last_tx + contact_interval(partner_delay) {
+                    self.send(Msg::Contact, now);
+                }
+            }
+            _ => {}
+        }
+        if self.startup_until.is_some_and(|t| now >= t) {
+            self.startup_until = None;
+            self.disconnected(now);
+        }
+        if self.recover_at.is_some_and(|t| now >= t) {
+            self.recover_at = None;
+            if self.me == ServerState::RecoverWait {
+                self.set_state(ServerState::RecoverDone, now);
+            }
+        }
+        if self.auto_down_at.is_some_and(|t| now >= t) {
+            self.auto_down_at = None;
+            if self.me == ServerState::CommunicationsInterrupted {
+                warn!(
+                    "failover peer {}: partner unreachable for {} s, entering partner-down on my own",
+                    self.params.name, self.params.auto_partner_down
+                );
+                self.set_state(ServerState::PartnerDown, now);
+            }
+        }
+    }
+
+    /// The operator declares the partner down: it must really be down, as the pair
+    /// cannot check it (the draft leaves this to the operator).
+    pub fn partner_down(&mut self, now: u64) -> Result<(), String> {
+        match self.current() {
+            ServerState::PartnerDown => Ok(()),
+            ServerState::Normal if self.connected() => Err(format!(
+                "failover peer {} is connected and normal; partner-down is for a partner that is down",
+                self.params.name
+            )),
+            _ => {
+                self.set_state(ServerState::PartnerDown, now);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ask the partner for every binding again (an operator's full resync).
+    pub fn resync(&mut self, now: u64) -> Result<(), String> {
+        if !self.connected() {
+            return Err(format!(
+                "failover peer {} is not connected",
+                self.params.name
+            ));
+        }
+        self.send(Msg::UpdReqAll, now);
+        info!("Sent update request all message to {}", self.params.name);
+        Ok(())
+    }
+
+    /// One of our bindings changed: the partner must hear of it.
+    pub fn lease_changed(&mut self, lease: Lease, now: u64) {
+        // A newer binding supersedes one in flight; its late ack will not match.
+        self.flying.remove(&lease.addr);
+        self.enqueue(lease);
+        self.send_updates(now);
+    }
+
+    fn enqueue(&mut self, lease: Lease) {
+        let addr = lease.addr;
+        if self.pending.insert(addr, lease).is_none() {
+            self.queue.push_back(addr);
+        }
+    }
+
+    /// The workers applied (or refused) the partner's binding `xid`: `held` is what they
+    /// now hold for the address.
+    pub fn applied(&mut self, xid: u32, result: Result<Lease, Reject>, now: u64) {
+        let Some(sent) = self.applying.remove(&xid) else {
+            return;
+        };
+        let msg = match result {
+            Ok(held) => Msg::BndAck(held, None),
+            Err(reject) => Msg::BndAck(sent, Some(reject)),
+        };
+        self.reply(xid, msg, now);
+    }
+
+    /// The workers handed over the bindings a `Collect` asked for.
+    pub fn collected(&mut self, leases: Vec<Lease>, now: u64) {
+        self.collecting = false;
+        let n = leases.len();
+        for lease in leases {
+            self.flying.remove(&lease.addr);
+            self.enqueue(lease);
+        }
+        info!(
+            "Update request from {}: sending {n} updates",
+            self.params.name
+        );
+        self.send_updates(now);
+        self.maybe_done(now);
+    }
+
+    /// The workers balanced the pools for a POOLREQ with `xid`.
+    pub fn balanced(&mut self, xid: u32, moved: u32, now: u64) {
+        if moved == 0 {
+            info!(
+                "peer {}: Got POOLREQ, answering negatively!  Peer may be out of leases or database inconsistent.",
+                self.params.name
+            );
+        }
+        self.reply(xid, Msg::PoolResp { leases: moved }, now);
+    }
+
+    pub fn receive(&mut self, env: Envelope, now: u64) {
+        if let Link::Up { last_rx, .. } = &mut self.link {
+            *last_rx = now;
+        }
+        match (self.link, env.msg) {
+            (Link::Down, _) => {}
+            (Link::Opening { .. }, Msg::Connect(c)) => self.on_connect(env.xid, env.time, c, now),
+            (Link::Opening { .. }, Msg::ConnectAck(a)) => self.on_connect_ack(env.time, a, now),
+            (Link::Opening { .. }, Msg::Disconnect(r)) | (Link::Up { .. }, Msg::Disconnect(r)) => {
+                error!(
+                    "Failover DISCONNECT from {}: {}",
+                    self.params.name,
+                    describe(&r)
+                );
+                self.close("partner disconnected");
+            }
+            (Link::Opening { .. }, other) => {
+                warn!(
+                    "failover peer {}: {} before the connection was accepted",
+                    self.params.name,
+                    other.name()
+                );
+                self.close("message before connect");
+            }
+            (Link::Up { .. }, Msg::Connect(_)) | (Link::Up { .. }, Msg::ConnectAck(_)) => {
+                self.reply(
+                    env.xid,
+                    Msg::Disconnect(Reject::new(reason::DUP_CONNECTION, "already connected")),
+                    now,
+                );
+                self.close("duplicate connect");
+            }
+            (Link::Up { .. }, Msg::State { state, startup, .. }) => {
+                self.partner_state(state, startup, now)
+            }
+            (Link::Up { .. }, Msg::Contact) => {}
+            (Link::Up { .. }, Msg::BndUpd(lease)) => self.on_bind_update(env.xid, lease, now),
+            (Link::Up { .. }, Msg::BndAck(lease, reject)) => {
+                self.on_bind_ack(env.xid, lease, reject, now)
+            }
+            (Link::Up { .. }, Msg::UpdReq) => self.on_update_request(false),
+            (Link::Up { .. }, Msg::UpdReqAll) => self.on_update_request(true),
+            (Link::Up { .. }, Msg::UpdDone) => self.update_done(now),
+            (Link::Up { .. }, Msg::PoolReq) => self.out.push_back(Output::Balance {
+                reply: Some(env.xid),
+            }),
+            (Link::Up { .. }, Msg::PoolResp { leases }) => {
+                info!("pool response: {leases} leases")
+            }
+        }
+    }
+
+    fn on_connect(&mut self, xid: u32, time: u32, c: Connect, now: u64) {
+        let refuse = if c.name != self.params.name {
+            Some(Reject::new(
+                reason::INVALID_PARTNER,
+                format!(
+                    "remote failover relationship name {} does not match",
+                    c.name
+                ),
+            ))
+        } else if self.params.role == Role::Primary {
+            Some(Reject::new(
+                reason::INVALID_PARTNER,
+                "both servers are configured as primary",
+            ))
+        } else if skewed(time, now) {
+            Some(Reject::new(reason::TIME_MISMATCH, "time offset too large"))
+        } else if c.mclt.is_none() {
+            Some(Reject::new(reason::INVALID_MCLT, "no MCLT provided"))
+        } else if c.hba.is_none() {
+            Some(Reject::new(reason::HBA_CONFLICT, "invalid HBA"))
+        } else {
+            None
+        };
+        let ack = |reject| {
+            Msg::ConnectAck(ConnectAck {
+                name: Some(self.params.name.clone()),
+                max_unacked: Some(self.params.max_unacked),
+                receive_timer: Some(self.params.max_response_delay),
+                vendor: VENDOR.into(),
+                reject,
+            })
+        };
+        if let Some(r) = refuse {
+            error!("Failover CONNECT from {}: {}", c.name, r.message);
+            let msg = ack(Some(r));
+            self.reply(xid, msg, now);
+            self.close("connect refused");
+            return;
+        }
+        let msg = ack(None);
+        self.reply(xid, msg, now);
+        if let (Some(mclt), Some(hba)) = (c.mclt, c.hba) {
+            if mclt != self.params.mclt || hba != self.params.hba {
+                self.params.mclt = mclt;
+                self.params.hba = hba;
+                self.publish_view();
+            }
+        }
+        self.established(c.max_unacked, c.receive_timer, now);
+    }
+
+    fn on_connect_ack(&mut self, time: u32, a: ConnectAck, now: u64) {
+        if let Some(r) = &a.reject {
+            error!(
+                "Failover CONNECT to {} rejected: {}",
+                self.params.name,
+                describe(r)
+            );
+            self.close("connect rejected");
+            return;
+        }
+        let problem = match &a.name {
+            None => Some((reason::INVALID_PARTNER, "missing relationship-name".into())),
+            Some(n) if *n != self.params.name => Some((
+                reason::INVALID_PARTNER,
+                format!("remote failover relationship name {n} does not match"),
+            )),
+            Some(_) if skewed(time, now) => {
+                Some((reason::TIME_MISMATCH, "time offset too large".to_string()))
+            }
+            Some(_) => None,
+        };
+        if let Some((code, message)) = problem {
+            error!("Failover CONNECTACK from {}: {message}", self.params.name);
+            self.send_raw(Msg::Disconnect(Reject::new(code, message)), now);
+            self.close("connect-ack refused");
+            return;
+        }
+        self.established(
+            a.max_unacked.unwrap_or(self.params.max_unacked),
+            a.receive_timer.unwrap_or(self.params.max_response_delay),
+            now,
+        );
+    }
+
+    fn established(&mut self, partner_max_unacked: u32, partner_delay: u32, now: u64) {
+        self.link = Link::Up {
+            partner_max_unacked: partner_max_unacked.max(1),
+            partner_delay: partner_delay.max(1),
+            last_rx: now,
+            last_tx: now,
+        };
+        info!("failover peer {}: connected", self.params.name);
+        self.send_state(now);
+        match self.me {
+            ServerState::Recover => self.request_all(now),
+            ServerState::PotentialConflict if self.params.role == Role::Primary => {
+                self.send(Msg::UpdReq, now)
+            }
+            _ => {}
+        }
+        self.send_updates(now);
+    }
+
+    fn on_bind_update(&mut self, xid: u32, lease: Lease, now: u64) {
+        if let Some((_, ours)) = self.flying.get(&lease.addr) {
+            if ours_is_better(ours, &lease, self.params.role) {
+                self.reply(
+                    xid,
+                    Msg::BndAck(
+                        lease,
+                        Some(Reject::new(
+                            reason::LESS_CRIT_BIND_INFO,
+                            "incoming update is less critical than outgoing update",
+                        )),
+                    ),
+                    now,
+                );
+                return;
+            }
+            self.flying.remove(&lease.addr);
+        }
+        self.applying.insert(xid, lease.clone());
+        self.out.push_back(Output::Apply {
+            xid,
+            lease,
+            conflict: self.me != ServerState::Normal,
+        });
+    }
+
+    fn on_bind_ack(&mut self, xid: u32, acked: Lease, reject: Option<Reject>, now: u64) {
+        match self.flying.get(&acked.addr) {
+            Some((sent, _)) if *sent == xid => {}
+            _ => return,
+        }
+        let (_, mut ours) = self.flying.remove(&acked.addr).expect("checked above");
+        match reject {
+            Some(r) => error!(
+                "bind update on {} from {} rejected: {}",
+                acked.addr,
+                self.params.name,
+                describe(&r)
+            ),
+            None => {
+                // The partner now knows this binding up to its potential expiry.
+                ours.tsfp = if acked.tstp != 0 {
+                    acked.tstp
+                } else {
+                    ours.tstp
+                };
+                ours.atsfp = ours.tsfp;
+                self.out.push_back(Output::Acked(ours));
+            }
+        }
+        self.send_updates(now);
+        self.maybe_done(now);
+    }
+
+    fn on_update_request(&mut self, all: bool) {
+        info!(
+            "Update request{} from {}: collecting bindings",
+            if all { " all" } else { "" },
+            self.params.name
+        );
+        self.owe_done = true;
+        self.collecting = true;
+        self.out.push_back(Output::Collect { all });
+    }
+
+    /// UPDDONE goes once the workers handed over what was asked and it was all acked.
+    fn maybe_done(&mut self, now: u64) {
+        if self.owe_done && !self.collecting && self.queue.is_empty() && self.flying.is_empty() {
+            self.owe_done = false;
+            self.send(Msg::UpdDone, now);
+        }
+    }
+
+    fn send_updates(&mut self, now: u64) {
+        let Link::Up {
+            partner_max_unacked,
+            ..
+        } = self.link
+        else {
+            return;
+        };
+        while self.flying.len() < partner_max_unacked as usize {
+            let Some(addr) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(lease) = self.pending.remove(&addr) else {
+                continue;
+            };
+            let xid = self.next_xid();
+            self.flying.insert(addr, (xid, lease.clone()));
+            self.emit(xid, Msg::BndUpd(lease), now);
+        }
+    }
+
+    /// Sent updates not acknowledged go back to the front of the queue, to be sent
+    /// again on the next connection (dhcpd's rescind).
+    fn rescind(&mut self) {
+        let mut back: Vec<(u32, Lease)> = self.flying.drain().map(|(_, v)| v).collect();
+        back.sort_by_key(|(xid, _)| std::cmp::Reverse(*xid));
+        for (_, lease) in back {
+            let addr = lease.addr;
+            if let std::collections::hash_map::Entry::Vacant(e) = self.pending.entry(addr) {
+                e.insert(lease);
+                self.queue.push_front(addr);
+            }
+        }
+    }
+
+    /// The state that counts while startup lasts.
+    fn current(&self) -> ServerState {
+        if self.me == ServerState::Startup {
+            self.saved
+        } else {
+            self.me
+        }
+    }
+
+    /// The link is gone or startup gave up waiting: dhcpd's "disconnect" transition.
+    fn disconnected(&mut self, now: u64) {
+        use ServerState::*;
+        match self.current() {
+            ConflictDone
+            | CommunicationsInterrupted
+            | PartnerDown
+            | Paused
+            | Recover
+            | RecoverDone
+            | RecoverWait
+            | ResolutionInterrupted
+            | Shutdown => {
+                if self.current() == ConflictDone {
+                    self.rescind();
+                }
+                if self.me == Startup {
+                    self.set_state(self.saved, now);
+                }
+            }
+            PotentialConflict | Unknown | Startup => self.set_state(ResolutionInterrupted, now),
+            Normal => self.set_state(CommunicationsInterrupted, now),
+        }
+    }
+
+    /// The partner told its state (dhcpd's peer_state_changed).
+    fn partner_state(&mut self, new: ServerState, startup: bool, now: u64) {
+        use ServerState::*;
+        let previous = self.partner;
+        if previous == new && self.me != Unknown {
+            match self.me {
+                Startup => {
+                    let back = if self.saved == ResolutionInterrupted {
+                        PotentialConflict
+                    } else {
+                        self.saved
+                    };
+                    self.set_state(back, now);
+                    return;
+                }
+                PartnerDown
+                | CommunicationsInterrupted
+                | ResolutionInterrupted
+                | Recover
+                | ConflictDone => {}
+                _ => return,
+            }
+        }
+        self.partner = new;
+        self.partner_stos = now;
+        info!(
+            "failover peer {}: peer moves from {previous} to {new}",
+            self.params.name
+        );
+        if self.me == Normal && new == Normal {
+            info!("failover peer {}: Both servers normal", self.params.name);
+        }
+        self.record();
+        let in_startup = self.me == Startup;
+        match self.current() {
+            Normal => match new {
+                PartnerDown => self.set_state(
+                    if in_startup {
+                        Recover
+                    } else {
+                        PotentialConflict
+                    },
+                    now,
+                ),
+                PotentialConflict | ResolutionInterrupted | ConflictDone => {
+                    error!(
+                        "Peer {}: Invalid state transition {previous} to {new}.",
+                        self.params.name
+                    );
+                    self.set_state(Shutdown, now);
+                }
+                Recover | Shutdown => self.set_state(PartnerDown, now),
+                Paused => self.set_state(CommunicationsInterrupted, now),
+                _ => {}
+            },
+            Recover => match new {
+                Recover | PartnerDown | CommunicationsInterrupted if !in_startup => {
+                    self.request_all(now)
+                }
+                PotentialConflict | ResolutionInterrupted | ConflictDone | Normal => {
+                    self.set_state(PotentialConflict, now)
+                }
+                Shutdown => self.set_state(PartnerDown, now),
+                _ => {}
+            },
+            PotentialConflict => match new {
+                Normal => {
+                    error!(
+                        "Peer {} moves to normal during conflict resolution - panic, shutting down.",
+                        self.params.name
+                    );
+                    self.set_state(Shutdown, now);
+                }
+                ConflictDone => {
+                    if previous == PotentialConflict {
+                        self.send(Msg::UpdReq, now);
+                    } else {
+                        error!(
+                            "Peer {}: Unexpected move to conflict-done.",
+                            self.params.name
+                        );
+                    }
+                }
+                Recover => self.set_state(Recover, now),
+                Shutdown => self.set_state(PartnerDown, now),
+                _ => {}
+            },
+            ConflictDone => match new {
+                Normal | Shutdown => self.set_state(new, now),
+                PotentialConflict | ResolutionInterrupted => {}
+                _ => {
+                    error!(
+                        "Peer {}: Invalid attempt to move from {previous} to {new} while local state is conflict-done.",
+                        self.params.name
+                    );
+                    self.set_state(Shutdown, now);
+                }
+            },
+            PartnerDown if !startup => match new {
+                RecoverDone => self.set_state(Normal, now),
+                Normal
+                | PotentialConflict
+                | PartnerDown
+                | CommunicationsInterrupted
+                | ResolutionInterrupted
+                | ConflictDone => self.set_state(PotentialConflict, now),
+                _ => {}
+            },
+            CommunicationsInterrupted => match new {
+                Recover => self.set_state(PartnerDown, now),
+                Normal | CommunicationsInterrupted | RecoverDone | RecoverWait => {
+                    self.set_state(Normal, now)
+                }
+                PotentialConflict | PartnerDown | ResolutionInterrupted | ConflictDone => {
+                    self.set_state(PotentialConflict, now)
+                }
+                Shutdown => self.set_state(PartnerDown, now),
+                _ => {}
+            },
+            ResolutionInterrupted => match new {
+                Shutdown => self.set_state(PartnerDown, now),
+                Paused | Unknown | Startup => {}
+                _ => self.set_state(PotentialConflict, now),
+            },
+            RecoverDone => match new {
+                RecoverDone | Normal => {
+                    if new == RecoverDone {
+                        error!("Both servers have entered recover-done!");
+                    }
+                    self.set_state(Normal, now)
+                }
+                Shutdown => self.set_state(PartnerDown, now),
+                _ => {}
+            },
+            _ => {}
+        }
+        if self.me == Startup && self.saved != Startup {
+            self.set_state(self.saved, now);
+        }
+        self.update_service();
+    }
+
+    /// The partner finished sending what we asked for (dhcpd's process_update_done).
+    fn update_done(&mut self, now: u64) {
+        use ServerState::*;
+        info!("failover peer {}: peer update completed.", self.params.name);
+        match self.me {
+            PotentialConflict => {
+                if self.partner == ConflictDone {
+                    if self.params.role == Role::Secondary {
+                        self.set_state(Normal, now);
+                    } else {
+                        error!("Secondary is in conflict_done state after conflict resolution, this is illegal.");
+                        self.set_state(Shutdown, now);
+                    }
+                } else if self.params.role == Role::Primary {
+                    self.set_state(ConflictDone, now);
+                } else {
+                    error!("Spurious update-done message.");
+                }
+            }
+            ConflictDone => error!("Spurious update-done message."),
+            Recover => {
+                let until = self.me_stos + u64::from(self.params.mclt);
+                if until > now && self.partner != Recover && self.partner != RecoverDone {
+                    self.set_state(RecoverWait, now);
+                } else {
+                    self.set_state(RecoverDone, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn request_all(&mut self, now: u64) {
+        info!(
+            "failover peer {}: requesting full update from peer",
+            self.params.name
+        );
+        self.send(Msg::UpdReqAll, now);
+    }
+
+    fn set_state(&mut self, new: ServerState, now: u64) {
+        use ServerState::*;
+        if matches!(self.me, Normal | PotentialConflict | PartnerDown) {
+            self.rescind();
+        }
+        let old = self.me;
+        if new != RecoverWait && new != Startup && old != Startup {
+            self.me_stos = now;
+        }
+        self.me = new;
+        if new == Startup && old != Startup {
+            self.saved = old;
+        }
+        self.record();
+        if old != new {
+            info!(
+                "failover peer {}: I move from {old} to {new}",
+                self.params.name
+            );
+        }
+        if new == Normal && self.partner == Normal {
+            info!("failover peer {}: Both servers normal", self.params.name);
+        }
+        if new != Startup && old == Startup {
+            self.startup_until = None;
+        }
+        self.auto_down_at = None;
+        self.update_service();
+        if self.connected() {
+            self.send_state(now);
+        }
+        match new {
+            CommunicationsInterrupted if self.params.auto_partner_down > 0 => {
+                self.auto_down_at = Some(now + u64::from(self.params.auto_partner_down));
+            }
+            Normal => {
+                self.out.push_back(Output::Balance { reply: None });
+                self.send_updates(now);
+            }
+            PotentialConflict
+                if self.connected()
+                    && (self.params.role == Role::Primary || self.partner == ConflictDone) =>
+            {
+                self.send(Msg::UpdReq, now)
+            }
+            Startup => self.startup_until = Some(now + STARTUP_WAIT),
+            RecoverWait => {
+                let until = self.me_stos + u64::from(self.params.mclt);
+                if until > now {
+                    info!(
+                        "failover peer {}: waiting {} s (MCLT) before recover-done",
+                        self.params.name,
+                        until - now
+                    );
+                    self.recover_at = Some(until);
+                } else {
+                    self.set_state(RecoverDone, now);
+                }
+            }
+            Recover if self.connected() => self.request_all(now),
+            _ => {}
+        }
+    }
+
+    fn update_service(&mut self) {
+        use ServerState::*;
+        let mut service = match self.me {
+            PartnerDown => Service::PartnerDown,
+            Normal => Service::Cooperating,
+            CommunicationsInterrupted => Service::NotCooperating,
+            Startup => Service::Startup,
+            _ => Service::NotResponding,
+        };
+        if service != Service::NotResponding
+            && matches!(
+                self.partner,
+                PartnerDown | PotentialConflict | ConflictDone | ResolutionInterrupted
+            )
+        {
+            service = Service::NotResponding;
+        }
+        if service != self.service {
+            self.service = service;
+            self.publish_view();
+        }
+    }
+
+    fn publish_view(&mut self) {
+        let view = self.view();
+        self.out.push_back(Output::View(view));
+    }
+
+    fn record(&mut self) {
+        self.out.push_back(Output::Record(Stored {
+            me: self.me,
+            me_stos: self.me_stos,
+            partner: self.partner,
+            partner_stos: self.partner_stos,
+            mclt: self.params.mclt,
+        }));
+    }
+
+    fn send_state(&mut self, now: u64) {
+        let msg = Msg::State {
+            state: self.current(),
+            startup: self.me == ServerState::Startup,
+            stos: self.me_stos as u32,
+        };
+        self.send(msg, now);
+    }
+
+    fn close(&mut self, why: &str) {
+        self.out.push_back(Output::Close(why.into()));
+    }
+
+    fn next_xid(&mut self) -> u32 {
+        let xid = self.xid;
+        self.xid = self.xid.wrapping_add(1).max(1);
+        xid
+    }
+
+    /// A new message on an established link.
+    fn send(&mut self, msg: Msg, now: u64) {
+        if self.connected() {
+            let xid = self.next_xid();
+            self.emit(xid, msg, now);
+        }
+    }
+
+    /// A message while the link may still be opening (CONNECT, a refusal).
+    fn send_raw(&mut self, msg: Msg, now: u64) {
+        let xid = self.next_xid();
+        self.emit(xid, msg, now);
+    }
+
+    fn reply(&mut self, xid: u32, msg: Msg, now: u64) {
+        self.emit(xid, msg, now);
+    }
+
+    fn emit(&mut self, xid: u32, msg: Msg, now: u64) {
+        if let Link::Up { last_tx, .. } = &mut self.link {
+            *last_tx = now;
+        }
+        self.out.push_back(Output::Send(Envelope {
+            xid,
+            time: now as u32,
+            msg,
+        }));
+    }
+}
+
+/// dhcpd sends a CONTACT when a third of the partner's max-response-delay passed quiet.
+fn contact_interval(partner_delay: u32) -> u64 {
+    u64::from(partner_delay / 3).max(1)
+}
+
+fn skewed(time: u32, now: u64) -> bool {
+    u64::from(time).abs_diff(now) > MAX_SKEW
+}
+
+fn describe(r: &Reject) -> String {
+    if r.message.is_empty() {
+        reason::describe(r.reason).into()
+    } else {
+        r.message.clone()
+    }
+}
+
+/// Two updates for one address crossed on the wire: which wins (dhcpd's
+/// failover_lease_is_better). An active binding beats any other; between two active
+/// ones the older client transaction loses; otherwise the primary's wins.
+fn ours_is_better(ours: &Lease, theirs: &Lease, role: Role) -> bool {
+    match (ours.state, theirs.state) {
+        (BindingState::Active, BindingState::Active) => match ours.cltt.cmp(&theirs.cltt) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => role == Role::Primary,
+        },
+        (BindingState::Active, BindingState::Expired) => false,
+        (_, BindingState::Active) => false,
+        _ => role == Role::Primary,
+    }
+}
+
+#[cfg(test)]
+mod tests;

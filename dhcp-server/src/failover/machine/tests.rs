@@ -1,0 +1,494 @@
+//! Two machines joined by a simulated link, each with a simulated set of workers that
+//! hold leases, driven by a simulated clock.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::journal::{HwAddr, LeaseFlags};
+
+fn params(role: Role) -> Params {
+    Params {
+        name: "pair".into(),
+        role,
+        mclt: 60,
+        hba: Hba::split(128),
+        max_unacked: 10,
+        max_response_delay: 30,
+        auto_partner_down: 0,
+    }
+}
+
+fn lease(last: u8, state: BindingState, cltt: u64) -> Lease {
+    Lease {
+        stamp: 0,
+        addr: Ipv4Addr::new(198, 18, 1, last),
+        state,
+        hw: HwAddr::new(1, &[2, 0, 0, 0, 0, last]),
+        client_id: Box::new([]),
+        starts: cltt,
+        ends: cltt + 600,
+        cltt,
+        tstp: cltt + 900,
+        tsfp: 0,
+        atsfp: 0,
+        flags: LeaseFlags(0),
+    }
+}
+
+/// One server: its machine and what its workers hold.
+struct Side {
+    m: Machine,
+    leases: HashMap<Ipv4Addr, Lease>,
+    acked: Vec<Lease>,
+    stored: Option<Stored>,
+    view: View,
+    sent: Vec<Envelope>,
+    closed: bool,
+}
+
+impl Side {
+    fn new(role: Role, stored: Option<Stored>, now: u64) -> Self {
+        let m = Machine::new(params(role), stored, now);
+        let view = m.view();
+        Side {
+            m,
+            leases: HashMap::new(),
+            acked: Vec::new(),
+            stored: None,
+            view,
+            sent: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Runs the workers' side of every output; returns the messages for the partner.
+    fn drain(&mut self, now: u64) -> Vec<Envelope> {
+        let mut wire = Vec::new();
+        while let Some(o) = self.m.poll() {
+            match o {
+                Output::Send(e) => {
+                    self.sent.push(e.clone());
+                    wire.push(e);
+                }
+                Output::Close(_) => self.closed = true,
+                Output::Record(s) => self.stored = Some(s),
+                Output::View(v) => self.view = v,
+                Output::Apply { xid, lease, .. } => {
+                    self.leases.insert(lease.addr, lease.clone());
+                    self.m.applied(xid, Ok(lease), now);
+                }
+                Output::Acked(l) => self.acked.push(l),
+                Output::Collect { .. } => {
+                    let all = self.leases.values().cloned().collect();
+                    self.m.collected(all, now);
+                }
+                Output::Balance { reply } => {
+                    if let Some(xid) = reply {
+                        self.m.balanced(xid, 0, now);
+                    }
+                }
+            }
+        }
+        wire
+    }
+
+    fn state(&self) -> ServerState {
+        self.m.status().me
+    }
+}
+
+struct Pair {
+    p: Side,
+    s: Side,
+    now: u64,
+    up: bool,
+}
+
+impl Pair {
+    fn new(p: Option<Stored>, s: Option<Stored>) -> Self {
+        let now = 1_000_000;
+        Pair {
+            p: Side::new(Role::Primary, p, now),
+            s: Side::new(Role::Secondary, s, now),
+            now,
+            up: false,
+        }
+    }
+
+    fn connect(&mut self) {
+        self.up = true;
+        self.p.closed = false;
+        self.s.closed = false;
+        self.s.m.link_up(self.now);
+        self.p.m.link_up(self.now);
+        self.run();
+    }
+
+    fn cut(&mut self) {
+        self.up = false;
+        self.p.m.link_down(self.now);
+        self.s.m.link_down(self.now);
+        self.run();
+    }
+
+    /// Delivers messages both ways until both are quiet.
+    fn run(&mut self) {
+        for _ in 0..10_000 {
+            let to_s = self.p.drain(self.now);
+            let to_p = self.s.drain(self.now);
+            if to_s.is_empty() && to_p.is_empty() {
+                if self.up && (self.p.closed || self.s.closed) {
+                    self.cut();
+                }
+                return;
+            }
+            if self.up {
+                for e in to_s {
+                    self.s.m.receive(e, self.now);
+                }
+                for e in to_p {
+                    self.p.m.receive(e, self.now);
+                }
+            }
+        }
+        panic!("the pair never went quiet");
+    }
+
+    /// Advances the clock second by second, ticking both.
+    fn wait(&mut self, secs: u64) {
+        for _ in 0..secs {
+            self.now += 1;
+            self.p.m.tick(self.now);
+            self.s.m.tick(self.now);
+            self.run();
+        }
+    }
+
+    fn states(&self) -> (ServerState, ServerState) {
+        (self.p.state(), self.s.state())
+    }
+}
+
+fn stored(me: ServerState) -> Stored {
+    Stored {
+        me,
+        me_stos: 999_000,
+        partner: ServerState::Normal,
+        partner_stos: 999_000,
+        mclt: 60,
+    }
+}
+
+fn normal_pair() -> Pair {
+    let mut pair = Pair::new(
+        Some(stored(ServerState::Normal)),
+        Some(stored(ServerState::Normal)),
+    );
+    pair.connect();
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+    pair
+}
+
+#[test]
+fn a_new_pair_recovers_from_each_other_and_becomes_normal() {
+    let mut pair = Pair::new(None, None);
+    assert_eq!(pair.states(), (ServerState::Startup, ServerState::Startup));
+    assert_eq!(pair.p.view.service, Service::Startup);
+    pair.connect();
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+    assert_eq!(pair.p.view.service, Service::Cooperating);
+    assert_eq!(pair.s.view.service, Service::Cooperating);
+    assert_eq!(pair.s.stored.unwrap().me, ServerState::Normal);
+    // The secondary took the primary's MCLT and hash buckets.
+    assert_eq!(pair.s.view.mclt, 60);
+    assert_eq!(pair.s.view.hba, Hba::split(128));
+}
+
+#[test]
+fn only_the_primary_sends_connect() {
+    let mut s = Side::new(Role::Secondary, None, 1000);
+    s.m.link_up(1000);
+    assert!(s.drain(1000).is_empty());
+    let mut p = Side::new(Role::Primary, None, 1000);
+    p.m.link_up(1000);
+    let sent = p.drain(1000);
+    assert!(matches!(&sent[..], [Envelope { msg: Msg::Connect(c), .. }] if c.mclt == Some(60)));
+}
+
+#[test]
+fn a_binding_reaches_the_partner_and_its_ack_sets_tsfp() {
+    let mut pair = normal_pair();
+    let l = lease(7, BindingState::Active, pair.now);
+    pair.p.m.lease_changed(l.clone(), pair.now);
+    pair.run();
+    assert_eq!(
+        pair.s.leases.get(&l.addr).map(|x| x.state),
+        Some(BindingState::Active)
+    );
+    assert_eq!(pair.p.acked.len(), 1);
+    assert_eq!(pair.p.acked[0].tsfp, l.tstp);
+    assert_eq!(pair.p.m.status().unacked, 0);
+}
+
+#[test]
+fn no_more_than_the_partners_window_is_in_flight() {
+    let mut pair = normal_pair();
+    pair.up = false; // hold the partner's replies back
+    for i in 0..25 {
+        let l = lease(i, BindingState::Active, pair.now);
+        pair.p.m.lease_changed(l, pair.now);
+    }
+    let sent = pair.p.drain(pair.now);
+    assert_eq!(sent.len(), 10, "the secondary allows 10 unacked updates");
+    assert_eq!(pair.p.m.status().queued, 15);
+}
+
+#[test]
+fn a_lost_link_interrupts_and_reconnecting_resends_what_was_unacked() {
+    let mut pair = normal_pair();
+    pair.up = false;
+    let l = lease(9, BindingState::Active, pair.now);
+    pair.p.m.lease_changed(l.clone(), pair.now);
+    pair.p.drain(pair.now); // sent, never delivered
+    pair.up = true;
+    pair.cut();
+    assert_eq!(
+        pair.states(),
+        (
+            ServerState::CommunicationsInterrupted,
+            ServerState::CommunicationsInterrupted
+        )
+    );
+    assert_eq!(pair.p.view.service, Service::NotCooperating);
+    assert_eq!(
+        pair.p.m.status().queued,
+        1,
+        "the unacked update is queued again"
+    );
+    pair.wait(5);
+    pair.connect();
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+    assert!(pair.s.leases.contains_key(&l.addr));
+    assert_eq!(pair.p.m.status().queued + pair.p.m.status().unacked, 0);
+}
+
+#[test]
+fn silence_longer_than_max_response_delay_drops_the_link() {
+    let mut pair = normal_pair();
+    // The secondary goes mute: nothing it sends arrives.
+    pair.p.m.tick(pair.now + 29);
+    pair.p.drain(pair.now + 29);
+    assert!(!pair.p.closed);
+    pair.p.m.tick(pair.now + 31);
+    pair.p.drain(pair.now + 31);
+    assert!(pair.p.closed);
+}
+
+#[test]
+fn contact_keeps_a_quiet_link_alive() {
+    let mut pair = normal_pair();
+    pair.wait(120);
+    assert!(pair.p.m.connected() && pair.s.m.connected());
+    assert!(pair.p.sent.iter().any(|e| e.msg == Msg::Contact));
+    assert!(pair.s.sent.iter().any(|e| e.msg == Msg::Contact));
+}
+
+#[test]
+fn a_stored_normal_state_without_a_partner_becomes_interrupted_after_startup() {
+    let mut s = Side::new(Role::Primary, Some(stored(ServerState::Normal)), 1000);
+    s.drain(1000);
+    s.m.tick(1014);
+    s.drain(1014);
+    assert_eq!(s.state(), ServerState::Startup);
+    s.m.tick(1015);
+    s.drain(1015);
+    assert_eq!(s.state(), ServerState::CommunicationsInterrupted);
+    assert!(s.view.service.serves());
+}
+
+#[test]
+fn partner_down_then_the_partner_returns_empty_and_recovers() {
+    let mut pair = normal_pair();
+    for i in 1..=3 {
+        let l = lease(i, BindingState::Active, pair.now);
+        pair.p.leases.insert(l.addr, l.clone());
+        pair.p.m.lease_changed(l, pair.now);
+    }
+    pair.run();
+    pair.cut();
+    assert!(pair.p.m.partner_down(pair.now).is_ok());
+    pair.run();
+    assert_eq!(pair.p.state(), ServerState::PartnerDown);
+    assert_eq!(pair.p.view.service, Service::PartnerDown);
+
+    // The secondary comes back with an empty journal.
+    pair.s = Side::new(Role::Secondary, None, pair.now);
+    pair.wait(1);
+    pair.connect();
+    // It asked for everything and got it, then must wait MCLT before serving.
+    assert_eq!(pair.s.leases.len(), 3);
+    assert_eq!(pair.s.state(), ServerState::RecoverWait);
+    assert_eq!(pair.s.view.service, Service::NotResponding);
+    assert_eq!(pair.p.state(), ServerState::PartnerDown);
+    pair.wait(61);
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+}
+
+#[test]
+fn partner_down_is_refused_while_the_partner_is_up() {
+    let mut pair = normal_pair();
+    assert!(pair.p.m.partner_down(pair.now).is_err());
+}
+
+#[test]
+fn automatic_partner_down_after_the_configured_time() {
+    let mut p = params(Role::Primary);
+    p.auto_partner_down = 30;
+    let mut s = Side {
+        m: Machine::new(p, Some(stored(ServerState::Normal)), 1000),
+        ..Side::new(Role::Primary, None, 1000)
+    };
+    for t in 1000..1016 {
+        s.m.tick(t);
+        s.drain(t);
+    }
+    assert_eq!(s.state(), ServerState::CommunicationsInterrupted);
+    s.m.tick(1044);
+    s.drain(1044);
+    assert_eq!(s.state(), ServerState::CommunicationsInterrupted);
+    s.m.tick(1045);
+    s.drain(1045);
+    assert_eq!(s.state(), ServerState::PartnerDown);
+}
+
+#[test]
+fn connect_with_another_relationship_name_is_refused() {
+    let mut s = Side::new(Role::Secondary, None, 1000);
+    s.m.link_up(1000);
+    s.m.receive(
+        Envelope {
+            xid: 1,
+            time: 1000,
+            msg: Msg::Connect(Connect {
+                name: "other".into(),
+                max_unacked: 10,
+                receive_timer: 30,
+                mclt: Some(60),
+                hba: Some(Hba::split(128)),
+                vendor: String::new(),
+            }),
+        },
+        1000,
+    );
+    let sent = s.drain(1000);
+    assert!(s.closed);
+    assert!(matches!(
+        &sent[..],
+        [Envelope { msg: Msg::ConnectAck(ConnectAck { reject: Some(r), .. }), .. }]
+            if r.reason == reason::INVALID_PARTNER
+    ));
+}
+
+#[test]
+fn connect_from_a_skewed_clock_is_refused() {
+    let mut s = Side::new(Role::Secondary, None, 1000);
+    s.m.link_up(1000);
+    s.m.receive(
+        Envelope {
+            xid: 1,
+            time: 1100,
+            msg: Msg::Connect(Connect {
+                name: "pair".into(),
+                max_unacked: 10,
+                receive_timer: 30,
+                mclt: Some(60),
+                hba: Some(Hba::split(128)),
+                vendor: String::new(),
+            }),
+        },
+        1000,
+    );
+    let sent = s.drain(1000);
+    assert!(matches!(
+        &sent[..],
+        [Envelope { msg: Msg::ConnectAck(ConnectAck { reject: Some(r), .. }), .. }]
+            if r.reason == reason::TIME_MISMATCH
+    ));
+}
+
+#[test]
+fn crossing_updates_keep_the_newer_active_binding() {
+    let mut pair = normal_pair();
+    pair.up = false;
+    let older = lease(5, BindingState::Active, pair.now - 10);
+    let newer = lease(5, BindingState::Active, pair.now);
+    pair.p.m.lease_changed(newer.clone(), pair.now);
+    pair.s.m.lease_changed(older.clone(), pair.now);
+    let to_s = pair.p.drain(pair.now);
+    let to_p = pair.s.drain(pair.now);
+    pair.up = true;
+    for e in to_p {
+        pair.p.m.receive(e, pair.now);
+    }
+    for e in to_s {
+        pair.s.m.receive(e, pair.now);
+    }
+    pair.run();
+    // The secondary's older update was refused; the primary's newer one was applied.
+    assert!(!pair.p.leases.contains_key(&older.addr));
+    assert_eq!(
+        pair.s.leases.get(&newer.addr).map(|l| l.cltt),
+        Some(newer.cltt)
+    );
+}
+
+#[test]
+fn an_update_request_is_answered_with_bindings_then_update_done() {
+    let mut pair = normal_pair();
+    for i in 1..=4 {
+        let l = lease(i, BindingState::Active, pair.now);
+        pair.s.leases.insert(l.addr, l);
+    }
+    pair.p.m.resync(pair.now).unwrap();
+    pair.run();
+    assert_eq!(pair.p.leases.len(), 4);
+    let done = pair
+        .s
+        .sent
+        .iter()
+        .position(|e| e.msg == Msg::UpdDone)
+        .unwrap();
+    let last_update = pair
+        .s
+        .sent
+        .iter()
+        .rposition(|e| matches!(e.msg, Msg::BndUpd(_)))
+        .unwrap();
+    assert!(done > last_update);
+}
+
+#[test]
+fn a_second_connect_on_an_established_link_is_refused() {
+    let mut pair = normal_pair();
+    pair.s.m.receive(
+        Envelope {
+            xid: 99,
+            time: pair.now as u32,
+            msg: Msg::Connect(Connect {
+                name: "pair".into(),
+                max_unacked: 10,
+                receive_timer: 30,
+                mclt: Some(60),
+                hba: Some(Hba::split(128)),
+                vendor: String::new(),
+            }),
+        },
+        pair.now,
+    );
+    let sent = pair.s.drain(pair.now);
+    assert!(pair.s.closed);
+    assert!(
+        matches!(&sent[..], [Envelope { msg: Msg::Disconnect(r), .. }] if r.reason == reason::DUP_CONNECTION)
+    );
+}
