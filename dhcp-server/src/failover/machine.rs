@@ -13,7 +13,8 @@ use std::net::Ipv4Addr;
 
 use tracing::{error, info, warn};
 
-use super::message::{reason, Connect, ConnectAck, Envelope, Msg, Reject};
+use super::message::{Connect, ConnectAck, Envelope, Msg, Reject};
+use super::wire::RejectReason;
 use super::{Hba, Role, ServerState, Service};
 use crate::journal::{BindingState, Lease};
 
@@ -443,7 +444,10 @@ impl Machine {
             (Link::Up { .. }, Msg::Connect(_)) | (Link::Up { .. }, Msg::ConnectAck(_)) => {
                 self.reply(
                     env.xid,
-                    Msg::Disconnect(Reject::new(reason::DUP_CONNECTION, "already connected")),
+                    Msg::Disconnect(Reject::new(
+                        RejectReason::DuplicateConnection,
+                        "already connected",
+                    )),
                     now,
                 );
                 self.close("duplicate connect");
@@ -471,7 +475,7 @@ impl Machine {
     fn on_connect(&mut self, xid: u32, time: u32, c: Connect, now: u64) {
         let refuse = if c.name != self.params.name {
             Some(Reject::new(
-                reason::INVALID_PARTNER,
+                RejectReason::InvalidPartner,
                 format!(
                     "remote failover relationship name {} does not match",
                     c.name
@@ -479,15 +483,18 @@ impl Machine {
             ))
         } else if self.params.role == Role::Primary {
             Some(Reject::new(
-                reason::INVALID_PARTNER,
+                RejectReason::InvalidPartner,
                 "both servers are configured as primary",
             ))
         } else if skewed(time, now) {
-            Some(Reject::new(reason::TIME_MISMATCH, "time offset too large"))
+            Some(Reject::new(
+                RejectReason::TimeMismatch,
+                "time offset too large",
+            ))
         } else if c.mclt.is_none() {
-            Some(Reject::new(reason::INVALID_MCLT, "no MCLT provided"))
+            Some(Reject::new(RejectReason::InvalidMclt, "no MCLT provided"))
         } else if c.hba.is_none() {
-            Some(Reject::new(reason::HBA_CONFLICT, "invalid HBA"))
+            Some(Reject::new(RejectReason::HbaConflict, "invalid HBA"))
         } else {
             None
         };
@@ -530,14 +537,18 @@ impl Machine {
             return;
         }
         let problem = match &a.name {
-            None => Some((reason::INVALID_PARTNER, "missing relationship-name".into())),
+            None => Some((
+                RejectReason::InvalidPartner,
+                "missing relationship-name".into(),
+            )),
             Some(n) if *n != self.params.name => Some((
-                reason::INVALID_PARTNER,
+                RejectReason::InvalidPartner,
                 format!("remote failover relationship name {n} does not match"),
             )),
-            Some(_) if skewed(time, now) => {
-                Some((reason::TIME_MISMATCH, "time offset too large".to_string()))
-            }
+            Some(_) if skewed(time, now) => Some((
+                RejectReason::TimeMismatch,
+                "time offset too large".to_string(),
+            )),
             Some(_) => None,
         };
         if let Some((code, message)) = problem {
@@ -580,7 +591,7 @@ impl Machine {
                     Msg::BndAck(
                         lease,
                         Some(Reject::new(
-                            reason::LESS_CRIT_BIND_INFO,
+                            RejectReason::LessCriticalBindInfo,
                             "incoming update is less critical than outgoing update",
                         )),
                     ),
@@ -709,7 +720,9 @@ impl Machine {
                     self.set_state(self.saved, now);
                 }
             }
-            PotentialConflict | Unknown | Startup => self.set_state(ResolutionInterrupted, now),
+            PotentialConflict | Unknown | Startup | Other(_) => {
+                self.set_state(ResolutionInterrupted, now)
+            }
             Normal => self.set_state(CommunicationsInterrupted, now),
         }
     }
@@ -717,6 +730,11 @@ impl Machine {
     /// The partner told its state (dhcpd's peer_state_changed).
     fn partner_state(&mut self, new: ServerState, startup: bool, now: u64) {
         use ServerState::*;
+        if let Other(v) = new {
+            error!("failover peer {}: Invalid state: {v}", self.params.name);
+            self.set_state(Shutdown, now);
+            return;
+        }
         let previous = self.partner;
         if previous == new && self.me != Unknown {
             match self.me {
@@ -1058,7 +1076,7 @@ fn skewed(time: u32, now: u64) -> bool {
 
 fn describe(r: &Reject) -> String {
     if r.message.is_empty() {
-        reason::describe(r.reason).into()
+        r.reason.description().into()
     } else {
         r.message.clone()
     }

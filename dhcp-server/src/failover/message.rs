@@ -3,54 +3,21 @@
 //! message must carry is required here; what is absent stays `None`, so a partner that
 //! leaves out an optional field is still understood.
 
+use super::wire::{
+    self, code, ip_flags, server_flags, BindingStatus, FailoverOption as O, MessageType,
+    RejectReason,
+};
 use super::{Hba, ServerState};
-use crate::journal::Lease;
-
-/// Why a partner refused a connection or an update (draft §12.25, ISC's FTR_ codes).
-pub mod reason {
-    pub const ILLEGAL_IP_ADDR: u8 = 1;
-    pub const FATAL_CONFLICT: u8 = 2;
-    pub const MISSING_BINDINFO: u8 = 3;
-    pub const TIME_MISMATCH: u8 = 4;
-    pub const INVALID_MCLT: u8 = 5;
-    pub const MISC_REJECT: u8 = 6;
-    pub const DUP_CONNECTION: u8 = 7;
-    pub const INVALID_PARTNER: u8 = 8;
-    pub const VERSION_MISMATCH: u8 = 14;
-    pub const OUTDATED_BIND_INFO: u8 = 15;
-    pub const LESS_CRIT_BIND_INFO: u8 = 16;
-    pub const HBA_CONFLICT: u8 = 18;
-    pub const IP_NOT_RESERVED: u8 = 19;
-
-    /// The phrase dhcpd logs for a reason.
-    pub fn describe(code: u8) -> &'static str {
-        match code {
-            ILLEGAL_IP_ADDR => "Illegal IP address (not part of any address pool)",
-            FATAL_CONFLICT => "Fatal conflict exists: address in use by other client",
-            MISSING_BINDINFO => "Missing binding information",
-            TIME_MISMATCH => "Connection rejected, time mismatch too great",
-            INVALID_MCLT => "Connection rejected, invalid MCLT",
-            MISC_REJECT => "Connection rejected, unknown reason",
-            DUP_CONNECTION => "Connection rejected, duplicate connection",
-            INVALID_PARTNER => "Connection rejected, invalid failover partner",
-            VERSION_MISMATCH => "Connection rejected, version mismatch",
-            OUTDATED_BIND_INFO => "Outdated binding information",
-            LESS_CRIT_BIND_INFO => "Less critical binding information",
-            HBA_CONFLICT => "Connection rejected, inconsistent load balancing",
-            IP_NOT_RESERVED => "Address is not reserved",
-            _ => "Unknown reason",
-        }
-    }
-}
+use crate::journal::{BindingState, HwAddr, Lease, LeaseFlags};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
-    pub reason: u8,
+    pub reason: RejectReason,
     pub message: String,
 }
 
 impl Reject {
-    pub fn new(reason: u8, message: impl Into<String>) -> Self {
+    pub fn new(reason: RejectReason, message: impl Into<String>) -> Self {
         Reject {
             reason,
             message: message.into(),
@@ -137,6 +104,398 @@ impl Msg {
             Msg::UpdDone => "update-done",
             Msg::PoolReq => "pool-request",
             Msg::PoolResp { .. } => "pool-response",
+        }
+    }
+}
+
+/// Why bytes from the partner make no message we can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Wire(#[from] wire::Error),
+    #[error("{0} lacks its required {1}")]
+    Missing(&'static str, &'static str),
+    #[error("{0} carries unknown {1} {2}")]
+    Unknown(&'static str, &'static str, u8),
+    #[error("message type {0} is not one of the failover protocol's")]
+    UnknownType(u8),
+}
+
+impl Envelope {
+    /// Reads one whole message (as `wire::frame_len` cut it from the stream).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let m = wire::Message::decode(bytes)?;
+        let get = |code| m.option(code);
+        let text = |code| match get(code) {
+            Some(O::RelationshipName(b) | O::Message(b) | O::VendorClass(b)) => {
+                Some(String::from_utf8_lossy(b).into_owned())
+            }
+            _ => None,
+        };
+        let u32_of = |code| match get(code) {
+            Some(O::MaxUnackedBndupd(v) | O::ReceiveTimer(v) | O::Mclt(v)) => Some(*v),
+            Some(O::AddressesTransferred(v)) => Some(*v),
+            _ => None,
+        };
+        let reject = || match get(code::REJECT_REASON) {
+            Some(O::RejectReason(r)) => Some(Reject {
+                reason: *r,
+                message: text(code::MESSAGE).unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let name = m.msg_type.name();
+        let msg = match m.msg_type {
+            MessageType::Connect => Msg::Connect(Connect {
+                name: text(code::RELATIONSHIP_NAME)
+                    .ok_or(DecodeError::Missing(name, "relationship-name"))?,
+                max_unacked: u32_of(code::MAX_UNACKED_BNDUPD).unwrap_or(1),
+                receive_timer: u32_of(code::RECEIVE_TIMER).unwrap_or(30),
+                mclt: u32_of(code::MCLT),
+                hba: match get(code::HASH_BUCKET_ASSIGNMENT) {
+                    Some(O::HashBucketAssignment(h)) => Some(Hba(*h)),
+                    _ => None,
+                },
+                vendor: text(code::VENDOR_CLASS).unwrap_or_default(),
+            }),
+            MessageType::ConnectAck => Msg::ConnectAck(ConnectAck {
+                name: text(code::RELATIONSHIP_NAME),
+                max_unacked: u32_of(code::MAX_UNACKED_BNDUPD),
+                receive_timer: u32_of(code::RECEIVE_TIMER),
+                vendor: text(code::VENDOR_CLASS).unwrap_or_default(),
+                reject: reject(),
+            }),
+            MessageType::State => Msg::State {
+                state: match get(code::SERVER_STATE) {
+                    Some(O::ServerState(s)) => *s,
+                    _ => return Err(DecodeError::Missing(name, "server-state")),
+                },
+                startup: matches!(get(code::SERVER_FLAGS),
+                    Some(O::ServerFlags(f)) if f & server_flags::STARTUP != 0),
+                stos: match get(code::START_TIME_OF_STATE) {
+                    Some(O::StartTimeOfState(t)) => *t,
+                    _ => 0,
+                },
+            },
+            MessageType::Contact => Msg::Contact,
+            MessageType::Disconnect => Msg::Disconnect(reject().unwrap_or(Reject {
+                reason: RejectReason::Unknown,
+                message: text(code::MESSAGE).unwrap_or_default(),
+            })),
+            MessageType::BndUpd => Msg::BndUpd(binding(&m)?),
+            MessageType::BndAck => Msg::BndAck(binding(&m)?, reject()),
+            MessageType::UpdReq => Msg::UpdReq,
+            MessageType::UpdReqAll => Msg::UpdReqAll,
+            MessageType::UpdDone => Msg::UpdDone,
+            MessageType::PoolReq => Msg::PoolReq,
+            MessageType::PoolResp => Msg::PoolResp {
+                leases: u32_of(code::ADDRESSES_TRANSFERRED).unwrap_or(0),
+            },
+            MessageType::Other(t) => return Err(DecodeError::UnknownType(t)),
+        };
+        Ok(Envelope {
+            xid: m.xid,
+            time: m.time,
+            msg,
+        })
+    }
+
+    /// Appends the message's octets to `out`, options in the order dhcpd sends them.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let o = |opt: O<&[u8]>| opt.to_owned_value();
+        let (kind, options): (MessageType, Vec<O<Vec<u8>>>) = match &self.msg {
+            Msg::Connect(c) => {
+                let mut v = vec![
+                    o(O::RelationshipName(c.name.as_bytes())),
+                    O::MaxUnackedBndupd(c.max_unacked),
+                    O::ReceiveTimer(c.receive_timer),
+                    o(O::VendorClass(c.vendor.as_bytes())),
+                    O::ProtocolVersion(wire::PROTOCOL_VERSION),
+                    O::TlsRequest(wire::tls::NONE),
+                ];
+                v.extend(c.mclt.map(O::Mclt));
+                v.extend(c.hba.map(|h| O::HashBucketAssignment(h.0)));
+                (MessageType::Connect, v)
+            }
+            Msg::ConnectAck(a) => {
+                let mut v = Vec::new();
+                v.extend(
+                    a.name
+                        .as_deref()
+                        .map(|n| o(O::RelationshipName(n.as_bytes()))),
+                );
+                v.extend(a.max_unacked.map(O::MaxUnackedBndupd));
+                v.extend(a.receive_timer.map(O::ReceiveTimer));
+                v.push(o(O::VendorClass(a.vendor.as_bytes())));
+                v.push(O::ProtocolVersion(wire::PROTOCOL_VERSION));
+                v.push(O::TlsReply(wire::tls::NONE));
+                push_reject(&mut v, a.reject.as_ref());
+                (MessageType::ConnectAck, v)
+            }
+            Msg::State {
+                state,
+                startup,
+                stos,
+            } => (
+                MessageType::State,
+                vec![
+                    O::ServerState(*state),
+                    O::ServerFlags(if *startup { server_flags::STARTUP } else { 0 }),
+                    O::StartTimeOfState(*stos),
+                ],
+            ),
+            Msg::Contact => (MessageType::Contact, Vec::new()),
+            Msg::Disconnect(r) => {
+                let mut v = Vec::new();
+                push_reject(&mut v, Some(r));
+                (MessageType::Disconnect, v)
+            }
+            Msg::BndUpd(l) => (MessageType::BndUpd, binding_options(l)),
+            Msg::BndAck(l, r) => {
+                let mut v = binding_options(l);
+                push_reject(&mut v, r.as_ref());
+                (MessageType::BndAck, v)
+            }
+            Msg::UpdReq => (MessageType::UpdReq, Vec::new()),
+            Msg::UpdReqAll => (MessageType::UpdReqAll, Vec::new()),
+            Msg::UpdDone => (MessageType::UpdDone, Vec::new()),
+            Msg::PoolReq => (MessageType::PoolReq, Vec::new()),
+            Msg::PoolResp { leases } => (
+                MessageType::PoolResp,
+                vec![O::AddressesTransferred(*leases)],
+            ),
+        };
+        let m = wire::Message {
+            msg_type: kind,
+            time: self.time,
+            xid: self.xid,
+            extra_header: Vec::new(),
+            options,
+        };
+        let start = out.len();
+        out.resize(start + m.buffer_len(), 0);
+        match m.emit(&mut out[start..]) {
+            Ok(n) => out.truncate(start + n),
+            // Only an oversized message fails: a client id near 255 octets plus a long
+            // message text. Sent without the text, it still says what matters.
+            Err(_) => {
+                out.truncate(start);
+                let trimmed = wire::Message {
+                    options: m
+                        .options
+                        .into_iter()
+                        .filter(|x| !matches!(x, O::Message(_)))
+                        .collect(),
+                    ..m
+                };
+                out.extend(trimmed.to_bytes().unwrap_or_default());
+            }
+        }
+    }
+}
+
+fn push_reject(v: &mut Vec<O<Vec<u8>>>, r: Option<&Reject>) {
+    if let Some(r) = r {
+        v.push(O::RejectReason(r.reason));
+        if !r.message.is_empty() {
+            v.push(O::Message(r.message.as_bytes().to_vec()));
+        }
+    }
+}
+
+/// A BNDUPD's or BNDACK's options, as dhcpd's send_bind_update lists them.
+fn binding_options(l: &Lease) -> Vec<O<Vec<u8>>> {
+    let mut v = vec![
+        O::AssignedIpAddress(l.addr),
+        O::BindingStatus(BindingStatus::from(l.state as u8)),
+    ];
+    if !l.client_id.is_empty() {
+        v.push(O::ClientIdentifier(l.client_id.to_vec()));
+    }
+    if !l.hw.bytes().is_empty() {
+        let mut hw = vec![l.hw.htype];
+        hw.extend_from_slice(l.hw.bytes());
+        v.push(O::ClientHardwareAddress(hw));
+    }
+    v.push(O::LeaseExpirationTime(wire_time(l.ends)));
+    v.push(O::PotentialExpirationTime(wire_time(l.tstp)));
+    v.push(O::StartTimeOfState(wire_time(l.starts)));
+    if l.cltt != 0 {
+        v.push(O::ClientLastTransactionTime(wire_time(l.cltt)));
+    }
+    let flags = l.flags.0 & (ip_flags::RESERVED | ip_flags::BOOTP);
+    if flags != 0 {
+        v.push(O::IpFlags(flags));
+    }
+    v
+}
+
+/// Seconds on the wire are 32 bits; "never" is the largest.
+fn wire_time(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
+}
+
+fn local_time(t: u32) -> u64 {
+    if t == u32::MAX {
+        crate::journal::NEVER
+    } else {
+        u64::from(t)
+    }
+}
+
+fn binding(m: &wire::Message) -> Result<Lease, DecodeError> {
+    let name = m.msg_type.name();
+    let addr = match m.option(code::ASSIGNED_IP_ADDRESS) {
+        Some(O::AssignedIpAddress(a)) => *a,
+        _ => return Err(DecodeError::Missing(name, "assigned-IP-address")),
+    };
+    let state = match m.option(code::BINDING_STATUS) {
+        Some(O::BindingStatus(s)) => {
+            let v = u8::from(*s);
+            BindingState::from_u8(v).ok_or(DecodeError::Unknown(name, "binding status", v))?
+        }
+        _ => return Err(DecodeError::Missing(name, "binding-status")),
+    };
+    let time = |code| match m.option(code) {
+        Some(
+            O::LeaseExpirationTime(t)
+            | O::PotentialExpirationTime(t)
+            | O::StartTimeOfState(t)
+            | O::ClientLastTransactionTime(t),
+        ) => local_time(*t),
+        _ => 0,
+    };
+    let hw = match m.option(code::CLIENT_HARDWARE_ADDRESS) {
+        Some(O::ClientHardwareAddress(b)) if !b.is_empty() => HwAddr::new(b[0], &b[1..]),
+        _ => HwAddr::default(),
+    };
+    let client_id: Box<[u8]> = match m.option(code::CLIENT_IDENTIFIER) {
+        Some(O::ClientIdentifier(b)) => b.as_slice().into(),
+        _ => Box::new([]),
+    };
+    let flags = match m.option(code::IP_FLAGS) {
+        Some(O::IpFlags(f)) => LeaseFlags(f & (ip_flags::RESERVED | ip_flags::BOOTP)),
+        _ => LeaseFlags(0),
+    };
+    Ok(Lease {
+        stamp: 0,
+        addr,
+        state,
+        hw,
+        client_id,
+        starts: time(code::START_TIME_OF_STATE),
+        ends: time(code::LEASE_EXPIRATION_TIME),
+        cltt: time(code::CLIENT_LAST_TRANSACTION_TIME),
+        tstp: time(code::POTENTIAL_EXPIRATION_TIME),
+        tsfp: 0,
+        atsfp: 0,
+        flags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn lease() -> Lease {
+        Lease {
+            stamp: 0,
+            addr: Ipv4Addr::new(198, 18, 1, 9),
+            state: BindingState::Active,
+            hw: HwAddr::new(1, &[2, 0, 0, 0, 0, 9]),
+            client_id: Box::new([1, 2, 0, 0, 0, 0, 9]),
+            starts: 1_700_000_000,
+            ends: 1_700_000_600,
+            cltt: 1_700_000_000,
+            tstp: 1_700_000_900,
+            tsfp: 0,
+            atsfp: 0,
+            flags: LeaseFlags(LeaseFlags::RESERVED),
+        }
+    }
+
+    #[test]
+    fn every_message_survives_encode_and_decode() {
+        let reject = Reject::new(RejectReason::InvalidPartner, "no such relationship");
+        let messages = [
+            Msg::Connect(Connect {
+                name: "pair".into(),
+                max_unacked: 10,
+                receive_timer: 30,
+                mclt: Some(3600),
+                hba: Some(Hba::split(128)),
+                vendor: "dhcp-server-test".into(),
+            }),
+            Msg::ConnectAck(ConnectAck {
+                name: Some("pair".into()),
+                max_unacked: Some(10),
+                receive_timer: Some(30),
+                vendor: "isc-4.4.3-P1".into(),
+                reject: None,
+            }),
+            Msg::ConnectAck(ConnectAck {
+                name: Some("pair".into()),
+                max_unacked: Some(10),
+                receive_timer: Some(30),
+                vendor: String::new(),
+                reject: Some(reject.clone()),
+            }),
+            Msg::State {
+                state: ServerState::Normal,
+                startup: true,
+                stos: 1_700_000_000,
+            },
+            Msg::Contact,
+            Msg::Disconnect(reject.clone()),
+            Msg::BndUpd(lease()),
+            Msg::BndAck(lease(), None),
+            Msg::BndAck(lease(), Some(reject)),
+            Msg::UpdReq,
+            Msg::UpdReqAll,
+            Msg::UpdDone,
+            Msg::PoolReq,
+            Msg::PoolResp { leases: 42 },
+        ];
+        for msg in messages {
+            let env = Envelope {
+                xid: 7,
+                time: 1_700_000_001,
+                msg,
+            };
+            let mut bytes = Vec::new();
+            env.encode(&mut bytes);
+            assert_eq!(wire::frame_len(&bytes), Ok(Some(bytes.len())));
+            assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn a_binding_update_without_its_address_is_refused() {
+        let m = wire::Message::new(MessageType::BndUpd, 0, 1)
+            .with(O::BindingStatus(BindingStatus::Active));
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(
+            Envelope::decode(&bytes),
+            Err(DecodeError::Missing("bind-update", "assigned-IP-address"))
+        );
+    }
+
+    #[test]
+    fn no_bytes_make_decode_panic() {
+        let mut env = Vec::new();
+        Envelope {
+            xid: 1,
+            time: 2,
+            msg: Msg::BndUpd(lease()),
+        }
+        .encode(&mut env);
+        for cut in 0..env.len() {
+            let _ = Envelope::decode(&env[..cut]);
+            let mut flipped = env.clone();
+            flipped[cut] ^= 0xff;
+            let _ = Envelope::decode(&flipped);
         }
     }
 }

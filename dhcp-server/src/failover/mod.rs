@@ -3,79 +3,12 @@
 //! meaning, `machine` is the sans-I/O state machine of one partnership; the control
 //! thread drives it over a TCP link and the workers apply what it decides.
 
+pub mod link;
 pub mod machine;
 pub mod message;
 pub mod wire;
 
-use std::fmt;
-
-/// A server's failover state, numbered as on the wire (draft §12.24; ISC numbers
-/// recover-wait 254, which the draft leaves unnumbered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ServerState {
-    Unknown = 0,
-    Startup = 1,
-    Normal = 2,
-    CommunicationsInterrupted = 3,
-    PartnerDown = 4,
-    PotentialConflict = 5,
-    Recover = 6,
-    Paused = 7,
-    Shutdown = 8,
-    RecoverDone = 9,
-    ResolutionInterrupted = 10,
-    ConflictDone = 11,
-    RecoverWait = 254,
-}
-
-impl ServerState {
-    pub fn from_u8(v: u8) -> Option<Self> {
-        use ServerState::*;
-        Some(match v {
-            0 => Unknown,
-            1 => Startup,
-            2 => Normal,
-            3 => CommunicationsInterrupted,
-            4 => PartnerDown,
-            5 => PotentialConflict,
-            6 => Recover,
-            7 => Paused,
-            8 => Shutdown,
-            9 => RecoverDone,
-            10 => ResolutionInterrupted,
-            11 => ConflictDone,
-            254 => RecoverWait,
-            _ => return None,
-        })
-    }
-
-    /// The words dhcpd logs and writes in its leases file.
-    pub fn name(self) -> &'static str {
-        use ServerState::*;
-        match self {
-            Unknown => "unknown-state",
-            Startup => "startup",
-            Normal => "normal",
-            CommunicationsInterrupted => "communications-interrupted",
-            PartnerDown => "partner-down",
-            PotentialConflict => "potential-conflict",
-            Recover => "recover",
-            Paused => "paused",
-            Shutdown => "shutdown",
-            RecoverDone => "recover-done",
-            ResolutionInterrupted => "resolution-interrupted",
-            ConflictDone => "conflict-done",
-            RecoverWait => "recover-wait",
-        }
-    }
-}
-
-impl fmt::Display for ServerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use wire::ServerState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -156,17 +89,6 @@ impl Hba {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_states_keep_their_wire_numbers() {
-        for v in 0..=255u8 {
-            if let Some(s) = ServerState::from_u8(v) {
-                assert_eq!(s as u8, v);
-            }
-        }
-        assert_eq!(ServerState::from_u8(12), None);
-        assert_eq!(ServerState::from_u8(254), Some(ServerState::RecoverWait));
-    }
 
     #[test]
     fn split_gives_the_primary_the_first_buckets() {

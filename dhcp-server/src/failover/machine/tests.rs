@@ -386,7 +386,7 @@ fn connect_with_another_relationship_name_is_refused() {
     assert!(matches!(
         &sent[..],
         [Envelope { msg: Msg::ConnectAck(ConnectAck { reject: Some(r), .. }), .. }]
-            if r.reason == reason::INVALID_PARTNER
+            if r.reason == RejectReason::InvalidPartner
     ));
 }
 
@@ -413,7 +413,7 @@ fn connect_from_a_skewed_clock_is_refused() {
     assert!(matches!(
         &sent[..],
         [Envelope { msg: Msg::ConnectAck(ConnectAck { reject: Some(r), .. }), .. }]
-            if r.reason == reason::TIME_MISMATCH
+            if r.reason == RejectReason::TimeMismatch
     ));
 }
 
@@ -489,6 +489,6 @@ fn a_second_connect_on_an_established_link_is_refused() {
     let sent = pair.s.drain(pair.now);
     assert!(pair.s.closed);
     assert!(
-        matches!(&sent[..], [Envelope { msg: Msg::Disconnect(r), .. }] if r.reason == reason::DUP_CONNECTION)
+        matches!(&sent[..], [Envelope { msg: Msg::Disconnect(r), .. }] if r.reason == RejectReason::DuplicateConnection)
     );
 }

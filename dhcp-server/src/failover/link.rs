@@ -1,0 +1,387 @@
+//! The failover link: the thin I/O layer that drives the machine over TCP on its own
+//! thread and tokio runtime. The primary connects to its partner and retries every few
+//! seconds; the secondary listens and takes one connection, from its partner's address
+//! only. Everything the machine asks of the leases goes to the `Shards`, which the
+//! workers answer between two batches of packets: no worker ever waits on the partner.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::machine::{Machine, Output, Params, Status, Stored, View};
+use super::message::{Envelope, Reject};
+use super::wire;
+use crate::journal::Lease;
+
+/// Seconds between the primary's connection attempts.
+const RECONNECT: Duration = Duration::from_secs(5);
+/// How often the link collects the workers' lease changes and checks its timers.
+const POLL: Duration = Duration::from_millis(10);
+
+/// What the workers do for the failover machine. Every call is answered from the
+/// shards' own tables, within a bounded wait.
+pub trait Shards: Send + 'static {
+    /// The rules for clients changed.
+    fn view(&mut self, view: View);
+    /// Journal the failover state; the machine acts on it only once it is kept.
+    fn record(&mut self, stored: &Stored) -> io::Result<()>;
+    /// Apply the partner's binding; the result is what the shards now hold.
+    fn apply(&mut self, lease: &Lease, conflict: bool) -> Result<Lease, Reject>;
+    /// The partner acknowledged our binding up to `lease.tsfp`.
+    fn acked(&mut self, lease: &Lease);
+    /// Every binding (`all`) or those the partner has not acknowledged.
+    fn collect(&mut self, all: bool) -> Vec<Lease>;
+    /// Give the partner its share of the free addresses; returns how many moved.
+    fn balance(&mut self) -> u32;
+    /// Our own lease changes since the last call.
+    fn changes(&mut self, into: &mut Vec<Lease>);
+}
+
+/// Where the pair meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub local: SocketAddrV4,
+    pub peer: SocketAddrV4,
+}
+
+/// Requests from the control socket.
+pub enum Command {
+    Status(oneshot::Sender<Status>),
+    PartnerDown(oneshot::Sender<Result<(), String>>),
+    Resync(oneshot::Sender<Result<(), String>>),
+}
+
+/// The control side's handle on a running link.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+    /// The latest status, for readers that must not wait (stats, metrics).
+    pub latest: Arc<Mutex<Option<Status>>>,
+}
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        self.ask(Command::Status).await
+    }
+
+    pub async fn partner_down(&self) -> Result<(), String> {
+        self.ask(Command::PartnerDown)
+            .await
+            .unwrap_or_else(|| Err("the failover link has stopped".into()))
+    }
+
+    pub async fn resync(&self) -> Result<(), String> {
+        self.ask(Command::Resync)
+            .await
+            .unwrap_or_else(|| Err("the failover link has stopped".into()))
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Starts the link on its own thread. It runs until `stop` turns true.
+pub fn spawn(
+    params: Params,
+    endpoints: Endpoints,
+    stored: Option<Stored>,
+    shards: Box<dyn Shards>,
+    stop: watch::Receiver<bool>,
+) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(16);
+    let latest = Arc::new(Mutex::new(None));
+    let handle = Handle {
+        commands: tx,
+        latest: latest.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("failover".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            runtime.block_on(run(params, endpoints, stored, shards, rx, latest, stop));
+        })?;
+    Ok((handle, thread))
+}
+
+struct Driver {
+    machine: Machine,
+    shards: Box<dyn Shards>,
+    changes: Vec<Lease>,
+    latest: Arc<Mutex<Option<Status>>>,
+}
+
+async fn run(
+    params: Params,
+    endpoints: Endpoints,
+    stored: Option<Stored>,
+    shards: Box<dyn Shards>,
+    mut commands: mpsc::Receiver<Command>,
+    latest: Arc<Mutex<Option<Status>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let primary = params.role == super::Role::Primary;
+    let name = params.name.clone();
+    let mut d = Driver {
+        machine: Machine::new(params, stored, unix_now()),
+        shards,
+        changes: Vec::new(),
+        latest,
+    };
+    d.settle::<tokio::net::TcpStream>(None).await;
+    let listener = if primary {
+        None
+    } else {
+        match TcpListener::bind(SocketAddr::V4(endpoints.local)).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(
+                    "failover peer {name}: cannot listen on {}: {e}",
+                    endpoints.local
+                );
+                None
+            }
+        }
+    };
+    loop {
+        // Wait for a connection, serving commands and timers meanwhile.
+        let stream = tokio::select! {
+            _ = stop.changed() => return,
+            s = next_connection(primary, &endpoints, listener.as_ref(), &name) => s,
+            () = d.idle(&mut commands) => continue,
+        };
+        if *stop.borrow() {
+            return;
+        }
+        d.machine.link_up(unix_now());
+        let done = d.serve(stream, &mut commands, &mut stop).await;
+        d.machine.link_down(unix_now());
+        d.settle::<tokio::net::TcpStream>(None).await;
+        if done {
+            return;
+        }
+    }
+}
+
+/// The next connection: the primary dials its partner (after a pause between tries), the
+/// secondary accepts one from the partner's address.
+async fn next_connection(
+    primary: bool,
+    endpoints: &Endpoints,
+    listener: Option<&TcpListener>,
+    name: &str,
+) -> tokio::net::TcpStream {
+    loop {
+        if primary {
+            let socket = TcpSocket::new_v4();
+            let attempt = async {
+                let socket = socket?;
+                // Binding to our address makes the partner see the one it expects.
+                socket.bind(SocketAddr::V4(SocketAddrV4::new(*endpoints.local.ip(), 0)))?;
+                socket.connect(SocketAddr::V4(endpoints.peer)).await
+            };
+            match tokio::time::timeout(RECONNECT, attempt).await {
+                Ok(Ok(s)) => {
+                    info!("failover peer {name}: connected to {}", endpoints.peer);
+                    let _ = s.set_nodelay(true);
+                    return s;
+                }
+                Ok(Err(e)) => info!("failover peer {name}: {}: {e}", endpoints.peer),
+                Err(_) => info!("failover peer {name}: {}: timed out", endpoints.peer),
+            }
+            tokio::time::sleep(RECONNECT).await;
+        } else {
+            let Some(l) = listener else {
+                std::future::pending::<()>().await;
+                unreachable!("pending never completes");
+            };
+            match l.accept().await {
+                Ok((s, from)) if from.ip() == std::net::IpAddr::V4(*endpoints.peer.ip()) => {
+                    info!("failover peer {name}: connection from {from}");
+                    let _ = s.set_nodelay(true);
+                    return s;
+                }
+                Ok((_, from)) => {
+                    warn!("failover: connection from {from}, not the partner; closed")
+                }
+                Err(e) => {
+                    warn!("failover peer {name}: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Between connections: keep timers, lease changes and commands going.
+    async fn idle(&mut self, commands: &mut mpsc::Receiver<Command>) {
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            Some(c) = commands.recv() => self.command(c),
+        }
+        self.machine.tick(unix_now());
+        self.collect_changes();
+        self.settle::<tokio::net::TcpStream>(None).await;
+    }
+
+    /// Runs one connection until it closes; true when the link must stop for good.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut stream: S,
+        commands: &mut mpsc::Receiver<Command>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut inbox: Vec<u8> = Vec::with_capacity(4096);
+        let mut buf = vec![0u8; 16 * 1024];
+        if !self.settle(Some(&mut stream)).await {
+            return false;
+        }
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return true,
+                Some(c) = commands.recv() => self.command(c),
+                () = tokio::time::sleep(POLL) => {}
+                r = stream.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => {
+                        inbox.extend_from_slice(&buf[..n]);
+                        if !self.take_frames(&mut inbox) {
+                            return false;
+                        }
+                    }
+                },
+            }
+            self.machine.tick(unix_now());
+            self.collect_changes();
+            if !self.settle(Some(&mut stream)).await {
+                return false;
+            }
+        }
+    }
+
+    /// Hands every complete message in `inbox` to the machine; false on a broken stream.
+    fn take_frames(&mut self, inbox: &mut Vec<u8>) -> bool {
+        let mut used = 0;
+        loop {
+            match wire::frame_len(&inbox[used..]) {
+                Ok(Some(len)) if inbox.len() - used >= len => {
+                    match Envelope::decode(&inbox[used..used + len]) {
+                        Ok(env) => self.machine.receive(env, unix_now()),
+                        Err(e) => warn!("failover: malformed message dropped: {e}"),
+                    }
+                    used += len;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    warn!("failover: broken message stream: {e}");
+                    return false;
+                }
+            }
+        }
+        inbox.drain(..used);
+        true
+    }
+
+    fn collect_changes(&mut self) {
+        self.shards.changes(&mut self.changes);
+        let now = unix_now();
+        for lease in self.changes.drain(..) {
+            self.machine.lease_changed(lease, now);
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = unix_now();
+        match c {
+            Command::Status(reply) => {
+                let _ = reply.send(self.machine.status());
+            }
+            Command::PartnerDown(reply) => {
+                let _ = reply.send(self.machine.partner_down(now));
+            }
+            Command::Resync(reply) => {
+                let _ = reply.send(self.machine.resync(now));
+            }
+        }
+    }
+
+    /// Carries out everything the machine asked; false once the link must close.
+    async fn settle<S: AsyncWrite + Unpin>(&mut self, mut stream: Option<&mut S>) -> bool {
+        let mut open = true;
+        let mut out = Vec::new();
+        while let Some(o) = self.machine.poll() {
+            let now = unix_now();
+            match o {
+                Output::Send(env) => {
+                    if open {
+                        env.encode(&mut out);
+                    }
+                }
+                Output::Close(why) => {
+                    info!("failover: closing the link: {why}");
+                    open = false;
+                }
+                Output::Record(s) => {
+                    if let Err(e) = self.shards.record(&s) {
+                        warn!("failover: cannot journal the failover state: {e}");
+                    }
+                }
+                Output::View(v) => self.shards.view(v),
+                Output::Apply {
+                    xid,
+                    lease,
+                    conflict,
+                } => {
+                    let r = self.shards.apply(&lease, conflict);
+                    self.machine.applied(xid, r, now);
+                }
+                Output::Acked(lease) => self.shards.acked(&lease),
+                Output::Collect { all } => {
+                    let leases = self.shards.collect(all);
+                    self.machine.collected(leases, now);
+                }
+                Output::Balance { reply } => {
+                    let moved = self.shards.balance();
+                    if let Some(xid) = reply {
+                        self.machine.balanced(xid, moved, now);
+                    }
+                }
+            }
+        }
+        *self.latest.lock() = Some(self.machine.status());
+        if let Some(s) = stream.as_mut() {
+            if !out.is_empty() && s.write_all(&out).await.is_err() {
+                return false;
+            }
+        }
+        open
+    }
+}
+
+/// The address a primary binds its outgoing connection to, and where a secondary
+/// listens.
+pub fn endpoints(local: Ipv4Addr, port: u16, peer: Ipv4Addr, peer_port: u16) -> Endpoints {
+    Endpoints {
+        local: SocketAddrV4::new(local, port),
+        peer: SocketAddrV4::new(peer, peer_port),
+    }
+}
