@@ -122,8 +122,12 @@ pub struct Slot {
     pub addr: Ipv4Addr,
     pub subnet: u16,
     pub state: LeaseState,
-    /// Reserved in the configuration for one host: never on a free list.
+    /// Reserved for one host (in the configuration file or at run time): never on a
+    /// free list.
     pub reserved: bool,
+    /// Inside a pool: when not reserved, it goes on the free list once available. An
+    /// address outside every pool has a slot only because it is or was reserved.
+    pub pooled: bool,
     /// The client that holds it, or held it last (kept for address affinity).
     pub client: Option<ClientKey>,
     /// Hardware type (1: Ethernet) and address of the client.
@@ -155,6 +159,9 @@ impl Shard {
         u32::from(addr) % u32::from(self.count.max(1)) == u32::from(self.index)
     }
 }
+
+/// Slots kept in reserve for addresses outside the pools reserved at run time.
+const SPARE_SLOTS: usize = 1024;
 
 /// Below this many free addresses a shard asks the others for more, or below a quarter of
 /// its first share for small pools, so a DISCOVER rarely finds its shard dry.
@@ -219,10 +226,10 @@ impl LeaseTable {
     /// the rest foreign, and sizes the client index for every slot bound at once. `now`
     /// starts the expiry wheel.
     pub fn new(subnets: &[SubnetSlots<'_>], shard: Shard, now: u64) -> Self {
-        let mut ranges: Vec<(u32, u32, u16)> = Vec::new();
+        let mut ranges: Vec<(u32, u32, u16, bool)> = Vec::new();
         for (i, s) in subnets.iter().enumerate() {
             for &(a, b) in s.pools {
-                ranges.push((a.into(), b.into(), i as u16));
+                ranges.push((a.into(), b.into(), i as u16, true));
             }
             for &r in s.reserved {
                 let r = u32::from(r);
@@ -231,15 +238,17 @@ impl LeaseTable {
                     .iter()
                     .any(|&(a, b)| (u32::from(a)..=u32::from(b)).contains(&r))
                 {
-                    ranges.push((r, r, i as u16));
+                    ranges.push((r, r, i as u16, false));
                 }
             }
         }
         ranges.sort_unstable();
         let total: usize = ranges.iter().map(|r| (r.1 - r.0) as usize + 1).sum();
-        let mut slots = Vec::with_capacity(total);
+        // Room for addresses outside the pools reserved at run time, so the first few
+        // thousand of those do not copy a table of millions of slots.
+        let mut slots = Vec::with_capacity(total + SPARE_SLOTS);
         let mut spans = Vec::with_capacity(ranges.len());
-        for &(first, last, subnet) in &ranges {
+        for &(first, last, subnet, pooled) in &ranges {
             spans.push(Span {
                 first,
                 last,
@@ -250,6 +259,7 @@ impl LeaseTable {
                 subnet,
                 state: LeaseState::Free,
                 reserved: false,
+                pooled,
                 client: None,
                 htype: 0,
                 hw: [0; 16],
@@ -349,6 +359,86 @@ impl LeaseTable {
             }
         }
         n
+    }
+
+    /// Reserves `addr` (of `subnet`) for one host, as a reservation in the file does at
+    /// start: the address gets a slot if it is outside the pools, leaves the free list,
+    /// and a foreign slot becomes this table's too, since the host may be steered to any
+    /// shard. A lease on it stays as it is. Returns the slot.
+    pub fn reserve(&mut self, addr: Ipv4Addr, subnet: u16) -> SlotId {
+        let id = match self.slot_of(addr) {
+            Some(id) => id,
+            None => self.add_slot(addr, subnet),
+        };
+        let s = &mut self.slots[id as usize];
+        s.reserved = true;
+        let (state, expires) = (s.state, s.expires);
+        if state == LeaseState::Foreign {
+            self.set_state(id, LeaseState::Free, 0);
+        } else if state.available() {
+            // Off the free list (reserved slots are never on it).
+            self.set_state(id, state, expires);
+        }
+        id
+    }
+
+    /// Ends the reservation of slot `id`. The table keeps the address when it knows a
+    /// client for it or holds it in quarantine, or when it is the only table (`sole`);
+    /// otherwise an address of a pool becomes foreign, for whichever shard keeps it (or,
+    /// when none does, the one the caller hands it to with `adopt`), and one outside the
+    /// pools stays off every list, never given out. Returns whether this table kept it.
+    pub fn unreserve(&mut self, id: SlotId, sole: bool) -> bool {
+        let s = &mut self.slots[id as usize];
+        if !s.reserved {
+            return s.state != LeaseState::Foreign;
+        }
+        s.reserved = false;
+        let (state, expires, pooled) = (s.state, s.expires, s.pooled);
+        let keep = sole || s.client.is_some() || state == LeaseState::Declined;
+        if keep {
+            if state.available() {
+                // Onto the free list now that it may be given to anyone.
+                self.set_state(id, state, expires);
+            }
+            true
+        } else {
+            if pooled {
+                self.make_foreign(id);
+            }
+            false
+        }
+    }
+
+    /// A slot for an address outside the pools, reserved at run time.
+    fn add_slot(&mut self, addr: Ipv4Addr, subnet: u16) -> SlotId {
+        let a = u32::from(addr);
+        let id = self.slots.len() as SlotId;
+        self.slots.push(Slot {
+            addr,
+            subnet,
+            state: LeaseState::Free,
+            reserved: false,
+            pooled: false,
+            client: None,
+            htype: 0,
+            hw: [0; 16],
+            hlen: 0,
+            expires: 0,
+            cltt: 0,
+            prev: NIL,
+            next: NIL,
+            list: ListId::None,
+        });
+        let at = self.spans.partition_point(|s| s.last < a);
+        self.spans.insert(
+            at,
+            Span {
+                first: a,
+                last: a,
+                base: id,
+            },
+        );
+        id
     }
 
     pub fn len(&self) -> usize {
@@ -473,7 +563,8 @@ impl LeaseTable {
     }
 
     /// Moves a slot to `state`: held and quarantined slots go on the expiry wheel, available
-    /// ones to the back of their subnet's free list, reserved ones stay off every list.
+    /// ones to the back of their subnet's free list, reserved ones and those outside the
+    /// pools stay off every list.
     pub fn set_state(&mut self, id: SlotId, state: LeaseState, expires: u64) {
         self.unlink(id);
         let s = &mut self.slots[id as usize];
@@ -484,7 +575,7 @@ impl LeaseTable {
             return;
         }
         if state.available() {
-            if !s.reserved {
+            if !s.reserved && s.pooled {
                 self.push_back(ListId::Free(subnet), id);
             }
         } else {
@@ -626,7 +717,7 @@ impl LeaseTable {
                     !seen[id as usize] && s.client.is_none(),
                     "foreign slot {id} in use"
                 );
-            } else if !s.reserved || !s.state.available() {
+            } else if (!s.reserved && s.pooled) || !s.state.available() {
                 assert!(seen[id as usize], "slot {id} ({:?}) on no list", s.state);
             }
             if let Some(k) = &s.client {
@@ -812,6 +903,73 @@ mod tests {
         assert_eq!(a.adopt(&lent), 0, "adopting twice is harmless");
         a.check();
         b.check();
+    }
+
+    #[test]
+    fn reserving_takes_an_address_off_the_free_list_in_every_shard() {
+        let mut a = shard_table(0, 2, 15);
+        let mut b = shard_table(1, 2, 15);
+        let addr = Ipv4Addr::new(198, 51, 100, 4); // shard 0's
+        let free = (a.free_count(0), b.free_count(0));
+        let (ia, ib) = (a.reserve(addr, 0), b.reserve(addr, 0));
+        for (t, id) in [(&a, ia), (&b, ib)] {
+            let s = t.slot(id);
+            assert!(s.reserved && s.pooled);
+            assert_eq!(s.state, LeaseState::Free, "usable by the host in any shard");
+        }
+        assert_eq!((a.free_count(0), b.free_count(0)), (free.0 - 1, free.1));
+        a.check();
+        b.check();
+        // Nobody held it: it goes back to nobody, then the caller hands it to one shard.
+        assert!(!a.unreserve(ia, false));
+        assert!(!b.unreserve(ib, false));
+        assert_eq!(a.slot(ia).state, LeaseState::Foreign);
+        assert_eq!(b.slot(ib).state, LeaseState::Foreign);
+        assert_eq!(a.adopt(&[addr]), 1);
+        assert_eq!(a.free_count(0), free.0);
+        a.check();
+        b.check();
+    }
+
+    #[test]
+    fn the_shard_that_holds_a_reserved_address_keeps_it() {
+        let mut a = shard_table(0, 2, 15);
+        let mut b = shard_table(1, 2, 15);
+        let addr = Ipv4Addr::new(198, 51, 100, 4);
+        let (ia, ib) = (a.reserve(addr, 0), b.reserve(addr, 0));
+        b.bind(ib, client(b"\x01h"), 1, &[1; 6], LeaseState::Active, 5000);
+        assert!(!a.unreserve(ia, false));
+        assert!(b.unreserve(ib, false));
+        assert_eq!(b.slot(ib).state, LeaseState::Active);
+        b.expire(5000);
+        assert_eq!(b.slot(ib).state, LeaseState::Expired);
+        assert_eq!(b.free_count(0), 9, "its 8 and the expired one");
+        a.check();
+        b.check();
+    }
+
+    #[test]
+    fn an_address_outside_the_pools_gets_a_slot_of_its_own() {
+        let mut t = table();
+        let outside = Ipv4Addr::new(192, 0, 2, 50);
+        assert_eq!(t.slot_of(outside), None);
+        let id = t.reserve(outside, 0);
+        assert_eq!(t.slot_of(outside), Some(id));
+        assert!(!t.slot(id).pooled);
+        assert_eq!(
+            t.slot_of([192, 0, 2, 99].into()).map(|i| t.slot(i).addr),
+            Some([192, 0, 2, 99].into())
+        );
+        t.check();
+        t.bind(id, client(b"\x01o"), 1, &[1; 6], LeaseState::Active, 2000);
+        assert!(t.unreserve(id, true));
+        t.expire(2000);
+        assert_eq!(t.slot(id).state, LeaseState::Expired);
+        assert_eq!(t.free_count(0), 3, "never on a free list");
+        t.check();
+        // Reserved again: the same slot.
+        assert_eq!(t.reserve(outside, 0), id);
+        t.check();
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod leases;
 mod persist;
 mod reply;
+mod reserve;
 mod stats;
 
 use std::net::Ipv4Addr;
@@ -93,8 +94,15 @@ pub struct Engine {
     links: Vec<Vec<u16>>,
     /// Subnets sorted by network address for giaddr and ciaddr lookup.
     by_net: Vec<(u32, u32, u16)>,
-    res_by_hw: hashbrown::HashMap<[u8; 6], Vec<(u16, u32)>>,
-    res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<(u16, u32)>>,
+    /// Reservations by hardware address and by client identifier: the file's, then the
+    /// run-time ones.
+    res_by_hw: hashbrown::HashMap<[u8; 6], Vec<ResId>>,
+    res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<ResId>>,
+    /// Reservations made while running (control socket, journal replay), by a stable
+    /// index (`RUNTIME | i` in a `ResId`); `None` is a freed entry, reused next.
+    runtime: Vec<Option<(u16, Reservation)>>,
+    runtime_free: Vec<u32>,
+    runtime_at: hashbrown::HashMap<Ipv4Addr, u32>,
     leases: LeaseTable,
     stats: Stats,
     shard: Shard,
@@ -112,8 +120,11 @@ pub struct Terms {
     pub rebind: u32,
 }
 
-/// A reservation: its subnet and its index there.
+/// A reservation: its subnet and its index there, or `RUNTIME | i` for run-time entry `i`.
 type ResId = (u16, u32);
+
+/// Marks a `ResId` index as one of the run-time reservations.
+const RUNTIME: u32 = 1 << 31;
 
 /// The subnets a message may be served from, named without borrowing the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,25 +175,12 @@ impl Engine {
         let leases = LeaseTable::new(&slots, shard, now);
         let mut links = vec![Vec::new(); config.interfaces.len()];
         let mut by_net = Vec::new();
-        let mut res_by_hw: hashbrown::HashMap<_, Vec<_>> = Default::default();
-        let mut res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<_>> = Default::default();
         for (i, s) in config.subnets.iter().enumerate() {
             let i = i as u16;
             if let Some(l) = s.interface {
                 links[l as usize].push(i);
             }
             by_net.push((u32::from(s.net.network()), u32::from(s.net.broadcast()), i));
-            for (k, r) in s.reservations.iter().enumerate() {
-                if let Some(hw) = r.hw_address {
-                    res_by_hw.entry(hw).or_default().push((i, k as u32));
-                }
-                if let Some(id) = &r.client_id {
-                    res_by_id
-                        .entry(id.clone().into_boxed_slice())
-                        .or_default()
-                        .push((i, k as u32));
-                }
-            }
         }
         by_net.sort_unstable();
         let subnets = config
@@ -194,20 +192,25 @@ impl Engine {
             })
             .collect();
         let ids = (0..config.subnets.len() as u16).collect();
-        Ok(Self {
+        let mut engine = Self {
             config,
             subnets,
             ids,
             links,
             by_net,
-            res_by_hw,
-            res_by_id,
+            res_by_hw: Default::default(),
+            res_by_id: Default::default(),
+            runtime: Vec::new(),
+            runtime_free: Vec::new(),
+            runtime_at: Default::default(),
             leases,
             stats: Stats::default(),
             shard,
             stamp: 0,
             change: None,
-        })
+        };
+        engine.index_reservations();
+        Ok(engine)
     }
 
     pub fn config(&self) -> &Config {
@@ -361,7 +364,14 @@ impl Engine {
     }
 
     fn res(&self, (subnet, k): ResId) -> &Reservation {
-        &self.config.subnets[subnet as usize].reservations[k as usize]
+        if k & RUNTIME != 0 {
+            let entry = self.runtime[(k & !RUNTIME) as usize].as_ref();
+            &entry
+                .expect("the indexes hold live run-time reservations only")
+                .1
+        } else {
+            &self.config.subnets[subnet as usize].reservations[k as usize]
+        }
     }
 
     /// The reservation found for the message, if it belongs to `subnet`.
@@ -447,6 +457,7 @@ impl Engine {
         let usable = |id: SlotId| {
             let s = self.leases.slot(id);
             (s.state.available() || (s.state.held() && self.leases.is_client(id, client)))
+                && (s.pooled || s.reserved)
                 && !self.reserved_for_other(id, res)
         };
         if let Some(r) = res.map(|r| self.res(r)) {
@@ -574,6 +585,10 @@ impl Engine {
         let s = self.leases.slot(slot);
         if self.reserved_for_other(slot, res) {
             return Verdict::Nak("address reserved for another client");
+        }
+        if !s.pooled && !s.reserved {
+            // A reservation outside the pools ended: the address is no longer ours to give.
+            return unknown(Drop::NotInPool, "address not in any pool");
         }
         let mine = self.leases.is_client(slot, client);
         match s.state {

@@ -957,3 +957,151 @@ fn acks_releases_and_declines_replay_into_any_shard_count() {
         }
     }
 }
+
+fn host(mac: u8, addr: &str) -> Reservation {
+    Reservation {
+        hw_address: Some([2, 0, 0, 0, 0, mac]),
+        address: Some(ip(addr)),
+        host_name: Some(format!("host-{mac}")),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_runtime_reservation_is_offered_to_its_host_only() {
+    let mut lab = Lab::new(config());
+    lab.engine
+        .add_reservation(host(9, "192.0.2.12"), lab.now)
+        .unwrap();
+    lab.engine.leases.check();
+    let o = lab.reply(&discover(9));
+    assert_eq!(o.yiaddr, ip("192.0.2.12"));
+    assert_eq!(o.opt(code::HOST_NAME), Some(&b"host-9"[..]));
+    // Others never get it, not even when they ask for it.
+    for mac in 1..=8 {
+        let o = lab.reply(&discover(mac).requested(ip("192.0.2.12")));
+        assert_ne!(o.yiaddr, ip("192.0.2.12"), "client {mac}");
+    }
+    let n = lab.reply(&request(1).requested(ip("192.0.2.12")));
+    assert_eq!(n.kind, MessageType::Nak);
+    // Outside the pools too: the address gets a slot of its own.
+    lab.engine
+        .add_reservation(host(20, "192.0.2.77"), lab.now)
+        .unwrap();
+    assert_eq!(lab.dora(&discover(20)), ip("192.0.2.77"));
+}
+
+#[test]
+fn a_runtime_reservation_is_refused_when_another_client_holds_the_address() {
+    let mut lab = Lab::new(config());
+    let held = lab.dora(&discover(1));
+    let e = lab
+        .engine
+        .add_reservation(host(9, &held.to_string()), lab.now)
+        .unwrap_err();
+    assert!(
+        e.contains("leased to 02:00:00:00:00:01 for another 600 s"),
+        "{e}"
+    );
+    // Its own holder may have it reserved; the lease stays.
+    lab.engine
+        .add_reservation(host(1, &held.to_string()), lab.now)
+        .unwrap();
+    assert_eq!(lab.dora(&discover(1)), held);
+    let e = lab
+        .engine
+        .add_reservation(host(2, &held.to_string()), lab.now)
+        .unwrap_err();
+    assert!(e.contains("already reserved"), "{e}");
+    let e = lab
+        .engine
+        .add_reservation(host(2, "203.0.113.5"), lab.now)
+        .unwrap_err();
+    assert!(e.contains("no configured subnet"), "{e}");
+}
+
+#[test]
+fn removing_a_runtime_reservation_frees_the_address() {
+    let mut lab = Lab::new(config());
+    lab.engine
+        .add_reservation(host(9, "192.0.2.12"), lab.now)
+        .unwrap();
+    assert_eq!(lab.engine.remove_reservation(ip("192.0.2.12")), Some(true));
+    assert_eq!(lab.engine.remove_reservation(ip("192.0.2.12")), None);
+    lab.engine.leases.check();
+    // Anyone may have it now.
+    let o = lab.reply(&discover(3).requested(ip("192.0.2.12")));
+    assert_eq!(o.yiaddr, ip("192.0.2.12"));
+    // Outside the pools, the host keeps its lease until it renews, then moves.
+    lab.engine
+        .add_reservation(host(20, "192.0.2.77"), lab.now)
+        .unwrap();
+    assert_eq!(lab.dora(&discover(20)), ip("192.0.2.77"));
+    assert_eq!(lab.engine.remove_reservation(ip("192.0.2.77")), Some(true));
+    lab.engine.leases.check();
+    let n = lab.reply(&request(20).ciaddr(ip("192.0.2.77")));
+    assert_eq!(n.kind, MessageType::Nak, "not in any pool any more");
+    let o = lab.reply(&discover(20));
+    assert!(config().subnets[0].pools[0].contains(o.yiaddr), "{o:?}");
+    let o = lab.reply(&discover(21).requested(ip("192.0.2.77")));
+    assert_ne!(o.yiaddr, ip("192.0.2.77"), "never handed out dynamically");
+}
+
+#[test]
+fn reservations_move_between_shards_with_their_host() {
+    let count = 2;
+    let mut shards: Vec<Engine> = (0..count)
+        .map(|index| Engine::new_shard(config(), Shard { index, count }, T0).unwrap())
+        .collect();
+    let addr = ip("192.0.2.12");
+    for e in &mut shards {
+        e.add_reservation(host(9, "192.0.2.12"), T0).unwrap();
+        e.leases.check();
+        let s = e.leases.slot(e.leases.slot_of(addr).unwrap());
+        assert!(s.reserved && s.state == LeaseState::Free);
+    }
+    // Nobody held it: every shard lets it go, then its first owner adopts it.
+    let kept: Vec<bool> = shards
+        .iter_mut()
+        .map(|e| e.remove_reservation(addr).unwrap())
+        .collect();
+    assert_eq!(kept, [false, false]);
+    let owner = (u32::from(addr) % 2) as usize;
+    assert_eq!(shards[owner].leases_mut().adopt(&[addr]), 1);
+    let free_in = shards
+        .iter()
+        .filter(|e| e.leases.slot(e.leases.slot_of(addr).unwrap()).state == LeaseState::Free)
+        .count();
+    assert_eq!(free_in, 1);
+    for e in &shards {
+        e.leases.check();
+    }
+}
+
+#[test]
+fn a_reload_swaps_the_files_reservations_and_lease_times() {
+    let mut lab = Lab::new(config());
+    let printer = ip("192.0.2.5");
+    let mut printer_msg = discover(0);
+    printer_msg.mac = [2, 0, 0, 0, 0xee, 1];
+    assert_eq!(lab.reply(&printer_msg).yiaddr, printer);
+    let mut new = config();
+    new.subnets[0].lease.default = 900;
+    new.subnets[0].reservations.remove(0); // the printer's, outside the pool
+    new.subnets[0].reservations[0].address = Some(ip("192.0.2.16")); // was .15
+    new.subnets[0].reservations.push(host(9, "192.0.2.17"));
+    let kept = lab.engine.reconfigure(new);
+    lab.engine.leases.check();
+    assert_eq!(
+        kept,
+        [printer, ip("192.0.2.15")],
+        "one shard keeps everything"
+    );
+    assert_eq!(lab.reply(&discover(4)).lease_time(), 900);
+    assert_eq!(lab.reply(&discover(9)).yiaddr, ip("192.0.2.17"));
+    let o = lab.reply(&discover(7).opt(code::CLIENT_ID, b"\x00fixed"));
+    assert_eq!(o.yiaddr, ip("192.0.2.16"));
+    let o = lab.reply(&discover(5).requested(ip("192.0.2.15")));
+    assert_eq!(o.yiaddr, ip("192.0.2.15"), "no longer reserved");
+    assert_ne!(lab.reply(&printer_msg).yiaddr, printer);
+}

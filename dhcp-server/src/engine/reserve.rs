@@ -1,0 +1,234 @@
+//! Reservations that change while the server runs: added and removed through the control
+//! socket (and replayed from the journal at start), and the file's replaced by a reload.
+//!
+//! Every shard's engine applies the same change to its own table. A reserved address is
+//! in every shard's table, as the file's are from the start, because the host may be
+//! steered to any shard: a reservation by MAC cannot tell which identifier the host will
+//! send, and the steering hashes that. When a reservation ends, the shard that knows a
+//! client for the address keeps it and the others let it go; an address of a pool that
+//! nobody kept is then handed to one shard by the caller (`LeaseTable::adopt`).
+
+use std::net::Ipv4Addr;
+
+use super::{Engine, KeyKind, LeaseState, Reservation, Slot, RUNTIME};
+use crate::config::Config;
+
+impl Engine {
+    /// Rebuilds the lookups by hardware address and client identifier: the file's
+    /// reservations first, then the run-time ones.
+    pub(super) fn index_reservations(&mut self) {
+        self.res_by_hw.clear();
+        self.res_by_id.clear();
+        let file = self.config.subnets.iter().enumerate().flat_map(|(i, s)| {
+            s.reservations
+                .iter()
+                .enumerate()
+                .map(move |(k, r)| ((i as u16, k as u32), r))
+        });
+        let runtime = self
+            .runtime
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| e.as_ref().map(|(s, r)| ((*s, RUNTIME | k as u32), r)));
+        for (id, r) in file.chain(runtime) {
+            if let Some(hw) = r.hw_address {
+                self.res_by_hw.entry(hw).or_default().push(id);
+            }
+            if let Some(cid) = &r.client_id {
+                self.res_by_id
+                    .entry(cid.clone().into_boxed_slice())
+                    .or_default()
+                    .push(id);
+            }
+        }
+    }
+
+    /// Adds a run-time reservation of `r.address` for the host `r` names. Refused, with
+    /// the reason, when the address is in no configured subnet or already reserved at
+    /// run time, or when this shard has it offered or leased to another client (`now`
+    /// says for how long). A lease the host itself holds on it stays.
+    pub fn add_reservation(&mut self, r: Reservation, now: u64) -> Result<(), String> {
+        let addr = r.address.ok_or("a run-time reservation needs an address")?;
+        let subnet = self
+            .subnet_of(addr)
+            .ok_or_else(|| format!("{addr} is in no configured subnet"))?;
+        if self.runtime_at.contains_key(&addr) {
+            return Err(format!("{addr} is already reserved"));
+        }
+        if let Some(id) = self.leases.slot_of(addr) {
+            let s = self.leases.slot(id);
+            if s.state.held() && !same_host(s, &r) {
+                return Err(held_by_other(s, now));
+            }
+        }
+        self.insert_runtime(subnet, r);
+        self.leases.reserve(addr, subnet);
+        Ok(())
+    }
+
+    /// Adds a run-time reservation replayed from the journal, before the leases are: the
+    /// caller checked it against the configuration.
+    pub fn restore_reservation(&mut self, r: Reservation) {
+        let Some(addr) = r.address else { return };
+        let Some(subnet) = self.subnet_of(addr) else {
+            return;
+        };
+        if self.runtime_at.contains_key(&addr) {
+            return;
+        }
+        self.insert_runtime(subnet, r);
+        self.leases.reserve(addr, subnet);
+    }
+
+    fn insert_runtime(&mut self, subnet: u16, r: Reservation) {
+        let Some(addr) = r.address else { return };
+        let k = match self.runtime_free.pop() {
+            Some(k) => {
+                self.runtime[k as usize] = Some((subnet, r));
+                k
+            }
+            None => {
+                self.runtime.push(Some((subnet, r)));
+                self.runtime.len() as u32 - 1
+            }
+        };
+        self.runtime_at.insert(addr, k);
+        let (_, r) = self.runtime[k as usize].as_ref().expect("just stored");
+        let id = (subnet, RUNTIME | k);
+        if let Some(hw) = r.hw_address {
+            self.res_by_hw.entry(hw).or_default().push(id);
+        }
+        if let Some(cid) = &r.client_id {
+            self.res_by_id
+                .entry(cid.clone().into_boxed_slice())
+                .or_default()
+                .push(id);
+        }
+    }
+
+    /// Ends the run-time reservation of `addr`: `None` when there is none. Otherwise
+    /// whether this shard kept the address (it knows a client for it, or it is the only
+    /// shard); see `LeaseTable::unreserve`. A client holding it keeps its lease; outside
+    /// the pools it is refused at its next renewal.
+    pub fn remove_reservation(&mut self, addr: Ipv4Addr) -> Option<bool> {
+        let k = self.runtime_at.remove(&addr)?;
+        let (subnet, r) = self.runtime[k as usize].take()?;
+        self.runtime_free.push(k);
+        let id = (subnet, RUNTIME | k);
+        if let Some(hw) = r.hw_address {
+            if let Some(v) = self.res_by_hw.get_mut(&hw) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    self.res_by_hw.remove(&hw);
+                }
+            }
+        }
+        if let Some(cid) = &r.client_id {
+            if let Some(v) = self.res_by_id.get_mut(cid.as_slice()) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    self.res_by_id.remove(cid.as_slice());
+                }
+            }
+        }
+        let slot = self.leases.slot_of(addr)?;
+        if file_addresses(&self.config).any(|(a, _)| a == addr) {
+            return Some(true);
+        }
+        Some(self.leases.unreserve(slot, self.shard.count <= 1))
+    }
+
+    /// The run-time reservations this engine applies, in no particular order.
+    pub fn runtime_reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.runtime.iter().flatten().map(|(_, r)| r)
+    }
+
+    /// Takes the configuration a reload made: the same interfaces, subnets and pools
+    /// (the caller checked; those need a restart), anything else may differ. Addresses
+    /// the file now reserves are reserved here; of those it no longer reserves, returns
+    /// the ones this shard kept (see `LeaseTable::unreserve`).
+    pub fn reconfigure(&mut self, new: Config) -> Vec<Ipv4Addr> {
+        debug_assert_eq!(self.config.interfaces, new.interfaces);
+        debug_assert!(self
+            .config
+            .subnets
+            .iter()
+            .zip(&new.subnets)
+            .all(|(a, b)| a.net == b.net && a.pools == b.pools && a.interface == b.interface));
+        let old: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&self.config).collect();
+        let now: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&new).collect();
+        self.config = new;
+        self.index_reservations();
+        let mut added: Vec<(Ipv4Addr, u16)> = now
+            .iter()
+            .filter(|(a, _)| !old.contains_key(*a) && !self.runtime_at.contains_key(*a))
+            .map(|(a, s)| (*a, *s))
+            .collect();
+        added.sort_unstable();
+        for (a, subnet) in added {
+            self.leases.reserve(a, subnet);
+        }
+        let mut gone: Vec<Ipv4Addr> = old
+            .keys()
+            .filter(|a| !now.contains_key(*a) && !self.runtime_at.contains_key(*a))
+            .copied()
+            .collect();
+        gone.sort_unstable();
+        let sole = self.shard.count <= 1;
+        gone.into_iter()
+            .filter(|&a| {
+                self.leases
+                    .slot_of(a)
+                    .is_some_and(|id| self.leases.unreserve(id, sole))
+            })
+            .collect()
+    }
+}
+
+/// The addresses the file's reservations fix, with their subnet.
+pub(crate) fn file_addresses(config: &Config) -> impl Iterator<Item = (Ipv4Addr, u16)> + '_ {
+    config.subnets.iter().enumerate().flat_map(|(i, s)| {
+        s.reservations
+            .iter()
+            .filter_map(move |r| Some((r.address?, i as u16)))
+    })
+}
+
+/// Whether the client a slot belongs to is the host a reservation names: by its
+/// hardware address, or by the client identifier it sends.
+fn same_host(s: &Slot, r: &Reservation) -> bool {
+    let by_hw = r
+        .hw_address
+        .is_some_and(|hw| s.hlen == 6 && s.hw[..6] == hw);
+    let by_id = r.client_id.as_deref().is_some_and(|id| {
+        s.client.as_ref().is_some_and(|k| {
+            let k = k.as_ref();
+            k.kind == KeyKind::ClientId && k.bytes == id
+        })
+    });
+    by_hw || by_id
+}
+
+/// "192.0.2.50 is leased to 02:00:00:00:00:09 for another 3540 s".
+fn held_by_other(s: &Slot, now: u64) -> String {
+    let how = if s.state == LeaseState::Offered {
+        "offered"
+    } else {
+        "leased"
+    };
+    let mut who = if s.hlen == 6 {
+        super::Hw(&s.hw[..6]).to_string()
+    } else {
+        "another client".to_owned()
+    };
+    if let Some(k) = s.client.as_ref().map(|k| k.as_ref()) {
+        if k.kind == KeyKind::ClientId {
+            who.push_str(&format!(" (client id {})", super::Hw(k.bytes)));
+        }
+    }
+    format!(
+        "{} is {how} to {who} for another {} s",
+        s.addr,
+        s.expires.saturating_sub(now)
+    )
+}
