@@ -62,6 +62,7 @@ const TOP_KEYS: &[&str] = &[
     "control-uids",
     "control-gids",
     "metrics-listen",
+    "log-level",
     "subnet",
 ];
 
@@ -439,6 +440,11 @@ impl Walker {
                 s.parse().map_err(|_| format!("'{s}' is not ADDRESS:PORT"))
             })
         });
+        let log_level = root.get("log-level").and_then(|v| {
+            self.parsed("log-level", v, |s| {
+                super::log_filter(s).map(|_| s.to_owned())
+            })
+        });
         let interfaces = self.interfaces(root);
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
@@ -483,6 +489,7 @@ impl Walker {
             control_uids,
             control_gids,
             metrics_listen,
+            log_level,
         });
         Walked { config, dirty }
     }
@@ -927,6 +934,35 @@ fn key_near(text: &str, line: usize) -> String {
     lines.into_iter().rev().find_map(key_of).unwrap_or_default()
 }
 
+/// `load_file`, also returning the text read, so that findings made later about the
+/// model (a reload's checks against the running server) can be put at their line with
+/// `error_at`.
+pub fn load_file_text(path: &Path) -> Result<(Config, String), Vec<FileError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![FileError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        }]
+    })?;
+    parse(path, &text).map(|c| (c, text))
+}
+
+/// A finding about key path `bad.path` (as `Config::validate` writes it) of the file at
+/// `path` whose text is `text`, with the line of that key.
+pub fn error_at(path: &Path, text: &str, bad: Invalid) -> FileError {
+    let line = DeTable::parse(text).map_or(0, |doc| {
+        line_of(text, locate(doc.get_ref(), &bad.path).start)
+    });
+    FileError {
+        file: path.to_path_buf(),
+        line,
+        key: bad.path,
+        reason: bad.reason,
+    }
+}
+
 /// Reads, parses and validates a configuration file, returning every error found.
 pub fn load_file(path: &Path) -> Result<Config, Vec<FileError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -1026,6 +1062,7 @@ busy-poll = true
 pin-workers = true
 state-dir = "/var/lib/dhcp-server"
 durability = "async"
+log-level = "info,dhcp_server::engine=debug"
 
 [[subnet]]
 subnet = "192.0.2.0/24"
@@ -1100,6 +1137,7 @@ pools = ["198.51.100.10-198.51.100.20"]
             control_uids: Vec::new(),
             control_gids: Vec::new(),
             metrics_listen: None,
+            log_level: Some("info,dhcp_server::engine=debug".into()),
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),
@@ -1422,6 +1460,32 @@ dns-server = ["198.51.100.53"]
         }
         let _ = load("\u{feff}[[subnet]]\n[[subnet.reservation]]\noption = [1]\n");
         let _ = load("subnet = [{ subnet = \"192.0.2.0/33\" }]\nlease-time = 0x7fffffffffffffff\n");
+    }
+
+    #[test]
+    fn a_log_level_must_be_a_filter() {
+        let e = one_error(&format!("log-level = \"dhcp_server=loud\"{MINIMAL}"));
+        assert_eq!((e.line, e.key.as_str()), (1, "log-level"));
+        assert!(e.reason.contains("is not a log filter"), "{}", e.reason);
+        let e = one_error(&format!("log-level = \"\"{MINIMAL}"));
+        assert_eq!(e.key, "log-level");
+    }
+
+    #[test]
+    fn a_later_finding_is_put_at_its_key() {
+        let e = error_at(
+            Path::new("site.toml"),
+            FULL,
+            Invalid {
+                path: "subnet[0].reservation[1].client-id".into(),
+                reason: "clashes".into(),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "site.toml:44: key 'subnet[0].reservation[1].client-id': clashes"
+        );
+        assert!(FULL.lines().nth(43).unwrap().starts_with("client-id"));
     }
 
     #[test]

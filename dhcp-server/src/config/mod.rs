@@ -5,6 +5,8 @@
 mod file;
 mod options;
 mod quick;
+pub mod reload;
+pub mod reserve;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::journal::Durability;
 
-pub use file::{load_file, FileError};
+pub use file::{error_at, load_file, load_file_text, FileError};
 pub use options::{ClasslessRoute, OptionSet};
 pub use quick::{QuickStart, QuickStartError};
 
@@ -75,6 +77,9 @@ pub struct Config {
     pub control_gids: Vec<u32>,
     /// Address of the HTTP listener serving `GET /metrics`; none by default.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// What to log, in `RUST_LOG`'s syntax (`info`, `dhcp_server=debug`...); `RUST_LOG`
+    /// wins when it is set. None: `info`.
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -242,8 +247,21 @@ impl Default for Config {
             control_uids: Vec::new(),
             control_gids: Vec::new(),
             metrics_listen: None,
+            log_level: None,
         }
     }
+}
+
+/// The log filter a `log-level` value stands for, or why it is not one.
+pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    if level.trim().is_empty() {
+        return Err("empty; use a level such as \"info\" or \"debug\"".into());
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| {
+            format!("'{level}' is not a log filter like \"info\" or \"dhcp_server=debug\": {e}")
+        })
 }
 
 /// One thing wrong with a configuration: where (a key path such as `subnet[1].pools[0]`,
