@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::engine::{Engine, Shard};
-use crate::journal::{self, Durability, Journal, ShardWriter};
+use crate::journal::{self, Durability, Journal, Lease, ShardWriter};
 
 /// The shards of a server, with their journal when it has a state directory.
 pub struct Shards {
@@ -17,6 +17,8 @@ pub struct Shards {
     pub journal: Option<Journal>,
     pub engines: Vec<Engine>,
     pub writers: Vec<Option<ShardWriter>>,
+    /// The failover state the journal remembers.
+    pub failover: Option<crate::failover::machine::Stored>,
 }
 
 /// Builds `count` shard engines and, with a state directory, replays the journal into
@@ -28,11 +30,28 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
                 .expect("the configuration was validated before the backend started")
         })
         .collect();
+    if let Some(f) = &config.failover {
+        // Before the leases come back: they restore into the pools of the pair.
+        let view = crate::failover::machine::View {
+            role: f.role,
+            service: crate::failover::Service::Startup,
+            hba: f.hba(),
+            mclt: f.mclt,
+            stos: now,
+        };
+        for e in &mut engines {
+            e.set_partnership(
+                view,
+                f.load_balance_max_seconds.min(u32::from(u16::MAX)) as u16,
+            );
+        }
+    }
     let Some(dir) = &config.state_dir else {
         return Ok(Shards {
             journal: None,
             engines,
             writers: (0..count).map(|_| None).collect(),
+            failover: None,
         });
     };
     let started = Instant::now();
@@ -65,6 +84,11 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
         journal: Some(opened.journal),
         engines,
         writers: opened.writers.into_iter().map(Some).collect(),
+        failover: opened
+            .state
+            .failover
+            .as_ref()
+            .map(crate::failover::machine::Stored::from_journal),
     })
 }
 
@@ -78,11 +102,18 @@ pub struct Committer {
     /// When the last append failure was logged: a full disk is reported once a second,
     /// not once per client.
     complained: Option<Instant>,
+    /// Failover: our own lease changes, for the partner.
+    to_partner: Option<Outbox>,
 }
+
+/// A shard's lease changes on their way to the failover partner.
+pub type Outbox = Arc<crossbeam_queue::ArrayQueue<Lease>>;
 
 /// What may happen to a reply once the change it announces was appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
+    /// Nothing changed: send it now.
+    Empty,
     /// Send it now.
     Now,
     /// Send it once the journal's durable sequence reaches this.
@@ -98,7 +129,19 @@ impl Committer {
             durability,
             healthy: Arc::new(AtomicBool::new(true)),
             complained: None,
+            to_partner: None,
         }
+    }
+
+    /// Failover on: every change of ours also goes to the partner through `outbox`.
+    pub fn send_to_partner(&mut self, outbox: Outbox) {
+        self.to_partner = Some(outbox);
+    }
+
+    /// Records every change the failover rules made on their own (pool balancing,
+    /// claiming the partner's pool, a partner's binding).
+    pub fn record_all(&mut self, engine: &mut Engine, now: u64) {
+        while self.record(engine, now) != Release::Empty {}
     }
 
     /// Whether the last append succeeded, as other threads may read it.
@@ -115,10 +158,19 @@ impl Committer {
     /// Records the change the engine's last `handle` made, if any, and says when its
     /// reply may leave. Offers and NAKs change nothing the journal keeps.
     pub fn record(&mut self, engine: &mut Engine, now: u64) -> Release {
-        let Some(writer) = &mut self.writer else {
-            return Release::Now;
-        };
+        let from_partner = engine.change_from_partner();
         let Some(rec) = engine.take_change(now) else {
+            return Release::Empty;
+        };
+        if let Some(outbox) = &self.to_partner {
+            if !from_partner && outbox.push(Lease::from_record(&rec)).is_err() {
+                self.complain(format_args!(
+                    "the failover link is behind: the change of {} waits for the partner's next update request",
+                    rec.addr
+                ));
+            }
+        }
+        let Some(writer) = &mut self.writer else {
             return Release::Now;
         };
         let appended = writer.append_lease(&rec);
@@ -127,18 +179,52 @@ impl Committer {
             Ok(seq) if self.durability == Durability::Sync => Release::After(seq),
             Ok(_) => Release::Now,
             Err(e) => {
-                if self
-                    .complained
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
-                {
-                    tracing::error!(
-                        "cannot record the lease of {} ({e}): not acknowledging leases until the journal accepts them again",
-                        rec.addr
-                    );
-                    self.complained = Some(Instant::now());
-                }
+                self.complain(format_args!(
+                    "cannot record the lease of {} ({e}): not acknowledging leases until the journal accepts them again",
+                    rec.addr
+                ));
                 Release::Never
             }
+        }
+    }
+
+    /// Journals the failover state, durably: the machine acts on a state only once it
+    /// would survive a crash (dhcpd's write_failover_state then commit_leases).
+    pub fn record_failover(
+        &mut self,
+        stored: &crate::failover::machine::Stored,
+        engine: &mut Engine,
+        now: u64,
+    ) -> std::io::Result<()> {
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
+        };
+        let stamp = engine.next_stamp(now);
+        let name = engine
+            .config()
+            .failover
+            .as_ref()
+            .map_or(&[][..], |f| f.name.as_bytes());
+        let seq = writer
+            .append_failover(&stored.as_record(name, stamp))
+            .map_err(std::io::Error::other)?;
+        if writer.wait_durable(seq, Duration::from_secs(2)) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(
+                "the journal did not make it durable in 2 s",
+            ))
+        }
+    }
+
+    /// Logs a persistent trouble once a second, not once per client.
+    fn complain(&mut self, what: std::fmt::Arguments<'_>) {
+        if self
+            .complained
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            tracing::error!("{what}");
+            self.complained = Some(Instant::now());
         }
     }
 

@@ -277,6 +277,8 @@ pub enum LeaseState {
     Released,
     Expired,
     Declined,
+    /// Failover: free in the partner's pool.
+    Partner,
 }
 
 impl LeaseState {
@@ -288,6 +290,7 @@ impl LeaseState {
             LeaseState::Released => "released",
             LeaseState::Expired => "expired",
             LeaseState::Declined => "declined",
+            LeaseState::Partner => "partner",
         }
     }
 
@@ -300,6 +303,7 @@ impl LeaseState {
             engine::LeaseState::Released => LeaseState::Released,
             engine::LeaseState::Expired => LeaseState::Expired,
             engine::LeaseState::Declined => LeaseState::Declined,
+            engine::LeaseState::Partner => LeaseState::Partner,
             engine::LeaseState::Foreign => return None,
         })
     }

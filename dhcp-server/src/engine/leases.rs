@@ -41,6 +41,9 @@ pub enum LeaseState {
     Declined,
     /// Managed by another shard: not this table's to give or judge.
     Foreign,
+    /// Failover: free, but in the partner's pool (the primary's BACKUP addresses, the
+    /// secondary's FREE ones): the partner's to give.
+    Partner,
 }
 
 impl LeaseState {
@@ -128,6 +131,9 @@ pub struct Slot {
     /// Inside a pool: when not reserved, it goes on the free list once available. An
     /// address outside every pool has a slot only because it is or was reserved.
     pub pooled: bool,
+    /// Failover: the lease ended (expired or released) and the partner has not yet
+    /// acknowledged it: only its last client may have it back meanwhile.
+    pub unacked: bool,
     /// The client that holds it, or held it last (kept for address affinity).
     pub client: Option<ClientKey>,
     /// Hardware type (1: Ethernet) and address of the client.
@@ -212,6 +218,10 @@ pub struct LeaseTable {
     short: Vec<bool>,
     /// Subnets that went short, for the shard's driver to ask the other shards.
     starving: Vec<u16>,
+    /// Per subnet: addresses in the failover partner's pool.
+    partner: Vec<u32>,
+    /// Failover: leases that end wait for the partner's acknowledgement.
+    hold_ended: bool,
 }
 
 /// What the table needs to know of each subnet to build its slots.
@@ -260,6 +270,7 @@ impl LeaseTable {
                 state: LeaseState::Free,
                 reserved: false,
                 pooled,
+                unacked: false,
                 client: None,
                 htype: 0,
                 hw: [0; 16],
@@ -282,6 +293,8 @@ impl LeaseTable {
             low: vec![0; subnets.len()],
             short: vec![false; subnets.len()],
             starving: Vec::new(),
+            partner: vec![0; subnets.len()],
+            hold_ended: false,
         };
         for s in subnets {
             for &r in s.reserved {
@@ -341,7 +354,50 @@ impl LeaseTable {
     /// Hands a slot to another shard: whatever this table knew of it is dropped.
     pub fn make_foreign(&mut self, id: SlotId) {
         self.forget_client(id);
+        self.slots[id as usize].unacked = false;
         self.set_state(id, LeaseState::Foreign, 0);
+    }
+
+    /// Failover on: ended leases wait for the partner before another client gets them.
+    pub fn set_hold_ended(&mut self, on: bool) {
+        self.hold_ended = on;
+    }
+
+    /// The client gave the lease up (DHCPRELEASE, or the operator for it).
+    pub fn end(&mut self, id: SlotId, state: LeaseState, now: u64) {
+        self.slots[id as usize].unacked = self.hold_ended;
+        self.set_state(id, state, now);
+    }
+
+    /// The partner knows the lease ended: the address goes to our pool (`ours`) or
+    /// the partner's, still remembered for its last client.
+    pub fn settle_ended(&mut self, id: SlotId, ours: bool) {
+        self.slots[id as usize].unacked = false;
+        self.set_pool(id, ours);
+    }
+
+    /// A free address goes to our pool or the partner's (failover pool balancing).
+    pub fn set_pool(&mut self, id: SlotId, ours: bool) {
+        let s = &self.slots[id as usize];
+        let state = match (ours, s.state) {
+            (false, _) => LeaseState::Partner,
+            (true, LeaseState::Released | LeaseState::Expired) => s.state,
+            (true, _) if s.client.is_some() => LeaseState::Expired,
+            (true, _) => LeaseState::Free,
+        };
+        let expires = s.expires;
+        self.slots[id as usize].unacked = false;
+        self.set_state(id, state, expires);
+    }
+
+    /// How many addresses of `subnet` are in the failover partner's pool here.
+    pub fn partner_count(&self, subnet: u16) -> u32 {
+        self.partner.get(subnet as usize).copied().unwrap_or(0)
+    }
+
+    /// The shard an address without a client belongs to: the one it started in.
+    pub fn home_shard(&self, addr: Ipv4Addr, shard: Shard) -> u16 {
+        (u32::from(addr) % u32::from(shard.count.max(1))) as u16
     }
 
     /// Takes over addresses another shard lent: foreign slots become free here. Returns how
@@ -419,6 +475,7 @@ impl LeaseTable {
             state: LeaseState::Free,
             reserved: false,
             pooled: false,
+            unacked: false,
             client: None,
             htype: 0,
             hw: [0; 16],
@@ -542,6 +599,8 @@ impl LeaseTable {
         s.hw[..n].copy_from_slice(&hw[..n]);
         s.hlen = n as u8;
         s.htype = htype;
+        // Bound again, the lease is no longer one that ended; an offer leaves it as it was.
+        s.unacked &= state != LeaseState::Active;
         self.set_state(id, state, expires);
     }
 
@@ -568,14 +627,23 @@ impl LeaseTable {
     pub fn set_state(&mut self, id: SlotId, state: LeaseState, expires: u64) {
         self.unlink(id);
         let s = &mut self.slots[id as usize];
+        let was = s.state;
         s.state = state;
         s.expires = expires;
         let subnet = s.subnet;
-        if state == LeaseState::Foreign {
+        if (was == LeaseState::Partner) != (state == LeaseState::Partner) {
+            let n = &mut self.partner[subnet as usize];
+            *n = if state == LeaseState::Partner {
+                *n + 1
+            } else {
+                n.saturating_sub(1)
+            };
+        }
+        if state == LeaseState::Foreign || state == LeaseState::Partner {
             return;
         }
         if state.available() {
-            if !s.reserved && s.pooled {
+            if !s.reserved && s.pooled && !s.unacked {
                 self.push_back(ListId::Free(subnet), id);
             }
         } else {
@@ -600,7 +668,10 @@ impl LeaseTable {
                 let s = &self.slots[id as usize];
                 if s.expires <= now {
                     let to = match s.state {
-                        LeaseState::Active => LeaseState::Expired,
+                        LeaseState::Active => {
+                            self.slots[id as usize].unacked = self.hold_ended;
+                            LeaseState::Expired
+                        }
                         LeaseState::Declined => LeaseState::Free,
                         _ => LeaseState::Expired,
                     };
@@ -716,6 +787,11 @@ impl LeaseTable {
                 assert!(
                     !seen[id as usize] && s.client.is_none(),
                     "foreign slot {id} in use"
+                );
+            } else if s.state == LeaseState::Partner || (s.unacked && s.state.available()) {
+                assert!(
+                    !seen[id as usize],
+                    "slot {id} of the partner or unacked on a list"
                 );
             } else if (!s.reserved && s.pooled) || !s.state.available() {
                 assert!(seen[id as usize], "slot {id} ({:?}) on no list", s.state);

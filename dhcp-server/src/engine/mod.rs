@@ -3,6 +3,7 @@
 //! and where to send it come out. No sockets, no clock, no allocation per packet: the UDP
 //! backend, the AF_XDP workers and the tests all drive this same code.
 
+mod failover;
 mod leases;
 mod persist;
 mod reply;
@@ -15,6 +16,8 @@ use crate::config::{Config, LinkId, Reservation};
 use crate::wire::frame::Addressing;
 use crate::wire::{MessageType, Request, BOOTREQUEST};
 
+pub use failover::Applied;
+use failover::Partnership;
 pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Shard, Slot, SlotId};
 pub use reply::Destination;
 pub use stats::{Drop, Stats};
@@ -110,6 +113,8 @@ pub struct Engine {
     stamp: u64,
     /// The slot the message being handled changed in a way the journal must keep.
     change: Option<SlotId>,
+    /// The failover partnership's rules, when the server has a partner.
+    failover: Option<Box<Partnership>>,
 }
 
 /// The lease terms granted: lease time, T1 and T2, in seconds.
@@ -208,6 +213,7 @@ impl Engine {
             shard,
             stamp: 0,
             change: None,
+            failover: None,
         };
         engine.index_reservations();
         Ok(engine)
@@ -238,6 +244,7 @@ impl Engine {
     /// Lets time pass without traffic: ends offers, leases and quarantines due by `now`.
     pub fn tick(&mut self, now: u64) {
         self.leases.expire(now);
+        self.claim_partner_pool(now);
     }
 
     /// Handles one datagram. The reply, if any, is written at the start of `out`.
@@ -262,6 +269,9 @@ impl Engine {
             return Outcome::Dropped(Drop::NotRequest);
         }
         self.stats.count_rx(req.msg_type);
+        if let Some(d) = self.failover_gate(&req, client_of(&req)) {
+            return Outcome::Dropped(d);
+        }
         let hw = Hw(req.msg.chaddr());
         let outcome = match req.msg_type {
             MessageType::Discover => {
@@ -456,7 +466,8 @@ impl Engine {
     ) -> Option<SlotId> {
         let usable = |id: SlotId| {
             let s = self.leases.slot(id);
-            (s.state.available() || (s.state.held() && self.leases.is_client(id, client)))
+            let theirs = self.leases.is_client(id, client);
+            ((s.state.available() && (!s.unacked || theirs)) || (s.state.held() && theirs))
                 && (s.pooled || s.reserved)
                 && !self.reserved_for_other(id, res)
         };
@@ -524,6 +535,7 @@ impl Engine {
             Verdict::Ack(slot) => {
                 let subnet = self.leases.slot(slot).subnet;
                 let terms = self.terms(subnet, req.lease_time);
+                let terms = self.failover_terms(slot, terms, now);
                 let end = now + terms.lease as u64;
                 self.bind(slot, req, LeaseState::Active, end);
                 self.leases.set_cltt(slot, now);
@@ -597,6 +609,8 @@ impl Engine {
             }
             LeaseState::Declined => Verdict::Nak("address declined"),
             LeaseState::Foreign => unknown(Drop::OtherShard, "address managed by another worker"),
+            LeaseState::Partner => Verdict::Silent(Drop::PartnerPool),
+            _ if s.unacked && !mine => Verdict::Silent(Drop::PartnerPool),
             _ => Verdict::Ack(slot),
         }
     }
@@ -673,7 +687,7 @@ impl Engine {
             Hw(req.msg.chaddr()),
             self.via(req, meta)
         );
-        self.leases.set_state(slot, LeaseState::Released, now);
+        self.leases.end(slot, LeaseState::Released, now);
         self.changed(slot);
         Outcome::Done
     }

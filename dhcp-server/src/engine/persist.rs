@@ -71,16 +71,14 @@ impl Engine {
     /// The lease change the last `handle` made, as a journal record, once; `None` when
     /// it changed nothing that must survive a restart.
     pub fn take_change(&mut self, now: u64) -> Option<LeaseRecord<'_>> {
-        let id = self.change.take()?;
-        let stamp = self.next_stamp(now);
-        let s = self.leases.slot(id);
-        let state = match s.state {
-            LeaseState::Active => BindingState::Active,
-            LeaseState::Released => BindingState::Released,
-            LeaseState::Declined => BindingState::Abandoned,
-            LeaseState::Expired => BindingState::Expired,
-            LeaseState::Free | LeaseState::Offered | LeaseState::Foreign => BindingState::Free,
+        let id = match self.change.take() {
+            Some(id) => id,
+            None => self.take_failover_change()?,
         };
+        let stamp = self.next_stamp(now);
+        let state = self.binding_state(id);
+        let (tstp, tsfp) = self.failover_times(id);
+        let s = self.leases.slot(id);
         let client_id = match s.client.as_ref().map(|k| k.as_ref()) {
             Some(ClientRef {
                 kind: KeyKind::ClientId,
@@ -98,9 +96,9 @@ impl Engine {
             starts: s.cltt,
             ends: s.expires,
             cltt: s.cltt,
-            tstp: 0,
-            tsfp: 0,
-            atsfp: 0,
+            tstp,
+            tsfp,
+            atsfp: tsfp,
             flags: LeaseFlags(if s.reserved { LeaseFlags::RESERVED } else { 0 }),
         })
     }
@@ -133,11 +131,17 @@ impl Engine {
                 continue;
             }
             self.leases.adopt(&[lease.addr]);
+            self.restore_failover_times(id, lease);
             let (state, until) = match lease.state {
                 BindingState::Active if lease.ends > now => (LeaseState::Active, lease.ends),
                 BindingState::Active | BindingState::Expired => (LeaseState::Expired, now),
                 BindingState::Released => (LeaseState::Released, now),
                 BindingState::Abandoned if lease.ends > now => (LeaseState::Declined, lease.ends),
+                BindingState::Free | BindingState::Backup if self.failover.is_some() => {
+                    let ours = lease.state == self.free_state(true);
+                    self.leases.set_pool(id, ours);
+                    continue;
+                }
                 _ => continue,
             };
             if state == LeaseState::Declined {

@@ -27,11 +27,19 @@ pub enum Drop {
     OtherShard,
     /// The reply would not fit even without optional options.
     ReplyTooLarge,
+    /// Failover: the pair's state lets this server answer no client (recovering,
+    /// resolving conflicts, the partner demands it).
+    FailoverNotServing,
+    /// Failover: the client's hash bucket is the partner's while the pair cooperates.
+    LoadBalanced,
+    /// Failover: the address is in the partner's pool, or its end is not yet
+    /// acknowledged by the partner.
+    PartnerPool,
 }
 
 impl Drop {
     /// Every reason, for listing all counters including the zero ones.
-    pub const ALL: [Drop; 11] = [
+    pub const ALL: [Drop; 14] = [
         Drop::Malformed(WireError::TooShort),
         Drop::NotRequest,
         Drop::UnexpectedType,
@@ -43,6 +51,9 @@ impl Drop {
         Drop::NotHeld,
         Drop::OtherShard,
         Drop::ReplyTooLarge,
+        Drop::FailoverNotServing,
+        Drop::LoadBalanced,
+        Drop::PartnerPool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +69,9 @@ impl Drop {
             Drop::NotHeld => "not-held",
             Drop::OtherShard => "other-shard",
             Drop::ReplyTooLarge => "reply-too-large",
+            Drop::FailoverNotServing => "failover-not-serving",
+            Drop::LoadBalanced => "load-balanced-to-peer",
+            Drop::PartnerPool => "partner-pool",
         }
     }
 
@@ -74,6 +88,9 @@ impl Drop {
             Drop::NotHeld => 8,
             Drop::OtherShard => 9,
             Drop::ReplyTooLarge => 10,
+            Drop::FailoverNotServing => 11,
+            Drop::LoadBalanced => 12,
+            Drop::PartnerPool => 13,
         }
     }
 }

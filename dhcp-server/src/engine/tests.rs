@@ -1105,3 +1105,212 @@ fn a_reload_swaps_the_files_reservations_and_lease_times() {
     assert_eq!(o.yiaddr, ip("192.0.2.15"), "no longer reserved");
     assert_ne!(lab.reply(&printer_msg).yiaddr, printer);
 }
+
+/// The failover rules of a shard, with the pair's state given as a `View` the way the
+/// failover link gives it.
+mod failover_rules {
+    use super::*;
+    use crate::failover::machine::View;
+    use crate::failover::{Hba, Role, Service};
+    use crate::journal::{BindingState, Lease as Binding};
+
+    fn view(role: Role, service: Service, stos: u64) -> View {
+        View {
+            role,
+            service,
+            hba: Hba::split(128),
+            mclt: 60,
+            stos,
+        }
+    }
+
+    fn lab(role: Role, service: Service) -> Lab {
+        let mut lab = Lab::new(config());
+        lab.engine.set_partnership(view(role, service, T0), 3);
+        lab
+    }
+
+    /// A client whose hash bucket `role` serves while the pair cooperates.
+    fn client_of(role: Role, skip: u8) -> u8 {
+        (1..=255u8)
+            .filter(|&m| {
+                let b = dhcp_ebpf_common::loadb_hash(&[2, 0, 0, 0, 0, m]);
+                Hba::split(128).mine(role, b)
+            })
+            .nth(skip as usize)
+            .unwrap()
+    }
+
+    /// The changes the engine made on its own, as the partner receives them.
+    fn changes(lab: &mut Lab) -> Vec<Binding> {
+        let mut out = Vec::new();
+        while let Some(r) = lab.engine.take_change(lab.now) {
+            out.push(Binding::from_record(&r));
+        }
+        out
+    }
+
+    #[test]
+    fn discovers_of_the_partners_buckets_are_left_to_it_while_cooperating() {
+        let mut lab = lab(Role::Primary, Service::Cooperating);
+        let theirs = client_of(Role::Secondary, 0);
+        assert_eq!(
+            lab.silent(&discover(theirs)),
+            Outcome::Dropped(Drop::LoadBalanced)
+        );
+        let ours = client_of(Role::Primary, 0);
+        assert_eq!(lab.reply(&discover(ours)).kind, MessageType::Offer);
+        // A client that has waited load-balance-max-seconds is answered by either.
+        let mut late = discover(theirs).bytes();
+        late[crate::wire::layout::SECS + 1] = 3;
+        let meta = RxMeta {
+            link: 0,
+            local_addr: SERVER,
+            broadcast: true,
+        };
+        let o = lab.engine.handle(&late, &meta, lab.now, &mut lab.out);
+        assert!(matches!(o, Outcome::Reply(_)), "{o:?}");
+        // Out of touch with the partner, every client is ours.
+        lab.engine
+            .set_failover_view(view(Role::Primary, Service::NotCooperating, T0), lab.now);
+        assert_eq!(lab.reply(&discover(theirs)).kind, MessageType::Offer);
+    }
+
+    #[test]
+    fn nothing_is_answered_in_startup_or_while_recovering() {
+        for service in [Service::Startup, Service::NotResponding] {
+            let mut lab = lab(Role::Primary, service);
+            let ours = client_of(Role::Primary, 0);
+            assert_eq!(
+                lab.silent(&discover(ours)),
+                Outcome::Dropped(Drop::FailoverNotServing)
+            );
+        }
+    }
+
+    #[test]
+    fn lease_times_beyond_the_mclt_wait_for_the_partners_acknowledgement() {
+        let mut lab = lab(Role::Primary, Service::Cooperating);
+        let c = client_of(Role::Primary, 0);
+        let addr = lab.dora(&discover(c));
+        let first = changes(&mut lab).pop().unwrap();
+        assert_eq!(first.state, BindingState::Active);
+        assert_eq!(first.ends, lab.now + 60, "capped at the MCLT");
+        // The partner was told it may expect 600 + 30 s; once it acknowledges, the
+        // renewal gets the whole lease time.
+        assert_eq!(first.tstp, lab.now + 600 + 30);
+        let mut acked = first.clone();
+        acked.tsfp = first.tstp;
+        lab.engine.partner_acked(&acked);
+        lab.now += 20;
+        let renew = lab.reply(&request(c).ciaddr(addr));
+        assert_eq!(renew.lease_time(), 600);
+    }
+
+    #[test]
+    fn the_secondary_gives_nothing_until_the_primary_hands_it_its_share() {
+        let mut primary = lab(Role::Primary, Service::Cooperating);
+        let mut secondary = lab(Role::Secondary, Service::Cooperating);
+        let c = client_of(Role::Secondary, 0);
+        assert_eq!(
+            secondary.silent(&discover(c)),
+            Outcome::Dropped(Drop::NoFreeLease)
+        );
+        let moved = primary.engine.balance_pools();
+        assert!(moved > 0);
+        let given = changes(&mut primary);
+        assert_eq!(given.len(), moved as usize);
+        assert!(given.iter().all(|b| b.state == BindingState::Backup));
+        for b in &given {
+            let applied = secondary.engine.apply_partner(b, false, secondary.now);
+            assert!(matches!(applied, Applied::Here(Ok(_))));
+        }
+        secondary.engine.leases.check();
+        let offer = secondary.reply(&discover(c));
+        assert!(given.iter().any(|b| b.addr == offer.yiaddr));
+        // The primary no longer offers what it gave away.
+        for _ in 0..10 {
+            let o = primary.send(&discover(client_of(Role::Primary, 1)));
+            if let Outcome::Reply(_) = o {
+                let got = primary.reply(&discover(client_of(Role::Primary, 1)));
+                assert!(given.iter().all(|b| b.addr != got.yiaddr));
+            }
+        }
+    }
+
+    #[test]
+    fn an_ended_lease_waits_for_the_partner_before_another_client_gets_it() {
+        let mut lab = lab(Role::Primary, Service::Cooperating);
+        let a = client_of(Role::Primary, 0);
+        let b = client_of(Role::Primary, 1);
+        let addr = lab.dora(&discover(a));
+        changes(&mut lab);
+        lab.now += 61;
+        lab.engine.tick(lab.now);
+        let o = lab.reply(&discover(b).requested(addr));
+        assert_ne!(o.yiaddr, addr, "not before the partner knows it expired");
+        // The client that had it may have it back meanwhile; an offer it lets lapse
+        // leaves the address waiting still.
+        assert_eq!(lab.reply(&discover(a)).yiaddr, addr);
+        lab.now += 120;
+        lab.engine.tick(lab.now);
+        let o = lab.reply(&discover(b).requested(addr));
+        assert_ne!(o.yiaddr, addr);
+        let slot = lab.engine.leases.slot_of(addr).unwrap();
+        let mut ended = lab.engine.lease_at(slot);
+        assert_eq!(ended.state, BindingState::Expired);
+        ended.tsfp = lab.now;
+        lab.engine.partner_acked(&ended);
+        lab.engine.leases.check();
+        let c = client_of(Role::Primary, 2);
+        assert_eq!(lab.reply(&discover(c).requested(addr)).yiaddr, addr);
+    }
+
+    #[test]
+    fn the_partners_binding_for_an_address_active_here_is_refused() {
+        let mut lab = lab(Role::Primary, Service::Cooperating);
+        let a = client_of(Role::Primary, 0);
+        let addr = lab.dora(&discover(a));
+        let mut theirs = changes(&mut lab).pop().unwrap();
+        theirs.hw = crate::journal::HwAddr::new(1, &[2, 0, 0, 0, 0, 0xfe]);
+        let applied = lab.engine.apply_partner(&theirs, false, lab.now);
+        assert!(matches!(
+            applied,
+            Applied::Here(Err(ref r)) if r.reason == crate::failover::wire::RejectReason::FatalConflict
+        ));
+        assert!(lab.engine.leases.is_client(
+            lab.engine.leases.slot_of(addr).unwrap(),
+            ClientRef {
+                kind: KeyKind::Hardware,
+                bytes: &[2, 0, 0, 0, 0, a]
+            }
+        ));
+    }
+
+    #[test]
+    fn in_partner_down_the_partners_pool_is_ours_after_stos_plus_mclt() {
+        let mut lab = lab(Role::Secondary, Service::NotCooperating);
+        let c = client_of(Role::Secondary, 0);
+        assert_eq!(
+            lab.silent(&discover(c)),
+            Outcome::Dropped(Drop::NoFreeLease)
+        );
+        lab.engine.set_failover_view(
+            view(Role::Secondary, Service::PartnerDown, lab.now),
+            lab.now,
+        );
+        lab.now += 59;
+        lab.engine.tick(lab.now);
+        assert_eq!(
+            lab.silent(&discover(c)),
+            Outcome::Dropped(Drop::NoFreeLease)
+        );
+        lab.now += 1;
+        lab.engine.tick(lab.now);
+        assert_eq!(lab.reply(&discover(c)).kind, MessageType::Offer);
+        // The claimed addresses are journaled and told to the partner as ours (backup).
+        let claimed = changes(&mut lab);
+        assert!(!claimed.is_empty());
+        assert!(claimed.iter().all(|b| b.state == BindingState::Backup));
+    }
+}

@@ -5,7 +5,7 @@
 //! workers answer between two batches of packets: no worker ever waits on the partner.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -377,11 +377,65 @@ impl Driver {
     }
 }
 
-/// The address a primary binds its outgoing connection to, and where a secondary
-/// listens.
-pub fn endpoints(local: Ipv4Addr, port: u16, peer: Ipv4Addr, peer_port: u16) -> Endpoints {
-    Endpoints {
-        local: SocketAddrV4::new(local, port),
-        peer: SocketAddrV4::new(peer, peer_port),
+/// A running failover link, stopped and joined on `stop` or when dropped.
+pub struct Running {
+    pub handle: Handle,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Closes the link (the partner sees it go, and moves to communications-interrupted).
+    pub fn stop(mut self) {
+        self.halt();
     }
+
+    fn halt(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Starts failover when the configuration has a partner: each of the `count` shards
+/// gets its end (orders to carry out, an outbox for its changes) and the link runs.
+pub fn start(
+    config: &crate::config::Config,
+    stored: Option<Stored>,
+    count: usize,
+) -> io::Result<Option<(Vec<super::shards::End>, Running)>> {
+    let Some(f) = &config.failover else {
+        return Ok(None);
+    };
+    let (ends, workers) = super::shards::wire_up(count);
+    let (stop, stopped) = watch::channel(false);
+    let (handle, thread) = spawn(
+        f.params(),
+        f.endpoints(),
+        stored,
+        Box::new(workers),
+        stopped,
+    )?;
+    info!(
+        "failover peer {}: {} on {}, partner {}",
+        f.name,
+        f.role.name(),
+        f.endpoints().local,
+        f.endpoints().peer
+    );
+    Ok(Some((
+        ends,
+        Running {
+            handle,
+            stop,
+            thread: Some(thread),
+        },
+    )))
 }

@@ -6,6 +6,7 @@
 pub mod link;
 pub mod machine;
 pub mod message;
+pub mod shards;
 pub mod wire;
 
 pub use wire::ServerState;

@@ -47,6 +47,8 @@ pub enum Error {
     Journal(#[from] journal::Error),
     #[error("control socket: {0}")]
     Control(#[from] control::ServeError),
+    #[error("failover link: {0}")]
+    Failover(io::Error),
 }
 
 /// An ACK written but waiting for its lease record to be durable.
@@ -114,6 +116,15 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     let writer = shards.writers.into_iter().next().flatten();
     let mut committer = Committer::new(writer, config.durability);
     let links = open(&engine, port)?;
+    let (orders, pair) =
+        match crate::failover::link::start(&config, shards.failover, 1).map_err(Error::Failover)? {
+            Some((mut ends, running)) => {
+                let (orders, outbox) = ends.pop().expect("one shard");
+                committer.send_to_partner(outbox);
+                (Some(orders), Some(running))
+            }
+            None => (None, None),
+        };
     let questions = operate::questions();
     let facts = operate::Facts {
         backend: control::BackendKind::Udp,
@@ -129,7 +140,11 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     ));
     let control = operate::start_control(&config, operated.clone())?;
     // With a control socket the loop looks at its questions at least this often.
-    let wait_ms = if control.is_some() { 20 } else { 1000 };
+    let wait_ms = if control.is_some() || pair.is_some() {
+        20
+    } else {
+        1000
+    };
     let mut latency = operate::latency_histogram();
     let names: Vec<&str> = links.iter().map(|l| l.socket.ifname.as_str()).collect();
     operated.set_ready();
@@ -167,6 +182,10 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         let now = unix_now();
         engine.tick(now);
         operate::answer_all(&questions, &mut engine, &mut committer, &latency, now);
+        if let Some(orders) = &orders {
+            crate::failover::shards::carry_out(orders, &mut engine, &mut committer, now);
+            committer.record_all(&mut engine, now);
+        }
         if pfds.len() > links.len() && pfds[links.len()].revents != 0 {
             committer.clear_wakeup();
         }
@@ -210,7 +229,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
                     continue;
                 };
                 match release {
-                    Release::Now => {
+                    Release::Now | Release::Empty => {
                         report(link, send(link, &mut tx, &reply), &reply);
                         latency.saturating_record(since.elapsed().as_nanos() as u64);
                     }
@@ -228,6 +247,9 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     }
     tracing::info!("shutting down");
     operated.set_stopping();
+    if let Some(pair) = pair {
+        pair.stop();
+    }
     drop(journal);
     drop(control);
     Ok(())

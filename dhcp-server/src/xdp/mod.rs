@@ -38,6 +38,8 @@ pub enum Error {
     Journal(#[from] journal::Error),
     #[error("control socket: {0}")]
     Control(#[from] control::ServeError),
+    #[error("failover link: {0}")]
+    Failover(io::Error),
 }
 
 /// How the workers run.
@@ -121,9 +123,24 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     let mut crew = Vec::new();
     let mut questions = Vec::new();
     let mut journal_ok = Vec::new();
+    let (mut pair_ends, pair) =
+        match crate::failover::link::start(&config, shards.failover, usize::from(workers))
+            .map_err(Error::Failover)?
+        {
+            Some((ends, running)) => (ends.into_iter().map(Some).collect(), Some(running)),
+            None => (Vec::new(), None),
+        };
     let parts = shards.engines.into_iter().zip(shards.writers);
     for (w, (engine, writer)) in (0..workers).zip(parts) {
-        let committer = Committer::new(writer, config.durability);
+        let mut committer = Committer::new(writer, config.durability);
+        let failover =
+            pair_ends
+                .get_mut(w as usize)
+                .and_then(Option::take)
+                .map(|(orders, outbox)| {
+                    committer.send_to_partner(outbox);
+                    orders
+                });
         journal_ok.push(committer.health());
         questions.push(operate::questions());
         let ports = attached
@@ -144,6 +161,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
             wait: opts.wait,
             committer,
             questions: questions[w as usize].clone(),
+            failover,
             latency: operate::latency_histogram(),
         });
     }
@@ -205,6 +223,9 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     }
     tracing::info!("shutting down");
     operated.set_stopping();
+    if let Some(pair) = pair {
+        pair.stop();
+    }
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok((engine, xsk)) => {

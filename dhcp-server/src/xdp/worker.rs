@@ -72,6 +72,8 @@ pub struct Worker {
     pub committer: Committer,
     /// The control socket's questions to this shard.
     pub questions: Questions,
+    /// The failover link's orders to this shard, when the server has a partner.
+    pub failover: Option<crate::failover::shards::Orders>,
     /// Each reply's time from its request's pickup to its leaving, in nanoseconds.
     pub latency: Histogram<u64>,
 }
@@ -110,6 +112,15 @@ impl Worker {
                 &self.latency,
                 now,
             );
+            if let Some(orders) = &self.failover {
+                crate::failover::shards::carry_out(
+                    orders,
+                    &mut self.engine,
+                    &mut self.committer,
+                    now,
+                );
+                self.committer.record_all(&mut self.engine, now);
+            }
             if busy {
                 last_busy = Instant::now();
             } else if last_busy.elapsed() < LINGER {
@@ -150,7 +161,7 @@ impl Worker {
                 let pass = xsk.pass(durable, Some(&mut self.latency), |req, out| {
                     let len = answer(engine, &here, req, out)?;
                     match committer.record(engine, now) {
-                        Release::Now => Some(Out { len, after: 0 }),
+                        Release::Now | Release::Empty => Some(Out { len, after: 0 }),
                         Release::After(seq) => Some(Out { len, after: seq }),
                         Release::Never => None,
                     }

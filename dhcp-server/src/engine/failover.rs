@@ -1,0 +1,491 @@
+//! The failover rules a shard applies to its clients and leases (draft §5, as ISC dhcpd
+//! 4.4 applies them): whether to answer at all in the pair's current states; DISCOVERs
+//! of the partner's hash buckets left to it while the pair cooperates; which free
+//! addresses are ours to give (the primary's FREE, the secondary's BACKUP; the partner's
+//! are `Partner` here); lease times capped by the MCLT beyond what the partner has
+//! acknowledged; ended leases kept from other clients until the partner knows; and the
+//! partner's bindings applied to this shard's table.
+//!
+//! The control thread's failover machine decides the pair's state; the shard only reads
+//! the `View` it was last given, so no packet ever waits on the partner.
+
+use super::{ClientRef, Drop, Engine, KeyKind, LeaseState, SlotId, Terms};
+use crate::failover::machine::View;
+use crate::failover::message::Reject;
+use crate::failover::wire::RejectReason;
+use crate::failover::{Role, Service};
+use crate::journal::{BindingState, HwAddr, Lease, LeaseFlags};
+use crate::wire::{MessageType, Request};
+
+/// dhcpd's allowance for the pair's clock skew when judging an expiry (60 s + fudge).
+const SKEW: u64 = 65;
+
+/// A shard's failover state: the pair's rules and, per slot, what the partner knows.
+pub struct Partnership {
+    view: View,
+    /// Seconds a DISCOVER of the partner's bucket waits for the partner before we answer.
+    lbms: u16,
+    /// Per slot: the potential expiration time the partner acknowledged (tsfp), and the
+    /// one we last told it (tstp).
+    tsfp: Vec<u32>,
+    tstp: Vec<u32>,
+    /// The partner's free addresses became ours (partner-down, STOS + MCLT passed).
+    claimed: bool,
+    /// Slots changed by the failover rules themselves (balancing, claiming), for the
+    /// journal and the partner.
+    changes: Vec<SlotId>,
+    /// The last change came from the partner: journal it, do not send it back.
+    from_partner: bool,
+}
+
+/// What a shard made of a partner's binding.
+pub enum Applied {
+    /// Not this shard's address or client.
+    Elsewhere,
+    /// This shard holds it now, as this lease; or refused it.
+    Here(Result<Lease, Reject>),
+}
+
+impl Partnership {
+    fn new(view: View, load_balance_max_secs: u16, slots: usize) -> Self {
+        Partnership {
+            view,
+            lbms: load_balance_max_secs,
+            tsfp: vec![0; slots],
+            tstp: vec![0; slots],
+            claimed: false,
+            changes: Vec::new(),
+            from_partner: false,
+        }
+    }
+
+    fn grow(&mut self, id: SlotId) {
+        let need = id as usize + 1;
+        if self.tsfp.len() < need {
+            self.tsfp.resize(need, 0);
+            self.tstp.resize(need, 0);
+        }
+    }
+}
+
+impl Engine {
+    /// Turns failover on for this shard, at start before the journal's leases are
+    /// restored. Until told otherwise every free address is the primary's, as on a
+    /// new dhcpd pair, and pool balancing hands the secondary its share.
+    pub fn set_partnership(&mut self, view: View, load_balance_max_secs: u16) {
+        self.leases.set_hold_ended(true);
+        self.failover = Some(Box::new(Partnership::new(
+            view,
+            load_balance_max_secs,
+            self.leases.len(),
+        )));
+        if view.role == Role::Secondary {
+            let free: Vec<SlotId> = self
+                .leases
+                .slots()
+                .filter(|(_, s)| s.state.available() && !s.reserved)
+                .map(|(id, _)| id)
+                .collect();
+            for id in free {
+                self.leases.set_pool(id, false);
+            }
+        }
+    }
+
+    /// The pair's rules changed.
+    pub fn set_failover_view(&mut self, view: View, now: u64) {
+        if let Some(p) = self.failover.as_mut() {
+            if view.service != Service::PartnerDown {
+                p.claimed = false;
+            }
+            p.view = view;
+        }
+        self.claim_partner_pool(now);
+    }
+
+    pub fn failover_view(&self) -> Option<View> {
+        self.failover.as_ref().map(|p| p.view)
+    }
+
+    /// Whether the last change came from the partner (the journal keeps it; the
+    /// partner must not get it back).
+    pub fn change_from_partner(&self) -> bool {
+        self.failover.as_ref().is_some_and(|p| p.from_partner)
+    }
+
+    /// The next change the failover rules made on their own.
+    pub(super) fn take_failover_change(&mut self) -> Option<SlotId> {
+        let p = self.failover.as_mut()?;
+        p.from_partner = false;
+        p.changes.pop()
+    }
+
+    /// Whether a message must go unanswered because of the pair's state: nothing is
+    /// answered while the pair resolves conflicts or recovers, and while it cooperates a
+    /// DISCOVER in the partner's hash buckets is the partner's, unless the client has
+    /// waited load-balance-max-seconds (its `secs` field) for it.
+    pub(super) fn failover_gate(&self, req: &Request<'_>, client: ClientRef<'_>) -> Option<Drop> {
+        let p = self.failover.as_ref()?;
+        if !matches!(req.msg_type, MessageType::Discover | MessageType::Request) {
+            return None;
+        }
+        if !p.view.service.serves() {
+            return Some(Drop::FailoverNotServing);
+        }
+        if req.msg_type == MessageType::Discover
+            && p.view.service == Service::Cooperating
+            && req.msg.secs() < p.lbms
+        {
+            let bucket = dhcp_ebpf_common::loadb_hash(client.bytes);
+            if !p.view.hba.mine(p.view.role, bucket) {
+                return Some(Drop::LoadBalanced);
+            }
+        }
+        None
+    }
+
+    /// Caps a lease time by the MCLT rule (draft §5.2.1, dhcpd's ack_lease): beyond the
+    /// MCLT, a lease may only run MCLT past what the partner acknowledged. Notes the
+    /// potential expiry to tell the partner: the desired time plus half the granted one,
+    /// so the client's next renewal can get the full time.
+    pub(super) fn failover_terms(&mut self, slot: SlotId, terms: Terms, now: u64) -> Terms {
+        let Some(p) = self.failover.as_mut() else {
+            return terms;
+        };
+        p.grow(slot);
+        let mclt = u64::from(p.view.mclt);
+        let desired = u64::from(terms.lease);
+        let tsfp = u64::from(p.tsfp[slot as usize]);
+        let granted = if desired <= mclt {
+            desired
+        } else if tsfp <= now {
+            mclt
+        } else if now + desired > tsfp + mclt {
+            tsfp - now + mclt
+        } else {
+            desired
+        };
+        p.tstp[slot as usize] = clamp32(now + desired + granted / 2);
+        if granted == desired {
+            return terms;
+        }
+        let lease = granted as u32;
+        Terms {
+            lease,
+            renew: lease / 2,
+            rebind: (u64::from(lease) * 7 / 8) as u32,
+        }
+    }
+
+    /// The potential expiry we last told the partner about `slot`, for its record.
+    pub(super) fn failover_times(&self, slot: SlotId) -> (u64, u64) {
+        self.failover
+            .as_ref()
+            .and_then(|p| {
+                Some((
+                    u64::from(*p.tstp.get(slot as usize)?),
+                    u64::from(*p.tsfp.get(slot as usize)?),
+                ))
+            })
+            .unwrap_or((0, 0))
+    }
+
+    /// What the journal remembers the partner knew of a restored lease.
+    pub(super) fn restore_failover_times(&mut self, id: SlotId, lease: &Lease) {
+        if let Some(p) = self.failover.as_mut() {
+            p.grow(id);
+            p.tstp[id as usize] = clamp32(lease.tstp);
+            p.tsfp[id as usize] = clamp32(lease.tsfp);
+        }
+    }
+
+    /// The state a free slot has on the wire: FREE is the primary's, BACKUP the
+    /// secondary's.
+    pub(super) fn free_state(&self, ours: bool) -> BindingState {
+        let primary = self
+            .failover
+            .as_ref()
+            .is_none_or(|p| p.view.role == Role::Primary);
+        if ours == primary {
+            BindingState::Free
+        } else {
+            BindingState::Backup
+        }
+    }
+
+    /// The partner acknowledged our binding: lease times may count on its tsfp, and an
+    /// ended lease may now go to anyone: back to the primary's pool, as dhcpd does.
+    pub fn partner_acked(&mut self, lease: &Lease) {
+        let Some(id) = self.leases.slot_of(lease.addr) else {
+            return;
+        };
+        let Some(p) = self.failover.as_mut() else {
+            return;
+        };
+        p.grow(id);
+        p.tsfp[id as usize] = clamp32(lease.tsfp);
+        let role = p.view.role;
+        let s = self.leases.slot(id);
+        if s.unacked && matches!(lease.state, BindingState::Expired | BindingState::Released) {
+            self.leases.settle_ended(id, role == Role::Primary);
+        }
+    }
+
+    /// Applies the partner's binding if this shard is where it belongs: with the
+    /// client's shard when it names a client, else with the shard the address started
+    /// in. Every other shard lets go of the address.
+    pub fn apply_partner(&mut self, lease: &Lease, conflict: bool, now: u64) -> Applied {
+        let Some(id) = self.leases.slot_of(lease.addr) else {
+            return Applied::Elsewhere;
+        };
+        let client = client_of_lease(lease);
+        let home = match client {
+            Some(c) if lease.state != BindingState::Abandoned => self.shard_of(c),
+            _ => self.leases.home_shard(lease.addr, self.shard),
+        };
+        if home != self.shard.index {
+            let s = self.leases.slot(id);
+            if s.state != LeaseState::Foreign && !s.reserved {
+                self.leases.make_foreign(id);
+            }
+            return Applied::Elsewhere;
+        }
+        Applied::Here(self.take_partner_binding(id, lease, client, conflict, now))
+    }
+
+    fn take_partner_binding(
+        &mut self,
+        id: SlotId,
+        lease: &Lease,
+        client: Option<ClientRef<'_>>,
+        conflict: bool,
+        now: u64,
+    ) -> Result<Lease, Reject> {
+        let s = self.leases.slot(id);
+        let same_client = client.is_some_and(|c| self.leases.is_client(id, c));
+        let live = s.state.held() && s.expires > now;
+        // A binding of ours that is live for another client wins over the partner's,
+        // unless the partner saw the client give it up (released, abandoned, reset).
+        if live && !same_client {
+            let ours_stands = match lease.state {
+                BindingState::Active | BindingState::Free | BindingState::Backup => true,
+                BindingState::Expired => s.expires > now + SKEW,
+                BindingState::Released | BindingState::Abandoned | BindingState::Reset => {
+                    !conflict && s.state == LeaseState::Offered
+                }
+            };
+            if ours_stands {
+                return Err(Reject::new(
+                    RejectReason::FatalConflict,
+                    format!(
+                        "{}: invalid state transition: {} to {}",
+                        lease.addr,
+                        if s.state == LeaseState::Active {
+                            "active"
+                        } else {
+                            "offered"
+                        },
+                        lease.state.isc_name()
+                    ),
+                ));
+            }
+        }
+        let role = self
+            .failover
+            .as_ref()
+            .map_or(Role::Primary, |p| p.view.role);
+        let primary = role == Role::Primary;
+        self.leases.adopt(&[lease.addr]);
+        match lease.state {
+            BindingState::Active => {
+                let c = client.ok_or_else(|| {
+                    Reject::new(RejectReason::MissingBindInfo, "BNDUPD without CHADDR")
+                })?;
+                let ends = if lease.ends == 0 { now } else { lease.ends };
+                self.leases.bind(
+                    id,
+                    c,
+                    lease.hw.htype,
+                    lease.hw.bytes(),
+                    LeaseState::Active,
+                    ends,
+                );
+                self.leases.set_cltt(id, lease.cltt);
+            }
+            BindingState::Expired | BindingState::Released | BindingState::Reset => {
+                // Ended on the partner's side: free, in the primary's pool (dhcpd's
+                // next_binding_state = FREE), still remembered for its client.
+                self.leases.settle_ended(id, primary);
+            }
+            BindingState::Free => self.leases.set_pool(id, primary),
+            BindingState::Backup => self.leases.set_pool(id, !primary),
+            BindingState::Abandoned => {
+                self.leases.forget_client(id);
+                let until = now + u64::from(self.config.decline_hold);
+                self.leases.set_state(id, LeaseState::Declined, until);
+            }
+        }
+        if let Some(p) = self.failover.as_mut() {
+            p.grow(id);
+            p.tsfp[id as usize] = clamp32(lease.tstp);
+            p.from_partner = true;
+        }
+        self.change = Some(id);
+        Ok(self.lease_at(id))
+    }
+
+    /// The lease of a slot as the partner must see it.
+    pub fn lease_at(&self, id: SlotId) -> Lease {
+        let s = self.leases.slot(id);
+        let state = self.binding_state(id);
+        let (tstp, tsfp) = self.failover_times(id);
+        let client_id: Box<[u8]> = match s.client.as_ref().map(|k| k.as_ref()) {
+            Some(ClientRef {
+                kind: KeyKind::ClientId,
+                bytes,
+            }) => bytes.into(),
+            _ => Box::new([]),
+        };
+        let hw = if s.client.is_some() {
+            HwAddr::new(s.htype, &s.hw[..usize::from(s.hlen)])
+        } else {
+            HwAddr::default()
+        };
+        Lease {
+            stamp: 0,
+            addr: s.addr,
+            state,
+            hw,
+            client_id,
+            starts: s.cltt,
+            ends: s.expires,
+            cltt: s.cltt,
+            tstp,
+            tsfp,
+            atsfp: tsfp,
+            flags: LeaseFlags(if s.reserved { LeaseFlags::RESERVED } else { 0 }),
+        }
+    }
+
+    /// Every binding this shard holds, for the partner's UPDREQ(ALL): all addresses it
+    /// manages (`all`), or only those with a client.
+    pub fn failover_bindings(&self, all: bool, out: &mut Vec<Lease>) {
+        for (id, s) in self.leases.slots() {
+            if s.state == LeaseState::Foreign || (s.reserved && s.client.is_none()) {
+                continue;
+            }
+            if all || s.client.is_some() {
+                out.push(self.lease_at(id));
+            }
+        }
+    }
+
+    /// Pool balancing (dhcpd's pool_dobalance): while the pair is normal, hand the
+    /// partner half of the difference between our free addresses and its, per subnet,
+    /// oldest first. The changes go to the journal and the partner. Returns how many
+    /// moved.
+    pub fn balance_pools(&mut self) -> u32 {
+        let Some(p) = self.failover.as_ref() else {
+            return 0;
+        };
+        if p.view.service != Service::Cooperating {
+            return 0;
+        }
+        let mut moved = Vec::new();
+        for subnet in 0..self.config.subnets.len() as u16 {
+            let ours = self.leases.free_count(subnet);
+            let theirs = self.leases.partner_count(subnet);
+            let give = ours.saturating_sub(theirs) / 2;
+            for _ in 0..give {
+                let Some(id) = self.leases.peek_free(subnet) else {
+                    break;
+                };
+                self.leases.set_pool(id, false);
+                moved.push(id);
+            }
+        }
+        let n = moved.len() as u32;
+        if let Some(p) = self.failover.as_mut() {
+            p.changes.extend(moved);
+        }
+        n
+    }
+
+    /// In partner-down, once STOS + MCLT has passed, the partner's free addresses and
+    /// the leases it never acknowledged ending are ours to give.
+    pub(super) fn claim_partner_pool(&mut self, now: u64) {
+        let Some(p) = self.failover.as_ref() else {
+            return;
+        };
+        if p.claimed
+            || p.view.service != Service::PartnerDown
+            || now < p.view.stos + u64::from(p.view.mclt)
+        {
+            return;
+        }
+        let ids: Vec<SlotId> = self
+            .leases
+            .slots()
+            .filter(|(_, s)| s.state == LeaseState::Partner || s.unacked)
+            .map(|(id, _)| id)
+            .collect();
+        let n = ids.len();
+        for &id in &ids {
+            if self.leases.slot(id).state == LeaseState::Partner {
+                self.leases.set_pool(id, true);
+            } else {
+                self.leases.settle_ended(id, true);
+            }
+        }
+        if let Some(p) = self.failover.as_mut() {
+            p.claimed = true;
+            p.changes.extend(ids);
+        }
+        if n > 0 {
+            tracing::info!(
+                "partner-down: {n} addresses of the partner's pool and ended leases are usable (shard {})",
+                self.shard.index
+            );
+        }
+    }
+
+    /// The wire state of a slot: what the journal and the partner see.
+    pub(super) fn binding_state(&self, id: SlotId) -> BindingState {
+        let s = self.leases.slot(id);
+        match s.state {
+            LeaseState::Active => BindingState::Active,
+            LeaseState::Released if s.unacked => BindingState::Released,
+            LeaseState::Expired if s.unacked => BindingState::Expired,
+            LeaseState::Declined => BindingState::Abandoned,
+            LeaseState::Partner => self.free_state(false),
+            LeaseState::Released | LeaseState::Expired if self.failover.is_none() => {
+                if s.state == LeaseState::Released {
+                    BindingState::Released
+                } else {
+                    BindingState::Expired
+                }
+            }
+            _ => self.free_state(true),
+        }
+    }
+}
+
+fn client_of_lease(lease: &Lease) -> Option<ClientRef<'_>> {
+    if !lease.client_id.is_empty() {
+        Some(ClientRef {
+            kind: KeyKind::ClientId,
+            bytes: &lease.client_id,
+        })
+    } else if !lease.hw.bytes().is_empty() {
+        Some(ClientRef {
+            kind: KeyKind::Hardware,
+            bytes: lease.hw.bytes(),
+        })
+    } else {
+        None
+    }
+}
+
+fn clamp32(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
+}

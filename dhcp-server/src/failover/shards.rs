@@ -1,0 +1,243 @@
+//! The workers' side of failover. The link's orders reach every shard through a bounded
+//! lock-free queue; each shard carries them out between two batches of packets, on its
+//! own lease table, and answers on a channel. Our own lease changes come back through
+//! each shard's outbox (filled by its `Committer`). No shard ever waits on the link.
+
+use std::io;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use tracing::warn;
+
+use super::link::Shards;
+use super::machine::{Stored, View};
+use super::message::Reject;
+use super::wire::RejectReason;
+use crate::engine::{Applied, Engine};
+use crate::journal::{FailoverRecord, Lease};
+use crate::store::{Committer, Outbox};
+
+/// Orders a shard's queue holds; the link sends one at a time per shard.
+const QUEUE: usize = 16;
+/// Changes a shard may have on the way to the partner before they wait for the next
+/// update request (and a log line says so).
+const OUTBOX: usize = 1 << 16;
+/// How long the link waits for a shard to answer.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+pub enum Order {
+    View(View),
+    Apply { lease: Lease, conflict: bool },
+    Acked(Lease),
+    Collect { all: bool },
+    Balance,
+    Record(Stored),
+}
+
+/// A shard's answer to an order.
+pub enum Done {
+    Nothing,
+    Applied(Option<Result<Lease, Reject>>),
+    Leases(Vec<Lease>),
+    Moved(u32),
+    Recorded(io::Result<()>),
+}
+
+/// A shard's end of the failover link.
+pub type Orders = Arc<ArrayQueue<(Order, mpsc::SyncSender<Done>)>>;
+
+/// What a worker gets: the orders it carries out, the outbox its changes leave by.
+pub type End = (Orders, Outbox);
+
+/// The ends for `count` shards: each worker takes its `Orders` and gives its `Outbox` to
+/// its committer; the link takes the `Workers`.
+pub fn wire_up(count: usize) -> (Vec<End>, Workers) {
+    let ends: Vec<End> = (0..count)
+        .map(|_| {
+            (
+                Arc::new(ArrayQueue::new(QUEUE)),
+                Arc::new(ArrayQueue::new(OUTBOX)),
+            )
+        })
+        .collect();
+    let workers = Workers {
+        shards: ends.clone(),
+    };
+    (ends, workers)
+}
+
+/// In a shard's thread: carries out every waiting order.
+pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer, now: u64) {
+    while let Some((order, reply)) = orders.pop() {
+        let done = match order {
+            Order::View(v) => {
+                engine.set_failover_view(v, now);
+                committer.record_all(engine, now);
+                Done::Nothing
+            }
+            Order::Apply { lease, conflict } => {
+                let applied = match engine.apply_partner(&lease, conflict, now) {
+                    Applied::Elsewhere => None,
+                    Applied::Here(r) => Some(r),
+                };
+                committer.record_all(engine, now);
+                Done::Applied(applied)
+            }
+            Order::Acked(lease) => {
+                engine.partner_acked(&lease);
+                committer.record_all(engine, now);
+                Done::Nothing
+            }
+            Order::Collect { all } => {
+                let mut out = Vec::new();
+                engine.failover_bindings(all, &mut out);
+                Done::Leases(out)
+            }
+            Order::Balance => {
+                let moved = engine.balance_pools();
+                committer.record_all(engine, now);
+                Done::Moved(moved)
+            }
+            Order::Record(s) => Done::Recorded(committer.record_failover(&s, engine, now)),
+        };
+        // The link may have given up waiting; nothing to do then.
+        let _ = reply.try_send(done);
+    }
+}
+
+/// The link's view of every shard.
+pub struct Workers {
+    shards: Vec<End>,
+}
+
+impl Workers {
+    /// Sends `make()` to the shards `which` selects and gathers their answers.
+    fn ask(&self, which: std::ops::Range<usize>, make: impl Fn() -> Order) -> Vec<Done> {
+        let (tx, rx) = mpsc::sync_channel(self.shards.len());
+        let mut sent = 0;
+        for (orders, _) in &self.shards[which] {
+            let mut order = (make(), tx.clone());
+            // A full queue empties as the shard's thread works through it.
+            loop {
+                match orders.push(order) {
+                    Ok(()) => break,
+                    Err(back) => {
+                        order = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            sent += 1;
+        }
+        drop(tx);
+        let mut answers = Vec::with_capacity(sent);
+        for _ in 0..sent {
+            match rx.recv_timeout(PATIENCE) {
+                Ok(d) => answers.push(d),
+                Err(_) => {
+                    warn!("failover: a worker did not answer within {PATIENCE:?}");
+                    break;
+                }
+            }
+        }
+        answers
+    }
+
+    fn all(&self, make: impl Fn() -> Order) -> Vec<Done> {
+        self.ask(0..self.shards.len(), make)
+    }
+}
+
+impl Shards for Workers {
+    fn view(&mut self, view: View) {
+        self.all(|| Order::View(view));
+    }
+
+    fn record(&mut self, stored: &Stored) -> io::Result<()> {
+        // Shard 0's journal keeps the failover state; replay takes the latest.
+        let s = *stored;
+        match self.ask(0..1, || Order::Record(s)).pop() {
+            Some(Done::Recorded(r)) => r,
+            _ => Err(io::Error::other("the first worker did not answer")),
+        }
+    }
+
+    fn apply(&mut self, lease: &Lease, conflict: bool) -> Result<Lease, Reject> {
+        let answers = self.all(|| Order::Apply {
+            lease: lease.clone(),
+            conflict,
+        });
+        answers
+            .into_iter()
+            .find_map(|d| match d {
+                Done::Applied(Some(r)) => Some(r),
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                Err(Reject::new(
+                    RejectReason::IllegalIpAddr,
+                    "unknown IP address",
+                ))
+            })
+    }
+
+    fn acked(&mut self, lease: &Lease) {
+        self.all(|| Order::Acked(lease.clone()));
+    }
+
+    fn collect(&mut self, all: bool) -> Vec<Lease> {
+        self.all(|| Order::Collect { all })
+            .into_iter()
+            .flat_map(|d| match d {
+                Done::Leases(v) => v,
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn balance(&mut self) -> u32 {
+        self.all(|| Order::Balance)
+            .into_iter()
+            .map(|d| match d {
+                Done::Moved(n) => n,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn changes(&mut self, into: &mut Vec<Lease>) {
+        for (_, outbox) in &self.shards {
+            while let Some(l) = outbox.pop() {
+                into.push(l);
+            }
+        }
+    }
+}
+
+impl Stored {
+    /// The journal's record of the failover state.
+    pub fn as_record<'a>(&self, name: &'a [u8], stamp: u64) -> FailoverRecord<'a> {
+        FailoverRecord {
+            stamp,
+            local_state: u8::from(self.me),
+            peer_state: u8::from(self.partner),
+            mclt: self.mclt,
+            local_stos: self.me_stos,
+            peer_stos: self.partner_stos,
+            name,
+            data: &[],
+        }
+    }
+
+    /// The state a replayed journal remembers.
+    pub fn from_journal(f: &crate::journal::Failover) -> Self {
+        Stored {
+            me: f.local_state.into(),
+            me_stos: f.local_stos,
+            partner: f.peer_state.into(),
+            partner_stos: f.peer_stos,
+            mclt: f.mclt,
+        }
+    }
+}
