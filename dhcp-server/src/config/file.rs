@@ -15,9 +15,10 @@ use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use super::{
-    AddrRange, Backend, ClasslessRoute, Config, Invalid, Ipv4Net, LeaseTimes, LinkId, OptionSet,
-    Reservation, Subnet,
+    AddrRange, Backend, ClasslessRoute, Config, Failover, Invalid, Ipv4Net, LeaseTimes, LinkId,
+    OptionSet, Reservation, Subnet,
 };
+use crate::failover::{Hba, Role};
 use crate::wire::code;
 
 /// One error in a configuration file.
@@ -63,6 +64,7 @@ const TOP_KEYS: &[&str] = &[
     "control-gids",
     "metrics-listen",
     "log-level",
+    "failover",
     "subnet",
 ];
 
@@ -80,6 +82,27 @@ const SUBNET_KEYS: &[&str] = &[
 ];
 
 const RESERVATION_KEYS: &[&str] = &["hw-address", "client-id", "ip-address", "host-name"];
+
+const FAILOVER_KEYS: &[&str] = &[
+    "name",
+    "role",
+    "address",
+    "port",
+    "peer-address",
+    "peer-port",
+    "mclt",
+    "split",
+    "hba",
+    "max-response-delay",
+    "max-unacked-updates",
+    "load-balance-max-seconds",
+    "auto-partner-down",
+    "max-lease-misbalance",
+    "max-lease-ownership",
+];
+
+/// Keys the secondary takes from the primary when they connect, as dhcpd does.
+const PRIMARY_ONLY: &[&str] = &["mclt", "split", "hba"];
 
 /// How a named option's value is written in the file.
 #[derive(Clone, Copy)]
@@ -445,6 +468,9 @@ impl Walker {
                 super::log_filter(s).map(|_| s.to_owned())
             })
         });
+        let failover = root
+            .get_key_value("failover")
+            .and_then(|(k, v)| self.failover(k.span(), v));
         let interfaces = self.interfaces(root);
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
@@ -490,6 +516,7 @@ impl Walker {
             control_gids,
             metrics_listen,
             log_level,
+            failover,
         });
         Walked { config, dirty }
     }
@@ -519,6 +546,142 @@ impl Walker {
             Some(())
         });
         names
+    }
+
+    /// The `[failover]` table; `None` when a key without a default (name, role, address,
+    /// peer-address) is missing or wrong: the partnership is checked as a whole only once
+    /// those read well.
+    fn failover(&mut self, head: Range<usize>, v: &Value<'_>) -> Option<Failover> {
+        let t = match v.get_ref() {
+            DeValue::Table(t) => t,
+            DeValue::Array(_) => {
+                self.error(
+                    v.span(),
+                    "failover",
+                    "write [failover], not [[failover]]: a server has one partnership",
+                );
+                return None;
+            }
+            _ => {
+                self.mismatch("failover", v, "a [failover] table");
+                return None;
+            }
+        };
+        self.check_keys("failover", t, FAILOVER_KEYS, false);
+        let key = |k: &str| format!("failover.{k}");
+        let required = |w: &mut Self, name: &str, hint: &str| {
+            let found = t.get(name);
+            if found.is_none() {
+                w.missing(head.clone(), &key(name), hint);
+            }
+            found
+        };
+        let name = required(
+            self,
+            "name",
+            "a partnership needs name = \"...\", the same on both servers",
+        )
+        .and_then(|v| self.parsed(&key("name"), v, text));
+        let role = required(
+            self,
+            "role",
+            "write role = \"primary\" or role = \"secondary\"",
+        )
+        .and_then(|v| {
+            self.parsed(&key("role"), v, |s| match s {
+                "primary" => Ok(Role::Primary),
+                "secondary" => Ok(Role::Secondary),
+                _ => Err(format!(
+                    "unknown role '{s}'; use \"primary\" or \"secondary\""
+                )),
+            })
+        });
+        let address = required(
+            self,
+            "address",
+            "write address = \"...\", this server's address on the link",
+        )
+        .and_then(|v| self.parsed(&key("address"), v, unicast));
+        let peer_address = required(
+            self,
+            "peer-address",
+            "write peer-address = \"...\", the partner's address",
+        )
+        .and_then(|v| self.parsed(&key("peer-address"), v, unicast));
+        let complete =
+            name.is_some() && role.is_some() && address.is_some() && peer_address.is_some();
+        let mut f = Failover::new(
+            name.unwrap_or_default(),
+            role.unwrap_or(Role::Primary),
+            address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            peer_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        );
+        let port = |w: &mut Self, name: &str, default: u16| {
+            t.get(name)
+                .and_then(|v| w.integer(&key(name), v, 1..=i128::from(u16::MAX), "a TCP port"))
+                .map_or(default, |n| n as u16)
+        };
+        f.port = port(self, "port", f.port);
+        f.peer_port = port(self, "peer-port", f.peer_port);
+        let seconds = |w: &mut Self, name: &str, default: u32| {
+            t.get(name)
+                .and_then(|v| w.seconds(&key(name), v))
+                .unwrap_or(default)
+        };
+        let percent = |w: &mut Self, name: &str, default: u8| {
+            t.get(name)
+                .and_then(|v| w.integer(&key(name), v, 0..=100, "a percentage"))
+                .map_or(default, |n| n as u8)
+        };
+        if role == Some(Role::Secondary) {
+            // Refused, not read: the secondary runs on the primary's values.
+            for &name in PRIMARY_ONLY {
+                let Some((k, _)) = t.get_key_value(name) else {
+                    continue;
+                };
+                let reason = if name == "mclt" {
+                    "only the primary sets the mclt; the secondary takes it from the primary \
+                     when they connect"
+                } else {
+                    "only the primary sets the load balancing (split, hba); the secondary takes \
+                     it from the primary when they connect (dhcpd: \"secondary may not define \
+                     load balance settings\")"
+                };
+                self.error(k.span(), &key(name), reason);
+            }
+        } else {
+            f.mclt = seconds(self, "mclt", f.mclt);
+            f.split = t
+                .get("split")
+                .and_then(|v| self.integer(&key("split"), v, 0..=256, "a number of hash buckets"))
+                .map_or(f.split, |n| n as u16);
+            f.hba = t.get("hba").and_then(|v| self.parsed(&key("hba"), v, hba));
+            if let (Some(_), Some((k, _))) = (t.get("split"), t.get_key_value("hba")) {
+                self.error(
+                    k.span(),
+                    &key("hba"),
+                    "split and hba both set the load balancing; keep one",
+                );
+            }
+        }
+        f.max_response_delay = seconds(self, "max-response-delay", f.max_response_delay);
+        f.max_unacked_updates = t
+            .get("max-unacked-updates")
+            .and_then(|v| {
+                self.integer(
+                    &key("max-unacked-updates"),
+                    v,
+                    0..=i128::from(u32::MAX),
+                    "a number of updates",
+                )
+            })
+            .map_or(f.max_unacked_updates, |n| n as u32);
+        f.load_balance_max_seconds =
+            seconds(self, "load-balance-max-seconds", f.load_balance_max_seconds);
+        f.auto_partner_down = seconds(self, "auto-partner-down", f.auto_partner_down);
+        f.max_lease_misbalance = percent(self, "max-lease-misbalance", f.max_lease_misbalance);
+        f.max_lease_ownership = percent(self, "max-lease-ownership", f.max_lease_ownership);
+        complete.then_some(f)
     }
 
     /// `None` only when the subnet's own address is missing or wrong: without it the
@@ -801,6 +964,15 @@ fn unicast(s: &str) -> Result<Ipv4Addr, String> {
     } else {
         Ok(a)
     }
+}
+
+/// A failover hash bucket assignment as dhcpd writes it: 32 octets, bit `b % 8` of octet
+/// `b / 8` set when bucket `b` is the primary's.
+fn hba(s: &str) -> Result<Hba, String> {
+    octets(s)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(Hba)
+        .ok_or_else(|| format!("'{s}' is not 32 hex octets (a bit per hash bucket)"))
 }
 
 /// A text option: something a client can take as a name, in one option instance.
@@ -1138,6 +1310,7 @@ pools = ["198.51.100.10-198.51.100.20"]
             control_gids: Vec::new(),
             metrics_listen: None,
             log_level: Some("info,dhcp_server::engine=debug".into()),
+            failover: None,
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),
@@ -1439,6 +1612,390 @@ dns-server = ["198.51.100.53"]
             "interfaces = [\"veth0\"]\nstate-dir = \"state\"",
         ));
         assert!(e.reason.contains("not an absolute path"), "{e}");
+    }
+
+    /// Appended to MINIMAL, so `[failover]` is line 9 and `name` line 10.
+    const FAILOVER: &str = r#"
+[failover]
+name = "pair"
+role = "primary"
+address = "198.51.100.2"
+port = 8647
+peer-address = "198.51.100.3"
+peer-port = 8648
+mclt = 1800
+split = 255
+max-response-delay = 60
+max-unacked-updates = 20
+load-balance-max-seconds = 5
+auto-partner-down = 3600
+max-lease-misbalance = 20
+max-lease-ownership = 5
+"#;
+
+    fn failover(text: &str) -> Result<Config, Vec<FileError>> {
+        load(&format!("{MINIMAL}{text}"))
+    }
+
+    fn failover_error(text: &str) -> FileError {
+        one_error(&format!("{MINIMAL}{text}"))
+    }
+
+    fn a(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 51, 100, last)
+    }
+
+    /// 32 octets giving the primary the first `n` buckets, as dhcpd writes an hba.
+    fn hba_text(n: usize) -> String {
+        (0..32)
+            .map(|i| match n.saturating_sub(i * 8).min(8) {
+                8 => "ff".to_owned(),
+                k => format!("{:02x}", (1u16 << k) - 1),
+            })
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    #[test]
+    fn a_full_failover_table_becomes_the_model() {
+        let c = failover(FAILOVER).unwrap();
+        let expected = Failover {
+            name: "pair".into(),
+            role: Role::Primary,
+            address: a(2),
+            port: 8647,
+            peer_address: a(3),
+            peer_port: 8648,
+            mclt: 1800,
+            split: 255,
+            hba: None,
+            max_response_delay: 60,
+            max_unacked_updates: 20,
+            load_balance_max_seconds: 5,
+            auto_partner_down: 3600,
+            max_lease_misbalance: 20,
+            max_lease_ownership: 5,
+        };
+        assert_eq!(c.failover, Some(expected.clone()));
+        let p = expected.params();
+        assert_eq!(
+            (p.mclt, p.hba, p.max_unacked, p.max_response_delay),
+            (1800, Hba::split(255), 20, 60)
+        );
+        assert_eq!(p.auto_partner_down, 3600);
+        // An inline table works too.
+        let inline = MINIMAL.replace(
+            "interfaces = [\"veth0\"]\n",
+            "interfaces = [\"veth0\"]\nfailover = { name = \"pair\", role = \"secondary\", \
+             address = \"198.51.100.3\", peer-address = \"198.51.100.2\" }\n",
+        );
+        let f = load(&inline).unwrap().failover.unwrap();
+        assert_eq!(f, Failover::new("pair".into(), Role::Secondary, a(3), a(2)));
+    }
+
+    #[test]
+    fn failover_defaults_where_keys_are_absent() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.failover, None);
+        let text = "\n[failover]\nname = \"pair\"\nrole = \"primary\"\n\
+                    address = \"198.51.100.2\"\npeer-address = \"198.51.100.3\"\n";
+        let f = failover(text).unwrap().failover.unwrap();
+        assert_eq!(
+            f,
+            Failover {
+                name: "pair".into(),
+                role: Role::Primary,
+                address: a(2),
+                port: 647,
+                peer_address: a(3),
+                peer_port: 647,
+                mclt: 3600,
+                split: 128,
+                hba: None,
+                max_response_delay: 30,
+                max_unacked_updates: 10,
+                load_balance_max_seconds: 3,
+                auto_partner_down: 0,
+                max_lease_misbalance: 15,
+                max_lease_ownership: 10,
+            }
+        );
+        assert_eq!(f.params().hba, Hba::split(128));
+        let e = f.endpoints();
+        assert_eq!(
+            (e.local.to_string(), e.peer.to_string()),
+            ("198.51.100.2:647".into(), "198.51.100.3:647".into())
+        );
+    }
+
+    #[test]
+    fn failover_value_errors_name_the_line_and_key() {
+        let bad = |from: &str, to: &str| {
+            let text = FAILOVER.replace(from, to);
+            assert_ne!(text, FAILOVER, "{from}");
+            failover_error(&text)
+        };
+        let cases = [
+            (
+                "name = \"pair\"",
+                "name = \"\"",
+                10,
+                "name",
+                "not 1 to 255 printable",
+            ),
+            (
+                "role = \"primary\"",
+                "role = \"backup\"",
+                11,
+                "role",
+                "unknown role 'backup'",
+            ),
+            (
+                "address = \"198.51.100.2\"",
+                "address = \"198.51.100.256\"",
+                12,
+                "address",
+                "not an IPv4 address",
+            ),
+            (
+                "address = \"198.51.100.2\"",
+                "address = \"255.255.255.255\"",
+                12,
+                "address",
+                "not a unicast address",
+            ),
+            (
+                "port = 8647",
+                "port = 0",
+                13,
+                "port",
+                "0 is out of range; expected a TCP port",
+            ),
+            (
+                "peer-address = \"198.51.100.3\"",
+                "peer-address = \"198.51.100.2\"",
+                14,
+                "peer-address",
+                "198.51.100.2 is also our own address",
+            ),
+            (
+                "peer-port = 8648",
+                "peer-port = 65536",
+                15,
+                "peer-port",
+                "out of range",
+            ),
+            (
+                "mclt = 1800",
+                "mclt = 0",
+                16,
+                "mclt",
+                "at least 1 second (3600 is dhcpd's",
+            ),
+            (
+                "mclt = 1800",
+                "mclt = \"1h\"",
+                16,
+                "mclt",
+                "expected a number of seconds",
+            ),
+            (
+                "split = 255",
+                "split = 257",
+                17,
+                "split",
+                "257 is out of range; expected a number of hash buckets from 0 to 256",
+            ),
+            (
+                "max-response-delay = 60",
+                "max-response-delay = 2",
+                18,
+                "max-response-delay",
+                "2 is below 3 seconds",
+            ),
+            (
+                "max-unacked-updates = 20",
+                "max-unacked-updates = 0",
+                19,
+                "max-unacked-updates",
+                "at least 1",
+            ),
+            (
+                "load-balance-max-seconds = 5",
+                "load-balance-max-seconds = -5",
+                20,
+                "load-balance-max-seconds",
+                "out of range",
+            ),
+            (
+                "auto-partner-down = 3600",
+                "auto-partner-down = true",
+                21,
+                "auto-partner-down",
+                "found a boolean",
+            ),
+            (
+                "max-lease-misbalance = 20",
+                "max-lease-misbalance = 101",
+                22,
+                "max-lease-misbalance",
+                "expected a percentage from 0 to 100",
+            ),
+            (
+                "max-lease-ownership = 5",
+                "max-lease-ownership = 5.5",
+                23,
+                "max-lease-ownership",
+                "found a float",
+            ),
+            (
+                "max-lease-ownership = 5",
+                "max-lease-ownershp = 5",
+                23,
+                "max-lease-ownershp",
+                "unknown key; did you mean 'max-lease-ownership'?",
+            ),
+        ];
+        for (from, to, line, key, reason) in cases {
+            let e = bad(from, to);
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (line, format!("failover.{key}").as_str()),
+                "{to}: {e}"
+            );
+            assert!(e.reason.contains(reason), "{to}: {e}");
+        }
+        let long = format!("name = \"{}\"", "n".repeat(256));
+        assert_eq!(bad("name = \"pair\"", &long).key, "failover.name");
+        // A key without a default is missing at the table's header.
+        let e = bad("peer-address = \"198.51.100.3\"\n", "");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (9, "failover.peer-address"),
+            "{e}"
+        );
+        assert!(e.reason.starts_with("missing; write peer-address"), "{e}");
+        let e = failover_error("\n[[failover]]\nname = \"pair\"\n");
+        assert_eq!((e.line, e.key.as_str()), (9, "failover"), "{e}");
+        assert!(
+            e.reason.contains("write [failover], not [[failover]]"),
+            "{e}"
+        );
+        let e = one_error(&format!("failover = \"pair\"\n{MINIMAL}"));
+        assert_eq!((e.line, e.key.as_str()), (1, "failover"), "{e}");
+        assert_eq!(e.reason, "expected a [failover] table, found a string");
+    }
+
+    #[test]
+    fn failover_addresses_stay_out_of_the_pools() {
+        let e = failover_error(&FAILOVER.replace("198.51.100.2", "192.0.2.50"));
+        assert_eq!((e.line, e.key.as_str()), (12, "failover.address"), "{e}");
+        assert_eq!(
+            e.reason,
+            "192.0.2.50 is inside subnet[0].pools[0] 192.0.2.10-192.0.2.200: the pair could \
+             lease this server's own address to a client"
+        );
+        let e = failover_error(&FAILOVER.replace("198.51.100.3", "192.0.2.10"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (14, "failover.peer-address"),
+            "{e}"
+        );
+        assert!(e.reason.contains("the partner's own address"), "{e}");
+        // Outside every pool, inside a subnet: fine.
+        failover(&FAILOVER.replace("198.51.100.2", "192.0.2.2")).unwrap();
+    }
+
+    #[test]
+    fn only_the_primary_sets_mclt_and_load_balancing() {
+        let secondary = FAILOVER.replace("\"primary\"", "\"secondary\"");
+        let got = failover(&secondary).unwrap_err();
+        let got: Vec<_> = got.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(got, [(16, "failover.mclt"), (17, "failover.split")]);
+        let e = failover_error(&secondary.replace("split = 255\n", ""));
+        assert_eq!(
+            e.reason,
+            "only the primary sets the mclt; the secondary takes it from the primary when \
+             they connect"
+        );
+        let hba = format!("hba = \"{}\"\n", hba_text(128));
+        let e = failover_error(
+            &secondary
+                .replace("mclt = 1800\n", "")
+                .replace("split = 255\n", &hba),
+        );
+        assert_eq!((e.line, e.key.as_str()), (16, "failover.hba"), "{e}");
+        assert!(e.reason.contains("the load balancing (split, hba)"), "{e}");
+        // Without them the secondary loads; its mclt and split stay at the defaults,
+        // which the primary's replace when they connect.
+        let f = failover(
+            &secondary
+                .replace("mclt = 1800\n", "")
+                .replace("split = 255\n", ""),
+        )
+        .unwrap()
+        .failover
+        .unwrap();
+        assert_eq!(
+            (f.role, f.mclt, f.split, f.hba),
+            (Role::Secondary, 3600, 128, None)
+        );
+        // The primary takes split or hba, not both.
+        let e = failover_error(&FAILOVER.replace("split = 255\n", &format!("split = 255\n{hba}")));
+        assert_eq!((e.line, e.key.as_str()), (18, "failover.hba"), "{e}");
+        assert_eq!(
+            e.reason,
+            "split and hba both set the load balancing; keep one"
+        );
+        let f = failover(&FAILOVER.replace("split = 255\n", &hba))
+            .unwrap()
+            .failover
+            .unwrap();
+        assert_eq!(f.hba, Some(Hba::split(128)));
+        assert_eq!(f.params().hba, Hba::split(128));
+        assert_eq!(hba_text(12)[..9], *"ff:0f:00:");
+        let f =
+            failover(&FAILOVER.replace("split = 255\n", &format!("hba = \"{}\"\n", hba_text(12))))
+                .unwrap()
+                .failover
+                .unwrap();
+        assert_eq!(f.params().hba, Hba::split(12));
+        for short in ["ff:ff", &hba_text(128)[3..], "zz"] {
+            let e = failover_error(&FAILOVER.replace("split = 255", &format!("hba = \"{short}\"")));
+            assert_eq!((e.line, e.key.as_str()), (17, "failover.hba"), "{e}");
+            assert!(e.reason.contains("is not 32 hex octets"), "{e}");
+        }
+    }
+
+    #[test]
+    fn failover_errors_are_reported_together() {
+        let text = FAILOVER
+            .replace("role = \"primary\"", "role = \"secondary\"")
+            .replace("port = 8647", "port = 70000")
+            .replace("max-response-delay = 60", "max-response-delay = 1")
+            .replace("peer-port", "peer-prot");
+        let got = failover(&text).unwrap_err();
+        let got: Vec<_> = got.iter().map(|e| (e.line, e.key.as_str())).collect();
+        // max-response-delay is a finding of the second pass: it is reported once the
+        // partnership reads, here alongside the first pass's errors.
+        assert_eq!(
+            got,
+            [
+                (13, "failover.port"),
+                (15, "failover.peer-prot"),
+                (16, "failover.mclt"),
+                (17, "failover.split"),
+                (18, "failover.max-response-delay"),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_failover_input_panics() {
+        let text = format!("{MINIMAL}{FAILOVER}");
+        for (i, _) in text.char_indices() {
+            let _ = load(&text[..i]);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! whole by `Config::validate`. The TOML file (`file`) and the command-line one-liner
 //! (`quick`) both produce this model, so both get the same checks.
 
+mod failover;
 mod file;
 mod options;
 mod quick;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 
 use crate::journal::Durability;
 
+pub use failover::Failover;
 pub use file::{error_at, load_file, load_file_text, FileError};
 pub use options::{ClasslessRoute, OptionSet};
 pub use quick::{QuickStart, QuickStartError};
@@ -80,6 +82,8 @@ pub struct Config {
     /// What to log, in `RUST_LOG`'s syntax (`info`, `dhcp_server=debug`...); `RUST_LOG`
     /// wins when it is set. None: `info`.
     pub log_level: Option<String>,
+    /// The failover partnership, covering every pool; none: this server works alone.
+    pub failover: Option<Failover>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -248,6 +252,7 @@ impl Default for Config {
             control_gids: Vec::new(),
             metrics_listen: None,
             log_level: None,
+            failover: None,
         }
     }
 }
@@ -284,8 +289,9 @@ pub const MAX_ADDRESSES: u64 = 1 << 24;
 
 impl Config {
     /// Checks what the engine relies on: every address it may hand out belongs to one
-    /// subnet and one pool only, reservations are unambiguous, and lease times are
-    /// ordered. Returns every problem found, not just the first.
+    /// subnet and one pool only, reservations are unambiguous, lease times are ordered,
+    /// and a failover partnership is sound and keeps its own addresses out of the pools.
+    /// Returns every problem found, not just the first.
     pub fn validate(&self) -> Result<(), Vec<Invalid>> {
         let mut bad = Vec::new();
         let mut err = |path: String, reason: String| bad.push(Invalid { path, reason });
@@ -366,6 +372,9 @@ impl Config {
                 }
             }
             self.validate_reservations(i, s, &mut err);
+        }
+        if let Some(f) = &self.failover {
+            f.validate(&self.subnets, &mut err);
         }
         if total > MAX_ADDRESSES {
             err(
