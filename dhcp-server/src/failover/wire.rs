@@ -196,10 +196,13 @@ pub fn frame_len(stream: &[u8]) -> Result<Option<usize>, Error> {
     Ok(Some(usize::from(len)))
 }
 
+/// A whole message cut from the front of a stream buffer, and what follows it.
+pub type Split<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits a complete message off the front of a TCP stream buffer: `Ok(Some((message,
 /// rest)))`, or `Ok(None)` while more octets are needed. The message is not checked
 /// beyond its length field; pass it to [`Packet::new_checked`].
-pub fn split_frame(stream: &[u8]) -> Result<Option<(&[u8], &[u8])>, Error> {
+pub fn split_frame(stream: &[u8]) -> Result<Option<Split<'_>>, Error> {
     match frame_len(stream)? {
         Some(n) if stream.len() >= n => Ok(Some(stream.split_at(n))),
         _ => Ok(None),
