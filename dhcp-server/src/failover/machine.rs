@@ -859,7 +859,8 @@ impl Machine {
             RecoverDone => match new {
                 RecoverDone | Normal => {
                     if new == RecoverDone {
-                        error!("Both servers have entered recover-done!");
+                        // A new pair, both recovering from each other: normal at once.
+                        info!("failover peer {}: both servers recovered", self.params.name);
                     }
                     self.set_state(Normal, now)
                 }

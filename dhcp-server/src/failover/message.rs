@@ -182,8 +182,8 @@ impl Envelope {
                 reason: RejectReason::Unknown,
                 message: text(code::MESSAGE).unwrap_or_default(),
             })),
-            MessageType::BndUpd => Msg::BndUpd(binding(&m)?),
-            MessageType::BndAck => Msg::BndAck(binding(&m)?, reject()),
+            MessageType::BndUpd => Msg::BndUpd(binding(&m, true)?),
+            MessageType::BndAck => Msg::BndAck(binding(&m, false)?, reject()),
             MessageType::UpdReq => Msg::UpdReq,
             MessageType::UpdReqAll => Msg::UpdReqAll,
             MessageType::UpdDone => Msg::UpdDone,
@@ -343,7 +343,9 @@ fn local_time(t: u32) -> u64 {
     }
 }
 
-fn binding(m: &wire::Message) -> Result<Lease, DecodeError> {
+/// The binding a BNDUPD carries, or a BNDACK echoes. dhcpd's BNDACK names the address
+/// but not always the state; `need_state` makes its absence an error.
+fn binding(m: &wire::Message, need_state: bool) -> Result<Lease, DecodeError> {
     let name = m.msg_type.name();
     let addr = match m.option(code::ASSIGNED_IP_ADDRESS) {
         Some(O::AssignedIpAddress(a)) => *a,
@@ -354,7 +356,8 @@ fn binding(m: &wire::Message) -> Result<Lease, DecodeError> {
             let v = u8::from(*s);
             BindingState::from_u8(v).ok_or(DecodeError::Unknown(name, "binding status", v))?
         }
-        _ => return Err(DecodeError::Missing(name, "binding-status")),
+        _ if need_state => return Err(DecodeError::Missing(name, "binding-status")),
+        _ => BindingState::Free,
     };
     let time = |code| match m.option(code) {
         Some(
