@@ -161,11 +161,25 @@ async fn run(
             }
         }
     };
+    // Connections come from their own task, so its pauses between attempts survive
+    // the timer ticks of this loop; it makes the next one only once this one closed.
+    let (found, mut connections) = mpsc::channel(1);
+    let closed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(connector(
+        primary,
+        endpoints,
+        listener,
+        name.clone(),
+        found,
+        closed.clone(),
+    ));
     loop {
-        // Wait for a connection, serving commands and timers meanwhile.
         let stream = tokio::select! {
             _ = stop.changed() => return,
-            s = next_connection(primary, &endpoints, listener.as_ref(), &name) => s,
+            s = connections.recv() => match s {
+                Some(s) => s,
+                None => return,
+            },
             () = d.idle(&mut commands) => continue,
         };
         if *stop.borrow() {
@@ -175,8 +189,42 @@ async fn run(
         let done = d.serve(stream, &mut commands, &mut stop).await;
         d.machine.link_down(unix_now());
         d.settle::<tokio::net::TcpStream>(None).await;
+        closed.notify_one();
         if done {
             return;
+        }
+    }
+}
+
+/// Finds connections one at a time: hands one over, then waits for it to close. The
+/// secondary turns away whatever else connects meanwhile (dhcpd refuses a second link).
+async fn connector(
+    primary: bool,
+    endpoints: Endpoints,
+    listener: Option<TcpListener>,
+    name: String,
+    found: mpsc::Sender<tokio::net::TcpStream>,
+    closed: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let s = next_connection(primary, &endpoints, listener.as_ref(), &name).await;
+        if found.send(s).await.is_err() {
+            return;
+        }
+        match &listener {
+            Some(l) => loop {
+                tokio::select! {
+                    () = closed.notified() => break,
+                    r = l.accept() => if let Ok((_, from)) = r {
+                        info!("failover peer {name}: second connection from {from} refused: already connected");
+                    },
+                }
+            },
+            None => {
+                closed.notified().await;
+                // dhcpd waits 5 s before it dials again after a lost link.
+                tokio::time::sleep(RECONNECT).await;
+            }
         }
     }
 }

@@ -599,7 +599,11 @@ impl Machine {
                 );
                 return;
             }
+            // Theirs wins: ours is withdrawn (its ack, if any, will not match), which
+            // frees room in the window and may finish an update request.
             self.flying.remove(&lease.addr);
+            self.send_updates(now);
+            self.maybe_done(now);
         }
         self.applying.insert(xid, lease.clone());
         self.out.push_back(Output::Apply {
@@ -616,6 +620,13 @@ impl Machine {
         }
         let (_, mut ours) = self.flying.remove(&acked.addr).expect("checked above");
         match reject {
+            // Crossing updates: the partner kept its own, as the rules say it must.
+            Some(r) if r.reason == RejectReason::LessCriticalBindInfo => info!(
+                "bind update on {} from {} rejected: {}",
+                acked.addr,
+                self.params.name,
+                describe(&r)
+            ),
             Some(r) => error!(
                 "bind update on {} from {} rejected: {}",
                 acked.addr,

@@ -132,13 +132,17 @@ impl Workers {
         }
         drop(tx);
         let mut answers = Vec::with_capacity(sent);
-        for _ in 0..sent {
-            match rx.recv_timeout(PATIENCE) {
+        let since = std::time::Instant::now();
+        while answers.len() < sent {
+            match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(d) => answers.push(d),
-                Err(_) => {
+                // Stopping workers answer nothing more: no point waiting for them.
+                Err(_) if crate::shutdown::requested() => break,
+                Err(_) if since.elapsed() > PATIENCE => {
                     warn!("failover: a worker did not answer within {PATIENCE:?}");
                     break;
                 }
+                Err(_) => {}
             }
         }
         answers

@@ -492,3 +492,18 @@ fn a_second_connect_on_an_established_link_is_refused() {
         matches!(&sent[..], [Envelope { msg: Msg::Disconnect(r), .. }] if r.reason == RejectReason::DuplicateConnection)
     );
 }
+
+#[test]
+fn two_new_servers_sending_each_other_everything_both_finish() {
+    let mut pair = Pair::new(None, None);
+    for i in 0..20 {
+        let p = lease(i, BindingState::Free, 0);
+        pair.p.leases.insert(p.addr, p);
+        let s = lease(i, BindingState::Free, 0);
+        pair.s.leases.insert(s.addr, s);
+    }
+    pair.connect();
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+    assert_eq!(pair.p.m.status().queued + pair.p.m.status().unacked, 0);
+    assert_eq!(pair.s.m.status().queued + pair.s.m.status().unacked, 0);
+}
