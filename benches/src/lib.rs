@@ -1,8 +1,10 @@
 //! What the benchmarks share: client messages for client number N written into a caller's
 //! buffer (so a loop over millions of distinct clients allocates nothing), a server
 //! configuration over the benchmark range 198.18.0.0/15, and the load generator that
-//! plays those clients on a real interface (`load`).
+//! plays those clients on a real interface (`load`, with `arp`
+//! answering ARP for the addresses they hold).
 
+pub mod arp;
 pub mod load;
 
 use std::net::Ipv4Addr;
@@ -160,6 +162,23 @@ pub fn release(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr) -> usiz
     finish(buf, at, Shape::default())
 }
 
+/// DHCPDECLINE from client `n` of `addr`, offered by `server` (RFC 2131 table 5: ciaddr
+/// zero, the address in option 50, the server identifier in option 54).
+pub fn decline(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr) -> usize {
+    let mut at = header(buf, n, Ipv4Addr::UNSPECIFIED, Shape::default());
+    put(buf, &mut at, code::MESSAGE_TYPE, &[4]);
+    let m = mac(n);
+    put(
+        buf,
+        &mut at,
+        code::CLIENT_ID,
+        &[1, m[0], m[1], m[2], m[3], m[4], m[5]],
+    );
+    put(buf, &mut at, code::REQUESTED_ADDRESS, &addr.octets());
+    put(buf, &mut at, code::SERVER_ID, &server.octets());
+    finish(buf, at, Shape::default())
+}
+
 /// yiaddr of a reply.
 pub fn yiaddr(reply: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(reply[16], reply[17], reply[18], reply[19])
@@ -287,6 +306,28 @@ mod tests {
         assert_eq!(
             Request::parse(&b[..n]).unwrap().msg_type,
             MessageType::Release
+        );
+        let n = decline(&mut b, 7, Ipv4Addr::new(198, 18, 1, 1), SERVER);
+        let r = Request::parse(&b[..n]).unwrap();
+        assert_eq!(
+            (r.msg_type, r.requested_address, r.server_id),
+            (
+                MessageType::Decline,
+                Some(Ipv4Addr::new(198, 18, 1, 1)),
+                Some(SERVER)
+            )
+        );
+        assert!(r.msg.ciaddr().is_unspecified());
+        let n = renew(&mut b, 7, Ipv4Addr::new(198, 18, 1, 1));
+        let r = Request::parse(&b[..n]).unwrap();
+        assert_eq!(
+            (r.msg_type, r.msg.ciaddr(), r.requested_address, r.server_id),
+            (
+                MessageType::Request,
+                Ipv4Addr::new(198, 18, 1, 1),
+                None,
+                None
+            )
         );
     }
 }

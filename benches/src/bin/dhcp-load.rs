@@ -1,29 +1,34 @@
 //! `dhcp-load`: plays many distinct DHCP clients on an interface and reports leases per
-//! second, drops and latency percentiles. Run it in the client namespace of a lab.
+//! second, drops and latency percentiles, per kind of exchange when it mixes DORA with
+//! renewals, releases and declines. Run it in the client namespace of a lab.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use dhcp_benches::load::{self, LoadConfig};
+use dhcp_benches::arp::ArpResponder;
+use dhcp_benches::load::{self, Group, Kind, LoadConfig, Mix, Report};
 use dhcp_server::packet::PacketSocket;
 
 #[derive(Parser)]
-#[command(about = "DHCPv4 load generator: distinct clients doing DORA over a packet socket")]
+#[command(
+    about = "DHCPv4 load generator: distinct clients doing DORA (and, with --mix, renew, release and decline) over a packet socket"
+)]
 struct Args {
     /// Interface to send on (the client side of the lab).
     #[arg(long)]
     interface: String,
-    /// Distinct clients, one DORA each.
+    /// Distinct clients; each DORA takes a new one.
     #[arg(long, default_value_t = 10_000)]
     clients: u32,
     /// First client number (chaddr 02:be:NN:NN:NN:NN); vary it to get clients the server has not seen.
     #[arg(long, default_value_t = 0)]
     first: u32,
-    /// Open loop: new exchanges per second. Without it: closed loop.
+    /// Open loop: new exchanges per second, of every kind together. Without it: closed loop.
     #[arg(long)]
     rate: Option<u32>,
-    /// Closed loop: exchanges outstanding at once.
+    /// Closed loop: answered exchanges (DORA, renew) outstanding at once.
     #[arg(long, default_value_t = 256)]
     window: u32,
     /// Seconds after which no new exchange starts.
@@ -35,6 +40,17 @@ struct Args {
     /// Ask for broadcast replies.
     #[arg(long)]
     broadcast: bool,
+    /// Kinds of exchange and their weights, e.g. dora=70,renew=20,release=5,decline=5.
+    /// renew: a holder's unicast REQUEST with ciaddr (RENEWING), answered; release and
+    /// decline: a holder's DHCPRELEASE (unicast) or DHCPDECLINE (broadcast), not answered.
+    /// A renew, release or decline due while no client holds a lease is a DORA instead.
+    #[arg(long, default_value_t = Mix::DORA)]
+    mix: Mix,
+    /// With release or decline in the mix: how many released, declined and still-held
+    /// addresses new clients ask for in RENEWING at the end (a server that freed an
+    /// address ACKs it; one that quarantined it or holds it for another client NAKs).
+    #[arg(long, default_value_t = 16)]
+    probes: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -52,6 +68,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Only renewals are answered at ciaddr, so only they need ARP answered.
+    let arp = if a.mix.weight(Kind::Renew) > 0 {
+        match ArpResponder::open(&a.interface) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!(
+                    "dhcp-load: cannot open an ARP socket on {}: {e}",
+                    a.interface
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let cfg = LoadConfig {
         clients: a.clients,
         first: a.first,
@@ -60,29 +91,128 @@ fn main() -> ExitCode {
         duration: Duration::from_secs_f64(a.duration.clamp(0.0, 3600.0)),
         timeout: Duration::from_millis(a.timeout_ms),
         broadcast: a.broadcast,
+        mix: a.mix,
+        probes: a.probes.min(1024),
     };
-    let r = match load::run(&sock, &cfg) {
+    let r = match load::run(&sock, arp.as_ref(), &cfg) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("dhcp-load: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let (p50, p99, p999) = (
-        r.percentile_us(0.5),
-        r.percentile_us(0.99),
-        r.percentile_us(0.999),
-    );
     if a.json {
-        println!(
-            "{{\"initiated\":{},\"completed\":{},\"naks\":{},\"dropped\":{},\"elapsed_s\":{:.3},\"leases_per_s\":{:.1},\"drop_pct\":{:.3},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999}}}",
-            r.initiated, r.completed, r.naks, r.dropped, r.elapsed.as_secs_f64(), r.leases_per_sec(), r.drop_percent()
-        );
+        println!("{}", json(&r, &a.mix));
     } else {
-        println!(
-            "{} exchanges: {} leases, {} NAKs, {} dropped ({:.2}%) in {:.2} s: {:.0} leases/s; latency p50 {p50} µs, p99 {p99} µs, p99.9 {p999} µs",
-            r.initiated, r.completed, r.naks, r.dropped, r.drop_percent(), r.elapsed.as_secs_f64(), r.leases_per_sec()
-        );
+        print!("{}", text(&r, &a.mix));
     }
     ExitCode::SUCCESS
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> [u64; 3] {
+    [0.5, 0.99, 0.999].map(|q| h.value_at_quantile(q))
+}
+
+/// The totals first (DORA and renew together; DORA alone with the default mix, as always),
+/// then one object per kind and the checks.
+fn json(r: &Report, mix: &Mix) -> String {
+    let [p50, p99, p999] = percentiles(&r.latency);
+    let mut s = format!(
+        "{{\"initiated\":{},\"completed\":{},\"naks\":{},\"dropped\":{},\"elapsed_s\":{:.3},\"leases_per_s\":{:.1},\"drop_pct\":{:.3},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999}",
+        r.initiated, r.completed, r.naks, r.dropped, r.elapsed.as_secs_f64(), r.leases_per_sec(), r.drop_percent()
+    );
+    let _ = write!(s, ",\"mix\":\"{mix}\",\"kinds\":{{");
+    for (i, k) in Kind::ALL.into_iter().enumerate() {
+        let d = r.kind(k);
+        let sep = if i > 0 { "," } else { "" };
+        if k.answered() {
+            let [p50, p99, p999] = percentiles(&d.latency);
+            let _ = write!(
+                s,
+                "{sep}\"{}\":{{\"started\":{},\"completed\":{},\"naks\":{},\"dropped\":{},\"per_s\":{:.1},\"drop_pct\":{:.3},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999}}}",
+                k.name(), d.started, d.completed, d.naks, d.dropped, r.per_sec(k), d.drop_percent()
+            );
+        } else {
+            let _ = write!(
+                s,
+                "{sep}\"{}\":{{\"sent\":{},\"per_s\":{:.1}}}",
+                k.name(),
+                d.started,
+                r.per_sec(k)
+            );
+        }
+    }
+    let c = &r.checks;
+    let _ = write!(
+        s,
+        "}},\"checks\":{{\"offered_declined\":{},\"offered_released\":{}",
+        c.offered_declined, c.offered_released
+    );
+    for g in Group::ALL {
+        let p = c.probes[g as usize];
+        let _ = write!(
+            s,
+            ",\"{}\":{{\"asked\":{},\"acks\":{},\"naks\":{},\"silent\":{}}}",
+            g.name(),
+            p.asked,
+            p.acks,
+            p.naks,
+            p.silent()
+        );
+    }
+    let _ = write!(s, "}},\"arp_replies\":{}}}", r.arp_replies);
+    s
+}
+
+fn text(r: &Report, mix: &Mix) -> String {
+    let [p50, p99, p999] = percentiles(&r.latency);
+    let mut s = format!(
+        "{} exchanges: {} leases, {} NAKs, {} dropped ({:.2}%) in {:.2} s: {:.0} leases/s; latency p50 {p50} µs, p99 {p99} µs, p99.9 {p999} µs\n",
+        r.initiated, r.completed, r.naks, r.dropped, r.drop_percent(), r.elapsed.as_secs_f64(), r.leases_per_sec()
+    );
+    if mix.is_dora_only() {
+        return s;
+    }
+    let _ = writeln!(s, "mix {mix}:");
+    for k in Kind::ALL {
+        let d = r.kind(k);
+        if k.answered() {
+            let [p50, p99, p999] = percentiles(&d.latency);
+            let _ = writeln!(
+                s,
+                "  {:8} {:>8} started, {:>8} ACKs, {} NAKs, {} dropped ({:.2}%): {:.0}/s; latency p50 {p50} µs, p99 {p99} µs, p99.9 {p999} µs",
+                k.name(), d.started, d.completed, d.naks, d.dropped, d.drop_percent(), r.per_sec(k)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  {:8} {:>8} sent: {:.0}/s",
+                k.name(),
+                d.started,
+                r.per_sec(k)
+            );
+        }
+    }
+    let c = &r.checks;
+    let _ = write!(
+        s,
+        "checks: declined addresses offered again {}, released ones {}; ARP answered {}",
+        c.offered_declined, c.offered_released, r.arp_replies
+    );
+    for g in Group::ALL {
+        let p = c.probes[g as usize];
+        if p.asked > 0 {
+            let _ = write!(
+                s,
+                "; {} {} asked for by new clients: {} ACK, {} NAK, {} silent",
+                p.asked,
+                g.name(),
+                p.acks,
+                p.naks,
+                p.silent()
+            );
+        }
+    }
+    s.push('\n');
+    s
 }
