@@ -94,6 +94,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("perfdhcp", "kea-admin"),
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
+    // The failover partner of the interop tests, and the source of real leases files.
+    ("dhcpd", "isc-dhcp-server"),
 ];
 
 fn on_path(program: &str) -> bool {
