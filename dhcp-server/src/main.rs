@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dhcp_server::config::{self, Backend, Config, QuickStart};
-use dhcp_server::{journal, shutdown, udp, xdp};
+use dhcp_server::{journal, operate, shutdown, udp, xdp};
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(version, about = "A DHCPv4 server")]
@@ -70,17 +71,21 @@ enum DumpFormat {
 /// Exit status for a configuration that cannot be used.
 const CONFIG_ERROR: u8 = 2;
 
+/// Replaces the log filter of the running subscriber.
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter_reloading();
+    let handle = logs.reload_handle();
+    let set_filter: SetFilter = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
+    logs.init();
     match cli.command {
-        Command::Run { config, quick } => run(config, quick),
+        Command::Run { config, quick } => run(config, quick, set_filter),
         Command::Journal {
             action: JournalAction::Verify { state_dir },
         } => match journal::verify(&state_dir) {
@@ -158,13 +163,30 @@ fn load(file: Option<PathBuf>, quick: &QuickStart) -> Result<Config, Vec<String>
     }
 }
 
-fn run(file: Option<PathBuf>, quick: QuickStart) -> ExitCode {
-    let config = match load(file, &quick) {
+fn run(file: Option<PathBuf>, quick: QuickStart, set_filter: SetFilter) -> ExitCode {
+    let config = match load(file.clone(), &quick) {
         Ok(c) => c,
         Err(errors) => return config_error(errors),
     };
     if let Err(errors) = config.validate() {
         return config_error(strings(errors));
+    }
+    if let Some(path) = file {
+        // A reload (control socket, SIGHUP) reads the same file; relative paths stay
+        // right even if the working directory changes.
+        operate::set_config_file(std::fs::canonicalize(&path).unwrap_or(path));
+    }
+    // RUST_LOG, when set, decides what is logged; otherwise the file's log-level does,
+    // at start and at each reload.
+    if std::env::var_os("RUST_LOG").is_none() {
+        let apply =
+            move |level: Option<&str>| set_filter(config::log_filter(level.unwrap_or("info"))?);
+        if let Some(level) = &config.log_level {
+            if let Err(e) = apply(Some(level)) {
+                tracing::warn!("log-level '{level}' not applied: {e}");
+            }
+        }
+        operate::set_log_level_hook(Box::new(apply));
     }
     if let Err(e) = shutdown::install() {
         eprintln!("dhcp-server: cannot install signal handlers: {e}");

@@ -2,23 +2,30 @@
 //! every shard through a bounded lock-free queue; each shard's thread answers from its
 //! own lease table between two batches of frames and the answers are merged here. The
 //! control thread never reads a shard's memory and no shard ever waits for it.
+//!
+//! Changes that take several rounds of questions (reservations, reload: `changes`) are
+//! made one at a time, under a lock only the control side takes.
+
+mod changes;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 
-use crate::config::Config;
+use crate::config::reserve::Runtime;
+use crate::config::{Config, Reservation};
 use crate::control::{
-    self, BackendKind, ControlError, JournalStatus, LeaseFilter, LeasePage, LeaseQuery, PoolStats,
-    ReloadReport, ReservationSpec, Stats, Status, XdpStatus,
+    self, BackendKind, ConfigStatus, ControlError, JournalStatus, LeaseFilter, LeasePage,
+    LeaseQuery, PoolStats, ReloadReport, ReservationCounts, ReservationPage, ReservationQuery,
+    ReservationSpec, Stats, Status, XdpStatus,
 };
 use crate::engine::{ClientRef, Engine, KeyKind, LeaseState};
-use crate::journal::Durability;
+use crate::journal::{Durability, DurableWatch};
 use crate::shutdown;
 use crate::store::Committer;
 
@@ -32,6 +39,17 @@ pub enum Ask {
     Leases(LeaseQuery),
     Release(Ipv4Addr),
     Delete(Ipv4Addr),
+    /// Add a run-time reservation, unless this shard has the address offered or leased
+    /// to another client.
+    Reserve(Box<Reservation>),
+    /// End the run-time reservation of an address: `Done(kept)`.
+    Unreserve(Ipv4Addr),
+    /// Journal a run-time reservation added (`Some`) or removed: one shard writes it.
+    Journal(Ipv4Addr, Option<Box<Reservation>>),
+    /// Take pool addresses whose reservation ended and that no shard kept.
+    Adopt(Vec<Ipv4Addr>),
+    /// Run with a reloaded configuration: `Kept` the addresses no longer reserved.
+    Reconfigure(Arc<Config>),
 }
 
 pub enum Told {
@@ -39,6 +57,13 @@ pub enum Told {
     Leases(Vec<control::Lease>),
     /// Whether this shard held the address the change was about.
     Done(bool),
+    /// A reservation this shard cannot take, and why.
+    Refused(String),
+    /// The sequence number of the journal record to wait for (`None` without a journal),
+    /// or why it could not be written.
+    Journaled(Result<Option<u64>, String>),
+    /// Addresses no longer reserved that this shard kept.
+    Kept(Vec<Ipv4Addr>),
 }
 
 /// One shard's counters, pool use and latency samples.
@@ -106,6 +131,23 @@ fn answer(
             committer.record(engine, now);
             Told::Done(held)
         }
+        Ask::Reserve(r) => match engine.add_reservation((**r).clone(), now) {
+            Ok(()) => Told::Done(true),
+            Err(why) => Told::Refused(why),
+        },
+        Ask::Unreserve(addr) => Told::Done(engine.remove_reservation(*addr).unwrap_or(false)),
+        Ask::Journal(addr, r) => Told::Journaled(changes::journal(
+            engine,
+            committer,
+            *addr,
+            r.as_deref(),
+            now,
+        )),
+        Ask::Adopt(addrs) => {
+            engine.leases_mut().adopt(addrs);
+            Told::Done(true)
+        }
+        Ask::Reconfigure(config) => Told::Kept(engine.reconfigure((**config).clone())),
     }
 }
 
@@ -128,7 +170,10 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
         .collect();
     for (_, s) in engine.leases().slots() {
         let p = &mut pools[s.subnet as usize];
-        if s.state == LeaseState::Foreign || (s.reserved && !first && !s.state.held()) {
+        if s.state == LeaseState::Foreign
+            || (s.reserved && !first && !s.state.held())
+            || (!s.reserved && !s.pooled && !s.state.held())
+        {
             continue;
         }
         p.total += 1;
@@ -136,7 +181,7 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
             LeaseState::Offered => p.offered += 1,
             LeaseState::Active => p.active += 1,
             LeaseState::Declined => p.declined += 1,
-            _ if !s.reserved => p.free += 1,
+            _ if !s.reserved && s.pooled => p.free += 1,
             _ => {}
         }
     }
@@ -191,6 +236,28 @@ fn client_id(key: ClientRef<'_>) -> Option<control::ClientId> {
         .flatten()
 }
 
+/// The configuration file the server was started with, for `reload` and SIGHUP; unset
+/// when it was started from flags.
+static CONFIG_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Names the configuration file a reload reads (the command line does, before serving).
+pub fn set_config_file(path: PathBuf) {
+    let _ = CONFIG_FILE.set(path);
+}
+
+fn config_file() -> Option<&'static std::path::Path> {
+    CONFIG_FILE.get().map(PathBuf::as_path)
+}
+
+/// Applies a `log-level` (a reload changed it); set by the command line, which owns the
+/// log subscriber, unless `RUST_LOG` decides the filter.
+type LogLevel = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>;
+static LOG_LEVEL: std::sync::OnceLock<LogLevel> = std::sync::OnceLock::new();
+
+pub fn set_log_level_hook(apply: LogLevel) {
+    let _ = LOG_LEVEL.set(apply);
+}
+
 /// What `status` reports that does not change while the server runs.
 pub struct Facts {
     pub backend: BackendKind,
@@ -208,17 +275,68 @@ pub struct Operated {
     shards: Vec<Questions>,
     /// Whether each shard's journal accepts appends (see `Committer::healthy`).
     journal_ok: Vec<Arc<AtomicBool>>,
+    /// Each shard's durable journal sequence, to wait for a record it appended.
+    durable: Vec<Option<DurableWatch>>,
+    /// What the reservations and reloads change; one change at a time.
+    changes: Mutex<Registry>,
+    /// For `status` without taking `changes`: reservation counts and load time.
+    file_reservations: AtomicU64,
+    control_reservations: AtomicU64,
+    loaded: AtomicU64,
+}
+
+/// The configuration the shards run with and the run-time reservations they apply.
+struct Registry {
+    config: Config,
+    runtime: Runtime,
+}
+
+/// What `Operated` needs to change the running server: its configuration, the run-time
+/// reservations the journal held, each shard's durable journal sequence.
+pub struct Running {
+    pub config: Config,
+    pub reservations: Runtime,
+    pub durable: Vec<Option<DurableWatch>>,
 }
 
 impl Operated {
     pub fn new(facts: Facts, shards: Vec<Questions>, journal_ok: Vec<Arc<AtomicBool>>) -> Self {
+        let count = shards.len();
         Operated {
             facts,
             started: Instant::now(),
             ready: AtomicBool::new(false),
             shards,
             journal_ok,
+            durable: vec![None; count],
+            changes: Mutex::new(Registry {
+                config: Config::default(),
+                runtime: Runtime::new(),
+            }),
+            file_reservations: AtomicU64::new(0),
+            control_reservations: AtomicU64::new(0),
+            loaded: AtomicU64::new(crate::udp::unix_now()),
         }
+    }
+
+    /// Lets the operator change reservations and reload `running.config`.
+    pub fn running(mut self, running: Running) -> Self {
+        self.durable = running.durable;
+        self.durable.resize(self.shards.len(), None);
+        let registry = Registry {
+            config: running.config,
+            runtime: running.reservations,
+        };
+        self.count(&registry);
+        self.changes = Mutex::new(registry);
+        self
+    }
+
+    fn count(&self, r: &Registry) {
+        let file: usize = r.config.subnets.iter().map(|s| s.reservations.len()).sum();
+        self.file_reservations.store(file as u64, Ordering::Relaxed);
+        self.control_reservations
+            .store(r.runtime.len() as u64, Ordering::Relaxed);
     }
 
     /// Every socket is up and the journal is replayed: status says ready from now on,
@@ -260,6 +378,56 @@ impl Operated {
             .collect()
     }
 
+    /// Asks one shard and waits for its answer, or fails after `PATIENCE`.
+    fn ask_one(&self, shard: usize, ask: Ask) -> Result<Told, ControlError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.shards[shard]
+            .push(Question { ask, reply: tx })
+            .map_err(|_| {
+                ControlError::Unavailable("a worker has too many requests waiting".into())
+            })?;
+        rx.recv_timeout(PATIENCE)
+            .map_err(|_| ControlError::Unavailable("a worker did not answer in time".into()))
+    }
+
+    /// Asks every shard a question that must reach them all (a change each applies): a
+    /// full queue is retried until `PATIENCE` rather than failing at once, since the
+    /// shards asked before it would be changed already. Answers by shard index.
+    fn ask_every(&self, make: impl Fn() -> Ask) -> Result<Vec<Told>, ControlError> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut waiting = Vec::with_capacity(self.shards.len());
+        for (i, q) in self.shards.iter().enumerate() {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let mut question = Question {
+                ask: make(),
+                reply: tx,
+            };
+            while let Err(back) = q.push(question) {
+                if Instant::now() >= deadline {
+                    return Err(ControlError::Unavailable(format!(
+                        "worker {i} has too many requests waiting, so the change reached only the workers before it: restart the server if this does not clear"
+                    )));
+                }
+                question = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            waiting.push(rx);
+        }
+        let deadline = Instant::now() + PATIENCE;
+        waiting
+            .into_iter()
+            .map(|rx| {
+                rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .map_err(|_| {
+                        ControlError::Unavailable(
+                            "a worker did not answer in time; the change may be applied in part"
+                                .into(),
+                        )
+                    })
+            })
+            .collect()
+    }
+
     fn change(&self, ask: fn(Ipv4Addr) -> Ask, addr: Ipv4Addr) -> Result<(), ControlError> {
         let told = self.ask(|| ask(addr))?;
         if told.iter().any(|t| matches!(t, Told::Done(true))) {
@@ -291,6 +459,14 @@ impl control::Server for Operated {
                     }),
                 }
             }),
+            reservations: ReservationCounts {
+                file: self.file_reservations.load(Ordering::Relaxed),
+                control: self.control_reservations.load(Ordering::Relaxed),
+            },
+            config: ConfigStatus {
+                file: config_file().map(PathBuf::from),
+                loaded: self.loaded.load(Ordering::Relaxed),
+            },
         }
     }
 
@@ -357,16 +533,16 @@ impl control::Server for Operated {
         })
     }
 
-    fn reservation_add(&self, _spec: ReservationSpec) -> Result<(), ControlError> {
-        Err(ControlError::Unsupported(
-            "reservations are changed in the configuration file for now".into(),
-        ))
+    fn reservation_add(&self, spec: ReservationSpec) -> Result<(), ControlError> {
+        self.add_reservation(spec)
     }
 
-    fn reservation_del(&self, _address: Ipv4Addr) -> Result<(), ControlError> {
-        Err(ControlError::Unsupported(
-            "reservations are changed in the configuration file for now".into(),
-        ))
+    fn reservation_del(&self, address: Ipv4Addr) -> Result<(), ControlError> {
+        self.del_reservation(address)
+    }
+
+    fn reservations(&self, query: ReservationQuery) -> Result<ReservationPage, ControlError> {
+        Ok(self.list_reservations(&query))
     }
 
     fn lease_release(&self, address: Ipv4Addr) -> Result<(), ControlError> {
@@ -378,9 +554,7 @@ impl control::Server for Operated {
     }
 
     fn reload(&self) -> Result<ReloadReport, ControlError> {
-        Err(ControlError::Unsupported(
-            "reload is not available yet: restart the server to apply a new configuration".into(),
-        ))
+        self.reload_file()
     }
 
     fn shutdown(&self) {
@@ -388,11 +562,13 @@ impl control::Server for Operated {
     }
 }
 
-/// Starts the control socket when the configuration names one.
+/// Starts the operator interface: the control socket when the configuration names one,
+/// and the reload on SIGHUP.
 pub fn start_control(
     config: &Config,
     operated: Arc<Operated>,
 ) -> Result<Option<control::Handle>, control::ServeError> {
+    changes::watch_sighup(operated.clone());
     let Some(path) = &config.control_socket else {
         return Ok(None);
     };

@@ -1,23 +1,36 @@
 //! SIGTERM and SIGINT ask the server to stop; I/O loops check `requested()` between polls.
-//! The handler only sets a flag, which is all a signal handler may safely do.
+//! SIGHUP asks it to reload its configuration (`take_reload`). The handlers only set a
+//! flag, which is all a signal handler may safely do.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Installs the handlers without SA_RESTART, so a blocked poll returns at once.
+extern "C" fn on_hangup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// Installs the handlers without SA_RESTART, so a blocked poll returns at once. SIGHUP,
+/// whose default would end the process, only asks for a reload.
 pub fn install() -> io::Result<()> {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    type Handler = extern "C" fn(libc::c_int);
+    let handlers: [(libc::c_int, Handler); 3] = [
+        (libc::SIGTERM, on_signal),
+        (libc::SIGINT, on_signal),
+        (libc::SIGHUP, on_hangup),
+    ];
+    for (sig, handler) in handlers {
         // SAFETY: sigaction is plain data; the handler is an extern "C" fn that only
         // stores to an atomic, which is async-signal-safe.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_sigaction = handler as libc::sighandler_t;
             libc::sigemptyset(&mut sa.sa_mask);
             if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
@@ -29,6 +42,11 @@ pub fn install() -> io::Result<()> {
 
 pub fn requested() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// Whether a reload was asked for (SIGHUP) since the last call.
+pub fn take_reload() -> bool {
+    RELOAD.swap(false, Ordering::SeqCst)
 }
 
 /// Asks the loops to stop, as a signal would.

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::reserve::{self, Runtime};
+use crate::config::{Config, Reservation};
 use crate::engine::{Engine, Shard};
-use crate::journal::{self, Durability, Journal, Lease, ShardWriter};
+use crate::journal::{self, Durability, DurableWatch, Journal, Lease, ShardWriter};
 
 /// The shards of a server, with their journal when it has a state directory.
 pub struct Shards {
@@ -17,6 +18,8 @@ pub struct Shards {
     pub journal: Option<Journal>,
     pub engines: Vec<Engine>,
     pub writers: Vec<Option<ShardWriter>>,
+    /// The run-time reservations the journal holds, applied to every engine.
+    pub reservations: Runtime,
     /// The failover state the journal remembers.
     pub failover: Option<crate::failover::machine::Stored>,
 }
@@ -51,11 +54,12 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             journal: None,
             engines,
             writers: (0..count).map(|_| None).collect(),
+            reservations: Runtime::new(),
             failover: None,
         });
     };
     let started = Instant::now();
-    let opened = Journal::open(
+    let mut opened = Journal::open(
         dir,
         &journal::Options {
             shards: usize::from(count),
@@ -64,16 +68,28 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             ..journal::Options::default()
         },
     )?;
+    let reservations = restore_reservations(
+        config,
+        &mut engines,
+        &opened.state,
+        opened.writers.first_mut(),
+        now,
+    );
     let held: usize = engines
         .iter_mut()
         .map(|e| e.restore(opened.state.leases.values(), now))
         .sum();
     let r = &opened.recovery;
     tracing::info!(
-        "journal {}: {} records replayed, {} active leases restored{}, in {} ms ({} durability)",
+        "journal {}: {} records replayed, {} active leases restored{}{}, in {} ms ({} durability)",
         dir.display(),
         r.records,
         held,
+        if reservations.is_empty() {
+            String::new()
+        } else {
+            format!(", {} run-time reservations", reservations.len())
+        },
         r.resharded_from
             .map(|n| format!(", redistributed from {n} to {count} shards"))
             .unwrap_or_default(),
@@ -84,11 +100,77 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
         journal: Some(opened.journal),
         engines,
         writers: opened.writers.into_iter().map(Some).collect(),
+        reservations,
         failover: opened
             .state
             .failover
             .as_ref()
             .map(crate::failover::machine::Stored::from_journal),
+    })
+}
+
+/// Gives every engine the run-time reservations the journal holds, before the leases
+/// come back (they restore around reserved addresses), and the highest stamp any record
+/// carries, so that the next records of a reservation are newer. Those the configuration
+/// no longer allows (it changed since they were added) are logged and removed from the
+/// journal.
+fn restore_reservations(
+    config: &Config,
+    engines: &mut [Engine],
+    state: &journal::State,
+    writer: Option<&mut ShardWriter>,
+    now: u64,
+) -> Runtime {
+    let replayed = state.sorted_reservations().into_iter().map(from_journal);
+    let (runtime, refused) = reserve::accept(config, replayed);
+    for e in engines.iter_mut() {
+        e.witness(state.max_stamp);
+        for r in runtime.values() {
+            e.restore_reservation(r.clone());
+        }
+    }
+    let mut writer = writer;
+    for (r, why) in refused {
+        let Some(addr) = r.address else { continue };
+        tracing::warn!(
+            "journal: the run-time reservation of {addr} for {} no longer fits the configuration ({why}): removed",
+            reserve::host(&r)
+        );
+        if let (Some(w), Some(e)) = (writer.as_deref_mut(), engines.first_mut()) {
+            if let Err(err) = w.remove_reservation(e.next_stamp(now), addr) {
+                tracing::warn!("journal: cannot record the removal of {addr}: {err}");
+            }
+        }
+    }
+    runtime
+}
+
+/// A reservation as the journal keeps it, as the engine uses it.
+pub fn from_journal(r: &journal::Reservation) -> Reservation {
+    let hw = r.hw.bytes();
+    Reservation {
+        hw_address: (r.hw.htype == 1 && hw.len() == 6).then(|| {
+            let mut a = [0; 6];
+            a.copy_from_slice(hw);
+            a
+        }),
+        client_id: (!r.client_id.is_empty()).then(|| r.client_id.to_vec()),
+        address: Some(r.addr),
+        host_name: (!r.host_name.is_empty())
+            .then(|| String::from_utf8_lossy(&r.host_name).into_owned()),
+        ..Default::default()
+    }
+}
+
+/// The journal record of run-time reservation `r` with `stamp`; `None` without an address.
+pub fn reservation_record(r: &Reservation, stamp: u64) -> Option<journal::ReservationRecord<'_>> {
+    Some(journal::ReservationRecord {
+        stamp,
+        addr: r.address?,
+        htype: if r.hw_address.is_some() { 1 } else { 0 },
+        chaddr: r.hw_address.as_ref().map_or(&[][..], |a| &a[..]),
+        client_id: r.client_id.as_deref().unwrap_or_default(),
+        host_name: r.host_name.as_deref().unwrap_or_default().as_bytes(),
     })
 }
 
@@ -131,6 +213,20 @@ impl Committer {
             complained: None,
             to_partner: None,
         }
+    }
+
+    /// Appends a record other than a lease change (a run-time reservation) and returns its
+    /// sequence number; `None` without a journal.
+    pub fn append(&mut self, rec: &journal::Record<'_>) -> Option<Result<u64, journal::Error>> {
+        let writer = self.writer.as_mut()?;
+        let appended = writer.append(rec);
+        self.set_healthy(appended.is_ok());
+        Some(appended)
+    }
+
+    /// For another thread to wait until what this shard appended is durable.
+    pub fn watch(&self) -> Option<DurableWatch> {
+        self.writer.as_ref().map(ShardWriter::watch)
     }
 
     /// Failover on: every change of ours also goes to the partner through `outbox`.

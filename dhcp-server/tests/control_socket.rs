@@ -17,9 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dhcp_server::control::{
-    self, AccessList, BackendKind, ClientIdentity, ControlError, JournalStatus, Latency, Lease,
-    LeaseFilter, LeasePage, LeaseQuery, LeaseState, MacAddr, Options, PoolStats, ReloadReport,
-    ReservationSpec, ServeError, Server, Stats, Status, XdpAttach, XdpCopy, XdpStatus,
+    self, AccessList, BackendKind, ClientIdentity, ConfigStatus, ControlError, JournalStatus,
+    Latency, Lease, LeaseFilter, LeasePage, LeaseQuery, LeaseState, MacAddr, Options, PoolStats,
+    ReloadReport, ReservationCounts, ReservationInfo, ReservationPage, ReservationQuery,
+    ReservationSource, ReservationSpec, ServeError, Server, Stats, Status, XdpAttach, XdpCopy,
+    XdpStatus,
 };
 use dhcp_server::journal::Durability;
 use serde_json::{json, Value};
@@ -95,6 +97,14 @@ impl Server for Fake {
                 healthy: true,
                 error: None,
             }),
+            reservations: ReservationCounts {
+                file: 2,
+                control: self.reservations.lock().unwrap().len() as u64,
+            },
+            config: ConfigStatus {
+                file: Some("/etc/dhcp-server.toml".into()),
+                loaded: 1_700_000_000,
+            },
         }
     }
 
@@ -167,6 +177,43 @@ impl Server for Fake {
         }
         r.push(spec);
         Ok(())
+    }
+
+    fn reservations(&self, q: ReservationQuery) -> Result<ReservationPage, ControlError> {
+        let mut all: Vec<ReservationInfo> = self
+            .reservations
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| ReservationInfo {
+                address: r.address,
+                subnet: "192.0.2.0/24".parse().unwrap(),
+                mac: match &r.client {
+                    ClientIdentity::Mac(m) => Some(*m),
+                    ClientIdentity::ClientId(_) => None,
+                },
+                client_id: match &r.client {
+                    ClientIdentity::Mac(_) => None,
+                    ClientIdentity::ClientId(c) => Some(c.clone()),
+                },
+                host_name: r.host_name.clone(),
+                source: ReservationSource::Control,
+            })
+            .filter(|r| q.cursor.is_none_or(|c| r.address > c))
+            .filter(|r| match &q.filter {
+                None => true,
+                Some(LeaseFilter::Address(a)) => r.address == *a,
+                Some(LeaseFilter::Mac(m)) => r.mac == Some(*m),
+                Some(LeaseFilter::ClientId(c)) => r.client_id.as_ref() == Some(c),
+            })
+            .collect();
+        all.sort_by_key(|r| r.address);
+        let more = all.len() > q.limit as usize;
+        all.truncate(q.limit as usize);
+        Ok(ReservationPage {
+            next_cursor: more.then(|| all.last().map(|r| r.address)).flatten(),
+            reservations: all,
+        })
     }
 
     fn reservation_del(&self, a: Ipv4Addr) -> Result<(), ControlError> {
@@ -471,6 +518,30 @@ fn changes_through_ctl() {
     assert!(
         err.contains("conflict: 192.0.2.50 is already reserved"),
         "{err}"
+    );
+    let table = ctl_ok(&sock, &["reservations"]);
+    assert_eq!(
+        table,
+        "ADDRESS     MAC                CLIENT-ID  HOST-NAME  SOURCE   SUBNET\n\
+         192.0.2.50  02:aa:00:00:00:01  -          printer    control  192.0.2.0/24\n\
+         192.0.2.51  -                  01:02:03   -          control  192.0.2.0/24\n"
+    );
+    let page = ctl_json(&sock, &["reservations", "--limit", "1"]);
+    assert_eq!(page["reservations"][0]["address"], "192.0.2.50");
+    assert_eq!(page["reservations"][0]["source"], "control");
+    assert_eq!(page["next_cursor"], "192.0.2.50");
+    let all = ctl_json(&sock, &["reservations", "--limit", "1", "--all"]);
+    assert_eq!(all["reservations"][1]["client_id"], "01:02:03");
+    let one = ctl_json(&sock, &["reservations", "--client-id", "010203"]);
+    assert_eq!(one["reservations"][0]["address"], "192.0.2.51");
+    let status = ctl_ok(&sock, &["status"]);
+    assert!(
+        status.contains("reserved    2 in the file, 2 at run time"),
+        "{status}"
+    );
+    assert!(
+        status.contains("config      /etc/dhcp-server.toml (loaded "),
+        "{status}"
     );
     assert_eq!(
         ctl_ok(&sock, &["reservation-del", "--address", "192.0.2.50"]),

@@ -3,9 +3,10 @@
 //! Applied at once: `authoritative`, `offer-hold`, `decline-hold`, `log-level`, and per
 //! subnet (matched by its `subnet` prefix) the lease times, the options and the
 //! reservations. Everything else (interfaces, backend, workers and their polling, the
-//! journal, the control socket and metrics listener, subnets added, removed or
-//! reordered, a subnet's interface, pools or server-id) shapes the sockets, threads or
-//! lease tables and is left as it runs, reported as needing a restart.
+//! journal, the control socket and metrics listener, the failover partnership, subnets
+//! added, removed or reordered, a subnet's interface, pools or server-id) shapes the
+//! sockets, threads or lease tables and is left as it runs, reported as needing a
+//! restart.
 
 use std::fmt::Display;
 
@@ -152,6 +153,10 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
         &file.metrics_listen,
         |v| v.map_or("(none)".into(), |a| a.to_string()),
     );
+    change(r, "failover", &running.failover, &file.failover, |v| {
+        v.as_ref()
+            .map_or("(none)".into(), |f| format!("partnership '{}'", f.name))
+    });
 
     let mut matched = Vec::new();
     for (i, rs) in running.subnets.iter().enumerate() {

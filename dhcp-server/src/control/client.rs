@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::protocol::{Command, Reply, Request, VERSION};
 use super::types::{
     ClientId, ClientIdentity, LeaseFilter, LeasePage, LeaseQuery, MacAddr, ReloadReport,
-    ReservationSpec, Stats, Status, DEFAULT_PAGE, MAX_PAGE,
+    ReservationPage, ReservationQuery, ReservationSpec, Stats, Status, DEFAULT_PAGE, MAX_PAGE,
 };
 use super::DEFAULT_SOCKET;
 
@@ -57,6 +57,26 @@ pub enum CtlCommand {
         #[arg(long, group = "filter")]
         client_id: Option<ClientId>,
         /// Leases per page (1 to 1000).
+        #[arg(long, default_value_t = DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE as i64))]
+        limit: u32,
+        /// Start after this address (the previous page's next cursor).
+        #[arg(long)]
+        cursor: Option<Ipv4Addr>,
+        /// Follow the cursor to the last page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// The reservations of addresses (the file's and run-time ones), by address, MAC or
+    /// client identifier, or a page at a time.
+    Reservations {
+        #[arg(long, group = "filter")]
+        address: Option<Ipv4Addr>,
+        #[arg(long, group = "filter")]
+        mac: Option<MacAddr>,
+        /// Client identifier (option 61) in hex, e.g. 01:aa:bb:cc:dd:ee:ff.
+        #[arg(long, group = "filter")]
+        client_id: Option<ClientId>,
+        /// Reservations per page (1 to 1000).
         #[arg(long, default_value_t = DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE as i64))]
         limit: u32,
         /// Start after this address (the previous page's next cursor).
@@ -241,18 +261,27 @@ fn run(args: &CtlArgs) -> Result<(), CtlError> {
             cursor,
             all,
         } => {
-            let filter = match (address, mac, client_id) {
-                (Some(a), _, _) => Some(LeaseFilter::Address(*a)),
-                (_, Some(m), _) => Some(LeaseFilter::Mac(*m)),
-                (_, _, Some(c)) => Some(LeaseFilter::ClientId(c.clone())),
-                _ => None,
-            };
             let query = LeaseQuery {
-                filter,
+                filter: filter_of(*address, *mac, client_id.as_ref()),
                 cursor: *cursor,
                 limit: *limit,
             };
             return leases(&mut conn, query, *all, json);
+        }
+        CtlCommand::Reservations {
+            address,
+            mac,
+            client_id,
+            limit,
+            cursor,
+            all,
+        } => {
+            let query = ReservationQuery {
+                filter: filter_of(*address, *mac, client_id.as_ref()),
+                cursor: *cursor,
+                limit: *limit,
+            };
+            return reservations(&mut conn, query, *all, json);
         }
         CtlCommand::ReservationAdd {
             address,
@@ -299,6 +328,40 @@ fn run(args: &CtlArgs) -> Result<(), CtlError> {
         print_json(&result);
     } else {
         print!("{}", render(result)?);
+    }
+    Ok(())
+}
+
+fn filter_of(
+    address: Option<Ipv4Addr>,
+    mac: Option<MacAddr>,
+    client_id: Option<&ClientId>,
+) -> Option<LeaseFilter> {
+    match (address, mac, client_id) {
+        (Some(a), _, _) => Some(LeaseFilter::Address(a)),
+        (_, Some(m), _) => Some(LeaseFilter::Mac(m)),
+        (_, _, Some(c)) => Some(LeaseFilter::ClientId(c.clone())),
+        _ => None,
+    }
+}
+
+fn reservations(
+    conn: &mut Conn,
+    mut query: ReservationQuery,
+    all: bool,
+    json: bool,
+) -> Result<(), CtlError> {
+    let mut page: ReservationPage = decode(conn.call(Command::Reservations(query.clone()))?)?;
+    while let (true, Some(next)) = (all, page.next_cursor) {
+        query.cursor = Some(next);
+        let more: ReservationPage = decode(conn.call(Command::Reservations(query.clone()))?)?;
+        page.reservations.extend(more.reservations);
+        page.next_cursor = more.next_cursor;
+    }
+    if json {
+        print_json(&serde_json::to_value(&page).map_err(|e| CtlError::BadReply(e.to_string()))?);
+    } else {
+        print!("{}", render_reservations(&page));
     }
     Ok(())
 }
@@ -482,6 +545,10 @@ fn render_status(s: &Status) -> String {
             format!("{} ({durability}, {health})", j.dir.display())
         }
     };
+    let config = match &s.config.file {
+        Some(f) => format!("{} (loaded {})", f.display(), ago(s.config.loaded)),
+        None => "command-line flags".to_owned(),
+    };
     let rows = [
         ("ready", if s.ready { "yes" } else { "no" }.to_owned()),
         ("version", s.version.clone()),
@@ -490,10 +557,60 @@ fn render_status(s: &Status) -> String {
         ("workers", s.workers.to_string()),
         ("interfaces", s.interfaces.join(", ")),
         ("journal", journal),
+        ("config", config),
+        (
+            "reserved",
+            format!(
+                "{} in the file, {} at run time",
+                s.reservations.file, s.reservations.control
+            ),
+        ),
     ];
     let mut out = String::new();
     for (k, v) in rows {
         let _ = writeln!(out, "{k:<11} {v}");
+    }
+    out
+}
+
+/// "5m 2s ago", from a Unix time.
+fn ago(when: u64) -> String {
+    let now = unix_now();
+    if when == 0 || when > now {
+        return "just now".to_owned();
+    }
+    format!("{} ago", duration(now - when))
+}
+
+fn render_reservations(page: &ReservationPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .reservations
+        .iter()
+        .map(|r| {
+            let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            vec![
+                r.address.to_string(),
+                opt(r.mac.map(|m| m.to_string())),
+                opt(r.client_id.as_ref().map(ToString::to_string)),
+                opt(r.host_name.clone()),
+                r.source.name().to_owned(),
+                r.subnet.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ADDRESS",
+            "MAC",
+            "CLIENT-ID",
+            "HOST-NAME",
+            "SOURCE",
+            "SUBNET",
+        ],
+        &rows,
+    );
+    if let Some(next) = page.next_cursor {
+        let _ = writeln!(out, "more: --cursor {next} (or --all)");
     }
     out
 }

@@ -574,6 +574,7 @@ fn execute(server: &dyn Server, command: Command) -> Result<Value, ControlError>
             "text": metrics::render(&server.status(), &server.stats()?),
         })),
         Command::Leases(q) => to_json(server.leases(q)?),
+        Command::Reservations(q) => to_json(server.reservations(q)?),
         Command::ReservationAdd(spec) => server.reservation_add(spec).map(|()| json!({})),
         Command::ReservationDel(a) => server.reservation_del(a).map(|()| json!({})),
         Command::LeaseRelease(a) => server.lease_release(a).map(|()| json!({})),

@@ -96,6 +96,16 @@ pub fn render(status: &Status, stats: &Stats) -> String {
         "Lease shards, one thread each.",
         one(status.workers.into()),
     );
+    family(
+        &mut out,
+        "dhcp_reservations",
+        "gauge",
+        "Reservations in force, by where they come from (file or control).",
+        [
+            ("source=\"file\"".to_owned(), status.reservations.file),
+            ("source=\"control\"".to_owned(), status.reservations.control),
+        ],
+    );
     if let Some(j) = &status.journal {
         family(
             &mut out,
@@ -328,6 +338,11 @@ mod tests {
                 healthy: true,
                 error: None,
             }),
+            reservations: ReservationCounts {
+                file: 3,
+                control: 1,
+            },
+            config: ConfigStatus::default(),
         };
         let mut stats = Stats::default();
         stats.received.insert("discover".into(), 10);
@@ -367,6 +382,7 @@ mod tests {
             "dhcp_ready 1",
             "dhcp_uptime_seconds 12",
             "dhcp_workers 2",
+            r#"dhcp_reservations{source="control"} 1"#,
             "dhcp_journal_healthy 1",
             r#"dhcp_messages_received_total{type="discover"} 10"#,
             r#"dhcp_messages_sent_total{type="offer"} 9"#,

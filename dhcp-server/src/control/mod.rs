@@ -39,6 +39,14 @@ pub trait Server: Send + Sync + 'static {
     fn leases(&self, query: LeaseQuery) -> Result<LeasePage, ControlError>;
     /// Adds a host reservation, journaled before it answers.
     fn reservation_add(&self, spec: ReservationSpec) -> Result<(), ControlError>;
+    /// The reservations of addresses (the file's and the run-time ones), by address,
+    /// MAC or client identifier, or a page of all in address order.
+    fn reservations(&self, query: ReservationQuery) -> Result<ReservationPage, ControlError> {
+        let _ = query;
+        Err(ControlError::Unsupported(
+            "this server does not list reservations".into(),
+        ))
+    }
     fn reservation_del(&self, address: Ipv4Addr) -> Result<(), ControlError>;
     /// Frees the address as a client's DHCPRELEASE would: still remembered for it.
     fn lease_release(&self, address: Ipv4Addr) -> Result<(), ControlError>;

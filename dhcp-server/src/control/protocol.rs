@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::types::{
-    ClientId, ClientIdentity, LeaseFilter, LeaseQuery, MacAddr, ReservationSpec, DEFAULT_PAGE,
-    MAX_PAGE,
+    ClientId, ClientIdentity, LeaseFilter, LeaseQuery, MacAddr, ReservationQuery, ReservationSpec,
+    DEFAULT_PAGE, MAX_PAGE,
 };
 
 /// The schema version this server speaks; a request with another is refused.
@@ -39,6 +39,7 @@ pub enum Command {
     Stats,
     Metrics,
     Leases(LeaseQuery),
+    Reservations(ReservationQuery),
     ReservationAdd(ReservationSpec),
     ReservationDel(Ipv4Addr),
     LeaseRelease(Ipv4Addr),
@@ -55,6 +56,7 @@ impl Command {
             Command::Stats => "stats",
             Command::Metrics => "metrics",
             Command::Leases(_) => "leases",
+            Command::Reservations(_) => "reservations",
             Command::ReservationAdd(_) => "reservation-add",
             Command::ReservationDel(_) => "reservation-del",
             Command::LeaseRelease(_) => "lease-release",
@@ -212,6 +214,14 @@ fn parse_fields(mut obj: Map<String, Value>) -> Result<Command, ProtocolError> {
         "reload" => no_args(args, Command::Reload)?,
         "shutdown" => no_args(args, Command::Shutdown)?,
         "leases" => Command::Leases(arguments::<LeasesArgs>(args)?.check()?),
+        "reservations" => {
+            let q = arguments::<LeasesArgs>(args)?.check()?;
+            Command::Reservations(ReservationQuery {
+                filter: q.filter,
+                cursor: q.cursor,
+                limit: q.limit,
+            })
+        }
         "reservation-add" => Command::ReservationAdd(arguments::<ReservationArgs>(args)?.check()?),
         "reservation-del" => Command::ReservationDel(arguments::<AddressArg>(args)?.address),
         "lease-release" => Command::LeaseRelease(arguments::<AddressArg>(args)?.address),
@@ -330,17 +340,26 @@ impl Request {
             | Command::Metrics
             | Command::Reload
             | Command::Shutdown => {}
-            Command::Leases(q) => {
-                match &q.filter {
+            Command::Leases(LeaseQuery {
+                filter,
+                cursor,
+                limit,
+            })
+            | Command::Reservations(ReservationQuery {
+                filter,
+                cursor,
+                limit,
+            }) => {
+                match filter {
                     Some(LeaseFilter::Address(a)) => put("address", a.to_string()),
                     Some(LeaseFilter::Mac(m)) => put("mac", m.to_string()),
                     Some(LeaseFilter::ClientId(c)) => put("client_id", c.to_string()),
                     None => {}
                 }
-                if let Some(c) = q.cursor {
+                if let Some(c) = cursor {
                     put("cursor", c.to_string());
                 }
-                obj.insert("limit".into(), q.limit.into());
+                obj.insert("limit".into(), (*limit).into());
             }
             Command::ReservationAdd(r) => {
                 put("address", r.address.to_string());
@@ -430,6 +449,16 @@ mod tests {
                 host_name: None,
             }),
             Command::ReservationDel(a("192.0.2.9")),
+            Command::Reservations(ReservationQuery {
+                filter: None,
+                cursor: Some(a("192.0.2.9")),
+                limit: 10,
+            }),
+            Command::Reservations(ReservationQuery {
+                filter: Some(LeaseFilter::Mac(mac)),
+                cursor: None,
+                limit: DEFAULT_PAGE,
+            }),
             Command::LeaseRelease(a("192.0.2.10")),
             Command::LeaseDelete(a("192.0.2.11")),
         ] {

@@ -33,6 +33,29 @@ pub struct Status {
     pub interfaces: Vec<String>,
     /// Absent when the server keeps leases in memory only (no state directory).
     pub journal: Option<JournalStatus>,
+    /// The reservations in force (added in 0.1: absent from older servers).
+    #[serde(default)]
+    pub reservations: ReservationCounts,
+    /// Where the configuration came from and when it was last loaded.
+    #[serde(default)]
+    pub config: ConfigStatus,
+}
+
+/// How many reservations the server applies, by where they come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationCounts {
+    /// In the configuration file (`[[subnet.reservation]]`).
+    pub file: u64,
+    /// Added with `reservation-add`, kept in the journal.
+    pub control: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// The configuration file; absent when the server was started from flags.
+    pub file: Option<PathBuf>,
+    /// When it was last read successfully (start or reload), Unix seconds.
+    pub loaded: u64,
 }
 
 /// The backend actually serving, after `auto` chose.
@@ -306,6 +329,53 @@ impl LeaseState {
             engine::LeaseState::Partner => LeaseState::Partner,
             engine::LeaseState::Foreign => return None,
         })
+    }
+}
+
+/// A reservation lookup or a page of the reservation list, in address order after
+/// `cursor`, as `LeaseQuery`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationQuery {
+    pub filter: Option<LeaseFilter>,
+    pub cursor: Option<Ipv4Addr>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationPage {
+    pub reservations: Vec<ReservationInfo>,
+    /// Where the next page starts; absent on the last page.
+    pub next_cursor: Option<Ipv4Addr>,
+}
+
+/// One reservation of an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationInfo {
+    pub address: Ipv4Addr,
+    #[serde(with = "cidr")]
+    pub subnet: Ipv4Net,
+    pub mac: Option<MacAddr>,
+    pub client_id: Option<ClientId>,
+    pub host_name: Option<String>,
+    pub source: ReservationSource,
+}
+
+/// Where a reservation comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReservationSource {
+    /// The configuration file: changed there, then `reload`.
+    File,
+    /// `reservation-add`: removed with `reservation-del`.
+    Control,
+}
+
+impl ReservationSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReservationSource::File => "file",
+            ReservationSource::Control => "control",
+        }
     }
 }
 

@@ -55,7 +55,7 @@ pub use record::{
 };
 pub use state::State;
 pub use tools::{dump, import_isc, verify, FileReport, Format, ImportStats, Report};
-pub use writer::ShardWriter;
+pub use writer::{DurableWatch, ShardWriter};
 
 use lock::DirLock;
 use replay::{Listing, Manifest, ShardReplay};

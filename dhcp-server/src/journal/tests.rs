@@ -157,6 +157,24 @@ fn replay_returns_what_was_written_and_durable_moves() {
     assert_eq!(writers[0].append(&ops[1].record()).unwrap(), 502);
 }
 
+/// Another thread (the control thread) waits on a shard's durable sequence without the
+/// writer's eventfd, which stays the worker's to read.
+#[test]
+fn a_watch_sees_what_becomes_durable_from_another_thread() {
+    let dir = TempDir::new("watch");
+    let mut o = Journal::open(dir.path(), &small(1)).unwrap();
+    let w = &mut o.writers[0];
+    let watch = w.watch();
+    let ops = churn(10, 5);
+    write_all(w, &ops);
+    let waiter = std::thread::spawn(move || watch.wait(10, Duration::from_secs(10)));
+    assert!(waiter.join().unwrap());
+    assert!(
+        !w.watch().wait(11, Duration::from_millis(20)),
+        "nothing past the end"
+    );
+}
+
 /// Waits until the preparer has the shard's next segment ready, if the writer asked for
 /// it (its segment is half full).
 fn wait_prepared(o: &Opened, shard: usize) {

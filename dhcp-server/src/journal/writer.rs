@@ -374,6 +374,12 @@ impl ShardWriter {
         }
     }
 
+    /// A handle on this shard's durable sequence number for another thread: the control
+    /// thread waits on it for a record it had the shard's worker append.
+    pub fn watch(&self) -> DurableWatch {
+        DurableWatch(Arc::clone(&self.shard))
+    }
+
     /// The shard this writer appends to.
     pub fn shard(&self) -> usize {
         self.shard.index as usize
@@ -383,6 +389,30 @@ impl ShardWriter {
     /// records stay in the mapping and are retried; `durable()` does not move meanwhile.
     pub fn failing(&self) -> bool {
         self.shard.failing.load(Ordering::Relaxed)
+    }
+}
+
+/// One shard's durable sequence number, readable from any thread. Waiting on it never
+/// touches the shard's eventfd, which belongs to the worker.
+#[derive(Clone)]
+pub struct DurableWatch(Arc<ShardShared>);
+
+impl DurableWatch {
+    /// The sequence number of the last record on disk (in async mode: written).
+    pub fn durable(&self) -> u64 {
+        self.0.durable.load(Ordering::Acquire)
+    }
+
+    /// Waits until `durable() >= seq`, looking every millisecond, at most `timeout`.
+    pub fn wait(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.durable() < seq {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 }
 

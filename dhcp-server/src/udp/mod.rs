@@ -133,11 +133,15 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         interfaces: config.interfaces.clone(),
         journal: config.state_dir.clone().map(|d| (d, config.durability)),
     };
-    let operated = Arc::new(operate::Operated::new(
-        facts,
-        vec![questions.clone()],
-        vec![committer.health()],
-    ));
+    let operated = Arc::new(
+        operate::Operated::new(facts, vec![questions.clone()], vec![committer.health()]).running(
+            operate::Running {
+                config: config.clone(),
+                reservations: shards.reservations,
+                durable: vec![committer.watch()],
+            },
+        ),
+    );
     let control = operate::start_control(&config, operated.clone())?;
     // With a control socket the loop looks at its questions at least this often.
     let wait_ms = if control.is_some() || pair.is_some() {

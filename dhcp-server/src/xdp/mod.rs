@@ -123,6 +123,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     let mut crew = Vec::new();
     let mut questions = Vec::new();
     let mut journal_ok = Vec::new();
+    let mut durable = Vec::new();
     let (mut pair_ends, pair) =
         match crate::failover::link::start(&config, shards.failover, usize::from(workers))
             .map_err(Error::Failover)?
@@ -142,6 +143,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
                     orders
                 });
         journal_ok.push(committer.health());
+        durable.push(committer.watch());
         questions.push(operate::questions());
         let ports = attached
             .iter_mut()
@@ -181,7 +183,13 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
         interfaces: config.interfaces.clone(),
         journal: config.state_dir.clone().map(|d| (d, config.durability)),
     };
-    let operated = Arc::new(operate::Operated::new(facts, questions, journal_ok));
+    let operated = Arc::new(
+        operate::Operated::new(facts, questions, journal_ok).running(operate::Running {
+            config: config.clone(),
+            reservations: shards.reservations,
+            durable,
+        }),
+    );
     let control = operate::start_control(&config, operated.clone())?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
