@@ -71,7 +71,10 @@ fn fixture(name: &str) -> Vec<u8> {
         .filter(|l| !l.trim_start().starts_with('#'))
         .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
         .collect();
-    assert!(hex.len().is_multiple_of(2), "{name}: odd number of hex digits");
+    assert!(
+        hex.len().is_multiple_of(2),
+        "{name}: odd number of hex digits"
+    );
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
