@@ -437,7 +437,10 @@ impl PairLab {
             return None;
         }
         if !on_path("dhcpd") {
-            // Not a CI failure yet: `cargo xtask setup` does not install dhcpd.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: ISC dhcpd is not installed: run `cargo xtask setup` (as root) first"
+            );
             eprintln!("{test}: skipped: ISC dhcpd is not installed (Debian isc-dhcp-server)");
             return None;
         }
