@@ -3,11 +3,15 @@
 //! rate with at most 2.5% of exchanges dropped (the method ISC publishes Kea's figures
 //! with), starting every step on a fresh server, and reads the server's CPU time per lease
 //! from /proc. It prints a table with ratios to Kea and writes target/bench/bench.json.
+//!
+//! Then, at a fixed rate, a mix of DORA with renewals, releases and declines (dhcp-load
+//! `--mix`) against our server (XDP and UDP backends) and Kea: per-kind rates and latency
+//! in a second table and under `mixed` in the JSON file.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::lab::{self, in_ns, Lab, LOAD, SERVER_IF, SERVER_NS};
 use crate::{chart, is_root, Result};
@@ -27,6 +31,13 @@ pub struct Plan {
     refine: u32,
     /// Highest rate tried.
     cap: u32,
+    /// Seconds of perfdhcp at its fixed rate.
+    perf_secs: u32,
+    /// How long perfdhcp waits for late answers after that (its -W, in µs): it always
+    /// waits all of it, so in a quick run it is half of perfdhcp's time.
+    perf_wait_us: u32,
+    /// Seconds of the mixed load at its fixed rate.
+    mix_secs: f64,
 }
 
 impl Plan {
@@ -36,12 +47,18 @@ impl Plan {
                 step_secs: 1.0,
                 refine: 1,
                 cap: 131_072,
+                perf_secs: 1,
+                perf_wait_us: 1_000_000,
+                mix_secs: 2.0,
             }
         } else {
             Plan {
                 step_secs: 4.0,
                 refine: 3,
                 cap: 1 << 20,
+                perf_secs: 5,
+                perf_wait_us: 2_000_000,
+                mix_secs: 4.0,
             }
         }
     }
@@ -220,8 +237,6 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
     Ok(list)
 }
 
-/// Starts `server` afresh, offers `rate` exchanges a second for the plan's step, stops it,
-/// and prints what it measured.
 /// Empties every server's lease storage: each run starts from nothing.
 fn forget_leases(lab: &Lab) -> Result {
     for f in ["kea-leases4.csv", "dhcpd.leases"] {
@@ -231,14 +246,23 @@ fn forget_leases(lab: &Lab) -> Result {
     Ok(())
 }
 
-fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
+/// Starts `server` afresh, runs dhcp-load against it at `rate` for `secs` with `extra`
+/// arguments, stops it; returns dhcp-load's JSON and the server's CPU seconds meanwhile.
+fn measure(
+    lab: &mut Lab,
+    server: &Server,
+    load: &str,
+    rate: u32,
+    secs: f64,
+    extra: &[&str],
+) -> Result<(String, f64)> {
     forget_leases(lab)?;
     let args: Vec<&str> = server.args.iter().map(String::as_str).collect();
     let pid = lab.spawn(SERVER_NS, &server.program, &args, "server.log")?;
     lab.wait_for("server.log", server.ready, Duration::from_secs(15))?;
     std::thread::sleep(Duration::from_millis(200));
     let cpu_before = cpu_secs(pid);
-    let clients = ((rate as f64 * plan.step_secs) as u32).clamp(1, 120_000);
+    let clients = ((rate as f64 * secs) as u32).clamp(1, 120_000);
     let out = in_ns(LOAD.0, load)
         .args([
             "--interface",
@@ -249,18 +273,26 @@ fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> R
             "--rate",
             &rate.to_string(),
         ])
-        .args(["--duration", &plan.step_secs.to_string()])
+        .args(["--duration", &secs.to_string()])
+        .args(extra)
         .output()
         .map_err(|e| e.to_string())?;
     let cpu = cpu_secs(pid) - cpu_before;
     lab.stop(pid);
-    let json = String::from_utf8_lossy(&out.stdout);
+    let json = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || !json.contains("leases_per_s") {
         return Err(format!(
             "dhcp-load failed: {json}{}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    Ok((json, cpu))
+}
+
+/// Offers `rate` DORA exchanges a second to a fresh `server` for the plan's step and
+/// prints what it measured.
+fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
+    let (json, cpu) = measure(lab, server, load, rate, plan.step_secs, &[])?;
     let completed = field(&json, "completed");
     let (leases_per_s, drop_pct) = (field(&json, "leases_per_s"), field(&json, "drop_pct"));
     println!("  {rate:>8}/s offered: {leases_per_s:>9.0} leases/s, {drop_pct:>6.2}% dropped");
@@ -322,6 +354,7 @@ pub fn run(quick: bool) -> Result {
         return Err("the benchmark builds a namespace lab: run it as root".into());
     }
     crate::install(&["kea-dhcp4-server", "isc-dhcp-server"])?;
+    let began = Instant::now();
     let plan = Plan::new(quick);
     let ours = lab::release_binary("dhcp-server", "dhcp-server")?;
     let load = lab::release_binary("dhcp-benches", "dhcp-load")?;
@@ -341,11 +374,11 @@ pub fn run(quick: bool) -> Result {
         }
         results.push((server.name, best, steps));
     }
-    let perf_secs = if quick { 2 } else { 5 };
+    let perf_secs = plan.perf_secs;
     println!("perfdhcp at a fixed {PERFDHCP_RATE}/s for {perf_secs} s:");
     let mut rows = Vec::new();
     for (server, (name, best, steps)) in list.iter().zip(results) {
-        let perf = perfdhcp(&mut lab, server, perf_secs)?;
+        let perf = perfdhcp(&mut lab, server, perf_secs, plan.perf_wait_us)?;
         println!(
             "  {name}: {:.0} ACKs/s, {:.2}% dropped",
             perf.acks_per_s, perf.drop_pct
@@ -357,7 +390,98 @@ pub fn run(quick: bool) -> Result {
             perf,
         });
     }
-    report(&rows, quick)
+    let mixed = mixed(&mut lab, &list, &load, &plan)?;
+    report(&rows, &mixed, quick)?;
+    let took = began.elapsed().as_secs();
+    println!("the benchmark took {}m{:02}s", took / 60, took % 60);
+    Ok(())
+}
+
+/// The mixed load: RFC 2131's other client messages beside DORA, in proportions of the
+/// order an ISP server sees once its clients hold leases (renewals at T1 outnumber
+/// releases and declines).
+const MIX: &str = "dora=70,renew=20,release=5,decline=5";
+/// Its fixed rate, every kind together: perfdhcp's, an ordinary load every server here
+/// but ISC dhcpd keeps up with. A kernel that sends the renewals' ACKs (our UDP backend)
+/// resolves each client's address by ARP first, into a neighbour table the whole host
+/// shares and caps (net.ipv4.neigh.default.gc_thresh3, 1024 by default, entries younger
+/// than 5 s cannot be evicted): 200 renewals a second stays clear of it.
+const MIX_RATE: u32 = 1000;
+/// The servers the mixed load runs against: one configuration per backend of ours (the
+/// journal asynchronous, like Kea's memfile) and Kea. ISC dhcpd cannot keep up with the
+/// rate, and more workers would only show the sharding the main table shows.
+const MIX_SERVERS: [&str; 3] = [
+    "dhcp-server (xdp 1 worker, async)",
+    "dhcp-server (udp, async)",
+    "kea-dhcp4 (memfile, 2 threads)",
+];
+
+/// What the mixed load measured against one server.
+struct Mixed {
+    name: &'static str,
+    /// dhcp-load's JSON report.
+    json: String,
+    /// Server CPU time per message it answered or took (every kind).
+    cpu_us_per_exchange: f64,
+}
+
+/// A field of the object `name` in the section (`kinds` or `checks`) of dhcp-load's report.
+fn sub_field(json: &str, section: &str, name: &str, key: &str) -> f64 {
+    let section = json
+        .find(&format!("\"{section}\":"))
+        .map_or("", |i| &json[i..]);
+    let object = section.find(&format!("\"{name}\":{{")).map_or("", |i| {
+        let end = section[i..].find('}').map_or(section.len(), |e| i + e + 1);
+        &section[i..end]
+    });
+    field(object, key)
+}
+
+/// A field of one kind's object in dhcp-load's report.
+fn kind_field(json: &str, kind: &str, key: &str) -> f64 {
+    sub_field(json, "kinds", kind, key)
+}
+
+fn mixed(lab: &mut Lab, list: &[Server], load: &str, plan: &Plan) -> Result<Vec<Mixed>> {
+    println!(
+        "mixed load {MIX} at a fixed {MIX_RATE}/s for {} s:",
+        plan.mix_secs
+    );
+    let mut out = Vec::new();
+    for server in list.iter().filter(|s| MIX_SERVERS.contains(&s.name)) {
+        let (json, cpu) = measure(lab, server, load, MIX_RATE, plan.mix_secs, &["--mix", MIX])?;
+        let k = |kind: &str, key: &str| kind_field(&json, kind, key);
+        let (dora, renew) = (k("dora", "completed"), k("renew", "completed"));
+        println!(
+            "  {}: {:.0} DORA/s, {:.0} renewals/s, {:.0} releases/s, {:.0} declines/s; {:.2}% dropped",
+            server.name,
+            k("dora", "per_s"),
+            k("renew", "per_s"),
+            k("release", "per_s"),
+            k("decline", "per_s"),
+            field(&json, "drop_pct"),
+        );
+        // Every row must be produced: a server that renewed nothing means a broken path.
+        if !(dora > 0.0 && renew > 0.0) {
+            return Err(format!(
+                "{}: no DORA or no renewal completed under the mixed load: {json}",
+                server.name
+            ));
+        }
+        let handled = dora + renew + k("release", "sent") + k("decline", "sent");
+        out.push(Mixed {
+            name: server.name,
+            cpu_us_per_exchange: cpu * 1e6 / handled,
+            json,
+        });
+    }
+    if out.len() != MIX_SERVERS.len() {
+        return Err(format!(
+            "the mixed load ran against {} of the servers {MIX_SERVERS:?}",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// perfdhcp's fixed rate: low enough that every server but ISC dhcpd keeps up, so the
@@ -378,15 +502,16 @@ struct Row {
 }
 
 /// Runs perfdhcp against a fresh `server` at the fixed rate.
-fn perfdhcp(lab: &mut Lab, server: &Server, secs: u32) -> Result<Perf> {
+fn perfdhcp(lab: &mut Lab, server: &Server, secs: u32, wait_us: u32) -> Result<Perf> {
     forget_leases(lab)?;
     let args: Vec<&str> = server.args.iter().map(String::as_str).collect();
     let pid = lab.spawn(SERVER_NS, &server.program, &args, "server.log")?;
     lab.wait_for("server.log", server.ready, Duration::from_secs(15))?;
     let rate = PERFDHCP_RATE.to_string();
     let (secs_s, clients) = (secs.to_string(), (PERFDHCP_RATE * secs).to_string());
+    let wait = wait_us.to_string();
     let perf_args = [
-        "-4", "-l", LOAD.1, "-r", &rate, "-R", &clients, "-p", &secs_s, "-W", "2000000",
+        "-4", "-l", LOAD.1, "-r", &rate, "-R", &clients, "-p", &secs_s, "-W", &wait,
     ];
     let out = in_ns(LOAD.0, "perfdhcp")
         .args(perf_args)
@@ -414,7 +539,7 @@ fn perfdhcp(lab: &mut Lab, server: &Server, secs: u32) -> Result<Perf> {
 }
 
 /// The table on stdout, the JSON file and the SVG chart.
-fn report(rows: &[Row], quick: bool) -> Result {
+fn report(rows: &[Row], mixed: &[Mixed], quick: bool) -> Result {
     let best_of = |prefix: &str| {
         rows.iter()
             .find(|r| r.name.starts_with(prefix))
@@ -478,7 +603,72 @@ fn report(rows: &[Row], quick: bool) -> Result {
             r.perf.command, r.perf.acks_per_s, r.perf.drop_pct, steps.join(",")
         );
     }
-    json.push_str("]}\n");
+    json.push(']');
+    let _ = write!(
+        json,
+        ",\"mixed\":{{\"mix\":\"{MIX}\",\"rate\":{MIX_RATE},\"secs\":{},\"servers\":[",
+        Plan::new(quick).mix_secs
+    );
+    let _ = writeln!(
+        table,
+        "\nmixed load {MIX} at a fixed {MIX_RATE}/s (per kind: completed or sent per second; latency in µs, p50/p99/p99.9):"
+    );
+    let _ = writeln!(
+        table,
+        "{:32} {:>6} {:>20} {:>8} {:>20} {:>6} {:>6} {:>7} {:>10}  checks: released ACKed, declined NAKed, held NAKed",
+        "server",
+        "DORA/s",
+        "DORA latency",
+        "renew/s",
+        "renew latency",
+        "rel/s",
+        "dec/s",
+        "drop %",
+        "CPU µs/msg",
+    );
+    for (i, m) in mixed.iter().enumerate() {
+        let k = |kind: &str, key: &str| kind_field(&m.json, kind, key);
+        let lat = |kind: &str| {
+            format!(
+                "{:.0}/{:.0}/{:.0}",
+                k(kind, "p50_us"),
+                k(kind, "p99_us"),
+                k(kind, "p999_us")
+            )
+        };
+        let check = |group: &str, key: &str| {
+            format!(
+                "{:.0}/{:.0}",
+                sub_field(&m.json, "checks", group, key),
+                sub_field(&m.json, "checks", group, "asked")
+            )
+        };
+        let _ = writeln!(
+            table,
+            "{:32} {:>6.0} {:>20} {:>8.0} {:>20} {:>6.0} {:>6.0} {:>7.2} {:>10.1}  {} {} {}",
+            m.name,
+            k("dora", "per_s"),
+            lat("dora"),
+            k("renew", "per_s"),
+            lat("renew"),
+            k("release", "per_s"),
+            k("decline", "per_s"),
+            field(&m.json, "drop_pct"),
+            m.cpu_us_per_exchange,
+            check("released", "acks"),
+            check("declined", "naks"),
+            check("held", "naks"),
+        );
+        let _ = write!(
+            json,
+            "{}{{\"name\":\"{}\",\"cpu_us_per_message\":{:.2},\"load\":{}}}",
+            if i > 0 { "," } else { "" },
+            m.name,
+            m.cpu_us_per_exchange,
+            m.json
+        );
+    }
+    json.push_str("]}}\n");
     println!("\n{table}");
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out).map_err(|e| e.to_string())?;
@@ -500,4 +690,24 @@ fn report(rows: &[Row], quick: bool) -> Result {
         out.join("bench.json").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape dhcp-load prints with --json --mix (shortened).
+    const REPORT: &str = r#"{"initiated":1799,"completed":1799,"drop_pct":0.000,"p50_us":132,"mix":"dora=70,renew=20","kinds":{"dora":{"started":1399,"completed":1399,"per_s":699.5,"p50_us":135},"renew":{"started":400,"completed":400,"per_s":200.0,"p50_us":125},"release":{"sent":100,"per_s":50.0}},"checks":{"offered_declined":0,"released":{"asked":16,"acks":16,"naks":0},"held":{"asked":16,"acks":0,"naks":16}},"arp_replies":311}"#;
+
+    #[test]
+    fn fields_are_read_from_the_right_object() {
+        assert_eq!(field(REPORT, "p50_us"), 132.0);
+        assert_eq!(kind_field(REPORT, "dora", "p50_us"), 135.0);
+        assert_eq!(kind_field(REPORT, "renew", "per_s"), 200.0);
+        assert_eq!(kind_field(REPORT, "release", "sent"), 100.0);
+        assert!(kind_field(REPORT, "decline", "sent").is_nan());
+        assert!(kind_field(REPORT, "release", "completed").is_nan());
+        assert_eq!(sub_field(REPORT, "checks", "released", "acks"), 16.0);
+        assert_eq!(sub_field(REPORT, "checks", "held", "naks"), 16.0);
+    }
 }
