@@ -15,10 +15,12 @@
 use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
 use aya_ebpf::helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes};
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{PerCpuArray, XskMap};
+use aya_ebpf::maps::{Array, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
 use aya_ebpf::Global;
-use dhcp_ebpf_common::{client_key_hash, socket_key, Counter, MAX_OPTIONS_SCANNED, MAX_SOCKETS};
+use dhcp_ebpf_common::{
+    client_key_hash, socket_key, Balance, Counter, BALANCE_LEN, MAX_OPTIONS_SCANNED, MAX_SOCKETS,
+};
 
 #[map]
 static XSKS: XskMap = XskMap::with_max_entries(MAX_SOCKETS, 0);
@@ -28,6 +30,9 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS
 
 #[map]
 static REDIRECTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SOCKETS, 0);
+
+#[map]
+static BALANCE: Array<[u8; BALANCE_LEN]> = Array::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static WORKERS: Global<u32> = Global::new(1);
@@ -51,6 +56,9 @@ const OPTIONS: usize = 240;
 const PAD: u8 = 0;
 const END: u8 = 255;
 const CLIENT_ID: u8 = 61;
+const MESSAGE_TYPE: u8 = 53;
+const DHCPDISCOVER: u8 = 1;
+const SECS: usize = 8;
 /// No offset we read is ever beyond this: a jumbo frame at most. Checked before every
 /// variable offset meets the packet pointer, so the verifier knows its range.
 const MAX_OFFSET: usize = 9216;
@@ -60,8 +68,8 @@ enum Verdict {
     Pass,
     /// To port 67 but not a request we can steer.
     Malformed,
-    /// A request, with its client's hash.
-    Request(u8),
+    /// A request, with its client's hash, its secs field and whether it is a DISCOVER.
+    Request(u8, u16, bool),
 }
 
 #[xdp]
@@ -75,7 +83,13 @@ pub fn dhcp_steer(ctx: XdpContext) -> u32 {
             count(Counter::Malformed);
             XDP_DROP
         }
-        Verdict::Request(hash) => {
+        Verdict::Request(hash, secs, discover) => {
+            if let Some(v) = BALANCE.get(0) {
+                if Balance::decode(v).leaves_to_partner(hash, secs, discover) {
+                    count(Counter::Balanced);
+                    return XDP_DROP;
+                }
+            }
             let key = socket_key(ctx.rx_queue_index(), hash, WORKERS.load());
             match XSKS.redirect(key, 0) {
                 Ok(action) => {
@@ -132,7 +146,10 @@ fn be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
 
 fn classify(ctx: &XdpContext) -> Verdict {
     match udp_to_bootps(ctx) {
-        Some(bootp) => request_hash(ctx, bootp).map_or(Verdict::Malformed, Verdict::Request),
+        Some(bootp) => request_hash(ctx, bootp)
+            .map_or(Verdict::Malformed, |(h, secs, discover)| {
+                Verdict::Request(h, secs, discover)
+            }),
         None => Verdict::Pass,
     }
 }
@@ -179,22 +196,31 @@ fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
     (r == 0).then_some(buf)
 }
 
-/// The client's hash, if the message at `bootp` is a BOOTREQUEST with the magic cookie
-/// whose options field (as far as it is read) is whole.
+/// The client's hash, the secs field and whether it is a DISCOVER, if the message at
+/// `bootp` is a BOOTREQUEST with the magic cookie whose options field (as far as it is
+/// read) is whole.
 #[inline(always)]
-fn request_hash(ctx: &XdpContext, bootp: usize) -> Option<u8> {
+fn request_hash(ctx: &XdpContext, bootp: usize) -> Option<(u8, u16, bool)> {
     let [op, _htype, hlen] = load::<3>(ctx, bootp)?;
     if op != BOOTREQUEST || hlen > 16 || load::<4>(ctx, bootp + COOKIE)? != MAGIC_COOKIE {
         return None;
     }
     let chaddr = load::<16>(ctx, bootp + CHADDR)?;
+    let secs = u16::from_be_bytes(load::<2>(ctx, bootp + SECS)?);
+    // Clients put the message type first; where one does not, the request is not taken
+    // for a DISCOVER here and the server's own rule decides.
+    let kind = match load::<3>(ctx, bootp + OPTIONS) {
+        Some([MESSAGE_TYPE, 1, kind]) => kind,
+        _ => 0,
+    };
     let mut id = [0u8; 255];
     let id_len = client_id(ctx, bootp + OPTIONS, &mut id)?;
     let client_id = match id_len {
         Some(len) => Some(id.get(..len)?),
         None => None,
     };
-    Some(client_key_hash(client_id, chaddr.get(..usize::from(hlen))?))
+    let hash = client_key_hash(client_id, chaddr.get(..usize::from(hlen))?);
+    Some((hash, secs, kind == DHCPDISCOVER))
 }
 
 /// Copies the data of the first option 61 among the options field's first

@@ -39,14 +39,18 @@ pub enum Counter {
     Malformed = 2,
     /// A DHCP request whose socket is not registered yet: left to the kernel.
     NoSocket = 3,
+    /// Failover: a DISCOVER of the partner's hash buckets while the pair cooperates,
+    /// dropped here so it costs the server nothing.
+    Balanced = 4,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 4] = [
+    pub const ALL: [Counter; 5] = [
         Counter::Redirected,
         Counter::Passed,
         Counter::Malformed,
         Counter::NoSocket,
+        Counter::Balanced,
     ];
     /// Number of slots in [`COUNTERS`].
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -59,6 +63,7 @@ pub struct Counters {
     pub passed: u64,
     pub malformed: u64,
     pub no_socket: u64,
+    pub balanced: u64,
 }
 
 impl Counters {
@@ -68,8 +73,58 @@ impl Counters {
             Counter::Passed => &mut self.passed,
             Counter::Malformed => &mut self.malformed,
             Counter::NoSocket => &mut self.no_socket,
+            Counter::Balanced => &mut self.balanced,
         };
         *field = field.wrapping_add(n);
+    }
+}
+
+/// Name of the one-slot array holding the failover load-balancing rule, as
+/// [`Balance::encode`] lays it out.
+pub const BALANCE: &str = "BALANCE";
+/// Size of [`BALANCE`]'s value.
+pub const BALANCE_LEN: usize = 40;
+
+/// The failover load-balancing rule (RFC 3074 with dhcpd's hash bucket assignment):
+/// while the pair cooperates, a DISCOVER whose bucket is the partner's is left to the
+/// partner unless the client has been trying for `max_secs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balance {
+    pub on: bool,
+    pub max_secs: u16,
+    /// Bit `b & 7` of octet `b >> 3` set: bucket `b` is this server's.
+    pub mine: [u8; 32],
+}
+
+impl Balance {
+    /// Whether a request of `bucket` that waited `secs` is the partner's to answer.
+    /// As dhcpd's load_balance_mine: a client is anyone's once `secs` is above the
+    /// limit, and a limit of 0 turns balancing off.
+    pub fn leaves_to_partner(&self, bucket: u8, secs: u16, discover: bool) -> bool {
+        self.on
+            && discover
+            && self.max_secs != 0
+            && secs <= self.max_secs
+            && self.mine[usize::from(bucket >> 3)] & (1 << (bucket & 7)) == 0
+    }
+
+    /// The map value: on (u32), max_secs (u32), then the 32 octets, little-endian.
+    pub fn encode(&self) -> [u8; BALANCE_LEN] {
+        let mut v = [0u8; BALANCE_LEN];
+        v[0] = u8::from(self.on);
+        v[4..6].copy_from_slice(&self.max_secs.to_le_bytes());
+        v[8..].copy_from_slice(&self.mine);
+        v
+    }
+
+    pub fn decode(v: &[u8; BALANCE_LEN]) -> Self {
+        let mut mine = [0u8; 32];
+        mine.copy_from_slice(&v[8..]);
+        Balance {
+            on: v[0] != 0,
+            max_secs: u16::from_le_bytes([v[4], v[5]]),
+            mine,
+        }
     }
 }
 
@@ -203,5 +258,32 @@ mod tests {
                 no_socket: 4
             }
         );
+    }
+
+    #[test]
+    fn balance_survives_the_map_and_leaves_only_partner_discovers() {
+        let mut mine = [0u8; 32];
+        mine[0] = 0b0000_0001; // bucket 0 is ours
+        let b = Balance {
+            on: true,
+            max_secs: 3,
+            mine,
+        };
+        assert_eq!(Balance::decode(&b.encode()), b);
+        assert!(!b.leaves_to_partner(0, 0, true));
+        assert!(b.leaves_to_partner(1, 0, true));
+        assert!(b.leaves_to_partner(255, 3, true));
+        assert!(!b.leaves_to_partner(1, 4, true), "waited long enough");
+        let never = Balance { max_secs: 0, ..b };
+        assert!(
+            !never.leaves_to_partner(1, 0, true),
+            "a limit of 0: no balancing"
+        );
+        assert!(
+            !b.leaves_to_partner(1, 0, false),
+            "requests are not balanced"
+        );
+        let off = Balance { on: false, ..b };
+        assert!(!off.leaves_to_partner(1, 0, true));
     }
 }

@@ -23,7 +23,8 @@ const SKEW: u64 = 65;
 /// A shard's failover state: the pair's rules and, per slot, what the partner knows.
 pub struct Partnership {
     view: View,
-    /// Seconds a DISCOVER of the partner's bucket waits for the partner before we answer.
+    /// Seconds a DISCOVER of the partner's bucket is left to the partner (dhcpd: while
+    /// `secs` is at most this; 0 turns balancing off).
     lbms: u16,
     /// Per slot: the potential expiration time the partner acknowledged (tsfp), and the
     /// one we last told it (tstp).
@@ -132,16 +133,14 @@ impl Engine {
         if !p.view.service.serves() {
             return Some(Drop::FailoverNotServing);
         }
-        if req.msg_type == MessageType::Discover
-            && p.view.service == Service::Cooperating
-            && req.msg.secs() < p.lbms
-        {
-            let bucket = dhcp_ebpf_common::loadb_hash(client.bytes);
-            if !p.view.hba.mine(p.view.role, bucket) {
-                return Some(Drop::LoadBalanced);
-            }
-        }
-        None
+        let bucket = dhcp_ebpf_common::loadb_hash(client.bytes);
+        let rule = p.view.balance(p.lbms);
+        rule.leaves_to_partner(
+            bucket,
+            req.msg.secs(),
+            req.msg_type == MessageType::Discover,
+        )
+        .then_some(Drop::LoadBalanced)
     }
 
     /// Caps a lease time by the MCLT rule (draft §5.2.1, dhcpd's ack_lease): beyond the

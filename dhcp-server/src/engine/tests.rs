@@ -1162,7 +1162,7 @@ mod failover_rules {
         assert_eq!(lab.reply(&discover(ours)).kind, MessageType::Offer);
         // A client that has waited load-balance-max-seconds is answered by either.
         let mut late = discover(theirs).bytes();
-        late[crate::wire::layout::SECS + 1] = 3;
+        late[crate::wire::layout::SECS + 1] = 4;
         let meta = RxMeta {
             link: 0,
             local_addr: SERVER,

@@ -454,15 +454,17 @@ impl Drop for Running {
 
 /// Starts failover when the configuration has a partner: each of the `count` shards
 /// gets its end (orders to carry out, an outbox for its changes) and the link runs.
+/// `on_view` also hears of every change of the pair's rules (the XDP program's).
 pub fn start(
     config: &crate::config::Config,
     stored: Option<Stored>,
     count: usize,
+    on_view: Option<super::shards::OnView>,
 ) -> io::Result<Option<(Vec<super::shards::End>, Running)>> {
     let Some(f) = &config.failover else {
         return Ok(None);
     };
-    let (ends, workers) = super::shards::wire_up(count);
+    let (ends, workers) = super::shards::wire_up(count, on_view);
     let (stop, stopped) = watch::channel(false);
     let (handle, thread) = spawn(
         f.params(),

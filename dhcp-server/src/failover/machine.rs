@@ -64,6 +64,24 @@ pub struct View {
     pub stos: u64,
 }
 
+impl View {
+    /// The load-balancing rule as the XDP program applies it: on while cooperating,
+    /// with this server's buckets.
+    pub fn balance(&self, max_secs: u16) -> dhcp_ebpf_common::Balance {
+        let mut mine = self.hba.0;
+        if self.role == Role::Secondary {
+            for b in &mut mine {
+                *b = !*b;
+            }
+        }
+        dhcp_ebpf_common::Balance {
+            on: self.service == Service::Cooperating,
+            max_secs,
+            mine,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Send(Envelope),

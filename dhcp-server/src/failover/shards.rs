@@ -50,9 +50,12 @@ pub type Orders = Arc<ArrayQueue<(Order, mpsc::SyncSender<Done>)>>;
 /// What a worker gets: the orders it carries out, the outbox its changes leave by.
 pub type End = (Orders, Outbox);
 
+/// Told of every change of the pair's rules, besides the workers.
+pub type OnView = Box<dyn FnMut(&View) + Send>;
+
 /// The ends for `count` shards: each worker takes its `Orders` and gives its `Outbox` to
 /// its committer; the link takes the `Workers`.
-pub fn wire_up(count: usize) -> (Vec<End>, Workers) {
+pub fn wire_up(count: usize, on_view: Option<OnView>) -> (Vec<End>, Workers) {
     let ends: Vec<End> = (0..count)
         .map(|_| {
             (
@@ -63,6 +66,7 @@ pub fn wire_up(count: usize) -> (Vec<End>, Workers) {
         .collect();
     let workers = Workers {
         shards: ends.clone(),
+        on_view,
     };
     (ends, workers)
 }
@@ -109,6 +113,7 @@ pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer
 /// The link's view of every shard.
 pub struct Workers {
     shards: Vec<End>,
+    on_view: Option<OnView>,
 }
 
 impl Workers {
@@ -155,6 +160,9 @@ impl Workers {
 
 impl Shards for Workers {
     fn view(&mut self, view: View) {
+        if let Some(f) = self.on_view.as_mut() {
+            f(&view);
+        }
         self.all(|| Order::View(view));
     }
 

@@ -116,15 +116,16 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     let writer = shards.writers.into_iter().next().flatten();
     let mut committer = Committer::new(writer, config.durability);
     let links = open(&engine, port)?;
-    let (orders, pair) =
-        match crate::failover::link::start(&config, shards.failover, 1).map_err(Error::Failover)? {
-            Some((mut ends, running)) => {
-                let (orders, outbox) = ends.pop().expect("one shard");
-                committer.send_to_partner(outbox);
-                (Some(orders), Some(running))
-            }
-            None => (None, None),
-        };
+    let (orders, pair) = match crate::failover::link::start(&config, shards.failover, 1, None)
+        .map_err(Error::Failover)?
+    {
+        Some((mut ends, running)) => {
+            let (orders, outbox) = ends.pop().expect("one shard");
+            committer.send_to_partner(outbox);
+            (Some(orders), Some(running))
+        }
+        None => (None, None),
+    };
     let questions = operate::questions();
     let facts = operate::Facts {
         backend: control::BackendKind::Udp,
@@ -134,13 +135,13 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         journal: config.state_dir.clone().map(|d| (d, config.durability)),
     };
     let operated = Arc::new(
-        operate::Operated::new(facts, vec![questions.clone()], vec![committer.health()]).running(
-            operate::Running {
+        operate::Operated::new(facts, vec![questions.clone()], vec![committer.health()])
+            .running(operate::Running {
                 config: config.clone(),
                 reservations: shards.reservations,
                 durable: vec![committer.watch()],
-            },
-        ),
+            })
+            .with_failover(pair.as_ref().map(|p| p.handle.clone())),
     );
     let control = operate::start_control(&config, operated.clone())?;
     // With a control socket the loop looks at its questions at least this often.

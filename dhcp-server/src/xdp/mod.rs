@@ -124,8 +124,28 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     let mut questions = Vec::new();
     let mut journal_ok = Vec::new();
     let mut durable = Vec::new();
+    // The program drops DISCOVERs of the partner's buckets while the pair cooperates;
+    // the link sets the rule on every state change.
+    let on_view = match &config.failover {
+        Some(f) => {
+            let mut rules = attached
+                .iter_mut()
+                .map(|a| a.program.take_balance())
+                .collect::<Result<Vec<_>, _>>()?;
+            let max_secs = f.load_balance_max_seconds.min(u32::from(u16::MAX)) as u16;
+            Some(Box::new(move |view: &crate::failover::machine::View| {
+                let rule = view.balance(max_secs);
+                for r in &mut rules {
+                    if let Err(e) = r.set(&rule) {
+                        tracing::warn!("cannot set the XDP load-balancing rule: {e}");
+                    }
+                }
+            }) as crate::failover::shards::OnView)
+        }
+        None => None,
+    };
     let (mut pair_ends, pair) =
-        match crate::failover::link::start(&config, shards.failover, usize::from(workers))
+        match crate::failover::link::start(&config, shards.failover, usize::from(workers), on_view)
             .map_err(Error::Failover)?
         {
             Some((ends, running)) => (ends.into_iter().map(Some).collect(), Some(running)),
@@ -184,11 +204,13 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
         journal: config.state_dir.clone().map(|d| (d, config.durability)),
     };
     let operated = Arc::new(
-        operate::Operated::new(facts, questions, journal_ok).running(operate::Running {
-            config: config.clone(),
-            reservations: shards.reservations,
-            durable,
-        }),
+        operate::Operated::new(facts, questions, journal_ok)
+            .running(operate::Running {
+                config: config.clone(),
+                reservations: shards.reservations,
+                durable,
+            })
+            .with_failover(pair.as_ref().map(|p| p.handle.clone())),
     );
     let control = operate::start_control(&config, operated.clone())?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -253,12 +275,13 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     for a in &attached {
         if let Ok(c) = a.program.counters() {
             tracing::info!(
-                "XDP on {}: {} redirected, {} passed to the kernel, {} malformed dropped, {} without a socket",
+                "XDP on {}: {} redirected, {} passed to the kernel, {} malformed dropped, {} without a socket, {} left to the failover partner",
                 a.ifname,
                 c.redirected,
                 c.passed,
                 c.malformed,
-                c.no_socket
+                c.no_socket,
+                c.balanced
             );
         }
     }

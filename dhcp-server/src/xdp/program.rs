@@ -9,10 +9,10 @@
 use std::fmt;
 use std::os::fd::RawFd;
 
-use aya::maps::{Map, MapData, MapError, PerCpuArray, XskMap};
+use aya::maps::{Array, Map, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use dhcp_ebpf_common::{socket_key, Counter, Counters, MAX_SOCKETS};
+use dhcp_ebpf_common::{socket_key, Balance, Counter, Counters, BALANCE_LEN, MAX_SOCKETS};
 
 include!(concat!(env!("OUT_DIR"), "/ebpf.rs"));
 
@@ -197,6 +197,16 @@ impl SteerProgram {
             .collect()
     }
 
+    /// The program's failover load-balancing rule, to be set by whoever follows the
+    /// pair's state (it starts off: every DISCOVER goes to the workers).
+    pub fn take_balance(&mut self) -> Result<BalanceRule, XdpError> {
+        let name = dhcp_ebpf_common::BALANCE;
+        let map = self.ebpf.take_map(name).ok_or(XdpError::Incomplete(name))?;
+        Ok(BalanceRule {
+            map: Array::try_from(map).map_err(map_error(name))?,
+        })
+    }
+
     fn per_cpu(&self, name: &'static str) -> Result<PerCpuArray<&MapData, u64>, XdpError> {
         let map: &Map = self.ebpf.map(name).ok_or(XdpError::Incomplete(name))?;
         PerCpuArray::try_from(map).map_err(map_error(name))
@@ -223,6 +233,20 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         .ok_or(XdpError::Incomplete(name))?
         .try_into()
         .map_err(|_| XdpError::Incomplete(name))
+}
+
+/// The program's load-balancing rule, owned apart from the program so the failover link
+/// can change it from its own thread.
+pub struct BalanceRule {
+    map: Array<MapData, [u8; BALANCE_LEN]>,
+}
+
+impl BalanceRule {
+    pub fn set(&mut self, rule: &Balance) -> Result<(), XdpError> {
+        self.map
+            .set(0, rule.encode(), 0)
+            .map_err(map_error(dhcp_ebpf_common::BALANCE))
+    }
 }
 
 fn map_error(name: &'static str) -> impl Fn(MapError) -> XdpError {

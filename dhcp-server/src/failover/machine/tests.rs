@@ -507,3 +507,21 @@ fn two_new_servers_sending_each_other_everything_both_finish() {
     assert_eq!(pair.p.m.status().queued + pair.p.m.status().unacked, 0);
     assert_eq!(pair.s.m.status().queued + pair.s.m.status().unacked, 0);
 }
+
+#[test]
+fn the_xdp_rule_leaves_the_partner_exactly_its_buckets() {
+    for role in [Role::Primary, Role::Secondary] {
+        let mut view = Side::new(role, None, 1000).m.view();
+        view.service = Service::Cooperating;
+        let rule = view.balance(3);
+        for bucket in 0..=255u8 {
+            assert_eq!(
+                rule.leaves_to_partner(bucket, 0, true),
+                !view.hba.mine(role, bucket),
+                "{role:?} bucket {bucket}"
+            );
+        }
+        view.service = Service::NotCooperating;
+        assert!((0..=255u8).all(|b| !view.balance(3).leaves_to_partner(b, 0, true)));
+    }
+}
