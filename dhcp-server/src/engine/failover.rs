@@ -37,6 +37,8 @@ pub struct Partnership {
     changes: Vec<SlotId>,
     /// The last change came from the partner: journal it, do not send it back.
     from_partner: bool,
+    /// When a client last found no free address here while the partner had some.
+    warned_dry: u64,
 }
 
 /// What a shard made of a partner's binding.
@@ -57,6 +59,7 @@ impl Partnership {
             claimed: false,
             changes: Vec::new(),
             from_partner: false,
+            warned_dry: 0,
         }
     }
 
@@ -174,6 +177,26 @@ impl Engine {
             renew: lease / 2,
             rebind: (u64::from(lease) * 7 / 8) as u32,
         }
+    }
+
+    /// A client found no free address of ours in `subnet`: say so when the partner holds
+    /// free ones (dhcpd's "peer holds all free leases"), at most once a minute, so the
+    /// operator sees a pool running dry on one side before clients go unserved.
+    pub(super) fn warn_partner_holds(&mut self, subnet: u16, now: u64) {
+        let theirs = self.leases.partner_count(subnet);
+        let Some(p) = self.failover.as_mut() else {
+            return;
+        };
+        if theirs == 0 || now < p.warned_dry + 60 {
+            return;
+        }
+        p.warned_dry = now;
+        tracing::warn!(
+            "network {}: peer holds all free leases ({theirs} of them in shard {}); \
+             pool balancing or partner-down will give them back",
+            self.config.subnets[usize::from(subnet)].net,
+            self.shard.index
+        );
     }
 
     /// The potential expiry we last told the partner about `slot`, for its record.

@@ -431,6 +431,7 @@ impl Engine {
             for i in 0..self.ids(net).len() {
                 let subnet = self.ids(net)[i];
                 self.leases.want(subnet);
+                self.warn_partner_holds(subnet, now);
             }
             return Outcome::Dropped(Drop::NoFreeLease);
         };
