@@ -166,6 +166,7 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
             offered: 0,
             active: 0,
             declined: 0,
+            partner: 0,
         })
         .collect();
     for (_, s) in engine.leases().slots() {
@@ -181,6 +182,7 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
             LeaseState::Offered => p.offered += 1,
             LeaseState::Active => p.active += 1,
             LeaseState::Declined => p.declined += 1,
+            LeaseState::Partner => p.partner += 1,
             _ if !s.reserved && s.pooled => p.free += 1,
             _ => {}
         }
@@ -283,6 +285,8 @@ pub struct Operated {
     file_reservations: AtomicU64,
     control_reservations: AtomicU64,
     loaded: AtomicU64,
+    /// The failover link, when the server has a partner.
+    failover: Option<crate::failover::link::Handle>,
 }
 
 /// The configuration the shards run with and the run-time reservations they apply.
@@ -316,6 +320,7 @@ impl Operated {
             file_reservations: AtomicU64::new(0),
             control_reservations: AtomicU64::new(0),
             loaded: AtomicU64::new(crate::udp::unix_now()),
+            failover: None,
         }
     }
 
@@ -337,6 +342,13 @@ impl Operated {
         self.file_reservations.store(file as u64, Ordering::Relaxed);
         self.control_reservations
             .store(r.runtime.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The failover link's handle, when the server has a partner: `status` shows the
+    /// partnership and the failover commands reach the link.
+    pub fn with_failover(mut self, link: Option<crate::failover::link::Handle>) -> Self {
+        self.failover = link;
+        self
     }
 
     /// Every socket is up and the journal is replayed: status says ready from now on,
@@ -467,6 +479,13 @@ impl control::Server for Operated {
                 file: config_file().map(PathBuf::from),
                 loaded: self.loaded.load(Ordering::Relaxed),
             },
+            // The link's latest snapshot: no request waits on the link.
+            failover: self.failover.as_ref().and_then(|link| {
+                link.latest
+                    .lock()
+                    .as_ref()
+                    .map(control::FailoverStatus::from_machine)
+            }),
         }
     }
 
@@ -500,6 +519,7 @@ impl control::Server for Operated {
                     sum.offered += p.offered;
                     sum.active += p.active;
                     sum.declined += p.declined;
+                    sum.partner += p.partner;
                 }
             }
             let _ = latency.add(&h);
@@ -559,6 +579,22 @@ impl control::Server for Operated {
 
     fn shutdown(&self) {
         shutdown::request();
+    }
+
+    fn failover_partner_down(&self) -> control::Pending<()> {
+        let Some(link) = self.failover.clone() else {
+            return control::no_partner();
+        };
+        // The machine refuses only while the partner is connected and normal.
+        Box::pin(async move { link.partner_down().await.map_err(ControlError::Conflict) })
+    }
+
+    fn failover_resync(&self) -> control::Pending<()> {
+        let Some(link) = self.failover.clone() else {
+            return control::no_partner();
+        };
+        // The machine refuses only while the partner is not connected: retry later.
+        Box::pin(async move { link.resync().await.map_err(ControlError::Unavailable) })
     }
 }
 

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dhcp_server::control::{
-    self, AccessList, BackendKind, ClientIdentity, ConfigStatus, ControlError, JournalStatus,
-    Latency, Lease, LeaseFilter, LeasePage, LeaseQuery, LeaseState, MacAddr, Options, PoolStats,
-    ReloadReport, ReservationCounts, ReservationInfo, ReservationPage, ReservationQuery,
-    ReservationSource, ReservationSpec, ServeError, Server, Stats, Status, XdpAttach, XdpCopy,
-    XdpStatus,
+    self, AccessList, BackendKind, ClientIdentity, ConfigStatus, ControlError, FailoverStatus,
+    JournalStatus, Latency, Lease, LeaseFilter, LeasePage, LeaseQuery, LeaseState, MacAddr,
+    Options, PoolStats, ReloadReport, ReservationCounts, ReservationInfo, ReservationPage,
+    ReservationQuery, ReservationSource, ReservationSpec, ServeError, Server, Stats, Status,
+    XdpAttach, XdpCopy, XdpStatus,
 };
 use dhcp_server::journal::Durability;
 use serde_json::{json, Value};
@@ -38,6 +38,10 @@ struct Fake {
     leases: Mutex<Vec<Lease>>,
     reservations: Mutex<Vec<ReservationSpec>>,
     stopped: AtomicBool,
+    /// Whether the fake has a failover partner (none unless a test says so).
+    paired: AtomicBool,
+    /// Failover commands it was asked, in order.
+    failover_asked: Mutex<Vec<&'static str>>,
 }
 
 impl Fake {
@@ -59,6 +63,8 @@ impl Fake {
             leases: Mutex::new(leases),
             reservations: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            paired: AtomicBool::new(false),
+            failover_asked: Mutex::new(Vec::new()),
         })
     }
 
@@ -105,6 +111,19 @@ impl Server for Fake {
                 file: Some("/etc/dhcp-server.toml".into()),
                 loaded: 1_700_000_000,
             },
+            failover: self.paired.load(Ordering::SeqCst).then(|| FailoverStatus {
+                name: "pair-1".into(),
+                role: "primary".into(),
+                local_state: "communications-interrupted".into(),
+                local_stos: 1_700_000_000,
+                peer_state: "normal".into(),
+                peer_stos: 1_699_999_000,
+                service: "not-cooperating".into(),
+                connected: false,
+                mclt: 3600,
+                queued_updates: 4,
+                unacked_updates: 0,
+            }),
         }
     }
 
@@ -124,6 +143,7 @@ impl Server for Fake {
             offered: 2,
             active: 5,
             declined: 3,
+            partner: 0,
         });
         s.latency = Latency {
             samples: 198,
@@ -244,6 +264,31 @@ impl Server for Fake {
 
     fn shutdown(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn failover_partner_down(&self) -> control::Pending<()> {
+        if !self.paired.load(Ordering::SeqCst) {
+            return control::no_partner();
+        }
+        self.failover_asked.lock().unwrap().push("partner-down");
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Answers "not connected" the first time, then never: a link that hangs.
+    fn failover_resync(&self) -> control::Pending<()> {
+        if !self.paired.load(Ordering::SeqCst) {
+            return control::no_partner();
+        }
+        let mut asked = self.failover_asked.lock().unwrap();
+        asked.push("resync");
+        if asked.iter().filter(|a| **a == "resync").count() == 1 {
+            return Box::pin(async {
+                Err(ControlError::Unavailable(
+                    "failover peer pair-1 is not connected".into(),
+                ))
+            });
+        }
+        Box::pin(std::future::pending())
     }
 }
 
@@ -383,7 +428,7 @@ fn status_stats_and_metrics_through_ctl() {
     assert_eq!(row("no-free-lease"), ["no-free-lease", "2"]);
     assert_eq!(
         row("192.0.2.0/24"),
-        ["192.0.2.0/24", "200", "190", "2", "5", "3", "5.0%"]
+        ["192.0.2.0/24", "200", "190", "2", "5", "3", "0", "5.0%"]
     );
     assert_eq!(
         row("198 samples"),
@@ -403,6 +448,116 @@ fn status_stats_and_metrics_through_ctl() {
     let m = ctl_json(&sock, &["metrics"]);
     assert_eq!(m["content_type"], control::metrics::CONTENT_TYPE);
     assert_eq!(m["text"].as_str().unwrap(), metrics);
+}
+
+#[test]
+fn failover_commands_without_a_partner() {
+    let (dir, _h, fake) = start("no-partner", Options::default());
+    let sock = dir.sock();
+
+    let status = ctl_json(&sock, &["status"]);
+    assert!(status.get("failover").is_none(), "{status}");
+    assert!(!ctl_ok(&sock, &["status"]).contains("failover"));
+    assert!(!ctl_ok(&sock, &["metrics"]).contains("dhcp_failover_"));
+    for (cmd, wire) in [
+        ("partner-down", "failover-partner-down"),
+        ("resync", "failover-resync"),
+    ] {
+        let (out, err) = ctl_err(&sock, &[cmd]);
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains("unsupported: no failover partner configured"),
+            "{err}"
+        );
+        let (out, _) = ctl_err(&sock, &["--json", cmd]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"code": "unsupported", "message": "no failover partner configured"})
+        );
+        let mut raw = Raw::connect(&sock);
+        let reply = raw.ask(json!({"version": 1, "id": "f", "command": wire}));
+        assert_eq!(error_code(&reply), "unsupported");
+        assert_eq!(reply["id"], "f");
+        let reply = raw.ask(json!({"version": 1, "command": wire, "force": true}));
+        assert_eq!(error_code(&reply), "invalid-argument");
+    }
+    assert!(fake.failover_asked.lock().unwrap().is_empty());
+}
+
+#[test]
+fn failover_status_and_commands_through_ctl() {
+    let (dir, _h, fake) = start("partner", Options::default());
+    fake.paired.store(true, Ordering::SeqCst);
+    let sock = dir.sock();
+
+    let status = ctl_json(&sock, &["status"]);
+    let f = &status["failover"];
+    assert_eq!(f["name"], "pair-1");
+    assert_eq!(f["role"], "primary");
+    assert_eq!(f["local_state"], "communications-interrupted");
+    assert_eq!(f["local_stos"], 1_700_000_000u64);
+    assert_eq!(f["peer_state"], "normal");
+    assert_eq!(f["peer_stos"], 1_699_999_000u64);
+    assert_eq!(f["service"], "not-cooperating");
+    assert_eq!(f["connected"], false);
+    assert_eq!(f["mclt"], 3600);
+    assert_eq!(f["queued_updates"], 4);
+    assert_eq!(f["unacked_updates"], 0);
+    let table = ctl_ok(&sock, &["status"]);
+    assert!(
+        table.contains("failover    pair-1 (primary): not-cooperating"),
+        "{table}"
+    );
+    assert!(
+        table.contains("  local     communications-interrupted for "),
+        "{table}"
+    );
+    assert!(
+        table.contains("  link      NOT CONNECTED, mclt 1h 0m 0s"),
+        "{table}"
+    );
+    assert!(table.contains("  updates   4 queued, 0 unacked"), "{table}");
+    let metrics = ctl_ok(&sock, &["metrics"]);
+    assert!(
+        metrics.contains("dhcp_failover_state{side=\"local\"} 3\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("dhcp_failover_queued_updates 4\n"));
+
+    assert_eq!(
+        ctl_ok(&sock, &["partner-down"]),
+        "partner declared down: this server moves to partner-down\n"
+    );
+    assert_eq!(ctl_json(&sock, &["partner-down"]), json!({}));
+    let (_, err) = ctl_err(&sock, &["resync"]);
+    assert!(
+        err.contains("unavailable: failover peer pair-1 is not connected"),
+        "{err}"
+    );
+    // A link that never answers: the client gets `unavailable` after a bounded wait,
+    // and the server goes on answering others meanwhile.
+    let started = Instant::now();
+    let hung = std::thread::spawn({
+        let sock = sock.clone();
+        move || ctl_err(&sock, &["resync"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ctl_json(&sock, &["status"])["ready"], true);
+    let (_, err) = hung.join().unwrap();
+    assert!(
+        err.contains("unavailable: 'failover-resync' got no answer in time"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        *fake.failover_asked.lock().unwrap(),
+        ["partner-down", "partner-down", "resync", "resync"]
+    );
 }
 
 #[test]

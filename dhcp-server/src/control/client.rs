@@ -19,8 +19,9 @@ use serde_json::{json, Value};
 
 use super::protocol::{Command, Reply, Request, VERSION};
 use super::types::{
-    ClientId, ClientIdentity, LeaseFilter, LeasePage, LeaseQuery, MacAddr, ReloadReport,
-    ReservationPage, ReservationQuery, ReservationSpec, Stats, Status, DEFAULT_PAGE, MAX_PAGE,
+    ClientId, ClientIdentity, FailoverStatus, LeaseFilter, LeasePage, LeaseQuery, MacAddr,
+    ReloadReport, ReservationPage, ReservationQuery, ReservationSpec, Stats, Status, DEFAULT_PAGE,
+    MAX_PAGE,
 };
 use super::DEFAULT_SOCKET;
 
@@ -117,6 +118,11 @@ pub enum CtlCommand {
     Reload,
     /// Stop the server gracefully.
     Shutdown,
+    /// Failover: declare the partner down (only when it really is down: the pair cannot
+    /// tell a dead partner from a broken network).
+    PartnerDown,
+    /// Failover: ask the partner for every binding again (a full resync).
+    Resync,
     /// Live rates, latency and pool use, refreshed every interval until Ctrl-C.
     Top {
         /// Stop after this many refreshes.
@@ -245,7 +251,9 @@ fn run(args: &CtlArgs) -> Result<(), CtlError> {
     let mut conn = Conn::open(&args.socket, Duration::from_secs(args.timeout.max(1)))?;
     let json = args.json;
     let (command, render): (Command, Render) = match &args.command {
-        CtlCommand::Status => (Command::Status, |v| Ok(render_status(&decode(v)?))),
+        CtlCommand::Status => (Command::Status, |v| {
+            Ok(render_status(&decode(v)?, unix_now()))
+        }),
         CtlCommand::Stats => (Command::Stats, |v| Ok(render_stats(&decode(v)?))),
         CtlCommand::Metrics => (Command::Metrics, |v| {
             v.get("text")
@@ -314,6 +322,12 @@ fn run(args: &CtlArgs) -> Result<(), CtlError> {
         }),
         CtlCommand::Reload => (Command::Reload, |v| Ok(render_reload(&decode(v)?))),
         CtlCommand::Shutdown => (Command::Shutdown, |_| Ok("server is stopping\n".into())),
+        CtlCommand::PartnerDown => (Command::FailoverPartnerDown, |_| {
+            Ok("partner declared down: this server moves to partner-down\n".into())
+        }),
+        CtlCommand::Resync => (Command::FailoverResync, |_| {
+            Ok("full resync requested: the partner sends every binding again\n".into())
+        }),
         CtlCommand::Top { count, interval } => {
             if !(interval.is_finite() && *interval > 0.0) {
                 return Err(CtlError::Usage(
@@ -520,7 +534,7 @@ fn duration(secs: u64) -> String {
     }
 }
 
-fn render_status(s: &Status) -> String {
+fn render_status(s: &Status, now: u64) -> String {
     let backend = match s.xdp {
         Some(x) => format!(
             "{} ({}, {})",
@@ -570,6 +584,11 @@ fn render_status(s: &Status) -> String {
     for (k, v) in rows {
         let _ = writeln!(out, "{k:<11} {v}");
     }
+    if let Some(f) = &s.failover {
+        for (k, v) in failover_rows(f, now) {
+            let _ = writeln!(out, "{k:<11} {v}");
+        }
+    }
     out
 }
 
@@ -613,6 +632,38 @@ fn render_reservations(page: &ReservationPage) -> String {
         let _ = writeln!(out, "more: --cursor {next} (or --all)");
     }
     out
+}
+
+/// The failover section of `ctl status`.
+fn failover_rows(f: &FailoverStatus, now: u64) -> [(&'static str, String); 5] {
+    let since = |state: &str, stos: u64| match now.checked_sub(stos) {
+        Some(ago) if stos > 0 => format!("{state} for {}", duration(ago)),
+        _ => state.to_owned(),
+    };
+    [
+        (
+            "failover",
+            format!("{} ({}): {}", f.name, f.role, f.service),
+        ),
+        ("  local", since(&f.local_state, f.local_stos)),
+        ("  peer", since(&f.peer_state, f.peer_stos)),
+        (
+            "  link",
+            format!(
+                "{}, mclt {}",
+                if f.connected {
+                    "connected"
+                } else {
+                    "NOT CONNECTED"
+                },
+                duration(f.mclt.into())
+            ),
+        ),
+        (
+            "  updates",
+            format!("{} queued, {} unacked", f.queued_updates, f.unacked_updates),
+        ),
+    ]
 }
 
 /// Message types in protocol order, then any the server added that this client does
@@ -659,13 +710,14 @@ fn pools_table(stats: &Stats) -> String {
                 p.offered.to_string(),
                 p.active.to_string(),
                 p.declined.to_string(),
+                p.partner.to_string(),
                 format!("{pct:.1}%"),
             ]
         })
         .collect();
     table(
         &[
-            "SUBNET", "TOTAL", "FREE", "OFFERED", "ACTIVE", "DECLINED", "USED",
+            "SUBNET", "TOTAL", "FREE", "OFFERED", "ACTIVE", "DECLINED", "PARTNER", "USED",
         ],
         &rows,
     )
@@ -720,6 +772,23 @@ fn render_top(status: &Status, stats: &Stats, rates: Option<&Rates>) -> String {
         duration(status.uptime_secs),
         if status.ready { "ready" } else { "NOT READY" },
     );
+    if let Some(f) = &status.failover {
+        let _ = writeln!(
+            out,
+            "failover {} ({}): {}, local {}, peer {}, {}, {} unacked\n",
+            f.name,
+            f.role,
+            f.service,
+            f.local_state,
+            f.peer_state,
+            if f.connected {
+                "connected"
+            } else {
+                "NOT CONNECTED"
+            },
+            f.unacked_updates
+        );
+    }
     let messages: Vec<Vec<String>> = message_keys(stats)
         .iter()
         .map(|k| {
@@ -870,6 +939,96 @@ mod tests {
         assert!(t.contains("02:00:00:00:00:01"), "{t}");
         assert!(t.contains("1m 30s"), "{t}");
         assert!(t.ends_with("more: --cursor 192.0.2.10 (or --all)\n"), "{t}");
+    }
+
+    fn status(failover: Option<FailoverStatus>) -> Status {
+        Status {
+            ready: true,
+            version: "0.1.0".into(),
+            uptime_secs: 5,
+            backend: BackendKind::Udp,
+            xdp: None,
+            workers: 1,
+            interfaces: vec!["eth1".into()],
+            journal: None,
+            reservations: ReservationCounts::default(),
+            config: ConfigStatus::default(),
+            failover,
+        }
+    }
+
+    fn paired() -> FailoverStatus {
+        FailoverStatus {
+            name: "pair".into(),
+            role: "secondary".into(),
+            local_state: "normal".into(),
+            local_stos: 1_000,
+            peer_state: "normal".into(),
+            peer_stos: 0,
+            service: "cooperating".into(),
+            connected: true,
+            mclt: 1800,
+            queued_updates: 1,
+            unacked_updates: 2,
+        }
+    }
+
+    #[test]
+    fn status_shows_failover_only_with_a_partner() {
+        let t = render_status(&status(None), 4_600);
+        assert!(!t.contains("failover"), "{t}");
+        let t = render_status(&status(Some(paired())), 4_600);
+        let tail: Vec<&str> = t
+            .lines()
+            .skip_while(|l| !l.starts_with("failover"))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "failover    pair (secondary): cooperating",
+                "  local     normal for 1h 0m 0s",
+                // An unknown STOS (0) shows no duration.
+                "  peer      normal",
+                "  link      connected, mclt 30m 0s",
+                "  updates   1 queued, 2 unacked",
+            ],
+            "{t}"
+        );
+        let top = render_top(&status(Some(paired())), &Stats::default(), None);
+        assert!(
+            top.contains(
+                "failover pair (secondary): cooperating, local normal, peer normal, connected, 2 unacked"
+            ),
+            "{top}"
+        );
+    }
+
+    #[test]
+    fn pools_show_the_partner_share() {
+        let mut s = Stats::default();
+        s.pools.push(PoolStats {
+            subnet: "192.0.2.0/24".parse().unwrap(),
+            total: 200,
+            free: 90,
+            offered: 0,
+            active: 10,
+            declined: 0,
+            partner: 100,
+        });
+        let t = pools_table(&s);
+        let mut lines = t.lines();
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["SUBNET", "TOTAL", "FREE", "OFFERED", "ACTIVE", "DECLINED", "PARTNER", "USED"]
+        );
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["192.0.2.0/24", "200", "90", "0", "10", "0", "100", "5.0%"]
+        );
+        // A reply from a server without the field still decodes.
+        let old = json!({"subnet": "192.0.2.0/24", "total": 1, "free": 1, "offered": 0,
+            "active": 0, "declined": 0});
+        assert_eq!(serde_json::from_value::<PoolStats>(old).unwrap().partner, 0);
     }
 
     #[test]

@@ -31,6 +31,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const BLOCKING_CALLS: usize = 4;
 /// How long stopping waits for calls already in a backend before leaving them behind.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How long a command the backend answers with a future (the failover link's) may take.
+const PENDING_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Who may use the socket besides root and the server's own user: these users, and
 /// members of these groups (primary or supplementary).
@@ -540,6 +542,12 @@ async fn send(wr: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> bool 
 /// Runs a command against the backend on the blocking pool, at most `BLOCKING_CALLS` at
 /// once. A panic in the backend becomes an `internal` error for this client only.
 pub(super) async fn call(ctx: &Ctx, command: Command) -> Result<Value, ControlError> {
+    if matches!(
+        command,
+        Command::FailoverPartnerDown | Command::FailoverResync
+    ) {
+        return call_pending(ctx, command).await;
+    }
     let permit = ctx
         .calls
         .clone()
@@ -558,6 +566,36 @@ pub(super) async fn call(ctx: &Ctx, command: Command) -> Result<Value, ControlEr
             "the server failed while running '{name}'"
         )))
     })
+}
+
+/// Runs a command the backend answers with a future: in a task of its own on this
+/// runtime (no blocking thread waits on it), for at most `PENDING_PATIENCE`. A panic is
+/// an `internal` error for this client only, as on the blocking pool.
+async fn call_pending(ctx: &Ctx, command: Command) -> Result<Value, ControlError> {
+    let server = ctx.server.clone();
+    let name = command.name();
+    let mut task = tokio::spawn(async move {
+        match command {
+            Command::FailoverPartnerDown => server.failover_partner_down().await,
+            Command::FailoverResync => server.failover_resync().await,
+            _ => Err(ControlError::Internal(format!(
+                "'{}' is not answered with a future",
+                command.name()
+            ))),
+        }
+    });
+    match tokio::time::timeout(PENDING_PATIENCE, &mut task).await {
+        Ok(Ok(done)) => done.map(|()| json!({})),
+        Ok(Err(_)) => Err(ControlError::Internal(format!(
+            "the server failed while running '{name}'"
+        ))),
+        Err(_) => {
+            task.abort();
+            Err(ControlError::Unavailable(format!(
+                "'{name}' got no answer in time (it may still take effect)"
+            )))
+        }
+    }
 }
 
 fn to_json<T: serde::Serialize>(v: T) -> Result<Value, ControlError> {
@@ -582,6 +620,10 @@ fn execute(server: &dyn Server, command: Command) -> Result<Value, ControlError>
         Command::Reload => to_json(server.reload()?),
         // Answered first; `connection` calls `Server::shutdown` once the reply is out.
         Command::Shutdown => Ok(json!({})),
+        // `call` awaits these (`call_pending`); they never reach the blocking pool.
+        Command::FailoverPartnerDown | Command::FailoverResync => Err(ControlError::Internal(
+            format!("'{}' is not a blocking call", command.name()),
+        )),
     }
 }
 

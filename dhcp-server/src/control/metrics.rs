@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::listener::{call, Ctx};
 use super::protocol::Command;
-use super::types::{Stats, Status};
+use super::types::{FailoverStatus, Stats, Status};
+use crate::failover::Service;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -188,10 +189,14 @@ pub fn render(status: &Status, stats: &Stats) -> String {
                 ("offered", p.offered),
                 ("active", p.active),
                 ("declined", p.declined),
+                ("partner", p.partner),
             ]
             .map(|(state, n)| (format!("subnet=\"{}\",state=\"{state}\"", p.subnet), n))
         }),
     );
+    if let Some(f) = &status.failover {
+        failover(&mut out, f);
+    }
     let l = &stats.latency;
     family(
         &mut out,
@@ -216,6 +221,87 @@ pub fn render(status: &Status, stats: &Stats) -> String {
     );
     out
 }
+
+/// The failover partnership's families; only on a server with a partner.
+fn failover(out: &mut String, f: &FailoverStatus) {
+    family(
+        out,
+        "dhcp_failover_info",
+        "gauge",
+        "The failover relationship and this server's role in it.",
+        [(
+            format!("name=\"{}\",role=\"{}\"", label(&f.name), label(&f.role)),
+            1,
+        )],
+    );
+    family(
+        out,
+        "dhcp_failover_state",
+        "gauge",
+        "Failover state by its protocol number (2 normal, 3 communications-interrupted, 4 partner-down...).",
+        [("local", &f.local_state), ("peer", &f.peer_state)]
+            .into_iter()
+            .filter_map(|(side, state)| {
+                let n = FailoverStatus::state_number(state)?;
+                Some((format!("side=\"{side}\""), u64::from(n)))
+            }),
+    );
+    family(
+        out,
+        "dhcp_failover_state_since_seconds",
+        "gauge",
+        "When each side entered its failover state (STOS), Unix seconds.",
+        [("local", f.local_stos), ("peer", f.peer_stos)]
+            .map(|(side, t)| (format!("side=\"{side}\""), t)),
+    );
+    family(
+        out,
+        "dhcp_failover_service",
+        "gauge",
+        "1 for what the pair's states let this server do for clients.",
+        SERVICES.map(|s| {
+            let s = s.name();
+            (format!("service=\"{s}\""), u64::from(f.service == s))
+        }),
+    );
+    family(
+        out,
+        "dhcp_failover_connected",
+        "gauge",
+        "1 while the TCP link to the failover partner is up.",
+        one(f.connected.into()),
+    );
+    family(
+        out,
+        "dhcp_failover_mclt_seconds",
+        "gauge",
+        "Maximum client lead time.",
+        one(f.mclt.into()),
+    );
+    family(
+        out,
+        "dhcp_failover_queued_updates",
+        "gauge",
+        "Binding updates waiting to be sent to the partner.",
+        one(f.queued_updates),
+    );
+    family(
+        out,
+        "dhcp_failover_unacked_updates",
+        "gauge",
+        "Binding updates sent to the partner and not yet acknowledged.",
+        one(f.unacked_updates),
+    );
+}
+
+/// Every service `dhcp_failover_service` has a sample for.
+const SERVICES: [Service; 5] = [
+    Service::Cooperating,
+    Service::NotCooperating,
+    Service::PartnerDown,
+    Service::NotResponding,
+    Service::Startup,
+];
 
 /// Accepts scrapers until the control runtime stops; each in its own task.
 pub(super) async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>) {
@@ -343,6 +429,7 @@ mod tests {
                 control: 1,
             },
             config: ConfigStatus::default(),
+            failover: None,
         };
         let mut stats = Stats::default();
         stats.received.insert("discover".into(), 10);
@@ -361,6 +448,7 @@ mod tests {
             offered: 1,
             active: 9,
             declined: 1,
+            partner: 0,
         });
         stats.latency = Latency {
             samples: 9,
@@ -407,6 +495,47 @@ mod tests {
                 assert_eq!(Some(&name.to_owned()), declared.last(), "{l}");
             }
         }
+    }
+
+    #[test]
+    fn failover_families_only_with_a_partner() {
+        let (mut status, mut stats) = sample();
+        let text = render(&status, &stats);
+        assert!(!text.contains("dhcp_failover_"), "{text}");
+        assert!(text
+            .lines()
+            .any(|l| l == r#"dhcp_pool_addresses{subnet="192.0.2.0/24",state="partner"} 0"#));
+        status.failover = Some(FailoverStatus {
+            name: "pair".into(),
+            role: "primary".into(),
+            local_state: "partner-down".into(),
+            local_stos: 1_700_000_100,
+            peer_state: "communications-interrupted".into(),
+            peer_stos: 1_700_000_000,
+            service: "partner-down".into(),
+            connected: false,
+            mclt: 3600,
+            queued_updates: 3,
+            unacked_updates: 2,
+        });
+        stats.pools[0].partner = 90;
+        let text = render(&status, &stats);
+        for line in [
+            r#"dhcp_failover_info{name="pair",role="primary"} 1"#,
+            r#"dhcp_failover_state{side="local"} 4"#,
+            r#"dhcp_failover_state{side="peer"} 3"#,
+            r#"dhcp_failover_state_since_seconds{side="local"} 1700000100"#,
+            r#"dhcp_failover_service{service="partner-down"} 1"#,
+            r#"dhcp_failover_service{service="cooperating"} 0"#,
+            "dhcp_failover_connected 0",
+            "dhcp_failover_mclt_seconds 3600",
+            "dhcp_failover_queued_updates 3",
+            "dhcp_failover_unacked_updates 2",
+            r#"dhcp_pool_addresses{subnet="192.0.2.0/24",state="partner"} 90"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE dhcp_failover_state gauge").count(), 1);
     }
 
     #[test]

@@ -25,6 +25,21 @@ pub use types::*;
 /// Where the socket lives unless configured otherwise (systemd's RuntimeDirectory).
 pub const DEFAULT_SOCKET: &str = "/run/dhcp-server/control.sock";
 
+/// The answer of a backend call that waits on another task rather than a thread (the
+/// failover link): the control runtime awaits it, within a bounded wait.
+pub type Pending<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ControlError>> + Send>>;
+
+/// The error reply of a failover command on a server without a partner.
+pub const NO_PARTNER: &str = "no failover partner configured";
+
+/// What a failover command answers on a server without a partner: `unsupported`.
+pub fn no_partner<T: Send + 'static>() -> Pending<T> {
+    Box::pin(std::future::ready(Err(ControlError::Unsupported(
+        NO_PARTNER.into(),
+    ))))
+}
+
 /// What a backend offers the control socket. Implementations answer from snapshots or by
 /// messaging their workers; a call may block, but should give up with
 /// `ControlError::Unavailable` after a bounded wait (a second or so) rather than hang,
@@ -59,4 +74,14 @@ pub trait Server: Send + Sync + 'static {
     /// runtime's blocking pool, so it must not drop the `Handle` itself (that would wait
     /// on its own thread until the stop grace runs out).
     fn shutdown(&self);
+    /// Failover: the operator declares the partner down (it must really be down). The
+    /// future is awaited on the control runtime, not on a blocking thread; the default
+    /// is for a server without a partner.
+    fn failover_partner_down(&self) -> Pending<()> {
+        no_partner()
+    }
+    /// Failover: ask the partner for every binding again (a full resync).
+    fn failover_resync(&self) -> Pending<()> {
+        no_partner()
+    }
 }

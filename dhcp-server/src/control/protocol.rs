@@ -46,6 +46,10 @@ pub enum Command {
     LeaseDelete(Ipv4Addr),
     Reload,
     Shutdown,
+    /// Failover: declare the partner down.
+    FailoverPartnerDown,
+    /// Failover: ask the partner for every binding again.
+    FailoverResync,
 }
 
 impl Command {
@@ -63,6 +67,8 @@ impl Command {
             Command::LeaseDelete(_) => "lease-delete",
             Command::Reload => "reload",
             Command::Shutdown => "shutdown",
+            Command::FailoverPartnerDown => "failover-partner-down",
+            Command::FailoverResync => "failover-resync",
         }
     }
 }
@@ -213,6 +219,8 @@ fn parse_fields(mut obj: Map<String, Value>) -> Result<Command, ProtocolError> {
         "metrics" => no_args(args, Command::Metrics)?,
         "reload" => no_args(args, Command::Reload)?,
         "shutdown" => no_args(args, Command::Shutdown)?,
+        "failover-partner-down" => no_args(args, Command::FailoverPartnerDown)?,
+        "failover-resync" => no_args(args, Command::FailoverResync)?,
         "leases" => Command::Leases(arguments::<LeasesArgs>(args)?.check()?),
         "reservations" => {
             let q = arguments::<LeasesArgs>(args)?.check()?;
@@ -339,7 +347,9 @@ impl Request {
             | Command::Stats
             | Command::Metrics
             | Command::Reload
-            | Command::Shutdown => {}
+            | Command::Shutdown
+            | Command::FailoverPartnerDown
+            | Command::FailoverResync => {}
             Command::Leases(LeaseQuery {
                 filter,
                 cursor,
@@ -418,6 +428,8 @@ mod tests {
             Command::Metrics,
             Command::Reload,
             Command::Shutdown,
+            Command::FailoverPartnerDown,
+            Command::FailoverResync,
             Command::Leases(LeaseQuery {
                 filter: None,
                 cursor: None,
@@ -548,7 +560,15 @@ mod tests {
 
     #[test]
     fn commands_without_arguments_refuse_extra_fields() {
-        for c in ["status", "stats", "metrics", "reload", "shutdown"] {
+        for c in [
+            "status",
+            "stats",
+            "metrics",
+            "reload",
+            "shutdown",
+            "failover-partner-down",
+            "failover-resync",
+        ] {
             assert!(parse(json!({"version": 1, "command": c})).is_ok(), "{c}");
             assert_eq!(
                 code(json!({"version": 1, "command": c, "address": "192.0.2.1"})),

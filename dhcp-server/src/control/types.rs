@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::Ipv4Net;
 use crate::engine;
+use crate::failover;
 use crate::journal::Durability;
 use crate::wire::MessageType;
 
@@ -39,6 +40,9 @@ pub struct Status {
     /// Where the configuration came from and when it was last loaded.
     #[serde(default)]
     pub config: ConfigStatus,
+    /// The failover partnership; absent (not null) without a partner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverStatus>,
 }
 
 /// How many reservations the server applies, by where they come from.
@@ -56,6 +60,62 @@ pub struct ConfigStatus {
     pub file: Option<PathBuf>,
     /// When it was last read successfully (start or reload), Unix seconds.
     pub loaded: u64,
+}
+
+/// The failover partnership as `status` shows it, from the link's latest snapshot. The
+/// names are those of the failover protocol as ISC dhcpd logs them, so new states or
+/// services on a newer server do not break an older client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    /// The relationship name (the same on both partners).
+    pub name: String,
+    /// "primary" or "secondary".
+    pub role: String,
+    /// This server's state ("normal", "communications-interrupted", "partner-down"…).
+    pub local_state: String,
+    /// When this server entered it (STOS), Unix seconds.
+    pub local_stos: u64,
+    /// The partner's state as last heard, and since when (its STOS), Unix seconds.
+    pub peer_state: String,
+    pub peer_stos: u64,
+    /// What the pair's states let this server do for clients: "cooperating",
+    /// "not-cooperating", "partner-down", "not-responding" or "startup".
+    pub service: String,
+    /// Whether the TCP link to the partner is up.
+    pub connected: bool,
+    /// Maximum client lead time, seconds.
+    pub mclt: u32,
+    /// Binding updates waiting to be sent to the partner.
+    pub queued_updates: u64,
+    /// Binding updates sent and not yet acknowledged.
+    pub unacked_updates: u64,
+}
+
+impl FailoverStatus {
+    pub fn from_machine(s: &failover::machine::Status) -> Self {
+        FailoverStatus {
+            name: s.name.clone(),
+            role: s.role.name().to_owned(),
+            local_state: s.me.name().to_owned(),
+            local_stos: s.me_stos,
+            peer_state: s.partner.name().to_owned(),
+            peer_stos: s.partner_stos,
+            service: s.service.name().to_owned(),
+            connected: s.connected,
+            mclt: s.mclt,
+            queued_updates: s.queued as u64,
+            unacked_updates: s.unacked as u64,
+        }
+    }
+
+    /// The failover protocol's number for a state name (ISC's, as in dhcpd.leases and
+    /// the journal): 2 for "normal", 4 for "partner-down", 0 for "unknown-state"…
+    pub fn state_number(name: &str) -> Option<u8> {
+        (0..=u8::MAX).find(|&n| {
+            let s = failover::ServerState::from(n);
+            !matches!(s, failover::ServerState::Other(_)) && s.name() == name
+        })
+    }
 }
 
 /// The backend actually serving, after `auto` chose.
@@ -213,6 +273,10 @@ pub struct PoolStats {
     pub offered: u64,
     pub active: u64,
     pub declined: u64,
+    /// Failover: free addresses in the partner's pool, the partner's to give (0 without
+    /// a partner). Counted in `total`, not in `free`.
+    #[serde(default)]
+    pub partner: u64,
 }
 
 /// `Ipv4Net` as "192.0.2.0/24".
@@ -609,6 +673,93 @@ mod tests {
         assert_eq!(s.shards[1].received, 3);
         assert_eq!(Stats::message_key(MessageType::Ack), "ack");
         assert_eq!(Stats::message_key(MessageType::Other(13)), "other");
+    }
+
+    fn machine_status() -> failover::machine::Status {
+        failover::machine::Status {
+            name: "pair".into(),
+            role: failover::Role::Primary,
+            me: failover::ServerState::PartnerDown,
+            me_stos: 1_700_000_100,
+            partner: failover::ServerState::CommunicationsInterrupted,
+            partner_stos: 1_700_000_000,
+            service: failover::Service::PartnerDown,
+            connected: false,
+            mclt: 3600,
+            queued: 7,
+            unacked: 3,
+        }
+    }
+
+    #[test]
+    fn status_has_a_failover_object_only_with_a_partner() {
+        let mut st = Status {
+            ready: true,
+            version: "0.1.0".into(),
+            uptime_secs: 1,
+            backend: BackendKind::Udp,
+            xdp: None,
+            workers: 1,
+            interfaces: vec!["eth1".into()],
+            journal: None,
+            reservations: ReservationCounts::default(),
+            config: ConfigStatus::default(),
+            failover: None,
+        };
+        let v = serde_json::to_value(&st).unwrap();
+        assert!(v.get("failover").is_none(), "{v}");
+        assert_eq!(serde_json::from_value::<Status>(v).unwrap(), st);
+
+        st.failover = Some(FailoverStatus::from_machine(&machine_status()));
+        let v = serde_json::to_value(&st).unwrap();
+        assert_eq!(
+            v["failover"],
+            serde_json::json!({
+                "name": "pair",
+                "role": "primary",
+                "local_state": "partner-down",
+                "local_stos": 1_700_000_100u64,
+                "peer_state": "communications-interrupted",
+                "peer_stos": 1_700_000_000u64,
+                "service": "partner-down",
+                "connected": false,
+                "mclt": 3600,
+                "queued_updates": 7,
+                "unacked_updates": 3,
+            })
+        );
+        assert_eq!(serde_json::from_value::<Status>(v).unwrap(), st);
+    }
+
+    #[test]
+    fn failover_state_numbers_are_the_protocol_s() {
+        assert_eq!(FailoverStatus::state_number("unknown-state"), Some(0));
+        assert_eq!(FailoverStatus::state_number("normal"), Some(2));
+        assert_eq!(
+            FailoverStatus::state_number("communications-interrupted"),
+            Some(3)
+        );
+        assert_eq!(FailoverStatus::state_number("partner-down"), Some(4));
+        assert_eq!(FailoverStatus::state_number("recover-wait"), Some(254));
+        assert_eq!(FailoverStatus::state_number("sleepy"), None);
+    }
+
+    #[test]
+    fn pool_partner_count_serializes_and_defaults() {
+        let p = PoolStats {
+            subnet: "192.0.2.0/24".parse().unwrap(),
+            total: 10,
+            free: 4,
+            offered: 0,
+            active: 1,
+            declined: 0,
+            partner: 5,
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["partner"], 5);
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("partner");
+        assert_eq!(serde_json::from_value::<PoolStats>(old).unwrap().partner, 0);
     }
 
     #[test]
