@@ -389,14 +389,16 @@ impl Engine {
         }
     }
 
-    /// Every binding this shard holds, for the partner's UPDREQ(ALL): all addresses it
-    /// manages (`all`), or only those with a client.
+    /// The bindings this shard holds, for the partner: every address it manages (`all`,
+    /// an UPDREQALL), or those the partner has not acknowledged (an UPDREQ, or on
+    /// entering normal: what changed while the partner was away, or before a restart).
     pub fn failover_bindings(&self, all: bool, out: &mut Vec<Lease>) {
         for (id, s) in self.leases.slots() {
             if s.state == LeaseState::Foreign || (s.reserved && s.client.is_none()) {
                 continue;
             }
-            if all || s.client.is_some() {
+            let (tstp, tsfp) = self.failover_times(id);
+            if all || (s.client.is_some() && (s.unacked || tstp > tsfp)) {
                 out.push(self.lease_at(id));
             }
         }

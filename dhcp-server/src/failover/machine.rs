@@ -416,10 +416,7 @@ impl Machine {
             self.flying.remove(&lease.addr);
             self.enqueue(lease);
         }
-        info!(
-            "Update request from {}: sending {n} updates",
-            self.params.name
-        );
+        info!("failover peer {}: sending {n} bindings", self.params.name);
         self.send_updates(now);
         self.maybe_done(now);
     }
@@ -980,6 +977,10 @@ impl Machine {
                 self.auto_down_at = Some(now + u64::from(self.params.auto_partner_down));
             }
             Normal => {
+                // What changed while the partner was away (or before a restart, which
+                // forgets the queue) goes now, as dhcpd's generate_update_queue.
+                self.collecting = true;
+                self.out.push_back(Output::Collect { all: false });
                 self.out.push_back(Output::Balance { reply: None });
                 self.send_updates(now);
             }
