@@ -255,7 +255,8 @@ mod tests {
                 redirected: 1,
                 passed: 12,
                 malformed: 3,
-                no_socket: 4
+                no_socket: 4,
+                balanced: 5
             }
         );
     }
