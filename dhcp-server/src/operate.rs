@@ -6,7 +6,7 @@
 //! Changes that take several rounds of questions (reservations, reload: `changes`) are
 //! made one at a time, under a lock only the control side takes.
 
-mod changes;
+pub(crate) mod changes;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -132,7 +132,15 @@ fn answer(
             Told::Done(held)
         }
         Ask::Reserve(r) => match engine.add_reservation((**r).clone(), now) {
-            Ok(()) => Told::Done(true),
+            Ok(()) => {
+                // One shard tells the failover partner, which reserves it too.
+                if engine.shard().index == 0 {
+                    if let Some(lease) = engine.reservation_binding(r) {
+                        committer.tell_partner(lease);
+                    }
+                }
+                Told::Done(true)
+            }
             Err(why) => Told::Refused(why),
         },
         Ask::Unreserve(addr) => Told::Done(engine.remove_reservation(*addr).unwrap_or(false)),

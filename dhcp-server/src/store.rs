@@ -234,6 +234,14 @@ impl Committer {
         self.to_partner = Some(outbox);
     }
 
+    /// Tells the failover partner of a binding without journaling it (a reservation's,
+    /// whose own record the journal keeps).
+    pub fn tell_partner(&self, lease: Lease) {
+        if let Some(outbox) = &self.to_partner {
+            let _ = outbox.push(lease);
+        }
+    }
+
     /// Records every change the failover rules made on their own (pool balancing,
     /// claiming the partner's pool, a partner's binding).
     pub fn record_all(&mut self, engine: &mut Engine, now: u64) {

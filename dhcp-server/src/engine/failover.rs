@@ -10,6 +10,7 @@
 //! the `View` it was last given, so no packet ever waits on the partner.
 
 use super::{ClientRef, Drop, Engine, KeyKind, LeaseState, SlotId, Terms};
+use crate::config::Reservation;
 use crate::failover::machine::View;
 use crate::failover::message::Reject;
 use crate::failover::wire::RejectReason;
@@ -39,6 +40,8 @@ pub struct Partnership {
     from_partner: bool,
     /// When a client last found no free address here while the partner had some.
     warned_dry: u64,
+    /// A run-time reservation a partner's binding brought, for shard 0 to journal.
+    reserved_by_partner: Option<Reservation>,
 }
 
 /// What a shard made of a partner's binding.
@@ -60,6 +63,7 @@ impl Partnership {
             changes: Vec::new(),
             from_partner: false,
             warned_dry: 0,
+            reserved_by_partner: None,
         }
     }
 
@@ -257,6 +261,7 @@ impl Engine {
     /// client's shard when it names a client, else with the shard the address started
     /// in. Every other shard lets go of the address.
     pub fn apply_partner(&mut self, lease: &Lease, conflict: bool, now: u64) -> Applied {
+        self.follow_partner_reservation(lease);
         let Some(id) = self.leases.slot_of(lease.addr) else {
             return Applied::Elsewhere;
         };
@@ -273,6 +278,69 @@ impl Engine {
             return Applied::Elsewhere;
         }
         Applied::Here(self.take_partner_binding(id, lease, client, conflict, now))
+    }
+
+    /// A binding flagged reserved names the host the partner reserved the address for
+    /// (dhcpd's `reserved;`, replicated with the lease): every shard reserves it too,
+    /// and shard 0 journals it, so a rebuilt server gets its reservations back from the
+    /// partner. Addresses our file reserves stay as the file says. A reservation is not
+    /// removed by the partner's updates: `reservation-del` is run on each server.
+    fn follow_partner_reservation(&mut self, lease: &Lease) {
+        if !lease.flags.reserved()
+            || self.runtime_at.contains_key(&lease.addr)
+            || super::reserve::file_addresses(&self.config).any(|(a, _)| a == lease.addr)
+        {
+            return;
+        }
+        let hw = lease.hw.bytes();
+        let r = Reservation {
+            hw_address: (lease.hw.htype == 1)
+                .then(|| <[u8; 6]>::try_from(hw).ok())
+                .flatten(),
+            client_id: (!lease.client_id.is_empty()).then(|| lease.client_id.to_vec()),
+            address: Some(lease.addr),
+            ..Reservation::default()
+        };
+        if r.hw_address.is_none() && r.client_id.is_none() {
+            return;
+        }
+        self.restore_reservation(r.clone());
+        tracing::info!(
+            "reservation of {} for {} replicated from the failover partner",
+            lease.addr,
+            super::Hw(hw)
+        );
+        if self.shard.index == 0 {
+            if let Some(p) = self.failover.as_mut() {
+                p.reserved_by_partner = Some(r);
+            }
+        }
+    }
+
+    /// The reservation the last partner binding brought, once, for the journal.
+    pub fn take_partner_reservation(&mut self) -> Option<Reservation> {
+        self.failover.as_mut()?.reserved_by_partner.take()
+    }
+
+    /// The binding that tells the partner of a run-time reservation: the address,
+    /// flagged reserved, for its host; a free one in the partner's free state, which
+    /// lets it give the address to that host too (dhcpd's send_bind_update).
+    pub fn reservation_binding(&self, r: &Reservation) -> Option<Lease> {
+        let addr = r.address?;
+        self.failover.as_ref()?;
+        let id = self.leases.slot_of(addr)?;
+        let mut lease = self.lease_at(id);
+        if lease.state == self.free_state(true) {
+            lease.state = self.free_state(false);
+        }
+        if let Some(hw) = r.hw_address {
+            lease.hw = HwAddr::new(1, &hw);
+        }
+        if let Some(id) = &r.client_id {
+            lease.client_id = id.clone().into_boxed_slice();
+        }
+        lease.flags = LeaseFlags(lease.flags.0 | LeaseFlags::RESERVED);
+        Some(lease)
     }
 
     fn take_partner_binding(

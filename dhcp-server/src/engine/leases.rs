@@ -377,8 +377,12 @@ impl LeaseTable {
     }
 
     /// A free address goes to our pool or the partner's (failover pool balancing).
+    /// A reserved address is in neither pool: either server may give it to its host.
     pub fn set_pool(&mut self, id: SlotId, ours: bool) {
         let s = &self.slots[id as usize];
+        if s.reserved {
+            return;
+        }
         let state = match (ours, s.state) {
             (false, _) => LeaseState::Partner,
             (true, LeaseState::Released | LeaseState::Expired) => s.state,
@@ -429,7 +433,9 @@ impl LeaseTable {
         let s = &mut self.slots[id as usize];
         s.reserved = true;
         let (state, expires) = (s.state, s.expires);
-        if state == LeaseState::Foreign {
+        // Foreign here or the failover partner's: a reserved address is every shard's and
+        // either server's, for its host only.
+        if state == LeaseState::Foreign || state == LeaseState::Partner {
             self.set_state(id, LeaseState::Free, 0);
         } else if state.available() {
             // Off the free list (reserved slots are never on it).

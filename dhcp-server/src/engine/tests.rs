@@ -1313,4 +1313,34 @@ mod failover_rules {
         assert!(!claimed.is_empty());
         assert!(claimed.iter().all(|b| b.state == BindingState::Backup));
     }
+
+    #[test]
+    fn a_reservation_travels_to_the_partner_and_its_host_is_served_there() {
+        let mut primary = lab(Role::Primary, Service::Cooperating);
+        let mut secondary = lab(Role::Secondary, Service::Cooperating);
+        let host = client_of(Role::Secondary, 0);
+        let r = Reservation {
+            hw_address: Some([2, 0, 0, 0, 0, host]),
+            address: Some(ip("192.0.2.12")),
+            ..Default::default()
+        };
+        primary
+            .engine
+            .add_reservation(r.clone(), primary.now)
+            .unwrap();
+        let told = primary.engine.reservation_binding(&r).unwrap();
+        assert!(told.flags.reserved());
+        assert_eq!(
+            told.state,
+            BindingState::Backup,
+            "the primary's free, as the peer's"
+        );
+        let applied = secondary.engine.apply_partner(&told, false, secondary.now);
+        assert!(matches!(applied, Applied::Here(Ok(_))));
+        assert_eq!(secondary.engine.take_partner_reservation(), Some(r.clone()));
+        assert!(secondary.engine.runtime_reservations().any(|x| *x == r));
+        secondary.engine.leases.check();
+        // The secondary, which holds no free address yet, serves the host its address.
+        assert_eq!(secondary.reply(&discover(host)).yiaddr, ip("192.0.2.12"));
+    }
 }

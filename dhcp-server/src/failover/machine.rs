@@ -947,7 +947,9 @@ impl Machine {
             self.rescind();
         }
         let old = self.me;
-        if new != RecoverWait && new != Startup && old != Startup {
+        // Partner-down always starts its clock now, even out of startup: the partner's
+        // pool becomes usable a whole MCLT after the decision, never sooner.
+        if new == PartnerDown || (new != RecoverWait && new != Startup && old != Startup) {
             self.me_stos = now;
         }
         self.me = new;

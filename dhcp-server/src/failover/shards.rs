@@ -85,6 +85,17 @@ pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer
                     Applied::Elsewhere => None,
                     Applied::Here(r) => Some(r),
                 };
+                if let Some(r) = engine.take_partner_reservation() {
+                    if let Err(e) = crate::operate::changes::journal(
+                        engine,
+                        committer,
+                        lease.addr,
+                        Some(&r),
+                        now,
+                    ) {
+                        warn!("cannot journal the reservation of {}: {e}", lease.addr);
+                    }
+                }
                 committer.record_all(engine, now);
                 Done::Applied(applied)
             }

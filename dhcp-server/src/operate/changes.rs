@@ -36,7 +36,7 @@ const DURABLE: Duration = Duration::from_secs(5);
 /// In a shard's thread: appends the record of run-time reservation `r` of `addr`, or of
 /// its removal when `r` is `None`, with this shard's next stamp. Its sequence number, or
 /// `None` without a journal.
-pub(super) fn journal(
+pub(crate) fn journal(
     engine: &mut Engine,
     committer: &mut Committer,
     addr: Ipv4Addr,

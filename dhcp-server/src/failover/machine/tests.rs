@@ -525,3 +525,13 @@ fn the_xdp_rule_leaves_the_partner_exactly_its_buckets() {
         assert!((0..=255u8).all(|b| !view.balance(3).leaves_to_partner(b, 0, true)));
     }
 }
+
+#[test]
+fn partner_down_out_of_startup_starts_its_clock_at_the_decision() {
+    let mut s = Side::new(Role::Primary, Some(stored(ServerState::Normal)), 1000);
+    s.drain(1000);
+    assert!(s.m.partner_down(1005).is_ok());
+    s.drain(1005);
+    assert_eq!(s.state(), ServerState::PartnerDown);
+    assert_eq!(s.view.stos, 1005);
+}
