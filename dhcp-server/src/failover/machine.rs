@@ -168,6 +168,8 @@ pub struct Machine {
     collecting: bool,
     startup_until: Option<u64>,
     recover_at: Option<u64>,
+    /// Partner bindings for addresses in none of our pools: the pair's pools differ.
+    foreign_addresses: u64,
     auto_down_at: Option<u64>,
     out: VecDeque<Output>,
 }
@@ -213,6 +215,7 @@ impl Machine {
             collecting: false,
             startup_until: None,
             recover_at: None,
+            foreign_addresses: 0,
             auto_down_at: None,
             out: VecDeque::new(),
         };
@@ -403,7 +406,18 @@ impl Machine {
         };
         let msg = match result {
             Ok(held) => Msg::BndAck(held, None),
-            Err(reject) => Msg::BndAck(sent, Some(reject)),
+            Err(reject) => {
+                if reject.reason == RejectReason::IllegalIpAddr {
+                    self.foreign_addresses += 1;
+                    if self.foreign_addresses.is_power_of_two() {
+                        error!(
+                            "failover peer {}: the partner's pools hold {}, ours do not ({} such addresses so far): configure the same pools on both servers",
+                            self.params.name, sent.addr, self.foreign_addresses
+                        );
+                    }
+                }
+                Msg::BndAck(sent, Some(reject))
+            }
         };
         self.reply(xid, msg, now);
     }
