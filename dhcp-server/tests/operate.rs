@@ -90,9 +90,11 @@ fn on_backend(backend: Backend) {
     assert_eq!(count("sent", "offer"), offers.received, "{stats}");
     assert_eq!(count("received", "request"), acks.sent, "{stats}");
     assert_eq!(count("sent", "ack"), acks.received, "{stats}");
+    // perfdhcp may start a few more exchanges than it has clients: a client that comes
+    // again gets its own lease again, so the leases are the distinct clients ACKed.
     assert_eq!(
         stats["pools"][0]["active"].as_u64().unwrap(),
-        acks.received,
+        acks.received.min(2000),
         "{stats}"
     );
     assert!(
