@@ -103,8 +103,9 @@ impl Engine {
     /// The pair's rules changed.
     pub fn set_failover_view(&mut self, view: View, now: u64) {
         if let Some(p) = self.failover.as_mut() {
-            if view.service != Service::PartnerDown {
+            if view.service != Service::PartnerDown && p.claimed {
                 p.claimed = false;
+                self.leases.set_hold_ended(true);
             }
             p.view = view;
         }
@@ -504,7 +505,8 @@ impl Engine {
     }
 
     /// In partner-down, once STOS + MCLT has passed, the partner's free addresses and
-    /// the leases it never acknowledged ending are ours to give.
+    /// the leases it never acknowledged ending are ours to give, and so is every lease
+    /// that ends afterwards (dhcpd's lease_mine_to_reallocate in partner-down).
     pub(super) fn claim_partner_pool(&mut self, now: u64) {
         let Some(p) = self.failover.as_ref() else {
             return;
@@ -533,6 +535,9 @@ impl Engine {
             p.claimed = true;
             p.changes.extend(ids);
         }
+        // From now on a lease that ends is ours at once: whatever the partner granted
+        // ran out by STOS + MCLT, and since then it granted nothing.
+        self.leases.set_hold_ended(false);
         if n > 0 {
             tracing::info!(
                 "partner-down: {n} addresses of the partner's pool and ended leases are usable (shard {})",

@@ -1312,6 +1312,12 @@ mod failover_rules {
         let claimed = changes(&mut lab);
         assert!(!claimed.is_empty());
         assert!(claimed.iter().all(|b| b.state == BindingState::Backup));
+        // A lease that ends from now on is free at once: nobody else can have it.
+        let addr = lab.dora(&discover(c));
+        lab.now += 61;
+        lab.engine.tick(lab.now);
+        let other = client_of(Role::Secondary, 1);
+        assert_eq!(lab.reply(&discover(other).requested(addr)).yiaddr, addr);
     }
 
     #[test]
