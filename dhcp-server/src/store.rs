@@ -41,6 +41,7 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             hba: f.hba(),
             mclt: f.mclt,
             stos: now,
+            connected: false,
         };
         for e in &mut engines {
             e.set_partnership(

@@ -107,7 +107,11 @@ impl Engine {
                 p.claimed = false;
                 self.leases.set_hold_ended(true);
             }
+            let reconnected = view.connected && !p.view.connected;
             p.view = view;
+            if reconnected {
+                self.leases.clear_rewinds();
+            }
         }
         self.claim_partner_pool(now);
     }
@@ -173,6 +177,13 @@ impl Engine {
             desired
         };
         p.tstp[slot as usize] = clamp32(now + desired + granted / 2);
+        // Cut off, a binding of an address the partner knows as free (or already such a
+        // binding) is one it will not have heard of should it end meanwhile. Not one it
+        // knows as active, nor one whose end it has not acknowledged.
+        let s = self.leases.slot(slot);
+        let partner_knows_free = s.state != LeaseState::Active && !s.unacked;
+        let rewind = !p.view.connected && (s.rewind || partner_knows_free);
+        self.leases.set_rewind(slot, rewind);
         if granted == desired {
             return terms;
         }
@@ -502,6 +513,15 @@ impl Engine {
             p.changes.extend(moved);
         }
         n
+    }
+
+    /// Leases that ran out go to the partner (BNDUPD expired) and the journal: the
+    /// partner's acknowledgement is what lets the address go to another client.
+    pub(super) fn report_ended(&mut self) {
+        let Some(p) = self.failover.as_mut() else {
+            return;
+        };
+        p.changes.extend(self.leases.take_ended());
     }
 
     /// In partner-down, once STOS + MCLT has passed, the partner's free addresses and

@@ -134,6 +134,10 @@ pub struct Slot {
     /// Failover: the lease ended (expired or released) and the partner has not yet
     /// acknowledged it: only its last client may have it back meanwhile.
     pub unacked: bool,
+    /// Failover: bound while the link to the partner was down, from our own pool, and
+    /// never sent: when it ends it goes straight back to our pool (the draft's lease
+    /// rewind), since the partner never heard of it.
+    pub rewind: bool,
     /// The client that holds it, or held it last (kept for address affinity).
     pub client: Option<ClientKey>,
     /// Hardware type (1: Ethernet) and address of the client.
@@ -222,6 +226,8 @@ pub struct LeaseTable {
     partner: Vec<u32>,
     /// Failover: leases that end wait for the partner's acknowledgement.
     hold_ended: bool,
+    /// Failover: leases that ran out since the last `take_ended`, for the partner.
+    ended: Vec<SlotId>,
 }
 
 /// What the table needs to know of each subnet to build its slots.
@@ -271,6 +277,7 @@ impl LeaseTable {
                 reserved: false,
                 pooled,
                 unacked: false,
+                rewind: false,
                 client: None,
                 htype: 0,
                 hw: [0; 16],
@@ -295,6 +302,7 @@ impl LeaseTable {
             starving: Vec::new(),
             partner: vec![0; subnets.len()],
             hold_ended: false,
+            ended: Vec::new(),
         };
         for s in subnets {
             for &r in s.reserved {
@@ -365,7 +373,8 @@ impl LeaseTable {
 
     /// The client gave the lease up (DHCPRELEASE, or the operator for it).
     pub fn end(&mut self, id: SlotId, state: LeaseState, now: u64) {
-        self.slots[id as usize].unacked = self.hold_ended;
+        let s = &mut self.slots[id as usize];
+        s.unacked = self.hold_ended && !s.rewind;
         self.set_state(id, state, now);
     }
 
@@ -374,6 +383,24 @@ impl LeaseTable {
     pub fn settle_ended(&mut self, id: SlotId, ours: bool) {
         self.slots[id as usize].unacked = false;
         self.set_pool(id, ours);
+    }
+
+    /// The leases that ran out and wait for the partner to hear of it, once.
+    pub fn take_ended(&mut self) -> std::vec::Drain<'_, SlotId> {
+        self.ended.drain(..)
+    }
+
+    /// Marks a binding as made while the partner could not hear of it (`on`), or as
+    /// known to the partner.
+    pub fn set_rewind(&mut self, id: SlotId, on: bool) {
+        self.slots[id as usize].rewind = on;
+    }
+
+    /// The link is back: every binding made meanwhile goes to the partner now.
+    pub fn clear_rewinds(&mut self) {
+        for s in &mut self.slots {
+            s.rewind = false;
+        }
     }
 
     /// A free address goes to our pool or the partner's (failover pool balancing).
@@ -482,6 +509,7 @@ impl LeaseTable {
             reserved: false,
             pooled: false,
             unacked: false,
+            rewind: false,
             client: None,
             htype: 0,
             hw: [0; 16],
@@ -675,7 +703,11 @@ impl LeaseTable {
                 if s.expires <= now {
                     let to = match s.state {
                         LeaseState::Active => {
-                            self.slots[id as usize].unacked = self.hold_ended;
+                            let s = &mut self.slots[id as usize];
+                            s.unacked = self.hold_ended && !s.rewind;
+                            if s.unacked {
+                                self.ended.push(id);
+                            }
                             LeaseState::Expired
                         }
                         LeaseState::Declined => LeaseState::Free,

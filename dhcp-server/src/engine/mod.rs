@@ -244,6 +244,7 @@ impl Engine {
     /// Lets time pass without traffic: ends offers, leases and quarantines due by `now`.
     pub fn tick(&mut self, now: u64) {
         self.leases.expire(now);
+        self.report_ended();
         self.claim_partner_pool(now);
     }
 

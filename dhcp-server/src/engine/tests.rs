@@ -1121,6 +1121,7 @@ mod failover_rules {
             hba: Hba::split(128),
             mclt: 60,
             stos,
+            connected: true,
         }
     }
 
@@ -1247,6 +1248,11 @@ mod failover_rules {
         changes(&mut lab);
         lab.now += 61;
         lab.engine.tick(lab.now);
+        // The partner is told, so that its acknowledgement can free the address.
+        let told = changes(&mut lab);
+        assert!(told
+            .iter()
+            .any(|l| l.addr == addr && l.state == BindingState::Expired));
         let o = lab.reply(&discover(b).requested(addr));
         assert_ne!(o.yiaddr, addr, "not before the partner knows it expired");
         // The client that had it may have it back meanwhile; an offer it lets lapse
@@ -1348,5 +1354,31 @@ mod failover_rules {
         secondary.engine.leases.check();
         // The secondary, which holds no free address yet, serves the host its address.
         assert_eq!(secondary.reply(&discover(host)).yiaddr, ip("192.0.2.12"));
+    }
+
+    #[test]
+    fn a_lease_made_while_cut_off_and_ended_unheard_goes_back_to_the_pool() {
+        let mut lab = lab(Role::Primary, Service::NotCooperating);
+        let mut cut = view(Role::Primary, Service::NotCooperating, T0);
+        cut.connected = false;
+        lab.engine.set_failover_view(cut, lab.now);
+        let a = client_of(Role::Primary, 0);
+        let b = client_of(Role::Primary, 1);
+        let addr = lab.dora(&discover(a));
+        lab.now += 61;
+        lab.engine.tick(lab.now);
+        // The partner never heard of a's lease: b may have the address at once.
+        assert_eq!(lab.reply(&discover(b).requested(addr)).yiaddr, addr);
+
+        // Once the link is back, a binding made meanwhile is sent: no more rewinding.
+        let c = client_of(Role::Primary, 2);
+        let d = client_of(Role::Primary, 3);
+        let addr2 = lab.dora(&discover(c));
+        let mut up = cut;
+        up.connected = true;
+        lab.engine.set_failover_view(up, lab.now);
+        lab.now += 61;
+        lab.engine.tick(lab.now);
+        assert_ne!(lab.reply(&discover(d).requested(addr2)).yiaddr, addr2);
     }
 }

@@ -62,6 +62,8 @@ pub struct View {
     pub mclt: u32,
     /// When this server entered its current state.
     pub stos: u64,
+    /// The link is up: bindings reach the partner as they are made.
+    pub connected: bool,
 }
 
 impl View {
@@ -242,6 +244,7 @@ impl Machine {
             hba: self.params.hba,
             mclt: self.params.mclt,
             stos: self.me_stos,
+            connected: self.connected(),
         }
     }
 
@@ -305,6 +308,7 @@ impl Machine {
         self.link = Link::Down;
         if was_up {
             info!("failover peer {}: disconnected", self.params.name);
+            self.publish_view();
             self.disconnected(now);
         }
     }
@@ -601,6 +605,7 @@ impl Machine {
             last_tx: now,
         };
         info!("failover peer {}: connected", self.params.name);
+        self.publish_view();
         self.send_state(now);
         match self.me {
             ServerState::Recover => self.request_all(now),
