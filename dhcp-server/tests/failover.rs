@@ -4,17 +4,41 @@
 //! to two clients; a pair of ours must also survive a killed partner (partner-down) and
 //! rebuild a partner started with an empty journal.
 //!
+//! Fault tests (issue 7, section 8), a pair of ours (primary on XDP with two workers,
+//! secondary on UDP, `sync` durability), each fault under a steady perfdhcp load that
+//! keeps going while it happens:
+//! - kill -9 the secondary, restart it on its journal; then the same for the primary;
+//! - the failover link down (longer than max-response-delay), then up again;
+//! - 30% random loss on the failover link for a while (netem where the kernel has it,
+//!   else a classic BPF filter dropping at random at the veths' ingress), then removed;
+//! - a rolling restart with SIGTERM, the secondary then the primary.
+//!
+//! After each fault, once both servers are normal again: no address acknowledged to two
+//! clients whose leases overlap (every DHCPACK is captured on the clients' link); both
+//! sides hold the same bindings, no address for two clients and no client with two
+//! addresses; each client's last acknowledged lease active on both sides, for it, until
+//! at least the end it was told.
+//!
+//! The fault tests are ignored while the server keeps bindings crossed after a
+//! reconnect (each side applies the partner's older binding over its own newer one):
+//! `cargo test -p dhcp-server --test failover -- --ignored` runs them.
+//!
 //! The lab: the primary's and the secondary's namespaces joined by a failover veth
 //! (198.51.100.1 and .2), and each joined to a client namespace whose bridge is the
 //! clients' link (198.18.0.0/15: primary .0.1, secondary .0.2, perfdhcp .0.9).
 
+#[allow(dead_code)] // each test crate uses part of the shared harness
 mod common;
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{require, run, wait_for_file, SERVER_BIN};
@@ -23,7 +47,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 const POOL: (&str, &str) = ("198.18.1.10", "198.18.1.59");
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Side {
     Primary,
     Secondary,
@@ -59,6 +83,8 @@ struct PairLab {
     children: Vec<(String, Child)>,
     /// The pair's maximum client lead time: the first lease a client gets is this long.
     mclt: u32,
+    /// The pool both sides share, first and last address.
+    pool: (&'static str, &'static str),
 }
 
 fn is_root() -> bool {
@@ -86,6 +112,7 @@ impl PairLab {
             dir: std::env::temp_dir().join(format!("failover-{test}-{id}")),
             children: Vec::new(),
             mclt: 30,
+            pool: POOL,
         };
         for (k, v) in [("p", "p"), ("s", "s"), ("c", "c")] {
             lab.ns.insert(k, format!("fo-{id}-{v}"));
@@ -129,6 +156,17 @@ impl PairLab {
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
         ip(&["-n", c, "link", "set", "br0", "up"]);
+        // The client namespace holds the bridge too: without this it also answers ARP
+        // for the clients' address through br0, and a server that asks (the UDP
+        // backend) may send its replies to the bridge's MAC instead of the clients'.
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            c,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore",
+        ]));
         Some(lab)
     }
 
@@ -173,7 +211,7 @@ impl PairLab {
             String::new()
         };
         let conf = format!(
-            "interfaces = [\"{lan}\"]\n{backend}\nstate-dir = \"{state}\"\n\
+            "interfaces = [\"{lan}\"]\n{backend}\nstate-dir = \"{state}\"\ndurability = \"sync\"\n\
              control-socket = \"{sock}\"\n\
              [failover]\nname = \"pair\"\nrole = \"{role}\"\naddress = \"{me}\"\n\
              peer-address = \"{peer}\"\nmax-response-delay = 6\n{primary_only}{extra}\n\
@@ -185,13 +223,18 @@ impl PairLab {
             role = side.role(),
             me = side.failover_addr(),
             peer = side.other().failover_addr(),
-            a = POOL.0,
-            b = POOL.1,
+            a = self.pool.0,
+            b = self.pool.1,
         );
         let file = self.path(&format!("{}.toml", side.role()));
         fs::write(&file, conf).unwrap();
         let file = file.display().to_string();
         self.spawn(side, SERVER_BIN, &["run", "--config", &file]);
+    }
+
+    /// The failover veth's end on `side`, in its namespace.
+    fn fo_dev(&self, side: Side) -> String {
+        format!("fo{}", &self.lan[Self::key(side)][2..])
     }
 
     fn socket(&self, side: Side) -> PathBuf {
@@ -232,7 +275,7 @@ impl PairLab {
             pid.display().to_string(),
         );
         let lan = self.lan[k].clone();
-        let fo = format!("fo{}", &lan[2..]);
+        let fo = self.fo_dev(side);
         self.spawn(
             side,
             "dhcpd",
@@ -291,18 +334,66 @@ impl PairLab {
             .unwrap_or(0)
     }
 
+    /// Stops our server on `side` with SIGTERM, as an operator would, and waits
+    /// (bounded) for it to exit with status 0.
+    fn stop(&mut self, side: Side) {
+        let mut kept = Vec::new();
+        for (role, mut c) in std::mem::take(&mut self.children) {
+            if role != side.role() {
+                kept.push((role, c));
+                continue;
+            }
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Ok(Some(st)) = c.try_wait() {
+                    break Some(st);
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "the {} did not stop cleanly on SIGTERM: {status:?}",
+                side.role()
+            );
+        }
+        self.children = kept;
+    }
+
     /// Active leases our server on `side` holds, address → MAC, from its control socket.
     fn ours_active(&self, side: Side) -> HashMap<String, String> {
+        self.ours_leases(side)
+            .into_iter()
+            .map(|(a, (m, _))| (a, m))
+            .collect()
+    }
+
+    /// Active leases our server on `side` holds, address → (MAC, end in Unix seconds).
+    fn ours_leases(&self, side: Side) -> HashMap<String, (String, u64)> {
         let out = run(Command::new(SERVER_BIN).args([
             "ctl",
             "--socket",
             &self.socket(side).display().to_string(),
             "--json",
             "leases",
+            "--all",
+            "--limit",
+            "1000",
         ]));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!("ctl leases: {e}: {}", String::from_utf8_lossy(&out.stdout))
         });
+        // The latest listing stays in the lab directory for a failure's evidence.
+        let _ = fs::write(
+            self.path(&format!("{}-leases.json", side.role())),
+            &out.stdout,
+        );
         let list = v
             .get("leases")
             .and_then(|l| l.as_array())
@@ -313,7 +404,10 @@ impl PairLab {
             .map(|l| {
                 (
                     l["address"].as_str().unwrap().to_string(),
-                    l["mac"].as_str().unwrap_or("").to_string(),
+                    (
+                        l["mac"].as_str().unwrap_or("").to_string(),
+                        l["expires"].as_u64().unwrap_or(0),
+                    ),
                 )
             })
             .collect()
@@ -505,4 +599,806 @@ fn a_pair_of_ours_survives_a_lost_partner_and_rebuilds_it() {
         consistent(&a, &b);
         a == b
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault tests: a pair of ours under load through crashes, a cut link, a lossy link and a
+// rolling restart.
+
+/// The fault tests' pool: room for every client of the load on either side alone.
+const FAULT_POOL: (&str, &str) = ("198.18.1.10", "198.18.2.250");
+/// Distinct clients perfdhcp draws from, and the exchanges it starts a second.
+const LOAD_CLIENTS: u32 = 300;
+const LOAD_RATE: u32 = 60;
+/// Long enough that a first lease (capped at the MCLT) outlives every test.
+const FAULT_MCLT: u32 = 300;
+/// A lease end may differ by this much between what the client was told and what a
+/// server holds (whole seconds on the server, the capture's clock on the client).
+const END_SLACK: u64 = 2;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One DHCPACK as a client received it.
+#[derive(Debug, Clone)]
+struct Ack {
+    /// When it was captured, Unix milliseconds.
+    at_ms: u64,
+    addr: Ipv4Addr,
+    mac: String,
+    /// The lease time it gave (option 51), seconds.
+    lease: u32,
+    /// The server identifier (option 54): which side answered.
+    server: Ipv4Addr,
+}
+
+impl Ack {
+    /// When the client's lease ends, Unix seconds.
+    fn end(&self) -> u64 {
+        self.at_ms / 1000 + u64::from(self.lease)
+    }
+}
+
+impl std::fmt::Display for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to {} by {} at {}.{:03} for {} s",
+            self.addr,
+            self.mac,
+            self.server,
+            self.at_ms / 1000,
+            self.at_ms % 1000,
+            self.lease
+        )
+    }
+}
+
+/// A DHCPACK in an Ethernet frame (IPv4, UDP to port 67 as perfdhcp relays, or 68).
+fn parse_ack(f: &[u8], at_ms: u64) -> Option<Ack> {
+    if f.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = &f[14..];
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    if ip.len() < ihl + 8 || ip[9] != 17 {
+        return None;
+    }
+    let udp = &ip[ihl..];
+    let port = u16::from_be_bytes([udp[2], udp[3]]);
+    if port != 67 && port != 68 {
+        return None;
+    }
+    let d = &udp[8..];
+    if d.len() < 240 || d[0] != 2 || d[236..240] != [99, 130, 83, 99] {
+        return None;
+    }
+    let hlen = usize::from(d[2]).min(16);
+    let mac = d[28..28 + hlen]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let (mut kind, mut lease, mut server) = (0, 0, Ipv4Addr::UNSPECIFIED);
+    let mut i = 240;
+    while i < d.len() {
+        let code = d[i];
+        if code == 0 {
+            i += 1;
+            continue;
+        }
+        if code == 255 || i + 1 >= d.len() {
+            break;
+        }
+        let len = usize::from(d[i + 1]);
+        let v = d.get(i + 2..i + 2 + len)?;
+        match (code, len) {
+            (53, 1) => kind = v[0],
+            (51, 4) => lease = u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            (54, 4) => server = Ipv4Addr::new(v[0], v[1], v[2], v[3]),
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    (kind == 5).then(|| Ack {
+        at_ms,
+        addr: Ipv4Addr::new(d[16], d[17], d[18], d[19]),
+        mac,
+        lease,
+        server,
+    })
+}
+
+/// Every DHCPACK that reaches the clients' interface: a thread enters the client
+/// namespace and reads the frames from a packet socket. This is what the clients were
+/// really told (an ACK leaves a server only once its lease is on disk), which perfdhcp
+/// cannot list.
+struct AckCapture {
+    seen: Arc<Mutex<Vec<Ack>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AckCapture {
+    fn start(ns: &str, dev: &str) -> AckCapture {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready, started) = mpsc::channel();
+        let (ns, name) = (ns.to_string(), dev.to_string());
+        let (into, done) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let fd = match capture_socket(&ns, &name) {
+                Ok(fd) => {
+                    let _ = ready.send(Ok(()));
+                    fd
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            let mut buf = vec![0u8; 4096];
+            while !done.load(Ordering::Relaxed) {
+                // SAFETY: a valid socket and a buffer of the given length.
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n > 0 {
+                    if let Some(ack) = parse_ack(&buf[..n as usize], unix_ms()) {
+                        into.lock().unwrap().push(ack);
+                    }
+                }
+            }
+        });
+        started
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the capture thread starts")
+            .unwrap_or_else(|e| panic!("cannot capture on {dev}: {e}"));
+        AckCapture {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn acks(&self) -> Vec<Ack> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for AckCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// In the calling thread: enter namespace `ns`, open a packet socket on `dev` for IPv4
+/// frames, reads timing out every 100 ms so the thread can stop.
+fn capture_socket(ns: &str, dev: &str) -> Result<OwnedFd, String> {
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    let handle = fs::File::open(format!("/run/netns/{ns}")).map_err(|e| format!("{ns}: {e}"))?;
+    // SAFETY: setns(2) moves only this thread; the descriptor is a namespace handle.
+    if unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(os("setns"));
+    }
+    let proto = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: plain socket(2); the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(proto),
+        )
+    };
+    if raw < 0 {
+        return Err(os("packet socket"));
+    }
+    // SAFETY: a descriptor we just opened and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let name = CString::new(dev).unwrap();
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(os(dev));
+    }
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = index as i32;
+    // SAFETY: the address is a sockaddr_ll of the size given.
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if bound != 0 {
+        return Err(os("bind"));
+    }
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    let buffer: libc::c_int = 4 << 20;
+    // SAFETY: option values of the types and sizes the options take.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&buffer as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+    }
+    Ok(fd)
+}
+
+/// What the clients were told, on its own: an address acknowledged to a second client
+/// while the first one's lease still ran (neither released it: perfdhcp never does).
+/// That is a duplicate binding the clients act on, whatever the servers hold later.
+///
+/// A client told a second address while its first lease ran is not flagged here:
+/// perfdhcp's clients forget their address and DISCOVER afresh, so a server that has
+/// not heard of the first binding (its partner out of reach) rightly offers another.
+/// Which binding the pair keeps for the client is checked once it settles.
+fn told_to_two_clients(acks: &[Ack]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut by_addr: HashMap<Ipv4Addr, &Ack> = HashMap::new();
+    for ack in acks {
+        if let Some(prev) = by_addr.insert(ack.addr, ack) {
+            if prev.mac != ack.mac && prev.end() * 1000 > ack.at_ms {
+                problems.push(format!(
+                    "{} acknowledged to two clients: {prev}, then {ack}",
+                    ack.addr
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The pair against itself and against what the clients were told: every address
+/// active on both sides for the same client, no client with two addresses, and each
+/// client's latest ACK (if its lease still runs) active on both sides, for that client,
+/// until at least the end it was given. Returns the differences.
+fn pair_holds(
+    acks: &[Ack],
+    p: &HashMap<String, (String, u64)>,
+    s: &HashMap<String, (String, u64)>,
+    now: u64,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, a, b) in [("primary", p, s), ("secondary", s, p)] {
+        for (addr, (mac, _)) in a {
+            match b.get(addr) {
+                Some((other, _)) if other == mac => {}
+                Some((other, _)) => problems.push(format!(
+                    "{addr} bound to {mac} on the {name} and to {other} on its partner (two clients)"
+                )),
+                None => problems.push(format!("{addr} active for {mac} on the {name} only")),
+            }
+        }
+        let mut by_mac: HashMap<&str, &str> = HashMap::new();
+        for (addr, (mac, _)) in a {
+            if let Some(prev) = by_mac.insert(mac, addr) {
+                problems.push(format!(
+                    "{mac} holds {prev} and {addr} on the {name} (two addresses)"
+                ));
+            }
+        }
+    }
+    let mut latest: HashMap<&str, &Ack> = HashMap::new();
+    for ack in acks {
+        latest.insert(&ack.mac, ack);
+    }
+    for ack in latest.values() {
+        if ack.end() <= now + END_SLACK {
+            continue;
+        }
+        for (name, side) in [("primary", p), ("secondary", s)] {
+            match side.get(&ack.addr.to_string()) {
+                Some((mac, ends)) if *mac == ack.mac && *ends + END_SLACK >= ack.end() => {}
+                Some((mac, ends)) => problems.push(format!(
+                    "acknowledged {ack}, to end at {}; the {name} holds it for {mac} until {ends}",
+                    ack.end()
+                )),
+                None => problems.push(format!(
+                    "acknowledged {ack}, to end at {}; the {name} does not hold it (lost)",
+                    ack.end()
+                )),
+            }
+        }
+    }
+    problems.sort();
+    problems
+}
+
+/// A pair of ours under load, and the faults done to it.
+struct Faults {
+    lab: PairLab,
+    acks: AckCapture,
+    /// Where each side's log stood when the current fault began.
+    mark: HashMap<Side, usize>,
+    /// The background perfdhcp, while it runs.
+    load: Option<Child>,
+    /// The MAC the load's clients start from.
+    base: &'static str,
+}
+
+const PRIMARY_BACKEND: &str = "backend = \"xdp\"\nworkers = 2";
+const SECONDARY_BACKEND: &str = "backend = \"udp\"";
+
+impl Faults {
+    /// The pair in normal, the capture running, no load yet.
+    fn start(test: &str, base: &'static str) -> Option<Faults> {
+        let mut lab = PairLab::new(test)?;
+        lab.mclt = FAULT_MCLT;
+        lab.pool = FAULT_POOL;
+        lab.start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", "");
+        lab.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "");
+        lab.wait_log(Side::Primary, "Both servers normal", 40);
+        lab.wait_log(Side::Secondary, "Both servers normal", 40);
+        let acks = AckCapture::start(&lab.ns["c"], &lab.cli);
+        Some(Faults {
+            lab,
+            acks,
+            mark: HashMap::new(),
+            load: None,
+            base,
+        })
+    }
+
+    fn log_text(&self, side: Side) -> String {
+        fs::read_to_string(self.lab.log(side)).unwrap_or_default()
+    }
+
+    /// A fault begins: later waits look only at what the logs say from here on.
+    fn mark(&mut self) {
+        for side in [Side::Primary, Side::Secondary] {
+            let len = self.log_text(side).len();
+            self.mark.insert(side, len);
+        }
+    }
+
+    fn since_mark(&self, side: Side) -> String {
+        let text = self.log_text(side);
+        let from = self.mark.get(&side).copied().unwrap_or(0).min(text.len());
+        text[from..].to_string()
+    }
+
+    /// Waits until the log of `side` says `needle` after the mark.
+    fn wait_since(&self, side: Side, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.since_mark(side);
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the {} did not log '{needle}' within {secs} s; its log since the fault:\n{text}",
+                side.role()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The state `side` last moved to, from its log.
+    fn state(&self, side: Side) -> String {
+        let text = self.log_text(side);
+        text.lines()
+            .rev()
+            .find_map(|l| l.split("I move from ").nth(1))
+            .and_then(|rest| rest.split(" to ").nth(1))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until both sides have moved to normal since the mark (`moved`) or simply
+    /// are normal, and stay so.
+    fn wait_normal(&self, moved: bool, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let normal = [Side::Primary, Side::Secondary].into_iter().all(|side| {
+                self.state(side) == "normal"
+                    && (!moved || self.since_mark(side).contains(" to normal"))
+            });
+            if normal {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pair is not normal {secs} s on: primary {}, secondary {}\n\
+                 primary since the fault:\n{}\nsecondary since the fault:\n{}",
+                self.state(Side::Primary),
+                self.state(Side::Secondary),
+                self.since_mark(Side::Primary),
+                self.since_mark(Side::Secondary)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// perfdhcp in the background: LOAD_RATE DORA exchanges a second, drawn from
+    /// LOAD_CLIENTS clients, until `load_off`.
+    fn load_on(&mut self) {
+        assert!(self.load.is_none());
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.lab.path("perfdhcp.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lab.ns["c"], "perfdhcp", "-4", "-l"])
+            .arg(&self.lab.cli)
+            .args(["-r", &LOAD_RATE.to_string()])
+            .args(["-R", &LOAD_CLIENTS.to_string()])
+            .args(["-p", "600", "-b", &format!("mac={}", self.base)])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("perfdhcp starts");
+        self.load = Some(child);
+    }
+
+    fn load_off(&mut self) {
+        if let Some(mut c) = self.load.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// ACKs `server` sent from `since` (Unix ms) on.
+    fn served_by(&self, server: Side, since: u64) -> usize {
+        let id: Ipv4Addr = match server {
+            Side::Primary => Ipv4Addr::new(198, 18, 0, 1),
+            Side::Secondary => Ipv4Addr::new(198, 18, 0, 2),
+        };
+        self.acks
+            .acks()
+            .iter()
+            .filter(|a| a.at_ms >= since && a.server == id)
+            .count()
+    }
+
+    fn restart(&mut self, side: Side) {
+        match side {
+            Side::Primary => self
+                .lab
+                .start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", ""),
+            Side::Secondary => {
+                self.lab
+                    .start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "")
+            }
+        }
+        self.wait_since(side, "ready", 20);
+    }
+
+    /// The load stopped and the pair normal: waits (bounded) until both sides hold the
+    /// same bindings and every acknowledged lease, and checks what the clients were told.
+    fn check(&mut self, after: &str) {
+        self.load_off();
+        let acks = self.acks.acks();
+        let dump: String = acks.iter().map(|a| format!("{a}\n")).collect();
+        fs::write(self.lab.path("acks.txt"), dump).unwrap();
+        let twice = told_to_two_clients(&acks);
+        assert!(
+            twice.is_empty(),
+            "{after}: clients were told duplicate bindings:\n{}",
+            twice.join("\n")
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = self.lab.ours_leases(Side::Primary);
+            let s = self.lab.ours_leases(Side::Secondary);
+            let now = unix_ms() / 1000;
+            let problems = pair_holds(&acks, &p, &s, now);
+            // Two clients on one address is never a matter of waiting.
+            let clash: Vec<&String> = problems
+                .iter()
+                .filter(|p| p.ends_with("(two clients)"))
+                .collect();
+            assert!(
+                clash.is_empty(),
+                "{after}: duplicate bindings across the pair:\n{clash:#?}"
+            );
+            if problems.is_empty() {
+                let clients: std::collections::HashSet<&str> =
+                    acks.iter().map(|a| a.mac.as_str()).collect();
+                eprintln!(
+                    "{after}: both sides hold the same {} leases; {} ACKs to {} clients checked",
+                    p.len(),
+                    acks.len(),
+                    clients.len()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{after}: 30 s on, the pair still differs from what clients were told \
+                 ({} problems; ACKs in {}):\n{}",
+                problems.len(),
+                self.lab.path("acks.txt").display(),
+                problems
+                    .iter()
+                    .take(25)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The other side serves alone while `side` is down: it answered clients.
+    fn assert_served_alone(&self, side: Side, since: u64, what: &str) {
+        let alone = self.served_by(side.other(), since);
+        assert!(
+            alone >= 20,
+            "{what}: the {} acknowledged only {alone} clients alone",
+            side.other().role()
+        );
+    }
+
+    /// kill -9 one side under load, restart it on its journal.
+    fn crash_and_restart(&mut self, side: Side) {
+        let what = format!("kill -9 of the {}", side.role());
+        self.mark();
+        self.load_on();
+        std::thread::sleep(Duration::from_secs(3));
+        let down = unix_ms();
+        self.lab.kill(side);
+        self.wait_since(
+            side.other(),
+            "I move from normal to communications-interrupted",
+            15,
+        );
+        std::thread::sleep(Duration::from_secs(4));
+        self.assert_served_alone(side, down, &what);
+        self.restart(side);
+        self.wait_normal(true, 40);
+        std::thread::sleep(Duration::from_secs(3));
+        self.check(&format!("after {what}"));
+    }
+
+    /// SIGTERM one side under load, restart it on its journal.
+    fn graceful_restart(&mut self, side: Side) {
+        let what = format!("SIGTERM of the {}", side.role());
+        self.mark();
+        self.load_on();
+        std::thread::sleep(Duration::from_secs(3));
+        let down = unix_ms();
+        self.lab.stop(side);
+        self.wait_since(
+            side.other(),
+            "I move from normal to communications-interrupted",
+            15,
+        );
+        std::thread::sleep(Duration::from_secs(4));
+        self.assert_served_alone(side, down, &what);
+        self.restart(side);
+        self.wait_normal(true, 40);
+        std::thread::sleep(Duration::from_secs(3));
+        self.check(&format!("after {what}"));
+    }
+
+    /// Runs `args` with `ip` in the namespace of `side`.
+    fn ip(&self, side: Side, args: &[&str]) {
+        run(Command::new("ip")
+            .args(["-n", &self.lab.ns[PairLab::key(side)]])
+            .args(args));
+    }
+
+    /// tc in the namespace of `side`; whether it succeeded, and what it said.
+    fn tc(&self, side: Side, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.lab.ns[PairLab::key(side)], "tc"])
+            .args(args)
+            .output()
+            .expect("tc runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// 30% random loss on both ends of the failover link. netem where the kernel has
+    /// it; else (sch_netem missing) the same loss from a classic BPF filter at each
+    /// end's ingress: `ld rand; jge 0.3*2^32 → pass; drop`, in direct-action mode
+    /// (TC_ACT_OK 0, TC_ACT_SHOT 2). Returns which one.
+    fn lossy(&self) -> &'static str {
+        const DROP_30: &str = "4,32 0 0 4294963256,53 0 1 1288490189,6 0 0 0,6 0 0 2";
+        let mut how = "netem";
+        for side in [Side::Primary, Side::Secondary] {
+            let dev = self.lab.fo_dev(side);
+            let (ok, err) = self.tc(
+                side,
+                &["qdisc", "add", "dev", &dev, "root", "netem", "loss", "30%"],
+            );
+            if ok {
+                continue;
+            }
+            assert!(
+                err.contains("unknown") || err.contains("No such file"),
+                "tc netem failed: {err}"
+            );
+            how = "a BPF filter (this kernel has no sch_netem)";
+            for args in [
+                &["qdisc", "add", "dev", &dev, "clsact"][..],
+                &[
+                    "filter", "add", "dev", &dev, "ingress", "bpf", "da", "bytecode", DROP_30,
+                ][..],
+            ] {
+                let (ok, err) = self.tc(side, args);
+                assert!(ok, "tc {args:?}: {err}");
+            }
+        }
+        how
+    }
+
+    fn lossless(&self) {
+        for side in [Side::Primary, Side::Secondary] {
+            let dev = self.lab.fo_dev(side);
+            let _ = self.tc(side, &["qdisc", "del", "dev", &dev, "root"]);
+            let _ = self.tc(side, &["qdisc", "del", "dev", &dev, "clsact"]);
+        }
+    }
+
+    /// Pings across the failover link: how many of `n` came back.
+    fn pings(&self, n: u32) -> u32 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.lab.ns["p"], "ping", "-n", "-q"])
+            .args(["-c", &n.to_string(), "-i", "0.05", "-W", "1"])
+            .arg(Side::Secondary.failover_addr())
+            .output()
+            .expect("ping runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(", ")
+            .find_map(|f| f.strip_suffix(" received"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Faults {
+    /// The failover link down for longer than max-response-delay: neither side hears
+    /// the other, both go communications-interrupted and serve alone, each from its own
+    /// free addresses; then up again, and both back to normal.
+    fn cut_link(&mut self) {
+        self.mark();
+        self.load_on();
+        std::thread::sleep(Duration::from_secs(3));
+        let cut = unix_ms();
+        let dev = self.lab.fo_dev(Side::Primary);
+        self.ip(Side::Primary, &["link", "set", &dev, "down"]);
+        for side in [Side::Primary, Side::Secondary] {
+            self.wait_since(side, "I move from normal to communications-interrupted", 15);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(self.pings(3), 0, "the failover link is still up");
+        let (p, s) = (
+            self.served_by(Side::Primary, cut),
+            self.served_by(Side::Secondary, cut),
+        );
+        assert!(
+            p + s >= 20,
+            "cut off, the pair served only {p} + {s} clients"
+        );
+        self.ip(Side::Primary, &["link", "set", &dev, "up"]);
+        for side in [Side::Primary, Side::Secondary] {
+            self.wait_since(side, "I move from communications-interrupted to normal", 30);
+        }
+        self.wait_normal(true, 10);
+        std::thread::sleep(Duration::from_secs(3));
+        self.check("after the failover link was down");
+    }
+
+    /// 30% of the frames either way on the failover link dropped for 15 s, then none.
+    /// The pair may or may not lose the link meanwhile; either way it must end normal
+    /// and agree.
+    fn lossy_link(&mut self) {
+        self.mark();
+        self.load_on();
+        std::thread::sleep(Duration::from_secs(2));
+        let lossy = unix_ms();
+        let how = self.lossy();
+        let back = self.pings(40);
+        assert!(
+            (8..=32).contains(&back),
+            "with 30% loss each way, {back} of 40 pings came back"
+        );
+        std::thread::sleep(Duration::from_secs(13));
+        self.lossless();
+        let served = self.served_by(Side::Primary, lossy) + self.served_by(Side::Secondary, lossy);
+        assert!(served >= 100, "through the loss the pair served {served}");
+        // Normal, and still normal a few seconds on (a link lost late comes back).
+        self.wait_normal(false, 40);
+        std::thread::sleep(Duration::from_secs(3));
+        self.wait_normal(false, 30);
+        let lost = [Side::Primary, Side::Secondary].map(|side| {
+            self.since_mark(side)
+                .matches("I move from normal to communications-interrupted")
+                .count()
+        });
+        eprintln!(
+            "30% loss by {how}: {back} of 40 pings came back; the link was lost {} / {} times",
+            lost[0], lost[1]
+        );
+        self.check("after 30% loss on the failover link");
+    }
+}
+
+impl Drop for Faults {
+    fn drop(&mut self) {
+        self.load_off();
+    }
+}
+
+/// kill -9 the secondary under load; the primary serves alone; the secondary back on
+/// its journal.
+#[test]
+#[ignore = "server bug, reported: after a reconnect a client gets a second address, the pair keeps the two bindings crossed and each side drops its own ACKed lease; stale partner updates shorten ACKed leases"]
+fn fault_kill_9_the_secondary_under_load() {
+    let Some(mut f) = Faults::start("kill-s", "00:0c:05:00:00:00") else {
+        return;
+    };
+    f.crash_and_restart(Side::Secondary);
+}
+
+/// kill -9 the primary (XDP) under load; the secondary serves alone; the primary back
+/// on its journal.
+#[test]
+#[ignore = "server bug, reported: after a reconnect a client gets a second address, the pair keeps the two bindings crossed and each side drops its own ACKed lease; stale partner updates shorten ACKed leases"]
+fn fault_kill_9_the_primary_under_load() {
+    let Some(mut f) = Faults::start("kill-p", "00:0c:06:00:00:00") else {
+        return;
+    };
+    f.crash_and_restart(Side::Primary);
+}
+
+#[test]
+#[ignore = "server bug, reported: after a reconnect a client gets a second address, the pair keeps the two bindings crossed and each side drops its own ACKed lease; stale partner updates shorten ACKed leases"]
+fn fault_failover_link_down_under_load() {
+    let Some(mut f) = Faults::start("link-down", "00:0c:07:00:00:00") else {
+        return;
+    };
+    f.cut_link();
+}
+
+#[test]
+// Fails only when the loss happens to cut the link (then as the others do).
+#[ignore = "server bug, reported: after a reconnect a client gets a second address, the pair keeps the two bindings crossed and each side drops its own ACKed lease; stale partner updates shorten ACKed leases"]
+fn fault_failover_link_lossy_under_load() {
+    let Some(mut f) = Faults::start("link-loss", "00:0c:08:00:00:00") else {
+        return;
+    };
+    f.lossy_link();
+}
+
+/// A rolling restart with SIGTERM: the secondary, then the primary, each back on its
+/// journal while the other serves alone.
+#[test]
+#[ignore = "server bug, reported: after a reconnect a client gets a second address, the pair keeps the two bindings crossed and each side drops its own ACKed lease; stale partner updates shorten ACKed leases"]
+fn fault_rolling_restart_with_sigterm_under_load() {
+    let Some(mut f) = Faults::start("rolling", "00:0c:09:00:00:00") else {
+        return;
+    };
+    f.graceful_restart(Side::Secondary);
+    f.graceful_restart(Side::Primary);
 }
