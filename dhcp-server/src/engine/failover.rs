@@ -123,7 +123,7 @@ impl Engine {
     /// Whether the last change came from the partner (the journal keeps it; the
     /// partner must not get it back).
     pub fn change_from_partner(&self) -> bool {
-        self.failover.as_ref().is_some_and(|p| p.from_partner)
+        self.change.is_some() && self.failover.as_ref().is_some_and(|p| p.from_partner)
     }
 
     /// The next change the failover rules made on their own.
@@ -403,7 +403,20 @@ impl Engine {
                 let c = client.ok_or_else(|| {
                     Reject::new(RejectReason::MissingBindInfo, "BNDUPD without CHADDR")
                 })?;
-                let ends = if lease.ends == 0 { now } else { lease.ends };
+                let mut ends = if lease.ends == 0 { now } else { lease.ends };
+                let mut cltt = lease.cltt;
+                let here = self.leases.slot(id);
+                let (state, our_ends, our_cltt) = (here.state, here.expires, here.cltt);
+                if same_client && state == LeaseState::Active {
+                    // The same client on the same address: an acknowledged lease is
+                    // never shortened; a newer one of ours goes back to the partner.
+                    if our_ends > ends || our_cltt > cltt {
+                        self.queue_for_partner(id);
+                    }
+                    ends = ends.max(our_ends);
+                    cltt = cltt.max(our_cltt);
+                }
+                self.settle_client_elsewhere(id, c, cltt, now)?;
                 self.leases.bind(
                     id,
                     c,
@@ -412,7 +425,7 @@ impl Engine {
                     LeaseState::Active,
                     ends,
                 );
-                self.leases.set_cltt(id, lease.cltt);
+                self.leases.set_cltt(id, cltt);
             }
             BindingState::Expired | BindingState::Released | BindingState::Reset => {
                 // Ended on the partner's side: free, in the primary's pool (dhcpd's
@@ -436,6 +449,50 @@ impl Engine {
         Ok(self.lease_at(id))
     }
 
+    /// Before the partner's binding of `c` to slot `id`: the client may hold another
+    /// address here, given while the pair was apart. A client uses the last address
+    /// it was acknowledged, so the later transaction wins: ours refuses the partner's
+    /// (and goes to it), theirs ends ours, journaled and told, never silently dropped.
+    fn settle_client_elsewhere(
+        &mut self,
+        id: SlotId,
+        c: ClientRef<'_>,
+        cltt: u64,
+        now: u64,
+    ) -> Result<(), Reject> {
+        let subnet = self.leases.slot(id).subnet;
+        let Some(other) = self.leases.find_client(subnet, c).filter(|&o| o != id) else {
+            return Ok(());
+        };
+        let o = self.leases.slot(other);
+        if o.state != LeaseState::Active || o.expires <= now {
+            return Ok(());
+        }
+        if o.cltt > cltt {
+            let held = o.addr;
+            self.queue_for_partner(other);
+            return Err(Reject::new(
+                RejectReason::OutdatedBindInfo,
+                format!("the client holds {held} here since a later transaction"),
+            ));
+        }
+        tracing::info!(
+            "{}: its client moved to {} on the failover partner later",
+            o.addr,
+            self.leases.slot(id).addr
+        );
+        self.leases.end(other, LeaseState::Released, now);
+        self.queue_for_partner(other);
+        Ok(())
+    }
+
+    /// A binding of ours the partner must hear of (again), journaled with it.
+    fn queue_for_partner(&mut self, id: SlotId) {
+        if let Some(p) = self.failover.as_mut() {
+            p.changes.push(id);
+        }
+    }
+
     /// The lease of a slot as the partner must see it.
     pub fn lease_at(&self, id: SlotId) -> Lease {
         let s = self.leases.slot(id);
@@ -448,13 +505,12 @@ impl Engine {
             }) => bytes.into(),
             _ => Box::new([]),
         };
-        let hw = if s.client.is_some() {
-            HwAddr::new(s.htype, &s.hw[..usize::from(s.hlen)])
-        } else {
-            HwAddr::default()
-        };
+        // The last client's hardware address stays with an ended or free lease, as
+        // dhcpd sends it (a released binding without it is refused).
+        let hw = HwAddr::new(s.htype, &s.hw[..usize::from(s.hlen)]);
         Lease {
-            stamp: 0,
+            // The shard's clock now: a change it sent before this snapshot is older.
+            stamp: self.stamp,
             addr: s.addr,
             state,
             hw,

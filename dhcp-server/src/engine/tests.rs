@@ -1381,4 +1381,52 @@ mod failover_rules {
         lab.engine.tick(lab.now);
         assert_ne!(lab.reply(&discover(d).requested(addr2)).yiaddr, addr2);
     }
+
+    #[test]
+    fn the_later_transaction_wins_when_the_pair_bound_one_client_twice() {
+        let mut lab = lab(Role::Primary, Service::Cooperating);
+        let a = client_of(Role::Primary, 0);
+        let x = lab.dora(&discover(a));
+        let ours = changes(&mut lab).pop().unwrap();
+        let slot_x = lab.engine.leases.slot_of(x).unwrap();
+
+        // The same client and address, from an older transaction: nothing shortens.
+        let mut older = ours.clone();
+        older.cltt -= 10;
+        older.ends -= 10;
+        let applied = lab.engine.apply_partner(&older, false, lab.now);
+        assert!(matches!(applied, Applied::Here(Ok(_))));
+        assert_eq!(lab.engine.leases.slot(slot_x).expires, ours.ends);
+        assert!(changes(&mut lab)
+            .iter()
+            .any(|l| l.addr == x && l.ends == ours.ends));
+
+        // Another address for the client, from before ours: refused, ours stands.
+        let y = ip("192.0.2.18");
+        let mut elsewhere = ours.clone();
+        elsewhere.addr = y;
+        elsewhere.cltt = ours.cltt - 5;
+        let applied = lab.engine.apply_partner(&elsewhere, false, lab.now);
+        assert!(matches!(
+            applied,
+            Applied::Here(Err(ref r)) if r.reason == crate::failover::wire::RejectReason::OutdatedBindInfo
+        ));
+        assert_eq!(lab.engine.leases.slot(slot_x).state, LeaseState::Active);
+
+        // From after ours: the client moved; ours ends, journaled and told, not dropped.
+        changes(&mut lab);
+        elsewhere.cltt = ours.cltt + 5;
+        let applied = lab.engine.apply_partner(&elsewhere, false, lab.now);
+        assert!(matches!(applied, Applied::Here(Ok(_))));
+        let told = changes(&mut lab);
+        assert!(told
+            .iter()
+            .any(|l| l.addr == x && l.state == BindingState::Released));
+        let slot_y = lab.engine.leases.slot_of(y).unwrap();
+        assert_eq!(lab.engine.leases.slot(slot_y).state, LeaseState::Active);
+        // x is not given to anyone before the partner knows it is free.
+        let b = client_of(Role::Primary, 1);
+        assert_ne!(lab.reply(&discover(b).requested(x)).yiaddr, x);
+        lab.engine.leases.check();
+    }
 }

@@ -395,10 +395,20 @@ impl Machine {
         self.send_updates(now);
     }
 
+    /// Queues a binding for the partner, unless a newer one of the address (by the
+    /// shards' Lamport stamps) waits already: a snapshot taken for an update request
+    /// and a change the shard made just before it can arrive in either order.
     fn enqueue(&mut self, lease: Lease) {
         let addr = lease.addr;
-        if self.pending.insert(addr, lease).is_none() {
-            self.queue.push_back(addr);
+        match self.pending.get(&addr) {
+            Some(waiting) if waiting.stamp > lease.stamp => {}
+            Some(_) => {
+                self.pending.insert(addr, lease);
+            }
+            None => {
+                self.pending.insert(addr, lease);
+                self.queue.push_back(addr);
+            }
         }
     }
 
