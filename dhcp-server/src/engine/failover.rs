@@ -369,12 +369,15 @@ impl Engine {
         // A binding of ours that is live for another client wins over the partner's,
         // unless the partner saw the client give it up (released, abandoned, reset).
         if live && !same_client {
+            // The end of another client's lease says nothing of ours: a stale update.
+            let of_another = client.is_some();
             let ours_stands = match lease.state {
                 BindingState::Active | BindingState::Free | BindingState::Backup => true,
-                BindingState::Expired => s.expires > now + SKEW,
-                BindingState::Released | BindingState::Abandoned | BindingState::Reset => {
-                    !conflict && s.state == LeaseState::Offered
+                BindingState::Expired => of_another || s.expires > now + SKEW,
+                BindingState::Released | BindingState::Reset => {
+                    of_another || (!conflict && s.state == LeaseState::Offered)
                 }
+                BindingState::Abandoned => !conflict && s.state == LeaseState::Offered,
             };
             if ours_stands {
                 return Err(Reject::new(

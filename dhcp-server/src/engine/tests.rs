@@ -1284,6 +1284,10 @@ mod failover_rules {
             applied,
             Applied::Here(Err(ref r)) if r.reason == crate::failover::wire::RejectReason::FatalConflict
         ));
+        // Nor does another client's release of it (a stale update) free it.
+        theirs.state = BindingState::Released;
+        let applied = lab.engine.apply_partner(&theirs, false, lab.now);
+        assert!(matches!(applied, Applied::Here(Err(_))));
         assert!(lab.engine.leases.is_client(
             lab.engine.leases.slot_of(addr).unwrap(),
             ClientRef {
