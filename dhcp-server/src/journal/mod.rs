@@ -212,12 +212,34 @@ impl Journal {
                 .filter(|(n, _)| n.generation != manifest.generation || n.shard >= manifest.shards)
                 .map(|(_, p)| p.clone()),
         );
+        let files: Vec<_> = (0..manifest.shards)
+            .map(|s| listing.shard(manifest.generation, s))
+            .collect();
+        for f in &files {
+            leftovers.extend(f.stale.iter().cloned());
+        }
+        // Each shard's files replay on a thread of their own, into a fold of their own;
+        // the folds then merge by stamp, which gives what one sequential fold would.
+        let replayed: Vec<Result<(ShardReplay, Fold)>> = std::thread::scope(|scope| {
+            let running: Vec<_> = files
+                .iter()
+                .map(|f| {
+                    scope.spawn(move || {
+                        let mut fold = Fold::default();
+                        replay::replay_shard(f, true, &mut fold).map(|r| (r, fold))
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
         let mut fold = Fold::default();
         let mut shards: Vec<ShardReplay> = Vec::new();
-        for s in 0..manifest.shards {
-            let files = listing.shard(manifest.generation, s);
-            leftovers.extend(files.stale.iter().cloned());
-            let r = replay::replay_shard(&files, true, &mut fold)?;
+        for one in replayed {
+            let (r, shard_fold) = one?;
+            fold.merge(shard_fold);
             for f in &r.files {
                 stats.files += 1;
                 stats.records += f.records;

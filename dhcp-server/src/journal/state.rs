@@ -78,6 +78,38 @@ impl Fold {
         }
     }
 
+    /// Folds in the fold of records that come after this one's (another shard's, in
+    /// shard order): per address the higher stamp wins, the later fold on a tie, as if
+    /// its records had been applied here one by one.
+    pub fn merge(&mut self, later: Fold) {
+        if self.leases.is_empty() {
+            self.leases = later.leases;
+        } else {
+            self.leases.reserve(later.leases.len());
+            for (addr, l) in later.leases {
+                match self.leases.entry(addr) {
+                    hashbrown::hash_map::Entry::Occupied(mut o) => {
+                        if l.stamp >= o.get().stamp {
+                            o.insert(l);
+                        }
+                    }
+                    hashbrown::hash_map::Entry::Vacant(v) => {
+                        v.insert(l);
+                    }
+                }
+            }
+        }
+        for (addr, slot) in later.reservations {
+            self.reservation(addr, slot.stamp, slot.value);
+        }
+        if let Some(f) = later.failover {
+            if self.failover.as_ref().is_none_or(|o| f.stamp >= o.stamp) {
+                self.failover = Some(f);
+            }
+        }
+        self.max_stamp = self.max_stamp.max(later.max_stamp);
+    }
+
     fn reservation(&mut self, addr: Ipv4Addr, stamp: u64, value: Option<Reservation>) {
         let slot = self.reservations.entry(addr).or_insert(ReservationSlot {
             stamp: 0,
