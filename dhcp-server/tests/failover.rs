@@ -1176,33 +1176,25 @@ impl Faults {
 
     /// kill -9 one side under load, restart it on its journal.
     fn crash_and_restart(&mut self, side: Side) {
-        let what = format!("kill -9 of the {}", side.role());
-        self.mark();
-        self.load_on();
-        std::thread::sleep(Duration::from_secs(3));
-        let down = unix_ms();
-        self.lab.kill(side);
-        self.wait_since(
-            side.other(),
-            "I move from normal to communications-interrupted",
-            15,
-        );
-        std::thread::sleep(Duration::from_secs(4));
-        self.assert_served_alone(side, down, &what);
-        self.restart(side);
-        self.wait_normal(true, 40);
-        std::thread::sleep(Duration::from_secs(3));
-        self.check(&format!("after {what}"));
+        self.restart_under_load(side, "kill -9", |lab, side| lab.kill(side));
     }
 
     /// SIGTERM one side under load, restart it on its journal.
     fn graceful_restart(&mut self, side: Side) {
-        let what = format!("SIGTERM of the {}", side.role());
+        self.restart_under_load(side, "SIGTERM", |lab, side| {
+            lab.stop(side);
+        });
+    }
+
+    /// Under load, `stop` takes one side down; the other serves alone; the side comes
+    /// back on its journal and the pair is checked.
+    fn restart_under_load(&mut self, side: Side, how: &str, stop: impl FnOnce(&mut PairLab, Side)) {
+        let what = format!("{how} of the {}", side.role());
         self.mark();
         self.load_on();
         std::thread::sleep(Duration::from_secs(3));
         let down = unix_ms();
-        self.lab.stop(side);
+        stop(&mut self.lab, side);
         self.wait_since(
             side.other(),
             "I move from normal to communications-interrupted",

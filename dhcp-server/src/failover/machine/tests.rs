@@ -362,25 +362,27 @@ fn automatic_partner_down_after_the_configured_time() {
     assert_eq!(s.state(), ServerState::PartnerDown);
 }
 
+/// A primary's CONNECT for relationship `name`, sent at `time`.
+fn connect(xid: u32, name: &str, time: u32) -> Envelope {
+    Envelope {
+        xid,
+        time,
+        msg: Msg::Connect(Connect {
+            name: name.into(),
+            max_unacked: 10,
+            receive_timer: 30,
+            mclt: Some(60),
+            hba: Some(Hba::split(128)),
+            vendor: String::new(),
+        }),
+    }
+}
+
 #[test]
 fn connect_with_another_relationship_name_is_refused() {
     let mut s = Side::new(Role::Secondary, None, 1000);
     s.m.link_up(1000);
-    s.m.receive(
-        Envelope {
-            xid: 1,
-            time: 1000,
-            msg: Msg::Connect(Connect {
-                name: "other".into(),
-                max_unacked: 10,
-                receive_timer: 30,
-                mclt: Some(60),
-                hba: Some(Hba::split(128)),
-                vendor: String::new(),
-            }),
-        },
-        1000,
-    );
+    s.m.receive(connect(1, "other", 1000), 1000);
     let sent = s.drain(1000);
     assert!(s.closed);
     assert!(matches!(
@@ -394,21 +396,7 @@ fn connect_with_another_relationship_name_is_refused() {
 fn connect_from_a_skewed_clock_is_refused() {
     let mut s = Side::new(Role::Secondary, None, 1000);
     s.m.link_up(1000);
-    s.m.receive(
-        Envelope {
-            xid: 1,
-            time: 1100,
-            msg: Msg::Connect(Connect {
-                name: "pair".into(),
-                max_unacked: 10,
-                receive_timer: 30,
-                mclt: Some(60),
-                hba: Some(Hba::split(128)),
-                vendor: String::new(),
-            }),
-        },
-        1000,
-    );
+    s.m.receive(connect(1, "pair", 1100), 1000);
     let sent = s.drain(1000);
     assert!(matches!(
         &sent[..],
@@ -471,21 +459,9 @@ fn an_update_request_is_answered_with_bindings_then_update_done() {
 #[test]
 fn a_second_connect_on_an_established_link_is_refused() {
     let mut pair = normal_pair();
-    pair.s.m.receive(
-        Envelope {
-            xid: 99,
-            time: pair.now as u32,
-            msg: Msg::Connect(Connect {
-                name: "pair".into(),
-                max_unacked: 10,
-                receive_timer: 30,
-                mclt: Some(60),
-                hba: Some(Hba::split(128)),
-                vendor: String::new(),
-            }),
-        },
-        pair.now,
-    );
+    pair.s
+        .m
+        .receive(connect(99, "pair", pair.now as u32), pair.now);
     let sent = pair.s.drain(pair.now);
     assert!(pair.s.closed);
     assert!(
