@@ -17,7 +17,7 @@ use crate::lab::{self, in_ns, Lab, LOAD, SERVER_IF, SERVER_NS};
 use crate::{chart, is_root, Result};
 
 /// The drop ratio a rate may have and still count (ISC's method for Kea's figures).
-const MAX_DROP_PERCENT: f64 = 2.5;
+pub(crate) const MAX_DROP_PERCENT: f64 = 2.5;
 /// Our server's state directory inside the lab directory.
 const STATE_DIR: &str = "state";
 /// The stateless AF_XDP answerer: the ceiling of the XDP path on this machine.
@@ -26,11 +26,11 @@ const REFLECTOR: &str = "xdp-reflector (ceiling)";
 #[derive(Clone, Copy)]
 pub struct Plan {
     /// Seconds each step offers load for.
-    step_secs: f64,
+    pub(crate) step_secs: f64,
     /// Bisection rounds after the first failing rate.
-    refine: u32,
+    pub(crate) refine: u32,
     /// Highest rate tried.
-    cap: u32,
+    pub(crate) cap: u32,
     /// Seconds of perfdhcp at its fixed rate.
     perf_secs: u32,
     /// How long perfdhcp waits for late answers after that (its -W, in µs): it always
@@ -76,17 +76,18 @@ struct Server {
 
 /// What one step measured, as dhcp-load reported it.
 #[derive(Debug, Clone, Default)]
-struct Step {
-    rate: u32,
-    leases_per_s: f64,
-    drop_pct: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    cpu_us_per_lease: f64,
+pub(crate) struct Step {
+    pub(crate) rate: u32,
+    pub(crate) leases_per_s: f64,
+    pub(crate) drop_pct: f64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) cpu_us_per_lease: f64,
 }
 
-fn field(json: &str, key: &str) -> f64 {
+/// A number in a flat JSON object (dhcp-load's report, `ctl --json` replies); NaN when absent.
+pub(crate) fn field(json: &str, key: &str) -> f64 {
     let at = json.find(&format!("\"{key}\":")).map(|i| i + key.len() + 3);
     at.and_then(|i| json[i..].split([',', '}']).next())
         .and_then(|v| v.trim().parse().ok())
@@ -94,7 +95,7 @@ fn field(json: &str, key: &str) -> f64 {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |r| r.1);
@@ -313,39 +314,56 @@ fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> R
 
 /// The best step at or under the drop limit: doubling until it is passed, then bisecting.
 fn search(lab: &mut Lab, server: &Server, load: &str, plan: &Plan) -> Result<(Step, Vec<Step>)> {
+    search_rates(
+        server.start_rate,
+        plan,
+        |rate| step(lab, server, load, rate, plan),
+        |s| s.drop_pct,
+    )
+}
+
+/// The search itself, for any kind of step: `step(rate)` measures one offered rate and
+/// `drops(&step)` reads its drop percentage. Returns the best step at or under
+/// [`MAX_DROP_PERCENT`] (the first one when none is) and every step in the order run.
+pub(crate) fn search_rates<T: Clone>(
+    start_rate: u32,
+    plan: &Plan,
+    mut step: impl FnMut(u32) -> Result<T>,
+    drops: impl Fn(&T) -> f64,
+) -> Result<(T, Vec<T>)> {
     let mut steps = Vec::new();
-    let mut good: Option<Step> = None;
+    let mut good: Option<(u32, T)> = None;
     let mut bad: Option<u32> = None;
-    let mut rate = server.start_rate;
+    let mut rate = start_rate;
     while rate <= plan.cap {
-        let s = step(lab, server, load, rate, plan)?;
+        let s = step(rate)?;
         steps.push(s.clone());
-        if s.drop_pct <= MAX_DROP_PERCENT {
-            good = Some(s);
+        if drops(&s) <= MAX_DROP_PERCENT {
+            good = Some((rate, s));
             rate *= 2;
         } else {
             bad = Some(rate);
             break;
         }
     }
-    let mut lo = good.as_ref().map_or(0, |g| g.rate);
+    let mut lo = good.as_ref().map_or(0, |g| g.0);
     if let Some(mut hi) = bad {
         for _ in 0..plan.refine {
             let mid = lo.midpoint(hi);
             if mid <= lo || mid >= hi {
                 break;
             }
-            let s = step(lab, server, load, mid, plan)?;
+            let s = step(mid)?;
             steps.push(s.clone());
-            if s.drop_pct <= MAX_DROP_PERCENT {
+            if drops(&s) <= MAX_DROP_PERCENT {
                 lo = mid;
-                good = Some(s);
+                good = Some((mid, s));
             } else {
                 hi = mid;
             }
         }
     }
-    let best = good.unwrap_or_else(|| steps[0].clone());
+    let best = good.map_or_else(|| steps[0].clone(), |g| g.1);
     Ok((best, steps))
 }
 

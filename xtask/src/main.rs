@@ -2,9 +2,11 @@
 //! fresh machine (the eBPF toolchain included), `build-ebpf` builds the XDP program the
 //! server embeds, `test` runs every test, `demo` shows the server handing leases to real
 //! clients in a lab of network namespaces, `lab` manages that lab by hand, `bench` measures
-//! the server against Kea and ISC dhcpd in it.
+//! the server against Kea and ISC dhcpd in it (`bench --failover`: a pair of ours against
+//! one alone and a Kea HA pair).
 
 mod bench;
+mod bench_pair;
 mod chart;
 mod demo;
 mod ebpf;
@@ -42,6 +44,11 @@ enum Task {
         /// A short run (under 2 minutes) for routine use and CI.
         #[arg(long)]
         quick: bool,
+        /// The failover benchmark instead: one of ours alone, a load-balanced pair of
+        /// ours and a Kea HA pair (and Kea alone), on one clients' link; writes
+        /// target/bench/bench-failover.json.
+        #[arg(long)]
+        failover: bool,
     },
 }
 
@@ -72,9 +79,13 @@ fn main() -> ExitCode {
         Task::Lab {
             action: LabAction::Status,
         } => lab::status(),
-        Task::Bench { quick } => setup()
-            .and_then(|()| ebpf::build())
-            .and_then(|()| bench::run(quick)),
+        Task::Bench { quick, failover } => setup().and_then(|()| ebpf::build()).and_then(|()| {
+            if failover {
+                bench_pair::run(quick)
+            } else {
+                bench::run(quick)
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
