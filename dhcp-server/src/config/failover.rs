@@ -55,7 +55,8 @@ impl Failover {
     pub const DEFAULT_MCLT: u32 = 3600;
     pub const DEFAULT_SPLIT: u16 = 128;
     pub const DEFAULT_MAX_RESPONSE_DELAY: u32 = 30;
-    pub const DEFAULT_MAX_UNACKED_UPDATES: u32 = 10;
+    /// dhcpd's own default: a window of 10 caps updates at 10 per round trip.
+    pub const DEFAULT_MAX_UNACKED_UPDATES: u32 = 100;
     pub const DEFAULT_LOAD_BALANCE_MAX_SECONDS: u32 = 3;
     pub const DEFAULT_MAX_LEASE_MISBALANCE: u8 = 15;
     pub const DEFAULT_MAX_LEASE_OWNERSHIP: u8 = 10;
@@ -220,7 +221,7 @@ mod tests {
                 role: Role::Primary,
                 mclt: 3600,
                 hba: Hba::split(64),
-                max_unacked: 10,
+                max_unacked: 100,
                 max_response_delay: 30,
                 auto_partner_down: 600,
             }

@@ -1713,7 +1713,7 @@ max-lease-ownership = 5
                 split: 128,
                 hba: None,
                 max_response_delay: 30,
-                max_unacked_updates: 10,
+                max_unacked_updates: 100,
                 load_balance_max_seconds: 3,
                 auto_partner_down: 0,
                 max_lease_misbalance: 15,

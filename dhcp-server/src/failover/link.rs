@@ -32,10 +32,12 @@ pub trait Shards: Send + 'static {
     fn view(&mut self, view: View);
     /// Journal the failover state; the machine acts on it only once it is kept.
     fn record(&mut self, stored: &Stored) -> io::Result<()>;
-    /// Apply the partner's binding; the result is what the shards now hold.
-    fn apply(&mut self, lease: &Lease, conflict: bool) -> Result<Lease, Reject>;
-    /// The partner acknowledged our binding up to `lease.tsfp`.
-    fn acked(&mut self, lease: &Lease);
+    /// Apply the partner's bindings (with the conflict rules or not), in order; per
+    /// binding, what the shards now hold or why it was refused. One round trip to the
+    /// workers for everything that came in one read.
+    fn apply(&mut self, batch: &[(Lease, bool)]) -> Vec<Result<Lease, Reject>>;
+    /// The partner acknowledged our bindings up to each one's `tsfp`.
+    fn acked(&mut self, leases: &[Lease]);
     /// Every binding (`all`) or those the partner has not acknowledged.
     fn collect(&mut self, all: bool) -> Vec<Lease>;
     /// Give the partner its share of the free addresses; returns how many moved.
@@ -376,7 +378,27 @@ impl Driver {
     async fn settle<S: AsyncWrite + Unpin>(&mut self, mut stream: Option<&mut S>) -> bool {
         let mut open = true;
         let mut out = Vec::new();
-        while let Some(o) = self.machine.poll() {
+        let mut applying: Vec<(u32, Lease, bool)> = Vec::new();
+        let mut acked: Vec<Lease> = Vec::new();
+        loop {
+            let Some(o) = self.machine.poll() else {
+                // Bindings go to the workers in batches; their answers make more output.
+                if !acked.is_empty() {
+                    self.shards.acked(&acked);
+                    acked.clear();
+                }
+                if applying.is_empty() {
+                    break;
+                }
+                let batch: Vec<(Lease, bool)> =
+                    applying.iter().map(|(_, l, c)| (l.clone(), *c)).collect();
+                let results = self.shards.apply(&batch);
+                let now = unix_now();
+                for ((xid, _, _), r) in applying.drain(..).zip(results) {
+                    self.machine.applied(xid, r, now);
+                }
+                continue;
+            };
             let now = unix_now();
             match o {
                 Output::Send(env) => {
@@ -398,11 +420,8 @@ impl Driver {
                     xid,
                     lease,
                     conflict,
-                } => {
-                    let r = self.shards.apply(&lease, conflict);
-                    self.machine.applied(xid, r, now);
-                }
-                Output::Acked(lease) => self.shards.acked(&lease),
+                } => applying.push((xid, lease, conflict)),
+                Output::Acked(lease) => acked.push(lease),
                 Output::Collect { all } => {
                     let leases = self.shards.collect(all);
                     self.machine.collected(leases, now);

@@ -28,9 +28,12 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 pub enum Order {
     View(View),
-    Apply { lease: Lease, conflict: bool },
-    Acked(Lease),
-    Collect { all: bool },
+    /// The partner's bindings, in the order they came, each with the rules to apply.
+    Apply(Vec<(Lease, bool)>),
+    Acked(Vec<Lease>),
+    Collect {
+        all: bool,
+    },
     Balance,
     Record(Stored),
 }
@@ -38,7 +41,8 @@ pub enum Order {
 /// A shard's answer to an order.
 pub enum Done {
     Nothing,
-    Applied(Option<Result<Lease, Reject>>),
+    /// Per binding of the batch: what this shard holds now, if it is where it belongs.
+    Applied(Vec<Option<Result<Lease, Reject>>>),
     Leases(Vec<Lease>),
     Moved(u32),
     Recorded(io::Result<()>),
@@ -80,27 +84,32 @@ pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer
                 committer.record_all(engine, now);
                 Done::Nothing
             }
-            Order::Apply { lease, conflict } => {
-                let applied = match engine.apply_partner(&lease, conflict, now) {
-                    Applied::Elsewhere => None,
-                    Applied::Here(r) => Some(r),
-                };
-                if let Some(r) = engine.take_partner_reservation() {
-                    if let Err(e) = crate::operate::changes::journal(
-                        engine,
-                        committer,
-                        lease.addr,
-                        Some(&r),
-                        now,
-                    ) {
-                        warn!("cannot journal the reservation of {}: {e}", lease.addr);
+            Order::Apply(batch) => {
+                let mut applied = Vec::with_capacity(batch.len());
+                for (lease, conflict) in batch {
+                    applied.push(match engine.apply_partner(&lease, conflict, now) {
+                        Applied::Elsewhere => None,
+                        Applied::Here(r) => Some(r),
+                    });
+                    if let Some(r) = engine.take_partner_reservation() {
+                        if let Err(e) = crate::operate::changes::journal(
+                            engine,
+                            committer,
+                            lease.addr,
+                            Some(&r),
+                            now,
+                        ) {
+                            warn!("cannot journal the reservation of {}: {e}", lease.addr);
+                        }
                     }
+                    committer.record_all(engine, now);
                 }
-                committer.record_all(engine, now);
                 Done::Applied(applied)
             }
-            Order::Acked(lease) => {
-                engine.partner_acked(&lease);
+            Order::Acked(leases) => {
+                for lease in &leases {
+                    engine.partner_acked(lease);
+                }
                 committer.record_all(engine, now);
                 Done::Nothing
             }
@@ -132,19 +141,27 @@ impl Workers {
     fn ask(&self, which: std::ops::Range<usize>, make: impl Fn() -> Order) -> Vec<Done> {
         let (tx, rx) = mpsc::sync_channel(self.shards.len());
         let mut sent = 0;
+        let since = std::time::Instant::now();
         for (orders, _) in &self.shards[which] {
             let mut order = (make(), tx.clone());
-            // A full queue empties as the shard's thread works through it.
+            // A full queue empties as the shard's thread works through it, unless the
+            // shard has stopped.
             loop {
                 match orders.push(order) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        sent += 1;
+                        break;
+                    }
+                    Err(_) if crate::shutdown::requested() || since.elapsed() > PATIENCE => {
+                        warn!("failover: a worker takes no more orders");
+                        break;
+                    }
                     Err(back) => {
                         order = back;
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
             }
-            sent += 1;
         }
         drop(tx);
         let mut answers = Vec::with_capacity(sent);
@@ -186,27 +203,32 @@ impl Shards for Workers {
         }
     }
 
-    fn apply(&mut self, lease: &Lease, conflict: bool) -> Result<Lease, Reject> {
-        let answers = self.all(|| Order::Apply {
-            lease: lease.clone(),
-            conflict,
-        });
-        answers
+    fn apply(&mut self, batch: &[(Lease, bool)]) -> Vec<Result<Lease, Reject>> {
+        let mut merged: Vec<Option<Result<Lease, Reject>>> = vec![None; batch.len()];
+        for done in self.all(|| Order::Apply(batch.to_vec())) {
+            if let Done::Applied(per) = done {
+                for (slot, r) in merged.iter_mut().zip(per) {
+                    if r.is_some() {
+                        *slot = r;
+                    }
+                }
+            }
+        }
+        merged
             .into_iter()
-            .find_map(|d| match d {
-                Done::Applied(Some(r)) => Some(r),
-                _ => None,
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Reject::new(
+                        RejectReason::IllegalIpAddr,
+                        "unknown IP address",
+                    ))
+                })
             })
-            .unwrap_or_else(|| {
-                Err(Reject::new(
-                    RejectReason::IllegalIpAddr,
-                    "unknown IP address",
-                ))
-            })
+            .collect()
     }
 
-    fn acked(&mut self, lease: &Lease) {
-        self.all(|| Order::Acked(lease.clone()));
+    fn acked(&mut self, leases: &[Lease]) {
+        self.all(|| Order::Acked(leases.to_vec()));
     }
 
     fn collect(&mut self, all: bool) -> Vec<Lease> {

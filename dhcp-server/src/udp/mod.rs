@@ -145,7 +145,10 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     );
     let control = operate::start_control(&config, operated.clone())?;
     // With a control socket the loop looks at its questions at least this often.
-    let wait_ms = if control.is_some() || pair.is_some() {
+    // The failover link waits on this loop for every batch of partner updates.
+    let wait_ms = if pair.is_some() {
+        5
+    } else if control.is_some() {
         20
     } else {
         1000
