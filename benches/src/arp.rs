@@ -7,12 +7,12 @@
 //! meant for another host (it forwards nothing, sends no ICMP).
 //!
 //! The generator's IPv4 packet socket does not see ARP, so this is a second packet socket
-//! bound to ETH_P_ARP on the same interface.
+//! (the server's `PacketSocket`) bound to ETH_P_ARP on the same interface.
 
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use dhcp_server::packet::{PacketSocket, FRAME};
 
 const ETHERTYPE_ARP: u16 = 0x0806;
 /// Ethernet header and an Ethernet/IPv4 ARP body.
@@ -23,62 +23,15 @@ const OP_REQUEST: u16 = 1;
 const OP_REPLY: u16 = 2;
 
 pub struct ArpResponder {
-    fd: OwnedFd,
+    socket: PacketSocket,
 }
 
 impl ArpResponder {
     /// A non-blocking socket that sees the ARP frames of `ifname`, its own excepted.
     pub fn open(ifname: &str) -> io::Result<Self> {
-        let name = std::ffi::CString::new(ifname)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
-        // SAFETY: a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let proto = ETHERTYPE_ARP.to_be();
-        // SAFETY: socket(2) with constant arguments; checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_ll is plain data; zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let one: libc::c_int = 1;
-        // SAFETY: the option value is a live c_int of the size passed. Without it our own
-        // replies are read back, and ignored as replies: only speed is lost.
-        unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_PACKET,
-                libc::PACKET_IGNORE_OUTGOING,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as u32,
-            )
-        };
-        Ok(Self { fd })
+        Ok(Self {
+            socket: PacketSocket::open_ethertype(ifname, ETHERTYPE_ARP)?,
+        })
     }
 
     /// Reads the ARP frames waiting (at most `limit`) and answers each request for an
@@ -89,34 +42,25 @@ impl ArpResponder {
         limit: usize,
         mut owner: impl FnMut(Ipv4Addr) -> Option<[u8; 6]>,
     ) -> io::Result<usize> {
-        let (mut buf, mut answered) = ([0u8; 128], 0);
-        for _ in 0..limit {
-            // SAFETY: the pointer and length describe a live buffer.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(answered),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
+        const BATCH: usize = 8;
+        let mut bufs = [[0u8; FRAME]; BATCH];
+        let mut lens = [0usize; BATCH];
+        let (mut read, mut answered) = (0, 0);
+        while read < limit {
+            let want = (limit - read).min(BATCH);
+            let got = self.socket.recv(&mut bufs[..want], &mut lens[..want])?;
+            if got == 0 {
+                break;
             }
-            let Some(frame) = reply(&buf[..n as usize], &mut owner) else {
-                continue;
-            };
-            // SAFETY: the pointer and length describe a live buffer.
-            let sent =
-                unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-            // A full queue loses this answer; the asker asks again, as it would on a LAN.
-            if sent > 0 {
-                answered += 1;
+            read += got;
+            for (buf, &len) in bufs.iter().zip(&lens).take(got) {
+                let Some(frame) = reply(&buf[..len], &mut owner) else {
+                    continue;
+                };
+                // A full queue loses this answer; the asker asks again, as on a LAN.
+                if self.socket.send_one(&frame).is_ok() {
+                    answered += 1;
+                }
             }
         }
         Ok(answered)

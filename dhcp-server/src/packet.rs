@@ -17,8 +17,14 @@ pub const FRAME: usize = 2048;
 impl PacketSocket {
     /// Opens a non-blocking socket that sees the IPv4 frames of `ifname` only.
     pub fn open(ifname: &str) -> io::Result<Self> {
+        Self::open_ethertype(ifname, libc::ETH_P_IP as u16)
+    }
+
+    /// Opens a non-blocking socket that sees the frames of `ifname` carrying `ethertype`
+    /// (ARP, for the load generator's simulated clients).
+    pub fn open_ethertype(ifname: &str, ethertype: u16) -> io::Result<Self> {
         let ifindex = crate::netif::index(ifname)?;
-        let proto = (libc::ETH_P_IP as u16).to_be();
+        let proto = ethertype.to_be();
         // SAFETY: socket(2) with constant arguments; checked before use.
         let raw = unsafe {
             libc::socket(
