@@ -17,6 +17,7 @@ use crate::failover::wire::RejectReason;
 use crate::failover::{Role, Service};
 use crate::journal::{BindingState, HwAddr, Lease, LeaseFlags};
 use crate::wire::{MessageType, Request};
+use dhcp_ebpf_common::Balance;
 
 /// dhcpd's allowance for the pair's clock skew when judging an expiry (60 s + fudge).
 const SKEW: u64 = 65;
@@ -24,9 +25,9 @@ const SKEW: u64 = 65;
 /// A shard's failover state: the pair's rules and, per slot, what the partner knows.
 pub struct Partnership {
     view: View,
-    /// Seconds a DISCOVER of the partner's bucket is left to the partner (dhcpd: while
-    /// `secs` is at most this; 0 turns balancing off).
-    lbms: u16,
+    /// The load-balancing rule of `view`, made once per view rather than per packet
+    /// (the same rule the XDP program applies).
+    balance: Balance,
     /// Per slot: the potential expiration time the partner acknowledged (tsfp), and the
     /// one we last told it (tstp).
     tsfp: Vec<u32>,
@@ -56,7 +57,7 @@ impl Partnership {
     fn new(view: View, load_balance_max_secs: u16, slots: usize) -> Self {
         Partnership {
             view,
-            lbms: load_balance_max_secs,
+            balance: view.balance(load_balance_max_secs),
             tsfp: vec![0; slots],
             tstp: vec![0; slots],
             claimed: false,
@@ -109,6 +110,7 @@ impl Engine {
             }
             let reconnected = view.connected && !p.view.connected;
             p.view = view;
+            p.balance = view.balance(p.balance.max_secs);
             if reconnected {
                 self.leases.clear_rewinds();
             }
@@ -145,14 +147,13 @@ impl Engine {
         if !p.view.service.serves() {
             return Some(Drop::FailoverNotServing);
         }
+        if !p.balance.on || req.msg_type != MessageType::Discover {
+            return None;
+        }
         let bucket = dhcp_ebpf_common::loadb_hash(client.bytes);
-        let rule = p.view.balance(p.lbms);
-        rule.leaves_to_partner(
-            bucket,
-            req.msg.secs(),
-            req.msg_type == MessageType::Discover,
-        )
-        .then_some(Drop::LoadBalanced)
+        p.balance
+            .leaves_to_partner(bucket, req.msg.secs(), true)
+            .then_some(Drop::LoadBalanced)
     }
 
     /// Caps a lease time by the MCLT rule (draft §5.2.1, dhcpd's ack_lease): beyond the
@@ -628,19 +629,15 @@ impl Engine {
     /// The wire state of a slot: what the journal and the partner see.
     pub(super) fn binding_state(&self, id: SlotId) -> BindingState {
         let s = self.leases.slot(id);
+        // Without a partner an ended lease is always recorded as ended; with one, only
+        // until the partner acknowledged it, after which it is free in its pool.
+        let ended = s.unacked || self.failover.is_none();
         match s.state {
             LeaseState::Active => BindingState::Active,
-            LeaseState::Released if s.unacked => BindingState::Released,
-            LeaseState::Expired if s.unacked => BindingState::Expired,
+            LeaseState::Released if ended => BindingState::Released,
+            LeaseState::Expired if ended => BindingState::Expired,
             LeaseState::Declined => BindingState::Abandoned,
             LeaseState::Partner => self.free_state(false),
-            LeaseState::Released | LeaseState::Expired if self.failover.is_none() => {
-                if s.state == LeaseState::Released {
-                    BindingState::Released
-                } else {
-                    BindingState::Expired
-                }
-            }
             _ => self.free_state(true),
         }
     }

@@ -433,7 +433,7 @@ impl Machine {
                 Msg::BndAck(sent, Some(reject))
             }
         };
-        self.reply(xid, msg, now);
+        self.emit(xid, msg, now);
     }
 
     /// The workers handed over the bindings a `Collect` asked for.
@@ -457,7 +457,7 @@ impl Machine {
                 self.params.name
             );
         }
-        self.reply(xid, Msg::PoolResp { leases: moved }, now);
+        self.emit(xid, Msg::PoolResp { leases: moved }, now);
     }
 
     pub fn receive(&mut self, env: Envelope, now: u64) {
@@ -485,7 +485,7 @@ impl Machine {
                 self.close("message before connect");
             }
             (Link::Up { .. }, Msg::Connect(_)) | (Link::Up { .. }, Msg::ConnectAck(_)) => {
-                self.reply(
+                self.emit(
                     env.xid,
                     Msg::Disconnect(Reject::new(
                         RejectReason::DuplicateConnection,
@@ -553,12 +553,12 @@ impl Machine {
         if let Some(r) = refuse {
             error!("Failover CONNECT from {}: {}", c.name, r.message);
             let msg = ack(Some(r));
-            self.reply(xid, msg, now);
+            self.emit(xid, msg, now);
             self.close("connect refused");
             return;
         }
         let msg = ack(None);
-        self.reply(xid, msg, now);
+        self.emit(xid, msg, now);
         if let (Some(mclt), Some(hba)) = (c.mclt, c.hba) {
             if mclt != self.params.mclt || hba != self.params.hba {
                 self.params.mclt = mclt;
@@ -630,7 +630,7 @@ impl Machine {
     fn on_bind_update(&mut self, xid: u32, lease: Lease, now: u64) {
         if let Some((_, ours)) = self.flying.get(&lease.addr) {
             if ours_is_better(ours, &lease, self.params.role) {
-                self.reply(
+                self.emit(
                     xid,
                     Msg::BndAck(
                         lease,
@@ -1111,10 +1111,7 @@ impl Machine {
         self.emit(xid, msg, now);
     }
 
-    fn reply(&mut self, xid: u32, msg: Msg, now: u64) {
-        self.emit(xid, msg, now);
-    }
-
+    /// Sends `msg` with `xid`: a new one's, or the request's it answers.
     fn emit(&mut self, xid: u32, msg: Msg, now: u64) {
         if let Link::Up { last_tx, .. } = &mut self.link {
             *last_tx = now;
