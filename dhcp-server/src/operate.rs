@@ -48,6 +48,8 @@ pub enum Ask {
     Journal(Ipv4Addr, Option<Box<Reservation>>),
     /// Take pool addresses whose reservation ended and that no shard kept.
     Adopt(Vec<Ipv4Addr>),
+    /// Tell the failover partner a run-time reservation ended: this shard holds it.
+    TellUnreserved(Ipv4Addr),
     /// Run with a reloaded configuration: `Kept` the addresses no longer reserved.
     Reconfigure(Arc<Config>),
 }
@@ -154,6 +156,14 @@ fn answer(
         Ask::Adopt(addrs) => {
             engine.leases_mut().adopt(addrs);
             Told::Done(true)
+        }
+        Ask::TellUnreserved(addr) => {
+            let binding = engine.unreservation_binding(*addr);
+            let told = binding.is_some();
+            if let Some(lease) = binding {
+                committer.tell_partner(lease);
+            }
+            Told::Done(told)
         }
         Ask::Reconfigure(config) => Told::Kept(engine.reconfigure((**config).clone())),
     }

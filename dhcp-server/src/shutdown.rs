@@ -1,11 +1,17 @@
 //! SIGTERM and SIGINT ask the server to stop; I/O loops check `requested()` between polls.
 //! SIGHUP asks it to reload its configuration (`take_reload`). The handlers only set a
 //! flag, which is all a signal handler may safely do.
+//!
+//! Something that must finish while the workers still run (the failover link telling
+//! its partner it shuts down, which needs the workers to journal) takes a `Hold`: it
+//! sees the stop with `asked()`, and the loops see it with `requested()` only once every
+//! hold is dropped.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static HOLDS: AtomicUsize = AtomicUsize::new(0);
 static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -40,8 +46,28 @@ pub fn install() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the I/O loops must stop: a stop was asked and nothing holds it back.
 pub fn requested() -> bool {
+    STOP.load(Ordering::SeqCst) && HOLDS.load(Ordering::SeqCst) == 0
+}
+
+/// Whether a stop was asked, even while a hold keeps the loops going.
+pub fn asked() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// Keeps the loops going after a stop is asked, until dropped.
+pub struct Hold(());
+
+pub fn hold() -> Hold {
+    HOLDS.fetch_add(1, Ordering::SeqCst);
+    Hold(())
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        HOLDS.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Whether a reload was asked for (SIGHUP) since the last call.

@@ -45,6 +45,8 @@ use common::{require, run, wait_for_file, SERVER_BIN};
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 const POOL: (&str, &str) = ("198.18.1.10", "198.18.1.59");
+/// Where dhcpd takes OMAPI requests (omshell), in its namespace.
+const OMAPI_PORT: u16 = 7911;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Side {
@@ -84,6 +86,8 @@ struct PairLab {
     mclt: u32,
     /// The pool both sides share, first and last address.
     pool: (&'static str, &'static str),
+    /// Our primary's `split`: how many hash buckets are its own.
+    split: u16,
 }
 
 fn is_root() -> bool {
@@ -112,6 +116,7 @@ impl PairLab {
             children: Vec::new(),
             mclt: 30,
             pool: POOL,
+            split: 128,
         };
         for (k, v) in [("p", "p"), ("s", "s"), ("c", "c")] {
             lab.ns.insert(k, format!("fo-{id}-{v}"));
@@ -205,7 +210,7 @@ impl PairLab {
     fn start_ours(&mut self, side: Side, backend: &str, state: &str, extra: &str) {
         let k = Self::key(side);
         let primary_only = if side == Side::Primary {
-            format!("mclt = {}\nsplit = 128\n", self.mclt)
+            format!("mclt = {}\nsplit = {}\n", self.mclt, self.split)
         } else {
             String::new()
         };
@@ -250,7 +255,7 @@ impl PairLab {
             String::new()
         };
         let conf = format!(
-            "authoritative;\nping-check false;\n\
+            "authoritative;\nping-check false;\nomapi-port {OMAPI_PORT};\n\
              default-lease-time 600; max-lease-time 600;\n\
              failover peer \"pair\" {{\n {role};\n address {me}; port 647;\n\
              peer address {peer}; peer port 647;\n max-response-delay 6; max-unacked-updates 10;\n\
@@ -283,6 +288,28 @@ impl PairLab {
         leases
     }
 
+    /// Stops dhcpd on `side` as its operator would gracefully: the OMAPI control
+    /// object's state set to shutdown (2). SIGTERM cannot: Debian's dhcpd is built
+    /// without a handler for it and dies on the spot, telling its partner nothing.
+    fn shutdown_dhcpd(&self, side: Side) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns[Self::key(side)], "omshell"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("omshell runs");
+        let script = format!(
+            "server 127.0.0.1\nport {OMAPI_PORT}\nconnect\nnew control\nopen\nset state = 2\nupdate\n"
+        );
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(script.as_bytes()).unwrap();
+        }
+        let _ = child.wait();
+    }
+
     fn wait_log(&self, side: Side, needle: &str, secs: u64) -> String {
         wait_for_file(&self.log(side), needle, Duration::from_secs(secs))
     }
@@ -301,27 +328,20 @@ impl PairLab {
     /// perfdhcp DORA for `clients` distinct clients, `rate` a second, at most `secs`:
     /// how many exchanges completed.
     fn clients(&self, clients: u32, rate: u32, secs: u32, base: &str) -> u32 {
+        let (clients, rate, secs) = (clients.to_string(), rate.to_string(), secs.to_string());
+        let base = format!("mac={base}");
+        self.perfdhcp(&[
+            "-r", &rate, "-R", &clients, "-n", &clients, "-p", &secs, "-b", &base,
+        ])
+    }
+
+    /// perfdhcp with `args` from the client namespace: how many exchanges completed.
+    fn perfdhcp(&self, args: &[&str]) -> u32 {
         // perfdhcp exits non-zero when any exchange dropped: the counts tell.
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns["c"],
-                "perfdhcp",
-                "-4",
-                "-l",
-                &self.cli,
-                "-r",
-                &rate.to_string(),
-                "-R",
-                &clients.to_string(),
-                "-n",
-                &clients.to_string(),
-                "-p",
-                &secs.to_string(),
-                "-b",
-                &format!("mac={base}"),
-            ])
+            .args(["netns", "exec", &self.ns["c"], "perfdhcp", "-4", "-l"])
+            .arg(&self.cli)
+            .args(args)
             .output()
             .expect("perfdhcp runs");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -363,6 +383,39 @@ impl PairLab {
             );
         }
         self.children = kept;
+    }
+
+    /// `dhcp-server ctl --json ARGS` against our server on `side`: its reply.
+    fn ctl(&self, side: Side, args: &[&str]) -> serde_json::Value {
+        let out = run(Command::new(SERVER_BIN)
+            .args(["ctl", "--socket"])
+            .arg(self.socket(side))
+            .arg("--json")
+            .args(args));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ctl {args:?}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The run-time reservations our server on `side` lists, address → MAC.
+    fn reservations(&self, side: Side) -> HashMap<String, String> {
+        let v = self.ctl(side, &["reservations", "--all"]);
+        v["reservations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r["source"] == "control")
+            .map(|r| {
+                (
+                    r["address"].as_str().unwrap_or("").to_string(),
+                    r["mac"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
     }
 
     /// Active leases our server on `side` holds, address → MAC, from its control socket.
@@ -524,6 +577,142 @@ fn our_primary_on_xdp_and_isc_secondary_serve_together() {
         "backend = \"xdp\"\nworkers = 2",
         "isc-secondary",
     );
+}
+
+/// Graceful stops between dhcpd and ours, both ways. Ours stopped with SIGTERM moves to
+/// shutdown and says so; dhcpd moves to partner-down at once. Ours back on its journal
+/// recovers without waiting out the MCLT and the pair is normal again. Then dhcpd,
+/// stopped through OMAPI as its operator would, does the same to us.
+#[test]
+fn isc_primary_and_our_secondary_hand_over_on_a_graceful_stop() {
+    let Some(mut lab) = PairLab::new("isc-stop") else {
+        return;
+    };
+    lab.start_dhcpd(Side::Primary);
+    lab.start_ours(Side::Secondary, "backend = \"udp\"", "state", "");
+    lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    lab.wait_log(Side::Primary, "Both servers normal", 40);
+    let served = lab.clients(8, 8, 5, "00:0c:0a:00:00:00");
+    assert!(served >= 6, "only {served} of 8 clients got a lease");
+
+    let stopping = Instant::now();
+    lab.stop(Side::Secondary);
+    lab.wait_log(Side::Primary, "peer moves from normal to shutdown", 5);
+    lab.wait_log(Side::Primary, "I move from normal to partner-down", 5);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "the hand-over took {:?}",
+        stopping.elapsed()
+    );
+    let first = fs::read_to_string(lab.log(Side::Secondary)).unwrap();
+    assert!(first.contains("I move from normal to shutdown"), "{first}");
+    assert!(first.contains("I move from shutdown to recover"), "{first}");
+
+    fs::rename(lab.log(Side::Secondary), lab.path("secondary-first.log")).unwrap();
+    lab.start_ours(Side::Secondary, "backend = \"udp\"", "state", "");
+    let back = lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    assert!(!back.contains("recover-wait"), "{back}");
+    lab.wait_log(Side::Primary, "I move from partner-down to normal", 10);
+
+    lab.shutdown_dhcpd(Side::Primary);
+    lab.wait_log(Side::Secondary, "peer moves from normal to shutdown", 30);
+    lab.wait_log(Side::Secondary, "I move from normal to partner-down", 5);
+}
+
+/// A pair of ours: the secondary stopped with SIGTERM tells the primary, which moves to
+/// partner-down at once (well inside max-response-delay) and serves alone; back on its
+/// journal, the secondary recovers without waiting out the MCLT, with the same leases.
+#[test]
+fn a_pair_of_ours_hands_over_on_a_graceful_stop() {
+    let Some(mut lab) = PairLab::new("ours-stop") else {
+        return;
+    };
+    lab.mclt = 60;
+    lab.start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", "");
+    lab.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "");
+    lab.wait_log(Side::Primary, "Both servers normal", 40);
+    lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    let served = lab.clients(16, 8, 6, "00:0c:0b:00:00:00");
+    assert!(served >= 13, "only {served} of 16 clients got a lease");
+
+    let stopping = Instant::now();
+    lab.stop(Side::Secondary);
+    lab.wait_log(Side::Primary, "peer moves from normal to shutdown", 1);
+    lab.wait_log(Side::Primary, "I move from normal to partner-down", 1);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "the hand-over took {:?} (max-response-delay is 6 s)",
+        stopping.elapsed()
+    );
+    let alone = lab.clients(8, 8, 5, "00:0c:0c:00:00:00");
+    assert!(alone >= 7, "alone, the primary served {alone} of 8");
+    let before = lab.ours_active(Side::Primary);
+
+    fs::rename(lab.log(Side::Secondary), lab.path("secondary-first.log")).unwrap();
+    lab.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "");
+    let back = lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    assert!(!back.contains("recover-wait"), "{back}");
+    lab.wait_log(Side::Primary, "I move from partner-down to normal", 10);
+    eventually(10, "the same leases on both after the restart", || {
+        let (a, b) = (
+            lab.ours_active(Side::Primary),
+            lab.ours_active(Side::Secondary),
+        );
+        consistent(&a, &b);
+        a == b && before.keys().all(|k| a.contains_key(k))
+    });
+}
+
+/// A pair of ours: a reservation added on the secondary shows on the primary; removed
+/// on the primary, it is gone from the secondary too, and the address goes to another
+/// client.
+#[test]
+fn a_pair_of_ours_replicates_reservations_and_their_removal() {
+    let Some(mut lab) = PairLab::new("ours-resv") else {
+        return;
+    };
+    // Four addresses, every client the primary's: once the primary handed the
+    // secondary its half, the reserved address is the only other one it may give.
+    lab.pool = ("198.18.1.10", "198.18.1.13");
+    lab.split = 256;
+    lab.start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", "");
+    lab.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "");
+    lab.wait_log(Side::Primary, "Both servers normal", 40);
+    lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    let addr = "198.18.1.12";
+    let host = "02:00:00:00:99:01";
+    lab.ctl(
+        Side::Secondary,
+        &["reservation-add", "--address", addr, "--mac", host],
+    );
+    eventually(10, "the reservation on the primary", || {
+        lab.reservations(Side::Primary)
+            .get(addr)
+            .map(String::as_str)
+            == Some(host)
+    });
+    // Three clients, each asking again and again for 4 s.
+    let clients = |base: &str| {
+        let base = format!("mac={base}");
+        lab.perfdhcp(&["-r", "2", "-R", "3", "-p", "4", "-b", &base])
+    };
+    assert!(clients("00:0c:0d:00:00:00") >= 1, "no client got a lease");
+    let held = lab.ours_active(Side::Primary);
+    assert!(!held.is_empty() && !held.contains_key(addr), "{held:?}");
+
+    lab.ctl(Side::Primary, &["reservation-del", "--address", addr]);
+    eventually(10, "the reservation gone from the secondary", || {
+        !lab.reservations(Side::Secondary).contains_key(addr)
+    });
+    assert!(!lab.reservations(Side::Primary).contains_key(addr));
+    assert!(clients("00:0c:0e:00:00:00") >= 1, "no client got a lease");
+    eventually(10, "the address leased to another client on both", || {
+        let (p, s) = (
+            lab.ours_active(Side::Primary),
+            lab.ours_active(Side::Secondary),
+        );
+        p.get(addr).is_some_and(|m| m.starts_with("00:0c:0e")) && p.get(addr) == s.get(addr)
+    });
 }
 
 /// A pair of ours: normal, clients on both, the secondary killed, the primary alone in
@@ -1176,30 +1365,41 @@ impl Faults {
 
     /// kill -9 one side under load, restart it on its journal.
     fn crash_and_restart(&mut self, side: Side) {
-        self.restart_under_load(side, "kill -9", |lab, side| lab.kill(side));
+        self.restart_under_load(
+            side,
+            "kill -9",
+            "I move from normal to communications-interrupted",
+            |lab, side| lab.kill(side),
+        );
     }
 
-    /// SIGTERM one side under load, restart it on its journal.
+    /// SIGTERM one side under load (it tells the other, which takes over), restart it
+    /// on its journal.
     fn graceful_restart(&mut self, side: Side) {
-        self.restart_under_load(side, "SIGTERM", |lab, side| {
-            lab.stop(side);
-        });
+        self.restart_under_load(
+            side,
+            "SIGTERM",
+            "I move from normal to partner-down",
+            |lab, side| lab.stop(side),
+        );
     }
 
-    /// Under load, `stop` takes one side down; the other serves alone; the side comes
-    /// back on its journal and the pair is checked.
-    fn restart_under_load(&mut self, side: Side, how: &str, stop: impl FnOnce(&mut PairLab, Side)) {
+    /// Under load, `stop` takes one side down and the other logs `then`; it serves
+    /// alone; the side comes back on its journal and the pair is checked.
+    fn restart_under_load(
+        &mut self,
+        side: Side,
+        how: &str,
+        then: &str,
+        stop: impl FnOnce(&mut PairLab, Side),
+    ) {
         let what = format!("{how} of the {}", side.role());
         self.mark();
         self.load_on();
         std::thread::sleep(Duration::from_secs(3));
         let down = unix_ms();
         stop(&mut self.lab, side);
-        self.wait_since(
-            side.other(),
-            "I move from normal to communications-interrupted",
-            15,
-        );
+        self.wait_since(side.other(), then, 15);
         std::thread::sleep(Duration::from_secs(4));
         self.assert_served_alone(side, down, &what);
         self.restart(side);

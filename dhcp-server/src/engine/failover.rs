@@ -18,6 +18,7 @@ use crate::failover::{Role, Service};
 use crate::journal::{BindingState, HwAddr, Lease, LeaseFlags};
 use crate::wire::{MessageType, Request};
 use dhcp_ebpf_common::Balance;
+use std::net::Ipv4Addr;
 
 /// dhcpd's allowance for the pair's clock skew when judging an expiry (60 s + fudge).
 const SKEW: u64 = 65;
@@ -41,8 +42,9 @@ pub struct Partnership {
     from_partner: bool,
     /// When a client last found no free address here while the partner had some.
     warned_dry: u64,
-    /// A run-time reservation a partner's binding brought, for shard 0 to journal.
-    reserved_by_partner: Option<Reservation>,
+    /// A run-time reservation a partner's binding brought (`Some`) or ended, for shard 0
+    /// to journal.
+    reserved_by_partner: Option<(Ipv4Addr, Option<Reservation>)>,
 }
 
 /// What a shard made of a partner's binding.
@@ -293,16 +295,27 @@ impl Engine {
         Applied::Here(self.take_partner_binding(id, lease, client, conflict, now))
     }
 
-    /// A binding flagged reserved names the host the partner reserved the address for
-    /// (dhcpd's `reserved;`, replicated with the lease): every shard reserves it too,
-    /// and shard 0 journals it, so a rebuilt server gets its reservations back from the
-    /// partner. Addresses our file reserves stay as the file says. A reservation is not
-    /// removed by the partner's updates: `reservation-del` is run on each server.
+    /// The reserved flag of the partner's binding is the address's run-time
+    /// reservation, as dhcpd's `reserved;` follows every update: flagged, it names the
+    /// host the partner reserved the address for, and every shard reserves it too;
+    /// unflagged, a run-time reservation of it ended on the partner (`reservation-del`)
+    /// and ends here. Shard 0 journals either, so a rebuilt server gets its reservations
+    /// back from the partner. Addresses our file reserves stay as the file says.
     fn follow_partner_reservation(&mut self, lease: &Lease) {
-        if !lease.flags.reserved()
-            || self.runtime_at.contains_key(&lease.addr)
-            || super::reserve::file_addresses(&self.config).any(|(a, _)| a == lease.addr)
-        {
+        let runtime = self.runtime_at.contains_key(&lease.addr);
+        if !lease.flags.reserved() {
+            if runtime && self.remove_reservation(lease.addr).is_some() {
+                if self.shard.index == 0 {
+                    tracing::info!(
+                        "reservation of {} removed on the failover partner, here too",
+                        lease.addr
+                    );
+                }
+                self.note_partner_reservation(lease.addr, None);
+            }
+            return;
+        }
+        if runtime || super::reserve::file_addresses(&self.config).any(|(a, _)| a == lease.addr) {
             return;
         }
         let hw = lease.hw.bytes();
@@ -323,16 +336,30 @@ impl Engine {
             lease.addr,
             super::Hw(hw)
         );
+        self.note_partner_reservation(lease.addr, Some(r));
+    }
+
+    fn note_partner_reservation(&mut self, addr: Ipv4Addr, r: Option<Reservation>) {
         if self.shard.index == 0 {
             if let Some(p) = self.failover.as_mut() {
-                p.reserved_by_partner = Some(r);
+                p.reserved_by_partner = Some((addr, r));
             }
         }
     }
 
-    /// The reservation the last partner binding brought, once, for the journal.
-    pub fn take_partner_reservation(&mut self) -> Option<Reservation> {
+    /// The run-time reservation the last partner binding brought (`Some`) or ended,
+    /// once, for the journal.
+    pub fn take_partner_reservation(&mut self) -> Option<(Ipv4Addr, Option<Reservation>)> {
         self.failover.as_mut()?.reserved_by_partner.take()
+    }
+
+    /// The binding that tells the partner a run-time reservation ended: the address as
+    /// this shard holds it, without the reserved flag, which ends the partner's
+    /// reservation too (dhcpd's update after an OMAPI change clears `reserved`).
+    pub fn unreservation_binding(&self, addr: Ipv4Addr) -> Option<Lease> {
+        self.failover.as_ref()?;
+        let id = self.leases.slot_of(addr)?;
+        (self.leases.slot(id).state != LeaseState::Foreign).then(|| self.lease_at(id))
     }
 
     /// The binding that tells the partner of a run-time reservation: the address,

@@ -1353,11 +1353,57 @@ mod failover_rules {
         );
         let applied = secondary.engine.apply_partner(&told, false, secondary.now);
         assert!(matches!(applied, Applied::Here(Ok(_))));
-        assert_eq!(secondary.engine.take_partner_reservation(), Some(r.clone()));
+        assert_eq!(
+            secondary.engine.take_partner_reservation(),
+            Some((ip("192.0.2.12"), Some(r.clone())))
+        );
         assert!(secondary.engine.runtime_reservations().any(|x| *x == r));
         secondary.engine.leases.check();
         // The secondary, which holds no free address yet, serves the host its address.
         assert_eq!(secondary.reply(&discover(host)).yiaddr, ip("192.0.2.12"));
+    }
+
+    #[test]
+    fn a_reservation_ended_on_one_side_ends_on_the_other() {
+        let mut primary = lab(Role::Primary, Service::Cooperating);
+        let mut secondary = lab(Role::Secondary, Service::Cooperating);
+        let addr = ip("192.0.2.12");
+        let r = Reservation {
+            hw_address: Some([2, 0, 0, 0, 0, client_of(Role::Primary, 0)]),
+            address: Some(addr),
+            ..Default::default()
+        };
+        primary
+            .engine
+            .add_reservation(r.clone(), primary.now)
+            .unwrap();
+        let told = primary.engine.reservation_binding(&r).unwrap();
+        secondary.engine.apply_partner(&told, false, secondary.now);
+        secondary.engine.take_partner_reservation();
+
+        // An update of another address, unflagged, leaves the reservation alone.
+        let other = primary
+            .engine
+            .unreservation_binding(ip("192.0.2.13"))
+            .unwrap();
+        secondary.engine.apply_partner(&other, false, secondary.now);
+        assert_eq!(secondary.engine.take_partner_reservation(), None);
+
+        assert_eq!(primary.engine.remove_reservation(addr), Some(true));
+        let told = primary.engine.unreservation_binding(addr).unwrap();
+        assert!(!told.flags.reserved());
+        let applied = secondary.engine.apply_partner(&told, false, secondary.now);
+        assert!(matches!(applied, Applied::Here(Ok(_))));
+        assert_eq!(
+            secondary.engine.take_partner_reservation(),
+            Some((addr, None)),
+            "for the journal"
+        );
+        assert_eq!(secondary.engine.runtime_reservations().count(), 0);
+        secondary.engine.leases.check();
+        // The address is the primary's to give again, to any client.
+        let c = client_of(Role::Primary, 1);
+        assert_eq!(primary.reply(&discover(c).requested(addr)).yiaddr, addr);
     }
 
     #[test]

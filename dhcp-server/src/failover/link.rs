@@ -66,6 +66,7 @@ pub struct Handle {
     commands: mpsc::Sender<Command>,
     /// The latest status, for readers that must not wait (stats, metrics).
     pub latest: Arc<Mutex<Option<Status>>>,
+    replicated: super::shards::Replicated,
 }
 
 impl Handle {
@@ -83,6 +84,12 @@ impl Handle {
         self.ask(Command::PartnerDown)
             .await
             .unwrap_or_else(|| Err("the failover link has stopped".into()))
+    }
+
+    /// The run-time reservations the partner added (`Some`) or ended since the last
+    /// call (the shards have applied and journaled them).
+    pub fn take_replicated(&self) -> Vec<super::shards::ReservationChange> {
+        std::mem::take(&mut *self.replicated.lock())
     }
 
     pub async fn resync(&self) -> Result<(), String> {
@@ -104,6 +111,7 @@ pub fn spawn(
     endpoints: Endpoints,
     stored: Option<Stored>,
     shards: Box<dyn Shards>,
+    replicated: super::shards::Replicated,
     stop: watch::Receiver<bool>,
 ) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(16);
@@ -111,10 +119,14 @@ pub fn spawn(
     let handle = Handle {
         commands: tx,
         latest: latest.clone(),
+        replicated,
     };
+    // The workers run until the link has told the partner it stops (and journaled it).
+    let hold = crate::shutdown::hold();
     let thread = std::thread::Builder::new()
         .name("failover".into())
         .spawn(move || {
+            let _hold = hold;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -176,6 +188,12 @@ async fn run(
         closed.clone(),
     ));
     loop {
+        if crate::shutdown::asked() {
+            // The link went while the partner was being told: the stop ends all the same.
+            d.machine.finish_stop(unix_now());
+            d.settle::<tokio::net::TcpStream>(None).await;
+            return;
+        }
         let stream = tokio::select! {
             _ = stop.changed() => return,
             s = connections.recv() => match s {
@@ -305,7 +323,19 @@ impl Driver {
         if !self.settle(Some(&mut stream)).await {
             return false;
         }
+        let mut stopping = false;
         loop {
+            if crate::shutdown::asked() {
+                let now = unix_now();
+                if !stopping {
+                    stopping = true;
+                    self.machine.stop(now);
+                } else if self.machine.stopped(now) {
+                    self.machine.finish_stop(now);
+                    self.settle(Some(&mut stream)).await;
+                    return true;
+                }
+            }
             tokio::select! {
                 _ = stop.changed() => return true,
                 Some(c) = commands.recv() => self.command(c),
@@ -452,7 +482,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Closes the link (the partner sees it go, and moves to communications-interrupted).
+    /// Stops the link. A graceful stop (`shutdown::asked`) has already told the partner.
     pub fn stop(mut self) {
         self.halt();
     }
@@ -485,11 +515,13 @@ pub fn start(
     };
     let (ends, workers) = super::shards::wire_up(count, on_view);
     let (stop, stopped) = watch::channel(false);
+    let replicated = workers.replicated();
     let (handle, thread) = spawn(
         f.params(),
         f.endpoints(),
         stored,
         Box::new(workers),
+        replicated,
         stopped,
     )?;
     info!(

@@ -24,6 +24,9 @@ const STARTUP_WAIT: u64 = 15;
 const CONNECT_WAIT: u64 = 15;
 /// Largest clock difference the pair accepts at connect (dhcpd's limit).
 const MAX_SKEW: u64 = 60;
+/// Seconds a graceful stop waits for the partner to take over (dhcpd's shutdown
+/// countdown gives it five).
+const SHUTDOWN_WAIT: u64 = 5;
 const VENDOR: &str = concat!("dhcp-server-", env!("CARGO_PKG_VERSION"));
 
 /// What the operator configured for this partnership.
@@ -173,6 +176,8 @@ pub struct Machine {
     /// Partner bindings for addresses in none of our pools: the pair's pools differ.
     foreign_addresses: u64,
     auto_down_at: Option<u64>,
+    /// A graceful stop told the partner and waits for it until then.
+    stopping_until: Option<u64>,
     out: VecDeque<Output>,
 }
 
@@ -190,10 +195,18 @@ impl Machine {
                 params.mclt,
             ),
         };
-        let saved = if saved == ServerState::Startup || saved == ServerState::Unknown {
-            ServerState::Recover
-        } else {
-            saved
+        let saved = match saved {
+            ServerState::Startup | ServerState::Unknown => ServerState::Recover,
+            // Stopped before the stop could finish (dhcpd would stay in shutdown for
+            // good): pick up where a finished stop ends, recovering from the partner.
+            ServerState::Shutdown => {
+                info!(
+                    "failover peer {}: stopped while shutting down: recovering from the partner",
+                    params.name
+                );
+                ServerState::Recover
+            }
+            other => other,
         };
         let mut params = params;
         if params.role == Role::Secondary {
@@ -219,6 +232,7 @@ impl Machine {
             recover_at: None,
             foreign_addresses: 0,
             auto_down_at: None,
+            stopping_until: None,
             out: VecDeque::new(),
         };
         m.set_state(ServerState::Startup, now);
@@ -372,6 +386,44 @@ impl Machine {
                 Ok(())
             }
         }
+    }
+
+    /// A graceful stop begins (dhcpd's shutdown countdown): from normal, move to
+    /// shutdown, which the partner hears and answers by moving to partner-down, so it
+    /// serves every client at once. In any other state there is no partner to hand over
+    /// to, and the stop is immediate.
+    pub fn stop(&mut self, now: u64) {
+        if self.me == ServerState::Normal && self.connected() {
+            self.set_state(ServerState::Shutdown, now);
+            self.stopping_until = Some(now + SHUTDOWN_WAIT);
+        }
+    }
+
+    /// Whether a stop may finish: the partner took over and acknowledged every update
+    /// (dhcpd's countdown checks once a second, which gives the acknowledgements time to
+    /// follow the partner's state), the link is gone, or the stop had its time.
+    pub fn stopped(&self, now: u64) -> bool {
+        let handed_over = self.partner == ServerState::PartnerDown
+            && self.queue.is_empty()
+            && self.flying.is_empty();
+        self.me != ServerState::Shutdown
+            || !self.connected()
+            || handed_over
+            || self.stopping_until.is_none_or(|t| now >= t)
+    }
+
+    /// The stop finishes: the link goes without another word, and the journal keeps
+    /// recover, as dhcpd's exit does, so the next start learns from the partner what
+    /// happened meanwhile. With the partner in partner-down and nothing of ours left
+    /// unsent, the partner knows every lease we made: the restart need not wait out
+    /// the MCLT.
+    pub fn finish_stop(&mut self, now: u64) {
+        if self.me != ServerState::Shutdown {
+            return;
+        }
+        self.link = Link::Down;
+        self.stopping_until = None;
+        self.set_state(ServerState::Recover, now);
     }
 
     /// Ask the partner for every binding again (an operator's full resync).
@@ -980,6 +1032,14 @@ impl Machine {
         // pool becomes usable a whole MCLT after the decision, never sooner.
         if new == PartnerDown || (new != RecoverWait && new != Startup && old != Startup) {
             self.me_stos = now;
+        }
+        if new == Recover
+            && old == Shutdown
+            && self.partner == PartnerDown
+            && self.queue.is_empty()
+            && self.flying.is_empty()
+        {
+            self.me_stos = now.saturating_sub(u64::from(self.params.mclt));
         }
         self.me = new;
         if new == Startup && old != Startup {

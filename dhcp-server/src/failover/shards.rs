@@ -4,16 +4,19 @@
 //! each shard's outbox (filled by its `Committer`). No shard ever waits on the link.
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use parking_lot::Mutex;
 use tracing::warn;
 
 use super::link::Shards;
 use super::machine::{Stored, View};
 use super::message::Reject;
 use super::wire::RejectReason;
+use crate::config::Reservation;
 use crate::engine::{Applied, Engine};
 use crate::journal::{FailoverRecord, Lease};
 use crate::store::{Committer, Outbox};
@@ -41,8 +44,9 @@ pub enum Order {
 /// A shard's answer to an order.
 pub enum Done {
     Nothing,
-    /// Per binding of the batch: what this shard holds now, if it is where it belongs.
-    Applied(Vec<Option<Result<Lease, Reject>>>),
+    /// Per binding of the batch: what this shard holds now, if it is where it belongs;
+    /// and the run-time reservations the batch added or ended.
+    Applied(Vec<Option<Result<Lease, Reject>>>, Vec<ReservationChange>),
     Leases(Vec<Lease>),
     Moved(u32),
     Recorded(io::Result<()>),
@@ -56,6 +60,13 @@ pub type End = (Orders, Outbox);
 
 /// Told of every change of the pair's rules, besides the workers.
 pub type OnView = Box<dyn FnMut(&View) + Send>;
+
+/// A run-time reservation the partner added (`Some`) or ended.
+pub type ReservationChange = (Ipv4Addr, Option<Reservation>);
+
+/// The reservation changes the partner made, for the control side's list of run-time
+/// reservations.
+pub type Replicated = Arc<Mutex<Vec<ReservationChange>>>;
 
 /// The ends for `count` shards: each worker takes its `Orders` and gives its `Outbox` to
 /// its committer; the link takes the `Workers`.
@@ -71,6 +82,7 @@ pub fn wire_up(count: usize, on_view: Option<OnView>) -> (Vec<End>, Workers) {
     let workers = Workers {
         shards: ends.clone(),
         on_view,
+        replicated: Replicated::default(),
     };
     (ends, workers)
 }
@@ -86,25 +98,27 @@ pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer
             }
             Order::Apply(batch) => {
                 let mut applied = Vec::with_capacity(batch.len());
+                let mut reservations = Vec::new();
                 for (lease, conflict) in batch {
                     applied.push(match engine.apply_partner(&lease, conflict, now) {
                         Applied::Elsewhere => None,
                         Applied::Here(r) => Some(r),
                     });
-                    if let Some(r) = engine.take_partner_reservation() {
+                    if let Some((addr, r)) = engine.take_partner_reservation() {
                         if let Err(e) = crate::operate::changes::journal(
                             engine,
                             committer,
-                            lease.addr,
-                            Some(&r),
+                            addr,
+                            r.as_ref(),
                             now,
                         ) {
-                            warn!("cannot journal the reservation of {}: {e}", lease.addr);
+                            warn!("cannot journal the reservation of {addr}: {e}");
                         }
+                        reservations.push((addr, r));
                     }
                     committer.record_all(engine, now);
                 }
-                Done::Applied(applied)
+                Done::Applied(applied, reservations)
             }
             Order::Acked(leases) => {
                 for lease in &leases {
@@ -134,6 +148,7 @@ pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer
 pub struct Workers {
     shards: Vec<End>,
     on_view: Option<OnView>,
+    replicated: Replicated,
 }
 
 impl Workers {
@@ -184,6 +199,11 @@ impl Workers {
     fn all(&self, make: impl Fn() -> Order) -> Vec<Done> {
         self.ask(0..self.shards.len(), make)
     }
+
+    /// Where the partner's reservation changes are kept for the control side.
+    pub fn replicated(&self) -> Replicated {
+        self.replicated.clone()
+    }
 }
 
 impl Shards for Workers {
@@ -206,12 +226,13 @@ impl Shards for Workers {
     fn apply(&mut self, batch: &[(Lease, bool)]) -> Vec<Result<Lease, Reject>> {
         let mut merged: Vec<Option<Result<Lease, Reject>>> = vec![None; batch.len()];
         for done in self.all(|| Order::Apply(batch.to_vec())) {
-            if let Done::Applied(per) = done {
+            if let Done::Applied(per, reservations) = done {
                 for (slot, r) in merged.iter_mut().zip(per) {
                     if r.is_some() {
                         *slot = r;
                     }
                 }
+                self.replicated.lock().extend(reservations);
             }
         }
         merged

@@ -118,9 +118,24 @@ impl Operated {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // Every change leaves the registry whole before it can fail, so a panic in one
         // leaves nothing half-written to the next.
-        self.changes
+        let mut reg = self
+            .changes
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The failover partner's reservation changes, which the shards already made.
+        if let Some(link) = &self.failover {
+            let changes = link.take_replicated();
+            if !changes.is_empty() {
+                for (addr, r) in changes {
+                    match r {
+                        Some(r) => reg.runtime.insert(addr, r),
+                        None => reg.runtime.remove(&addr),
+                    };
+                }
+                self.count(&reg);
+            }
+        }
+        reg
     }
 
     /// The shard that owned `addr` at start (`Shard::owns`): where a pool address goes
@@ -147,15 +162,22 @@ impl Operated {
     }
 
     /// Every shard lets `addr` go; a pool address nobody kept goes to its first owner.
-    fn unreserve_everywhere(&self, config: &Config, addr: Ipv4Addr) -> Result<(), ControlError> {
+    /// Returns the shard that holds it now.
+    fn unreserve_everywhere(&self, config: &Config, addr: Ipv4Addr) -> Result<usize, ControlError> {
         let kept = self
             .ask_every(|| Ask::Unreserve(addr))?
             .iter()
-            .any(|t| matches!(t, Told::Done(true)));
-        if !kept && pooled(config, addr) {
-            self.ask_one(self.owner(addr), Ask::Adopt(vec![addr]))?;
+            .position(|t| matches!(t, Told::Done(true)));
+        match kept {
+            Some(shard) => Ok(shard),
+            None => {
+                let owner = self.owner(addr);
+                if pooled(config, addr) {
+                    self.ask_one(owner, Ask::Adopt(vec![addr]))?;
+                }
+                Ok(owner)
+            }
         }
-        Ok(())
     }
 
     pub(super) fn add_reservation(&self, spec: ReservationSpec) -> Result<(), ControlError> {
@@ -236,7 +258,11 @@ impl Operated {
         };
         reg.runtime.remove(&addr);
         self.count(&reg);
-        self.unreserve_everywhere(&reg.config, addr)?;
+        let holder = self.unreserve_everywhere(&reg.config, addr)?;
+        // The failover partner ends its copy when it sees the address unflagged.
+        if self.failover.is_some() {
+            self.ask_one(holder, Ask::TellUnreserved(addr))?;
+        }
         tracing::info!("reservation removed: {addr} for {}", reserve::host(&r));
         if slow {
             return Err(ControlError::Unavailable(format!(

@@ -511,3 +511,108 @@ fn partner_down_out_of_startup_starts_its_clock_at_the_decision() {
     assert_eq!(s.state(), ServerState::PartnerDown);
     assert_eq!(s.view.stos, 1005);
 }
+
+/// The secondary stops gracefully while normal, holding three leases the primary knows.
+fn stop_the_secondary() -> Pair {
+    let mut pair = normal_pair();
+    for i in 1..=3 {
+        let l = lease(i, BindingState::Active, pair.now);
+        pair.s.leases.insert(l.addr, l.clone());
+        pair.s.m.lease_changed(l, pair.now);
+    }
+    pair.run();
+    pair.s.m.stop(pair.now);
+    pair.run();
+    pair
+}
+
+#[test]
+fn a_graceful_stop_hands_every_client_to_the_partner_at_once() {
+    let mut pair = stop_the_secondary();
+    assert_eq!(
+        pair.states(),
+        (ServerState::PartnerDown, ServerState::Shutdown)
+    );
+    assert_eq!(pair.p.view.service, Service::PartnerDown);
+    assert_eq!(pair.s.view.service, Service::NotResponding);
+    assert_eq!(pair.s.stored.unwrap().me, ServerState::Shutdown);
+    // The partner took over: the stop need not wait out its time.
+    assert!(pair.s.m.stopped(pair.now));
+    let said = pair.s.sent.len();
+    pair.s.m.finish_stop(pair.now);
+    pair.run();
+    assert_eq!(
+        pair.s.sent.len(),
+        said,
+        "the link goes without another word"
+    );
+    // What the journal keeps is dhcpd's: recover, its clock an MCLT back.
+    let kept = pair.s.stored.unwrap();
+    assert_eq!(kept.me, ServerState::Recover);
+    assert_eq!(kept.me_stos, pair.now - 60);
+    pair.cut();
+    assert_eq!(pair.p.state(), ServerState::PartnerDown);
+
+    // Back on its journal: it learns what happened meanwhile and is normal at once,
+    // without recover-wait, since the partner knew every lease it made.
+    pair.wait(10);
+    let leases = std::mem::take(&mut pair.s.leases);
+    pair.s = Side::new(Role::Secondary, Some(kept), pair.now);
+    pair.s.leases = leases;
+    pair.connect();
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+    assert_eq!(pair.s.view.service, Service::Cooperating);
+}
+
+#[test]
+fn a_stop_the_partner_never_answers_ends_after_its_time_and_then_waits_the_mclt() {
+    let mut pair = normal_pair();
+    pair.up = false; // the partner hears nothing more
+    let l = lease(4, BindingState::Active, pair.now);
+    pair.s.m.lease_changed(l, pair.now);
+    pair.s.m.stop(pair.now);
+    pair.s.drain(pair.now);
+    assert_eq!(pair.s.state(), ServerState::Shutdown);
+    assert!(!pair.s.m.stopped(pair.now + 4));
+    assert!(pair.s.m.stopped(pair.now + 5));
+    pair.s.m.finish_stop(pair.now + 5);
+    pair.s.drain(pair.now + 5);
+    // A lease the partner may not know: the restart must wait out the MCLT.
+    let kept = pair.s.stored.unwrap();
+    assert_eq!(
+        (kept.me, kept.me_stos),
+        (ServerState::Recover, pair.now + 5)
+    );
+}
+
+#[test]
+fn a_stop_outside_normal_is_immediate_and_changes_nothing() {
+    let mut s = Side::new(Role::Primary, Some(stored(ServerState::Normal)), 1000);
+    s.m.tick(1015);
+    s.drain(1015);
+    assert_eq!(s.state(), ServerState::CommunicationsInterrupted);
+    s.m.stop(1016);
+    assert!(s.m.stopped(1016));
+    s.m.finish_stop(1016);
+    s.drain(1016);
+    assert_eq!(s.state(), ServerState::CommunicationsInterrupted);
+}
+
+#[test]
+fn a_server_killed_while_shutting_down_recovers_rather_than_sticking() {
+    let mut pair = Pair::new(
+        Some(Stored {
+            partner: ServerState::Shutdown,
+            ..stored(ServerState::PartnerDown)
+        }),
+        Some(stored(ServerState::Shutdown)),
+    );
+    pair.s.leases.insert(
+        lease(1, BindingState::Active, pair.now).addr,
+        lease(1, BindingState::Active, pair.now),
+    );
+    pair.connect();
+    // Its shutdown began more than an MCLT ago: recover, then normal at once.
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+    assert!(pair.s.sent.iter().any(|e| e.msg == Msg::UpdReqAll));
+}
