@@ -418,6 +418,31 @@ impl PairLab {
             .collect()
     }
 
+    /// Our server on `side` stopped with SIGTERM: the partner hears it move to shutdown
+    /// and moves to partner-down, all within `within` of the signal.
+    fn stop_and_hand_over(&mut self, side: Side, within: Duration) {
+        let stopping = Instant::now();
+        self.stop(side);
+        self.wait_log(side.other(), "peer moves from normal to shutdown", 1);
+        self.wait_log(side.other(), "I move from normal to partner-down", 1);
+        assert!(
+            stopping.elapsed() < within,
+            "the hand-over took {:?}",
+            stopping.elapsed()
+        );
+        let log = fs::read_to_string(self.log(side)).unwrap();
+        assert!(log.contains("I move from normal to shutdown"), "{log}");
+        assert!(log.contains("I move from shutdown to recover"), "{log}");
+    }
+
+    /// A pair of ours, each with `extra` failover keys, normal.
+    fn start_our_pair(&mut self, primary: &str, secondary: &str) {
+        self.start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", primary);
+        self.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", secondary);
+        self.wait_log(Side::Primary, "Both servers normal", 40);
+        self.wait_log(Side::Secondary, "Both servers normal", 40);
+    }
+
     /// Active leases our server on `side` holds, address → MAC, from its control socket.
     fn ours_active(&self, side: Side) -> HashMap<String, String> {
         self.ours_leases(side)
@@ -595,18 +620,7 @@ fn isc_primary_and_our_secondary_hand_over_on_a_graceful_stop() {
     let served = lab.clients(8, 8, 5, "00:0c:0a:00:00:00");
     assert!(served >= 6, "only {served} of 8 clients got a lease");
 
-    let stopping = Instant::now();
-    lab.stop(Side::Secondary);
-    lab.wait_log(Side::Primary, "peer moves from normal to shutdown", 5);
-    lab.wait_log(Side::Primary, "I move from normal to partner-down", 5);
-    assert!(
-        stopping.elapsed() < Duration::from_secs(4),
-        "the hand-over took {:?}",
-        stopping.elapsed()
-    );
-    let first = fs::read_to_string(lab.log(Side::Secondary)).unwrap();
-    assert!(first.contains("I move from normal to shutdown"), "{first}");
-    assert!(first.contains("I move from shutdown to recover"), "{first}");
+    lab.stop_and_hand_over(Side::Secondary, Duration::from_secs(4));
 
     fs::rename(lab.log(Side::Secondary), lab.path("secondary-first.log")).unwrap();
     lab.start_ours(Side::Secondary, "backend = \"udp\"", "state", "");
@@ -614,6 +628,8 @@ fn isc_primary_and_our_secondary_hand_over_on_a_graceful_stop() {
     assert!(!back.contains("recover-wait"), "{back}");
     lab.wait_log(Side::Primary, "I move from partner-down to normal", 10);
 
+    // Settled first: dhcpd sends the updates it owes on entering normal.
+    std::thread::sleep(Duration::from_secs(3));
     lab.shutdown_dhcpd(Side::Primary);
     lab.wait_log(Side::Secondary, "peer moves from normal to shutdown", 30);
     lab.wait_log(Side::Secondary, "I move from normal to partner-down", 5);
@@ -628,22 +644,12 @@ fn a_pair_of_ours_hands_over_on_a_graceful_stop() {
         return;
     };
     lab.mclt = 60;
-    lab.start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", "");
-    lab.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "");
-    lab.wait_log(Side::Primary, "Both servers normal", 40);
-    lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    lab.start_our_pair("", "");
     let served = lab.clients(16, 8, 6, "00:0c:0b:00:00:00");
     assert!(served >= 13, "only {served} of 16 clients got a lease");
 
-    let stopping = Instant::now();
-    lab.stop(Side::Secondary);
-    lab.wait_log(Side::Primary, "peer moves from normal to shutdown", 1);
-    lab.wait_log(Side::Primary, "I move from normal to partner-down", 1);
-    assert!(
-        stopping.elapsed() < Duration::from_secs(3),
-        "the hand-over took {:?} (max-response-delay is 6 s)",
-        stopping.elapsed()
-    );
+    // max-response-delay is 6 s: the hand-over does not wait for it.
+    lab.stop_and_hand_over(Side::Secondary, Duration::from_secs(3));
     let alone = lab.clients(8, 8, 5, "00:0c:0c:00:00:00");
     assert!(alone >= 7, "alone, the primary served {alone} of 8");
     let before = lab.ours_active(Side::Primary);
@@ -675,10 +681,7 @@ fn a_pair_of_ours_replicates_reservations_and_their_removal() {
     // secondary its half, the reserved address is the only other one it may give.
     lab.pool = ("198.18.1.10", "198.18.1.13");
     lab.split = 256;
-    lab.start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", "");
-    lab.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "");
-    lab.wait_log(Side::Primary, "Both servers normal", 40);
-    lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    lab.start_our_pair("", "");
     let addr = "198.18.1.12";
     let host = "02:00:00:00:99:01";
     lab.ctl(
@@ -712,6 +715,51 @@ fn a_pair_of_ours_replicates_reservations_and_their_removal() {
             lab.ours_active(Side::Secondary),
         );
         p.get(addr).is_some_and(|m| m.starts_with("00:0c:0e")) && p.get(addr) == s.get(addr)
+    });
+}
+
+/// A pair of ours where every client is the secondary's (`split = 0`): once it has
+/// leased most of its share, its rebalancing timer (min-balance 1 s) finds it short by
+/// more than twice max-lease-misbalance and sends POOLREQ; the primary answers by
+/// handing it free addresses, as the logs (in dhcpd's words) and `ctl stats` show.
+#[test]
+fn a_pair_of_ours_rebalances_a_pool_running_dry() {
+    let Some(mut lab) = PairLab::new("ours-balance") else {
+        return;
+    };
+    lab.split = 0;
+    // The primary's own timer stays out of the way: the secondary asks first.
+    lab.start_our_pair(
+        "min-balance = 60\nmax-balance = 120",
+        "min-balance = 1\nmax-balance = 2",
+    );
+    let pool = |side: Side| {
+        let v = lab.ctl(side, &["stats"]);
+        let p = &v["pools"][0];
+        (p["free"].as_u64().unwrap(), p["partner"].as_u64().unwrap())
+    };
+    // Half each, give or take one per shard of the primary's (each balances its own).
+    eventually(10, "the pool split in two", || {
+        let (free, partner) = pool(Side::Secondary);
+        free + partner == 50 && free >= 23
+    });
+
+    let (_, theirs) = pool(Side::Secondary);
+    let served = lab.clients(24, 12, 4, "00:0c:0f:00:00:00");
+    assert!(served >= 21, "only {served} of 24 clients got a lease");
+    lab.wait_log(Side::Secondary, "(requesting peer rebalance!)", 10);
+    let log = lab.wait_log(Side::Secondary, "pool response: ", 10);
+    let given: u64 = log
+        .split("pool response: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(given >= 8, "the primary gave {given}");
+    lab.wait_log(Side::Primary, "balanced pool 198.18.0.0/15", 5);
+    eventually(10, "the secondary's share restored", || {
+        let (free, partner) = pool(Side::Secondary);
+        free >= given && partner + given == theirs
     });
 }
 
@@ -1155,10 +1203,7 @@ impl Faults {
         let mut lab = PairLab::new(test)?;
         lab.mclt = FAULT_MCLT;
         lab.pool = FAULT_POOL;
-        lab.start_ours(Side::Primary, PRIMARY_BACKEND, "p-state", "");
-        lab.start_ours(Side::Secondary, SECONDARY_BACKEND, "s-state", "");
-        lab.wait_log(Side::Primary, "Both servers normal", 40);
-        lab.wait_log(Side::Secondary, "Both servers normal", 40);
+        lab.start_our_pair("", "");
         let acks = AckCapture::start(&lab.ns["c"], &lab.cli);
         Some(Faults {
             lab,

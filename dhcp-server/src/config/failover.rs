@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::Subnet;
 use crate::failover::link::Endpoints;
-use crate::failover::machine::Params;
+use crate::failover::machine::{Balancing, Params};
 use crate::failover::{Hba, Role};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,10 @@ pub struct Failover {
     /// Percent of the free addresses a server may hold beyond its share, to keep
     /// clients on the address they had.
     pub max_lease_ownership: u8,
+    /// Seconds between two pool rebalancing runs, at least and at most (dhcpd's
+    /// `min-balance`, `max-balance`).
+    pub min_balance: u32,
+    pub max_balance: u32,
 }
 
 impl Failover {
@@ -60,6 +64,8 @@ impl Failover {
     pub const DEFAULT_LOAD_BALANCE_MAX_SECONDS: u32 = 3;
     pub const DEFAULT_MAX_LEASE_MISBALANCE: u8 = 15;
     pub const DEFAULT_MAX_LEASE_OWNERSHIP: u8 = 10;
+    pub const DEFAULT_MIN_BALANCE: u32 = 60;
+    pub const DEFAULT_MAX_BALANCE: u32 = 3600;
     /// The shortest max-response-delay accepted: the machine must be able to send a
     /// contact message well within it.
     pub const MIN_RESPONSE_DELAY: u32 = 3;
@@ -84,6 +90,8 @@ impl Failover {
             auto_partner_down: 0,
             max_lease_misbalance: Self::DEFAULT_MAX_LEASE_MISBALANCE,
             max_lease_ownership: Self::DEFAULT_MAX_LEASE_OWNERSHIP,
+            min_balance: Self::DEFAULT_MIN_BALANCE,
+            max_balance: Self::DEFAULT_MAX_BALANCE,
         }
     }
 
@@ -102,6 +110,12 @@ impl Failover {
             max_unacked: self.max_unacked_updates,
             max_response_delay: self.max_response_delay,
             auto_partner_down: self.auto_partner_down,
+            balancing: Balancing {
+                misbalance: self.max_lease_misbalance,
+                ownership: self.max_lease_ownership,
+                min: self.min_balance,
+                max: self.max_balance,
+            },
         }
     }
 
@@ -175,6 +189,21 @@ impl Failover {
                 err(at(key), format!("{percent} is above 100 percent"));
             }
         }
+        if self.min_balance == 0 {
+            err(
+                at("min-balance"),
+                "must be at least 1 second (60 is dhcpd's default)".into(),
+            );
+        }
+        if self.max_balance < self.min_balance {
+            err(
+                at("max-balance"),
+                format!(
+                    "{} is below min-balance ({})",
+                    self.max_balance, self.min_balance
+                ),
+            );
+        }
         for (key, a, whose) in [
             ("address", self.address, "this server"),
             ("peer-address", self.peer_address, "the partner"),
@@ -224,6 +253,12 @@ mod tests {
                 max_unacked: 100,
                 max_response_delay: 30,
                 auto_partner_down: 600,
+                balancing: Balancing {
+                    misbalance: 15,
+                    ownership: 10,
+                    min: 60,
+                    max: 3600,
+                },
             }
         );
         let mut explicit = [0u8; 32];
@@ -245,6 +280,7 @@ mod tests {
         f.max_response_delay = 2;
         f.max_unacked_updates = 0;
         f.max_lease_ownership = 101;
+        f.min_balance = 0;
         let mut found = Vec::new();
         f.validate(&[], &mut |path, _| found.push(path));
         assert_eq!(
@@ -257,8 +293,14 @@ mod tests {
                 "failover.max-response-delay",
                 "failover.max-unacked-updates",
                 "failover.max-lease-ownership",
+                "failover.min-balance",
             ]
         );
+        let mut f = pair(Role::Primary);
+        f.max_balance = f.min_balance - 1;
+        let mut found = Vec::new();
+        f.validate(&[], &mut |path, _| found.push(path));
+        assert_eq!(found, ["failover.max-balance"]);
         // The secondary's mclt and split are the primary's, whatever the model holds.
         let mut f = pair(Role::Secondary);
         f.mclt = 0;

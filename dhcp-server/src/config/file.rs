@@ -99,6 +99,8 @@ const FAILOVER_KEYS: &[&str] = &[
     "auto-partner-down",
     "max-lease-misbalance",
     "max-lease-ownership",
+    "min-balance",
+    "max-balance",
 ];
 
 /// Keys the secondary takes from the primary when they connect, as dhcpd does.
@@ -681,6 +683,8 @@ impl Walker {
         f.auto_partner_down = seconds(self, "auto-partner-down", f.auto_partner_down);
         f.max_lease_misbalance = percent(self, "max-lease-misbalance", f.max_lease_misbalance);
         f.max_lease_ownership = percent(self, "max-lease-ownership", f.max_lease_ownership);
+        f.min_balance = seconds(self, "min-balance", f.min_balance);
+        f.max_balance = seconds(self, "max-balance", f.max_balance);
         complete.then_some(f)
     }
 
@@ -1631,6 +1635,8 @@ load-balance-max-seconds = 5
 auto-partner-down = 3600
 max-lease-misbalance = 20
 max-lease-ownership = 5
+min-balance = 30
+max-balance = 600
 "#;
 
     fn failover(text: &str) -> Result<Config, Vec<FileError>> {
@@ -1675,6 +1681,8 @@ max-lease-ownership = 5
             auto_partner_down: 3600,
             max_lease_misbalance: 20,
             max_lease_ownership: 5,
+            min_balance: 30,
+            max_balance: 600,
         };
         assert_eq!(c.failover, Some(expected.clone()));
         let p = expected.params();
@@ -1718,6 +1726,8 @@ max-lease-ownership = 5
                 auto_partner_down: 0,
                 max_lease_misbalance: 15,
                 max_lease_ownership: 10,
+                min_balance: 60,
+                max_balance: 3600,
             }
         );
         assert_eq!(f.params().hba, Hba::split(128));
@@ -1847,6 +1857,20 @@ max-lease-ownership = 5
                 23,
                 "max-lease-ownership",
                 "found a float",
+            ),
+            (
+                "min-balance = 30",
+                "min-balance = 0",
+                24,
+                "min-balance",
+                "at least 1 second",
+            ),
+            (
+                "max-balance = 600",
+                "max-balance = 10",
+                25,
+                "max-balance",
+                "below min-balance (30)",
             ),
             (
                 "max-lease-ownership = 5",

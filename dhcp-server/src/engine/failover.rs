@@ -11,7 +11,7 @@
 
 use super::{ClientRef, Drop, Engine, KeyKind, LeaseState, SlotId, Terms};
 use crate::config::Reservation;
-use crate::failover::machine::View;
+use crate::failover::machine::{PoolBalance, View};
 use crate::failover::message::Reject;
 use crate::failover::wire::RejectReason;
 use crate::failover::{Role, Service};
@@ -571,35 +571,89 @@ impl Engine {
         }
     }
 
-    /// Pool balancing (dhcpd's pool_dobalance): while the pair is normal, hand the
-    /// partner half of the difference between our free addresses and its, per subnet,
-    /// oldest first. The changes go to the journal and the partner. Returns how many
-    /// moved.
-    pub fn balance_pools(&mut self) -> u32 {
+    /// Pool balancing (dhcpd's pool_dobalance), per subnet, while the pair is normal:
+    /// `lts`, half the difference between our free addresses and the partner's, is how
+    /// many to give. First the free addresses whose last client the partner serves (so
+    /// it finds its address there), down to `ownership` percent in the partner's favour;
+    /// then the oldest, down to `ownership` percent in ours for addresses used before,
+    /// to an even split for never-used ones. The changes go to the journal and the
+    /// partner. Returns, per subnet, what the run found and moved.
+    pub fn balance_pools(&mut self, ownership: u8, now: u64) -> Vec<PoolBalance> {
         let Some(p) = self.failover.as_ref() else {
-            return 0;
+            return Vec::new();
         };
         if p.view.service != Service::Cooperating {
-            return 0;
+            return Vec::new();
         }
+        let (hba, role) = (p.view.hba, p.view.role);
         let mut moved = Vec::new();
+        let mut pools = Vec::with_capacity(self.config.subnets.len());
         for subnet in 0..self.config.subnets.len() as u16 {
             let ours = self.leases.free_count(subnet);
             let theirs = self.leases.partner_count(subnet);
-            let give = ours.saturating_sub(theirs) / 2;
-            for _ in 0..give {
-                let Some(id) = self.leases.peek_free(subnet) else {
+            let (total, theirs_end) = self
+                .leases
+                .slots()
+                .filter(|(_, s)| s.subnet == subnet && s.pooled && s.state != LeaseState::Foreign)
+                .fold((0, None), |(n, oldest): (u32, Option<u64>), (_, s)| {
+                    let end = (s.state == LeaseState::Partner).then_some(s.expires);
+                    (n + 1, oldest.into_iter().chain(end).min())
+                });
+            let age = |end: Option<u64>| end.map_or(0, |e| now.saturating_sub(e));
+            let ours_age = age(self
+                .leases
+                .peek_free(subnet)
+                .map(|id| self.leases.slot(id).expires));
+            let mut lts = (i64::from(ours) - i64::from(theirs)) / 2;
+            let hold = ((i64::from(ours) + i64::from(theirs)) * i64::from(ownership) + 50) / 100;
+            let first = moved.len();
+            let wanted: Vec<SlotId> = self
+                .leases
+                .slots()
+                .filter(|(_, s)| {
+                    s.subnet == subnet
+                        && s.state.available()
+                        && s.pooled
+                        && !s.reserved
+                        && !s.unacked
+                        && s.client.as_ref().is_some_and(|c| {
+                            !hba.mine(role, dhcp_ebpf_common::loadb_hash(c.as_ref().bytes))
+                        })
+                })
+                .map(|(id, _)| id)
+                .collect();
+            for id in wanted {
+                if lts <= -hold {
                     break;
-                };
+                }
                 self.leases.set_pool(id, false);
                 moved.push(id);
+                lts -= 1;
             }
+            while let Some(id) = self.leases.peek_free(subnet) {
+                let s = self.leases.slot(id);
+                let used = s.client.is_some() || s.expires != 0;
+                if lts <= if used { hold } else { 0 } {
+                    break;
+                }
+                self.leases.set_pool(id, false);
+                moved.push(id);
+                lts -= 1;
+            }
+            pools.push(PoolBalance {
+                subnet: self.config.subnets[usize::from(subnet)].net,
+                total,
+                ours,
+                theirs,
+                moved: (moved.len() - first) as u32,
+                ours_age,
+                theirs_age: age(theirs_end),
+            });
         }
-        let n = moved.len() as u32;
         if let Some(p) = self.failover.as_mut() {
             p.changes.extend(moved);
         }
-        n
+        pools
     }
 
     /// Leases that ran out go to the partner (BNDUPD expired) and the journal: the

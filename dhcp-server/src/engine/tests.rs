@@ -1217,8 +1217,11 @@ mod failover_rules {
             secondary.silent(&discover(c)),
             Outcome::Dropped(Drop::NoFreeLease)
         );
-        let moved = primary.engine.balance_pools();
-        assert!(moved > 0);
+        let pools = primary.engine.balance_pools(10, primary.now);
+        // Nine free, none the secondary's: half the difference moves, never-used ones
+        // down to an even split.
+        assert_eq!((pools[0].ours, pools[0].theirs, pools[0].moved), (9, 0, 4));
+        let moved: u32 = pools.iter().map(|p| p.moved).sum();
         let given = changes(&mut primary);
         assert_eq!(given.len(), moved as usize);
         assert!(given.iter().all(|b| b.state == BindingState::Backup));
@@ -1237,6 +1240,34 @@ mod failover_rules {
                 assert!(given.iter().all(|b| b.addr != got.yiaddr));
             }
         }
+    }
+
+    #[test]
+    fn balancing_gives_the_partner_first_the_addresses_its_clients_had() {
+        let mut lab = lab(Role::Primary, Service::NotCooperating);
+        let theirs = client_of(Role::Secondary, 0);
+        let addr = lab.dora(&discover(theirs));
+        lab.send(
+            &Msg::new(MessageType::Release, theirs)
+                .ciaddr(addr)
+                .server(SERVER),
+        );
+        let slot = lab.engine.leases.slot_of(addr).unwrap();
+        let ended = lab.engine.lease_at(slot);
+        lab.engine.partner_acked(&ended);
+        changes(&mut lab);
+        lab.engine
+            .set_failover_view(view(Role::Primary, Service::Cooperating, T0), lab.now);
+        let pools = lab.engine.balance_pools(10, lab.now);
+        assert_eq!(pools[0].moved, 4);
+        // Back at the end of the free list, it is given only for its client's sake.
+        let given = changes(&mut lab);
+        assert!(given.iter().any(|b| b.addr == addr), "{given:?}");
+        assert!(given.iter().all(|b| b.state == BindingState::Backup));
+        // Not cooperating, nothing moves.
+        lab.engine
+            .set_failover_view(view(Role::Primary, Service::NotCooperating, T0), lab.now);
+        assert!(lab.engine.balance_pools(10, lab.now).is_empty());
     }
 
     #[test]
@@ -1330,11 +1361,9 @@ mod failover_rules {
         assert_eq!(lab.reply(&discover(other).requested(addr)).yiaddr, addr);
     }
 
-    #[test]
-    fn a_reservation_travels_to_the_partner_and_its_host_is_served_there() {
-        let mut primary = lab(Role::Primary, Service::Cooperating);
-        let mut secondary = lab(Role::Secondary, Service::Cooperating);
-        let host = client_of(Role::Secondary, 0);
+    /// The primary reserves 192.0.2.12 for `host` at run time: the reservation and the
+    /// binding that tells the partner.
+    fn reserve_on(primary: &mut Lab, host: u8) -> (Reservation, Binding) {
         let r = Reservation {
             hw_address: Some([2, 0, 0, 0, 0, host]),
             address: Some(ip("192.0.2.12")),
@@ -1345,6 +1374,15 @@ mod failover_rules {
             .add_reservation(r.clone(), primary.now)
             .unwrap();
         let told = primary.engine.reservation_binding(&r).unwrap();
+        (r, told)
+    }
+
+    #[test]
+    fn a_reservation_travels_to_the_partner_and_its_host_is_served_there() {
+        let mut primary = lab(Role::Primary, Service::Cooperating);
+        let mut secondary = lab(Role::Secondary, Service::Cooperating);
+        let host = client_of(Role::Secondary, 0);
+        let (r, told) = reserve_on(&mut primary, host);
         assert!(told.flags.reserved());
         assert_eq!(
             told.state,
@@ -1368,16 +1406,7 @@ mod failover_rules {
         let mut primary = lab(Role::Primary, Service::Cooperating);
         let mut secondary = lab(Role::Secondary, Service::Cooperating);
         let addr = ip("192.0.2.12");
-        let r = Reservation {
-            hw_address: Some([2, 0, 0, 0, 0, client_of(Role::Primary, 0)]),
-            address: Some(addr),
-            ..Default::default()
-        };
-        primary
-            .engine
-            .add_reservation(r.clone(), primary.now)
-            .unwrap();
-        let told = primary.engine.reservation_binding(&r).unwrap();
+        let (_, told) = reserve_on(&mut primary, client_of(Role::Primary, 0));
         secondary.engine.apply_partner(&told, false, secondary.now);
         secondary.engine.take_partner_reservation();
 

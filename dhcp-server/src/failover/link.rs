@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use super::machine::{Machine, Output, Params, Status, Stored, View};
+use super::machine::{Machine, Output, Params, PoolBalance, Status, Stored, View};
 use super::message::{Envelope, Reject};
 use super::wire;
 use crate::journal::Lease;
@@ -40,8 +40,9 @@ pub trait Shards: Send + 'static {
     fn acked(&mut self, leases: &[Lease]);
     /// Every binding (`all`) or those the partner has not acknowledged.
     fn collect(&mut self, all: bool) -> Vec<Lease>;
-    /// Give the partner its share of the free addresses; returns how many moved.
-    fn balance(&mut self) -> u32;
+    /// Give the partner its share of the free addresses, keeping at most `ownership`
+    /// percent beyond ours; what each pool held and how many moved.
+    fn balance(&mut self, ownership: u8) -> Vec<PoolBalance>;
     /// Our own lease changes since the last call.
     fn changes(&mut self, into: &mut Vec<Lease>);
 }
@@ -456,11 +457,9 @@ impl Driver {
                     let leases = self.shards.collect(all);
                     self.machine.collected(leases, now);
                 }
-                Output::Balance { reply } => {
-                    let moved = self.shards.balance();
-                    if let Some(xid) = reply {
-                        self.machine.balanced(xid, moved, now);
-                    }
+                Output::Balance { why, ownership } => {
+                    let pools = self.shards.balance(ownership);
+                    self.machine.balanced(why, &pools, now);
                 }
             }
         }

@@ -44,6 +44,47 @@ pub struct Params {
     pub max_response_delay: u32,
     /// Seconds in communications-interrupted before partner-down on our own; 0: never.
     pub auto_partner_down: u32,
+    pub balancing: Balancing,
+}
+
+/// Pool rebalancing as dhcpd schedules and measures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balancing {
+    /// Percent of the free addresses by which the pair's shares may differ; past twice
+    /// that short of its share, a server asks its partner with POOLREQ.
+    pub misbalance: u8,
+    /// Percent of the free addresses a server may keep beyond its share.
+    pub ownership: u8,
+    /// Seconds between two rebalancing runs, at least and at most.
+    pub min: u32,
+    pub max: u32,
+}
+
+/// One subnet's pool as a rebalancing run found it, summed over the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolBalance {
+    pub subnet: crate::config::Ipv4Net,
+    /// Addresses in the pool, whatever their state.
+    pub total: u32,
+    /// Free addresses that were ours and the partner's, before the run.
+    pub ours: u32,
+    pub theirs: u32,
+    /// How many of ours the run gave the partner.
+    pub moved: u32,
+    /// Seconds since our oldest free address and the partner's last ended (0: none).
+    pub ours_age: u64,
+    pub theirs_age: u64,
+}
+
+/// Why the pools are rebalanced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebalance {
+    /// Entering normal.
+    Normal,
+    /// The rebalancing timer: the only run that may send a POOLREQ.
+    Timer,
+    /// The partner's POOLREQ with this xid, answered with POOLRESP.
+    Request(u32),
 }
 
 /// The failover state that must survive a restart (journaled on every change).
@@ -111,10 +152,12 @@ pub enum Output {
     Collect {
         all: bool,
     },
-    /// Hand the partner its fair share of the free addresses (the changes come back as
-    /// lease changes); answer with `balanced` when `reply` is set.
+    /// Hand the partner its fair share of the free addresses, keeping at most
+    /// `ownership` percent more (the changes come back as lease changes); answer with
+    /// `balanced`.
     Balance {
-        reply: Option<u32>,
+        why: Rebalance,
+        ownership: u8,
     },
 }
 
@@ -178,6 +221,9 @@ pub struct Machine {
     auto_down_at: Option<u64>,
     /// A graceful stop told the partner and waits for it until then.
     stopping_until: Option<u64>,
+    /// The next rebalancing run, and the last one.
+    balance_at: Option<u64>,
+    last_balance: u64,
     out: VecDeque<Output>,
 }
 
@@ -233,6 +279,8 @@ impl Machine {
             foreign_addresses: 0,
             auto_down_at: None,
             stopping_until: None,
+            balance_at: None,
+            last_balance: 0,
             out: VecDeque::new(),
         };
         m.set_state(ServerState::Startup, now);
@@ -293,10 +341,16 @@ impl Machine {
                     .min(last_rx + u64::from(self.params.max_response_delay)),
             ),
         };
-        [link, self.startup_until, self.recover_at, self.auto_down_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            link,
+            self.startup_until,
+            self.recover_at,
+            self.auto_down_at,
+            self.balance_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A TCP connection to the partner is open. The primary speaks first (dhcpd sends
@@ -358,6 +412,12 @@ impl Machine {
             self.recover_at = None;
             if self.me == ServerState::RecoverWait {
                 self.set_state(ServerState::RecoverDone, now);
+            }
+        }
+        if self.balance_at.is_some_and(|t| now >= t) {
+            self.balance_at = None;
+            if self.me == ServerState::Normal {
+                self.balance(Rebalance::Timer);
             }
         }
         if self.auto_down_at.is_some_and(|t| now >= t) {
@@ -501,15 +561,96 @@ impl Machine {
         self.maybe_done(now);
     }
 
-    /// The workers balanced the pools for a POOLREQ with `xid`.
-    pub fn balanced(&mut self, xid: u32, moved: u32, now: u64) {
-        if moved == 0 {
-            info!(
-                "peer {}: Got POOLREQ, answering negatively!  Peer may be out of leases or database inconsistent.",
-                self.params.name
-            );
+    /// The workers rebalanced the pools (dhcpd's pool_dobalance, in its words): each
+    /// pool is logged, the partner is asked for addresses when the timer's run finds us
+    /// short by more than twice max-lease-misbalance, a POOLREQ is answered, and the
+    /// next run is scheduled.
+    pub fn balanced(&mut self, why: Rebalance, pools: &[PoolBalance], now: u64) {
+        let b = self.params.balancing;
+        let primary = self.params.role == Role::Primary;
+        let mut ask = false;
+        let mut moved = 0;
+        if self.me == ServerState::Normal {
+            self.last_balance = now;
+            self.balance_at = None;
         }
-        self.emit(xid, Msg::PoolResp { leases: moved }, now);
+        let normal = self.me == ServerState::Normal;
+        for p in pools.iter().filter(|_| normal) {
+            let (ours, theirs) = (i64::from(p.ours), i64::from(p.theirs));
+            let lts = (ours - theirs) / 2;
+            let total = ours + theirs;
+            let thresh = (total * i64::from(b.misbalance) + 50) / 100;
+            let hold = (total * i64::from(b.ownership) + 50) / 100;
+            let panic = if thresh == 0 { -1 } else { -2 * thresh };
+            let short = why == Rebalance::Timer && lts < panic;
+            ask |= short;
+            let (free, backup) = if primary {
+                (ours, theirs)
+            } else {
+                (theirs, ours)
+            };
+            info!(
+                "balancing pool {}  total {}  free {free}  backup {backup}  lts {lts}  max-own (+/-){hold}{}",
+                p.subnet,
+                p.total,
+                if short { "  (requesting peer rebalance!)" } else { "" }
+            );
+            let gave = i64::from(p.moved);
+            moved += p.moved;
+            let lts = lts - gave;
+            let (free, backup) = if primary {
+                (free - gave, backup + gave)
+            } else {
+                (free + gave, backup - gave)
+            };
+            let line = format!(
+                "pool {}  total {}  free {free}  backup {backup}  lts {lts}  max-misbal {thresh}",
+                p.subnet, p.total
+            );
+            if lts > thresh {
+                error!("IMBALANCED {line}");
+            } else {
+                info!("balanced {line}");
+            }
+            self.pool_check(p, now);
+        }
+        if let Rebalance::Request(xid) = why {
+            if moved == 0 {
+                info!(
+                    "peer {}: Got POOLREQ, answering negatively!  Peer may be out of leases or database inconsistent.",
+                    self.params.name
+                );
+            }
+            self.emit(xid, Msg::PoolResp { leases: moved }, now);
+        }
+        if ask {
+            self.send(Msg::PoolReq, now);
+        }
+    }
+
+    fn balance(&mut self, why: Rebalance) {
+        let ownership = self.params.balancing.ownership;
+        self.out.push_back(Output::Balance { why, ownership });
+    }
+
+    /// When to rebalance next (dhcpd's pool_check): a pool is expected to run dry about
+    /// as long from now as its oldest free address has waited, and to need balancing
+    /// after max-lease-misbalance of that (twice as long for our own pool, which makes
+    /// us ask only at twice the misbalance); no sooner than min-balance after the last
+    /// run, no later than max-balance from now; only ever brought forward.
+    fn pool_check(&mut self, p: &PoolBalance, now: u64) {
+        let b = self.params.balancing;
+        let part = |age: u64| (age * u64::from(b.misbalance) + 50) / 100;
+        let (ours, theirs) = (part(p.ours_age) * 2, part(p.theirs_age));
+        let mut at = now + ours.min(theirs).min(u64::from(b.max));
+        if self.last_balance != 0 {
+            at = at.max(self.last_balance + u64::from(b.min));
+        }
+        // dhcpd adds up to 4 s at random, so the partners' runs seldom meet.
+        at += u64::from(self.xid % 5);
+        if self.balance_at.is_none_or(|t| at < t) {
+            self.balance_at = Some(at);
+        }
     }
 
     pub fn receive(&mut self, env: Envelope, now: u64) {
@@ -558,9 +699,7 @@ impl Machine {
             (Link::Up { .. }, Msg::UpdReq) => self.on_update_request(false),
             (Link::Up { .. }, Msg::UpdReqAll) => self.on_update_request(true),
             (Link::Up { .. }, Msg::UpdDone) => self.update_done(now),
-            (Link::Up { .. }, Msg::PoolReq) => self.out.push_back(Output::Balance {
-                reply: Some(env.xid),
-            }),
+            (Link::Up { .. }, Msg::PoolReq) => self.balance(Rebalance::Request(env.xid)),
             (Link::Up { .. }, Msg::PoolResp { leases }) => {
                 info!("pool response: {leases} leases")
             }
@@ -1072,7 +1211,7 @@ impl Machine {
                 // forgets the queue) goes now, as dhcpd's generate_update_queue.
                 self.collecting = true;
                 self.out.push_back(Output::Collect { all: false });
-                self.out.push_back(Output::Balance { reply: None });
+                self.balance(Rebalance::Normal);
                 self.send_updates(now);
             }
             PotentialConflict

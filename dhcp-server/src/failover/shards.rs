@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tracing::warn;
 
 use super::link::Shards;
-use super::machine::{Stored, View};
+use super::machine::{PoolBalance, Stored, View};
 use super::message::Reject;
 use super::wire::RejectReason;
 use crate::config::Reservation;
@@ -37,7 +37,8 @@ pub enum Order {
     Collect {
         all: bool,
     },
-    Balance,
+    /// Rebalance the pools, keeping at most this percent beyond our share.
+    Balance(u8),
     Record(Stored),
 }
 
@@ -48,7 +49,7 @@ pub enum Done {
     /// and the run-time reservations the batch added or ended.
     Applied(Vec<Option<Result<Lease, Reject>>>, Vec<ReservationChange>),
     Leases(Vec<Lease>),
-    Moved(u32),
+    Balanced(Vec<PoolBalance>),
     Recorded(io::Result<()>),
 }
 
@@ -132,10 +133,10 @@ pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer
                 engine.failover_bindings(all, &mut out);
                 Done::Leases(out)
             }
-            Order::Balance => {
-                let moved = engine.balance_pools();
+            Order::Balance(ownership) => {
+                let pools = engine.balance_pools(ownership, now);
                 committer.record_all(engine, now);
-                Done::Moved(moved)
+                Done::Balanced(pools)
             }
             Order::Record(s) => Done::Recorded(committer.record_failover(&s, engine, now)),
         };
@@ -262,14 +263,27 @@ impl Shards for Workers {
             .collect()
     }
 
-    fn balance(&mut self) -> u32 {
-        self.all(|| Order::Balance)
-            .into_iter()
-            .map(|d| match d {
-                Done::Moved(n) => n,
-                _ => 0,
-            })
-            .sum()
+    fn balance(&mut self, ownership: u8) -> Vec<PoolBalance> {
+        // Every shard reports the subnets in the configuration's order.
+        let mut merged: Vec<PoolBalance> = Vec::new();
+        for done in self.all(|| Order::Balance(ownership)) {
+            let Done::Balanced(pools) = done else {
+                continue;
+            };
+            if merged.is_empty() {
+                merged = pools;
+                continue;
+            }
+            for (m, p) in merged.iter_mut().zip(pools) {
+                m.total += p.total;
+                m.ours += p.ours;
+                m.theirs += p.theirs;
+                m.moved += p.moved;
+                m.ours_age = m.ours_age.max(p.ours_age);
+                m.theirs_age = m.theirs_age.max(p.theirs_age);
+            }
+        }
+        merged
     }
 
     fn changes(&mut self, into: &mut Vec<Lease>) {

@@ -16,6 +16,12 @@ fn params(role: Role) -> Params {
         max_unacked: 10,
         max_response_delay: 30,
         auto_partner_down: 0,
+        balancing: Balancing {
+            misbalance: 15,
+            ownership: 10,
+            min: 60,
+            max: 3600,
+        },
     }
 }
 
@@ -45,6 +51,8 @@ struct Side {
     view: View,
     sent: Vec<Envelope>,
     closed: bool,
+    /// What the workers' pools hold when a rebalancing run comes.
+    pools: Vec<PoolBalance>,
 }
 
 impl Side {
@@ -59,6 +67,7 @@ impl Side {
             view,
             sent: Vec::new(),
             closed: false,
+            pools: Vec::new(),
         }
     }
 
@@ -83,10 +92,9 @@ impl Side {
                     let all = self.leases.values().cloned().collect();
                     self.m.collected(all, now);
                 }
-                Output::Balance { reply } => {
-                    if let Some(xid) = reply {
-                        self.m.balanced(xid, 0, now);
-                    }
+                Output::Balance { why, .. } => {
+                    let pools = self.pools.clone();
+                    self.m.balanced(why, &pools, now);
                 }
             }
         }
@@ -307,14 +315,19 @@ fn a_stored_normal_state_without_a_partner_becomes_interrupted_after_startup() {
     assert!(s.view.service.serves());
 }
 
+/// `side` holds three leases and tells its partner.
+fn three_leases(side: &mut Side, now: u64) {
+    for i in 1..=3 {
+        let l = lease(i, BindingState::Active, now);
+        side.leases.insert(l.addr, l.clone());
+        side.m.lease_changed(l, now);
+    }
+}
+
 #[test]
 fn partner_down_then_the_partner_returns_empty_and_recovers() {
     let mut pair = normal_pair();
-    for i in 1..=3 {
-        let l = lease(i, BindingState::Active, pair.now);
-        pair.p.leases.insert(l.addr, l.clone());
-        pair.p.m.lease_changed(l, pair.now);
-    }
+    three_leases(&mut pair.p, pair.now);
     pair.run();
     pair.cut();
     assert!(pair.p.m.partner_down(pair.now).is_ok());
@@ -515,11 +528,7 @@ fn partner_down_out_of_startup_starts_its_clock_at_the_decision() {
 /// The secondary stops gracefully while normal, holding three leases the primary knows.
 fn stop_the_secondary() -> Pair {
     let mut pair = normal_pair();
-    for i in 1..=3 {
-        let l = lease(i, BindingState::Active, pair.now);
-        pair.s.leases.insert(l.addr, l.clone());
-        pair.s.m.lease_changed(l, pair.now);
-    }
+    three_leases(&mut pair.s, pair.now);
     pair.run();
     pair.s.m.stop(pair.now);
     pair.run();
@@ -615,4 +624,53 @@ fn a_server_killed_while_shutting_down_recovers_rather_than_sticking() {
     // Its shutdown began more than an MCLT ago: recover, then normal at once.
     assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
     assert!(pair.s.sent.iter().any(|e| e.msg == Msg::UpdReqAll));
+}
+
+fn pool(ours: u32, theirs: u32, moved: u32) -> PoolBalance {
+    PoolBalance {
+        subnet: crate::config::Ipv4Net {
+            addr: Ipv4Addr::new(198, 18, 0, 0),
+            prefix: 15,
+        },
+        total: 50,
+        ours,
+        theirs,
+        moved,
+        ours_age: 100,
+        theirs_age: 100,
+    }
+}
+
+#[test]
+fn a_secondary_short_of_addresses_asks_on_its_timer_and_the_primary_gives() {
+    let mut pair = Pair::new(
+        Some(stored(ServerState::Normal)),
+        Some(stored(ServerState::Normal)),
+    );
+    // The secondary leased most of its share; the primary has its own and gives 11.
+    pair.p.pools = vec![pool(25, 3, 11)];
+    pair.s.pools = vec![pool(3, 25, 0)];
+    pair.connect();
+    let asked = |side: &Side| side.sent.iter().filter(|e| e.msg == Msg::PoolReq).count();
+    pair.wait(59);
+    assert_eq!(
+        asked(&pair.s),
+        0,
+        "not before min-balance after entering normal"
+    );
+    pair.wait(6);
+    assert_eq!(asked(&pair.s), 1);
+    assert!(pair
+        .p
+        .sent
+        .iter()
+        .any(|e| e.msg == Msg::PoolResp { leases: 11 }));
+    // The primary's own run finds it has more than its share: it gives, never asks.
+    assert_eq!(asked(&pair.p), 0);
+    // Runs keep coming, at most max-balance apart.
+    pair.s.pools = vec![pool(14, 14, 0)];
+    let before = asked(&pair.s);
+    pair.wait(3600 + 5);
+    assert_eq!(asked(&pair.s), before, "balanced: nothing to ask");
+    assert!(pair.s.m.next_timeout().is_some());
 }
