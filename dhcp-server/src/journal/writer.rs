@@ -32,8 +32,9 @@ use super::replay::Sealed;
 use super::segment::{self, Kind, Name, Segment, HEADER_LEN};
 use super::Durability;
 
-/// How long the flusher spins for new work before it sleeps (a wake-up costs the writer
-/// a system call, so under steady load the flusher should not have fallen asleep).
+/// How long the flusher looks for new work, yielding the CPU between looks, before it
+/// sleeps (a wake-up costs the writer a system call, so under steady load the flusher
+/// should not have fallen asleep).
 const SPIN: Duration = Duration::from_micros(50);
 /// The flusher's longest sleep: bounds how late a stop request or a retry is seen.
 const IDLE: Duration = Duration::from_millis(100);
@@ -508,7 +509,9 @@ pub(crate) fn flusher(shared: Arc<Shared>) {
         }
         let spin_until = Instant::now() + SPIN;
         while !pending(&shared) && Instant::now() < spin_until {
-            std::hint::spin_loop();
+            // A worker that shares this core runs meanwhile (it is what fills the next
+            // group); a plain spin would hold it off for the whole period.
+            std::thread::yield_now();
         }
         if pending(&shared) {
             continue;

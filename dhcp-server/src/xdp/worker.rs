@@ -124,7 +124,10 @@ impl Worker {
             if busy {
                 last_busy = Instant::now();
             } else if last_busy.elapsed() < LINGER {
-                std::hint::spin_loop();
+                // Yield, not spin: where the cores are shared (with the journal's
+                // flusher, other workers, other programs) the wait gives them the CPU,
+                // and on an idle core it returns at once.
+                std::thread::yield_now();
             } else {
                 self.idle(&mut pfds);
             }

@@ -32,8 +32,12 @@ pub const REPLY_OFFSET: u64 = 2048;
 const RING: u32 = 2048;
 const COMPLETION: u32 = 4096;
 /// Chunks per queue: enough to keep the fill ring full while a ring's worth is in
-/// flight in RX and TX.
-const FRAMES_PER_QUEUE: u32 = 2 * RING;
+/// flight in RX and TX, and two rings' worth more for ACKs held until their lease is
+/// durable. With only the first two, ACKs held through one slow msync (tens of
+/// milliseconds at tens of thousands of ACKs a second) emptied the fill ring and the
+/// kernel dropped requests; 16 MiB more per queue rides out about 80 ms at 50,000 a
+/// second.
+const FRAMES_PER_QUEUE: u32 = 4 * RING;
 /// Frames handled per pass over a socket.
 pub const BATCH: u32 = 64;
 
@@ -200,6 +204,12 @@ impl<T: Copy> Ring<T> {
         unsafe { self.entries.add(at).write(v) }
     }
 
+    /// Producing: entries handed to the kernel that it has not taken yet.
+    fn unconsumed(&mut self) -> u32 {
+        self.tail = self.consumer().load(Ordering::Acquire);
+        self.head.wrapping_sub(self.tail)
+    }
+
     /// Producing: hands the `n` entries written to the kernel.
     fn submit(&mut self, n: u32) {
         self.head = self.head.wrapping_add(n);
@@ -322,6 +332,8 @@ pub struct Xsk {
     held: std::collections::VecDeque<(libc::xdp_desc, u64, Instant)>,
     /// The queue had frames in flight when this socket last looked.
     owed: bool,
+    /// The kernel had not taken every frame of the TX ring after the last kick.
+    tx_behind: bool,
 }
 
 // SAFETY: the UMEM is shared, but a chunk is touched only by the socket whose RX ring
@@ -413,9 +425,9 @@ impl Xsk {
         pass.held = self.held.len() as u32;
         if pass.sent > 0 {
             self.tx.submit(pass.sent);
-            if self.tx.needs_wakeup() {
-                self.kick_tx();
-            }
+        }
+        if (pass.sent > 0 || self.tx_behind) && self.tx.needs_wakeup() {
+            self.kick_tx();
         }
         if !self.done.is_empty() || pass.sent > 0 || self.owed {
             self.owed = self.queue.lock().recycle(&mut self.done, pass.sent);
@@ -430,18 +442,37 @@ impl Xsk {
     }
 
     /// Copy mode transmits inside sendto; zero-copy drivers want a nudge when they say so.
-    fn kick_tx(&self) {
-        // SAFETY: a zero-length sendto on our own socket; no buffer is read.
-        unsafe {
-            libc::sendto(
-                self.fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
+    ///
+    /// In copy mode one sendto sends at most a small budget of frames (32 on Linux 6.x)
+    /// and leaves the rest on the ring. A pass can put more than that there (a batch of
+    /// 64 requests, or a group commit releasing dozens of held ACKs), and with one call
+    /// per pass the rest waited for later passes: 1,000 clients arriving at once were
+    /// answered with a p99 of 134-149 ms, against 26-37 ms with this loop. So call again
+    /// while each call moves the kernel's consumer index on. A zero-copy driver takes
+    /// the frames later, in its own context: the index stops moving, the loop ends, and
+    /// what remains is looked at again on the next pass.
+    fn kick_tx(&mut self) {
+        let mut left = self.tx.unconsumed();
+        for _ in 0..=RING {
+            // SAFETY: a zero-length sendto on our own socket; no buffer is read.
+            unsafe {
+                libc::sendto(
+                    self.fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            let now = self.tx.unconsumed();
+            if now == 0 || now >= left {
+                left = now;
+                break;
+            }
+            left = now;
+        }
+        self.tx_behind = left > 0;
     }
 
     pub fn stats(&self) -> io::Result<XskStats> {
@@ -463,7 +494,7 @@ pub fn open(
     queues: u32,
     workers: u32,
 ) -> Result<(Vec<Vec<Xsk>>, CopyMode), XskError> {
-    let len = (queues * FRAMES_PER_QUEUE * FRAME_SIZE) as usize;
+    let len = queues as usize * FRAMES_PER_QUEUE as usize * FRAME_SIZE as usize;
     let area = MmapOptions::new()
         .len(len)
         .populate()
@@ -563,6 +594,7 @@ pub fn open(
                 queue,
                 done: Vec::with_capacity(BATCH as usize),
                 held: std::collections::VecDeque::new(),
+                tx_behind: false,
                 owed: false,
             });
         }
