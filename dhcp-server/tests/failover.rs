@@ -792,6 +792,19 @@ fn a_pair_of_ours_survives_a_lost_partner_and_rebuilds_it() {
         consistent(&a, &b);
         a == b && a.len() as u32 >= served
     });
+    // A run-time reservation whose host has not come yet: only the reservation itself
+    // can bring it back to a rebuilt partner.
+    let (reserved, host) = (POOL.1, "02:00:00:00:99:02");
+    lab.ctl(
+        Side::Primary,
+        &["reservation-add", "--address", reserved, "--mac", host],
+    );
+    eventually(10, "the reservation on the secondary", || {
+        lab.reservations(Side::Secondary)
+            .get(reserved)
+            .map(String::as_str)
+            == Some(host)
+    });
 
     lab.kill(Side::Secondary);
     lab.wait_log(
@@ -810,6 +823,13 @@ fn a_pair_of_ours_survives_a_lost_partner_and_rebuilds_it() {
     lab.start_ours(Side::Secondary, "backend = \"udp\"", "s-state-empty", "");
     lab.wait_log(Side::Secondary, "peer update completed", 40);
     let rebuilt = lab.ours_active(Side::Secondary);
+    assert_eq!(
+        lab.reservations(Side::Secondary)
+            .get(reserved)
+            .map(String::as_str),
+        Some(host),
+        "the rebuilt secondary lacks the reservation"
+    );
     consistent(&before, &rebuilt);
     for addr in before.keys() {
         assert!(

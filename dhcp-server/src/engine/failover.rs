@@ -561,7 +561,17 @@ impl Engine {
     /// entering normal: what changed while the partner was away, or before a restart).
     pub fn failover_bindings(&self, all: bool, out: &mut Vec<Lease>) {
         for (id, s) in self.leases.slots() {
-            if s.state == LeaseState::Foreign || (s.reserved && s.client.is_none()) {
+            if s.state == LeaseState::Foreign {
+                continue;
+            }
+            if s.reserved && s.client.is_none() {
+                // Nobody holds the address: all there is to tell is a run-time
+                // reservation, so that a partner rebuilt from nothing has it too. Every
+                // shard reserves the address; shard 0 tells it, once.
+                if all && self.shard.index == 0 {
+                    let r = self.runtime_reservation(s.addr);
+                    out.extend(r.and_then(|r| self.reservation_binding(r)));
+                }
                 continue;
             }
             let (tstp, tsfp) = self.failover_times(id);

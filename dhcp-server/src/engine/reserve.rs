@@ -138,6 +138,12 @@ impl Engine {
         Some(self.leases.unreserve(slot, self.shard.count <= 1))
     }
 
+    /// The run-time reservation of `addr`, if it has one.
+    pub fn runtime_reservation(&self, addr: Ipv4Addr) -> Option<&Reservation> {
+        let &k = self.runtime_at.get(&addr)?;
+        self.runtime[k as usize].as_ref().map(|(_, r)| r)
+    }
+
     /// The run-time reservations this engine applies, in no particular order.
     pub fn runtime_reservations(&self) -> impl Iterator<Item = &Reservation> {
         self.runtime.iter().flatten().map(|(_, r)| r)

@@ -1402,6 +1402,26 @@ mod failover_rules {
     }
 
     #[test]
+    fn a_full_update_carries_a_reservation_nobody_holds_yet() {
+        let mut primary = lab(Role::Primary, Service::Cooperating);
+        let (r, _) = reserve_on(&mut primary, client_of(Role::Secondary, 0));
+        let mut all = Vec::new();
+        primary.engine.failover_bindings(true, &mut all);
+        let told: Vec<_> = all.iter().filter(|b| b.addr == ip("192.0.2.12")).collect();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].flags.reserved());
+        assert_eq!(&told[0].hw.bytes()[..], &r.hw_address.unwrap()[..]);
+        // A secondary rebuilt from nothing takes the reservation from it.
+        let mut rebuilt = lab(Role::Secondary, Service::Cooperating);
+        rebuilt.engine.apply_partner(told[0], false, rebuilt.now);
+        assert!(rebuilt.engine.runtime_reservations().any(|x| *x == r));
+        // An update of what the partner has not acknowledged is not a full one.
+        let mut some = Vec::new();
+        primary.engine.failover_bindings(false, &mut some);
+        assert!(some.iter().all(|b| b.addr != ip("192.0.2.12")));
+    }
+
+    #[test]
     fn a_reservation_ended_on_one_side_ends_on_the_other() {
         let mut primary = lab(Role::Primary, Service::Cooperating);
         let mut secondary = lab(Role::Secondary, Service::Cooperating);
