@@ -1410,7 +1410,7 @@ mod failover_rules {
         let told: Vec<_> = all.iter().filter(|b| b.addr == ip("192.0.2.12")).collect();
         assert_eq!(told.len(), 1, "{told:?}");
         assert!(told[0].flags.reserved());
-        assert_eq!(&told[0].hw.bytes()[..], &r.hw_address.unwrap()[..]);
+        assert_eq!(told[0].hw.bytes(), &r.hw_address.unwrap()[..]);
         // A secondary rebuilt from nothing takes the reservation from it.
         let mut rebuilt = lab(Role::Secondary, Service::Cooperating);
         rebuilt.engine.apply_partner(told[0], false, rebuilt.now);
