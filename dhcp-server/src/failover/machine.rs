@@ -459,17 +459,26 @@ impl Machine {
         }
     }
 
-    /// Whether a stop may finish: the partner took over and acknowledged every update
-    /// (dhcpd's countdown checks once a second, which gives the acknowledgements time to
-    /// follow the partner's state), the link is gone, or the stop had its time.
+    /// Whether a stop may finish: the partner took over, or is stopping too (both
+    /// servers stopped at once: nobody is left to hand over to, and waiting for each
+    /// other would only use up the time), and acknowledged every update (dhcpd's
+    /// countdown checks once a second, which gives the acknowledgements time to follow
+    /// the partner's state); the link is gone; or the stop had its time.
     pub fn stopped(&self, now: u64) -> bool {
-        let handed_over = self.partner == ServerState::PartnerDown
-            && self.queue.is_empty()
-            && self.flying.is_empty();
         self.me != ServerState::Shutdown
             || !self.connected()
-            || handed_over
+            || self.partner_knows_all()
             || self.stopping_until.is_none_or(|t| now >= t)
+    }
+
+    /// Stopping, with a partner that took over or is stopping too and has acknowledged
+    /// every update of ours: it knows every lease we made.
+    fn partner_knows_all(&self) -> bool {
+        matches!(
+            self.partner,
+            ServerState::PartnerDown | ServerState::Shutdown
+        ) && self.queue.is_empty()
+            && self.flying.is_empty()
     }
 
     /// The stop finishes: the link goes without another word, and the journal keeps
@@ -1172,12 +1181,7 @@ impl Machine {
         if new == PartnerDown || (new != RecoverWait && new != Startup && old != Startup) {
             self.me_stos = now;
         }
-        if new == Recover
-            && old == Shutdown
-            && self.partner == PartnerDown
-            && self.queue.is_empty()
-            && self.flying.is_empty()
-        {
+        if new == Recover && old == Shutdown && self.partner_knows_all() {
             self.me_stos = now.saturating_sub(u64::from(self.params.mclt));
         }
         self.me = new;

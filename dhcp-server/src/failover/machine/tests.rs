@@ -574,6 +574,39 @@ fn a_graceful_stop_hands_every_client_to_the_partner_at_once() {
 }
 
 #[test]
+fn both_servers_stopped_at_once_finish_at_once_and_restart_without_recover_wait() {
+    let mut pair = normal_pair();
+    three_leases(&mut pair.s, pair.now);
+    pair.run();
+    pair.p.m.stop(pair.now);
+    pair.s.m.stop(pair.now);
+    pair.run();
+    assert_eq!(
+        pair.states(),
+        (ServerState::Shutdown, ServerState::Shutdown)
+    );
+    assert!(pair.p.m.stopped(pair.now) && pair.s.m.stopped(pair.now));
+    pair.p.m.finish_stop(pair.now);
+    pair.s.m.finish_stop(pair.now);
+    pair.run();
+    let (p, s) = (pair.p.stored.unwrap(), pair.s.stored.unwrap());
+    assert_eq!((p.me, p.me_stos), (ServerState::Recover, pair.now - 60));
+    assert_eq!((s.me, s.me_stos), (ServerState::Recover, pair.now - 60));
+
+    pair.cut();
+    pair.wait(10);
+    let leases = (
+        std::mem::take(&mut pair.p.leases),
+        std::mem::take(&mut pair.s.leases),
+    );
+    pair.p = Side::new(Role::Primary, Some(p), pair.now);
+    pair.s = Side::new(Role::Secondary, Some(s), pair.now);
+    (pair.p.leases, pair.s.leases) = leases;
+    pair.connect();
+    assert_eq!(pair.states(), (ServerState::Normal, ServerState::Normal));
+}
+
+#[test]
 fn a_stop_the_partner_never_answers_ends_after_its_time_and_then_waits_the_mclt() {
     let mut pair = normal_pair();
     pair.up = false; // the partner hears nothing more
