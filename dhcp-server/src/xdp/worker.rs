@@ -148,7 +148,8 @@ impl Worker {
     }
 
     /// One pass over every socket; whether any frame came in or a reply still waits
-    /// for the journal (then the loop keeps turning rather than sleeping on the sockets).
+    /// for TX room (then the loop keeps turning rather than sleeping on the sockets;
+    /// replies waiting for the journal are woken by its eventfd).
     fn serve_ports(&mut self, now: u64) -> bool {
         let mut busy = false;
         let durable = self.committer.durable();
@@ -169,7 +170,7 @@ impl Worker {
                         Release::Never => None,
                     }
                 });
-                busy |= pass.received > 0;
+                busy |= pass.received > 0 || pass.tx_waiting;
             }
         }
         busy

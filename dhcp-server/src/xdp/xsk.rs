@@ -303,10 +303,11 @@ pub struct XskStats {
 pub struct Pass {
     pub received: u32,
     pub sent: u32,
-    /// Replies that found the TX ring full and were dropped.
-    pub tx_full: u32,
-    /// Replies waiting for the journal.
+    /// Replies waiting for the journal or for room on the TX ring.
     pub held: u32,
+    /// Some of those could leave now but for the TX ring: the caller should come back
+    /// soon rather than sleep (no wake-up comes for TX room).
+    pub tx_waiting: bool,
 }
 
 /// A reply a handler wrote: `len` octets, to leave once the journal's durable sequence
@@ -327,8 +328,8 @@ pub struct Xsk {
     queue: Arc<Mutex<Queue>>,
     /// Chunks this socket is done with, handed back to the fill ring once per batch.
     done: Vec<u64>,
-    /// Replies written but waiting for their lease to be durable, in journal order, with
-    /// when their request was picked up.
+    /// Replies written but waiting for their lease to be durable (in journal order) or
+    /// for room on the TX ring, with when their request was picked up.
     held: std::collections::VecDeque<(libc::xdp_desc, u64, Instant)>,
     /// The queue had frames in flight when this socket last looked.
     owed: bool,
@@ -363,8 +364,11 @@ impl Xsk {
         let picked = Instant::now();
         let n = self.rx.ready(BATCH);
         let room = self.tx.room(n + self.held.len().min(BATCH as usize) as u32);
+        // Held replies first, but not into the room this batch's own replies need: they
+        // used to take all of it, and the new replies were dropped.
+        let for_held = room.saturating_sub(n);
         while let Some(&(desc, _, since)) = self.held.front().filter(|h| h.1 <= durable) {
-            if pass.sent == room {
+            if pass.sent == for_held {
                 break;
             }
             self.tx.put(pass.sent, desc);
@@ -403,19 +407,17 @@ impl Xsk {
                 options: 0,
             };
             match reply {
-                Some(r) if r.after > durable => {
+                // Waiting for the journal, or for room on a TX ring the kernel has not
+                // emptied yet: kept, never dropped (the chunks bound how many).
+                Some(r) if r.after > durable || pass.sent == room => {
                     self.held.push_back((out(r.len), r.after, picked));
                 }
-                Some(r) if pass.sent < room => {
+                Some(r) => {
                     self.tx.put(pass.sent, out(r.len));
                     pass.sent += 1;
                     if let Some(h) = latency.as_deref_mut() {
                         h.saturating_record(picked.elapsed().as_nanos() as u64);
                     }
-                }
-                Some(_) => {
-                    pass.tx_full += 1;
-                    self.done.push(desc.addr);
                 }
                 None => self.done.push(desc.addr),
             }
@@ -423,6 +425,7 @@ impl Xsk {
         self.rx.release(n);
         pass.received = n;
         pass.held = self.held.len() as u32;
+        pass.tx_waiting = self.held.front().is_some_and(|h| h.1 <= durable);
         if pass.sent > 0 {
             self.tx.submit(pass.sent);
         }
