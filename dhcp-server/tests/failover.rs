@@ -400,6 +400,18 @@ impl PairLab {
         })
     }
 
+    /// Reserves `addr` for `host` on our server on `side`, and waits until the partner
+    /// lists the reservation too.
+    fn reserve(&self, side: Side, addr: &str, host: &str) {
+        self.ctl(side, &["reservation-add", "--address", addr, "--mac", host]);
+        eventually(10, "the reservation on the partner", || {
+            self.reservations(side.other())
+                .get(addr)
+                .map(String::as_str)
+                == Some(host)
+        });
+    }
+
     /// The run-time reservations our server on `side` lists, address → MAC.
     fn reservations(&self, side: Side) -> HashMap<String, String> {
         let v = self.ctl(side, &["reservations", "--all"]);
@@ -684,16 +696,7 @@ fn a_pair_of_ours_replicates_reservations_and_their_removal() {
     lab.start_our_pair("", "");
     let addr = "198.18.1.12";
     let host = "02:00:00:00:99:01";
-    lab.ctl(
-        Side::Secondary,
-        &["reservation-add", "--address", addr, "--mac", host],
-    );
-    eventually(10, "the reservation on the primary", || {
-        lab.reservations(Side::Primary)
-            .get(addr)
-            .map(String::as_str)
-            == Some(host)
-    });
+    lab.reserve(Side::Secondary, addr, host);
     // Three clients, each asking again and again for 4 s.
     let clients = |base: &str| {
         let base = format!("mac={base}");
@@ -795,16 +798,7 @@ fn a_pair_of_ours_survives_a_lost_partner_and_rebuilds_it() {
     // A run-time reservation whose host has not come yet: only the reservation itself
     // can bring it back to a rebuilt partner.
     let (reserved, host) = (POOL.1, "02:00:00:00:99:02");
-    lab.ctl(
-        Side::Primary,
-        &["reservation-add", "--address", reserved, "--mac", host],
-    );
-    eventually(10, "the reservation on the secondary", || {
-        lab.reservations(Side::Secondary)
-            .get(reserved)
-            .map(String::as_str)
-            == Some(host)
-    });
+    lab.reserve(Side::Primary, reserved, host);
 
     lab.kill(Side::Secondary);
     lab.wait_log(
