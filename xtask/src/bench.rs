@@ -96,11 +96,17 @@ pub(crate) fn field(json: &str, key: &str) -> f64 {
 
 /// utime + stime of a process, in seconds.
 pub(crate) fn cpu_secs(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_secs(&format!("/proc/{pid}/stat"), [11, 12])
+}
+
+/// The sum of two clock-tick fields of a /proc stat file, in seconds; `fields` count
+/// from the first field after the command name.
+pub(crate) fn stat_secs(path: &str, fields: [usize; 2]) -> f64 {
+    let stat = fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |r| r.1);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
+    let ticks: f64 = fields
         .iter()
         .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
         .sum();

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench::{cpu_secs, field, search_rates, Plan, Step, MAX_DROP_PERCENT};
+use crate::bench::{cpu_secs, field, search_rates, stat_secs, Plan, Step, MAX_DROP_PERCENT};
 use crate::lab::{self, in_ns};
 use crate::{is_root, sh, Result};
 
@@ -214,18 +214,7 @@ impl Bed {
 
     /// Starts a process in a namespace with its output in `log` (truncated); its pid.
     fn spawn(&mut self, ns: &str, program: &str, args: &[&str], log: &str) -> Result<u32> {
-        let out = fs::File::create(self.path(log)).map_err(|e| e.to_string())?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = in_ns(ns, program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let pid = child.id();
-        self.children.push(child);
-        Ok(pid)
+        lab::spawn_logged(ns, program, args, &self.path(log), &mut self.children)
     }
 
     /// SIGTERM to every process of `pids` at once, then SIGKILL to those still running
@@ -337,16 +326,9 @@ struct PairStep {
 }
 
 /// CPU seconds of this process's children that have been waited for (the generator's,
-/// which `ip netns exec` execs in place, once it has ended).
+/// which `ip netns exec` execs in place, once it has ended): cutime + cstime.
 fn children_cpu_secs() -> f64 {
-    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [13, 14]
-        .iter()
-        .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0
+    stat_secs("/proc/self/stat", [13, 14])
 }
 
 fn load_average() -> String {

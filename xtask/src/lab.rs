@@ -19,7 +19,7 @@
 //! so the bridge's forwarding is not counted against whichever server is measured.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,29 @@ pub fn in_ns(ns: &str, program: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, program]);
     c
+}
+
+/// Starts `program` in namespace `ns` with its output in the file `log` (truncated), and
+/// keeps the child in `children` for the caller to stop; returns its pid.
+pub fn spawn_logged(
+    ns: &str,
+    program: &str,
+    args: &[&str],
+    log: &Path,
+    children: &mut Vec<Child>,
+) -> Result<u32> {
+    let out = fs::File::create(log).map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let child = in_ns(ns, program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let pid = child.id();
+    children.push(child);
+    Ok(pid)
 }
 
 /// How the namespaces are joined.
@@ -190,18 +213,7 @@ impl Lab {
 
     /// Starts a process in a namespace with its output in `log`; returns its pid.
     pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str], log: &str) -> Result<u32> {
-        let out = fs::File::create(self.dir.join(log)).map_err(|e| e.to_string())?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = in_ns(ns, program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let pid = child.id();
-        self.children.push(child);
-        Ok(pid)
+        spawn_logged(ns, program, args, &self.dir.join(log), &mut self.children)
     }
 
     /// Stops a process started with `spawn` (SIGTERM, then SIGKILL after 5 s).
