@@ -21,8 +21,8 @@ use crate::config::reserve::Runtime;
 use crate::config::{Config, Reservation};
 use crate::control::{
     self, BackendKind, ConfigStatus, ControlError, JournalStatus, LeaseFilter, LeasePage,
-    LeaseQuery, PoolStats, ReloadReport, ReservationCounts, ReservationPage, ReservationQuery,
-    ReservationSpec, Stats, Status, XdpStatus,
+    PageQuery, PoolStats, ReloadReport, ReservationCounts, ReservationPage, ReservationSpec, Stats,
+    Status, XdpStatus,
 };
 use crate::engine::{ClientRef, Engine, KeyKind, LeaseState};
 use crate::journal::{Durability, DurableWatch};
@@ -36,7 +36,7 @@ const PATIENCE: Duration = Duration::from_secs(2);
 
 pub enum Ask {
     Stats,
-    Leases(LeaseQuery),
+    Leases(PageQuery),
     Release(Ipv4Addr),
     Delete(Ipv4Addr),
     /// Add a run-time reservation, unless this shard has the address offered or leased
@@ -210,7 +210,7 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
 
 /// The leases this shard knows a client for that match the query, in address order,
 /// at most one more than the page holds (so the merge knows whether there is more).
-fn leases(engine: &Engine, q: &LeaseQuery) -> Vec<control::Lease> {
+fn leases(engine: &Engine, q: &PageQuery) -> Vec<control::Lease> {
     let subnets = &engine.config().subnets;
     let matches = |s: &crate::engine::Slot| {
         let Some(key) = s.client.as_ref().map(|k| k.as_ref()) else {
@@ -554,7 +554,7 @@ impl control::Server for Operated {
         Ok(stats)
     }
 
-    fn leases(&self, query: LeaseQuery) -> Result<LeasePage, ControlError> {
+    fn leases(&self, query: PageQuery) -> Result<LeasePage, ControlError> {
         let limit = query.limit as usize;
         let mut all: Vec<control::Lease> = Vec::new();
         for told in self.ask(|| Ask::Leases(query.clone()))? {
@@ -579,7 +579,7 @@ impl control::Server for Operated {
         self.del_reservation(address)
     }
 
-    fn reservations(&self, query: ReservationQuery) -> Result<ReservationPage, ControlError> {
+    fn reservations(&self, query: PageQuery) -> Result<ReservationPage, ControlError> {
         Ok(self.list_reservations(&query))
     }
 

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use dhcp_server::control::{
     self, AccessList, BackendKind, ClientIdentity, ConfigStatus, ControlError, FailoverStatus,
-    JournalStatus, Latency, Lease, LeaseFilter, LeasePage, LeaseQuery, LeaseState, MacAddr,
-    Options, PoolStats, ReloadReport, ReservationCounts, ReservationInfo, ReservationPage,
-    ReservationQuery, ReservationSource, ReservationSpec, ServeError, Server, Stats, Status,
-    XdpAttach, XdpCopy, XdpStatus,
+    JournalStatus, Latency, Lease, LeaseFilter, LeasePage, LeaseState, MacAddr, Options, PageQuery,
+    PoolStats, ReloadReport, ReservationCounts, ReservationInfo, ReservationPage,
+    ReservationSource, ReservationSpec, ServeError, Server, Stats, Status, XdpAttach, XdpCopy,
+    XdpStatus,
 };
 use dhcp_server::journal::Durability;
 use serde_json::{json, Value};
@@ -156,7 +156,7 @@ impl Server for Fake {
         Ok(s)
     }
 
-    fn leases(&self, q: LeaseQuery) -> Result<LeasePage, ControlError> {
+    fn leases(&self, q: PageQuery) -> Result<LeasePage, ControlError> {
         if q.filter == Some(LeaseFilter::Address(SLOW)) {
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -199,7 +199,7 @@ impl Server for Fake {
         Ok(())
     }
 
-    fn reservations(&self, q: ReservationQuery) -> Result<ReservationPage, ControlError> {
+    fn reservations(&self, q: PageQuery) -> Result<ReservationPage, ControlError> {
         let mut all: Vec<ReservationInfo> = self
             .reservations
             .lock()

@@ -19,9 +19,8 @@ use serde_json::{json, Value};
 
 use super::protocol::{Command, Reply, Request, VERSION};
 use super::types::{
-    ClientId, ClientIdentity, FailoverStatus, LeaseFilter, LeasePage, LeaseQuery, MacAddr,
-    ReloadReport, ReservationPage, ReservationQuery, ReservationSpec, Stats, Status, DEFAULT_PAGE,
-    MAX_PAGE,
+    ClientId, ClientIdentity, FailoverStatus, LeaseFilter, LeasePage, MacAddr, PageQuery,
+    ReloadReport, ReservationPage, ReservationSpec, Stats, Status, DEFAULT_PAGE, MAX_PAGE,
 };
 use super::DEFAULT_SOCKET;
 
@@ -49,44 +48,10 @@ pub enum CtlCommand {
     /// The counters in the Prometheus text format.
     Metrics,
     /// Look up leases by address, MAC or client identifier, or list them a page at a time.
-    Leases {
-        #[arg(long, group = "filter")]
-        address: Option<Ipv4Addr>,
-        #[arg(long, group = "filter")]
-        mac: Option<MacAddr>,
-        /// Client identifier (option 61) in hex, e.g. 01:aa:bb:cc:dd:ee:ff.
-        #[arg(long, group = "filter")]
-        client_id: Option<ClientId>,
-        /// Leases per page (1 to 1000).
-        #[arg(long, default_value_t = DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE as i64))]
-        limit: u32,
-        /// Start after this address (the previous page's next cursor).
-        #[arg(long)]
-        cursor: Option<Ipv4Addr>,
-        /// Follow the cursor to the last page.
-        #[arg(long)]
-        all: bool,
-    },
+    Leases(Lookup),
     /// The reservations of addresses (the file's and run-time ones), by address, MAC or
     /// client identifier, or a page at a time.
-    Reservations {
-        #[arg(long, group = "filter")]
-        address: Option<Ipv4Addr>,
-        #[arg(long, group = "filter")]
-        mac: Option<MacAddr>,
-        /// Client identifier (option 61) in hex, e.g. 01:aa:bb:cc:dd:ee:ff.
-        #[arg(long, group = "filter")]
-        client_id: Option<ClientId>,
-        /// Reservations per page (1 to 1000).
-        #[arg(long, default_value_t = DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE as i64))]
-        limit: u32,
-        /// Start after this address (the previous page's next cursor).
-        #[arg(long)]
-        cursor: Option<Ipv4Addr>,
-        /// Follow the cursor to the last page.
-        #[arg(long)]
-        all: bool,
-    },
+    Reservations(Lookup),
     /// Reserve an address for one client (journaled).
     #[command(group = clap::ArgGroup::new("client").required(true))]
     ReservationAdd {
@@ -132,6 +97,43 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+}
+
+/// One entry by address, MAC or client identifier, or the list a page at a time.
+#[derive(Debug, clap::Args)]
+pub struct Lookup {
+    #[arg(long, group = "filter")]
+    address: Option<Ipv4Addr>,
+    #[arg(long, group = "filter")]
+    mac: Option<MacAddr>,
+    /// Client identifier (option 61) in hex, e.g. 01:aa:bb:cc:dd:ee:ff.
+    #[arg(long, group = "filter")]
+    client_id: Option<ClientId>,
+    /// Entries per page (1 to 1000).
+    #[arg(long, default_value_t = DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE as i64))]
+    limit: u32,
+    /// Start after this address (the previous page's next cursor).
+    #[arg(long)]
+    cursor: Option<Ipv4Addr>,
+    /// Follow the cursor to the last page.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Lookup {
+    fn query(&self) -> PageQuery {
+        let filter = match (self.address, self.mac, &self.client_id) {
+            (Some(a), _, _) => Some(LeaseFilter::Address(a)),
+            (_, Some(m), _) => Some(LeaseFilter::Mac(m)),
+            (_, _, Some(c)) => Some(LeaseFilter::ClientId(c.clone())),
+            _ => None,
+        };
+        PageQuery {
+            filter,
+            cursor: self.cursor,
+            limit: self.limit,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,35 +263,13 @@ fn run(args: &CtlArgs) -> Result<(), CtlError> {
                 .map(str::to_owned)
                 .ok_or_else(|| CtlError::BadReply("metrics without 'text'".into()))
         }),
-        CtlCommand::Leases {
-            address,
-            mac,
-            client_id,
-            limit,
-            cursor,
-            all,
-        } => {
-            let query = LeaseQuery {
-                filter: filter_of(*address, *mac, client_id.as_ref()),
-                cursor: *cursor,
-                limit: *limit,
-            };
-            return leases(&mut conn, query, *all, json);
+        CtlCommand::Leases(l) => {
+            let page: LeasePage = pages(&mut conn, l, Command::Leases)?;
+            return show(&page, json, |p| render_leases(p, unix_now()));
         }
-        CtlCommand::Reservations {
-            address,
-            mac,
-            client_id,
-            limit,
-            cursor,
-            all,
-        } => {
-            let query = ReservationQuery {
-                filter: filter_of(*address, *mac, client_id.as_ref()),
-                cursor: *cursor,
-                limit: *limit,
-            };
-            return reservations(&mut conn, query, *all, json);
+        CtlCommand::Reservations(l) => {
+            let page: ReservationPage = pages(&mut conn, l, Command::Reservations)?;
+            return show(&page, json, render_reservations);
         }
         CtlCommand::ReservationAdd {
             address,
@@ -346,52 +326,57 @@ fn run(args: &CtlArgs) -> Result<(), CtlError> {
     Ok(())
 }
 
-fn filter_of(
-    address: Option<Ipv4Addr>,
-    mac: Option<MacAddr>,
-    client_id: Option<&ClientId>,
-) -> Option<LeaseFilter> {
-    match (address, mac, client_id) {
-        (Some(a), _, _) => Some(LeaseFilter::Address(a)),
-        (_, Some(m), _) => Some(LeaseFilter::Mac(m)),
-        (_, _, Some(c)) => Some(LeaseFilter::ClientId(c.clone())),
-        _ => None,
+/// A list the server hands out a page at a time.
+trait Paged: DeserializeOwned {
+    fn next_cursor(&self) -> Option<Ipv4Addr>;
+    /// Appends the next page's entries and takes its cursor.
+    fn extend(&mut self, next: Self);
+}
+
+impl Paged for LeasePage {
+    fn next_cursor(&self) -> Option<Ipv4Addr> {
+        self.next_cursor
+    }
+    fn extend(&mut self, next: Self) {
+        self.leases.extend(next.leases);
+        self.next_cursor = next.next_cursor;
     }
 }
 
-fn reservations(
+impl Paged for ReservationPage {
+    fn next_cursor(&self) -> Option<Ipv4Addr> {
+        self.next_cursor
+    }
+    fn extend(&mut self, next: Self) {
+        self.reservations.extend(next.reservations);
+        self.next_cursor = next.next_cursor;
+    }
+}
+
+/// The page `lookup` asks for, or with `--all` every page from there on as one.
+fn pages<P: Paged>(
     conn: &mut Conn,
-    mut query: ReservationQuery,
-    all: bool,
-    json: bool,
-) -> Result<(), CtlError> {
-    let mut page: ReservationPage = decode(conn.call(Command::Reservations(query.clone()))?)?;
-    while let (true, Some(next)) = (all, page.next_cursor) {
+    lookup: &Lookup,
+    command: fn(PageQuery) -> Command,
+) -> Result<P, CtlError> {
+    let mut query = lookup.query();
+    let mut page: P = decode(conn.call(command(query.clone()))?)?;
+    while let (true, Some(next)) = (lookup.all, page.next_cursor()) {
         query.cursor = Some(next);
-        let more: ReservationPage = decode(conn.call(Command::Reservations(query.clone()))?)?;
-        page.reservations.extend(more.reservations);
-        page.next_cursor = more.next_cursor;
+        page.extend(decode(conn.call(command(query.clone()))?)?);
     }
-    if json {
-        print_json(&serde_json::to_value(&page).map_err(|e| CtlError::BadReply(e.to_string()))?);
-    } else {
-        print!("{}", render_reservations(&page));
-    }
-    Ok(())
+    Ok(page)
 }
 
-fn leases(conn: &mut Conn, mut query: LeaseQuery, all: bool, json: bool) -> Result<(), CtlError> {
-    let mut page: LeasePage = decode(conn.call(Command::Leases(query.clone()))?)?;
-    while let (true, Some(next)) = (all, page.next_cursor) {
-        query.cursor = Some(next);
-        let more: LeasePage = decode(conn.call(Command::Leases(query.clone()))?)?;
-        page.leases.extend(more.leases);
-        page.next_cursor = more.next_cursor;
-    }
+fn show<P: serde::Serialize>(
+    page: &P,
+    json: bool,
+    render: impl Fn(&P) -> String,
+) -> Result<(), CtlError> {
     if json {
-        print_json(&serde_json::to_value(&page).map_err(|e| CtlError::BadReply(e.to_string()))?);
+        print_json(&serde_json::to_value(page).map_err(|e| CtlError::BadReply(e.to_string()))?);
     } else {
-        print!("{}", render_leases(&page, unix_now()));
+        print!("{}", render(page));
     }
     Ok(())
 }

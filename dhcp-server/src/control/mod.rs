@@ -51,12 +51,12 @@ pub trait Server: Send + Sync + 'static {
     fn stats(&self) -> Result<Stats, ControlError>;
     /// One lease by address, the leases of a MAC or client identifier, or a page of all,
     /// in address order starting after `query.cursor`, at most `query.limit` of them.
-    fn leases(&self, query: LeaseQuery) -> Result<LeasePage, ControlError>;
+    fn leases(&self, query: PageQuery) -> Result<LeasePage, ControlError>;
     /// Adds a host reservation, journaled before it answers.
     fn reservation_add(&self, spec: ReservationSpec) -> Result<(), ControlError>;
     /// The reservations of addresses (the file's and the run-time ones), by address,
     /// MAC or client identifier, or a page of all in address order.
-    fn reservations(&self, query: ReservationQuery) -> Result<ReservationPage, ControlError> {
+    fn reservations(&self, query: PageQuery) -> Result<ReservationPage, ControlError> {
         let _ = query;
         Err(ControlError::Unsupported(
             "this server does not list reservations".into(),

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::types::{
-    ClientId, ClientIdentity, LeaseFilter, LeaseQuery, MacAddr, ReservationQuery, ReservationSpec,
-    DEFAULT_PAGE, MAX_PAGE,
+    ClientId, ClientIdentity, LeaseFilter, MacAddr, PageQuery, ReservationSpec, DEFAULT_PAGE,
+    MAX_PAGE,
 };
 
 /// The schema version this server speaks; a request with another is refused.
@@ -38,8 +38,8 @@ pub enum Command {
     Status,
     Stats,
     Metrics,
-    Leases(LeaseQuery),
-    Reservations(ReservationQuery),
+    Leases(PageQuery),
+    Reservations(PageQuery),
     ReservationAdd(ReservationSpec),
     ReservationDel(Ipv4Addr),
     LeaseRelease(Ipv4Addr),
@@ -222,14 +222,7 @@ fn parse_fields(mut obj: Map<String, Value>) -> Result<Command, ProtocolError> {
         "failover-partner-down" => no_args(args, Command::FailoverPartnerDown)?,
         "failover-resync" => no_args(args, Command::FailoverResync)?,
         "leases" => Command::Leases(arguments::<LeasesArgs>(args)?.check()?),
-        "reservations" => {
-            let q = arguments::<LeasesArgs>(args)?.check()?;
-            Command::Reservations(ReservationQuery {
-                filter: q.filter,
-                cursor: q.cursor,
-                limit: q.limit,
-            })
-        }
+        "reservations" => Command::Reservations(arguments::<LeasesArgs>(args)?.check()?),
         "reservation-add" => Command::ReservationAdd(arguments::<ReservationArgs>(args)?.check()?),
         "reservation-del" => Command::ReservationDel(arguments::<AddressArg>(args)?.address),
         "lease-release" => Command::LeaseRelease(arguments::<AddressArg>(args)?.address),
@@ -268,7 +261,7 @@ struct LeasesArgs {
 }
 
 impl LeasesArgs {
-    fn check(self) -> Result<LeaseQuery, ProtocolError> {
+    fn check(self) -> Result<PageQuery, ProtocolError> {
         let filter = match (self.address, self.mac, self.client_id) {
             (None, None, None) => None,
             (Some(a), None, None) => Some(LeaseFilter::Address(a)),
@@ -286,7 +279,7 @@ impl LeasesArgs {
                 "'limit' is 1 to {MAX_PAGE}, not {limit}"
             )));
         }
-        Ok(LeaseQuery {
+        Ok(PageQuery {
             filter,
             cursor: self.cursor,
             limit,
@@ -350,12 +343,12 @@ impl Request {
             | Command::Shutdown
             | Command::FailoverPartnerDown
             | Command::FailoverResync => {}
-            Command::Leases(LeaseQuery {
+            Command::Leases(PageQuery {
                 filter,
                 cursor,
                 limit,
             })
-            | Command::Reservations(ReservationQuery {
+            | Command::Reservations(PageQuery {
                 filter,
                 cursor,
                 limit,
@@ -430,22 +423,22 @@ mod tests {
             Command::Shutdown,
             Command::FailoverPartnerDown,
             Command::FailoverResync,
-            Command::Leases(LeaseQuery {
+            Command::Leases(PageQuery {
                 filter: None,
                 cursor: None,
                 limit: DEFAULT_PAGE,
             }),
-            Command::Leases(LeaseQuery {
+            Command::Leases(PageQuery {
                 filter: Some(LeaseFilter::Address(a("192.0.2.1"))),
                 cursor: Some(a("192.0.2.0")),
                 limit: 1,
             }),
-            Command::Leases(LeaseQuery {
+            Command::Leases(PageQuery {
                 filter: Some(LeaseFilter::Mac(mac)),
                 cursor: None,
                 limit: MAX_PAGE,
             }),
-            Command::Leases(LeaseQuery {
+            Command::Leases(PageQuery {
                 filter: Some(LeaseFilter::ClientId(cid.clone())),
                 cursor: None,
                 limit: 5,
@@ -461,12 +454,12 @@ mod tests {
                 host_name: None,
             }),
             Command::ReservationDel(a("192.0.2.9")),
-            Command::Reservations(ReservationQuery {
+            Command::Reservations(PageQuery {
                 filter: None,
                 cursor: Some(a("192.0.2.9")),
                 limit: 10,
             }),
-            Command::Reservations(ReservationQuery {
+            Command::Reservations(PageQuery {
                 filter: Some(LeaseFilter::Mac(mac)),
                 cursor: None,
                 limit: DEFAULT_PAGE,
@@ -600,7 +593,7 @@ mod tests {
         let r = parse(json!({"version": 1, "command": "leases"})).unwrap();
         assert_eq!(
             r.command,
-            Command::Leases(LeaseQuery {
+            Command::Leases(PageQuery {
                 filter: None,
                 cursor: None,
                 limit: DEFAULT_PAGE
@@ -612,7 +605,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             r.command,
-            Command::Leases(LeaseQuery {
+            Command::Leases(PageQuery {
                 filter: Some(LeaseFilter::Mac(MacAddr([2, 0, 0, 0, 0, 1]))),
                 cursor: None,
                 limit: 3

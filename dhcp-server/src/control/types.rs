@@ -1,5 +1,5 @@
 //! The plain data that crosses the control boundary: what a backend reports (`Status`,
-//! `Stats`, `Lease`), what an operator asks for (`LeaseQuery`, `ReservationSpec`) and how
+//! `Stats`, `Lease`), what an operator asks for (`PageQuery`, `ReservationSpec`) and how
 //! a request fails (`ControlError`). Every type serializes to the JSON documented in
 //! docs/control.md; field names there are these field names, so renaming one is a
 //! protocol change.
@@ -305,11 +305,11 @@ pub struct Latency {
     pub max_us: u64,
 }
 
-/// A lease lookup or a page of the lease list. Leases are listed in address order; the
-/// next page starts after `cursor` (the previous page's `next_cursor`), which stays valid
-/// however the table changes in between.
+/// A lookup of leases or reservations by address, MAC or client identifier, or a page of
+/// their list. Lists are in address order; the next page starts after `cursor` (the
+/// previous page's `next_cursor`), which stays valid however the table changes in between.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseQuery {
+pub struct PageQuery {
     pub filter: Option<LeaseFilter>,
     pub cursor: Option<Ipv4Addr>,
     /// 1..=`MAX_PAGE`, checked by the protocol before a backend sees it.
@@ -394,15 +394,6 @@ impl LeaseState {
             engine::LeaseState::Foreign => return None,
         })
     }
-}
-
-/// A reservation lookup or a page of the reservation list, in address order after
-/// `cursor`, as `LeaseQuery`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReservationQuery {
-    pub filter: Option<LeaseFilter>,
-    pub cursor: Option<Ipv4Addr>,
-    pub limit: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

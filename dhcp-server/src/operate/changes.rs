@@ -22,8 +22,8 @@ use super::{config_file, Ask, Operated, Registry, Told, LOG_LEVEL};
 use crate::config::reserve::{self, Refusal};
 use crate::config::{self, reload, Config, Reservation};
 use crate::control::{
-    ClientId, ClientIdentity, ControlError, LeaseFilter, MacAddr, ReloadReport, ReservationInfo,
-    ReservationPage, ReservationQuery, ReservationSource, ReservationSpec,
+    ClientId, ClientIdentity, ControlError, LeaseFilter, MacAddr, PageQuery, ReloadReport,
+    ReservationInfo, ReservationPage, ReservationSource, ReservationSpec,
 };
 use crate::engine::Engine;
 use crate::journal::Record;
@@ -273,7 +273,7 @@ impl Operated {
         Ok(())
     }
 
-    pub(super) fn list_reservations(&self, q: &ReservationQuery) -> ReservationPage {
+    pub(super) fn list_reservations(&self, q: &PageQuery) -> ReservationPage {
         let reg = self.lock();
         let info = |r: &Reservation, source| {
             let address = r.address?;
