@@ -19,7 +19,8 @@ use aya_ebpf::maps::{Array, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
 use aya_ebpf::Global;
 use dhcp_ebpf_common::{
-    client_key_hash, socket_key, Balance, Counter, BALANCE_LEN, MAX_OPTIONS_SCANNED, MAX_SOCKETS,
+    client_key_hash, socket_key, Asked, Balance, Counter, BALANCE_LEN, MAX_OPTIONS_SCANNED,
+    MAX_SOCKETS,
 };
 
 #[map]
@@ -56,8 +57,10 @@ const OPTIONS: usize = 240;
 const PAD: u8 = 0;
 const END: u8 = 255;
 const CLIENT_ID: u8 = 61;
+const SERVER_ID: u8 = 54;
 const MESSAGE_TYPE: u8 = 53;
 const DHCPDISCOVER: u8 = 1;
+const DHCPREQUEST: u8 = 3;
 const SECS: usize = 8;
 /// No offset we read is ever beyond this: a jumbo frame at most. Checked before every
 /// variable offset meets the packet pointer, so the verifier knows its range.
@@ -68,8 +71,9 @@ enum Verdict {
     Pass,
     /// To port 67 but not a request we can steer.
     Malformed,
-    /// A request, with its client's hash, its secs field and whether it is a DISCOVER.
-    Request(u8, u16, bool),
+    /// A request, with its client's hash, its secs field and what the load-balancing
+    /// rule needs of it.
+    Request(u8, u16, Asked),
 }
 
 #[xdp]
@@ -83,9 +87,9 @@ pub fn dhcp_steer(ctx: XdpContext) -> u32 {
             count(Counter::Malformed);
             XDP_DROP
         }
-        Verdict::Request(hash, secs, discover) => {
+        Verdict::Request(hash, secs, asked) => {
             if let Some(v) = BALANCE.get(0) {
-                if Balance::decode(v).leaves_to_partner(hash, secs, discover) {
+                if Balance::decode(v).leaves_to_partner(hash, secs, asked) {
                     count(Counter::Balanced);
                     return XDP_DROP;
                 }
@@ -146,18 +150,18 @@ fn be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
 
 fn classify(ctx: &XdpContext) -> Verdict {
     match udp_to_bootps(ctx) {
-        Some(bootp) => request_hash(ctx, bootp)
-            .map_or(Verdict::Malformed, |(h, secs, discover)| {
-                Verdict::Request(h, secs, discover)
+        Some((bootp, to)) => request_hash(ctx, bootp, to)
+            .map_or(Verdict::Malformed, |(h, secs, asked)| {
+                Verdict::Request(h, secs, asked)
             }),
         None => Verdict::Pass,
     }
 }
 
-/// The offset of the UDP payload when the frame is an unfragmented IPv4 UDP datagram to
-/// port 67, under at most one VLAN tag.
+/// The offset of the UDP payload and the IPv4 destination when the frame is an
+/// unfragmented IPv4 UDP datagram to port 67, under at most one VLAN tag.
 #[inline(always)]
-fn udp_to_bootps(ctx: &XdpContext) -> Option<usize> {
+fn udp_to_bootps(ctx: &XdpContext) -> Option<(usize, [u8; 4])> {
     let mut l3 = 14;
     let mut ethertype = be16(ctx, 12)?;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
@@ -180,7 +184,10 @@ fn udp_to_bootps(ctx: &XdpContext) -> Option<usize> {
     if be16(ctx, udp + 2)? != BOOTPS {
         return None;
     }
-    Some(udp + 8)
+    // Through the helper: four checked reads in place are merged by the compiler into
+    // a form the verifier cannot follow.
+    let to = load::<4>(ctx, l3 + 16)?;
+    Some((udp + 8, to))
 }
 
 /// Copies the `N` octets at `offset`, if the frame has them. For offsets that depend on
@@ -196,11 +203,11 @@ fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
     (r == 0).then_some(buf)
 }
 
-/// The client's hash, the secs field and whether it is a DISCOVER, if the message at
-/// `bootp` is a BOOTREQUEST with the magic cookie whose options field (as far as it is
-/// read) is whole.
+/// The client's hash, the secs field and what the load-balancing rule needs of it, if
+/// the message at `bootp` (sent to `to`) is a BOOTREQUEST with the magic cookie whose
+/// options field (as far as it is read) is whole.
 #[inline(always)]
-fn request_hash(ctx: &XdpContext, bootp: usize) -> Option<(u8, u16, bool)> {
+fn request_hash(ctx: &XdpContext, bootp: usize, to: [u8; 4]) -> Option<(u8, u16, Asked)> {
     let [op, _htype, hlen] = load::<3>(ctx, bootp)?;
     if op != BOOTREQUEST || hlen > 16 || load::<4>(ctx, bootp + COOKIE)? != MAGIC_COOKIE {
         return None;
@@ -208,7 +215,7 @@ fn request_hash(ctx: &XdpContext, bootp: usize) -> Option<(u8, u16, bool)> {
     let chaddr = load::<16>(ctx, bootp + CHADDR)?;
     let secs = u16::from_be_bytes(load::<2>(ctx, bootp + SECS)?);
     // Clients put the message type first; where one does not, the request is not taken
-    // for a DISCOVER here and the server's own rule decides.
+    // for a DISCOVER or a REQUEST here and the server's own rule decides.
     let kind = match load::<3>(ctx, bootp + OPTIONS) {
         Some([MESSAGE_TYPE, 1, kind]) => kind,
         _ => 0,
@@ -220,14 +227,57 @@ fn request_hash(ctx: &XdpContext, bootp: usize) -> Option<(u8, u16, bool)> {
         None => None,
     };
     let hash = client_key_hash(client_id, chaddr.get(..usize::from(hlen))?);
-    Some((hash, secs, kind == DHCPDISCOVER))
+    let asked = match kind {
+        DHCPDISCOVER => Asked::Discover,
+        // A second walk, for REQUESTs only: folding option 54 into the walk above
+        // multiplies the states the verifier must follow past its limit of a million
+        // instructions, while a walk that ends here, after the hash, stays small.
+        DHCPREQUEST => match server_id(ctx, bootp + OPTIONS) {
+            Some(server_id) => Asked::Selecting { server_id, to },
+            None => Asked::Other,
+        },
+        _ => Asked::Other,
+    };
+    Some((hash, secs, asked))
 }
 
 /// Copies the data of the first option 61 among the options field's first
 /// `MAX_OPTIONS_SCANNED` options into `id` and returns its length; `Some(None)` when
 /// there is none, `None` when an option runs past the frame.
 #[inline(always)]
-fn client_id(ctx: &XdpContext, mut at: usize, id: &mut [u8; 255]) -> Option<Option<usize>> {
+fn client_id(ctx: &XdpContext, at: usize, id: &mut [u8; 255]) -> Option<Option<usize>> {
+    let Some((at, len)) = find_option(ctx, at, CLIENT_ID)? else {
+        return Some(None);
+    };
+    if len > 0 {
+        // SAFETY: `len` is at most 255, the size of `id`; the helper fails rather than
+        // read past the frame.
+        let r =
+            unsafe { bpf_xdp_load_bytes(ctx.ctx, at as u32, id.as_mut_ptr().cast(), len as u32) };
+        if r != 0 {
+            return None;
+        }
+    }
+    Some(Some(len))
+}
+
+/// The first option 54 among the options field's first `MAX_OPTIONS_SCANNED` options,
+/// when it is the 4 octets the engine takes. Anything less clear (none, another length,
+/// an option running past the frame) is `None`: the REQUEST is left to the engine,
+/// steered as before.
+#[inline(always)]
+fn server_id(ctx: &XdpContext, at: usize) -> Option<[u8; 4]> {
+    match find_option(ctx, at, SERVER_ID) {
+        Some(Some((at, 4))) => load::<4>(ctx, at),
+        _ => None,
+    }
+}
+
+/// The offset and length of the data of the first option `wanted` among the options
+/// field's first `MAX_OPTIONS_SCANNED` options; `Some(None)` when there is none, `None`
+/// when an option runs past the frame.
+#[inline(always)]
+fn find_option(ctx: &XdpContext, mut at: usize, wanted: u8) -> Option<Option<(usize, usize)>> {
     // SAFETY: reads the length of the frame the program was called for.
     let frame = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     for _ in 0..MAX_OPTIONS_SCANNED {
@@ -249,18 +299,8 @@ fn client_id(ctx: &XdpContext, mut at: usize, id: &mut [u8; 255]) -> Option<Opti
         if at + 2 + len > frame {
             return None;
         }
-        if code == CLIENT_ID {
-            if len > 0 {
-                // SAFETY: `len` is at most 255, the size of `id`; the helper fails rather
-                // than read past the frame.
-                let r = unsafe {
-                    bpf_xdp_load_bytes(ctx.ctx, (at + 2) as u32, id.as_mut_ptr().cast(), len as u32)
-                };
-                if r != 0 {
-                    return None;
-                }
-            }
-            return Some(Some(len));
+        if code == wanted {
+            return Some(Some((at + 2, len)));
         }
         at += 2 + len;
     }

@@ -39,8 +39,9 @@ pub enum Counter {
     Malformed = 2,
     /// A DHCP request whose socket is not registered yet: left to the kernel.
     NoSocket = 3,
-    /// Failover: a DISCOVER of the partner's hash buckets while the pair cooperates,
-    /// dropped here so it costs the server nothing.
+    /// Failover: a DISCOVER of the partner's hash buckets while the pair cooperates, or
+    /// the SELECTING REQUEST after it naming the partner, dropped here so it costs the
+    /// server nothing.
     Balanced = 4,
 }
 
@@ -83,47 +84,117 @@ impl Counters {
 /// [`Balance::encode`] lays it out.
 pub const BALANCE: &str = "BALANCE";
 /// Size of [`BALANCE`]'s value.
-pub const BALANCE_LEN: usize = 40;
+pub const BALANCE_LEN: usize = 40 + 4 * MAX_SERVER_IDS;
+/// How many of our server identifiers [`Balance`] carries. A server rarely has more
+/// than its interface address and a subnet's `server-id` or two; past this many the
+/// program leaves every REQUEST to the engine rather than risk dropping one naming us.
+pub const MAX_SERVER_IDS: usize = 4;
+
+/// What the load-balancing rule needs to know of a message beyond its client's bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    Discover,
+    /// A DHCPREQUEST carrying a server identifier (option 54, the first instance): a
+    /// client in SELECTING state naming the server it chose. `to` is the IPv4
+    /// destination of the datagram, which the engine takes for its own address when the
+    /// request was not broadcast.
+    Selecting {
+        server_id: [u8; 4],
+        to: [u8; 4],
+    },
+    /// Anything else: never balanced.
+    Other,
+}
 
 /// The failover load-balancing rule (RFC 3074 with dhcpd's hash bucket assignment):
 /// while the pair cooperates, a DISCOVER whose bucket is the partner's is left to the
-/// partner unless the client has been trying for `max_secs`.
+/// partner unless the client has been trying for `max_secs`; so is the broadcast
+/// REQUEST that follows it, when it names a server other than us, so that it costs
+/// this server nothing either (the engine would only drop it, as not for us).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Balance {
     pub on: bool,
     pub max_secs: u16,
     /// Bit `b & 7` of octet `b >> 3` set: bucket `b` is this server's.
     pub mine: [u8; 32],
+    /// Every server identifier the engine counts as its own on this interface, unused
+    /// entries 0.0.0.0. Empty: SELECTING REQUESTs are never dropped, because we cannot
+    /// tell whether one names us.
+    pub server_ids: [[u8; 4]; MAX_SERVER_IDS],
 }
 
 impl Balance {
-    /// Whether a request of `bucket` that waited `secs` is the partner's to answer.
+    /// This rule with `ids` as our server identifiers (duplicates and 0.0.0.0 ignored).
+    /// More distinct ones than [`MAX_SERVER_IDS`]: none at all, so that REQUESTs are
+    /// left to the engine and correctness never depends on the cap.
+    pub fn with_server_ids(mut self, ids: &[[u8; 4]]) -> Self {
+        let mut kept = [[0u8; 4]; MAX_SERVER_IDS];
+        let mut n = 0;
+        for &id in ids {
+            if id == [0; 4] || kept[..n].contains(&id) {
+                continue;
+            }
+            match kept.get_mut(n) {
+                Some(slot) => *slot = id,
+                None => {
+                    kept = [[0; 4]; MAX_SERVER_IDS];
+                    break;
+                }
+            }
+            n += 1;
+        }
+        self.server_ids = kept;
+        self
+    }
+
+    /// Whether a message of `bucket` that waited `secs` is the partner's to answer.
     /// As dhcpd's load_balance_mine: a client is anyone's once `secs` is above the
-    /// limit, and a limit of 0 turns balancing off.
-    pub fn leaves_to_partner(&self, bucket: u8, secs: u16, discover: bool) -> bool {
+    /// limit, and a limit of 0 turns balancing off. A SELECTING REQUEST is the
+    /// partner's only when it also names neither one of our identifiers nor the
+    /// address it was sent to: a client we answered (its `secs` past the limit) may ask
+    /// us with a lower `secs`, and that REQUEST must reach us.
+    pub fn leaves_to_partner(&self, bucket: u8, secs: u16, asked: Asked) -> bool {
+        let applies = match asked {
+            Asked::Discover => true,
+            Asked::Selecting { server_id, to } => {
+                self.server_ids[0] != [0; 4]
+                    && server_id != to
+                    && !self.server_ids.contains(&server_id)
+            }
+            Asked::Other => false,
+        };
         self.on
-            && discover
+            && applies
             && self.max_secs != 0
             && secs <= self.max_secs
             && self.mine[usize::from(bucket >> 3)] & (1 << (bucket & 7)) == 0
     }
 
-    /// The map value: on (u32), max_secs (u32), then the 32 octets, little-endian.
+    /// The map value: on (u32), max_secs (u32), the 32 octets of `mine`, then the
+    /// server identifiers in network order; little-endian.
     pub fn encode(&self) -> [u8; BALANCE_LEN] {
         let mut v = [0u8; BALANCE_LEN];
         v[0] = u8::from(self.on);
         v[4..6].copy_from_slice(&self.max_secs.to_le_bytes());
-        v[8..].copy_from_slice(&self.mine);
+        v[8..40].copy_from_slice(&self.mine);
+        for (i, id) in self.server_ids.iter().enumerate() {
+            v[40 + 4 * i..44 + 4 * i].copy_from_slice(id);
+        }
         v
     }
 
     pub fn decode(v: &[u8; BALANCE_LEN]) -> Self {
         let mut mine = [0u8; 32];
-        mine.copy_from_slice(&v[8..]);
+        mine.copy_from_slice(&v[8..40]);
+        let mut server_ids = [[0u8; 4]; MAX_SERVER_IDS];
+        for (i, id) in server_ids.iter_mut().enumerate() {
+            id.copy_from_slice(&v[40 + 4 * i..44 + 4 * i]);
+        }
         Balance {
             on: v[0] != 0,
             max_secs: u16::from_le_bytes([v[4], v[5]]),
             mine,
+            server_ids,
         }
     }
 }
@@ -261,30 +332,135 @@ mod tests {
         );
     }
 
-    #[test]
-    fn balance_survives_the_map_and_leaves_only_partner_discovers() {
+    /// Bucket 0 ours, the rest the partner's; at most 3 s of `secs`; our identifiers
+    /// 192.0.2.1 and 198.51.100.1.
+    fn rule() -> Balance {
         let mut mine = [0u8; 32];
-        mine[0] = 0b0000_0001; // bucket 0 is ours
-        let b = Balance {
+        mine[0] = 0b0000_0001;
+        Balance {
             on: true,
             max_secs: 3,
             mine,
-        };
+            server_ids: [[0; 4]; MAX_SERVER_IDS],
+        }
+        .with_server_ids(&[[192, 0, 2, 1], [198, 51, 100, 1]])
+    }
+
+    const PARTNER: [u8; 4] = [192, 0, 2, 2];
+    const BROADCAST: [u8; 4] = [255; 4];
+
+    fn selecting(server_id: [u8; 4]) -> Asked {
+        Asked::Selecting {
+            server_id,
+            to: BROADCAST,
+        }
+    }
+
+    #[test]
+    fn balance_survives_the_map() {
+        let b = rule();
         assert_eq!(Balance::decode(&b.encode()), b);
-        assert!(!b.leaves_to_partner(0, 0, true));
-        assert!(b.leaves_to_partner(1, 0, true));
-        assert!(b.leaves_to_partner(255, 3, true));
-        assert!(!b.leaves_to_partner(1, 4, true), "waited long enough");
+        let full = b.with_server_ids(&[
+            [1, 2, 3, 4],
+            [5, 6, 7, 8],
+            [9, 10, 11, 12],
+            [13, 14, 15, 16],
+        ]);
+        assert_eq!(Balance::decode(&full.encode()), full);
+        assert_eq!(
+            Balance::decode(&Balance::default().encode()),
+            Balance::default()
+        );
+        // The layout the program reads, not only a round trip.
+        let v = b.encode();
+        assert_eq!((v[0], &v[4..6], v[8]), (1, &[3u8, 0][..], 1));
+        assert_eq!(&v[40..48], &[192, 0, 2, 1, 198, 51, 100, 1]);
+        assert_eq!(&v[48..], &[0; 8]);
+    }
+
+    #[test]
+    fn balance_leaves_only_partner_discovers() {
+        let b = rule();
+        assert!(!b.leaves_to_partner(0, 0, Asked::Discover));
+        assert!(b.leaves_to_partner(1, 0, Asked::Discover));
+        assert!(b.leaves_to_partner(255, 3, Asked::Discover));
+        assert!(
+            !b.leaves_to_partner(1, 4, Asked::Discover),
+            "waited long enough"
+        );
         let never = Balance { max_secs: 0, ..b };
         assert!(
-            !never.leaves_to_partner(1, 0, true),
+            !never.leaves_to_partner(1, 0, Asked::Discover),
             "a limit of 0: no balancing"
         );
         assert!(
-            !b.leaves_to_partner(1, 0, false),
-            "requests are not balanced"
+            !b.leaves_to_partner(1, 0, Asked::Other),
+            "others are not balanced"
         );
         let off = Balance { on: false, ..b };
-        assert!(!off.leaves_to_partner(1, 0, true));
+        assert!(!off.leaves_to_partner(1, 0, Asked::Discover));
+    }
+
+    #[test]
+    fn balance_leaves_partner_selecting_requests_naming_the_partner() {
+        let b = rule();
+        assert!(b.leaves_to_partner(1, 0, selecting(PARTNER)));
+        assert!(b.leaves_to_partner(255, 3, selecting(PARTNER)));
+        assert!(
+            !b.leaves_to_partner(0, 0, selecting(PARTNER)),
+            "our bucket: the engine withdraws its offer"
+        );
+        assert!(
+            !b.leaves_to_partner(1, 4, selecting(PARTNER)),
+            "past the limit we may have offered too"
+        );
+        let off = Balance { on: false, ..b };
+        assert!(
+            !off.leaves_to_partner(1, 0, selecting(PARTNER)),
+            "not cooperating"
+        );
+        let never = Balance { max_secs: 0, ..b };
+        assert!(!never.leaves_to_partner(1, 0, selecting(PARTNER)));
+    }
+
+    #[test]
+    fn balance_never_leaves_a_request_naming_us() {
+        let b = rule();
+        for id in [[192, 0, 2, 1], [198, 51, 100, 1]] {
+            for bucket in [0, 1, 255] {
+                assert!(!b.leaves_to_partner(bucket, 0, selecting(id)), "{id:?}");
+            }
+        }
+        // Unicast to an address of ours that is no configured identifier (a relay's
+        // helper address): the engine takes the destination for its own.
+        let to_us = Asked::Selecting {
+            server_id: [203, 0, 113, 7],
+            to: [203, 0, 113, 7],
+        };
+        assert!(!b.leaves_to_partner(1, 0, to_us));
+        let relayed = Asked::Selecting {
+            server_id: PARTNER,
+            to: [203, 0, 113, 7],
+        };
+        assert!(b.leaves_to_partner(1, 0, relayed));
+    }
+
+    #[test]
+    fn too_many_server_ids_leave_every_request_to_the_engine() {
+        let ids: [[u8; 4]; 5] = core::array::from_fn(|i| [198, 18, 0, i as u8 + 1]);
+        let b = rule().with_server_ids(&ids);
+        assert_eq!(b.server_ids, [[0; 4]; MAX_SERVER_IDS]);
+        assert!(!b.leaves_to_partner(1, 0, selecting(PARTNER)));
+        assert!(
+            b.leaves_to_partner(1, 0, Asked::Discover),
+            "DISCOVERs still"
+        );
+        // Duplicates and 0.0.0.0 take no room: four distinct ones still fit.
+        let b = rule().with_server_ids(&[ids[0], ids[0], [0; 4], ids[1], ids[2], ids[1], ids[3]]);
+        assert_eq!(b.server_ids, [ids[0], ids[1], ids[2], ids[3]]);
+        assert!(b.leaves_to_partner(1, 0, selecting(PARTNER)));
+        assert!(!b.leaves_to_partner(1, 0, selecting(ids[3])));
+        let none = rule().with_server_ids(&[]);
+        assert!(!none.leaves_to_partner(1, 0, selecting(PARTNER)));
     }
 }

@@ -17,7 +17,7 @@ use crate::failover::wire::RejectReason;
 use crate::failover::{Role, Service};
 use crate::journal::{BindingState, HwAddr, Lease, LeaseFlags};
 use crate::wire::{MessageType, Request};
-use dhcp_ebpf_common::Balance;
+use dhcp_ebpf_common::{Asked, Balance};
 use std::net::Ipv4Addr;
 
 /// dhcpd's allowance for the pair's clock skew when judging an expiry (60 s + fudge).
@@ -154,7 +154,7 @@ impl Engine {
         }
         let bucket = dhcp_ebpf_common::loadb_hash(client.bytes);
         p.balance
-            .leaves_to_partner(bucket, req.msg.secs(), true)
+            .leaves_to_partner(bucket, req.msg.secs(), Asked::Discover)
             .then_some(Drop::LoadBalanced)
     }
 

@@ -112,7 +112,8 @@ pub struct View {
 
 impl View {
     /// The load-balancing rule as the XDP program applies it: on while cooperating,
-    /// with this server's buckets.
+    /// with this server's buckets. No server identifiers: the loader adds those of its
+    /// interface, and the engine has its own test for a REQUEST naming another server.
     pub fn balance(&self, max_secs: u16) -> dhcp_ebpf_common::Balance {
         let mut mine = self.hba.0;
         if self.role == Role::Secondary {
@@ -124,6 +125,7 @@ impl View {
             on: self.service == Service::Cooperating,
             max_secs,
             mine,
+            server_ids: Default::default(),
         }
     }
 }

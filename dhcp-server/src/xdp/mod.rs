@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use dhcp_ebpf_common::{Balance, MAX_SERVER_IDS};
 
 use crate::config::Config;
 use crate::store::{self, Committer};
@@ -124,18 +125,23 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     let mut questions = Vec::new();
     let mut journal_ok = Vec::new();
     let mut durable = Vec::new();
-    // The program drops DISCOVERs of the partner's buckets while the pair cooperates;
-    // the link sets the rule on every state change.
+    // The program drops DISCOVERs of the partner's buckets while the pair cooperates,
+    // and the REQUESTs after them that name another server; the link sets the rule on
+    // every state change.
     let on_view = match &config.failover {
         Some(f) => {
             let mut rules = attached
                 .iter_mut()
-                .map(|a| a.program.take_balance())
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|a| Ok((a.program.take_balance()?, server_ids(&config, a))))
+                .collect::<Result<Vec<_>, XdpError>>()?;
             let max_secs = f.load_balance_max_seconds.min(u32::from(u16::MAX)) as u16;
             Some(Box::new(move |view: &crate::failover::machine::View| {
                 let rule = view.balance(max_secs);
-                for r in &mut rules {
+                for (r, server_ids) in &mut rules {
+                    let rule = Balance {
+                        server_ids: *server_ids,
+                        ..rule
+                    };
                     if let Err(e) = r.set(&rule) {
                         tracing::warn!("cannot set the XDP load-balancing rule: {e}");
                     }
@@ -288,6 +294,26 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     drop(journal);
     drop(control);
     Ok(())
+}
+
+/// Every server identifier the engine counts as its own for a request that reaches
+/// `a`'s interface, for the XDP program's load-balancing rule: the interface's address
+/// (a broadcast's) and each subnet's `server-id` (a relayed request may be placed in any
+/// subnet). Too many to fit and there are none: the program then leaves every REQUEST
+/// to the workers.
+fn server_ids(config: &Config, a: &Attached) -> [[u8; 4]; MAX_SERVER_IDS] {
+    let ids: Vec<[u8; 4]> = std::iter::once(a.addr)
+        .chain(config.subnets.iter().filter_map(|s| s.server_id))
+        .map(|id| id.octets())
+        .collect();
+    let kept = Balance::default().with_server_ids(&ids).server_ids;
+    if kept[0] == [0; 4] {
+        tracing::info!(
+            "{}: more than {MAX_SERVER_IDS} server identifiers: the XDP program leaves every REQUEST to the workers, even those naming the failover partner",
+            a.ifname
+        );
+    }
+    kept
 }
 
 fn pin_to(cpu: usize) {

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::journal::{HwAddr, LeaseFlags};
+use dhcp_ebpf_common::Asked;
 
 fn params(role: Role) -> Params {
     Params {
@@ -505,13 +506,13 @@ fn the_xdp_rule_leaves_the_partner_exactly_its_buckets() {
         let rule = view.balance(3);
         for bucket in 0..=255u8 {
             assert_eq!(
-                rule.leaves_to_partner(bucket, 0, true),
+                rule.leaves_to_partner(bucket, 0, Asked::Discover),
                 !view.hba.mine(role, bucket),
                 "{role:?} bucket {bucket}"
             );
         }
         view.service = Service::NotCooperating;
-        assert!((0..=255u8).all(|b| !view.balance(3).leaves_to_partner(b, 0, true)));
+        assert!((0..=255u8).all(|b| !view.balance(3).leaves_to_partner(b, 0, Asked::Discover)));
     }
 }
 
