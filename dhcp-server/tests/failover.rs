@@ -766,6 +766,108 @@ fn a_pair_of_ours_rebalances_a_pool_running_dry() {
     });
 }
 
+/// A pair of ours, both on XDP: each server's program drops, besides the DISCOVERs of
+/// the partner's clients, their broadcast REQUESTs naming the partner, so its workers
+/// never see them (no `other-server` drops in its engine) and what its program left to
+/// the partner is two messages for every client the partner served. Every client still
+/// gets its lease, and both sides hold the same ones.
+#[test]
+fn a_pair_of_ours_on_xdp_leaves_the_partners_requests_in_the_program() {
+    let Some(mut lab) = PairLab::new("ours-xdp") else {
+        return;
+    };
+    let xdp = "backend = \"xdp\"\nworkers = 2";
+    lab.start_ours(Side::Primary, xdp, "p-state", "");
+    lab.start_ours(Side::Secondary, xdp, "s-state", "");
+    lab.wait_log(Side::Primary, "Both servers normal", 40);
+    lab.wait_log(Side::Secondary, "Both servers normal", 40);
+    // 24 clients, with a second to finish the last exchanges once all have started.
+    let served = lab.perfdhcp(&[
+        "-r",
+        "12",
+        "-R",
+        "24",
+        "-n",
+        "24",
+        "-p",
+        "6",
+        "-W",
+        "1000000",
+        "-b",
+        "mac=00:0c:10:00:00:00",
+    ]);
+    assert_eq!(served, 24, "every client gets its lease");
+    eventually(10, "every lease on both sides", || {
+        let (a, b) = (
+            lab.ours_active(Side::Primary),
+            lab.ours_active(Side::Secondary),
+        );
+        consistent(&a, &b);
+        a == b && a.len() as u32 == served
+    });
+    let stats = |side: Side| {
+        let v = lab.ctl(side, &["stats"]);
+        let n = |group: &str, key: &str| v[group][key].as_u64().unwrap();
+        Served {
+            discovers: n("received", "discover"),
+            requests: n("received", "request"),
+            acks: n("sent", "ack"),
+            other_server: n("drops", "other-server"),
+        }
+    };
+    let (p, s) = (stats(Side::Primary), stats(Side::Secondary));
+    assert_eq!(p.acks + s.acks, u64::from(served));
+    assert!(p.acks > 0 && s.acks > 0, "both serve: {p:?} {s:?}");
+    // The partner's REQUESTs stopped in the program: each engine saw only its own.
+    for (side, e) in [("primary", &p), ("secondary", &s)] {
+        assert_eq!(
+            (e.requests, e.other_server),
+            (e.acks, 0),
+            "the {side}'s engine"
+        );
+    }
+    lab.stop(Side::Primary);
+    lab.stop(Side::Secondary);
+    let left = |side: Side| -> u64 {
+        let log = fs::read_to_string(lab.log(side)).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains(" left to the failover partner"))
+            .unwrap_or_else(|| panic!("no XDP counters in the {} log", side.role()));
+        line.trim_end_matches(" left to the failover partner")
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    // Every DISCOVER and REQUEST the partner's engine had, this program dropped: two
+    // for each client the partner served, where it was one (the DISCOVER) before.
+    for (side, other) in [(Side::Primary, &s), (Side::Secondary, &p)] {
+        let left = left(side);
+        assert_eq!(
+            left,
+            other.discovers + other.requests,
+            "the {}'s program",
+            side.role()
+        );
+        assert!(
+            left >= 2 * other.acks,
+            "the {}'s program: {left}",
+            side.role()
+        );
+    }
+}
+
+/// What one of ours received and sent, from `ctl stats`.
+#[derive(Debug)]
+struct Served {
+    discovers: u64,
+    requests: u64,
+    acks: u64,
+    /// REQUESTs (and the like) naming another server, dropped by the engine.
+    other_server: u64,
+}
+
 /// A pair of ours: normal, clients on both, the secondary killed, the primary alone in
 /// partner-down (automatic after 2 s), then the secondary back with an empty journal:
 /// it learns every binding from the primary, waits out the MCLT, and only then serves.
