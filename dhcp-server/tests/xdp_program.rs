@@ -2,7 +2,9 @@
 //! own traffic (ARP, ICMP, TCP) still flows while it is attached, DHCP requests with no
 //! worker socket yet and garbled frames to port 67 land in the right counters, each
 //! request reaches the socket its RFC 3074 hash names (the kernel's hash is the host's), a
-//! second program is refused, and nothing stays attached after a drop or a `kill -9`.
+//! failover load-balancing rule drops the partner's DISCOVERs and SELECTING REQUESTs and
+//! nothing else, a second program is refused, and nothing stays attached after a drop
+//! or a `kill -9`.
 //! Needs root; see `common`.
 
 // Shared by every test binary; this one uses only the lab.
@@ -17,7 +19,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{require, Lab};
-use dhcp_ebpf_common::client_key_hash;
+use dhcp_ebpf_common::{client_key_hash, Balance};
 use dhcp_server::packet::PacketSocket;
 use dhcp_server::xdp::program::{AttachMode, SteerProgram, XdpError};
 use dhcp_server::{netif, xdp::xsk};
@@ -25,6 +27,8 @@ use dhcp_server::{netif, xdp::xsk};
 const SERVER: &str = "192.0.2.1";
 const SERVER_CIDR: &str = "192.0.2.1/24";
 const CLIENT_CIDR: &str = "192.0.2.2/24";
+const DHCPDISCOVER: u8 = 1;
+const DHCPREQUEST: u8 = 3;
 /// Set in the re-executed test binary that attaches and waits to be killed.
 const CHILD_ENV: &str = "DHCP_XDP_TEST_ATTACH_TO";
 
@@ -109,14 +113,21 @@ fn with_ip_options(mut frame: Vec<u8>) -> Vec<u8> {
 
 /// A DHCPDISCOVER from `mac`, with `options` after message type 53.
 fn discover(mac: [u8; 6], options: &[u8]) -> Vec<u8> {
+    bootrequest(mac, DHCPDISCOVER, 0, options)
+}
+
+/// A BOOTREQUEST from `mac` of DHCP message type `kind` whose client has waited `secs`,
+/// with `options` after message type 53.
+fn bootrequest(mac: [u8; 6], kind: u8, secs: u16, options: &[u8]) -> Vec<u8> {
     let mut m = vec![0u8; 236];
     m[0] = 1; // BOOTREQUEST
     m[1] = 1;
     m[2] = 6;
     m[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    m[8..10].copy_from_slice(&secs.to_be_bytes());
     m[10] = 0x80; // broadcast
     m[28..34].copy_from_slice(&mac);
-    m.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
+    m.extend_from_slice(&[99, 130, 83, 99, 53, 1, kind]);
     m.extend_from_slice(options);
     m.push(255);
     m
@@ -292,6 +303,101 @@ fn requests_reach_the_socket_of_their_hash() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(received, expected);
+}
+
+/// The failover load-balancing rule in the program, frame by frame: with every bucket
+/// the partner's, a DISCOVER and a SELECTING REQUEST naming another server are dropped
+/// (counted as balanced); a REQUEST naming us, or sent to the address it names, or from
+/// a client past load-balance-max-seconds, or without a clear option 54, or any REQUEST
+/// once we have more server identifiers than the rule holds, goes on to the server.
+#[test]
+fn the_partners_discovers_and_requests_stop_in_the_program() {
+    let Some(lab) = Lab::new("xdp_balance", SERVER_CIDR) else {
+        return;
+    };
+    let mut program = attach(&lab, 1, 1).expect("attach");
+    let mut rule = program.take_balance().expect("the BALANCE map");
+    let ours = [192, 0, 2, 1];
+    let partner = [192, 0, 2, 9];
+    let partners_only = Balance {
+        on: true,
+        max_secs: 3,
+        mine: [0; 32],
+        ..Balance::default()
+    };
+    rule.set(&partners_only.with_server_ids(&[ours, [198, 51, 100, 1]]))
+        .expect("set the rule");
+    let mac = [0x02, 0, 0, 0, 0, 0x20];
+    let selecting = |server_id: [u8; 4], secs: u16| {
+        let mut o = vec![54, 4];
+        o.extend_from_slice(&server_id);
+        o.extend_from_slice(&[50, 4, 192, 0, 2, 77]);
+        bootrequest(mac, DHCPREQUEST, secs, &o)
+    };
+    let dropped = vec![
+        udp_frame(None, 67, &discover(mac, &[])),
+        udp_frame(None, 67, &selecting(partner, 0)),
+        udp_frame(None, 67, &selecting(partner, 3)),
+        // Option 54 after others, and the client identifier deciding the bucket.
+        udp_frame(
+            None,
+            67,
+            &bootrequest(
+                mac,
+                DHCPREQUEST,
+                1,
+                &[61, 7, 1, 2, 0, 0, 0, 0, 0x21, 54, 4, 192, 0, 2, 9],
+            ),
+        ),
+    ];
+    let mut sent_to_partner = udp_frame(None, 67, &selecting(partner, 0));
+    sent_to_partner[30..34].copy_from_slice(&partner);
+    let passed = vec![
+        udp_frame(None, 67, &selecting(ours, 0)),
+        udp_frame(None, 67, &selecting([198, 51, 100, 1], 0)),
+        udp_frame(None, 67, &selecting(partner, 4)),
+        udp_frame(None, 67, &bootrequest(mac, DHCPDISCOVER, 4, &[])),
+        sent_to_partner,
+        // INIT-REBOOT: no option 54.
+        udp_frame(
+            None,
+            67,
+            &bootrequest(mac, DHCPREQUEST, 0, &[50, 4, 192, 0, 2, 77]),
+        ),
+        // An option 54 of 5 octets: the engine decides.
+        udp_frame(
+            None,
+            67,
+            &bootrequest(mac, DHCPREQUEST, 0, &[54, 5, 192, 0, 2, 9, 0]),
+        ),
+    ];
+    send(&lab, &dropped);
+    send(&lab, &passed);
+    let total = (dropped.len() + passed.len()) as u64;
+    let c = counters_until(&program, |c| c.balanced + c.no_socket >= total);
+    assert_eq!(
+        (c.balanced, c.no_socket, c.malformed),
+        (dropped.len() as u64, passed.len() as u64, 0),
+        "{c:?}"
+    );
+
+    // Five identifiers do not fit: no REQUEST is dropped, DISCOVERs still are.
+    let five: Vec<[u8; 4]> = (1..=5).map(|i| [203, 0, 113, i]).collect();
+    rule.set(&partners_only.with_server_ids(&five))
+        .expect("set the rule");
+    send(
+        &lab,
+        &[
+            udp_frame(None, 67, &selecting(partner, 0)),
+            udp_frame(None, 67, &discover(mac, &[])),
+        ],
+    );
+    let after = counters_until(&program, |a| a.balanced + a.no_socket >= total + 2);
+    assert_eq!(
+        (after.balanced, after.no_socket),
+        (c.balanced + 1, c.no_socket + 1),
+        "{after:?}"
+    );
 }
 
 #[test]
