@@ -1,7 +1,9 @@
 //! `cargo xtask bench --failover`: a load-balanced pair of our servers against one of ours
 //! alone and against a Kea HA pair, in the same run, under the same generator (dhcp-load)
 //! and method as `cargo xtask bench` (the highest offered rate with at most 2.5% of DORA
-//! exchanges dropped, every step on freshly started servers), and on the same link for all:
+//! exchanges dropped, every step on freshly started servers; for our pair also at most
+//! 2.5% of the step's leases not yet acknowledged by the partner at its end), and on the
+//! same link for all:
 //!
 //! | namespace    | interface   | address            | role                                   |
 //! |--------------|-------------|--------------------|----------------------------------------|
@@ -133,6 +135,83 @@ impl Side {
 struct Bed {
     dir: PathBuf,
     children: Vec<Child>,
+}
+
+/// `--cpu-per-server`: every server process (ours and Kea's alike) gets the same share of
+/// one CPU through a CPU cgroup per side, as if each ran on a machine of its own of that
+/// size. Without it both servers of a pair and the generator share the 2 cores, so a
+/// pair, which does more work per lease than one server (it also replicates each
+/// binding), can never catch up with one server there.
+struct CpuQuota {
+    share: f64,
+    groups: Vec<PathBuf>,
+}
+
+/// The CFS period of the quota: short, so that a throttled server waits at most a few
+/// milliseconds rather than most of the default 100 ms.
+const QUOTA_PERIOD_US: u32 = 10_000;
+
+impl CpuQuota {
+    fn new(share: f64) -> Result<CpuQuota> {
+        if !(0.1..=1.0).contains(&share) {
+            return Err(format!(
+                "--cpu-per-server is a share of one CPU from 0.1 to 1, not {share}"
+            ));
+        }
+        let quota = (share * f64::from(QUOTA_PERIOD_US)).round() as u32;
+        let write = |path: PathBuf, value: String| {
+            fs::write(&path, &value)
+                .map_err(|e| format!("{}: cannot write {value:?}: {e}", path.display()))
+        };
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let mut q = CpuQuota {
+            share,
+            groups: Vec::new(),
+        };
+        for side in [Primary, Secondary] {
+            let name = format!("dhcpbench-{}", side.role());
+            let dir = if v2.exists() {
+                write(
+                    PathBuf::from("/sys/fs/cgroup/cgroup.subtree_control"),
+                    "+cpu".into(),
+                )?;
+                PathBuf::from("/sys/fs/cgroup").join(name)
+            } else if v1.join("cpu.cfs_quota_us").exists() {
+                v1.join(name)
+            } else {
+                return Err("--cpu-per-server needs the cgroup CPU controller \
+                            (/sys/fs/cgroup/cpu or cgroup v2)"
+                    .into());
+            };
+            if !dir.exists() {
+                fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            q.groups.push(dir.clone());
+            if v2.exists() {
+                write(dir.join("cpu.max"), format!("{quota} {QUOTA_PERIOD_US}"))?;
+            } else {
+                write(dir.join("cpu.cfs_period_us"), QUOTA_PERIOD_US.to_string())?;
+                write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+            }
+        }
+        Ok(q)
+    }
+
+    /// Moves process `pid` (all its threads) under `side`'s quota.
+    fn confine(&self, side: Side, pid: u32) -> Result {
+        let group = &self.groups[usize::from(side == Secondary)];
+        fs::write(group.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("{}: cannot move {pid}: {e}", group.display()))
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        for g in &self.groups {
+            let _ = fs::remove_dir(g);
+        }
+    }
 }
 
 fn ip(args: &[&str]) -> Result {
@@ -323,6 +402,17 @@ struct PairStep {
     acks: Vec<f64>,
     /// Server processes that did not stop within the grace time after SIGTERM.
     hung: Vec<&'static str>,
+    /// Leases of the step the busier side's partner had not heard of at its end, percent.
+    backlog_pct: f64,
+}
+
+impl PairStep {
+    /// What the rate search holds against the drop limit: exchanges dropped, or for our
+    /// pair, leases the partner had not heard of at the end if more. A pair that serves
+    /// faster than it replicates is not keeping up: its backlog only grows.
+    fn failed_pct(&self) -> f64 {
+        self.step.drop_pct.max(self.backlog_pct)
+    }
 }
 
 /// CPU seconds of this process's children that have been waited for (the generator's,
@@ -630,8 +720,23 @@ fn start(bed: &mut Bed, kit: &Kit, c: Contender) -> Result<Vec<u32>> {
 }
 
 /// Offers `rate` DORA exchanges a second to a freshly started `c` for the plan's step.
-fn step(bed: &mut Bed, kit: &Kit, c: Contender, rate: u32, plan: &Plan) -> Result<PairStep> {
+fn step(
+    bed: &mut Bed,
+    kit: &Kit,
+    c: Contender,
+    rate: u32,
+    plan: &Plan,
+    quota: Option<&CpuQuota>,
+) -> Result<PairStep> {
     let pids = start(bed, kit, c)?;
+    if let Some(q) = quota {
+        for (&side, &pid) in c.sides().iter().zip(&pids) {
+            if let Err(e) = q.confine(side, pid) {
+                bed.stop(&pids, Duration::from_secs(3));
+                return Err(e);
+            }
+        }
+    }
     std::thread::sleep(Duration::from_millis(200));
     let cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_secs(p)).collect();
     let generator_before = children_cpu_secs();
@@ -697,6 +802,7 @@ fn step(bed: &mut Bed, kit: &Kit, c: Contender, rate: u32, plan: &Plan) -> Resul
         },
         cpu_each: cpu.iter().map(|&c| per_lease(c)).collect(),
         generator_cpu: per_lease(generator),
+        backlog_pct: backlog.iter().copied().fold(0.0, f64::max) * 100.0 / completed.max(1.0),
         backlog,
         acks,
         hung,
@@ -708,8 +814,8 @@ fn step(bed: &mut Bed, kit: &Kit, c: Contender, rate: u32, plan: &Plan) -> Resul
     if !s.backlog.is_empty() {
         let _ = write!(
             line,
-            "; ACKs sent {:?}, binding updates unacknowledged at the end {:?}",
-            s.acks, s.backlog
+            "; ACKs sent {:?}, binding updates unacknowledged at the end {:?} ({:.2}% of the step's leases)",
+            s.acks, s.backlog, s.backlog_pct
         );
     }
     if !s.hung.is_empty() {
@@ -725,10 +831,12 @@ struct Row {
     steps: Vec<PairStep>,
 }
 
-pub fn run(quick: bool) -> Result {
+/// `cpu_per_server`: see [`CpuQuota`].
+pub fn run(quick: bool, cpu_per_server: Option<f64>) -> Result {
     if !is_root() {
         return Err("the benchmark builds namespaces: run it as root".into());
     }
+    let quota = cpu_per_server.map(CpuQuota::new).transpose()?;
     crate::install(&["kea-dhcp4-server"])?;
     let began = Instant::now();
     let plan = Plan::new(quick);
@@ -750,8 +858,8 @@ pub fn run(quick: bool) -> Result {
         let (best, steps) = search_rates(
             c.start_rate(),
             &plan,
-            |rate| step(&mut bed, &kit, c, rate, &plan),
-            |s: &PairStep| s.step.drop_pct,
+            |rate| step(&mut bed, &kit, c, rate, &plan, quota.as_ref()),
+            PairStep::failed_pct,
         )?;
         if best.step.leases_per_s.is_nan() || best.step.leases_per_s <= 0.0 {
             return Err(format!(
@@ -769,7 +877,8 @@ pub fn run(quick: bool) -> Result {
     }
     let load_after = load_average();
     let took = began.elapsed().as_secs();
-    report(&rows, quick, &load_before, &load_after, synced, took)?;
+    let share = quota.as_ref().map(|q| q.share);
+    report(&rows, quick, share, &load_before, &load_after, synced, took)?;
     println!(
         "the failover benchmark took {}m{:02}s",
         took / 60,
@@ -782,6 +891,7 @@ pub fn run(quick: bool) -> Result {
 fn report(
     rows: &[Row],
     quick: bool,
+    cpu_per_server: Option<f64>,
     load_before: &str,
     load_after: &str,
     synced: Duration,
@@ -811,7 +921,8 @@ fn report(
         "upd. backlog"
     );
     let mut json = format!(
-        "{{\"quick\":{quick},\"max_drop_percent\":{MAX_DROP_PERCENT},\"load_average_before\":\"{load_before}\",\"load_average_after\":\"{load_after}\",\"pair_sync_secs\":{:.1},\"took_secs\":{took},\"contenders\":[",
+        "{{\"quick\":{quick},\"cpu_per_server\":{},\"max_drop_percent\":{MAX_DROP_PERCENT},\"load_average_before\":\"{load_before}\",\"load_average_after\":\"{load_after}\",\"pair_sync_secs\":{:.1},\"took_secs\":{took},\"contenders\":[",
+        cpu_per_server.map_or("null".into(), |c| c.to_string()),
         synced.as_secs_f64()
     );
     let list = |v: &[f64], prec: usize| {
@@ -899,6 +1010,12 @@ fn report(
         verdict(pair_over_single >= 1.0),
         verdict(over_kea_pair >= 10.0)
     );
+    if let Some(c) = cpu_per_server {
+        let _ = writeln!(
+            table,
+            "every server process limited to {c} of a CPU (cgroup quota)"
+        );
+    }
     println!("\n{table}");
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out).map_err(|e| e.to_string())?;

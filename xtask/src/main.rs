@@ -49,6 +49,10 @@ enum Task {
         /// target/bench/bench-failover.json.
         #[arg(long)]
         failover: bool,
+        /// With --failover: every server process gets this share of one CPU (0.1 to 1,
+        /// a cgroup quota), as if each ran on a machine of its own of that size.
+        #[arg(long, requires = "failover")]
+        cpu_per_server: Option<f64>,
     },
 }
 
@@ -79,9 +83,13 @@ fn main() -> ExitCode {
         Task::Lab {
             action: LabAction::Status,
         } => lab::status(),
-        Task::Bench { quick, failover } => setup().and_then(|()| ebpf::build()).and_then(|()| {
+        Task::Bench {
+            quick,
+            failover,
+            cpu_per_server,
+        } => setup().and_then(|()| ebpf::build()).and_then(|()| {
             if failover {
-                bench_pair::run(quick)
+                bench_pair::run(quick, cpu_per_server)
             } else {
                 bench::run(quick)
             }
