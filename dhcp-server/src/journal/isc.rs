@@ -293,7 +293,9 @@ impl<'a> Lexer<'a> {
                     self.line += 1;
                     self.pos += 1;
                 }
-                b' ' | b'\t' | b'\r' => self.pos += 1,
+                // Every character the word below stops at must be taken here, or the
+                // lexer would return empty words forever (a form feed once did).
+                c if c.is_ascii_whitespace() => self.pos += 1,
                 b'#' => {
                     while b.get(self.pos).is_some_and(|&c| c != b'\n') {
                         self.pos += 1;
@@ -699,6 +701,24 @@ host h { dynamic; hardware ethernet 02:00:00:00:00:09; fixed-address 192.0.2.99;
         assert!(matches!(e, Error::Import { line: 2, .. }), "{e}");
         assert!(parse_leases("lease 192.0.2.300 { }").is_err());
         assert!(parse_leases("lease 192.0.2.1 { uid \"abc").is_err());
+    }
+
+    /// A form feed once made the lexer return empty words forever: each parse here runs
+    /// on a thread of its own, so a regression fails instead of hanging the suite.
+    #[test]
+    fn a_form_feed_is_whitespace() {
+        let parse = |text: &'static str| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(parse_leases(text).map(|v| v.len())));
+            rx.recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("the parser does not return on {text:?}"))
+        };
+        assert_eq!(parse("\x0c").unwrap(), 0);
+        assert_eq!(parse("authoring-byte-order\x0clittle-endian;").unwrap(), 0);
+        assert_eq!(
+            parse("lease 192.0.2.1 {\x0c binding state active;\x0c}").unwrap(),
+            1
+        );
     }
 
     proptest::proptest! {
