@@ -8,7 +8,7 @@
 //! in flight between the pair (bindings to send, bindings sent and not yet acknowledged)
 //! and asks the workers, through outputs, for what only they know.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use tracing::{error, info, warn};
@@ -223,6 +223,12 @@ pub struct Machine {
     auto_down_at: Option<u64>,
     /// A graceful stop told the partner and waits for it until then.
     stopping_until: Option<u64>,
+    /// A graceful stop the partner took over: the addresses whose updates it had not yet
+    /// acknowledged at that moment. The stop waits for these only: a stopping server
+    /// grants nothing, and what it changes afterwards follows from the partner's own
+    /// updates (a client the partner rebinds leaves its old binding here), which under
+    /// load never stop coming, so waiting for an empty queue could last the whole wait.
+    stop_owed: Option<HashSet<Ipv4Addr>>,
     /// The next rebalancing run, and the last one.
     balance_at: Option<u64>,
     last_balance: u64,
@@ -281,6 +287,7 @@ impl Machine {
             foreign_addresses: 0,
             auto_down_at: None,
             stopping_until: None,
+            stop_owed: None,
             balance_at: None,
             last_balance: 0,
             out: VecDeque::new(),
@@ -458,6 +465,8 @@ impl Machine {
         if self.me == ServerState::Normal && self.connected() {
             self.set_state(ServerState::Shutdown, now);
             self.stopping_until = Some(now + SHUTDOWN_WAIT);
+            self.stop_owed = None;
+            self.note_takeover();
         }
     }
 
@@ -476,11 +485,34 @@ impl Machine {
     /// Stopping, with a partner that took over or is stopping too and has acknowledged
     /// every update of ours: it knows every lease we made.
     fn partner_knows_all(&self) -> bool {
-        matches!(
-            self.partner,
-            ServerState::PartnerDown | ServerState::Shutdown
-        ) && self.queue.is_empty()
-            && self.flying.is_empty()
+        self.partner_took_over()
+            && self
+                .stop_owed
+                .as_ref()
+                .map_or(self.queue.is_empty() && self.flying.is_empty(), |o| {
+                    o.is_empty()
+                })
+    }
+
+    fn partner_took_over(&self) -> bool {
+        self.me == ServerState::Shutdown
+            && matches!(
+                self.partner,
+                ServerState::PartnerDown | ServerState::Shutdown
+            )
+    }
+
+    /// Notes, once, what the partner still owed us acknowledgements for when it took over.
+    fn note_takeover(&mut self) {
+        if self.stop_owed.is_none() && self.partner_took_over() {
+            let owed = self
+                .queue
+                .iter()
+                .chain(self.flying.keys())
+                .copied()
+                .collect();
+            self.stop_owed = Some(owed);
+        }
     }
 
     /// The stop finishes: the link goes without another word, and the journal keeps
@@ -494,6 +526,7 @@ impl Machine {
         }
         self.link = Link::Down;
         self.stopping_until = None;
+        self.stop_owed = None;
         self.set_state(ServerState::Recover, now);
     }
 
@@ -700,7 +733,8 @@ impl Machine {
                 self.close("duplicate connect");
             }
             (Link::Up { .. }, Msg::State { state, startup, .. }) => {
-                self.partner_state(state, startup, now)
+                self.partner_state(state, startup, now);
+                self.note_takeover();
             }
             (Link::Up { .. }, Msg::Contact) => {}
             (Link::Up { .. }, Msg::BndUpd(lease)) => self.on_bind_update(env.xid, lease, now),
@@ -865,6 +899,9 @@ impl Machine {
             _ => return,
         }
         let (_, mut ours) = self.flying.remove(&acked.addr).expect("checked above");
+        if let Some(owed) = &mut self.stop_owed {
+            owed.remove(&acked.addr);
+        }
         match reject {
             // Crossing updates: the partner kept its own, as the rules say it must.
             Some(r) if r.reason == RejectReason::LessCriticalBindInfo => info!(

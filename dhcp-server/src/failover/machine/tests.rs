@@ -574,6 +574,26 @@ fn a_graceful_stop_hands_every_client_to_the_partner_at_once() {
     assert_eq!(pair.s.view.service, Service::Cooperating);
 }
 
+/// Under load the partner, now serving every client, keeps sending bindings, and each
+/// can leave a change here (a client it rebinds leaves its old binding): updates of ours
+/// made after the partner took over must not hold the stop for its whole wait.
+#[test]
+fn a_stop_waits_only_for_what_was_owed_when_the_partner_took_over() {
+    let mut pair = stop_the_secondary();
+    assert_eq!(
+        pair.states(),
+        (ServerState::PartnerDown, ServerState::Shutdown)
+    );
+    let mut later = pair.s.leases.values().next().unwrap().clone();
+    later.state = crate::journal::BindingState::Free;
+    later.stamp += 100;
+    pair.s.m.lease_changed(later, pair.now);
+    assert!(
+        pair.s.m.stopped(pair.now),
+        "a change after the takeover holds the stop"
+    );
+}
+
 #[test]
 fn both_servers_stopped_at_once_finish_at_once_and_restart_without_recover_wait() {
     let mut pair = normal_pair();
