@@ -483,15 +483,10 @@ impl Machine {
     }
 
     /// Stopping, with a partner that took over or is stopping too and has acknowledged
-    /// every update of ours: it knows every lease we made.
+    /// every update of ours it owed when it did: it knows every lease we made. (The
+    /// take-over is noted the moment it happens, in `stop` or on the partner's STATE.)
     fn partner_knows_all(&self) -> bool {
-        self.partner_took_over()
-            && self
-                .stop_owed
-                .as_ref()
-                .map_or(self.queue.is_empty() && self.flying.is_empty(), |o| {
-                    o.is_empty()
-                })
+        self.partner_took_over() && self.stop_owed.as_ref().is_some_and(HashSet::is_empty)
     }
 
     fn partner_took_over(&self) -> bool {
@@ -526,8 +521,9 @@ impl Machine {
         }
         self.link = Link::Down;
         self.stopping_until = None;
-        self.stop_owed = None;
+        // After the move: it decides on the partner knowing every lease, by what it owed.
         self.set_state(ServerState::Recover, now);
+        self.stop_owed = None;
     }
 
     /// Ask the partner for every binding again (an operator's full resync).

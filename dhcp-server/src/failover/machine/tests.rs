@@ -592,6 +592,14 @@ fn a_stop_waits_only_for_what_was_owed_when_the_partner_took_over() {
         pair.s.m.stopped(pair.now),
         "a change after the takeover holds the stop"
     );
+    // And the restart need not wait out the MCLT: the partner knows every lease made.
+    pair.s.m.finish_stop(pair.now);
+    pair.run();
+    let kept = pair.s.stored.unwrap();
+    assert_eq!(
+        (kept.me, kept.me_stos),
+        (ServerState::Recover, pair.now - 60)
+    );
 }
 
 #[test]
