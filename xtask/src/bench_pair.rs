@@ -168,32 +168,32 @@ impl CpuQuota {
             fs::write(&path, &value)
                 .map_err(|e| format!("{}: cannot write {value:?}: {e}", path.display()))
         };
-        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let root = if v2 {
+            write(
+                PathBuf::from("/sys/fs/cgroup/cgroup.subtree_control"),
+                "+cpu".into(),
+            )?;
+            PathBuf::from("/sys/fs/cgroup")
+        } else if v1.join("cpu.cfs_quota_us").exists() {
+            v1.to_path_buf()
+        } else {
+            return Err("--cpu-per-server needs the cgroup CPU controller \
+                        (/sys/fs/cgroup/cpu or cgroup v2)"
+                .into());
+        };
         let mut q = CpuQuota {
             share,
             groups: Vec::new(),
         };
         for side in [Primary, Secondary] {
-            let name = format!("dhcpbench-{}", side.role());
-            let dir = if v2.exists() {
-                write(
-                    PathBuf::from("/sys/fs/cgroup/cgroup.subtree_control"),
-                    "+cpu".into(),
-                )?;
-                PathBuf::from("/sys/fs/cgroup").join(name)
-            } else if v1.join("cpu.cfs_quota_us").exists() {
-                v1.join(name)
-            } else {
-                return Err("--cpu-per-server needs the cgroup CPU controller \
-                            (/sys/fs/cgroup/cpu or cgroup v2)"
-                    .into());
-            };
+            let dir = root.join(format!("dhcpbench-{}", side.role()));
             if !dir.exists() {
                 fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
             q.groups.push(dir.clone());
-            if v2.exists() {
+            if v2 {
                 write(dir.join("cpu.max"), format!("{quota} {QUOTA_PERIOD_US}"))?;
             } else {
                 write(dir.join("cpu.cfs_period_us"), QUOTA_PERIOD_US.to_string())?;
