@@ -876,8 +876,12 @@ impl Machine {
                 return;
             }
             // Theirs wins: ours is withdrawn (its ack, if any, will not match), which
-            // frees room in the window and may finish an update request.
+            // frees room in the window and may finish an update request. A stop owes
+            // nothing more for it: the partner holds a newer binding than ours.
             self.flying.remove(&lease.addr);
+            if let Some(owed) = &mut self.stop_owed {
+                owed.remove(&lease.addr);
+            }
             self.send_updates(now);
             self.maybe_done(now);
         }
@@ -1207,7 +1211,9 @@ impl Machine {
 
     fn set_state(&mut self, new: ServerState, now: u64) {
         use ServerState::*;
-        if matches!(self.me, Normal | PotentialConflict | PartnerDown) {
+        // dhcpd's rescind: what was in flight is sent again, in the new state.
+        let resend = matches!(self.me, Normal | PotentialConflict | PartnerDown);
+        if resend {
             self.rescind();
         }
         let old = self.me;
@@ -1275,6 +1281,9 @@ impl Machine {
             }
             Recover if self.connected() => self.request_all(now),
             _ => {}
+        }
+        if resend {
+            self.send_updates(now);
         }
     }
 

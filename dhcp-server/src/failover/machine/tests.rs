@@ -602,6 +602,73 @@ fn a_stop_waits_only_for_what_was_owed_when_the_partner_took_over() {
     );
 }
 
+/// Leaving normal takes back what was in flight (dhcpd's rescind); the stop must send
+/// it again at once, not when some later event happens to send updates, or it waits out
+/// its whole time for acknowledgements that cannot come.
+#[test]
+fn a_stop_sends_again_what_was_in_flight_and_finishes_once_it_is_acknowledged() {
+    let mut pair = normal_pair();
+    pair.s
+        .m
+        .lease_changed(lease(4, BindingState::Active, pair.now), pair.now);
+    let first = pair.s.drain(pair.now);
+    assert!(matches!(
+        &first[..],
+        [Envelope {
+            msg: Msg::BndUpd(_),
+            ..
+        }]
+    ));
+    pair.s.m.stop(pair.now);
+    pair.run();
+    assert_eq!(
+        pair.states(),
+        (ServerState::PartnerDown, ServerState::Shutdown)
+    );
+    assert_eq!(pair.p.leases.len(), 1, "the update was sent again");
+    assert!(pair.s.m.stopped(pair.now));
+}
+
+/// The partner, serving every client once it took over, can renew a client whose
+/// binding of ours is still on its way: its newer binding wins over ours on both sides,
+/// so ours is never acknowledged. The partner knows a newer binding than ours, so the
+/// stop owes nothing for that address.
+#[test]
+fn a_stop_owes_nothing_for_a_binding_the_partners_newer_one_superseded() {
+    let mut pair = normal_pair();
+    let l = lease(4, BindingState::Active, pair.now);
+    pair.s.m.lease_changed(l.clone(), pair.now);
+    let ours = pair.s.drain(pair.now);
+    pair.s.m.stop(pair.now);
+    for e in pair.s.drain(pair.now) {
+        pair.p.m.receive(e, pair.now);
+    }
+    assert_eq!(pair.p.state(), ServerState::PartnerDown);
+    let mut renewed = l;
+    renewed.cltt += 1;
+    renewed.stamp += 1;
+    pair.p.m.lease_changed(renewed, pair.now);
+    for e in pair.p.drain(pair.now) {
+        pair.s.m.receive(e, pair.now);
+    }
+    for e in ours {
+        pair.p.m.receive(e, pair.now);
+    }
+    pair.run();
+    assert_eq!(pair.s.state(), ServerState::Shutdown);
+    assert!(
+        pair.s.m.stopped(pair.now),
+        "a binding the partner superseded holds the stop"
+    );
+    pair.s.m.finish_stop(pair.now);
+    pair.run();
+    let kept = pair.s.stored.unwrap();
+    assert_eq!(
+        (kept.me, kept.me_stos),
+        (ServerState::Recover, pair.now - 60)
+    );
+}
+
 #[test]
 fn both_servers_stopped_at_once_finish_at_once_and_restart_without_recover_wait() {
     let mut pair = normal_pair();
