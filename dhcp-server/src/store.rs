@@ -244,9 +244,17 @@ impl Committer {
     }
 
     /// Records every change the failover rules made on their own (pool balancing,
-    /// claiming the partner's pool, a partner's binding).
-    pub fn record_all(&mut self, engine: &mut Engine, now: u64) {
-        while self.record(engine, now) != Release::Empty {}
+    /// claiming the partner's pool, a partner's binding), and says when all of them are
+    /// on disk: `Never` when one could not be appended, else what the last one says.
+    pub fn record_all(&mut self, engine: &mut Engine, now: u64) -> Release {
+        let mut all = Release::Empty;
+        loop {
+            match (self.record(engine, now), all) {
+                (Release::Empty, _) => return all,
+                (_, Release::Never) => {}
+                (r, _) => all = r,
+            }
+        }
     }
 
     /// Whether the last append succeeded, as other threads may read it.

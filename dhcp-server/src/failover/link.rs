@@ -2,7 +2,8 @@
 //! thread and tokio runtime. The primary connects to its partner and retries every few
 //! seconds; the secondary listens and takes one connection, from its partner's address
 //! only. Everything the machine asks of the leases goes to the `Shards`, which the
-//! workers answer between two batches of packets: no worker ever waits on the partner.
+//! workers answer between two batches of packets: no worker ever waits on the partner,
+//! and the link reads the partner's next updates while the workers apply the last.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -12,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{info, warn};
 
 use super::machine::{Machine, Output, Params, PoolBalance, Status, Stored, View};
@@ -24,6 +25,8 @@ use crate::journal::Lease;
 const RECONNECT: Duration = Duration::from_secs(5);
 /// How often the link collects the workers' lease changes and checks its timers.
 const POLL: Duration = Duration::from_millis(10);
+/// How often it looks at the journal while the partner's bindings wait to be on disk.
+const DISK_POLL: Duration = Duration::from_millis(1);
 
 /// What the workers do for the failover machine. Every call is answered from the
 /// shards' own tables, within a bounded wait.
@@ -32,10 +35,20 @@ pub trait Shards: Send + 'static {
     fn view(&mut self, view: View);
     /// Journal the failover state; the machine acts on it only once it is kept.
     fn record(&mut self, stored: &Stored) -> io::Result<()>;
-    /// Apply the partner's bindings (with the conflict rules or not), in order; per
-    /// binding, what the shards now hold or why it was refused. One round trip to the
-    /// workers for everything that came in one read.
-    fn apply(&mut self, batch: &[(Lease, bool)]) -> Vec<Result<Lease, Reject>>;
+    /// Hand the partner's bindings (each with its xid and whether the conflict rules
+    /// apply) to the workers, in order, without waiting for them: everything that came
+    /// in one read goes in one batch.
+    fn apply(&mut self, batch: Vec<(u32, Lease, bool)>);
+    /// Per binding the workers applied and have on disk since the last call: its xid and
+    /// what the shards now hold, or why it was refused.
+    fn applied(&mut self, into: &mut Vec<(u32, Result<Lease, Reject>)>);
+    /// Whether applied bindings wait only for the disk, which wakes nobody.
+    fn waits_for_disk(&self) -> bool;
+    /// Notified whenever the workers answer a batch.
+    fn woken(&self) -> Arc<Notify>;
+    /// The connection closed: what the workers still answer for its bindings is dropped
+    /// (its xids mean nothing on the next one).
+    fn forget(&mut self);
     /// The partner acknowledged our bindings up to each one's `tsfp`.
     fn acked(&mut self, leases: &[Lease]);
     /// Every binding (`all`) or those the partner has not acknowledged.
@@ -208,6 +221,7 @@ async fn run(
         }
         d.machine.link_up(unix_now());
         let done = d.serve(stream, &mut commands, &mut stop).await;
+        d.shards.forget();
         d.machine.link_down(unix_now());
         d.settle::<tokio::net::TcpStream>(None).await;
         closed.notify_one();
@@ -303,8 +317,10 @@ async fn next_connection(
 impl Driver {
     /// Between connections: keep timers, lease changes and commands going.
     async fn idle(&mut self, commands: &mut mpsc::Receiver<Command>) {
+        let woken = self.shards.woken();
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(self.poll()) => {}
+            () = woken.notified() => {}
             Some(c) = commands.recv() => self.command(c),
         }
         self.machine.tick(unix_now());
@@ -325,6 +341,7 @@ impl Driver {
             return false;
         }
         let mut stopping = false;
+        let woken = self.shards.woken();
         loop {
             if crate::shutdown::asked() {
                 let now = unix_now();
@@ -340,7 +357,8 @@ impl Driver {
             tokio::select! {
                 _ = stop.changed() => return true,
                 Some(c) = commands.recv() => self.command(c),
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(self.poll()) => {}
+                () = woken.notified() => {}
                 r = stream.read(&mut buf) => match r {
                     Ok(0) | Err(_) => return false,
                     Ok(n) => {
@@ -356,6 +374,16 @@ impl Driver {
             if !self.settle(Some(&mut stream)).await {
                 return false;
             }
+        }
+    }
+
+    /// How long the loop may sleep: not long while the partner's bindings wait for the
+    /// disk, as their acknowledgements do.
+    fn poll(&self) -> Duration {
+        if self.shards.waits_for_disk() {
+            DISK_POLL
+        } else {
+            POLL
         }
     }
 
@@ -411,6 +439,7 @@ impl Driver {
         let mut out = Vec::new();
         let mut applying: Vec<(u32, Lease, bool)> = Vec::new();
         let mut acked: Vec<Lease> = Vec::new();
+        let mut results = Vec::new();
         loop {
             let Some(o) = self.machine.poll() else {
                 // Bindings go to the workers in batches; their answers make more output.
@@ -418,14 +447,15 @@ impl Driver {
                     self.shards.acked(&acked);
                     acked.clear();
                 }
-                if applying.is_empty() {
+                if !applying.is_empty() {
+                    self.shards.apply(std::mem::take(&mut applying));
+                }
+                self.shards.applied(&mut results);
+                if results.is_empty() {
                     break;
                 }
-                let batch: Vec<(Lease, bool)> =
-                    applying.iter().map(|(_, l, c)| (l.clone(), *c)).collect();
-                let results = self.shards.apply(&batch);
                 let now = unix_now();
-                for ((xid, _, _), r) in applying.drain(..).zip(results) {
+                for (xid, r) in results.drain(..) {
                     self.machine.applied(xid, r, now);
                 }
                 continue;

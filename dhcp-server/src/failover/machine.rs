@@ -383,6 +383,8 @@ impl Machine {
     pub fn link_down(&mut self, now: u64) {
         let was_up = self.connected();
         self.link = Link::Down;
+        // Their acknowledgements would go nowhere; the partner sends them again.
+        self.applying.clear();
         if was_up {
             info!("failover peer {}: disconnected", self.params.name);
             self.publish_view();
