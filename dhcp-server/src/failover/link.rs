@@ -8,7 +8,7 @@
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,6 +27,13 @@ const RECONNECT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(10);
 /// How often it looks at the journal while the partner's bindings wait to be on disk.
 const DISK_POLL: Duration = Duration::from_millis(1);
+/// Writes to the partner are at least this far apart, unless a lot waits: under load
+/// each TCP segment costs both servers more than the messages in it (on a veth the
+/// sender's CPU even runs the receiver's stack), so messages that come in between are
+/// sent together. An idle link writes at once.
+const WRITE_GAP: Duration = Duration::from_millis(1);
+/// What may wait for the next write.
+const WRITE_MAX: usize = 64 * 1024;
 
 /// What the workers do for the failover machine. Every call is answered from the
 /// shards' own tables, within a bounded wait.
@@ -155,6 +162,9 @@ struct Driver {
     shards: Box<dyn Shards>,
     changes: Vec<Lease>,
     latest: Arc<Mutex<Option<Status>>>,
+    /// Messages for the partner not written yet, and when the last write was.
+    out: Vec<u8>,
+    wrote: Option<Instant>,
 }
 
 async fn run(
@@ -173,6 +183,8 @@ async fn run(
         shards,
         changes: Vec::new(),
         latest,
+        out: Vec::new(),
+        wrote: None,
     };
     d.settle::<tokio::net::TcpStream>(None).await;
     let listener = if primary {
@@ -351,6 +363,7 @@ impl Driver {
                 } else if self.machine.stopped(now) {
                     self.machine.finish_stop(now);
                     self.settle(Some(&mut stream)).await;
+                    self.write(&mut stream).await;
                     return true;
                 }
             }
@@ -378,13 +391,32 @@ impl Driver {
     }
 
     /// How long the loop may sleep: not long while the partner's bindings wait for the
-    /// disk, as their acknowledgements do.
+    /// disk, as their acknowledgements do, or messages wait for their write.
     fn poll(&self) -> Duration {
-        if self.shards.waits_for_disk() {
+        let base = if self.shards.waits_for_disk() {
             DISK_POLL
         } else {
             POLL
+        };
+        match self.wrote {
+            Some(t) if !self.out.is_empty() => base.min(WRITE_GAP.saturating_sub(t.elapsed())),
+            _ => base,
         }
+    }
+
+    fn write_due(&self) -> bool {
+        self.out.len() >= WRITE_MAX || self.wrote.is_none_or(|t| t.elapsed() >= WRITE_GAP)
+    }
+
+    /// Writes what waits; false on a broken stream.
+    async fn write<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        self.wrote = Some(Instant::now());
+        let written = stream.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        written
     }
 
     /// Hands every complete message in `inbox` to the machine; false on a broken stream.
@@ -434,9 +466,8 @@ impl Driver {
     }
 
     /// Carries out everything the machine asked; false once the link must close.
-    async fn settle<S: AsyncWrite + Unpin>(&mut self, mut stream: Option<&mut S>) -> bool {
+    async fn settle<S: AsyncWrite + Unpin>(&mut self, stream: Option<&mut S>) -> bool {
         let mut open = true;
-        let mut out = Vec::new();
         let mut applying: Vec<(u32, Lease, bool)> = Vec::new();
         let mut acked: Vec<Lease> = Vec::new();
         let mut results = Vec::new();
@@ -464,7 +495,7 @@ impl Driver {
             match o {
                 Output::Send(env) => {
                     if open {
-                        env.encode(&mut out);
+                        env.encode(&mut self.out);
                     }
                 }
                 Output::Close(why) => {
@@ -494,10 +525,16 @@ impl Driver {
             }
         }
         *self.latest.lock() = Some(self.machine.status());
-        if let Some(s) = stream.as_mut() {
-            if !out.is_empty() && s.write_all(&out).await.is_err() {
-                return false;
+        match stream {
+            // What the machine says before it closes the link goes first.
+            Some(s) if !open || self.write_due() => {
+                if !self.write(s).await {
+                    return false;
+                }
             }
+            Some(_) => {}
+            // No link: nothing to say it on.
+            None => self.out.clear(),
         }
         open
     }
