@@ -8,8 +8,12 @@
 //! in flight between the pair (bindings to send, bindings sent and not yet acknowledged)
 //! and asks the workers, through outputs, for what only they know.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+
+// hashbrown's default hasher (foldhash, seeded per process): these maps are touched
+// several times per lease on the link's thread, where std's SipHash showed in profiles.
+use hashbrown::{HashMap, HashSet};
 
 use tracing::{error, info, warn};
 
@@ -980,7 +984,7 @@ impl Machine {
         back.sort_by_key(|(xid, _)| std::cmp::Reverse(*xid));
         for (_, lease) in back {
             let addr = lease.addr;
-            if let std::collections::hash_map::Entry::Vacant(e) = self.pending.entry(addr) {
+            if let hashbrown::hash_map::Entry::Vacant(e) = self.pending.entry(addr) {
                 e.insert(lease);
                 self.queue.push_front(addr);
             }
