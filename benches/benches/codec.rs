@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dhcp_benches::{discover, request, Shape, SERVER};
-use dhcp_server::wire::{code, Request, Writer};
+use dhcp_proto::wire::{code, Request, Writer};
 
 fn codec(c: &mut Criterion) {
     let mut buf = [0u8; 400];

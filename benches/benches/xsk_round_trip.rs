@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dhcp_benches::{discover, Shape};
+use dhcp_proto::wire::frame::{self, Addressing, HEADROOM};
 use dhcp_server::packet::{PacketSocket, FRAME};
-use dhcp_server::wire::frame::{self, Addressing, HEADROOM};
 use dhcp_server::xdp::program::SteerProgram;
 use dhcp_server::xdp::xsk;
 use hdrhistogram::Histogram;

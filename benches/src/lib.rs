@@ -9,12 +9,12 @@ pub mod load;
 
 use std::net::Ipv4Addr;
 
-use dhcp_server::config::{Config, LeaseTimes, OptionSet, Subnet};
-use dhcp_server::engine::{Engine, Outcome, RxMeta};
-use dhcp_server::wire::{code, MessageType};
+use dhcp_proto::engine::{Engine, Outcome, RxMeta};
+use dhcp_proto::policy::{AddrRange, LeaseTimes, OptionSet, Policy, Subnet};
+use dhcp_proto::wire::{code, MessageType};
 
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-/// Addresses in `config()`'s pool.
+/// Addresses in `policy()`'s pool.
 pub const POOL_SIZE: u32 = pool_len();
 
 const POOL_FIRST: u32 = u32::from_be_bytes([198, 18, 1, 0]);
@@ -25,7 +25,7 @@ const fn pool_len() -> u32 {
 }
 
 /// One subnet, 198.18.0.0/15, with the options a typical ISP subnet sends.
-pub fn config() -> Config {
+pub fn policy() -> Policy {
     let mut options = OptionSet::default();
     options.set_addresses(code::ROUTER, &[SERVER]);
     options.set_addresses(
@@ -34,12 +34,12 @@ pub fn config() -> Config {
     );
     options.set_text(code::DOMAIN_NAME, "bench.example");
     options.set_addresses(code::NTP_SERVERS, &[Ipv4Addr::new(198, 18, 0, 123)]);
-    Config {
+    Policy {
         interfaces: vec!["bench0".into()],
         subnets: vec![Subnet {
             net: "198.18.0.0/15".parse().expect("constant"),
             interface: Some(0),
-            pools: vec![dhcp_server::config::AddrRange {
+            pools: vec![AddrRange {
                 first: POOL_FIRST.into(),
                 last: POOL_LAST.into(),
             }],
@@ -48,7 +48,7 @@ pub fn config() -> Config {
             options,
             reservations: Vec::new(),
         }],
-        ..Config::default()
+        ..Policy::default()
     }
 }
 
@@ -202,7 +202,7 @@ const META: RxMeta = RxMeta {
 
 impl Driver {
     pub fn new() -> Self {
-        let engine = Engine::new(config(), NOW).expect("the benchmark configuration is valid");
+        let engine = Engine::new(policy(), NOW).expect("the benchmark configuration is valid");
         Driver {
             engine,
             next: 0,
@@ -269,7 +269,7 @@ impl Default for Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcp_server::wire::{MessageType, Request};
+    use dhcp_proto::wire::{MessageType, Request};
 
     #[test]
     fn built_messages_parse_as_what_they_claim() {

@@ -28,8 +28,8 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use dhcp_server::wire::frame::{self, Addressing, HEADROOM};
-use dhcp_server::wire::{code, Message};
+use dhcp_proto::wire::frame::{self, Addressing, HEADROOM};
+use dhcp_proto::wire::{code, Message};
 use hdrhistogram::Histogram;
 
 use crate::arp::ArpResponder;

@@ -58,7 +58,7 @@ fn dora_renew_and_release_allocate_nothing() {
         driver
             .engine
             .stats()
-            .sent(dhcp_server::wire::MessageType::Ack),
+            .sent(dhcp_proto::wire::MessageType::Ack),
         6000
     );
 }

@@ -1,10 +1,11 @@
-//! A DHCPv4 server built around one sans-I/O core: `wire` reads and writes messages,
-//! `engine` decides what to answer (time passed in, no sockets), and thin I/O layers
-//! (`udp` today, AF_XDP workers later) move bytes between the network and the engine.
+//! The DHCPv4 server around the sans-I/O protocol crate (`dhcp_proto`: wire, lease model,
+//! engine, policy, failover machine): the backends that move bytes (`xdp`: AF_XDP
+//! workers fed by the XDP program; `udp`: kernel sockets), the lease `journal`, the
+//! failover `link` to the partner, the operator's `control` socket, and the `config`
+//! loaders.
 
 pub mod config;
 pub mod control;
-pub mod engine;
 pub mod failover;
 pub mod journal;
 pub mod netif;
@@ -13,5 +14,4 @@ pub mod packet;
 pub mod shutdown;
 pub mod store;
 pub mod udp;
-pub mod wire;
 pub mod xdp;

@@ -168,7 +168,7 @@ fn run(file: Option<PathBuf>, quick: QuickStart, set_filter: SetFilter) -> ExitC
         Ok(c) => c,
         Err(errors) => return config_error(errors),
     };
-    if let Err(errors) = config.validate() {
+    if let Err(errors) = config.policy.validate() {
         return config_error(strings(errors));
     }
     if let Some(path) = file {

@@ -24,10 +24,10 @@ use crate::control::{
     PageQuery, PoolStats, ReloadReport, ReservationCounts, ReservationPage, ReservationSpec, Stats,
     Status, XdpStatus,
 };
-use crate::engine::{ClientRef, Engine, KeyKind, LeaseState};
 use crate::journal::{Durability, DurableWatch};
 use crate::shutdown;
 use crate::store::Committer;
+use dhcp_proto::engine::{ClientRef, Engine, KeyKind, LeaseState};
 
 /// Questions a shard's queue holds; a full queue makes the control request fail fast.
 const QUEUE: usize = 64;
@@ -51,7 +51,7 @@ pub enum Ask {
     /// Tell the failover partner a run-time reservation ended: this shard holds it.
     TellUnreserved(Ipv4Addr),
     /// Run with a reloaded configuration: `Kept` the addresses no longer reserved.
-    Reconfigure(Arc<Config>),
+    Reconfigure(Arc<dhcp_proto::policy::Policy>),
 }
 
 pub enum Told {
@@ -71,7 +71,7 @@ pub enum Told {
 /// One shard's counters, pool use and latency samples.
 pub struct ShardReport {
     shard: u16,
-    counters: crate::engine::Stats,
+    counters: dhcp_proto::engine::Stats,
     pools: Vec<PoolStats>,
     latency: Histogram<u64>,
 }
@@ -165,7 +165,7 @@ fn answer(
             }
             Told::Done(told)
         }
-        Ask::Reconfigure(config) => Told::Kept(engine.reconfigure((**config).clone())),
+        Ask::Reconfigure(policy) => Told::Kept(engine.reconfigure(Arc::clone(policy))),
     }
 }
 
@@ -174,7 +174,7 @@ fn answer(
 fn pools(engine: &Engine) -> Vec<PoolStats> {
     let first = engine.shard().index == 0;
     let mut pools: Vec<PoolStats> = engine
-        .config()
+        .policy()
         .subnets
         .iter()
         .map(|s| PoolStats {
@@ -211,8 +211,8 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
 /// The leases this shard knows a client for that match the query, in address order,
 /// at most one more than the page holds (so the merge knows whether there is more).
 fn leases(engine: &Engine, q: &PageQuery) -> Vec<control::Lease> {
-    let subnets = &engine.config().subnets;
-    let matches = |s: &crate::engine::Slot| {
+    let subnets = &engine.policy().subnets;
+    let matches = |s: &dhcp_proto::engine::Slot| {
         let Some(key) = s.client.as_ref().map(|k| k.as_ref()) else {
             return false;
         };
@@ -356,7 +356,13 @@ impl Operated {
     }
 
     fn count(&self, r: &Registry) {
-        let file: usize = r.config.subnets.iter().map(|s| s.reservations.len()).sum();
+        let file: usize = r
+            .config
+            .policy
+            .subnets
+            .iter()
+            .map(|s| s.reservations.len())
+            .sum();
         self.file_reservations.store(file as u64, Ordering::Relaxed);
         self.control_reservations
             .store(r.runtime.len() as u64, Ordering::Relaxed);

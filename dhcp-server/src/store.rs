@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::reserve::{self, Runtime};
 use crate::config::{Config, Reservation};
-use crate::engine::{Engine, Shard};
 use crate::journal::{self, Durability, DurableWatch, Journal, Lease, ShardWriter};
+use dhcp_proto::engine::{Engine, Shard};
 
 /// The shards of a server, with their journal when it has a state directory.
 pub struct Shards {
@@ -21,23 +21,24 @@ pub struct Shards {
     /// The run-time reservations the journal holds, applied to every engine.
     pub reservations: Runtime,
     /// The failover state the journal remembers.
-    pub failover: Option<crate::failover::machine::Stored>,
+    pub failover: Option<dhcp_proto::failover::machine::Stored>,
 }
 
 /// Builds `count` shard engines and, with a state directory, replays the journal into
 /// them. `config` must have been validated.
 pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Error> {
+    let policy = Arc::new(config.policy.clone());
     let mut engines: Vec<Engine> = (0..count)
         .map(|index| {
-            Engine::new_shard(config.clone(), Shard { index, count }, now)
+            Engine::new_shard(Arc::clone(&policy), Shard { index, count }, now)
                 .expect("the configuration was validated before the backend started")
         })
         .collect();
-    if let Some(f) = &config.failover {
+    if let Some(f) = &config.policy.failover {
         // Before the leases come back: they restore into the pools of the pair.
-        let view = crate::failover::machine::View {
+        let view = dhcp_proto::failover::machine::View {
             role: f.role,
-            service: crate::failover::Service::Startup,
+            service: dhcp_proto::failover::Service::Startup,
             hba: f.hba(),
             mclt: f.mclt,
             stos: now,
@@ -106,7 +107,7 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             .state
             .failover
             .as_ref()
-            .map(crate::failover::machine::Stored::from_journal),
+            .map(dhcp_proto::failover::machine::Stored::from_journal),
     })
 }
 
@@ -123,7 +124,7 @@ fn restore_reservations(
     now: u64,
 ) -> Runtime {
     let replayed = state.sorted_reservations().into_iter().map(from_journal);
-    let (runtime, refused) = reserve::accept(config, replayed);
+    let (runtime, refused) = reserve::accept(&config.policy, replayed);
     for e in engines.iter_mut() {
         e.witness(state.max_stamp);
         for r in runtime.values() {
@@ -305,7 +306,7 @@ impl Committer {
     /// would survive a crash (dhcpd's write_failover_state then commit_leases).
     pub fn record_failover(
         &mut self,
-        stored: &crate::failover::machine::Stored,
+        stored: &dhcp_proto::failover::machine::Stored,
         engine: &mut Engine,
         now: u64,
     ) -> std::io::Result<()> {
@@ -314,7 +315,7 @@ impl Committer {
         };
         let stamp = engine.next_stamp(now);
         let name = engine
-            .config()
+            .policy()
             .failover
             .as_ref()
             .map_or(&[][..], |f| f.name.as_bytes());

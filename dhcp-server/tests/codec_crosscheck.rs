@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use dhcp_server::wire::{code, Message, MessageType, OptionRef, Request, WireError, Writer};
+use dhcp_proto::wire::{code, Message, MessageType, OptionRef, Request, WireError, Writer};
 use dhcproto::v4::{self, relay, DhcpOption, DhcpOptions, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Decoder, Encodable, Name};
 use proptest::prelude::*;

@@ -130,7 +130,7 @@ impl Server for Fake {
     fn stats(&self) -> Result<Stats, ControlError> {
         let mut s = Stats::default();
         for shard in 0..2u16 {
-            let mut e = dhcp_server::engine::Stats::default();
+            let mut e = dhcp_proto::engine::Stats::default();
             e.rx[1] = 100; // discover
             e.tx[2] = 99; // offer
             e.drops[4] = 1; // no-free-lease

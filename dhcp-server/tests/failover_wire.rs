@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dhcp_server::failover::wire::{
+use dhcp_proto::failover::wire::{
     code, server_flags, split_frame, BindingStatus, Error, FailoverOption, Message, MessageType,
     Packet, RejectReason, ServerState, HEADER_LEN,
 };

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{one_liner, Backend, Lab};
+use dhcp_proto::wire::frame::{self, Addressing, HEADROOM};
 use dhcp_server::packet::{PacketSocket, FRAME};
-use dhcp_server::wire::frame::{self, Addressing, HEADROOM};
 use dhcproto::v4::{self, DhcpOption, MessageType};
 use dhcproto::{Decodable, Encodable};
 

@@ -13,8 +13,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::{one_liner, Backend, Lab};
+use dhcp_proto::wire::frame::{self, Addressing, HEADROOM};
 use dhcp_server::packet::PacketSocket;
-use dhcp_server::wire::frame::{self, Addressing, HEADROOM};
 use dhcproto::v4;
 use dhcproto::{Decodable, Encodable};
 

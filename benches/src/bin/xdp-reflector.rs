@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use dhcp_server::wire::{code, frame, Message, MessageType, Writer};
+use dhcp_proto::wire::{code, frame, Message, MessageType, Writer};
 use dhcp_server::xdp::program::SteerProgram;
 use dhcp_server::xdp::xsk;
 use dhcp_server::{netif, shutdown};

@@ -5,14 +5,14 @@
 
 use std::sync::Mutex;
 
-use dhcp_server::config::{Config, LeaseTimes, OptionSet, Reservation, Subnet};
-use dhcp_server::engine::{Engine, RxMeta};
+use dhcp_proto::policy::{LeaseTimes, OptionSet, Policy, Reservation, Subnet};
+use dhcp_proto::engine::{Engine, RxMeta};
 use libfuzzer_sys::fuzz_target;
 
-fn config() -> Config {
+fn policy() -> Policy {
     let mut options = OptionSet::default();
     options.set_addresses(3, &["192.0.2.1".parse().unwrap()]);
-    Config {
+    Policy {
         interfaces: vec!["fuzz0".into()],
         subnets: vec![
             Subnet {
@@ -44,7 +44,7 @@ fn config() -> Config {
                 reservations: vec![],
             },
         ],
-        ..Config::default()
+        ..Policy::default()
     }
 }
 
@@ -52,7 +52,7 @@ static ENGINE: Mutex<Option<(Engine, u64)>> = Mutex::new(None);
 
 fuzz_target!(|data: &[u8]| {
     let mut guard = ENGINE.lock().unwrap();
-    let (engine, now) = guard.get_or_insert_with(|| (Engine::new(config(), 1_000).unwrap(), 1_000));
+    let (engine, now) = guard.get_or_insert_with(|| (Engine::new(policy(), 1_000).unwrap(), 1_000));
     let mut out = [0u8; 1500];
     let mut rest = data;
     while let [hi, lo, tail @ ..] = rest {

@@ -4,7 +4,7 @@
 //! through `Writer` alike.
 #![no_main]
 
-use dhcp_server::failover::wire::{split_frame, Message, Packet, Writer, MAX_MESSAGE_LEN};
+use dhcp_proto::failover::wire::{split_frame, Message, Packet, Writer, MAX_MESSAGE_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 //! enough to be split (RFC 3396), and the answer parses back to what was written.
 #![no_main]
 
-use dhcp_server::wire::{code, Message, Request, WireError, Writer, DEFAULT_MAX_MESSAGE};
+use dhcp_proto::wire::{code, Message, Request, WireError, Writer, DEFAULT_MAX_MESSAGE};
 use libfuzzer_sys::fuzz_target;
 
 /// An unassigned code (RFC 3942 site-specific range) for the long value.

@@ -3,7 +3,7 @@
 //! value, and the option keys that `[[subnet]]` and `[[subnet.reservation]]` share could
 //! only be flattened into both by giving up `deny_unknown_fields`. The walk reports every
 //! problem at once, unknown keys included, each with file, line, key path and reason.
-//! `Config::validate` then checks the model as a whole, and its key paths are looked up in
+//! `Policy::validate` then checks the model as a whole, and its key paths are looked up in
 //! the same tree to find their lines. docs/configuration.md is the schema reference.
 
 use std::fmt;
@@ -16,10 +16,10 @@ use toml::Spanned;
 
 use super::{
     AddrRange, Backend, ClasslessRoute, Config, Failover, Invalid, Ipv4Net, LeaseTimes, LinkId,
-    OptionSet, Reservation, Subnet,
+    OptionSet, Policy, Reservation, Subnet,
 };
-use crate::failover::{Hba, Role};
-use crate::wire::code;
+use dhcp_proto::failover::{Hba, Role};
+use dhcp_proto::wire::code;
 
 /// One error in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,15 +366,15 @@ impl Walker {
         let authoritative = root
             .get("authoritative")
             .and_then(|v| self.boolean("authoritative", v))
-            .unwrap_or(defaults.authoritative);
+            .unwrap_or(defaults.policy.authoritative);
         let offer_hold = root
             .get("offer-hold")
             .and_then(|v| self.seconds("offer-hold", v))
-            .unwrap_or(defaults.offer_hold);
+            .unwrap_or(defaults.policy.offer_hold);
         let decline_hold = root
             .get("decline-hold")
             .and_then(|v| self.seconds("decline-hold", v))
-            .unwrap_or(defaults.decline_hold);
+            .unwrap_or(defaults.policy.decline_hold);
         let backend = root
             .get("backend")
             .and_then(|v| {
@@ -501,11 +501,14 @@ impl Walker {
             }),
         };
         let config = subnets.map(|subnets| Config {
-            authoritative,
-            offer_hold,
-            decline_hold,
-            interfaces,
-            subnets,
+            policy: Policy {
+                authoritative,
+                offer_hold,
+                decline_hold,
+                interfaces,
+                subnets,
+                failover,
+            },
             backend,
             workers,
             busy_poll,
@@ -518,7 +521,6 @@ impl Walker {
             control_gids,
             metrics_listen,
             log_level,
-            failover,
         });
         Walked { config, dirty }
     }
@@ -1042,7 +1044,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Where `path` (as `Config::validate` writes it, e.g. `subnet[1].pools[0]`) is in the
+/// Where `path` (as `Policy::validate` writes it, e.g. `subnet[1].pools[0]`) is in the
 /// document: the key or array element it names, else the nearest enclosing one that
 /// exists, else the top of the file.
 fn locate(doc: &DeTable<'_>, path: &str) -> Range<usize> {
@@ -1125,7 +1127,7 @@ pub fn load_file_text(path: &Path) -> Result<(Config, String), Vec<FileError>> {
     parse(path, &text).map(|c| (c, text))
 }
 
-/// A finding about key path `bad.path` (as `Config::validate` writes it) of the file at
+/// A finding about key path `bad.path` (as `Policy::validate` writes it) of the file at
 /// `path` whose text is `text`, with the line of that key.
 pub fn error_at(path: &Path, text: &str, bad: Invalid) -> FileError {
     let line = DeTable::parse(text).map_or(0, |doc| {
@@ -1169,7 +1171,7 @@ fn parse(path: &Path, text: &str) -> Result<Config, Vec<FileError>> {
     let Walked { config, dirty } = walker.config(doc.get_ref());
     let mut found = walker.errors;
     if let Some(config) = &config {
-        if let Err(bad) = config.validate() {
+        if let Err(bad) = config.policy.validate() {
             let echoes = |p: &str| subnet_of(p).is_some_and(|i| dirty.get(i) == Some(&true));
             found.extend(bad.into_iter().filter(|b| !echoes(&b.path)).map(
                 |Invalid { path, reason }| Found {
@@ -1298,10 +1300,54 @@ pools = ["198.51.100.10-198.51.100.20"]
         printer.set_addresses(code::DNS_SERVERS, &[a(99)]);
         printer.set_raw(150, vec![192, 0, 2, 2]);
         let expected = Config {
-            authoritative: false,
-            offer_hold: 10,
-            decline_hold: 600,
-            interfaces: vec!["veth0".into(), "veth1".into()],
+            policy: Policy {
+                authoritative: false,
+                offer_hold: 10,
+                decline_hold: 600,
+                interfaces: vec!["veth0".into(), "veth1".into()],
+                failover: None,
+                subnets: vec![
+                    Subnet {
+                        net: net("192.0.2.0/24"),
+                        interface: Some(1),
+                        pools: vec![
+                            range("192.0.2.10-192.0.2.19"),
+                            range("192.0.2.30-192.0.2.39"),
+                        ],
+                        server_id: Some(a(1)),
+                        lease: LeaseTimes {
+                            default: 600,
+                            min: 60,
+                            max: 7200,
+                            renew: Some(30),
+                            rebind: Some(50),
+                        },
+                        options,
+                        reservations: vec![
+                            Reservation {
+                                hw_address: Some([2, 0, 0, 0, 0, 1]),
+                                client_id: None,
+                                address: Some(a(5)),
+                                host_name: Some("printer".into()),
+                                options: printer,
+                            },
+                            Reservation {
+                                client_id: Some(vec![1, 2, 0, 0, 0, 0, 2]),
+                                ..Default::default()
+                            },
+                        ],
+                    },
+                    Subnet {
+                        net: net("198.51.100.0/24"),
+                        interface: None,
+                        pools: vec![range("198.51.100.10-198.51.100.20")],
+                        server_id: None,
+                        lease: LeaseTimes::default(),
+                        options: OptionSet::default(),
+                        reservations: vec![],
+                    },
+                ],
+            },
             backend: Backend::Udp,
             workers: 2,
             busy_poll: true,
@@ -1314,48 +1360,6 @@ pools = ["198.51.100.10-198.51.100.20"]
             control_gids: Vec::new(),
             metrics_listen: None,
             log_level: Some("info,dhcp_server::engine=debug".into()),
-            failover: None,
-            subnets: vec![
-                Subnet {
-                    net: net("192.0.2.0/24"),
-                    interface: Some(1),
-                    pools: vec![
-                        range("192.0.2.10-192.0.2.19"),
-                        range("192.0.2.30-192.0.2.39"),
-                    ],
-                    server_id: Some(a(1)),
-                    lease: LeaseTimes {
-                        default: 600,
-                        min: 60,
-                        max: 7200,
-                        renew: Some(30),
-                        rebind: Some(50),
-                    },
-                    options,
-                    reservations: vec![
-                        Reservation {
-                            hw_address: Some([2, 0, 0, 0, 0, 1]),
-                            client_id: None,
-                            address: Some(a(5)),
-                            host_name: Some("printer".into()),
-                            options: printer,
-                        },
-                        Reservation {
-                            client_id: Some(vec![1, 2, 0, 0, 0, 0, 2]),
-                            ..Default::default()
-                        },
-                    ],
-                },
-                Subnet {
-                    net: net("198.51.100.0/24"),
-                    interface: None,
-                    pools: vec![range("198.51.100.10-198.51.100.20")],
-                    server_id: None,
-                    lease: LeaseTimes::default(),
-                    options: OptionSet::default(),
-                    reservations: vec![],
-                },
-            ],
         };
         assert_eq!(load(FULL).unwrap(), expected);
     }
@@ -1363,9 +1367,9 @@ pools = ["198.51.100.10-198.51.100.20"]
     #[test]
     fn a_lease_time_alone_moves_the_bounds() {
         let c = load(&format!("{MINIMAL}lease-time = 200000\n")).unwrap();
-        assert_eq!(c.subnets[0].lease.max, 200000);
+        assert_eq!(c.policy.subnets[0].lease.max, 200000);
         let c = load(&format!("{MINIMAL}lease-time = 30\n")).unwrap();
-        assert_eq!(c.subnets[0].lease.min, 30);
+        assert_eq!(c.policy.subnets[0].lease.min, 30);
     }
 
     #[test]
@@ -1502,7 +1506,7 @@ host-name = "nobody"
             ))
             .unwrap();
             assert_eq!(
-                c.subnets[0].reservations[0].hw_address,
+                c.policy.subnets[0].reservations[0].hw_address,
                 Some([2, 0, 0, 0, 0, 1])
             );
         }
@@ -1684,7 +1688,7 @@ max-balance = 600
             min_balance: 30,
             max_balance: 600,
         };
-        assert_eq!(c.failover, Some(expected.clone()));
+        assert_eq!(c.policy.failover, Some(expected.clone()));
         let p = expected.params();
         assert_eq!(
             (p.mclt, p.hba, p.max_unacked, p.max_response_delay),
@@ -1697,17 +1701,17 @@ max-balance = 600
             "interfaces = [\"veth0\"]\nfailover = { name = \"pair\", role = \"secondary\", \
              address = \"198.51.100.3\", peer-address = \"198.51.100.2\" }\n",
         );
-        let f = load(&inline).unwrap().failover.unwrap();
+        let f = load(&inline).unwrap().policy.failover.unwrap();
         assert_eq!(f, Failover::new("pair".into(), Role::Secondary, a(3), a(2)));
     }
 
     #[test]
     fn failover_defaults_where_keys_are_absent() {
         let c = load(MINIMAL).unwrap();
-        assert_eq!(c.failover, None);
+        assert_eq!(c.policy.failover, None);
         let text = "\n[failover]\nname = \"pair\"\nrole = \"primary\"\n\
                     address = \"198.51.100.2\"\npeer-address = \"198.51.100.3\"\n";
-        let f = failover(text).unwrap().failover.unwrap();
+        let f = failover(text).unwrap().policy.failover.unwrap();
         assert_eq!(
             f,
             Failover {
@@ -1958,6 +1962,7 @@ max-balance = 600
                 .replace("split = 255\n", ""),
         )
         .unwrap()
+        .policy
         .failover
         .unwrap();
         assert_eq!(
@@ -1973,6 +1978,7 @@ max-balance = 600
         );
         let f = failover(&FAILOVER.replace("split = 255\n", &hba))
             .unwrap()
+            .policy
             .failover
             .unwrap();
         assert_eq!(f.hba, Some(Hba::split(128)));
@@ -1981,6 +1987,7 @@ max-balance = 600
         let f =
             failover(&FAILOVER.replace("split = 255\n", &format!("hba = \"{}\"\n", hba_text(12))))
                 .unwrap()
+                .policy
                 .failover
                 .unwrap();
         assert_eq!(f.params().hba, Hba::split(12));

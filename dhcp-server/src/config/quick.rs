@@ -4,8 +4,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use super::{AddrRange, Backend, Config, Ipv4Net, LeaseTimes, OptionSet, Subnet};
-use crate::wire::code;
+use super::{AddrRange, Backend, Config, Ipv4Net, LeaseTimes, OptionSet, Policy, Subnet};
+use dhcp_proto::wire::code;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuickStart {
@@ -122,9 +122,12 @@ impl QuickStart {
             reservations: Vec::new(),
         };
         let config = Config {
-            authoritative: self.authoritative,
-            interfaces: vec![interface],
-            subnets: vec![subnet],
+            policy: Policy {
+                authoritative: self.authoritative,
+                interfaces: vec![interface],
+                subnets: vec![subnet],
+                ..Policy::default()
+            },
             backend: match self.backend {
                 BackendArg::Auto => Backend::Auto,
                 BackendArg::Xdp => Backend::Xdp,
@@ -140,7 +143,7 @@ impl QuickStart {
             metrics_listen: self.metrics_listen,
             ..Config::default()
         };
-        Some(config.validate().map(|()| config).map_err(|bad| {
+        Some(config.policy.validate().map(|()| config).map_err(|bad| {
             bad.into_iter()
                 .map(|b| QuickStartError {
                     flag: flag_for(&b.path),

@@ -11,7 +11,7 @@
 use std::fmt::Display;
 
 use super::{Config, LeaseTimes, OptionSet, Reservation, Subnet};
-use crate::wire::code;
+use dhcp_proto::wire::code;
 
 /// A reload worked out: the configuration to run with (the file's values where they may
 /// change now, the running ones elsewhere) and one line per change, applied or not.
@@ -48,29 +48,29 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
     if change(
         &mut applied,
         "authoritative",
-        &running.authoritative,
-        &file.authoritative,
+        &running.policy.authoritative,
+        &file.policy.authoritative,
         |v| plain(v),
     ) {
-        next.authoritative = file.authoritative;
+        next.policy.authoritative = file.policy.authoritative;
     }
     if change(
         &mut applied,
         "offer-hold",
-        &running.offer_hold,
-        &file.offer_hold,
+        &running.policy.offer_hold,
+        &file.policy.offer_hold,
         |v| plain(v),
     ) {
-        next.offer_hold = file.offer_hold;
+        next.policy.offer_hold = file.policy.offer_hold;
     }
     if change(
         &mut applied,
         "decline-hold",
-        &running.decline_hold,
-        &file.decline_hold,
+        &running.policy.decline_hold,
+        &file.policy.decline_hold,
         |v| plain(v),
     ) {
-        next.decline_hold = file.decline_hold;
+        next.policy.decline_hold = file.policy.decline_hold;
     }
     if change(
         &mut applied,
@@ -86,8 +86,8 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
     change(
         r,
         "interfaces",
-        &running.interfaces,
-        &file.interfaces,
+        &running.policy.interfaces,
+        &file.policy.interfaces,
         |v| v.join(", "),
     );
     change(r, "backend", &running.backend, &file.backend, |v| {
@@ -153,14 +153,21 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
         &file.metrics_listen,
         |v| v.map_or("(none)".into(), |a| a.to_string()),
     );
-    change(r, "failover", &running.failover, &file.failover, |v| {
-        v.as_ref()
-            .map_or("(none)".into(), |f| format!("partnership '{}'", f.name))
-    });
+    change(
+        r,
+        "failover",
+        &running.policy.failover,
+        &file.policy.failover,
+        |v| {
+            v.as_ref()
+                .map_or("(none)".into(), |f| format!("partnership '{}'", f.name))
+        },
+    );
 
     let mut matched = Vec::new();
-    for (i, rs) in running.subnets.iter().enumerate() {
+    for (i, rs) in running.policy.subnets.iter().enumerate() {
         let Some((j, fs)) = file
+            .policy
             .subnets
             .iter()
             .enumerate()
@@ -173,7 +180,7 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
         let at = format!("subnet {}:", rs.net);
         let link = |c: &Config, s: &Subnet| {
             s.interface
-                .and_then(|l| c.interfaces.get(l as usize).cloned())
+                .and_then(|l| c.policy.interfaces.get(l as usize).cloned())
                 .unwrap_or_else(|| "(relayed only)".into())
         };
         let (old_link, new_link) = (link(running, rs), link(file, fs));
@@ -207,7 +214,7 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
                 })
             },
         );
-        let n = &mut next.subnets[i];
+        let n = &mut next.policy.subnets[i];
         lease_times(&mut applied, &at, &rs.lease, &fs.lease);
         n.lease = fs.lease;
         if let Some(line) = options(&at, &rs.options, &fs.options) {
@@ -219,8 +226,8 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
             n.reservations = fs.reservations.clone();
         }
     }
-    for fs in &file.subnets {
-        if !running.subnets.iter().any(|r| r.net == fs.net) {
+    for fs in &file.policy.subnets {
+        if !running.policy.subnets.iter().any(|r| r.net == fs.net) {
             restart.push(format!("subnet {} added", fs.net));
         }
     }
@@ -319,35 +326,38 @@ fn reservations(out: &mut Vec<String>, at: &str, old: &[Reservation], new: &[Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Backend, Subnet};
+    use crate::config::{Backend, Policy, Subnet};
 
     fn config() -> Config {
         Config {
-            interfaces: vec!["eth1".into()],
-            subnets: vec![
-                Subnet {
-                    net: "192.0.2.0/24".parse().unwrap(),
-                    interface: Some(0),
-                    pools: vec!["192.0.2.10-192.0.2.100".parse().unwrap()],
-                    server_id: None,
-                    lease: LeaseTimes::default(),
-                    options: OptionSet::default(),
-                    reservations: vec![Reservation {
-                        hw_address: Some([2, 0, 0, 0, 0, 1]),
-                        address: Some("192.0.2.5".parse().unwrap()),
-                        ..Default::default()
-                    }],
-                },
-                Subnet {
-                    net: "198.51.100.0/24".parse().unwrap(),
-                    interface: None,
-                    pools: vec!["198.51.100.10-198.51.100.20".parse().unwrap()],
-                    server_id: None,
-                    lease: LeaseTimes::default(),
-                    options: OptionSet::default(),
-                    reservations: vec![],
-                },
-            ],
+            policy: Policy {
+                interfaces: vec!["eth1".into()],
+                subnets: vec![
+                    Subnet {
+                        net: "192.0.2.0/24".parse().unwrap(),
+                        interface: Some(0),
+                        pools: vec!["192.0.2.10-192.0.2.100".parse().unwrap()],
+                        server_id: None,
+                        lease: LeaseTimes::default(),
+                        options: OptionSet::default(),
+                        reservations: vec![Reservation {
+                            hw_address: Some([2, 0, 0, 0, 0, 1]),
+                            address: Some("192.0.2.5".parse().unwrap()),
+                            ..Default::default()
+                        }],
+                    },
+                    Subnet {
+                        net: "198.51.100.0/24".parse().unwrap(),
+                        interface: None,
+                        pools: vec!["198.51.100.10-198.51.100.20".parse().unwrap()],
+                        server_id: None,
+                        lease: LeaseTimes::default(),
+                        options: OptionSet::default(),
+                        reservations: vec![],
+                    },
+                ],
+                ..Policy::default()
+            },
             ..Config::default()
         }
     }
@@ -365,14 +375,14 @@ mod tests {
     #[test]
     fn lease_times_options_and_reservations_apply() {
         let mut f = config();
-        f.offer_hold = 10;
+        f.policy.offer_hold = 10;
         f.log_level = Some("debug".into());
-        f.subnets[0].lease.default = 600;
-        f.subnets[0].lease.renew = Some(200);
-        f.subnets[0]
+        f.policy.subnets[0].lease.default = 600;
+        f.policy.subnets[0].lease.renew = Some(200);
+        f.policy.subnets[0]
             .options
             .set_addresses(code::DNS_SERVERS, &["192.0.2.53".parse().unwrap()]);
-        f.subnets[0].reservations[0].address = Some("192.0.2.6".parse().unwrap());
+        f.policy.subnets[0].reservations[0].address = Some("192.0.2.6".parse().unwrap());
         let p = plan(&config(), &f);
         assert_eq!(p.config, f, "everything in the file applies");
         assert!(p.restart_required.is_empty(), "{p:?}");
@@ -393,16 +403,16 @@ mod tests {
     #[test]
     fn what_shapes_sockets_threads_or_tables_needs_a_restart() {
         let mut f = config();
-        f.interfaces.push("eth2".into());
+        f.policy.interfaces.push("eth2".into());
         f.backend = Backend::Udp;
         f.workers = 4;
         f.state_dir = Some("/var/lib/dhcp-server".into());
-        f.subnets[0].pools[0] = "192.0.2.10-192.0.2.150".parse().unwrap();
-        f.subnets[0].lease.default = 600;
-        f.subnets.swap(0, 1);
-        f.subnets.push(Subnet {
+        f.policy.subnets[0].pools[0] = "192.0.2.10-192.0.2.150".parse().unwrap();
+        f.policy.subnets[0].lease.default = 600;
+        f.policy.subnets.swap(0, 1);
+        f.policy.subnets.push(Subnet {
             net: "203.0.113.0/24".parse().unwrap(),
-            ..f.subnets[0].clone()
+            ..f.policy.subnets[0].clone()
         });
         let p = plan(&config(), &f);
         assert_eq!(
@@ -419,14 +429,14 @@ mod tests {
         );
         assert_eq!(p.applied, ["subnet 192.0.2.0/24: lease-time 3600 -> 600"]);
         let mut want = config();
-        want.subnets[0].lease.default = 600;
+        want.policy.subnets[0].lease.default = 600;
         assert_eq!(p.config, want, "only the lease time moved");
     }
 
     #[test]
     fn a_removed_subnet_stays_until_a_restart() {
         let mut f = config();
-        f.subnets.pop();
+        f.policy.subnets.pop();
         let p = plan(&config(), &f);
         assert_eq!(p.restart_required, ["subnet 198.51.100.0/24 removed"]);
         assert_eq!(p.config, config());

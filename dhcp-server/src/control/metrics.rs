@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::listener::{call, Ctx};
 use super::protocol::Command;
 use super::types::{FailoverStatus, Stats, Status};
-use crate::failover::Service;
+use dhcp_proto::failover::Service;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

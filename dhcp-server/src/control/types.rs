@@ -13,10 +13,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::Ipv4Net;
-use crate::engine;
-use crate::failover;
 use crate::journal::Durability;
-use crate::wire::MessageType;
+use dhcp_proto::engine;
+use dhcp_proto::wire::MessageType;
 
 /// What `status` answers: enough for a rolling restart to wait on `ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +91,7 @@ pub struct FailoverStatus {
 }
 
 impl FailoverStatus {
-    pub fn from_machine(s: &failover::machine::Status) -> Self {
+    pub fn from_machine(s: &dhcp_proto::failover::machine::Status) -> Self {
         FailoverStatus {
             name: s.name.clone(),
             role: s.role.name().to_owned(),
@@ -112,8 +111,8 @@ impl FailoverStatus {
     /// the journal): 2 for "normal", 4 for "partner-down", 0 for "unknown-state"…
     pub fn state_number(name: &str) -> Option<u8> {
         (0..=u8::MAX).find(|&n| {
-            let s = failover::ServerState::from(n);
-            !matches!(s, failover::ServerState::Other(_)) && s.name() == name
+            let s = dhcp_proto::failover::ServerState::from(n);
+            !matches!(s, dhcp_proto::failover::ServerState::Other(_)) && s.name() == name
         })
     }
 }
@@ -666,15 +665,15 @@ mod tests {
         assert_eq!(Stats::message_key(MessageType::Other(13)), "other");
     }
 
-    fn machine_status() -> failover::machine::Status {
-        failover::machine::Status {
+    fn machine_status() -> dhcp_proto::failover::machine::Status {
+        dhcp_proto::failover::machine::Status {
             name: "pair".into(),
-            role: failover::Role::Primary,
-            me: failover::ServerState::PartnerDown,
+            role: dhcp_proto::failover::Role::Primary,
+            me: dhcp_proto::failover::ServerState::PartnerDown,
             me_stos: 1_700_000_100,
-            partner: failover::ServerState::CommunicationsInterrupted,
+            partner: dhcp_proto::failover::ServerState::CommunicationsInterrupted,
             partner_stos: 1_700_000_000,
-            service: failover::Service::PartnerDown,
+            service: dhcp_proto::failover::Service::PartnerDown,
             connected: false,
             mclt: 3600,
             queued: 7,

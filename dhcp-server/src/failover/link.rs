@@ -16,10 +16,11 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{info, warn};
 
-use super::machine::{Machine, Output, Params, PoolBalance, Status, Stored, View};
-use super::message::{Envelope, Reject};
-use super::wire;
 use crate::journal::Lease;
+use dhcp_proto::failover::machine::{Machine, Output, Params, PoolBalance, Status, Stored, View};
+use dhcp_proto::failover::message::{Envelope, Reject};
+use dhcp_proto::failover::wire;
+use dhcp_proto::failover::Endpoints;
 
 /// Seconds between the primary's connection attempts.
 const RECONNECT: Duration = Duration::from_secs(5);
@@ -65,13 +66,6 @@ pub trait Shards: Send + 'static {
     fn balance(&mut self, ownership: u8) -> Vec<PoolBalance>;
     /// Our own lease changes since the last call.
     fn changes(&mut self, into: &mut Vec<Lease>);
-}
-
-/// Where the pair meets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Endpoints {
-    pub local: SocketAddrV4,
-    pub peer: SocketAddrV4,
 }
 
 /// Requests from the control socket.
@@ -176,7 +170,7 @@ async fn run(
     latest: Arc<Mutex<Option<Status>>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let primary = params.role == super::Role::Primary;
+    let primary = params.role == dhcp_proto::failover::Role::Primary;
     let name = params.name.clone();
     let mut d = Driver {
         machine: Machine::new(params, stored, unix_now()),
@@ -576,7 +570,7 @@ pub fn start(
     count: usize,
     on_view: Option<super::shards::OnView>,
 ) -> io::Result<Option<(Vec<super::shards::End>, Running)>> {
-    let Some(f) = &config.failover else {
+    let Some(f) = &config.policy.failover else {
         return Ok(None);
     };
     let (ends, workers) = super::shards::wire_up(count, on_view);

@@ -18,13 +18,13 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::link::Shards;
-use super::machine::{PoolBalance, Stored, View};
-use super::message::Reject;
-use super::wire::RejectReason;
 use crate::config::Reservation;
-use crate::engine::{Applied, Engine};
-use crate::journal::{DurableWatch, FailoverRecord, Lease};
+use crate::journal::{DurableWatch, Lease};
 use crate::store::{Committer, Outbox, Release};
+use dhcp_proto::engine::{Applied, Engine};
+use dhcp_proto::failover::machine::{PoolBalance, Stored, View};
+use dhcp_proto::failover::message::Reject;
+use dhcp_proto::failover::wire::RejectReason;
 
 /// Orders a shard's queue holds: room for the partner's batches on their way through the
 /// shard (up to its whole window of updates) besides the link's other orders.
@@ -468,39 +468,12 @@ impl Shards for Workers {
     }
 }
 
-impl Stored {
-    /// The journal's record of the failover state.
-    pub fn as_record<'a>(&self, name: &'a [u8], stamp: u64) -> FailoverRecord<'a> {
-        FailoverRecord {
-            stamp,
-            local_state: u8::from(self.me),
-            peer_state: u8::from(self.partner),
-            mclt: self.mclt,
-            local_stos: self.me_stos,
-            peer_stos: self.partner_stos,
-            name,
-            data: &[],
-        }
-    }
-
-    /// The state a replayed journal remembers.
-    pub fn from_journal(f: &crate::journal::Failover) -> Self {
-        Stored {
-            me: f.local_state.into(),
-            me_stos: f.local_stos,
-            partner: f.peer_state.into(),
-            partner_stos: f.peer_stos,
-            mclt: f.mclt,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::machine::View;
-    use crate::failover::{Hba, Role, Service};
     use crate::journal::{BindingState, HwAddr, LeaseFlags};
+    use dhcp_proto::failover::machine::View;
+    use dhcp_proto::failover::{Hba, Role, Service};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     const NOW: u64 = 1_795_000_000;

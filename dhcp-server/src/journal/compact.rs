@@ -15,7 +15,9 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use super::error::{Error, Result};
-use super::record::Record;
+use dhcp_proto::lease::Record;
+
+use super::record::Encode;
 use super::replay::Sealed;
 use super::segment::{self, Header, Kind, Mapped, Name};
 use super::state::Fold;

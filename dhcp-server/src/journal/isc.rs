@@ -32,8 +32,8 @@ use std::net::Ipv4Addr;
 use hashbrown::HashMap;
 
 use super::error::{Error, Result};
-use super::record::{BindingState, Failover, HwAddr, Lease, LeaseFlags, Reservation, NEVER};
 use super::state::State;
+use dhcp_proto::lease::{BindingState, Failover, HwAddr, Lease, LeaseFlags, Reservation, NEVER};
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -47,12 +47,12 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use error::{Error, Result};
-pub use record::{
+pub use dhcp_proto::lease::{
     BindingState, Failover, FailoverRecord, HwAddr, Lease, LeaseFlags, LeaseRecord, Record,
     Reservation, ReservationRecord, MAX_CHADDR, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME,
     NEVER,
 };
+pub use error::{Error, Result};
 pub use state::State;
 pub use tools::{dump, import_isc, verify, FileReport, Format, ImportStats, Report};
 pub use writer::{DurableWatch, ShardWriter};

@@ -23,7 +23,9 @@ use std::time::Duration;
 use memmap2::MmapRaw;
 
 use super::error::{Error, Result};
-use super::record::Record;
+use dhcp_proto::lease::Record;
+
+use super::record::Encode;
 
 pub const MAGIC: [u8; 8] = *b"DHCPJRNL";
 pub const VERSION: u32 = 1;
@@ -290,7 +292,7 @@ pub fn scan<'a>(
         if expect.is_some_and(|e| e != seq) {
             break Some(Stop::SeqGap);
         }
-        let Ok(rec) = Record::decode(payload) else {
+        let Ok(rec) = super::record::decode(payload) else {
             break Some(Stop::BadRecord);
         };
         each(seq, rec);
@@ -613,7 +615,7 @@ impl Mapped {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::{BindingState, LeaseFlags, LeaseRecord};
+    use dhcp_proto::lease::{BindingState, LeaseFlags, LeaseRecord};
     use std::net::Ipv4Addr;
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use hashbrown::HashMap;
 
-use super::record::{Failover, Lease, Record, Reservation};
+use dhcp_proto::lease::{Failover, Lease, Record, Reservation};
 
 /// The live state a journal holds, as replay returns it to the engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::compact::{self, Step};
+use super::record::Encode;
 use super::replay::{self, Listing, Manifest};
 use super::segment::{self, Kind};
 use super::state::Fold;

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use super::error::{Error, Result};
 use super::isc;
-use super::record::{Lease, LeaseRecord, NEVER};
 use super::replay::{self, Listing, Manifest};
 use super::segment::Kind;
 use super::state::{Fold, State};
 use super::writer::ShardWriter;
+use dhcp_proto::lease::{Lease, LeaseRecord, NEVER};
 
 /// One file in a verify report.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,10 +27,11 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
-use super::record::{FailoverRecord, LeaseRecord, Record, ReservationRecord};
+use super::record::Encode;
 use super::replay::Sealed;
 use super::segment::{self, Kind, Name, Segment, HEADER_LEN};
 use super::Durability;
+use dhcp_proto::lease::{FailoverRecord, LeaseRecord, Record, ReservationRecord};
 
 /// How long the flusher looks for new work, yielding the CPU between looks, before it
 /// sleeps (a wake-up costs the writer a system call, so under steady load the flusher

@@ -25,10 +25,10 @@ use crate::control::{
     ClientId, ClientIdentity, ControlError, LeaseFilter, MacAddr, PageQuery, ReloadReport,
     ReservationInfo, ReservationPage, ReservationSource, ReservationSpec,
 };
-use crate::engine::Engine;
 use crate::journal::Record;
 use crate::store::{self, Committer};
 use crate::{shutdown, udp};
+use dhcp_proto::engine::Engine;
 
 /// How long a reply waits for a reservation's journal record to be on disk.
 const DURABLE: Duration = Duration::from_secs(5);
@@ -91,6 +91,7 @@ fn reservation_of(spec: &ReservationSpec) -> Reservation {
 /// Whether `addr` lies in one of `config`'s pools.
 fn pooled(config: &Config, addr: Ipv4Addr) -> bool {
     config
+        .policy
         .subnets
         .iter()
         .any(|s| s.pools.iter().any(|p| p.contains(addr)))
@@ -98,7 +99,7 @@ fn pooled(config: &Config, addr: Ipv4Addr) -> bool {
 
 /// The file's reservation of `addr`, as its key path.
 fn in_file(config: &Config, addr: Ipv4Addr) -> Option<String> {
-    config.subnets.iter().enumerate().find_map(|(i, s)| {
+    config.policy.subnets.iter().enumerate().find_map(|(i, s)| {
         s.reservations
             .iter()
             .position(|r| r.address == Some(addr))
@@ -184,7 +185,7 @@ impl Operated {
         let r = reservation_of(&spec);
         let addr = spec.address;
         let mut reg = self.lock();
-        reserve::check(&reg.config, &reg.runtime, &r).map_err(refusal)?;
+        reserve::check(&reg.config.policy, &reg.runtime, &r).map_err(refusal)?;
         let told = self.ask_every(|| Ask::Reserve(Box::new(r.clone())))?;
         let refused: Vec<&str> = told
             .iter()
@@ -279,6 +280,7 @@ impl Operated {
             let address = r.address?;
             let subnet = reg
                 .config
+                .policy
                 .subnets
                 .iter()
                 .find(|s| s.net.contains(address))?
@@ -297,6 +299,7 @@ impl Operated {
         };
         let file = reg
             .config
+            .policy
             .subnets
             .iter()
             .flat_map(|s| &s.reservations)
@@ -341,7 +344,7 @@ impl Operated {
             ControlError::InvalidArgument(errors)
         };
         let (file, text) = config::load_file_text(path).map_err(|e| refuse(lines(e)))?;
-        let clashes: Vec<config::FileError> = reserve::conflicts(&file, &reg.runtime)
+        let clashes: Vec<config::FileError> = reserve::conflicts(&file.policy, &reg.runtime)
             .into_iter()
             .map(|bad| config::error_at(path, &text, bad))
             .collect();
@@ -349,7 +352,7 @@ impl Operated {
             return Err(refuse(lines(clashes)));
         }
         let mut plan = reload::plan(&reg.config, &file);
-        if let Err(bad) = plan.config.validate() {
+        if let Err(bad) = plan.config.policy.validate() {
             return Err(refuse(lines(bad.iter().map(|b| {
                 format!(
                     "{}: with the subnets and pools the server runs with, {b} (restart to apply the file whole)",
@@ -404,13 +407,14 @@ impl Operated {
         runtime: &reserve::Runtime,
     ) -> Result<(), ControlError> {
         let reserved = |c: &Config| -> BTreeSet<Ipv4Addr> {
-            c.subnets
+            c.policy
+                .subnets
                 .iter()
                 .flat_map(|s| s.reservations.iter().filter_map(|r| r.address))
                 .collect()
         };
         let (before, after) = (reserved(running), reserved(next));
-        let shared = Arc::new(next.clone());
+        let shared = Arc::new(next.policy.clone());
         let mut kept = BTreeSet::new();
         for told in self.ask_every(|| Ask::Reconfigure(shared.clone()))? {
             if let Told::Kept(addrs) = told {

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-pub use crate::engine::SERVER_PORT;
-use crate::engine::{Destination, Engine, Outcome, Reply, RxMeta};
 use crate::packet::PacketSocket;
 use crate::store::{self, Committer, Release};
-use crate::wire::frame::{self, HEADROOM};
 use crate::{control, journal, operate, shutdown};
+pub use dhcp_proto::engine::SERVER_PORT;
+use dhcp_proto::engine::{Destination, Engine, Outcome, Reply, RxMeta};
+use dhcp_proto::wire::frame::{self, HEADROOM};
 pub use socket::DhcpSocket;
 
 /// Datagrams handled from one socket before looking at the others, so a flood on one
@@ -78,7 +78,7 @@ pub fn unix_now() -> u64 {
 
 /// Binds every configured interface; nothing is served unless all of them are up.
 fn open(engine: &Engine, port: u16) -> Result<Vec<Link>, Error> {
-    let config = engine.config();
+    let config = engine.policy();
     config
         .interfaces
         .iter()
@@ -131,7 +131,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
         backend: control::BackendKind::Udp,
         xdp: None,
         workers: 1,
-        interfaces: config.interfaces.clone(),
+        interfaces: config.policy.interfaces.clone(),
         journal: config.state_dir.clone().map(|d| (d, config.durability)),
     };
     let operated = Arc::new(
@@ -158,7 +158,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     operated.set_ready();
     tracing::info!(
         "ready: serving {} subnet(s) on {} with the udp backend",
-        engine.config().subnets.len(),
+        engine.policy().subnets.len(),
         names.join(", ")
     );
     let mut pfds: Vec<libc::pollfd> = links

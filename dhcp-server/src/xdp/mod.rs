@@ -65,7 +65,7 @@ struct Attached {
 }
 
 fn attach(config: &Config, link: usize, workers: u16) -> Result<Attached, Error> {
-    let ifname = config.interfaces[link].clone();
+    let ifname = config.policy.interfaces[link].clone();
     let io = |source| Error::Interface {
         ifname: ifname.clone(),
         source,
@@ -74,6 +74,7 @@ fn attach(config: &Config, link: usize, workers: u16) -> Result<Attached, Error>
     let queues = netif::rx_queues(&ifname).map_err(io)?;
     let mac = netif::hw_address(&ifname).map_err(io)?;
     let addr = config
+        .policy
         .subnets
         .iter()
         .filter(|s| s.interface == Some(link as u16))
@@ -112,7 +113,7 @@ pub fn worker_count(requested: u16) -> u16 {
 /// detached on every way out (the programs detach when dropped).
 pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Error> {
     let workers = worker_count(opts.workers);
-    let mut attached = (0..config.interfaces.len())
+    let mut attached = (0..config.policy.interfaces.len())
         .map(|link| attach(&config, link, workers))
         .collect::<Result<Vec<_>, _>>()?;
     let shards = store::open(&config, workers, clock())?;
@@ -128,14 +129,14 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     // The program drops DISCOVERs of the partner's buckets while the pair cooperates,
     // and the REQUESTs after them that name another server; the link sets the rule on
     // every state change.
-    let on_view = match &config.failover {
+    let on_view = match &config.policy.failover {
         Some(f) => {
             let mut rules = attached
                 .iter_mut()
                 .map(|a| Ok((a.program.take_balance()?, server_ids(&config, a))))
                 .collect::<Result<Vec<_>, XdpError>>()?;
             let max_secs = f.load_balance_max_seconds.min(u32::from(u16::MAX)) as u16;
-            Some(Box::new(move |view: &crate::failover::machine::View| {
+            Some(Box::new(move |view: &dhcp_proto::failover::machine::View| {
                 let rule = view.balance(max_secs);
                 for (r, server_ids) in &mut rules {
                     let rule = Balance {
@@ -206,7 +207,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
             },
         }),
         workers,
-        interfaces: config.interfaces.clone(),
+        interfaces: config.policy.interfaces.clone(),
         journal: config.state_dir.clone().map(|d| (d, config.durability)),
     };
     let operated = Arc::new(
@@ -247,7 +248,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
     for a in &attached {
         tracing::info!(
             "ready: serving {} subnet(s) on {} with the xdp backend: {} workers, XDP in {} mode, AF_XDP {} mode",
-            config.subnets.len(),
+            config.policy.subnets.len(),
             a.ifname,
             workers,
             a.program.mode(),
@@ -303,7 +304,7 @@ pub fn serve(config: Config, opts: Options, clock: fn() -> u64) -> Result<(), Er
 /// to the workers.
 fn server_ids(config: &Config, a: &Attached) -> [[u8; 4]; MAX_SERVER_IDS] {
     let ids: Vec<[u8; 4]> = std::iter::once(a.addr)
-        .chain(config.subnets.iter().filter_map(|s| s.server_id))
+        .chain(config.policy.subnets.iter().filter_map(|s| s.server_id))
         .map(|id| id.octets())
         .collect();
     let kept = Balance::default().with_server_ids(&ids).server_ids;

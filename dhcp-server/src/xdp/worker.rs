@@ -11,11 +11,11 @@ use crossbeam_queue::ArrayQueue;
 
 use super::xsk::{Out, Xsk, XskStats};
 use crate::config::LinkId;
-use crate::engine::{Engine, Outcome, RxMeta, SERVER_PORT};
 use crate::operate::{self, Questions};
 use crate::shutdown;
 use crate::store::{Committer, Release};
-use crate::wire::frame;
+use dhcp_proto::engine::{Engine, Outcome, RxMeta, SERVER_PORT};
+use dhcp_proto::wire::frame;
 use hdrhistogram::Histogram;
 
 /// Addresses moved between shards in one message: enough that a busy shard asks rarely,

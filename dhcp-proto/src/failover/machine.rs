@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use super::message::{Connect, ConnectAck, Envelope, Msg, Reject};
 use super::wire::RejectReason;
 use super::{Hba, Role, ServerState, Service};
-use crate::journal::{BindingState, Lease};
+use crate::lease::{BindingState, Lease};
 
 /// Seconds the partner has to send its state after we start, before we act alone.
 const STARTUP_WAIT: u64 = 15;
@@ -67,7 +67,7 @@ pub struct Balancing {
 /// One subnet's pool as a rebalancing run found it, summed over the shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolBalance {
-    pub subnet: crate::config::Ipv4Net,
+    pub subnet: crate::policy::Ipv4Net,
     /// Addresses in the pool, whatever their state.
     pub total: u32,
     /// Free addresses that were ours and the partner's, before the run.
@@ -1407,6 +1407,33 @@ fn ours_is_better(ours: &Lease, theirs: &Lease, role: Role) -> bool {
         (BindingState::Active, BindingState::Expired) => false,
         (_, BindingState::Active) => false,
         _ => role == Role::Primary,
+    }
+}
+
+impl Stored {
+    /// The journal's record of the failover state.
+    pub fn as_record<'a>(&self, name: &'a [u8], stamp: u64) -> crate::lease::FailoverRecord<'a> {
+        crate::lease::FailoverRecord {
+            stamp,
+            local_state: u8::from(self.me),
+            peer_state: u8::from(self.partner),
+            mclt: self.mclt,
+            local_stos: self.me_stos,
+            peer_stos: self.partner_stos,
+            name,
+            data: &[],
+        }
+    }
+
+    /// The state a replayed journal remembers.
+    pub fn from_journal(f: &crate::lease::Failover) -> Self {
+        Stored {
+            me: f.local_state.into(),
+            me_stos: f.local_stos,
+            partner: f.peer_state.into(),
+            partner_stos: f.peer_stos,
+            mclt: f.mclt,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::{Config, Invalid, Reservation};
+use super::{Invalid, Policy, Reservation};
 
 /// The run-time reservations, by address.
 pub type Runtime = BTreeMap<Ipv4Addr, Reservation>;
@@ -54,7 +54,7 @@ fn hex(b: &[u8]) -> String {
 
 /// Checks run-time reservation `r` against `config` and the run-time reservations that
 /// exist; returns the index of the subnet it belongs to.
-pub fn check(config: &Config, runtime: &Runtime, r: &Reservation) -> Result<usize, Refusal> {
+pub fn check(config: &Policy, runtime: &Runtime, r: &Reservation) -> Result<usize, Refusal> {
     let Some(addr) = r.address else {
         return Err(Refusal::Invalid(
             "a run-time reservation needs an address".into(),
@@ -128,7 +128,7 @@ fn same_host(a: &Reservation, b: &Reservation) -> Option<String> {
 
 /// What in `config`'s file reservations clashes with the run-time ones (a reload that
 /// adds to the file what was reserved at run time), as findings at the file's keys.
-pub fn conflicts(config: &Config, runtime: &Runtime) -> Vec<Invalid> {
+pub fn conflicts(config: &Policy, runtime: &Runtime) -> Vec<Invalid> {
     let mut bad = Vec::new();
     for (i, s) in config.subnets.iter().enumerate() {
         for (k, f) in s.reservations.iter().enumerate() {
@@ -169,7 +169,7 @@ pub fn conflicts(config: &Config, runtime: &Runtime) -> Vec<Invalid> {
 /// (checked as `check` does, one after another) and those that no longer do, each with
 /// the reason: the file may have changed, or its subnets, since they were added.
 pub fn accept(
-    config: &Config,
+    config: &Policy,
     replayed: impl IntoIterator<Item = Reservation>,
 ) -> (Runtime, Vec<(Reservation, Refusal)>) {
     let mut ok = Runtime::new();
@@ -190,14 +190,14 @@ pub fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{LeaseTimes, OptionSet, Subnet};
+    use crate::policy::{LeaseTimes, OptionSet, Subnet};
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
-    fn config() -> Config {
-        Config {
+    fn config() -> Policy {
+        Policy {
             interfaces: vec!["eth1".into()],
             subnets: vec![
                 Subnet {
@@ -223,7 +223,7 @@ mod tests {
                     reservations: vec![],
                 },
             ],
-            ..Config::default()
+            ..Policy::default()
         }
     }
 

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::Terms;
-use crate::config::{OptionSet, Reservation};
+use crate::policy::{OptionSet, Reservation};
 use crate::wire::{
     code, MessageType, Request, WireError, Writer, DEFAULT_MAX_MESSAGE, FLAG_BROADCAST,
 };

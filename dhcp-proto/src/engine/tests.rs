@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{AddrRange, Ipv4Net, LeaseTimes, OptionSet, Subnet};
+use crate::policy::{AddrRange, Ipv4Net, LeaseTimes, OptionSet, Subnet};
 use crate::wire::{code, layout, Message, FLAG_BROADCAST};
 
 const T0: u64 = 1_700_000_000;
@@ -23,14 +23,14 @@ fn range(s: &str) -> AddrRange {
 
 /// Link 0 carries 192.0.2.0/24 (pool .10-.19, a reservation by MAC outside the pool and
 /// one by client id inside it); 198.51.100.0/24 is reached through a relay only.
-fn config() -> Config {
+fn config() -> Policy {
     let mut opts = OptionSet::default();
     opts.set_addresses(code::ROUTER, &[SERVER]);
     opts.set_addresses(code::DNS_SERVERS, &[ip("192.0.2.53")]);
     opts.set_text(code::DOMAIN_NAME, "lab.example");
     let mut printer_opts = OptionSet::default();
     printer_opts.set_addresses(code::DNS_SERVERS, &[ip("192.0.2.54")]);
-    Config {
+    Policy {
         interfaces: vec!["lan0".into()],
         subnets: vec![
             Subnet {
@@ -71,7 +71,7 @@ fn config() -> Config {
                 reservations: vec![],
             },
         ],
-        ..Config::default()
+        ..Policy::default()
     }
 }
 
@@ -167,7 +167,7 @@ impl Got {
 }
 
 impl Lab {
-    fn new(config: Config) -> Self {
+    fn new(config: Policy) -> Self {
         Lab {
             engine: Engine::new(config, T0).unwrap(),
             now: T0,
@@ -283,7 +283,7 @@ fn an_offer_is_held_for_its_client_then_returns() {
     let b = lab.reply(&discover(2)).yiaddr;
     assert_ne!(a, b);
     assert_eq!(lab.reply(&discover(1)).yiaddr, a, "same client, same offer");
-    lab.now += lab.engine.config().offer_hold as u64 + 1;
+    lab.now += lab.engine.policy().offer_hold as u64 + 1;
     lab.engine.tick(lab.now);
     assert_eq!(
         lab.engine
@@ -542,7 +542,7 @@ fn decline_quarantines_the_address() {
     assert_ne!(o.yiaddr, a, "declined address not offered again");
     let slot = lab.engine.leases().slot_of(a).unwrap();
     assert_eq!(lab.engine.leases().slot(slot).state, LeaseState::Declined);
-    lab.now += lab.engine.config().decline_hold as u64;
+    lab.now += lab.engine.policy().decline_hold as u64;
     lab.engine.tick(lab.now);
     assert_eq!(lab.engine.leases().slot(slot).state, LeaseState::Free);
     assert_eq!(lab.engine.leases().slot(slot).client, None);
@@ -849,9 +849,9 @@ fn configured_timers_apply_only_to_leases_that_hold_them() {
 }
 
 /// Every lease change as the journal would keep it: per address, the newest record.
-fn journal_of(lab: &mut Lab, log: &mut hashbrown::HashMap<Ipv4Addr, crate::journal::Lease>) {
+fn journal_of(lab: &mut Lab, log: &mut hashbrown::HashMap<Ipv4Addr, crate::lease::Lease>) {
     if let Some(rec) = lab.engine.take_change(lab.now) {
-        let lease = crate::journal::Lease::from_record(&rec);
+        let lease = crate::lease::Lease::from_record(&rec);
         let newer = log.get(&lease.addr).is_none_or(|l| l.stamp < lease.stamp);
         assert!(newer, "stamps go backwards: {lease:?}");
         log.insert(lease.addr, lease);
@@ -885,11 +885,8 @@ fn acks_releases_and_declines_replay_into_any_shard_count() {
             .server(SERVER),
     );
     journal_of(&mut lab, &mut log);
-    assert_eq!(log[&released].state, crate::journal::BindingState::Released);
-    assert_eq!(
-        log[&declined].state,
-        crate::journal::BindingState::Abandoned
-    );
+    assert_eq!(log[&released].state, crate::lease::BindingState::Released);
+    assert_eq!(log[&declined].state, crate::lease::BindingState::Abandoned);
 
     for count in 1..=3u16 {
         let shards: Vec<Engine> = (0..count)
@@ -1090,7 +1087,7 @@ fn a_reload_swaps_the_files_reservations_and_lease_times() {
     new.subnets[0].reservations.remove(0); // the printer's, outside the pool
     new.subnets[0].reservations[0].address = Some(ip("192.0.2.16")); // was .15
     new.subnets[0].reservations.push(host(9, "192.0.2.17"));
-    let kept = lab.engine.reconfigure(new);
+    let kept = lab.engine.reconfigure(new.into());
     lab.engine.leases.check();
     assert_eq!(
         kept,
@@ -1112,7 +1109,7 @@ mod failover_rules {
     use super::*;
     use crate::failover::machine::View;
     use crate::failover::{Hba, Role, Service};
-    use crate::journal::{BindingState, Lease as Binding};
+    use crate::lease::{BindingState, Lease as Binding};
 
     fn view(role: Role, service: Service, stos: u64) -> View {
         View {
@@ -1309,7 +1306,7 @@ mod failover_rules {
         let a = client_of(Role::Primary, 0);
         let addr = lab.dora(&discover(a));
         let mut theirs = changes(&mut lab).pop().unwrap();
-        theirs.hw = crate::journal::HwAddr::new(1, &[2, 0, 0, 0, 0, 0xfe]);
+        theirs.hw = crate::lease::HwAddr::new(1, &[2, 0, 0, 0, 0, 0xfe]);
         let applied = lab.engine.apply_partner(&theirs, false, lab.now);
         assert!(matches!(
             applied,

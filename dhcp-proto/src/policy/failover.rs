@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::Subnet;
-use crate::failover::link::Endpoints;
 use crate::failover::machine::{Balancing, Params};
+use crate::failover::Endpoints;
 use crate::failover::{Hba, Role};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +127,7 @@ impl Failover {
         }
     }
 
-    /// The checks of `Config::validate` for the partnership: its own values, and its
+    /// The checks of `Policy::validate` for the partnership: its own values, and its
     /// addresses against the pools it covers (all of them).
     pub(super) fn validate(&self, subnets: &[Subnet], err: &mut impl FnMut(String, String)) {
         let at = |key: &str| format!("failover.{key}");

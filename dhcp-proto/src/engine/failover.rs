@@ -10,12 +10,12 @@
 //! the `View` it was last given, so no packet ever waits on the partner.
 
 use super::{ClientRef, Drop, Engine, KeyKind, LeaseState, SlotId, Terms};
-use crate::config::Reservation;
 use crate::failover::machine::{PoolBalance, View};
 use crate::failover::message::Reject;
 use crate::failover::wire::RejectReason;
 use crate::failover::{Role, Service};
-use crate::journal::{BindingState, HwAddr, Lease, LeaseFlags};
+use crate::lease::{BindingState, HwAddr, Lease, LeaseFlags};
+use crate::policy::Reservation;
 use crate::wire::{MessageType, Request};
 use dhcp_ebpf_common::{Asked, Balance};
 use std::net::Ipv4Addr;
@@ -213,7 +213,7 @@ impl Engine {
         tracing::warn!(
             "network {}: peer holds all free leases ({theirs} of them in shard {}); \
              pool balancing or partner-down will give them back",
-            self.config.subnets[usize::from(subnet)].net,
+            self.policy.subnets[usize::from(subnet)].net,
             self.shard.index
         );
     }
@@ -315,7 +315,7 @@ impl Engine {
             }
             return;
         }
-        if runtime || super::reserve::file_addresses(&self.config).any(|(a, _)| a == lease.addr) {
+        if runtime || super::reserve::file_addresses(&self.policy).any(|(a, _)| a == lease.addr) {
             return;
         }
         let hw = lease.hw.bytes();
@@ -467,7 +467,7 @@ impl Engine {
             BindingState::Backup => self.leases.set_pool(id, !primary),
             BindingState::Abandoned => {
                 self.leases.forget_client(id);
-                let until = now + u64::from(self.config.decline_hold);
+                let until = now + u64::from(self.policy.decline_hold);
                 self.leases.set_state(id, LeaseState::Declined, until);
             }
         }
@@ -597,8 +597,8 @@ impl Engine {
         }
         let (hba, role) = (p.view.hba, p.view.role);
         let mut moved = Vec::new();
-        let mut pools = Vec::with_capacity(self.config.subnets.len());
-        for subnet in 0..self.config.subnets.len() as u16 {
+        let mut pools = Vec::with_capacity(self.policy.subnets.len());
+        for subnet in 0..self.policy.subnets.len() as u16 {
             let ours = self.leases.free_count(subnet);
             let theirs = self.leases.partner_count(subnet);
             let (total, theirs_end) = self
@@ -651,7 +651,7 @@ impl Engine {
                 lts -= 1;
             }
             pools.push(PoolBalance {
-                subnet: self.config.subnets[usize::from(subnet)].net,
+                subnet: self.policy.subnets[usize::from(subnet)].net,
                 total,
                 ours,
                 theirs,

@@ -8,7 +8,7 @@ use super::wire::{
     RejectReason,
 };
 use super::{Hba, ServerState};
-use crate::journal::{BindingState, HwAddr, Lease, LeaseFlags};
+use crate::lease::{BindingState, HwAddr, Lease, LeaseFlags};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
@@ -337,7 +337,7 @@ fn wire_time(t: u64) -> u32 {
 
 fn local_time(t: u32) -> u64 {
     if t == u32::MAX {
-        crate::journal::NEVER
+        crate::lease::NEVER
     } else {
         u64::from(t)
     }

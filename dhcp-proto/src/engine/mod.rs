@@ -11,8 +11,9 @@ mod reserve;
 mod stats;
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
-use crate::config::{Config, LinkId, Reservation};
+use crate::policy::{LinkId, Policy, Reservation};
 use crate::wire::frame::Addressing;
 use crate::wire::{MessageType, Request, BOOTREQUEST};
 
@@ -85,11 +86,11 @@ pub enum Outcome {
 /// The engine's view of one configured subnet.
 struct SubnetRt {
     mask: Ipv4Addr,
-    net: crate::config::Ipv4Net,
+    net: crate::policy::Ipv4Net,
 }
 
 pub struct Engine {
-    config: Config,
+    policy: Arc<Policy>,
     subnets: Vec<SubnetRt>,
     /// Subnet ids in order, so one subnet can be lent out as a one-element slice.
     ids: Vec<u16>,
@@ -148,23 +149,27 @@ enum Verdict {
 
 impl Engine {
     /// Builds the engine from a validated configuration; `now` in seconds since the epoch.
-    pub fn new(config: Config, now: u64) -> Result<Self, Vec<crate::config::Invalid>> {
-        Self::new_shard(config, Shard::WHOLE, now)
+    pub fn new(
+        policy: impl Into<Arc<Policy>>,
+        now: u64,
+    ) -> Result<Self, Vec<crate::policy::Invalid>> {
+        Self::new_shard(policy, Shard::WHOLE, now)
     }
 
     /// Builds the engine of one shard: it starts with `shard`'s part of every pool.
     pub fn new_shard(
-        config: Config,
+        policy: impl Into<Arc<Policy>>,
         shard: Shard,
         now: u64,
-    ) -> Result<Self, Vec<crate::config::Invalid>> {
-        config.validate()?;
-        let pools: Vec<Vec<(Ipv4Addr, Ipv4Addr)>> = config
+    ) -> Result<Self, Vec<crate::policy::Invalid>> {
+        let policy = policy.into();
+        policy.validate()?;
+        let pools: Vec<Vec<(Ipv4Addr, Ipv4Addr)>> = policy
             .subnets
             .iter()
             .map(|s| s.pools.iter().map(|r| (r.first, r.last)).collect())
             .collect();
-        let reserved: Vec<Vec<Ipv4Addr>> = config
+        let reserved: Vec<Vec<Ipv4Addr>> = policy
             .subnets
             .iter()
             .map(|s| s.reservations.iter().filter_map(|r| r.address).collect())
@@ -178,9 +183,9 @@ impl Engine {
             })
             .collect();
         let leases = LeaseTable::new(&slots, shard, now);
-        let mut links = vec![Vec::new(); config.interfaces.len()];
+        let mut links = vec![Vec::new(); policy.interfaces.len()];
         let mut by_net = Vec::new();
-        for (i, s) in config.subnets.iter().enumerate() {
+        for (i, s) in policy.subnets.iter().enumerate() {
             let i = i as u16;
             if let Some(l) = s.interface {
                 links[l as usize].push(i);
@@ -188,7 +193,7 @@ impl Engine {
             by_net.push((u32::from(s.net.network()), u32::from(s.net.broadcast()), i));
         }
         by_net.sort_unstable();
-        let subnets = config
+        let subnets = policy
             .subnets
             .iter()
             .map(|s| SubnetRt {
@@ -196,9 +201,9 @@ impl Engine {
                 net: s.net,
             })
             .collect();
-        let ids = (0..config.subnets.len() as u16).collect();
+        let ids = (0..policy.subnets.len() as u16).collect();
         let mut engine = Self {
-            config,
+            policy,
             subnets,
             ids,
             links,
@@ -219,8 +224,8 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn stats(&self) -> &Stats {
@@ -311,7 +316,7 @@ impl Engine {
     }
 
     fn link_name(&self, link: LinkId) -> &str {
-        self.config
+        self.policy
             .interfaces
             .get(link as usize)
             .map_or("?", String::as_str)
@@ -381,7 +386,7 @@ impl Engine {
                 .expect("the indexes hold live run-time reservations only")
                 .1
         } else {
-            &self.config.subnets[subnet as usize].reservations[k as usize]
+            &self.policy.subnets[subnet as usize].reservations[k as usize]
         }
     }
 
@@ -391,7 +396,7 @@ impl Engine {
     }
 
     fn server_id(&self, subnet: u16, meta: &RxMeta) -> Ipv4Addr {
-        self.config.subnets[subnet as usize]
+        self.policy.subnets[subnet as usize]
             .server_id
             .unwrap_or(meta.local_addr)
     }
@@ -400,11 +405,11 @@ impl Engine {
         server_id == meta.local_addr
             || net
                 .iter()
-                .any(|&s| self.config.subnets[s as usize].server_id == Some(server_id))
+                .any(|&s| self.policy.subnets[s as usize].server_id == Some(server_id))
     }
 
     fn terms(&self, subnet: u16, asked: Option<u32>) -> Terms {
-        let t = &self.config.subnets[subnet as usize].lease;
+        let t = &self.policy.subnets[subnet as usize].lease;
         let lease = asked.map_or(t.default, |a| a.clamp(t.min, t.max));
         let renew = t.renew.filter(|&r| r < lease).unwrap_or(lease / 2);
         let default_rebind = (lease as u64 * 7 / 8) as u32;
@@ -439,7 +444,7 @@ impl Engine {
         let s = self.leases.slot(slot);
         let (subnet, addr) = (s.subnet, s.addr);
         if s.state != LeaseState::Active || !self.leases.is_client(slot, client) {
-            let hold = now + self.config.offer_hold as u64;
+            let hold = now + self.policy.offer_hold as u64;
             self.bind(slot, req, LeaseState::Offered, hold);
         }
         let terms = self.terms(subnet, req.lease_time);
@@ -579,7 +584,7 @@ impl Engine {
         must_answer: bool,
     ) -> Verdict {
         let unknown = |d: Drop, why| {
-            if must_answer || self.config.authoritative {
+            if must_answer || self.policy.authoritative {
                 Verdict::Nak(why)
             } else {
                 Verdict::Silent(d)
@@ -671,7 +676,7 @@ impl Engine {
             self.via(req, meta)
         );
         self.leases.forget_client(slot);
-        let until = now + self.config.decline_hold as u64;
+        let until = now + self.policy.decline_hold as u64;
         self.leases.set_state(slot, LeaseState::Declined, until);
         self.changed(slot);
         Outcome::Done
@@ -724,7 +729,7 @@ impl Engine {
         server_id: Ipv4Addr,
         out: &mut [u8],
     ) -> Outcome {
-        let s = &self.config.subnets[subnet as usize];
+        let s = &self.policy.subnets[subnet as usize];
         let ctx = reply::Context {
             mask: self.subnets[subnet as usize].mask,
             server_id,

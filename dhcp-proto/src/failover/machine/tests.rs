@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::journal::{HwAddr, LeaseFlags};
+use crate::lease::{HwAddr, LeaseFlags};
 use dhcp_ebpf_common::Asked;
 
 fn params(role: Role) -> Params {
@@ -585,7 +585,7 @@ fn a_stop_waits_only_for_what_was_owed_when_the_partner_took_over() {
         (ServerState::PartnerDown, ServerState::Shutdown)
     );
     let mut later = pair.s.leases.values().next().unwrap().clone();
-    later.state = crate::journal::BindingState::Free;
+    later.state = crate::lease::BindingState::Free;
     later.stamp += 100;
     pair.s.m.lease_changed(later, pair.now);
     stops_with_nothing_owed(&mut pair, "a change after the takeover holds the stop");
@@ -749,7 +749,7 @@ fn a_server_killed_while_shutting_down_recovers_rather_than_sticking() {
 
 fn pool(ours: u32, theirs: u32, moved: u32) -> PoolBalance {
     PoolBalance {
-        subnet: crate::config::Ipv4Net {
+        subnet: crate::policy::Ipv4Net {
             addr: Ipv4Addr::new(198, 18, 0, 0),
             prefix: 15,
         },

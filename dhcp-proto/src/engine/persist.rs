@@ -9,7 +9,7 @@
 //! in from another shard, so the newest record of an address always wins at replay.
 
 use super::{ClientRef, Engine, KeyKind, LeaseState, SlotId};
-use crate::journal::{BindingState, Lease, LeaseFlags, LeaseRecord};
+use crate::lease::{BindingState, Lease, LeaseFlags, LeaseRecord};
 
 /// Stamps per second: room for a million changes a second per shard before the stamp
 /// runs ahead of the clock.

@@ -11,7 +11,9 @@
 use std::net::Ipv4Addr;
 
 use super::{Engine, KeyKind, LeaseState, Reservation, Slot, RUNTIME};
-use crate::config::Config;
+use std::sync::Arc;
+
+use crate::policy::Policy;
 
 impl Engine {
     /// Rebuilds the lookups by hardware address and client identifier: the file's
@@ -19,7 +21,7 @@ impl Engine {
     pub(super) fn index_reservations(&mut self) {
         self.res_by_hw.clear();
         self.res_by_id.clear();
-        let file = self.config.subnets.iter().enumerate().flat_map(|(i, s)| {
+        let file = self.policy.subnets.iter().enumerate().flat_map(|(i, s)| {
             s.reservations
                 .iter()
                 .enumerate()
@@ -132,7 +134,7 @@ impl Engine {
             }
         }
         let slot = self.leases.slot_of(addr)?;
-        if file_addresses(&self.config).any(|(a, _)| a == addr) {
+        if file_addresses(&self.policy).any(|(a, _)| a == addr) {
             return Some(true);
         }
         Some(self.leases.unreserve(slot, self.shard.count <= 1))
@@ -153,17 +155,17 @@ impl Engine {
     /// (the caller checked; those need a restart), anything else may differ. Addresses
     /// the file now reserves are reserved here; of those it no longer reserves, returns
     /// the ones this shard kept (see `LeaseTable::unreserve`).
-    pub fn reconfigure(&mut self, new: Config) -> Vec<Ipv4Addr> {
-        debug_assert_eq!(self.config.interfaces, new.interfaces);
+    pub fn reconfigure(&mut self, new: Arc<Policy>) -> Vec<Ipv4Addr> {
+        debug_assert_eq!(self.policy.interfaces, new.interfaces);
         debug_assert!(self
-            .config
+            .policy
             .subnets
             .iter()
             .zip(&new.subnets)
             .all(|(a, b)| a.net == b.net && a.pools == b.pools && a.interface == b.interface));
-        let old: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&self.config).collect();
+        let old: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&self.policy).collect();
         let now: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&new).collect();
-        self.config = new;
+        self.policy = new;
         self.index_reservations();
         let mut added: Vec<(Ipv4Addr, u16)> = now
             .iter()
@@ -192,8 +194,8 @@ impl Engine {
 }
 
 /// The addresses the file's reservations fix, with their subnet.
-pub(crate) fn file_addresses(config: &Config) -> impl Iterator<Item = (Ipv4Addr, u16)> + '_ {
-    config.subnets.iter().enumerate().flat_map(|(i, s)| {
+pub(crate) fn file_addresses(policy: &Policy) -> impl Iterator<Item = (Ipv4Addr, u16)> + '_ {
+    policy.subnets.iter().enumerate().flat_map(|(i, s)| {
         s.reservations
             .iter()
             .filter_map(move |r| Some((r.address?, i as u16)))

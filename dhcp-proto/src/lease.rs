@@ -1,0 +1,320 @@
+//! The lease model: a lease's binding state and flags, the owned lease, reservation and
+//! failover state, and the borrowed views (`LeaseRecord<'a>` and friends) through which a
+//! shard hands a change to the journal without allocating. The journal's byte layout of
+//! these views lives with the journal (`dhcp-server`'s `journal::record`); docs/journal.md
+//! has it.
+
+use std::net::Ipv4Addr;
+
+/// Longest hardware address (the DHCP `chaddr` field).
+pub const MAX_CHADDR: usize = 16;
+/// Longest client identifier (option 61 carries a one-octet length).
+pub const MAX_CLIENT_ID: usize = 255;
+/// Longest host name of a reservation.
+pub const MAX_HOST_NAME: usize = 255;
+/// Longest opaque failover blob (room for what the failover issue will need).
+pub const MAX_FAILOVER_DATA: usize = 1024;
+/// A time that never comes (ISC dhcpd writes it as `never`).
+pub const NEVER: u64 = u64::MAX;
+
+/// A lease's binding state, the states of ISC dhcpd (`binding state ...;`) with its
+/// numbering (FTS_FREE = 1 ... FTS_BACKUP = 7), so a dump reads like dhcpd.leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum BindingState {
+    Free = 1,
+    Active = 2,
+    Expired = 3,
+    Released = 4,
+    /// Declined by a client or found in use: out of service until it is reclaimed.
+    Abandoned = 5,
+    /// Failover: the address was reset by the operator.
+    Reset = 6,
+    /// Failover: free, but belonging to the secondary's pool share.
+    Backup = 7,
+}
+
+impl BindingState {
+    pub const ALL: [BindingState; 7] = [
+        Self::Free,
+        Self::Active,
+        Self::Expired,
+        Self::Released,
+        Self::Abandoned,
+        Self::Reset,
+        Self::Backup,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(v).wrapping_sub(1)).copied()
+    }
+
+    /// The word ISC dhcpd uses in `binding state WORD;`.
+    pub fn isc_name(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Released => "released",
+            Self::Abandoned => "abandoned",
+            Self::Reset => "reset",
+            Self::Backup => "backup",
+        }
+    }
+
+    pub fn from_isc_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.isc_name() == s)
+    }
+}
+
+/// Lease flags; unknown bits are kept as they are, so a newer writer's flags survive a
+/// compaction by an older reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LeaseFlags(pub u16);
+
+impl LeaseFlags {
+    /// The lease is pinned to its client (ISC `reserved;`): never reclaimed or reused.
+    pub const RESERVED: u16 = 1;
+    /// A BOOTP lease (ISC `dynamic-bootp;`).
+    pub const BOOTP: u16 = 2;
+
+    pub fn reserved(self) -> bool {
+        self.0 & Self::RESERVED != 0
+    }
+
+    pub fn bootp(self) -> bool {
+        self.0 & Self::BOOTP != 0
+    }
+}
+
+/// One lease change, borrowed from the caller. Times are seconds since the Unix epoch,
+/// 0 when unset, `NEVER` for infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRecord<'a> {
+    /// The caller's Lamport stamp: per address, replay keeps the highest.
+    pub stamp: u64,
+    pub addr: Ipv4Addr,
+    pub state: BindingState,
+    pub htype: u8,
+    /// Hardware address, at most 16 octets.
+    pub chaddr: &'a [u8],
+    /// Client identifier (option 61), at most 255 octets; empty when the client sent none.
+    pub client_id: &'a [u8],
+    pub starts: u64,
+    pub ends: u64,
+    /// Client last transaction time.
+    pub cltt: u64,
+    /// Failover: time sent to the partner.
+    pub tstp: u64,
+    /// Failover: time the partner acknowledged.
+    pub tsfp: u64,
+    /// Failover: the partner's acknowledged start time.
+    pub atsfp: u64,
+    pub flags: LeaseFlags,
+}
+
+/// A reservation added by the operator at run time (survives restarts through the
+/// journal, unlike ISC's OMAPI host objects on a lost leases file). Keyed by address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationRecord<'a> {
+    pub stamp: u64,
+    pub addr: Ipv4Addr,
+    pub htype: u8,
+    pub chaddr: &'a [u8],
+    pub client_id: &'a [u8],
+    pub host_name: &'a [u8],
+}
+
+/// A failover state change. The states are the failover protocol's numbers (1 startup,
+/// 2 normal, 3 communications-interrupted, 4 partner-down, ...); `data` is opaque to the
+/// journal and left for the failover code to define.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverRecord<'a> {
+    pub stamp: u64,
+    pub local_state: u8,
+    pub peer_state: u8,
+    /// Maximum client lead time the partners agreed on, seconds.
+    pub mclt: u32,
+    /// Start time of the local state.
+    pub local_stos: u64,
+    /// Start time of the partner's state.
+    pub peer_stos: u64,
+    /// The failover relationship's name (`failover peer "NAME"`).
+    pub name: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// Any record, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record<'a> {
+    Lease(LeaseRecord<'a>),
+    ReservationAdded(ReservationRecord<'a>),
+    ReservationRemoved { stamp: u64, addr: Ipv4Addr },
+    Failover(FailoverRecord<'a>),
+}
+
+impl Record<'_> {
+    /// The stamp replay orders this record by.
+    pub fn stamp(&self) -> u64 {
+        match self {
+            Record::Lease(l) => l.stamp,
+            Record::ReservationAdded(r) => r.stamp,
+            Record::ReservationRemoved { stamp, .. } => *stamp,
+            Record::Failover(f) => f.stamp,
+        }
+    }
+}
+
+/// An owned hardware address (no allocation: 16 octets inline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HwAddr {
+    pub htype: u8,
+    len: u8,
+    buf: [u8; MAX_CHADDR],
+}
+
+impl HwAddr {
+    /// `bytes` longer than 16 octets are cut to 16 (decode never yields longer).
+    pub fn new(htype: u8, bytes: &[u8]) -> Self {
+        let n = bytes.len().min(MAX_CHADDR);
+        let mut buf = [0; MAX_CHADDR];
+        buf[..n].copy_from_slice(&bytes[..n]);
+        HwAddr {
+            htype,
+            len: n as u8,
+            buf,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// A lease as replay leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub stamp: u64,
+    pub addr: Ipv4Addr,
+    pub state: BindingState,
+    pub hw: HwAddr,
+    pub client_id: Box<[u8]>,
+    pub starts: u64,
+    pub ends: u64,
+    pub cltt: u64,
+    pub tstp: u64,
+    pub tsfp: u64,
+    pub atsfp: u64,
+    pub flags: LeaseFlags,
+}
+
+impl Lease {
+    pub fn from_record(r: &LeaseRecord<'_>) -> Self {
+        Lease {
+            stamp: r.stamp,
+            addr: r.addr,
+            state: r.state,
+            hw: HwAddr::new(r.htype, r.chaddr),
+            client_id: r.client_id.into(),
+            starts: r.starts,
+            ends: r.ends,
+            cltt: r.cltt,
+            tstp: r.tstp,
+            tsfp: r.tsfp,
+            atsfp: r.atsfp,
+            flags: r.flags,
+        }
+    }
+
+    pub fn as_record(&self) -> LeaseRecord<'_> {
+        LeaseRecord {
+            stamp: self.stamp,
+            addr: self.addr,
+            state: self.state,
+            htype: self.hw.htype,
+            chaddr: self.hw.bytes(),
+            client_id: &self.client_id,
+            starts: self.starts,
+            ends: self.ends,
+            cltt: self.cltt,
+            tstp: self.tstp,
+            tsfp: self.tsfp,
+            atsfp: self.atsfp,
+            flags: self.flags,
+        }
+    }
+}
+
+/// A reservation as replay leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub stamp: u64,
+    pub addr: Ipv4Addr,
+    pub hw: HwAddr,
+    pub client_id: Box<[u8]>,
+    pub host_name: Box<[u8]>,
+}
+
+impl Reservation {
+    pub fn from_record(r: &ReservationRecord<'_>) -> Self {
+        Reservation {
+            stamp: r.stamp,
+            addr: r.addr,
+            hw: HwAddr::new(r.htype, r.chaddr),
+            client_id: r.client_id.into(),
+            host_name: r.host_name.into(),
+        }
+    }
+
+    pub fn as_record(&self) -> ReservationRecord<'_> {
+        ReservationRecord {
+            stamp: self.stamp,
+            addr: self.addr,
+            htype: self.hw.htype,
+            chaddr: self.hw.bytes(),
+            client_id: &self.client_id,
+            host_name: &self.host_name,
+        }
+    }
+}
+
+/// The failover state as replay leaves it (the latest record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    pub stamp: u64,
+    pub local_state: u8,
+    pub peer_state: u8,
+    pub mclt: u32,
+    pub local_stos: u64,
+    pub peer_stos: u64,
+    pub name: Box<[u8]>,
+    pub data: Box<[u8]>,
+}
+
+impl Failover {
+    pub fn from_record(r: &FailoverRecord<'_>) -> Self {
+        Failover {
+            stamp: r.stamp,
+            local_state: r.local_state,
+            peer_state: r.peer_state,
+            mclt: r.mclt,
+            local_stos: r.local_stos,
+            peer_stos: r.peer_stos,
+            name: r.name.into(),
+            data: r.data.into(),
+        }
+    }
+
+    pub fn as_record(&self) -> FailoverRecord<'_> {
+        FailoverRecord {
+            stamp: self.stamp,
+            local_state: self.local_state,
+            peer_state: self.peer_state,
+            mclt: self.mclt,
+            local_stos: self.local_stos,
+            peer_stos: self.peer_stos,
+            name: &self.name,
+            data: &self.data,
+        }
+    }
+}

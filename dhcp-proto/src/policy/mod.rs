@@ -1,0 +1,443 @@
+//! The policy: what the server answers, resolved, typed, and checked as a whole by
+//! `Policy::validate` (subnets, pools, options, reservations, lease times, the failover
+//! partnership). The process settings (sockets, threads, journal) and the loaders that
+//! read a file or a command line into this model live in `dhcp-server`'s `config`.
+//! Shards share one `Policy` behind an `Arc`; a reload swaps it.
+
+mod failover;
+mod options;
+pub mod reserve;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+pub use failover::Failover;
+pub use options::{ClasslessRoute, OptionSet};
+
+/// Index of a listening interface in `Policy::interfaces`; the backend maps it to a
+/// socket, the engine uses it to place direct (non-relayed) clients.
+pub type LinkId = u16;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Send DHCPNAK for addresses this server does not know (dhcpd's `authoritative;`).
+    /// Off, the server stays silent unless it knows the client's claim is wrong.
+    pub authoritative: bool,
+    /// Seconds an offered address stays held for the client it was offered to.
+    pub offer_hold: u32,
+    /// Seconds a declined address is kept out of use (Kea's decline-probation-period).
+    pub decline_hold: u32,
+    /// The links the server listens on, by interface name; a subnet names its link by
+    /// index (`LinkId`) to serve the link's direct clients.
+    pub interfaces: Vec<String>,
+    pub subnets: Vec<Subnet>,
+    /// The failover partnership, covering every pool; none: this server works alone.
+    pub failover: Option<Failover>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
+        (prefix <= 32).then_some(Self { addr, prefix })
+    }
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+    pub fn mask_addr(&self) -> Ipv4Addr {
+        self.mask().into()
+    }
+    pub fn network(&self) -> Ipv4Addr {
+        (u32::from(self.addr) & self.mask()).into()
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        (u32::from(self.addr) | !self.mask()).into()
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network(), self.prefix)
+    }
+}
+
+impl std::str::FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("'{s}' is not ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("'{a}' is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| format!("'{p}' is not a prefix length"))?;
+        Ipv4Net::new(addr, prefix).ok_or_else(|| format!("prefix length {prefix} is above 32"))
+    }
+}
+
+/// An inclusive range of addresses, `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddrRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl AddrRange {
+    pub fn len(&self) -> u64 {
+        (u32::from(self.last) as u64 + 1).saturating_sub(u32::from(self.first) as u64)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (self.first..=self.last).contains(&ip)
+    }
+    fn overlaps(&self, other: &AddrRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+}
+
+impl fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl std::str::FromStr for AddrRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("'{s}' is not START-END"))?;
+        let ip = |t: &str| {
+            t.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("'{t}' is not an IPv4 address"))
+        };
+        Ok(AddrRange {
+            first: ip(a)?,
+            last: ip(b)?,
+        })
+    }
+}
+
+/// Lease durations in seconds. T1 and T2 default to 1/2 and 7/8 of the lease granted
+/// (RFC 2131 §4.4.5); configured ones apply to leases long enough to hold them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimes {
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+    pub renew: Option<u32>,
+    pub rebind: Option<u32>,
+}
+
+impl Default for LeaseTimes {
+    fn default() -> Self {
+        Self {
+            default: 3600,
+            min: 60,
+            max: 86400,
+            renew: None,
+            rebind: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subnet {
+    pub net: Ipv4Net,
+    /// The link whose direct clients this subnet serves; relayed clients are placed by
+    /// giaddr whatever the link.
+    pub interface: Option<LinkId>,
+    pub pools: Vec<AddrRange>,
+    /// Server identifier and source address for this subnet's replies; by default the
+    /// address the request reached.
+    pub server_id: Option<Ipv4Addr>,
+    pub lease: LeaseTimes,
+    pub options: OptionSet,
+    pub reservations: Vec<Reservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reservation {
+    pub hw_address: Option<[u8; 6]>,
+    pub client_id: Option<Vec<u8>>,
+    pub address: Option<Ipv4Addr>,
+    pub host_name: Option<String>,
+    pub options: OptionSet,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            authoritative: true,
+            offer_hold: 30,
+            decline_hold: 86400,
+            interfaces: Vec::new(),
+            subnets: Vec::new(),
+            failover: None,
+        }
+    }
+}
+
+/// One thing wrong with a configuration: where (a key path such as `subnet[1].pools[0]`,
+/// which the file loader turns into a line) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Largest number of addresses the server manages: lease slots are indexed by u32 and
+/// preallocated, so this bounds memory at start.
+pub const MAX_ADDRESSES: u64 = 1 << 24;
+
+impl Policy {
+    /// Checks what the engine relies on: every address it may hand out belongs to one
+    /// subnet and one pool only, reservations are unambiguous, lease times are ordered,
+    /// and a failover partnership is sound and keeps its own addresses out of the pools.
+    /// Returns every problem found, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut bad = Vec::new();
+        let mut err = |path: String, reason: String| bad.push(Invalid { path, reason });
+        if self.subnets.is_empty() {
+            err("subnet".into(), "at least one subnet is needed".into());
+        }
+        if self.offer_hold == 0 {
+            err("offer-hold".into(), "must be at least 1 second".into());
+        }
+        let mut total: u64 = 0;
+        for (i, s) in self.subnets.iter().enumerate() {
+            let at = |key: &str| format!("subnet[{i}].{key}");
+            if s.net.prefix > 30 || s.net.prefix < 8 {
+                err(
+                    at("subnet"),
+                    format!("prefix /{} is outside /8 to /30", s.net.prefix),
+                );
+            }
+            if s.net.addr != s.net.network() {
+                err(
+                    at("subnet"),
+                    format!("{} has host bits set; write {}", fmt_net(s), s.net),
+                );
+            }
+            for (j, o) in self.subnets.iter().enumerate().take(i) {
+                if s.net.contains(o.net.network()) || o.net.contains(s.net.network()) {
+                    err(at("subnet"), format!("overlaps subnet[{j}] {}", o.net));
+                }
+            }
+            if s.interface
+                .is_some_and(|l| l as usize >= self.interfaces.len())
+            {
+                err(at("interface"), "names no listening interface".into());
+            }
+            if s.pools.is_empty() && s.reservations.iter().all(|r| r.address.is_none()) {
+                err(
+                    at("pools"),
+                    "the subnet has no pool and no reserved address".into(),
+                );
+            }
+            for (p, r) in s.pools.iter().enumerate() {
+                let at = || format!("subnet[{i}].pools[{p}]");
+                if r.first > r.last {
+                    err(at(), format!("range {r} ends before it starts"));
+                    continue;
+                }
+                if !s.net.contains(r.first) || !s.net.contains(r.last) {
+                    err(at(), format!("range {r} is not inside {}", s.net));
+                } else if r.contains(s.net.network()) || r.contains(s.net.broadcast()) {
+                    err(
+                        at(),
+                        format!("range {r} includes the network or broadcast address"),
+                    );
+                }
+                for (q, o) in s.pools.iter().enumerate().take(p) {
+                    if r.overlaps(o) {
+                        err(at(), format!("range {r} overlaps pools[{q}] {o}"));
+                    }
+                }
+                total += r.len();
+            }
+            let lt = &s.lease;
+            if lt.min == 0 || lt.min > lt.default || lt.default > lt.max {
+                err(
+                    at("lease-time"),
+                    format!(
+                        "needs 0 < min-lease-time ({}) <= lease-time ({}) <= max-lease-time ({})",
+                        lt.min, lt.default, lt.max
+                    ),
+                );
+            }
+            if let (Some(t1), Some(t2)) = (lt.renew, lt.rebind) {
+                if t1 >= t2 {
+                    err(
+                        at("renew-time"),
+                        format!("renew-time {t1} is not below rebind-time {t2}"),
+                    );
+                }
+            }
+            self.validate_reservations(i, s, &mut err);
+        }
+        if let Some(f) = &self.failover {
+            f.validate(&self.subnets, &mut err);
+        }
+        if total > MAX_ADDRESSES {
+            err(
+                "subnet".into(),
+                format!("pools hold {total} addresses; at most {MAX_ADDRESSES} are supported"),
+            );
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad)
+        }
+    }
+
+    fn validate_reservations(&self, i: usize, s: &Subnet, err: &mut impl FnMut(String, String)) {
+        for (k, r) in s.reservations.iter().enumerate() {
+            let at = |key: &str| format!("subnet[{i}].reservation[{k}].{key}");
+            if r.hw_address.is_none() && r.client_id.is_none() {
+                err(
+                    at("hw-address"),
+                    "a reservation needs hw-address or client-id".into(),
+                );
+            }
+            if let Some(a) = r.address {
+                if !s.net.contains(a) || a == s.net.network() || a == s.net.broadcast() {
+                    err(
+                        at("ip-address"),
+                        format!("{a} is not a host address of {}", s.net),
+                    );
+                }
+            }
+            for (l, o) in s.reservations.iter().enumerate().take(k) {
+                if same(&r.hw_address, &o.hw_address) {
+                    err(
+                        at("hw-address"),
+                        format!("also reserved by reservation[{l}]"),
+                    );
+                }
+                if same(&r.client_id, &o.client_id) {
+                    err(
+                        at("client-id"),
+                        format!("also reserved by reservation[{l}]"),
+                    );
+                }
+                if same(&r.address, &o.address) {
+                    err(
+                        at("ip-address"),
+                        format!("also reserved by reservation[{l}]"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn same<T: PartialEq>(x: &Option<T>, y: &Option<T>) -> bool {
+    x.is_some() && x == y
+}
+
+fn fmt_net(s: &Subnet) -> String {
+    format!("{}/{}", s.net.addr, s.net.prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_subnet() -> Policy {
+        Policy {
+            interfaces: vec!["veth0".into()],
+            subnets: vec![Subnet {
+                net: "192.0.2.0/24".parse().unwrap(),
+                interface: Some(0),
+                pools: vec!["192.0.2.10-192.0.2.20".parse().unwrap()],
+                server_id: None,
+                lease: LeaseTimes::default(),
+                options: OptionSet::default(),
+                reservations: vec![],
+            }],
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_subnet_is_valid() {
+        one_subnet().validate().unwrap();
+    }
+
+    #[test]
+    fn pool_outside_subnet_names_its_path() {
+        let mut c = one_subnet();
+        c.subnets[0]
+            .pools
+            .push("198.51.100.1-198.51.100.9".parse().unwrap());
+        let e = c.validate().unwrap_err();
+        assert_eq!(e[0].path, "subnet[0].pools[1]");
+        assert!(
+            e[0].reason.contains("not inside 192.0.2.0/24"),
+            "{}",
+            e[0].reason
+        );
+    }
+
+    #[test]
+    fn overlapping_pools_and_subnets_are_refused() {
+        let mut c = one_subnet();
+        c.subnets[0]
+            .pools
+            .push("192.0.2.15-192.0.2.30".parse().unwrap());
+        c.subnets.push(c.subnets[0].clone());
+        let e = c.validate().unwrap_err();
+        assert!(e
+            .iter()
+            .any(|e| e.path == "subnet[0].pools[1]" && e.reason.contains("overlaps")));
+        assert!(e
+            .iter()
+            .any(|e| e.path == "subnet[1].subnet" && e.reason.contains("overlaps")));
+    }
+
+    #[test]
+    fn lease_times_must_be_ordered() {
+        let mut c = one_subnet();
+        c.subnets[0].lease.default = 10;
+        c.subnets[0].lease.min = 60;
+        assert_eq!(c.validate().unwrap_err()[0].path, "subnet[0].lease-time");
+    }
+
+    #[test]
+    fn duplicate_reservations_are_refused() {
+        let mut c = one_subnet();
+        let r = Reservation {
+            hw_address: Some([2, 0, 0, 0, 0, 1]),
+            ..Default::default()
+        };
+        c.subnets[0].reservations = vec![r.clone(), r];
+        assert_eq!(
+            c.validate().unwrap_err()[0].path,
+            "subnet[0].reservation[1].hw-address"
+        );
+    }
+}
