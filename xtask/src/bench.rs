@@ -117,7 +117,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
     let state = dir.join(STATE_DIR).display().to_string();
     let ours_with = |backend: &[&str]| {
         let mut args = vec![
-            "RUST_LOG=info,dhcp_server::engine=warn".to_owned(),
+            "RUST_LOG=info,dhcp_proto::engine=warn".to_owned(),
             ours.to_owned(),
         ];
         args.extend(lab::one_liner());

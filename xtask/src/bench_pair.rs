@@ -462,7 +462,7 @@ fn ours_config(dir: &Path, side: Side, state: &str, failover: bool, busy_poll: b
     let mut c = format!(
         "interfaces = [\"{lan}\"]\nbackend = \"xdp\"\nworkers = 1\ndurability = \"sync\"\n\
          busy-poll = {busy_poll}\nstate-dir = \"{state}\"\ncontrol-socket = \"{sock}\"\n\
-         log-level = \"info,dhcp_server::engine=warn\"\n",
+         log-level = \"info,dhcp_proto::engine=warn\"\n",
         lan = side.lan(),
         state = dir.join(state).display(),
         sock = dir.join(format!("{}.sock", side.role())).display(),

@@ -1240,7 +1240,7 @@ busy-poll = true
 pin-workers = true
 state-dir = "/var/lib/dhcp-server"
 durability = "async"
-log-level = "info,dhcp_server::engine=debug"
+log-level = "info,dhcp_proto::engine=debug"
 
 [[subnet]]
 subnet = "192.0.2.0/24"
@@ -1359,7 +1359,7 @@ pools = ["198.51.100.10-198.51.100.20"]
             control_uids: Vec::new(),
             control_gids: Vec::new(),
             metrics_listen: None,
-            log_level: Some("info,dhcp_server::engine=debug".into()),
+            log_level: Some("info,dhcp_proto::engine=debug".into()),
         };
         assert_eq!(load(FULL).unwrap(), expected);
     }
