@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dhcp_server::config::{self, Backend, Config, QuickStart};
-use dhcp_server::{journal, operate, shutdown, udp, xdp};
+use dhcp_server::runtime::{self, clock::Clock, env::Env};
+use dhcp_server::{journal, udp, xdp};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -132,7 +133,7 @@ fn import_isc(leases: &std::path::Path, dir: &std::path::Path) -> ExitCode {
         Err(e) => return tool_error(e),
     };
     let mut writers = opened.writers;
-    let first = (opened.state.max_stamp + 1).max(udp::unix_now() << 20);
+    let first = (opened.state.max_stamp + 1).max(Clock::system().now() << 20);
     match journal::import_isc(&text, &mut writers[0], first) {
         Ok(stats) => {
             println!(
@@ -171,11 +172,12 @@ fn run(file: Option<PathBuf>, quick: QuickStart, set_filter: SetFilter) -> ExitC
     if let Err(errors) = config.policy.validate() {
         return config_error(strings(errors));
     }
-    if let Some(path) = file {
+    let mut env = Env {
         // A reload (control socket, SIGHUP) reads the same file; relative paths stay
         // right even if the working directory changes.
-        operate::set_config_file(std::fs::canonicalize(&path).unwrap_or(path));
-    }
+        config_file: file.map(|path| std::fs::canonicalize(&path).unwrap_or(path)),
+        ..Env::default()
+    };
     // RUST_LOG, when set, decides what is logged; otherwise the file's log-level does,
     // at start and at each reload.
     if std::env::var_os("RUST_LOG").is_none() {
@@ -186,12 +188,31 @@ fn run(file: Option<PathBuf>, quick: QuickStart, set_filter: SetFilter) -> ExitC
                 tracing::warn!("log-level '{level}' not applied: {e}");
             }
         }
-        operate::set_log_level_hook(Box::new(apply));
+        env.log_level = Some(std::sync::Arc::new(apply));
     }
-    if let Err(e) = shutdown::install() {
+    if let Err(e) = env.stop.on_signals() {
         eprintln!("dhcp-server: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    let backend = match backend(&config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime::run(config, backend, env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The backend the configuration asks for; `auto` is XDP where it attaches, else the
+/// kernel's UDP sockets.
+fn backend(config: &Config) -> Result<Box<dyn runtime::Backend>, String> {
     let opts = xdp::Options {
         workers: config.workers,
         wait: if config.busy_poll {
@@ -201,28 +222,24 @@ fn run(file: Option<PathBuf>, quick: QuickStart, set_filter: SetFilter) -> ExitC
         },
         pin: config.pin_workers,
     };
-    let result = match config.backend {
-        Backend::Udp => serve_udp(config),
-        Backend::Xdp => xdp::serve(config, opts, udp::unix_now).map_err(|e| e.to_string()),
-        Backend::Auto => match xdp::serve(config.clone(), opts, udp::unix_now) {
-            Ok(()) => Ok(()),
+    let udp = || {
+        udp::Udp::open(config, udp::SERVER_PORT)
+            .map(|u| Box::new(u) as Box<dyn runtime::Backend>)
+            .map_err(|e| e.to_string())
+    };
+    match config.backend {
+        Backend::Udp => udp(),
+        Backend::Xdp => xdp::Xdp::attach(config, opts)
+            .map(|x| Box::new(x) as Box<dyn runtime::Backend>)
+            .map_err(|e| e.to_string()),
+        Backend::Auto => match xdp::Xdp::attach(config, opts) {
+            Ok(x) => Ok(Box::new(x)),
             Err(e) => {
                 tracing::warn!("the xdp backend cannot start ({e}); using the udp backend");
-                serve_udp(config)
+                udp()
             }
         },
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
     }
-}
-
-fn serve_udp(config: Config) -> Result<(), String> {
-    udp::serve(config, udp::SERVER_PORT).map_err(|e| e.to_string())
 }
 
 fn config_error(errors: Vec<String>) -> ExitCode {

@@ -10,9 +10,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dhcp_proto::wire::{code, frame, Message, MessageType, Writer};
+use dhcp_server::netif;
+use dhcp_server::runtime::stop::Stop;
 use dhcp_server::xdp::program::SteerProgram;
 use dhcp_server::xdp::xsk;
-use dhcp_server::{netif, shutdown};
 
 #[derive(Parser)]
 #[command(about = "A stateless DHCP answerer on the XDP path, for benchmarks")]
@@ -79,7 +80,8 @@ fn run(args: &Args) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
     }
-    shutdown::install().map_err(|e| e.to_string())?;
+    let stop = Stop::new();
+    stop.on_signals().map_err(|e| e.to_string())?;
     eprintln!(
         "ready: reflecting on {ifname}: {} workers, XDP {} mode, AF_XDP {mode} mode",
         args.workers,
@@ -88,6 +90,7 @@ fn run(args: &Args) -> Result<(), String> {
     let threads: Vec<_> = sockets
         .into_iter()
         .map(|mut mine| {
+            let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut pfds: Vec<libc::pollfd> = mine
                     .iter()
@@ -97,7 +100,7 @@ fn run(args: &Args) -> Result<(), String> {
                         revents: 0,
                     })
                     .collect();
-                while !shutdown::requested() {
+                while !stop.requested() {
                     let mut busy = false;
                     for x in &mut mine {
                         let pass = x.pass(0, None, |req, out| {

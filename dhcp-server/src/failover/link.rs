@@ -8,17 +8,20 @@
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use super::shards::Shards;
+use crate::config::Failover;
 use crate::journal::Lease;
-use dhcp_proto::failover::machine::{Machine, Output, Params, PoolBalance, Status, Stored, View};
-use dhcp_proto::failover::message::{Envelope, Reject};
+use crate::runtime::env::Env;
+use dhcp_proto::failover::machine::{Machine, Output, Params, Status, Stored};
+use dhcp_proto::failover::message::Envelope;
 use dhcp_proto::failover::wire;
 use dhcp_proto::failover::Endpoints;
 
@@ -35,38 +38,6 @@ const DISK_POLL: Duration = Duration::from_millis(1);
 const WRITE_GAP: Duration = Duration::from_millis(1);
 /// What may wait for the next write.
 const WRITE_MAX: usize = 64 * 1024;
-
-/// What the workers do for the failover machine. Every call is answered from the
-/// shards' own tables, within a bounded wait.
-pub trait Shards: Send + 'static {
-    /// The rules for clients changed.
-    fn view(&mut self, view: View);
-    /// Journal the failover state; the machine acts on it only once it is kept.
-    fn record(&mut self, stored: &Stored) -> io::Result<()>;
-    /// Hand the partner's bindings (each with its xid and whether the conflict rules
-    /// apply) to the workers, in order, without waiting for them: everything that came
-    /// in one read goes in one batch.
-    fn apply(&mut self, batch: Vec<(u32, Lease, bool)>);
-    /// Per binding the workers applied and have on disk since the last call: its xid and
-    /// what the shards now hold, or why it was refused.
-    fn applied(&mut self, into: &mut Vec<(u32, Result<Lease, Reject>)>);
-    /// Whether applied bindings wait only for the disk, which wakes nobody.
-    fn waits_for_disk(&self) -> bool;
-    /// Notified whenever the workers answer a batch.
-    fn woken(&self) -> Arc<Notify>;
-    /// The connection closed: what the workers still answer for its bindings is dropped
-    /// (its xids mean nothing on the next one).
-    fn forget(&mut self);
-    /// The partner acknowledged our bindings up to each one's `tsfp`.
-    fn acked(&mut self, leases: &[Lease]);
-    /// Every binding (`all`) or those the partner has not acknowledged.
-    fn collect(&mut self, all: bool) -> Vec<Lease>;
-    /// Give the partner its share of the free addresses, keeping at most `ownership`
-    /// percent beyond ours; what each pool held and how many moved.
-    fn balance(&mut self, ownership: u8) -> Vec<PoolBalance>;
-    /// Our own lease changes since the last call.
-    fn changes(&mut self, into: &mut Vec<Lease>);
-}
 
 /// Requests from the control socket.
 pub enum Command {
@@ -114,12 +85,6 @@ impl Handle {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Starts the link on its own thread. It runs until `stop` turns true.
 pub fn spawn(
     params: Params,
@@ -128,6 +93,7 @@ pub fn spawn(
     shards: Box<dyn Shards>,
     replicated: super::shards::Replicated,
     stop: watch::Receiver<bool>,
+    env: Env,
 ) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(16);
     let latest = Arc::new(Mutex::new(None));
@@ -137,7 +103,18 @@ pub fn spawn(
         replicated,
     };
     // The workers run until the link has told the partner it stops (and journaled it).
-    let hold = crate::shutdown::hold();
+    let hold = env.stop.hold();
+    let primary = params.role == dhcp_proto::failover::Role::Primary;
+    let name = params.name.clone();
+    let driver = Driver {
+        machine: Machine::new(params, stored, env.clock.now()),
+        shards,
+        changes: Vec::new(),
+        latest,
+        out: Vec::new(),
+        wrote: None,
+        env,
+    };
     let thread = std::thread::Builder::new()
         .name("failover".into())
         .spawn(move || {
@@ -146,7 +123,7 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime builds");
-            runtime.block_on(run(params, endpoints, stored, shards, rx, latest, stop));
+            runtime.block_on(run(driver, primary, name, endpoints, rx, stop));
         })?;
     Ok((handle, thread))
 }
@@ -159,27 +136,18 @@ struct Driver {
     /// Messages for the partner not written yet, and when the last write was.
     out: Vec<u8>,
     wrote: Option<Instant>,
+    /// The server's clock and stop token.
+    env: Env,
 }
 
 async fn run(
-    params: Params,
+    mut d: Driver,
+    primary: bool,
+    name: String,
     endpoints: Endpoints,
-    stored: Option<Stored>,
-    shards: Box<dyn Shards>,
     mut commands: mpsc::Receiver<Command>,
-    latest: Arc<Mutex<Option<Status>>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let primary = params.role == dhcp_proto::failover::Role::Primary;
-    let name = params.name.clone();
-    let mut d = Driver {
-        machine: Machine::new(params, stored, unix_now()),
-        shards,
-        changes: Vec::new(),
-        latest,
-        out: Vec::new(),
-        wrote: None,
-    };
     d.settle::<tokio::net::TcpStream>(None).await;
     let listener = if primary {
         None
@@ -208,9 +176,9 @@ async fn run(
         closed.clone(),
     ));
     loop {
-        if crate::shutdown::asked() {
+        if d.env.stop.asked() {
             // The link went while the partner was being told: the stop ends all the same.
-            d.machine.finish_stop(unix_now());
+            d.machine.finish_stop(d.env.clock.now());
             d.settle::<tokio::net::TcpStream>(None).await;
             return;
         }
@@ -225,10 +193,10 @@ async fn run(
         if *stop.borrow() {
             return;
         }
-        d.machine.link_up(unix_now());
+        d.machine.link_up(d.env.clock.now());
         let done = d.serve(stream, &mut commands, &mut stop).await;
         d.shards.forget();
-        d.machine.link_down(unix_now());
+        d.machine.link_down(d.env.clock.now());
         d.settle::<tokio::net::TcpStream>(None).await;
         closed.notify_one();
         if done {
@@ -329,7 +297,7 @@ impl Driver {
             () = woken.notified() => {}
             Some(c) = commands.recv() => self.command(c),
         }
-        self.machine.tick(unix_now());
+        self.machine.tick(self.env.clock.now());
         self.collect_changes();
         self.settle::<tokio::net::TcpStream>(None).await;
     }
@@ -349,8 +317,8 @@ impl Driver {
         let mut stopping = false;
         let woken = self.shards.woken();
         loop {
-            if crate::shutdown::asked() {
-                let now = unix_now();
+            if self.env.stop.asked() {
+                let now = self.env.clock.now();
                 if !stopping {
                     stopping = true;
                     self.machine.stop(now);
@@ -376,7 +344,7 @@ impl Driver {
                     }
                 },
             }
-            self.machine.tick(unix_now());
+            self.machine.tick(self.env.clock.now());
             self.collect_changes();
             if !self.settle(Some(&mut stream)).await {
                 return false;
@@ -420,7 +388,7 @@ impl Driver {
             match wire::frame_len(&inbox[used..]) {
                 Ok(Some(len)) if inbox.len() - used >= len => {
                     match Envelope::decode(&inbox[used..used + len]) {
-                        Ok(env) => self.machine.receive(env, unix_now()),
+                        Ok(env) => self.machine.receive(env, self.env.clock.now()),
                         Err(e) => warn!("failover: malformed message dropped: {e}"),
                     }
                     used += len;
@@ -438,14 +406,14 @@ impl Driver {
 
     fn collect_changes(&mut self) {
         self.shards.changes(&mut self.changes);
-        let now = unix_now();
+        let now = self.env.clock.now();
         for lease in self.changes.drain(..) {
             self.machine.lease_changed(lease, now);
         }
     }
 
     fn command(&mut self, c: Command) {
-        let now = unix_now();
+        let now = self.env.clock.now();
         match c {
             Command::Status(reply) => {
                 let _ = reply.send(self.machine.status());
@@ -479,13 +447,13 @@ impl Driver {
                 if results.is_empty() {
                     break;
                 }
-                let now = unix_now();
+                let now = self.env.clock.now();
                 for (xid, r) in results.drain(..) {
                     self.machine.applied(xid, r, now);
                 }
                 continue;
             };
-            let now = unix_now();
+            let now = self.env.clock.now();
             match o {
                 Output::Send(env) => {
                     if open {
@@ -542,7 +510,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops the link. A graceful stop (`shutdown::asked`) has already told the partner.
+    /// Stops the link. A graceful stop (`Stop::asked`) has already told the partner.
     pub fn stop(mut self) {
         self.halt();
     }
@@ -565,15 +533,16 @@ impl Drop for Running {
 /// gets its end (orders to carry out, an outbox for its changes) and the link runs.
 /// `on_view` also hears of every change of the pair's rules (the XDP program's).
 pub fn start(
-    config: &crate::config::Config,
+    partnership: Option<&Failover>,
     stored: Option<Stored>,
     count: usize,
     on_view: Option<super::shards::OnView>,
+    env: &Env,
 ) -> io::Result<Option<(Vec<super::shards::End>, Running)>> {
-    let Some(f) = &config.policy.failover else {
+    let Some(f) = partnership else {
         return Ok(None);
     };
-    let (ends, workers) = super::shards::wire_up(count, on_view);
+    let (ends, workers) = super::shards::wire_up(count, on_view, env.stop.clone());
     let (stop, stopped) = watch::channel(false);
     let replicated = workers.replicated();
     let (handle, thread) = spawn(
@@ -583,6 +552,7 @@ pub fn start(
         Box::new(workers),
         replicated,
         stopped,
+        env.clone(),
     )?;
     info!(
         "failover peer {}: {} on {}, partner {}",

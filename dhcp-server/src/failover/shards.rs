@@ -17,10 +17,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::link::Shards;
 use crate::config::Reservation;
 use crate::journal::{DurableWatch, Lease};
-use crate::store::{Committer, Outbox, Release};
+use crate::runtime::stop::Stop;
+use crate::runtime::store::{Committer, Outbox, Release};
 use dhcp_proto::engine::{Applied, Engine};
 use dhcp_proto::failover::machine::{PoolBalance, Stored, View};
 use dhcp_proto::failover::message::Reject;
@@ -34,6 +34,38 @@ const QUEUE: usize = 256;
 const OUTBOX: usize = 1 << 16;
 /// How long the link waits for a shard to answer.
 const PATIENCE: Duration = Duration::from_secs(5);
+
+/// What the workers do for the failover machine. Every call is answered from the
+/// shards' own tables, within a bounded wait.
+pub trait Shards: Send + 'static {
+    /// The rules for clients changed.
+    fn view(&mut self, view: View);
+    /// Journal the failover state; the machine acts on it only once it is kept.
+    fn record(&mut self, stored: &Stored) -> io::Result<()>;
+    /// Hand the partner's bindings (each with its xid and whether the conflict rules
+    /// apply) to the workers, in order, without waiting for them: everything that came
+    /// in one read goes in one batch.
+    fn apply(&mut self, batch: Vec<(u32, Lease, bool)>);
+    /// Per binding the workers applied and have on disk since the last call: its xid and
+    /// what the shards now hold, or why it was refused.
+    fn applied(&mut self, into: &mut Vec<(u32, Result<Lease, Reject>)>);
+    /// Whether applied bindings wait only for the disk, which wakes nobody.
+    fn waits_for_disk(&self) -> bool;
+    /// Notified whenever the workers answer a batch.
+    fn woken(&self) -> Arc<Notify>;
+    /// The connection closed: what the workers still answer for its bindings is dropped
+    /// (its xids mean nothing on the next one).
+    fn forget(&mut self);
+    /// The partner acknowledged our bindings up to each one's `tsfp`.
+    fn acked(&mut self, leases: &[Lease]);
+    /// Every binding (`all`) or those the partner has not acknowledged.
+    fn collect(&mut self, all: bool) -> Vec<Lease>;
+    /// Give the partner its share of the free addresses, keeping at most `ownership`
+    /// percent beyond ours; what each pool held and how many moved.
+    fn balance(&mut self, ownership: u8) -> Vec<PoolBalance>;
+    /// Our own lease changes since the last call.
+    fn changes(&mut self, into: &mut Vec<Lease>);
+}
 
 pub enum Order {
     View(View),
@@ -116,7 +148,7 @@ pub type Replicated = Arc<Mutex<Vec<ReservationChange>>>;
 
 /// The ends for `count` shards: each worker takes its `Orders` and gives its `Outbox` to
 /// its committer; the link takes the `Workers`.
-pub fn wire_up(count: usize, on_view: Option<OnView>) -> (Vec<End>, Workers) {
+pub fn wire_up(count: usize, on_view: Option<OnView>, stop: Stop) -> (Vec<End>, Workers) {
     let ends: Vec<End> = (0..count)
         .map(|_| {
             (
@@ -137,6 +169,7 @@ pub fn wire_up(count: usize, on_view: Option<OnView>) -> (Vec<End>, Workers) {
         answers,
         batches: VecDeque::new(),
         tickets: 0,
+        stop,
     };
     (ends, workers)
 }
@@ -161,13 +194,7 @@ pub fn carry_out(orders: &Orders, engine: &mut Engine, committer: &mut Committer
                     };
                     let mut kept = true;
                     if let Some((addr, r)) = engine.take_partner_reservation() {
-                        match crate::operate::changes::journal(
-                            engine,
-                            committer,
-                            addr,
-                            r.as_ref(),
-                            now,
-                        ) {
+                        match committer.journal_reservation(engine, addr, r.as_ref(), now) {
                             Ok(seq) => last = last.max(seq),
                             Err(e) => {
                                 warn!("cannot journal the reservation of {addr}: {e}");
@@ -222,6 +249,8 @@ pub struct Workers {
     /// The partner's batches on their way through the shards, oldest first.
     batches: VecDeque<Batch>,
     tickets: u64,
+    /// The server's stop: stopping workers answer nothing more.
+    stop: Stop,
 }
 
 /// One batch of the partner's bindings, as the shards' answers come in.
@@ -274,13 +303,13 @@ fn not_kept(why: &str) -> Reject {
 
 /// Puts `order` on a shard's queue; a full queue empties as the shard's thread works
 /// through it, unless the shard has stopped.
-fn push(orders: &Orders, order: (Order, Reply)) -> bool {
+fn push(orders: &Orders, order: (Order, Reply), stop: &Stop) -> bool {
     let since = Instant::now();
     let mut order = order;
     loop {
         match orders.push(order) {
             Ok(()) => return true,
-            Err(_) if crate::shutdown::requested() || since.elapsed() > PATIENCE => {
+            Err(_) if stop.requested() || since.elapsed() > PATIENCE => {
                 warn!("failover: a worker takes no more orders");
                 return false;
             }
@@ -298,7 +327,7 @@ impl Workers {
         let (tx, rx) = mpsc::sync_channel(self.shards.len());
         let sent = self.shards[which]
             .iter()
-            .filter(|(orders, _)| push(orders, (make(), Reply::Wait(tx.clone()))))
+            .filter(|(orders, _)| push(orders, (make(), Reply::Wait(tx.clone())), &self.stop))
             .count();
         drop(tx);
         let mut answers = Vec::with_capacity(sent);
@@ -307,7 +336,7 @@ impl Workers {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(d) => answers.push(d),
                 // Stopping workers answer nothing more: no point waiting for them.
-                Err(_) if crate::shutdown::requested() => break,
+                Err(_) if self.stop.requested() => break,
                 Err(_) if since.elapsed() > PATIENCE => {
                     warn!("failover: a worker did not answer within {PATIENCE:?}");
                     break;
@@ -375,7 +404,7 @@ impl Shards for Workers {
         // are refused once the wait runs out, not taken for addresses nobody has.
         for (orders, _) in &self.shards {
             let reply = Reply::Later(ticket, self.answer.clone());
-            push(orders, (Order::Apply(leases.clone()), reply));
+            push(orders, (Order::Apply(leases.clone()), reply), &self.stop);
         }
         self.batches.push_back(Batch {
             ticket,
@@ -393,11 +422,11 @@ impl Shards for Workers {
         self.gather();
         while let Some(b) = self.batches.front() {
             let done = b.answered() && b.on_disk();
-            if !done && b.since.elapsed() <= PATIENCE && !crate::shutdown::requested() {
+            if !done && b.since.elapsed() <= PATIENCE && !self.stop.requested() {
                 break;
             }
             let b = self.batches.pop_front().expect("looked at above");
-            if !done && !crate::shutdown::requested() {
+            if !done && !self.stop.requested() {
                 warn!(
                     "failover: {} of the partner's binding updates not applied and on disk within {PATIENCE:?}: refused",
                     b.xids.len()
@@ -422,7 +451,11 @@ impl Shards for Workers {
     fn acked(&mut self, leases: &[Lease]) {
         let leases: Arc<[Lease]> = leases.into();
         for (orders, _) in &self.shards {
-            push(orders, (Order::Acked(leases.clone()), Reply::Ignore));
+            push(
+                orders,
+                (Order::Acked(leases.clone()), Reply::Ignore),
+                &self.stop,
+            );
         }
     }
 
@@ -472,6 +505,7 @@ impl Shards for Workers {
 mod tests {
     use super::*;
     use crate::journal::{BindingState, HwAddr, LeaseFlags};
+    use crate::runtime::shard::{Bus, Shard};
     use dhcp_proto::failover::machine::View;
     use dhcp_proto::failover::{Hba, Role, Service};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -510,23 +544,26 @@ mod tests {
             )
             .unwrap();
             let config = crate::config::load_file(&path).unwrap();
-            let mut opened = crate::store::open(&config, shards, NOW).unwrap();
-            let (ends, mut workers) = wire_up(usize::from(shards), None);
+            let mut opened = crate::runtime::store::open(&config, shards, NOW).unwrap();
+            let (ends, mut workers) = wire_up(usize::from(shards), None, Stop::new());
             let paused = Arc::new(AtomicBool::new(false));
             let stop = Arc::new(AtomicBool::new(false));
             let mut watches = Vec::new();
             let mut threads = Vec::new();
             let engines = std::mem::take(&mut opened.engines);
             let writers = std::mem::take(&mut opened.writers);
-            for ((mut engine, writer), (orders, _)) in engines.into_iter().zip(writers).zip(ends) {
+            let (orders, _): (Vec<_>, Vec<_>) = ends.into_iter().map(|(o, b)| (Some(o), b)).unzip();
+            let buses = Bus::wire(orders);
+            for ((engine, writer), bus) in engines.into_iter().zip(writers).zip(buses) {
                 let writer = writer.unwrap();
                 watches.push(writer.watch());
-                let mut committer = Committer::new(Some(writer), config.durability);
+                let committer = Committer::new(Some(writer), config.durability);
+                let mut shard = Shard::new(engine, committer, bus);
                 let (paused, stop) = (paused.clone(), stop.clone());
                 threads.push(std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         if !paused.load(Ordering::Relaxed) {
-                            carry_out(&orders, &mut engine, &mut committer, NOW);
+                            shard.turn(NOW);
                         }
                         std::thread::sleep(Duration::from_micros(100));
                     }

@@ -14,15 +14,17 @@ mod socket;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::config::Config;
+use crate::control::BackendKind;
 use crate::packet::PacketSocket;
-use crate::store::{self, Committer, Release};
-use crate::{control, journal, operate, shutdown};
+use crate::runtime::env::Env;
+use crate::runtime::shard::Shard;
+use crate::runtime::{Backend, BackendError, Serving};
 pub use dhcp_proto::engine::SERVER_PORT;
-use dhcp_proto::engine::{Destination, Engine, Outcome, Reply, RxMeta};
+use dhcp_proto::engine::{Destination, Reply, RxMeta};
 use dhcp_proto::wire::frame::{self, HEADROOM};
 pub use socket::DhcpSocket;
 
@@ -43,12 +45,8 @@ pub enum Error {
     NoAddress { ifname: String },
     #[error("poll failed: {0}")]
     Poll(io::Error),
-    #[error(transparent)]
-    Journal(#[from] journal::Error),
-    #[error("control socket: {0}")]
-    Control(#[from] control::ServeError),
-    #[error("failover link: {0}")]
-    Failover(io::Error),
+    #[error("cannot start the udp thread: {0}")]
+    Thread(io::Error),
 }
 
 /// An ACK written but waiting for its lease record to be durable.
@@ -70,97 +68,104 @@ struct Link {
     raw: Option<(PacketSocket, [u8; 6])>,
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// The kernel sockets of every configured interface, one shard behind them.
+pub struct Udp {
+    links: Vec<Link>,
 }
 
-/// Binds every configured interface; nothing is served unless all of them are up.
-fn open(engine: &Engine, port: u16) -> Result<Vec<Link>, Error> {
-    let config = engine.policy();
-    config
-        .interfaces
-        .iter()
-        .enumerate()
-        .map(|(i, ifname)| {
-            let socket = DhcpSocket::bind(ifname, port).map_err(|source| Error::Bind {
-                ifname: ifname.clone(),
-                port,
-                source,
-            })?;
-            let configured = config
-                .subnets
-                .iter()
-                .filter(|s| s.interface == Some(i as u16))
-                .find_map(|s| s.server_id);
-            let addr = configured
-                .or_else(|| crate::netif::address(ifname))
-                .ok_or_else(|| Error::NoAddress {
+impl Udp {
+    /// Binds every configured interface; nothing is served unless all of them are up.
+    /// `port` is 67 but for tests.
+    pub fn open(config: &Config, port: u16) -> Result<Self, Error> {
+        let policy = &config.policy;
+        let links = policy
+            .interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, ifname)| {
+                let socket = DhcpSocket::bind(ifname, port).map_err(|source| Error::Bind {
                     ifname: ifname.clone(),
+                    port,
+                    source,
                 })?;
-            let raw = PacketSocket::open(ifname).and_then(|p| Ok((p, crate::netif::hw_address(ifname)?)));
-            let raw = raw
-                .inspect_err(|e| tracing::warn!("no packet socket on {ifname} ({e}): replies to clients without an address will be broadcast"))
-                .ok();
-            Ok(Link { socket, addr, raw })
-        })
-        .collect()
+                let configured = policy
+                    .subnets
+                    .iter()
+                    .filter(|s| s.interface == Some(i as u16))
+                    .find_map(|s| s.server_id);
+                let addr = configured
+                    .or_else(|| crate::netif::address(ifname))
+                    .ok_or_else(|| Error::NoAddress {
+                        ifname: ifname.clone(),
+                    })?;
+                let raw = PacketSocket::open(ifname).and_then(|p| Ok((p, crate::netif::hw_address(ifname)?)));
+                let raw = raw
+                    .inspect_err(|e| tracing::warn!("no packet socket on {ifname} ({e}): replies to clients without an address will be broadcast"))
+                    .ok();
+                Ok(Link { socket, addr, raw })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Udp { links })
+    }
 }
 
-/// Serves until a shutdown is requested (SIGTERM, SIGINT). `port` is 67 but for tests.
-pub fn serve(config: Config, port: u16) -> Result<(), Error> {
-    let shards = store::open(&config, 1, unix_now())?;
-    let journal = shards.journal;
-    let mut engine = shards.engines.into_iter().next().expect("one shard");
-    let writer = shards.writers.into_iter().next().flatten();
-    let mut committer = Committer::new(writer, config.durability);
-    let links = open(&engine, port)?;
-    let (orders, pair) = match crate::failover::link::start(&config, shards.failover, 1, None)
-        .map_err(Error::Failover)?
-    {
-        Some((mut ends, running)) => {
-            let (orders, outbox) = ends.pop().expect("one shard");
-            committer.send_to_partner(outbox);
-            (Some(orders), Some(running))
-        }
-        None => (None, None),
-    };
-    let questions = operate::questions();
-    let facts = operate::Facts {
-        backend: control::BackendKind::Udp,
-        xdp: None,
-        workers: 1,
-        interfaces: config.policy.interfaces.clone(),
-        journal: config.state_dir.clone().map(|d| (d, config.durability)),
-    };
-    let operated = Arc::new(
-        operate::Operated::new(facts, vec![questions.clone()], vec![committer.health()])
-            .running(operate::Running {
-                config: config.clone(),
-                reservations: shards.reservations,
-                durable: vec![committer.watch()],
+impl Backend for Udp {
+    fn describe(&self) -> (BackendKind, Option<crate::control::XdpStatus>) {
+        (BackendKind::Udp, None)
+    }
+
+    fn shards(&self) -> u16 {
+        1
+    }
+
+    fn start(
+        self: Box<Self>,
+        shards: Vec<Shard>,
+        env: &Env,
+    ) -> Result<Box<dyn Serving>, BackendError> {
+        let shard = shards.into_iter().next().expect("one shard");
+        let names = self
+            .links
+            .iter()
+            .map(|l| l.socket.ifname.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let env = env.clone();
+        let thread = std::thread::Builder::new()
+            .name("udp".into())
+            .spawn(move || {
+                let served = serve(&self.links, shard, &env);
+                if served.is_err() {
+                    env.stop.request();
+                }
+                served
             })
-            .with_failover(pair.as_ref().map(|p| p.handle.clone())),
-    );
-    let control = operate::start_control(&config, operated.clone())?;
-    // With a control socket the loop looks at its questions at least this often.
-    // The failover link waits on this loop for every batch of partner updates.
-    let wait_ms = if pair.is_some() {
-        5
-    } else if control.is_some() {
-        20
-    } else {
-        1000
-    };
-    let mut latency = operate::latency_histogram();
-    let names: Vec<&str> = links.iter().map(|l| l.socket.ifname.as_str()).collect();
-    operated.set_ready();
-    tracing::info!(
-        "ready: serving {} subnet(s) on {} with the udp backend",
-        engine.policy().subnets.len(),
-        names.join(", ")
-    );
+            .map_err(Error::Thread)?;
+        Ok(Box::new(UdpServing { thread, names }))
+    }
+}
+
+struct UdpServing {
+    thread: JoinHandle<Result<(), Error>>,
+    names: String,
+}
+
+impl Serving for UdpServing {
+    fn ready(&self) -> Vec<String> {
+        vec![format!("on {} with the udp backend", self.names)]
+    }
+
+    fn join(self: Box<Self>) -> Result<(), BackendError> {
+        match self.thread.join() {
+            Ok(served) => Ok(served?),
+            Err(_) => Err("the udp thread panicked".into()),
+        }
+    }
+}
+
+/// The shard's loop (see `runtime::shard`) over every link's socket, until the stop.
+fn serve(links: &[Link], mut shard: Shard, env: &Env) -> Result<(), Error> {
+    let wait_ms = shard.max_wait().as_millis() as libc::c_int;
     let mut pfds: Vec<libc::pollfd> = links
         .iter()
         .map(|l| libc::pollfd {
@@ -169,7 +174,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
             revents: 0,
         })
         .collect();
-    pfds.extend(committer.wakeup_fd().map(|fd| libc::pollfd {
+    pfds.extend(shard.core.committer.wakeup_fd().map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
@@ -177,7 +182,7 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
     let mut held: std::collections::VecDeque<Held> = Default::default();
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; HEADROOM + 1500];
-    while !shutdown::requested() {
+    while !env.stop.requested() {
         // SAFETY: `pfds` is a live array of pollfd of the length passed.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
         if n < 0 {
@@ -187,24 +192,21 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
             }
             return Err(Error::Poll(e));
         }
-        let now = unix_now();
-        engine.tick(now);
-        operate::answer_all(&questions, &mut engine, &mut committer, &latency, now);
-        if let Some(orders) = &orders {
-            crate::failover::shards::carry_out(orders, &mut engine, &mut committer, now);
-            committer.record_all(&mut engine, now);
-        }
+        let now = env.clock.now();
+        shard.turn(now);
         if pfds.len() > links.len() && pfds[links.len()].revents != 0 {
-            committer.clear_wakeup();
+            shard.core.committer.clear_wakeup();
         }
-        let durable = committer.durable();
+        let durable = shard.core.durable();
         while let Some(h) = held.front_mut().filter(|h| h.after <= durable) {
             report(
                 &links[h.link],
                 send(&links[h.link], &mut h.tx, &h.reply),
                 &h.reply,
             );
-            latency.saturating_record(h.since.elapsed().as_nanos() as u64);
+            shard
+                .latency
+                .saturating_record(h.since.elapsed().as_nanos() as u64);
             held.pop_front();
         }
         for (i, link) in links.iter().enumerate() {
@@ -231,35 +233,31 @@ pub fn serve(config: Config, port: u16) -> Result<(), Error> {
                 };
                 let since = Instant::now();
                 // The reply is written after room for frame headers, in case it leaves raw.
-                let outcome = engine.handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..]);
-                let release = committer.record(&mut engine, now);
-                let Outcome::Reply(reply) = outcome else {
+                let Some(answer) =
+                    shard
+                        .core
+                        .handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..])
+                else {
                     continue;
                 };
-                match release {
-                    Release::Now | Release::Empty => {
-                        report(link, send(link, &mut tx, &reply), &reply);
-                        latency.saturating_record(since.elapsed().as_nanos() as u64);
-                    }
-                    Release::After(after) => held.push_back(Held {
-                        after,
+                let reply = answer.reply;
+                if answer.after == 0 {
+                    report(link, send(link, &mut tx, &reply), &reply);
+                    shard
+                        .latency
+                        .saturating_record(since.elapsed().as_nanos() as u64);
+                } else {
+                    held.push_back(Held {
+                        after: answer.after,
                         link: i,
                         reply,
                         tx: tx[..HEADROOM + reply.len].to_vec(),
                         since,
-                    }),
-                    Release::Never => {}
+                    });
                 }
             }
         }
     }
-    tracing::info!("shutting down");
-    operated.set_stopping();
-    if let Some(pair) = pair {
-        pair.stop();
-    }
-    drop(journal);
-    drop(control);
     Ok(())
 }
 

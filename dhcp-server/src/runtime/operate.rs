@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 
+use super::env::Env;
+use super::store::Committer;
 use crate::config::reserve::Runtime;
 use crate::config::{Config, Reservation};
 use crate::control::{
@@ -25,8 +27,6 @@ use crate::control::{
     Status, XdpStatus,
 };
 use crate::journal::{Durability, DurableWatch};
-use crate::shutdown;
-use crate::store::Committer;
 use dhcp_proto::engine::{ClientRef, Engine, KeyKind, LeaseState};
 
 /// Questions a shard's queue holds; a full queue makes the control request fail fast.
@@ -146,13 +146,9 @@ fn answer(
             Err(why) => Told::Refused(why),
         },
         Ask::Unreserve(addr) => Told::Done(engine.remove_reservation(*addr).unwrap_or(false)),
-        Ask::Journal(addr, r) => Told::Journaled(changes::journal(
-            engine,
-            committer,
-            *addr,
-            r.as_deref(),
-            now,
-        )),
+        Ask::Journal(addr, r) => {
+            Told::Journaled(committer.journal_reservation(engine, *addr, r.as_deref(), now))
+        }
         Ask::Adopt(addrs) => {
             engine.leases_mut().adopt(addrs);
             Told::Done(true)
@@ -258,27 +254,6 @@ fn client_id(key: ClientRef<'_>) -> Option<control::ClientId> {
 
 /// The configuration file the server was started with, for `reload` and SIGHUP; unset
 /// when it was started from flags.
-static CONFIG_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Names the configuration file a reload reads (the command line does, before serving).
-pub fn set_config_file(path: PathBuf) {
-    let _ = CONFIG_FILE.set(path);
-}
-
-fn config_file() -> Option<&'static std::path::Path> {
-    CONFIG_FILE.get().map(PathBuf::as_path)
-}
-
-/// Applies a `log-level` (a reload changed it); set by the command line, which owns the
-/// log subscriber, unless `RUST_LOG` decides the filter.
-type LogLevel = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>;
-static LOG_LEVEL: std::sync::OnceLock<LogLevel> = std::sync::OnceLock::new();
-
-pub fn set_log_level_hook(apply: LogLevel) {
-    let _ = LOG_LEVEL.set(apply);
-}
-
-/// What `status` reports that does not change while the server runs.
 pub struct Facts {
     pub backend: BackendKind,
     pub xdp: Option<XdpStatus>,
@@ -305,6 +280,7 @@ pub struct Operated {
     loaded: AtomicU64,
     /// The failover link, when the server has a partner.
     failover: Option<crate::failover::link::Handle>,
+    env: Env,
 }
 
 /// The configuration the shards run with and the run-time reservations they apply.
@@ -322,7 +298,12 @@ pub struct Running {
 }
 
 impl Operated {
-    pub fn new(facts: Facts, shards: Vec<Questions>, journal_ok: Vec<Arc<AtomicBool>>) -> Self {
+    pub fn new(
+        facts: Facts,
+        shards: Vec<Questions>,
+        journal_ok: Vec<Arc<AtomicBool>>,
+        env: Env,
+    ) -> Self {
         let count = shards.len();
         Operated {
             facts,
@@ -337,8 +318,9 @@ impl Operated {
             }),
             file_reservations: AtomicU64::new(0),
             control_reservations: AtomicU64::new(0),
-            loaded: AtomicU64::new(crate::udp::unix_now()),
+            loaded: AtomicU64::new(env.clock.now()),
             failover: None,
+            env,
         }
     }
 
@@ -500,7 +482,7 @@ impl control::Server for Operated {
                 control: self.control_reservations.load(Ordering::Relaxed),
             },
             config: ConfigStatus {
-                file: config_file().map(PathBuf::from),
+                file: self.env.config_file.clone(),
                 loaded: self.loaded.load(Ordering::Relaxed),
             },
             // The link's latest snapshot: no request waits on the link.
@@ -602,7 +584,7 @@ impl control::Server for Operated {
     }
 
     fn shutdown(&self) {
-        shutdown::request();
+        self.env.stop.request();
     }
 
     fn failover_partner_down(&self) -> control::Pending<()> {

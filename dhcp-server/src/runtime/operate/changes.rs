@@ -18,44 +18,16 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use super::{config_file, Ask, Operated, Registry, Told, LOG_LEVEL};
+use super::{Ask, Operated, Registry, Told};
 use crate::config::reserve::{self, Refusal};
 use crate::config::{self, reload, Config, Reservation};
 use crate::control::{
     ClientId, ClientIdentity, ControlError, LeaseFilter, MacAddr, PageQuery, ReloadReport,
     ReservationInfo, ReservationPage, ReservationSource, ReservationSpec,
 };
-use crate::journal::Record;
-use crate::store::{self, Committer};
-use crate::{shutdown, udp};
-use dhcp_proto::engine::Engine;
 
 /// How long a reply waits for a reservation's journal record to be on disk.
 const DURABLE: Duration = Duration::from_secs(5);
-
-/// In a shard's thread: appends the record of run-time reservation `r` of `addr`, or of
-/// its removal when `r` is `None`, with this shard's next stamp. Its sequence number, or
-/// `None` without a journal.
-pub(crate) fn journal(
-    engine: &mut Engine,
-    committer: &mut Committer,
-    addr: Ipv4Addr,
-    r: Option<&Reservation>,
-    now: u64,
-) -> Result<Option<u64>, String> {
-    let stamp = engine.next_stamp(now);
-    let rec = match r {
-        Some(r) => Record::ReservationAdded(
-            store::reservation_record(r, stamp).ok_or("a reservation without an address")?,
-        ),
-        None => Record::ReservationRemoved { stamp, addr },
-    };
-    match committer.append(&rec) {
-        None => Ok(None),
-        Some(Ok(seq)) => Ok(Some(seq)),
-        Some(Err(e)) => Err(e.to_string()),
-    }
-}
 
 /// Why a reservation's record is not known to be on disk.
 enum NotDurable {
@@ -331,7 +303,7 @@ impl Operated {
     /// Reads the configuration file again and applies what may change while serving.
     /// Every outcome is logged too, for a reload by SIGHUP.
     pub(super) fn reload_file(&self) -> Result<ReloadReport, ControlError> {
-        let Some(path) = config_file() else {
+        let Some(path) = self.env.config_file.as_deref() else {
             let why = "the server was started from command-line flags, not a configuration file (--config): there is nothing to reload";
             tracing::warn!("reload: {why}");
             return Err(ControlError::Unsupported(why.into()));
@@ -364,7 +336,7 @@ impl Operated {
             self.reconfigure(&reg.config, &plan.config, &reg.runtime)?;
             if plan.config.log_level != reg.config.log_level {
                 let level = plan.config.log_level.as_deref();
-                let note = match LOG_LEVEL.get() {
+                let note = match &self.env.log_level {
                     Some(apply) => apply(level).err(),
                     None => Some("RUST_LOG is set and decides".into()),
                 };
@@ -378,7 +350,7 @@ impl Operated {
             reg.config = plan.config;
         }
         self.loaded
-            .store(udp::unix_now(), std::sync::atomic::Ordering::Relaxed);
+            .store(self.env.clock.now(), std::sync::atomic::Ordering::Relaxed);
         self.count(&reg);
         if plan.applied.is_empty() && plan.restart_required.is_empty() {
             tracing::info!("reload of {}: nothing changed", path.display());
@@ -441,9 +413,10 @@ pub(super) fn watch_sighup(operated: Arc<Operated>) {
     let spawned = std::thread::Builder::new()
         .name("reload".into())
         .spawn(move || {
-            while !shutdown::requested() {
+            let stop = operated.env.stop.clone();
+            while !stop.requested() {
                 std::thread::sleep(Duration::from_millis(100));
-                if shutdown::take_reload() {
+                if stop.take_reload() {
                     tracing::info!("SIGHUP: reloading the configuration");
                     // The outcome is logged by the reload itself.
                     let _ = operated.reload_file();

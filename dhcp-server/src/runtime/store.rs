@@ -3,13 +3,14 @@
 //! and, per datagram, the change appended and the reply released only once the journal
 //! says it may leave.
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::reserve::{self, Runtime};
 use crate::config::{Config, Reservation};
-use crate::journal::{self, Durability, DurableWatch, Journal, Lease, ShardWriter};
+use crate::journal::{self, Durability, DurableWatch, Journal, Lease, Record, ShardWriter};
 use dhcp_proto::engine::{Engine, Shard};
 
 /// The shards of a server, with their journal when it has a state directory.
@@ -224,6 +225,30 @@ impl Committer {
         let appended = writer.append(rec);
         self.set_healthy(appended.is_ok());
         Some(appended)
+    }
+
+    /// In a shard's thread: appends the record of run-time reservation `r` of `addr`, or of
+    /// its removal when `r` is `None`, with this shard's next stamp. Its sequence number, or
+    /// `None` without a journal.
+    pub fn journal_reservation(
+        &mut self,
+        engine: &mut Engine,
+        addr: Ipv4Addr,
+        r: Option<&Reservation>,
+        now: u64,
+    ) -> Result<Option<u64>, String> {
+        let stamp = engine.next_stamp(now);
+        let rec = match r {
+            Some(r) => Record::ReservationAdded(
+                reservation_record(r, stamp).ok_or("a reservation without an address")?,
+            ),
+            None => Record::ReservationRemoved { stamp, addr },
+        };
+        match self.append(&rec) {
+            None => Ok(None),
+            Some(Ok(seq)) => Ok(Some(seq)),
+            Some(Err(e)) => Err(e.to_string()),
+        }
     }
 
     /// For another thread to wait until what this shard appended is durable.

@@ -1,0 +1,160 @@
+//! The runtime owns assembly: it opens the journal and replays it into the shards, starts
+//! the failover link, wires each shard's bus (control questions, failover orders, address
+//! lending), starts the control socket, hands the shards to a backend, reports ready,
+//! and stops everything in order. A backend only moves bytes between the network and
+//! the shards it is given (`Backend`), so a feature is written once, here or in
+//! `dhcp_proto`, never per backend.
+//!
+//! Stopping: the stop token is asked (signal, control socket); the failover link holds
+//! the loops while it tells the partner; then the backend's loops end, the link is
+//! joined, the backend reports, and the journal's last commit runs.
+
+pub mod clock;
+pub mod env;
+pub mod operate;
+pub mod shard;
+pub mod stop;
+pub mod store;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::control::{self, BackendKind, XdpStatus};
+use crate::failover::shards::OnView;
+use crate::journal;
+use env::Env;
+use operate::{Facts, Operated};
+use shard::{Bus, Shard};
+use store::Committer;
+
+/// A backend's own failure, as it words it.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What moves bytes between the network and the shards: sockets, rings, an in-memory
+/// link. It owns no DHCP logic.
+pub trait Backend {
+    /// What `status` says of it: its kind and, for XDP, how it attached.
+    fn describe(&self) -> (BackendKind, Option<XdpStatus>);
+    /// The lease shards it serves, one per thread.
+    fn shards(&self) -> u16;
+    /// Told of every change of the failover pair's rules besides the shards (the XDP
+    /// program drops the partner's clients early); asked once, before `start`.
+    fn on_view(&mut self) -> Result<Option<OnView>, BackendError> {
+        Ok(None)
+    }
+    /// Starts serving `shards` (shard `i` is `shards[i]`) on its own threads, each
+    /// running the loop of `shard`'s contract until `env.stop.requested()`.
+    fn start(
+        self: Box<Self>,
+        shards: Vec<Shard>,
+        env: &Env,
+    ) -> Result<Box<dyn Serving>, BackendError>;
+}
+
+/// A backend serving.
+pub trait Serving {
+    /// How the ready line describes it ("on eth1 with the udp backend"), one per line.
+    fn ready(&self) -> Vec<String>;
+    /// Waits for its loops to end once the stop is requested, and reports on them; an
+    /// error when a loop failed (it requested the stop itself).
+    fn join(self: Box<Self>) -> Result<(), BackendError>;
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
+    #[error("control socket: {0}")]
+    Control(#[from] control::ServeError),
+    #[error("failover link: {0}")]
+    Failover(io::Error),
+    #[error("{0}")]
+    Backend(BackendError),
+}
+
+/// Serves `config` through `backend` until `env.stop` is requested.
+pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<(), Error> {
+    let count = backend.shards();
+    let opened = store::open(&config, count, env.clock.now())?;
+    // Outlives the shards and their writers: dropping it runs a last commit.
+    let journal = opened.journal;
+    let on_view = backend.on_view().map_err(Error::Backend)?;
+    let (ends, pair) = match crate::failover::link::start(
+        config.policy.failover.as_ref(),
+        opened.failover,
+        usize::from(count),
+        on_view,
+        &env,
+    )
+    .map_err(Error::Failover)?
+    {
+        Some((ends, running)) => (ends.into_iter().map(Some).collect(), Some(running)),
+        None => ((0..count).map(|_| None).collect::<Vec<_>>(), None),
+    };
+    let (orders, outboxes): (Vec<_>, Vec<_>) = ends
+        .into_iter()
+        .map(|end| match end {
+            Some((orders, outbox)) => (Some(orders), Some(outbox)),
+            None => (None, None),
+        })
+        .unzip();
+    let mut questions = Vec::new();
+    let mut health = Vec::new();
+    let mut durable = Vec::new();
+    let parts = opened.engines.into_iter().zip(opened.writers);
+    let shards: Vec<Shard> = parts
+        .zip(Bus::wire(orders))
+        .zip(outboxes)
+        .map(|(((engine, writer), bus), outbox)| {
+            let mut committer = Committer::new(writer, config.durability);
+            if let Some(outbox) = outbox {
+                committer.send_to_partner(outbox);
+            }
+            questions.push(bus.questions());
+            health.push(committer.health());
+            durable.push(committer.watch());
+            Shard::new(engine, committer, bus)
+        })
+        .collect();
+    let (kind, xdp) = backend.describe();
+    let facts = Facts {
+        backend: kind,
+        xdp,
+        workers: count,
+        interfaces: config.policy.interfaces.clone(),
+        journal: config.state_dir.clone().map(|d| (d, config.durability)),
+    };
+    let operated = Arc::new(
+        Operated::new(facts, questions, health, env.clone())
+            .running(operate::Running {
+                config: config.clone(),
+                reservations: opened.reservations,
+                durable,
+            })
+            .with_failover(pair.as_ref().map(|p| p.handle.clone())),
+    );
+    let control = operate::start_control(&config, operated.clone())?;
+    let serving = backend.start(shards, &env).map_err(Error::Backend)?;
+    operated.set_ready();
+    for line in serving.ready() {
+        tracing::info!(
+            "ready: serving {} subnet(s) {line}",
+            config.policy.subnets.len()
+        );
+    }
+    while !env.stop.requested() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!("shutting down");
+    operated.set_stopping();
+    if let Some(pair) = pair {
+        pair.stop();
+    }
+    let joined = serving.join();
+    drop(journal);
+    drop(control);
+    joined.map_err(Error::Backend)
+}
