@@ -21,9 +21,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::metrics;
 use super::protocol::{parse_request, Command, ProtocolError, Reply, MAX_LINE};
-use super::{ControlError, Server};
+use super::{http, metrics, ControlError, Server};
 
 /// How long a reply may wait for a client that does not read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -281,16 +280,16 @@ fn bind(
 }
 
 /// What every connection task shares.
-pub(super) struct Ctx {
+struct Ctx {
     server: Arc<dyn Server>,
     own_uid: u32,
     access: AccessList,
     idle_timeout: Duration,
     max_connections: u32,
     /// One permit per connection (control or metrics) being served.
-    pub(super) connections: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
     calls: Arc<Semaphore>,
-    pub(super) stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 }
 
 async fn run(
@@ -308,7 +307,15 @@ async fn run(
     if let Some(m) = metrics {
         match tokio::net::TcpListener::from_std(m) {
             Ok(m) => {
-                tokio::spawn(metrics::serve_http(m, ctx.clone()));
+                let scrape = {
+                    let ctx = ctx.clone();
+                    move || {
+                        let ctx = ctx.clone();
+                        async move { scrape(&ctx).await }
+                    }
+                };
+                let (connections, stopped) = (ctx.connections.clone(), ctx.stopped.clone());
+                tokio::spawn(http::serve(m, scrape, connections, stopped));
             }
             Err(e) => tracing::error!("metrics listener unusable: {e}"),
         }
@@ -539,9 +546,18 @@ async fn send(wr: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> bool 
     )
 }
 
+/// The metrics text for the HTTP listener, made as `ctl metrics` makes it.
+async fn scrape(ctx: &Ctx) -> Result<String, ControlError> {
+    let mut reply = call(ctx, Command::Metrics).await?;
+    match reply.get_mut("text").map(Value::take) {
+        Some(Value::String(text)) => Ok(text),
+        _ => Err(ControlError::Internal("metrics without 'text'".into())),
+    }
+}
+
 /// Runs a command against the backend on the blocking pool, at most `BLOCKING_CALLS` at
 /// once. A panic in the backend becomes an `internal` error for this client only.
-pub(super) async fn call(ctx: &Ctx, command: Command) -> Result<Value, ControlError> {
+async fn call(ctx: &Ctx, command: Command) -> Result<Value, ControlError> {
     if matches!(
         command,
         Command::FailoverPartnerDown | Command::FailoverResync

@@ -1,26 +1,13 @@
 //! The counters of `status` and `stats` in the Prometheus text exposition format
-//! (version 0.0.4), for `ctl metrics` and for an optional `GET /metrics` HTTP listener.
-//! The listener is deliberately minimal: one request per connection, a capped header
-//! read with a timeout, no keep-alive; anything but `GET /metrics` gets a 404 or 405.
+//! (version 0.0.4), for `ctl metrics` and for the optional `GET /metrics` HTTP listener
+//! (`http`). Only formatting: no I/O, nothing of the socket server.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-use super::listener::{call, Ctx};
-use super::protocol::Command;
 use super::types::{FailoverStatus, Stats, Status};
 use dhcp_proto::failover::Service;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// A scrape request's head is a few hundred bytes; more is not a scraper.
-const MAX_HEAD: usize = 8 * 1024;
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A label value with `\`, `"` and newlines escaped as the format requires.
 fn label(v: &str) -> String {
@@ -302,103 +289,6 @@ const SERVICES: [Service; 5] = [
     Service::NotResponding,
     Service::Startup,
 ];
-
-/// Accepts scrapers until the control runtime stops; each in its own task.
-pub(super) async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>) {
-    let mut stopped = ctx.stopped.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stopped.changed() => return,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
-                    continue; // dropping the stream closes it: the scraper retries
-                };
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    // A scraper that stalls is cut off; nothing to report to it.
-                    let _ = tokio::time::timeout(HTTP_TIMEOUT, scrape(stream, &ctx)).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!("metrics listener accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Reads the request head and answers it.
-async fn scrape(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.len() > MAX_HEAD {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "request head too large\n",
-            )
-            .await;
-        }
-    }
-    let request_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let mut parts = request_line.split(|b| *b == b' ');
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
-    if method != b"GET" {
-        return respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-        )
-        .await;
-    }
-    if path != b"/metrics" {
-        return respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await;
-    }
-    match call(ctx, Command::Metrics).await {
-        Ok(v) => {
-            let text = v.get("text").and_then(Value::as_str).unwrap_or_default();
-            respond(&mut stream, "200 OK", CONTENT_TYPE, text).await
-        }
-        Err(e) => {
-            respond(
-                &mut stream,
-                "503 Service Unavailable",
-                "text/plain",
-                &format!("{e}\n"),
-            )
-            .await
-        }
-    }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
 
 #[cfg(test)]
 mod tests {

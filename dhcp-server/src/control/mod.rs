@@ -9,6 +9,7 @@
 //! made it; no worker ever waits on the control side.
 
 pub mod client;
+mod http;
 mod listener;
 pub mod metrics;
 mod notify;
