@@ -2,6 +2,8 @@
 //! flags), builds the engine and hands it to the chosen backend. Configuration errors exit
 //! with status 2 and name what is wrong; nothing starts half-configured.
 
+mod cli;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +37,7 @@ enum Command {
         action: JournalAction,
     },
     /// Ask a running server over its control socket (see docs/control.md).
-    Ctl(dhcp_server::control::CtlArgs),
+    Ctl(cli::ctl::CtlArgs),
     /// Migrate an ISC dhcpd 4.x leases file into the journal of a state directory.
     ImportIsc {
         /// The dhcpd.leases file.
@@ -112,7 +114,7 @@ fn main() -> ExitCode {
                 .map_or_else(tool_error, |()| ExitCode::SUCCESS)
         }
         Command::ImportIsc { leases, state_dir } => import_isc(&leases, &state_dir),
-        Command::Ctl(args) => dhcp_server::control::run_ctl(args),
+        Command::Ctl(args) => cli::ctl::run(args),
     }
 }
 

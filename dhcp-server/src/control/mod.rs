@@ -1,6 +1,7 @@
 //! The operator interface: a Unix control socket speaking line-delimited JSON
 //! (`protocol`), the same counters in the Prometheus text format (`metrics`), systemd
-//! readiness notification (`notify`) and the `dhcp-server ctl` client (`client`).
+//! readiness notification (`notify`) and a blocking client (`client`) that
+//! `dhcp-server ctl` (in the binary) prints from.
 //!
 //! The I/O threads own all lease and counter state, so this module never touches it: a
 //! backend implements `Server`, whose calls may block briefly while the backend asks its
@@ -18,7 +19,7 @@ pub mod types;
 
 use std::net::Ipv4Addr;
 
-pub use client::{run_ctl, CtlArgs};
+pub use client::{Client, ClientError};
 pub use listener::{serve, AccessList, Handle, Options, ServeError};
 pub use notify::{notify_ready, notify_stopping};
 pub use types::*;
