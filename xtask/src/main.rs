@@ -115,6 +115,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // The failover partner of the interop tests, and the source of real leases files.
     ("dhcpd", "isc-dhcp-server"),
+    // `promtool check metrics` lints the Prometheus exposition in the server's tests.
+    ("promtool", "prometheus"),
 ];
 
 fn on_path(program: &str) -> bool {
