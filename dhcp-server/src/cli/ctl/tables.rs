@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use comfy_table::{presets, CellAlignment, Table};
+
 use dhcp_server::control::{
     FailoverStatus, LeasePage, ReloadReport, ReservationPage, Stats, Status,
 };
@@ -41,48 +43,26 @@ impl Rates {
     }
 }
 
-/// A plain-text table: a header row, then rows. A column of numbers (where "-" stands
-/// for none) is right-aligned; any other column left-aligned.
+/// A plain-text table: a header row, then rows, columns two spaces apart, no borders. A
+/// column of numbers (where "-" stands for none) is right-aligned; any other column
+/// left-aligned. Widths are display widths, so wide characters in a host name keep the
+/// columns straight.
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let cols = headers.len();
-    let mut width: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    let mut numeric = vec![true; cols];
-    let mut any_number = vec![false; cols];
-    for row in rows {
-        for (i, cell) in row.iter().enumerate().take(cols) {
-            width[i] = width[i].max(cell.chars().count());
-            let number = is_number(cell);
-            any_number[i] |= number;
-            numeric[i] &= number || cell == "-";
-        }
-    }
-    for (n, any) in numeric.iter_mut().zip(any_number) {
-        *n &= any;
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
-        for (i, cell) in cells.enumerate().take(cols) {
-            let pad = width[i] - cell.chars().count();
-            if i > 0 {
-                text.push_str("  ");
-            }
-            if numeric[i] {
-                text.extend(std::iter::repeat_n(' ', pad));
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
-                text.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
+    let numeric = |i: usize| {
+        let cells = || rows.iter().filter_map(|r| r.get(i));
+        cells().any(|c| is_number(c)) && cells().all(|c| c == "-" || is_number(c))
     };
-    line(&mut headers.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_header(headers)
+        .add_rows(rows);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((if i == 0 { 0 } else { 2 }, 0));
+        if numeric(i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
     }
-    out
+    t.trim_fmt() + "\n"
 }
 
 fn is_number(cell: &str) -> bool {
@@ -476,6 +456,15 @@ mod tests {
             ],
         );
         assert_eq!(t, "A  B   C\nx  -   -\ny  -  10\n");
+        // Display width, not characters: a wide host name keeps the next column straight.
+        let t = table(
+            &["HOST", "N"],
+            &[
+                vec!["プリンタ".into(), "1".into()],
+                vec!["pc".into(), "2".into()],
+            ],
+        );
+        assert_eq!(t, "HOST      N\nプリンタ  1\npc        2\n");
     }
 
     #[test]
