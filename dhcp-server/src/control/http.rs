@@ -1,21 +1,27 @@
-//! The optional `GET /metrics` HTTP listener. It knows nothing of the control socket: the
-//! socket server hands it a `scrape` function that produces the exposition, the shared
-//! connection limit and the stop signal. Deliberately minimal: one request per
-//! connection, a capped header read with a timeout, no keep-alive; anything but
-//! `GET /metrics` gets a 404 or 405.
+//! The optional `GET /metrics` HTTP listener, on hyper's HTTP/1 server. It knows nothing
+//! of the control socket: the socket server hands it a `scrape` function that produces
+//! the exposition, the shared connection limit and the stop signal. One request per
+//! connection (no keep-alive), a request head of at most 8 KiB (431 past it), 5 s for the
+//! whole exchange; anything but `GET /metrics` gets a 404 or 405.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::metrics::CONTENT_TYPE;
 use super::ControlError;
 
-/// A scrape request's head is a few hundred bytes; more is not a scraper.
+/// A scrape request's head is a few hundred bytes; more is not a scraper. (hyper's
+/// smallest read buffer.)
 const MAX_HEAD: usize = 8 * 1024;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -41,9 +47,15 @@ pub(super) async fn serve<F, Fut>(
                     continue; // dropping the stream closes it: the scraper retries
                 };
                 let scrape = scrape.clone();
+                let service = service_fn(move |request| answer(request, scrape.clone()));
+                let connection = http1::Builder::new()
+                    .keep_alive(false)
+                    .title_case_headers(true)
+                    .max_buf_size(MAX_HEAD)
+                    .serve_connection(TokioIo::new(stream), service);
                 tokio::spawn(async move {
                     // A scraper that stalls is cut off; nothing to report to it.
-                    let _ = tokio::time::timeout(HTTP_TIMEOUT, answer(stream, scrape)).await;
+                    let _ = tokio::time::timeout(HTTP_TIMEOUT, connection).await;
                     drop(permit);
                 });
             }
@@ -55,72 +67,122 @@ pub(super) async fn serve<F, Fut>(
     }
 }
 
-/// Reads the request head and answers it.
-async fn answer<F, Fut>(mut stream: TcpStream, scrape: F) -> std::io::Result<()>
+async fn answer<F, Fut>(
+    request: Request<Incoming>,
+    scrape: F,
+) -> Result<Response<String>, Infallible>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<String, ControlError>>,
 {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.len() > MAX_HEAD {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "request head too large\n",
-            )
-            .await;
-        }
-    }
-    let request_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let mut parts = request_line.split(|b| *b == b' ');
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
-    if method != b"GET" {
-        return respond(
-            &mut stream,
-            "405 Method Not Allowed",
+    let (status, content_type, body) = if request.method() != Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "only GET\n",
+            "only GET\n".into(),
         )
-        .await;
-    }
-    if path != b"/metrics" {
-        return respond(&mut stream, "404 Not Found", "text/plain", "try /metrics\n").await;
-    }
-    match scrape().await {
-        Ok(text) => respond(&mut stream, "200 OK", CONTENT_TYPE, &text).await,
-        Err(e) => {
-            respond(
-                &mut stream,
-                "503 Service Unavailable",
+    } else if request.uri().path() != "/metrics" {
+        (StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".into())
+    } else {
+        match scrape().await {
+            Ok(text) => (StatusCode::OK, super::metrics::CONTENT_TYPE, text),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                &format!("{e}\n"),
-            )
-            .await
+                format!("{e}\n"),
+            ),
         }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET"));
     }
+    Ok(response)
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves on a loopback port with a scrape that answers `text`, or fails when it is
+    /// `None`; returns what each request got back.
+    async fn exchanges(text: Option<&'static str>, requests: &[String]) -> Vec<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let scrape = move || async move {
+            text.map(str::to_owned)
+                .ok_or_else(|| ControlError::Unavailable("not now".into()))
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            scrape,
+            Arc::new(Semaphore::new(4)),
+            stopped,
+        ));
+        let mut replies = Vec::new();
+        for request in requests {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            // The server closes after one reply: reading to the end does not hang.
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut reply))
+                .await
+                .expect("the server closes the connection")
+                .unwrap();
+            replies.push(reply);
+        }
+        stop.send(true).unwrap();
+        server.await.unwrap();
+        replies
+    }
+
+    #[tokio::test]
+    async fn answers_get_metrics_and_nothing_else() {
+        let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
+        let got = exchanges(
+            Some("dhcp_ready 1\n"),
+            &[
+                "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+                "GET /metrics?x=1 HTTP/1.0\r\n\r\n".into(),
+                "GET / HTTP/1.1\r\n\r\n".into(),
+                "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n".into(),
+                huge,
+            ],
+        )
+        .await;
+        let (head, body) = got[0].split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nContent-Length: 13\r\n"), "{head}");
+        assert_eq!(body, "dhcp_ready 1\n");
+        assert!(got[1].contains(" 200 OK\r\n"), "{}", got[1]);
+        assert!(got[1].ends_with("\r\n\r\ndhcp_ready 1\n"), "{}", got[1]);
+        assert!(
+            got[2].starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{}",
+            got[2]
+        );
+        assert!(
+            got[3].starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{}",
+            got[3]
+        );
+        assert!(got[3].contains("\r\nAllow: GET\r\n"), "{}", got[3]);
+        assert!(got[4].starts_with("HTTP/1.1 431 "), "{}", got[4]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_scrape_is_503() {
+        let got = exchanges(None, &["GET /metrics HTTP/1.1\r\n\r\n".into()]).await;
+        assert!(got[0].starts_with("HTTP/1.1 503 "), "{}", got[0]);
+        assert!(got[0].ends_with("\r\n\r\nnot now\n"), "{}", got[0]);
+    }
 }
