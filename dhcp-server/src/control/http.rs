@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::ControlError;
+use super::types::ControlError;
 
 /// A scrape request's head is a few hundred bytes; more is not a scraper. (hyper's
 /// smallest read buffer.)

@@ -22,7 +22,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 
 use super::protocol::{parse_request, Command, ProtocolError, Reply, MAX_LINE};
-use super::{http, metrics, ControlError, Server};
+use super::server::Server;
+use super::types::ControlError;
+use super::{http, metrics};
 
 /// How long a reply may wait for a client that does not read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
