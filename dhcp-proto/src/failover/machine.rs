@@ -1396,14 +1396,18 @@ fn describe(r: &Reject) -> String {
 
 /// Two updates for one address crossed on the wire: which wins (dhcpd's
 /// failover_lease_is_better). An active binding beats any other; between two active
-/// ones the older client transaction loses; otherwise the primary's wins.
+/// ones the older client transaction loses, and of two made in the same second the one
+/// that promised the client less (both servers answered it at once): the client holds
+/// the longer one, so the pair must keep it. Otherwise the primary's wins.
 fn ours_is_better(ours: &Lease, theirs: &Lease, role: Role) -> bool {
     match (ours.state, theirs.state) {
-        (BindingState::Active, BindingState::Active) => match ours.cltt.cmp(&theirs.cltt) {
-            std::cmp::Ordering::Greater => true,
-            std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => role == Role::Primary,
-        },
+        (BindingState::Active, BindingState::Active) => {
+            match (ours.cltt, ours.ends).cmp(&(theirs.cltt, theirs.ends)) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => role == Role::Primary,
+            }
+        }
         (BindingState::Active, BindingState::Expired) => false,
         (_, BindingState::Active) => false,
         _ => role == Role::Primary,

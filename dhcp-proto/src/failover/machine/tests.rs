@@ -446,6 +446,42 @@ fn crossing_updates_keep_the_newer_active_binding() {
 }
 
 #[test]
+fn crossing_updates_of_one_second_keep_the_longer_lease_the_client_was_given() {
+    // Both servers answered the same REQUEST in the same second (one of them just
+    // restarted): the client holds the longer lease, so both must keep it, whichever
+    // server granted it.
+    let mut pair = normal_pair();
+    pair.up = false;
+    let mut short = lease(5, BindingState::Active, pair.now);
+    short.ends = pair.now + 60;
+    let mut long = lease(5, BindingState::Active, pair.now);
+    long.ends = pair.now + 600;
+    pair.p.m.lease_changed(short.clone(), pair.now);
+    pair.s.m.lease_changed(long.clone(), pair.now);
+    let to_s = pair.p.drain(pair.now);
+    let to_p = pair.s.drain(pair.now);
+    pair.up = true;
+    for e in to_p {
+        pair.p.m.receive(e, pair.now);
+    }
+    for e in to_s {
+        pair.s.m.receive(e, pair.now);
+    }
+    pair.run();
+    assert_eq!(
+        pair.p.leases.get(&long.addr).map(|l| l.ends),
+        Some(long.ends)
+    );
+    assert!(
+        pair.s
+            .leases
+            .get(&long.addr)
+            .is_none_or(|l| l.ends == long.ends),
+        "the secondary kept its own longer binding"
+    );
+}
+
+#[test]
 fn an_update_request_is_answered_with_bindings_then_update_done() {
     let mut pair = normal_pair();
     for i in 1..=4 {
