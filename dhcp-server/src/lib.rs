@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod failover;
 pub mod journal;
+pub mod loopback;
 pub mod netif;
 pub mod packet;
 pub mod runtime;

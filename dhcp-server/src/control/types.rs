@@ -123,6 +123,8 @@ impl FailoverStatus {
 pub enum BackendKind {
     Xdp,
     Udp,
+    /// In memory, inside a test process.
+    Loopback,
 }
 
 impl BackendKind {
@@ -130,6 +132,7 @@ impl BackendKind {
         match self {
             BackendKind::Xdp => "xdp",
             BackendKind::Udp => "udp",
+            BackendKind::Loopback => "loopback",
         }
     }
 }

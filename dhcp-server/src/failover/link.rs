@@ -116,7 +116,10 @@ pub fn spawn(
         env,
     };
     let thread = std::thread::Builder::new()
-        .name("failover".into())
+        .name(format!(
+            "failover-{}",
+            if primary { "primary" } else { "secondary" }
+        ))
         .spawn(move || {
             let _hold = hold;
             let runtime = tokio::runtime::Builder::new_current_thread()
