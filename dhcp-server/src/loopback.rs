@@ -7,6 +7,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,10 +41,11 @@ pub struct Sent {
     pub bytes: Vec<u8>,
 }
 
-/// The network side of a loopback server: what a test sends and receives.
+/// The network side of a loopback server: what a test sends and receives, from any
+/// thread.
 pub struct Wire {
     inboxes: Vec<SyncSender<Datagram>>,
-    replies: Receiver<Sent>,
+    replies: Mutex<Receiver<Sent>>,
 }
 
 impl Wire {
@@ -62,12 +64,15 @@ impl Wire {
 
     /// The next reply, waiting at most `limit` for one.
     pub fn recv(&self, limit: Duration) -> Option<Sent> {
-        self.replies.recv_timeout(limit).ok()
+        self.replies.lock().ok()?.recv_timeout(limit).ok()
     }
 
     /// Every reply sent so far.
     pub fn drain(&self) -> Vec<Sent> {
-        self.replies.try_iter().collect()
+        self.replies
+            .lock()
+            .map(|r| r.try_iter().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -94,7 +99,7 @@ impl Loopback {
             },
             Wire {
                 inboxes,
-                replies: from_server,
+                replies: Mutex::new(from_server),
             },
         )
     }

@@ -123,17 +123,21 @@ impl Server {
 
     /// The server's `status`, through its control socket.
     fn status(&self) -> Option<serde_json::Value> {
+        self.control("status").map(|v| v["result"].clone())
+    }
+
+    /// The whole reply to a control `command` without arguments.
+    fn control(&self, command: &str) -> Option<serde_json::Value> {
         let mut c = std::os::unix::net::UnixStream::connect(self.dir.join("control.sock")).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        c.write_all(b"{\"version\":1,\"command\":\"status\"}\n")
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        c.write_all(format!("{{\"version\":1,\"command\":\"{command}\"}}\n").as_bytes())
             .ok()?;
         let mut line = Vec::new();
         let mut byte = [0u8];
         while c.read(&mut byte).ok()? == 1 && byte[0] != b'\n' {
             line.push(byte[0]);
         }
-        let v: serde_json::Value = serde_json::from_slice(&line).ok()?;
-        Some(v["result"].clone())
+        serde_json::from_slice(&line).ok()
     }
 
     /// Stops the server as SIGTERM would, and waits for it.
@@ -600,6 +604,162 @@ fn a_pair_in_memory_reaches_normal_and_each_keeps_the_others_leases() {
                 s.name
             );
         }
+    }
+}
+
+/// The clients of `side`'s hash buckets among the first `n`, as the pair balances them
+/// while normal: the ones only that server answers.
+fn clients_of(pair: &Pair, side: usize, n: u32) -> Vec<u32> {
+    let mut mine = Vec::new();
+    for c in 0..n {
+        let offers = exchange(
+            &pair.running(),
+            &message(
+                v4::MessageType::Discover,
+                mac_of(c),
+                50_000 + c,
+                &[],
+                Ipv4Addr::UNSPECIFIED,
+            ),
+            mac_of(c),
+            50_000 + c,
+        );
+        if offers
+            .iter()
+            .any(|o| o.server == Some(pair.servers[side].addr))
+        {
+            mine.push(c);
+        }
+    }
+    mine
+}
+
+fn both_disks_hold(pair: &mut Pair, held: &HashMap<Ipv4Addr, [u8; 6]>) {
+    for s in &mut pair.servers {
+        s.stop();
+    }
+    for s in &pair.servers {
+        let disk = s.leases_on_disk();
+        for (addr, mac) in held {
+            assert_eq!(
+                disk.get(addr).map(|l| (l.0, l.2)),
+                Some((*mac, BindingState::Active)),
+                "{} lacks {addr}",
+                s.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_pair_in_memory_survives_partner_down_and_the_partners_return() {
+    let mut pair = Pair::start("partner-down", 1);
+    pair.settle();
+    let theirs = clients_of(&pair, SECONDARY, 24);
+    assert!(
+        theirs.len() >= 4,
+        "the secondary answers some clients: {theirs:?}"
+    );
+    // The secondary goes away without a word (the link is cut first).
+    pair.proxy.cut();
+    pair.servers[SECONDARY].stop();
+    pair.until(
+        "the primary sees the link down",
+        Duration::from_secs(20),
+        |p| p.state(PRIMARY) == "communications-interrupted",
+    );
+    let reply = pair.servers[PRIMARY]
+        .control("failover-partner-down")
+        .unwrap();
+    assert!(reply["error"].is_null(), "{reply}");
+    pair.until("partner-down", Duration::from_secs(10), |p| {
+        p.state(PRIMARY) == "partner-down"
+    });
+    pair.clock.advance(MCLT + 1);
+    let mut held = HashMap::new();
+    for &c in &theirs {
+        let ack = dora(&pair.running(), mac_of(c), c)
+            .unwrap_or_else(|| panic!("client {c} of the secondary got nothing in partner-down"));
+        held.insert(ack.yiaddr, mac_of(c));
+    }
+    pair.servers[SECONDARY].boot();
+    pair.proxy.heal();
+    pair.settle();
+    both_disks_hold(&mut pair, &held);
+}
+
+#[test]
+fn a_partner_with_an_empty_journal_recovers_every_lease() {
+    let mut pair = Pair::start("recover", 2);
+    pair.settle();
+    let mut held = HashMap::new();
+    for n in 0..20 {
+        let ack = dora(&pair.running(), mac_of(n), n).unwrap_or_else(|| panic!("client {n}"));
+        held.insert(ack.yiaddr, mac_of(n));
+    }
+    pair.settle();
+    // Renewed once the partner knows them, the leases run longer than the MCLT the
+    // recovering server waits.
+    for (n, (&addr, _)) in (0..).zip(&held) {
+        let mac = held[&addr];
+        let c = (0..20).find(|&c| mac_of(c) == mac).unwrap();
+        let r = reboot(&pair.running(), mac, 1000 + n, addr);
+        assert!(
+            r.iter()
+                .any(|r| r.kind == v4::MessageType::Ack && u64::from(r.lease) > MCLT),
+            "client {c}: {r:?}"
+        );
+    }
+    pair.settle();
+    let secondary = &mut pair.servers[SECONDARY];
+    secondary.stop();
+    std::fs::remove_dir_all(secondary.dir.join("state")).unwrap();
+    secondary.boot();
+    pair.settle();
+    both_disks_hold(&mut pair, &held);
+}
+
+#[test]
+fn a_graceful_stop_under_load_leaves_every_lease_with_the_partner() {
+    let mut pair = Pair::start("stop-under-load", 1);
+    pair.settle();
+    let clients = Arc::new(Mutex::new(HashMap::new()));
+    let stopping = Arc::new(AtomicBool::new(false));
+    // Clients keep coming while the primary stops; each ACK it sent must be on the
+    // secondary's disk afterwards.
+    std::thread::scope(|scope| {
+        let (primary, secondary) = (&pair.servers[PRIMARY], &pair.servers[SECONDARY]);
+        let load = {
+            let (clients, stopping) = (clients.clone(), stopping.clone());
+            scope.spawn(move || {
+                let mut n = 0;
+                while !stopping.load(Ordering::SeqCst) || n < 40 {
+                    if let Some(ack) = dora(&[primary, secondary], mac_of(n), n) {
+                        clients.lock().unwrap().insert(ack.yiaddr, mac_of(n));
+                    }
+                    n += 1;
+                    if n > 200 {
+                        break;
+                    }
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        stopping.store(true, Ordering::SeqCst);
+        primary.stop.request();
+        load.join().unwrap();
+    });
+    pair.servers[PRIMARY].stop();
+    pair.servers[SECONDARY].stop();
+    let held = clients.lock().unwrap().clone();
+    assert!(held.len() >= 20, "{} clients served", held.len());
+    let disk = pair.servers[SECONDARY].leases_on_disk();
+    for (addr, mac) in &held {
+        assert_eq!(
+            disk.get(addr).map(|l| (l.0, l.2)),
+            Some((*mac, BindingState::Active)),
+            "the secondary lacks {addr}"
+        );
     }
 }
 
