@@ -134,7 +134,7 @@ impl Server for Fake {
             e.rx[1] = 100; // discover
             e.tx[2] = 99; // offer
             e.drops[4] = 1; // no-free-lease
-            s.add_shard(shard, &e);
+            dhcp_server::runtime::operate::report::add_shard(&mut s, shard, &e);
         }
         s.pools.push(PoolStats {
             subnet: "192.0.2.0/24".parse().unwrap(),

@@ -21,6 +21,7 @@ pub use failover::Applied;
 use failover::Partnership;
 pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Shard, Slot, SlotId};
 pub use reply::Destination;
+pub use reserve::NotReserved;
 pub use stats::{Drop, Stats};
 
 /// Where and how a datagram reached the server.

@@ -49,18 +49,16 @@ impl Engine {
     /// the reason, when the address is in no configured subnet or already reserved at
     /// run time, or when this shard has it offered or leased to another client (`now`
     /// says for how long). A lease the host itself holds on it stays.
-    pub fn add_reservation(&mut self, r: Reservation, now: u64) -> Result<(), String> {
-        let addr = r.address.ok_or("a run-time reservation needs an address")?;
-        let subnet = self
-            .subnet_of(addr)
-            .ok_or_else(|| format!("{addr} is in no configured subnet"))?;
+    pub fn add_reservation(&mut self, r: Reservation, now: u64) -> Result<(), NotReserved> {
+        let addr = r.address.ok_or(NotReserved::NoAddress)?;
+        let subnet = self.subnet_of(addr).ok_or(NotReserved::NoSubnet(addr))?;
         if self.runtime_at.contains_key(&addr) {
-            return Err(format!("{addr} is already reserved"));
+            return Err(NotReserved::AlreadyReserved(addr));
         }
         if let Some(id) = self.leases.slot_of(addr) {
             let s = self.leases.slot(id);
             if s.state.held() && !same_host(s, &r) {
-                return Err(held_by_other(s, now));
+                return Err(NotReserved::Held(held_by_other(s, now)));
             }
         }
         self.insert_runtime(subnet, r);
@@ -218,6 +216,20 @@ fn same_host(s: &Slot, r: &Reservation) -> bool {
 }
 
 /// "192.0.2.50 is leased to 02:00:00:00:00:09 for another 3540 s".
+/// Why a run-time reservation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReserved {
+    #[error("a run-time reservation needs an address")]
+    NoAddress,
+    #[error("{0} is in no configured subnet")]
+    NoSubnet(Ipv4Addr),
+    #[error("{0} is already reserved")]
+    AlreadyReserved(Ipv4Addr),
+    /// Offered or leased to another client: who, and for how long.
+    #[error("{0}")]
+    Held(String),
+}
+
 fn held_by_other(s: &Slot, now: u64) -> String {
     let how = if s.state == LeaseState::Offered {
         "offered"

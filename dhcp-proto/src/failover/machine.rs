@@ -449,13 +449,12 @@ impl Machine {
 
     /// The operator declares the partner down: it must really be down, as the pair
     /// cannot check it (the draft leaves this to the operator).
-    pub fn partner_down(&mut self, now: u64) -> Result<(), String> {
+    pub fn partner_down(&mut self, now: u64) -> Result<(), Refused> {
         match self.current() {
             ServerState::PartnerDown => Ok(()),
-            ServerState::Normal if self.connected() => Err(format!(
-                "failover peer {} is connected and normal; partner-down is for a partner that is down",
-                self.params.name
-            )),
+            ServerState::Normal if self.connected() => {
+                Err(Refused::PartnerIsUp(self.params.name.clone()))
+            }
             _ => {
                 self.set_state(ServerState::PartnerDown, now);
                 Ok(())
@@ -533,12 +532,9 @@ impl Machine {
     }
 
     /// Ask the partner for every binding again (an operator's full resync).
-    pub fn resync(&mut self, now: u64) -> Result<(), String> {
+    pub fn resync(&mut self, now: u64) -> Result<(), Refused> {
         if !self.connected() {
-            return Err(format!(
-                "failover peer {} is not connected",
-                self.params.name
-            ));
+            return Err(Refused::NotConnected(self.params.name.clone()));
         }
         self.send(Msg::UpdReqAll, now);
         info!("Sent update request all message to {}", self.params.name);
@@ -1392,6 +1388,17 @@ fn describe(r: &Reject) -> String {
     } else {
         r.message.clone()
     }
+}
+
+/// Why the machine refused an operator's command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "failover peer {0} is connected and normal; partner-down is for a partner that is down"
+    )]
+    PartnerIsUp(String),
+    #[error("failover peer {0} is not connected")]
+    NotConnected(String),
 }
 
 /// Two updates for one address crossed on the wire: which wins (dhcpd's

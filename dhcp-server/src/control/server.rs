@@ -30,7 +30,7 @@ pub fn no_partner<T: Send + 'static>() -> Pending<T> {
 pub trait Server: Send + Sync + 'static {
     /// Cheap and always answerable, even before `ready`.
     fn status(&self) -> Status;
-    /// Counters since start, summed over shards (see `Stats::add_shard`).
+    /// Counters since start, summed over shards (see `runtime::operate::report::add_shard`).
     fn stats(&self) -> Result<Stats, ControlError>;
     /// One lease by address, the leases of a MAC or client identifier, or a page of all,
     /// in address order starting after `query.cursor`, at most `query.limit` of them.

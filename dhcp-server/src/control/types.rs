@@ -14,8 +14,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::Ipv4Net;
 use crate::journal::Durability;
-use dhcp_proto::engine;
-use dhcp_proto::wire::MessageType;
 
 /// What `status` answers: enough for a rolling restart to wait on `ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,22 +89,6 @@ pub struct FailoverStatus {
 }
 
 impl FailoverStatus {
-    pub fn from_machine(s: &dhcp_proto::failover::machine::Status) -> Self {
-        FailoverStatus {
-            name: s.name.clone(),
-            role: s.role.name().to_owned(),
-            local_state: s.me.name().to_owned(),
-            local_stos: s.me_stos,
-            peer_state: s.partner.name().to_owned(),
-            peer_stos: s.partner_stos,
-            service: s.service.name().to_owned(),
-            connected: s.connected,
-            mclt: s.mclt,
-            queued_updates: s.queued as u64,
-            unacked_updates: s.unacked as u64,
-        }
-    }
-
     /// The failover protocol's number for a state name (ISC's, as in dhcpd.leases and
     /// the journal): 2 for "normal", 4 for "partner-down", 0 for "unknown-state"…
     pub fn state_number(name: &str) -> Option<u8> {
@@ -216,42 +198,6 @@ pub struct Stats {
     pub shards: Vec<ShardStats>,
     pub pools: Vec<PoolStats>,
     pub latency: Latency,
-}
-
-/// The JSON key of each engine message-type counter, by the engine's index (0: other).
-const MESSAGE_KEYS: [&str; 9] = [
-    "other", "discover", "offer", "request", "decline", "ack", "nak", "release", "inform",
-];
-
-impl Stats {
-    /// Adds one shard's engine counters: to the totals, and as that shard's own row.
-    /// Backends call it once per shard, so every key is present even at zero.
-    pub fn add_shard(&mut self, shard: u16, counters: &engine::Stats) {
-        let mut row = ShardStats {
-            shard,
-            ..ShardStats::default()
-        };
-        for (i, key) in MESSAGE_KEYS.iter().enumerate() {
-            *self.received.entry((*key).to_owned()).or_default() += counters.rx[i];
-            *self.sent.entry((*key).to_owned()).or_default() += counters.tx[i];
-            row.received += counters.rx[i];
-            row.sent += counters.tx[i];
-        }
-        for reason in engine::Drop::ALL {
-            let n = counters.dropped(reason);
-            *self.drops.entry(reason.name().to_owned()).or_default() += n;
-            row.dropped += n;
-        }
-        self.shards.push(row);
-    }
-
-    /// The key `received` and `sent` use for a message type.
-    pub fn message_key(t: MessageType) -> &'static str {
-        match t.to_u8() {
-            n @ 1..=8 => MESSAGE_KEYS[n as usize],
-            _ => MESSAGE_KEYS[0],
-        }
-    }
 }
 
 /// One worker's share of the traffic.
@@ -381,20 +327,6 @@ impl LeaseState {
             LeaseState::Declined => "declined",
             LeaseState::Partner => "partner",
         }
-    }
-
-    /// The engine's state as operators see it; `None` for `Foreign` (another shard's).
-    pub fn from_engine(s: engine::LeaseState) -> Option<Self> {
-        Some(match s {
-            engine::LeaseState::Free => LeaseState::Free,
-            engine::LeaseState::Offered => LeaseState::Offered,
-            engine::LeaseState::Active => LeaseState::Active,
-            engine::LeaseState::Released => LeaseState::Released,
-            engine::LeaseState::Expired => LeaseState::Expired,
-            engine::LeaseState::Declined => LeaseState::Declined,
-            engine::LeaseState::Partner => LeaseState::Partner,
-            engine::LeaseState::Foreign => return None,
-        })
     }
 }
 
@@ -644,47 +576,6 @@ mod tests {
     }
 
     #[test]
-    fn stats_add_shard_sums_and_keeps_rows() {
-        let mut a = engine::Stats::default();
-        a.rx[1] = 5; // discover
-        a.tx[2] = 4; // offer
-        a.drops[0] = 1;
-        let mut b = engine::Stats::default();
-        b.rx[1] = 2;
-        b.rx[0] = 1;
-        let mut s = Stats::default();
-        s.add_shard(0, &a);
-        s.add_shard(1, &b);
-        assert_eq!(s.received["discover"], 7);
-        assert_eq!(s.received["other"], 1);
-        assert_eq!(s.sent["offer"], 4);
-        assert_eq!(s.sent["ack"], 0);
-        assert_eq!(s.drops["malformed"], 1);
-        assert_eq!(s.drops.len(), engine::Drop::ALL.len());
-        assert_eq!(s.shards[0].received, 5);
-        assert_eq!(s.shards[0].dropped, 1);
-        assert_eq!(s.shards[1].received, 3);
-        assert_eq!(Stats::message_key(MessageType::Ack), "ack");
-        assert_eq!(Stats::message_key(MessageType::Other(13)), "other");
-    }
-
-    fn machine_status() -> dhcp_proto::failover::machine::Status {
-        dhcp_proto::failover::machine::Status {
-            name: "pair".into(),
-            role: dhcp_proto::failover::Role::Primary,
-            me: dhcp_proto::failover::ServerState::PartnerDown,
-            me_stos: 1_700_000_100,
-            partner: dhcp_proto::failover::ServerState::CommunicationsInterrupted,
-            partner_stos: 1_700_000_000,
-            service: dhcp_proto::failover::Service::PartnerDown,
-            connected: false,
-            mclt: 3600,
-            queued: 7,
-            unacked: 3,
-        }
-    }
-
-    #[test]
     fn status_has_a_failover_object_only_with_a_partner() {
         let mut st = Status {
             ready: true,
@@ -703,7 +594,19 @@ mod tests {
         assert!(v.get("failover").is_none(), "{v}");
         assert_eq!(serde_json::from_value::<Status>(v).unwrap(), st);
 
-        st.failover = Some(FailoverStatus::from_machine(&machine_status()));
+        st.failover = Some(FailoverStatus {
+            name: "pair".into(),
+            role: "primary".into(),
+            local_state: "partner-down".into(),
+            local_stos: 1_700_000_100,
+            peer_state: "communications-interrupted".into(),
+            peer_stos: 1_700_000_000,
+            service: "partner-down".into(),
+            connected: false,
+            mclt: 3600,
+            queued_updates: 7,
+            unacked_updates: 3,
+        });
         let v = serde_json::to_value(&st).unwrap();
         assert_eq!(
             v["failover"],

@@ -20,7 +20,7 @@ use super::shards::Shards;
 use crate::config::Failover;
 use crate::journal::Lease;
 use crate::runtime::env::Env;
-use dhcp_proto::failover::machine::{Machine, Output, Params, Status, Stored};
+use dhcp_proto::failover::machine::{Machine, Output, Params, Refused, Status, Stored};
 use dhcp_proto::failover::message::Envelope;
 use dhcp_proto::failover::wire;
 use dhcp_proto::failover::Endpoints;
@@ -42,8 +42,8 @@ const WRITE_MAX: usize = 64 * 1024;
 /// Requests from the control socket.
 pub enum Command {
     Status(oneshot::Sender<Status>),
-    PartnerDown(oneshot::Sender<Result<(), String>>),
-    Resync(oneshot::Sender<Result<(), String>>),
+    PartnerDown(oneshot::Sender<Result<(), Refused>>),
+    Resync(oneshot::Sender<Result<(), Refused>>),
 }
 
 /// The control side's handle on a running link.
@@ -66,10 +66,11 @@ impl Handle {
         self.ask(Command::Status).await
     }
 
-    pub async fn partner_down(&self) -> Result<(), String> {
-        self.ask(Command::PartnerDown)
+    pub async fn partner_down(&self) -> Result<(), CommandError> {
+        Ok(self
+            .ask(Command::PartnerDown)
             .await
-            .unwrap_or_else(|| Err("the failover link has stopped".into()))
+            .ok_or(CommandError::Stopped)??)
     }
 
     /// The run-time reservations the partner added (`Some`) or ended since the last
@@ -78,11 +79,21 @@ impl Handle {
         std::mem::take(&mut *self.replicated.lock())
     }
 
-    pub async fn resync(&self) -> Result<(), String> {
-        self.ask(Command::Resync)
+    pub async fn resync(&self) -> Result<(), CommandError> {
+        Ok(self
+            .ask(Command::Resync)
             .await
-            .unwrap_or_else(|| Err("the failover link has stopped".into()))
+            .ok_or(CommandError::Stopped)??)
     }
+}
+
+/// Why an operator's command to the link did not take.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("the failover link has stopped")]
+    Stopped,
 }
 
 /// Starts the link on its own thread. It runs until `stop` turns true.

@@ -7,6 +7,7 @@
 //! made one at a time, under a lock only the control side takes.
 
 pub(crate) mod changes;
+pub mod report;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -143,7 +144,7 @@ fn answer(
                 }
                 Told::Done(true)
             }
-            Err(why) => Told::Refused(why),
+            Err(why) => Told::Refused(why.to_string()),
         },
         Ask::Unreserve(addr) => Told::Done(engine.remove_reservation(*addr).unwrap_or(false)),
         Ask::Journal(addr, r) => {
@@ -233,7 +234,7 @@ fn leases(engine: &Engine, q: &PageQuery) -> Vec<control::Lease> {
             Some(control::Lease {
                 address: s.addr,
                 subnet: subnets[s.subnet as usize].net,
-                state: control::LeaseState::from_engine(s.state)?,
+                state: report::lease_state(s.state)?,
                 mac: (s.hlen == 6)
                     .then(|| control::MacAddr(s.hw[..6].try_into().unwrap_or_default())),
                 client_id: client_id(key),
@@ -486,12 +487,10 @@ impl control::Server for Operated {
                 loaded: self.loaded.load(Ordering::Relaxed),
             },
             // The link's latest snapshot: no request waits on the link.
-            failover: self.failover.as_ref().and_then(|link| {
-                link.latest
-                    .lock()
-                    .as_ref()
-                    .map(control::FailoverStatus::from_machine)
-            }),
+            failover: self
+                .failover
+                .as_ref()
+                .and_then(|link| link.latest.lock().as_ref().map(report::failover_status)),
         }
     }
 
@@ -515,7 +514,7 @@ impl control::Server for Operated {
                 pools,
                 latency: h,
             } = report;
-            stats.add_shard(shard, &counters);
+            report::add_shard(&mut stats, shard, &counters);
             if stats.pools.is_empty() {
                 stats.pools = pools;
             } else {
@@ -592,7 +591,11 @@ impl control::Server for Operated {
             return control::no_partner();
         };
         // The machine refuses only while the partner is connected and normal.
-        Box::pin(async move { link.partner_down().await.map_err(ControlError::Conflict) })
+        Box::pin(async move {
+            link.partner_down()
+                .await
+                .map_err(|e| ControlError::Conflict(e.to_string()))
+        })
     }
 
     fn failover_resync(&self) -> control::Pending<()> {
@@ -600,7 +603,11 @@ impl control::Server for Operated {
             return control::no_partner();
         };
         // The machine refuses only while the partner is not connected: retry later.
-        Box::pin(async move { link.resync().await.map_err(ControlError::Unavailable) })
+        Box::pin(async move {
+            link.resync()
+                .await
+                .map_err(|e| ControlError::Unavailable(e.to_string()))
+        })
     }
 }
 

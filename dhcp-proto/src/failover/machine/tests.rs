@@ -419,14 +419,13 @@ fn connect_from_a_skewed_clock_is_refused() {
     ));
 }
 
-#[test]
-fn crossing_updates_keep_the_newer_active_binding() {
+/// A normal pair whose updates for one address cross on the wire: the primary's
+/// `ours`, the secondary's `theirs`, each sent before the other's arrived.
+fn crossing(ours: impl Fn(u64) -> Lease, theirs: impl Fn(u64) -> Lease) -> Pair {
     let mut pair = normal_pair();
     pair.up = false;
-    let older = lease(5, BindingState::Active, pair.now - 10);
-    let newer = lease(5, BindingState::Active, pair.now);
-    pair.p.m.lease_changed(newer.clone(), pair.now);
-    pair.s.m.lease_changed(older.clone(), pair.now);
+    pair.p.m.lease_changed(ours(pair.now), pair.now);
+    pair.s.m.lease_changed(theirs(pair.now), pair.now);
     let to_s = pair.p.drain(pair.now);
     let to_p = pair.s.drain(pair.now);
     pair.up = true;
@@ -437,8 +436,18 @@ fn crossing_updates_keep_the_newer_active_binding() {
         pair.s.m.receive(e, pair.now);
     }
     pair.run();
+    pair
+}
+
+#[test]
+fn crossing_updates_keep_the_newer_active_binding() {
+    let pair = crossing(
+        |now| lease(5, BindingState::Active, now),
+        |now| lease(5, BindingState::Active, now - 10),
+    );
     // The secondary's older update was refused; the primary's newer one was applied.
-    assert!(!pair.p.leases.contains_key(&older.addr));
+    let newer = lease(5, BindingState::Active, pair.now);
+    assert!(!pair.p.leases.contains_key(&newer.addr));
     assert_eq!(
         pair.s.leases.get(&newer.addr).map(|l| l.cltt),
         Some(newer.cltt)
@@ -450,24 +459,13 @@ fn crossing_updates_of_one_second_keep_the_longer_lease_the_client_was_given() {
     // Both servers answered the same REQUEST in the same second (one of them just
     // restarted): the client holds the longer lease, so both must keep it, whichever
     // server granted it.
-    let mut pair = normal_pair();
-    pair.up = false;
-    let mut short = lease(5, BindingState::Active, pair.now);
-    short.ends = pair.now + 60;
-    let mut long = lease(5, BindingState::Active, pair.now);
-    long.ends = pair.now + 600;
-    pair.p.m.lease_changed(short.clone(), pair.now);
-    pair.s.m.lease_changed(long.clone(), pair.now);
-    let to_s = pair.p.drain(pair.now);
-    let to_p = pair.s.drain(pair.now);
-    pair.up = true;
-    for e in to_p {
-        pair.p.m.receive(e, pair.now);
-    }
-    for e in to_s {
-        pair.s.m.receive(e, pair.now);
-    }
-    pair.run();
+    let ends = |now: u64, secs: u64| {
+        let mut l = lease(5, BindingState::Active, now);
+        l.ends = now + secs;
+        l
+    };
+    let pair = crossing(|now| ends(now, 60), |now| ends(now, 600));
+    let long = ends(pair.now, 600);
     assert_eq!(
         pair.p.leases.get(&long.addr).map(|l| l.ends),
         Some(long.ends)
