@@ -1,0 +1,899 @@
+use super::*;
+
+fn load(text: &str) -> Result<Config, Vec<FileError>> {
+    parse(Path::new("test.toml"), text)
+}
+
+fn errors(text: &str) -> Vec<(usize, String)> {
+    load(text)
+        .unwrap_err()
+        .into_iter()
+        .map(|e| (e.line, e.key))
+        .collect()
+}
+
+fn one_error(text: &str) -> FileError {
+    let e = load(text).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    e.into_iter().next().unwrap()
+}
+
+const MINIMAL: &str = r#"
+interfaces = ["veth0"]
+
+[[subnet]]
+subnet = "192.0.2.0/24"
+interface = "veth0"
+pools = ["192.0.2.10-192.0.2.200"]
+"#;
+
+const FULL: &str = r#"
+authoritative = false
+offer-hold = 10
+decline-hold = 600
+interfaces = ["veth0", "veth1"]
+backend = "udp"
+workers = 2
+busy-poll = true
+pin-workers = true
+state-dir = "/var/lib/dhcp-server"
+durability = "async"
+log-level = "info,dhcp_proto::engine=debug"
+
+[[subnet]]
+subnet = "192.0.2.0/24"
+interface = "veth1"
+pools = ["192.0.2.10-192.0.2.19", "192.0.2.30-192.0.2.39"]
+server-id = "192.0.2.1"
+lease-time = 600
+min-lease-time = 60
+max-lease-time = 7200
+renew-time = 30
+rebind-time = 50
+routers = ["192.0.2.1"]
+dns-servers = ["192.0.2.53", "192.0.2.54"]
+domain-name = "lab.example"
+domain-search = ["lab.example"]
+ntp-servers = ["192.0.2.123"]
+broadcast-address = "192.0.2.255"
+classless-routes = [{ destination = "198.51.100.0/24", router = "192.0.2.1" }]
+
+[[subnet.option]]
+code = 150
+hex = "c0000201"
+
+[[subnet.reservation]]
+hw-address = "02:00:00:00:00:01"
+ip-address = "192.0.2.5"
+host-name = "printer"
+dns-servers = ["192.0.2.99"]
+option = [{ code = 150, hex = "c0:00:02:02" }]
+
+[[subnet.reservation]]
+client-id = "01-02-00-00-00-00-02"
+
+[[subnet]]
+subnet = "198.51.100.0/24"
+pools = ["198.51.100.10-198.51.100.20"]
+"#;
+
+#[test]
+fn a_full_file_becomes_the_model() {
+    let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+    let range = |s: &str| s.parse::<AddrRange>().unwrap();
+    let a = |d: u8| Ipv4Addr::new(192, 0, 2, d);
+    let mut options = OptionSet::default();
+    options.set_addresses(code::ROUTER, &[a(1)]);
+    options.set_addresses(code::DNS_SERVERS, &[a(53), a(54)]);
+    options.set_text(code::DOMAIN_NAME, "lab.example");
+    options.set_domain_search(&["lab.example".into()]).unwrap();
+    options.set_addresses(code::NTP_SERVERS, &[a(123)]);
+    options.set_addresses(code::BROADCAST_ADDRESS, &[a(255)]);
+    options.set_classless_routes(&[ClasslessRoute {
+        destination: net("198.51.100.0/24"),
+        router: a(1),
+    }]);
+    options.set_raw(150, vec![192, 0, 2, 1]);
+    let mut printer = OptionSet::default();
+    printer.set_addresses(code::DNS_SERVERS, &[a(99)]);
+    printer.set_raw(150, vec![192, 0, 2, 2]);
+    let expected = Config {
+        policy: Policy {
+            authoritative: false,
+            offer_hold: 10,
+            decline_hold: 600,
+            interfaces: vec!["veth0".into(), "veth1".into()],
+            failover: None,
+            subnets: vec![
+                Subnet {
+                    net: net("192.0.2.0/24"),
+                    interface: Some(1),
+                    pools: vec![
+                        range("192.0.2.10-192.0.2.19"),
+                        range("192.0.2.30-192.0.2.39"),
+                    ],
+                    server_id: Some(a(1)),
+                    lease: LeaseTimes {
+                        default: 600,
+                        min: 60,
+                        max: 7200,
+                        renew: Some(30),
+                        rebind: Some(50),
+                    },
+                    options,
+                    reservations: vec![
+                        Reservation {
+                            hw_address: Some([2, 0, 0, 0, 0, 1]),
+                            client_id: None,
+                            address: Some(a(5)),
+                            host_name: Some("printer".into()),
+                            options: printer,
+                        },
+                        Reservation {
+                            client_id: Some(vec![1, 2, 0, 0, 0, 0, 2]),
+                            ..Default::default()
+                        },
+                    ],
+                },
+                Subnet {
+                    net: net("198.51.100.0/24"),
+                    interface: None,
+                    pools: vec![range("198.51.100.10-198.51.100.20")],
+                    server_id: None,
+                    lease: LeaseTimes::default(),
+                    options: OptionSet::default(),
+                    reservations: vec![],
+                },
+            ],
+        },
+        backend: Backend::Udp,
+        workers: 2,
+        busy_poll: true,
+        pin_workers: true,
+        state_dir: Some("/var/lib/dhcp-server".into()),
+        durability: crate::journal::Durability::Async,
+        journal_segment_bytes: 64 << 20,
+        control_socket: None,
+        control_uids: Vec::new(),
+        control_gids: Vec::new(),
+        metrics_listen: None,
+        log_level: Some("info,dhcp_proto::engine=debug".into()),
+    };
+    assert_eq!(load(FULL).unwrap(), expected);
+}
+
+#[test]
+fn a_lease_time_alone_moves_the_bounds() {
+    let c = load(&format!("{MINIMAL}lease-time = 200000\n")).unwrap();
+    assert_eq!(c.policy.subnets[0].lease.max, 200000);
+    let c = load(&format!("{MINIMAL}lease-time = 30\n")).unwrap();
+    assert_eq!(c.policy.subnets[0].lease.min, 30);
+}
+
+#[test]
+fn syntax_error_names_its_line_and_key() {
+    let e = one_error("interfaces = [\"veth0\"]\n\n[[subnet]\nsubnet = \"192.0.2.0/24\"\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "subnet"), "{e}");
+    assert!(e.reason.starts_with("TOML syntax:"), "{e}");
+    let e = one_error(&format!("{MINIMAL}pools = []\n"));
+    assert_eq!((e.line, e.key.as_str()), (8, "pools"), "{e}");
+    assert!(e.reason.contains("duplicate key"), "{e}");
+}
+
+#[test]
+fn unknown_key_names_the_key_and_line() {
+    let e = one_error(&MINIMAL.replace("pools =", "lease-tme = 5\npools ="));
+    assert_eq!((e.line, e.key.as_str()), (7, "subnet[0].lease-tme"));
+    assert_eq!(e.reason, "unknown key; did you mean 'lease-time'?");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:7: key 'subnet[0].lease-tme': unknown key; did you mean 'lease-time'?"
+    );
+    let e = one_error(&format!("colour = \"blue\"\n{MINIMAL}"));
+    assert_eq!((e.line, e.key.as_str()), (1, "colour"));
+    assert!(e.reason.contains("expected one of authoritative,"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_refused_at_every_depth() {
+    let text = MINIMAL.to_owned()
+        + r#"classless-routes = [{ destination = "198.51.100.0/24", gateway = "192.0.2.1" }]
+
+[[subnet.reservation]]
+hw-address = "02:00:00:00:00:01"
+ip = "192.0.2.5"
+
+[[subnet.reservation.option]]
+code = 150
+hex = "00"
+length = 1
+"#;
+    assert_eq!(
+        errors(&text),
+        [
+            (8, "subnet[0].classless-routes[0].router".into()),
+            (8, "subnet[0].classless-routes[0].gateway".into()),
+            (12, "subnet[0].reservation[0].ip".into()),
+            (17, "subnet[0].reservation[0].option[0].length".into()),
+        ]
+    );
+}
+
+#[test]
+fn pool_outside_its_subnet_points_at_the_pool() {
+    let text = MINIMAL.replace(
+        "pools = [\"192.0.2.10-192.0.2.200\"]",
+        "pools = [\n  \"192.0.2.10-192.0.2.20\",\n  \"198.51.100.1-198.51.100.9\",\n]",
+    );
+    let e = one_error(&text);
+    assert_eq!((e.line, e.key.as_str()), (9, "subnet[0].pools[1]"), "{e}");
+    assert_eq!(
+        e.reason,
+        "range 198.51.100.1-198.51.100.9 is not inside 192.0.2.0/24"
+    );
+}
+
+#[test]
+fn validate_findings_fall_back_to_the_enclosing_table() {
+    // Lease times left at their defaults have no line of their own.
+    let e = one_error(&format!("{MINIMAL}min-lease-time = 7200\n"));
+    assert_eq!((e.line, e.key.as_str()), (4, "subnet[0].lease-time"));
+    let e = one_error(&format!(
+        "{MINIMAL}lease-time = 100\nmin-lease-time = 200\n"
+    ));
+    assert_eq!((e.line, e.key.as_str()), (8, "subnet[0].lease-time"));
+    let e = one_error("interfaces = [\"veth0\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (1, "subnet"));
+}
+
+#[test]
+fn reservation_findings_point_into_the_reservation() {
+    let text = MINIMAL.to_owned()
+        + r#"
+[[subnet.reservation]]
+hw-address = "02:00:00:00:00:01"
+
+[[subnet.reservation]]
+hw-address = "02:00:00:00:00:01"
+ip-address = "198.51.100.5"
+
+[[subnet.reservation]]
+host-name = "nobody"
+"#;
+    assert_eq!(
+        errors(&text),
+        [
+            (13, "subnet[0].reservation[1].hw-address".into()),
+            (14, "subnet[0].reservation[1].ip-address".into()),
+            (16, "subnet[0].reservation[2].hw-address".into()),
+        ]
+    );
+}
+
+#[test]
+fn interface_must_be_listed() {
+    let e = one_error(&MINIMAL.replace("interface = \"veth0\"", "interface = \"eth9\""));
+    assert_eq!((e.line, e.key.as_str()), (6, "subnet[0].interface"));
+    assert_eq!(e.reason, "'eth9' is not listed in interfaces [veth0]");
+    let e = one_error(&MINIMAL.replace("[\"veth0\"]", "[\"veth0\", \"veth0\"]"));
+    assert_eq!((e.line, e.key.as_str()), (2, "interfaces[1]"));
+}
+
+#[test]
+fn bad_hw_address_is_refused() {
+    for bad in [
+        "02:00:zz:00:00:01",
+        "02:00:00:00:01",
+        "2:0:0:0:0:1",
+        "",
+        "+2:00:00:00:00:01",
+    ] {
+        let e = one_error(&format!(
+            "{MINIMAL}\n[[subnet.reservation]]\nhw-address = \"{bad}\"\n"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (10, "subnet[0].reservation[0].hw-address"),
+            "{bad}"
+        );
+        assert!(e.reason.contains("is not a MAC address"), "{e}");
+    }
+    for good in ["02:00:00:00:00:01", "02-00-00-00-00-01", "020000000001"] {
+        let c = load(&format!(
+            "{MINIMAL}\n[[subnet.reservation]]\nhw-address = \"{good}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.policy.subnets[0].reservations[0].hw_address,
+            Some([2, 0, 0, 0, 0, 1])
+        );
+    }
+}
+
+#[test]
+fn multiple_errors_are_reported_together_in_file_order() {
+    let text = r#"
+offer-hold = "30s"
+interfaces = ["veth0"]
+backend = "dpdk"
+
+[[subnet]]
+subnet = "192.0.2.0/24"
+interface = "veth0"
+pools = ["192.0.2.10-192.0.2.200"]
+routers = ["192.0.2.300"]
+
+[[subnet.reservation]]
+hw-address = "02:00:zz"
+client-id = "01"
+
+[[subnet]]
+subnet = "198.51.100.0/24"
+pools = ["203.0.113.10-203.0.113.20"]
+dns-server = ["198.51.100.53"]
+"#;
+    let e = load(text).unwrap_err();
+    let got: Vec<_> = e.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (2, "offer-hold"),
+            (4, "backend"),
+            (10, "subnet[0].routers[0]"),
+            (13, "subnet[0].reservation[0].hw-address"),
+            (14, "subnet[0].reservation[0].client-id"),
+            (18, "subnet[1].pools[0]"),
+            (19, "subnet[1].dns-server"),
+        ],
+        "{e:#?}"
+    );
+    assert_eq!(
+        e[0].reason,
+        "expected a number of seconds from 0 to 4294967295, found a string"
+    );
+    assert_eq!(e[2].reason, "'192.0.2.300' is not an IPv4 address");
+    assert_eq!(e[6].reason, "unknown key; did you mean 'dns-servers'?");
+}
+
+#[test]
+fn findings_that_echo_an_error_are_not_repeated() {
+    // The bad pool is not in the model, so validate would add "no pool".
+    let e = one_error(&MINIMAL.replace("192.0.2.10-192.0.2.200", "192.0.2.10"));
+    assert_eq!(e.key, "subnet[0].pools[0]");
+    assert_eq!(e.reason, "'192.0.2.10' is not START-END");
+}
+
+#[test]
+fn a_single_subnet_table_is_refused_with_a_hint() {
+    let e = one_error(&MINIMAL.replace("[[subnet]]", "[subnet]"));
+    assert_eq!((e.line, e.key.as_str()), (4, "subnet"));
+    assert!(e.reason.contains("write [[subnet]]"), "{e}");
+}
+
+#[test]
+fn raw_options_the_server_or_a_key_owns_are_refused() {
+    let raw = |code: u8| {
+        one_error(&format!(
+            "{MINIMAL}routers = [\"192.0.2.1\"]\n\n[[subnet.option]]\ncode = {code}\nhex = \"00000e10\"\n"
+        ))
+    };
+    let e = raw(51);
+    assert_eq!((e.line, e.key.as_str()), (11, "subnet[0].option[0].code"));
+    assert!(e.reason.contains("managed by the server"), "{e}");
+    assert!(raw(3).reason.contains("write routers = ..."));
+    assert!(raw(12).reason.contains("host-name"));
+    assert!(raw(255).reason.contains("out of range"));
+    let e = one_error(&format!(
+        "{MINIMAL}option = [{{ code = 150, hex = \"01\" }}, {{ code = 150, hex = \"02\" }}]\n"
+    ));
+    assert_eq!(
+        (e.key.as_str(), e.reason.as_str()),
+        ("subnet[0].option[1].code", "option 150 is set twice")
+    );
+}
+
+#[test]
+fn values_are_checked_where_they_are_written() {
+    let bad = |line: &str| one_error(&format!("{MINIMAL}{line}\n"));
+    let e =
+        bad("classless-routes = [{ destination = \"198.51.100.1/24\", router = \"192.0.2.1\" }]");
+    assert_eq!(e.key, "subnet[0].classless-routes[0].destination");
+    assert!(e.reason.contains("write 198.51.100.0/24"), "{e}");
+    assert_eq!(
+        bad("routers = []").reason,
+        "must not be empty; leave the key out instead"
+    );
+    assert!(bad("domain-search = [\"a..b\"]")
+        .reason
+        .contains("empty label"));
+    assert!(bad("domain-name = \"\"").reason.contains("printable"));
+    assert!(bad("lease-time = -1").reason.contains("-1 is out of range"));
+    assert!(bad("lease-time = 3600.5").reason.contains("found a float"));
+    assert!(bad("server-id = \"255.255.255.255\"")
+        .reason
+        .contains("not a unicast"));
+    let e = one_error(&MINIMAL.replace(
+        "interfaces = [\"veth0\"]",
+        "interfaces = [\"veth0\"]\nstate-dir = \"state\"",
+    ));
+    assert!(e.reason.contains("not an absolute path"), "{e}");
+}
+
+/// Appended to MINIMAL, so `[failover]` is line 9 and `name` line 10.
+const FAILOVER: &str = r#"
+[failover]
+name = "pair"
+role = "primary"
+address = "198.51.100.2"
+port = 8647
+peer-address = "198.51.100.3"
+peer-port = 8648
+mclt = 1800
+split = 255
+max-response-delay = 60
+max-unacked-updates = 20
+load-balance-max-seconds = 5
+auto-partner-down = 3600
+max-lease-misbalance = 20
+max-lease-ownership = 5
+min-balance = 30
+max-balance = 600
+"#;
+
+fn failover(text: &str) -> Result<Config, Vec<FileError>> {
+    load(&format!("{MINIMAL}{text}"))
+}
+
+fn failover_error(text: &str) -> FileError {
+    one_error(&format!("{MINIMAL}{text}"))
+}
+
+fn a(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, last)
+}
+
+/// 32 octets giving the primary the first `n` buckets, as dhcpd writes an hba.
+fn hba_text(n: usize) -> String {
+    (0..32)
+        .map(|i| match n.saturating_sub(i * 8).min(8) {
+            8 => "ff".to_owned(),
+            k => format!("{:02x}", (1u16 << k) - 1),
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[test]
+fn a_full_failover_table_becomes_the_model() {
+    let c = failover(FAILOVER).unwrap();
+    let expected = Failover {
+        name: "pair".into(),
+        role: Role::Primary,
+        address: a(2),
+        port: 8647,
+        peer_address: a(3),
+        peer_port: 8648,
+        mclt: 1800,
+        split: 255,
+        hba: None,
+        max_response_delay: 60,
+        max_unacked_updates: 20,
+        load_balance_max_seconds: 5,
+        auto_partner_down: 3600,
+        max_lease_misbalance: 20,
+        max_lease_ownership: 5,
+        min_balance: 30,
+        max_balance: 600,
+    };
+    assert_eq!(c.policy.failover, Some(expected.clone()));
+    let p = expected.params();
+    assert_eq!(
+        (p.mclt, p.hba, p.max_unacked, p.max_response_delay),
+        (1800, Hba::split(255), 20, 60)
+    );
+    assert_eq!(p.auto_partner_down, 3600);
+    // An inline table works too.
+    let inline = MINIMAL.replace(
+        "interfaces = [\"veth0\"]\n",
+        "interfaces = [\"veth0\"]\nfailover = { name = \"pair\", role = \"secondary\", \
+         address = \"198.51.100.3\", peer-address = \"198.51.100.2\" }\n",
+    );
+    let f = load(&inline).unwrap().policy.failover.unwrap();
+    assert_eq!(f, Failover::new("pair".into(), Role::Secondary, a(3), a(2)));
+}
+
+#[test]
+fn failover_defaults_where_keys_are_absent() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.policy.failover, None);
+    let text = "\n[failover]\nname = \"pair\"\nrole = \"primary\"\n\
+                address = \"198.51.100.2\"\npeer-address = \"198.51.100.3\"\n";
+    let f = failover(text).unwrap().policy.failover.unwrap();
+    assert_eq!(
+        f,
+        Failover {
+            name: "pair".into(),
+            role: Role::Primary,
+            address: a(2),
+            port: 647,
+            peer_address: a(3),
+            peer_port: 647,
+            mclt: 3600,
+            split: 128,
+            hba: None,
+            max_response_delay: 30,
+            max_unacked_updates: 100,
+            load_balance_max_seconds: 3,
+            auto_partner_down: 0,
+            max_lease_misbalance: 15,
+            max_lease_ownership: 10,
+            min_balance: 60,
+            max_balance: 3600,
+        }
+    );
+    assert_eq!(f.params().hba, Hba::split(128));
+    let e = f.endpoints();
+    assert_eq!(
+        (e.local.to_string(), e.peer.to_string()),
+        ("198.51.100.2:647".into(), "198.51.100.3:647".into())
+    );
+}
+
+#[test]
+fn failover_value_errors_name_the_line_and_key() {
+    let bad = |from: &str, to: &str| {
+        let text = FAILOVER.replace(from, to);
+        assert_ne!(text, FAILOVER, "{from}");
+        failover_error(&text)
+    };
+    let cases = [
+        (
+            "name = \"pair\"",
+            "name = \"\"",
+            10,
+            "name",
+            "not 1 to 255 printable",
+        ),
+        (
+            "role = \"primary\"",
+            "role = \"backup\"",
+            11,
+            "role",
+            "unknown role 'backup'",
+        ),
+        (
+            "address = \"198.51.100.2\"",
+            "address = \"198.51.100.256\"",
+            12,
+            "address",
+            "not an IPv4 address",
+        ),
+        (
+            "address = \"198.51.100.2\"",
+            "address = \"255.255.255.255\"",
+            12,
+            "address",
+            "not a unicast address",
+        ),
+        (
+            "port = 8647",
+            "port = 0",
+            13,
+            "port",
+            "0 is out of range; expected a TCP port",
+        ),
+        (
+            "peer-address = \"198.51.100.3\"",
+            "peer-address = \"198.51.100.2\"",
+            14,
+            "peer-address",
+            "198.51.100.2 is also our own address",
+        ),
+        (
+            "peer-port = 8648",
+            "peer-port = 65536",
+            15,
+            "peer-port",
+            "out of range",
+        ),
+        (
+            "mclt = 1800",
+            "mclt = 0",
+            16,
+            "mclt",
+            "at least 1 second (3600 is dhcpd's",
+        ),
+        (
+            "mclt = 1800",
+            "mclt = \"1h\"",
+            16,
+            "mclt",
+            "expected a number of seconds",
+        ),
+        (
+            "split = 255",
+            "split = 257",
+            17,
+            "split",
+            "257 is out of range; expected a number of hash buckets from 0 to 256",
+        ),
+        (
+            "max-response-delay = 60",
+            "max-response-delay = 2",
+            18,
+            "max-response-delay",
+            "2 is below 3 seconds",
+        ),
+        (
+            "max-unacked-updates = 20",
+            "max-unacked-updates = 0",
+            19,
+            "max-unacked-updates",
+            "at least 1",
+        ),
+        (
+            "load-balance-max-seconds = 5",
+            "load-balance-max-seconds = -5",
+            20,
+            "load-balance-max-seconds",
+            "out of range",
+        ),
+        (
+            "auto-partner-down = 3600",
+            "auto-partner-down = true",
+            21,
+            "auto-partner-down",
+            "found a boolean",
+        ),
+        (
+            "max-lease-misbalance = 20",
+            "max-lease-misbalance = 101",
+            22,
+            "max-lease-misbalance",
+            "expected a percentage from 0 to 100",
+        ),
+        (
+            "max-lease-ownership = 5",
+            "max-lease-ownership = 5.5",
+            23,
+            "max-lease-ownership",
+            "found a float",
+        ),
+        (
+            "min-balance = 30",
+            "min-balance = 0",
+            24,
+            "min-balance",
+            "at least 1 second",
+        ),
+        (
+            "max-balance = 600",
+            "max-balance = 10",
+            25,
+            "max-balance",
+            "below min-balance (30)",
+        ),
+        (
+            "max-lease-ownership = 5",
+            "max-lease-ownershp = 5",
+            23,
+            "max-lease-ownershp",
+            "unknown key; did you mean 'max-lease-ownership'?",
+        ),
+    ];
+    for (from, to, line, key, reason) in cases {
+        let e = bad(from, to);
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (line, format!("failover.{key}").as_str()),
+            "{to}: {e}"
+        );
+        assert!(e.reason.contains(reason), "{to}: {e}");
+    }
+    let long = format!("name = \"{}\"", "n".repeat(256));
+    assert_eq!(bad("name = \"pair\"", &long).key, "failover.name");
+    // A key without a default is missing at the table's header.
+    let e = bad("peer-address = \"198.51.100.3\"\n", "");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (9, "failover.peer-address"),
+        "{e}"
+    );
+    assert!(e.reason.starts_with("missing; write peer-address"), "{e}");
+    let e = failover_error("\n[[failover]]\nname = \"pair\"\n");
+    assert_eq!((e.line, e.key.as_str()), (9, "failover"), "{e}");
+    assert!(
+        e.reason.contains("write [failover], not [[failover]]"),
+        "{e}"
+    );
+    let e = one_error(&format!("failover = \"pair\"\n{MINIMAL}"));
+    assert_eq!((e.line, e.key.as_str()), (1, "failover"), "{e}");
+    assert_eq!(e.reason, "expected a [failover] table, found a string");
+}
+
+#[test]
+fn failover_addresses_stay_out_of_the_pools() {
+    let e = failover_error(&FAILOVER.replace("198.51.100.2", "192.0.2.50"));
+    assert_eq!((e.line, e.key.as_str()), (12, "failover.address"), "{e}");
+    assert_eq!(
+        e.reason,
+        "192.0.2.50 is inside subnet[0].pools[0] 192.0.2.10-192.0.2.200: the pair could \
+         lease this server's own address to a client"
+    );
+    let e = failover_error(&FAILOVER.replace("198.51.100.3", "192.0.2.10"));
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (14, "failover.peer-address"),
+        "{e}"
+    );
+    assert!(e.reason.contains("the partner's own address"), "{e}");
+    // Outside every pool, inside a subnet: fine.
+    failover(&FAILOVER.replace("198.51.100.2", "192.0.2.2")).unwrap();
+}
+
+#[test]
+fn only_the_primary_sets_mclt_and_load_balancing() {
+    let secondary = FAILOVER.replace("\"primary\"", "\"secondary\"");
+    let got = failover(&secondary).unwrap_err();
+    let got: Vec<_> = got.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(got, [(16, "failover.mclt"), (17, "failover.split")]);
+    let e = failover_error(&secondary.replace("split = 255\n", ""));
+    assert_eq!(
+        e.reason,
+        "only the primary sets the mclt; the secondary takes it from the primary when \
+         they connect"
+    );
+    let hba = format!("hba = \"{}\"\n", hba_text(128));
+    let e = failover_error(
+        &secondary
+            .replace("mclt = 1800\n", "")
+            .replace("split = 255\n", &hba),
+    );
+    assert_eq!((e.line, e.key.as_str()), (16, "failover.hba"), "{e}");
+    assert!(e.reason.contains("the load balancing (split, hba)"), "{e}");
+    // Without them the secondary loads; its mclt and split stay at the defaults,
+    // which the primary's replace when they connect.
+    let f = failover(
+        &secondary
+            .replace("mclt = 1800\n", "")
+            .replace("split = 255\n", ""),
+    )
+    .unwrap()
+    .policy
+    .failover
+    .unwrap();
+    assert_eq!(
+        (f.role, f.mclt, f.split, f.hba),
+        (Role::Secondary, 3600, 128, None)
+    );
+    // The primary takes split or hba, not both.
+    let e = failover_error(&FAILOVER.replace("split = 255\n", &format!("split = 255\n{hba}")));
+    assert_eq!((e.line, e.key.as_str()), (18, "failover.hba"), "{e}");
+    assert_eq!(
+        e.reason,
+        "split and hba both set the load balancing; keep one"
+    );
+    let f = failover(&FAILOVER.replace("split = 255\n", &hba))
+        .unwrap()
+        .policy
+        .failover
+        .unwrap();
+    assert_eq!(f.hba, Some(Hba::split(128)));
+    assert_eq!(f.params().hba, Hba::split(128));
+    assert_eq!(hba_text(12)[..9], *"ff:0f:00:");
+    let f = failover(&FAILOVER.replace("split = 255\n", &format!("hba = \"{}\"\n", hba_text(12))))
+        .unwrap()
+        .policy
+        .failover
+        .unwrap();
+    assert_eq!(f.params().hba, Hba::split(12));
+    for short in ["ff:ff", &hba_text(128)[3..], "zz"] {
+        let e = failover_error(&FAILOVER.replace("split = 255", &format!("hba = \"{short}\"")));
+        assert_eq!((e.line, e.key.as_str()), (17, "failover.hba"), "{e}");
+        assert!(e.reason.contains("is not 32 hex octets"), "{e}");
+    }
+}
+
+#[test]
+fn failover_errors_are_reported_together() {
+    let text = FAILOVER
+        .replace("role = \"primary\"", "role = \"secondary\"")
+        .replace("port = 8647", "port = 70000")
+        .replace("max-response-delay = 60", "max-response-delay = 1")
+        .replace("peer-port", "peer-prot");
+    let got = failover(&text).unwrap_err();
+    let got: Vec<_> = got.iter().map(|e| (e.line, e.key.as_str())).collect();
+    // max-response-delay is a finding of the second pass: it is reported once the
+    // partnership reads, here alongside the first pass's errors.
+    assert_eq!(
+        got,
+        [
+            (13, "failover.port"),
+            (15, "failover.peer-prot"),
+            (16, "failover.mclt"),
+            (17, "failover.split"),
+            (18, "failover.max-response-delay"),
+        ]
+    );
+}
+
+#[test]
+fn no_failover_input_panics() {
+    let text = format!("{MINIMAL}{FAILOVER}");
+    for (i, _) in text.char_indices() {
+        let _ = load(&text[..i]);
+    }
+}
+
+#[test]
+fn no_input_panics() {
+    // Every prefix of a valid file, and the file with each line dropped, is a
+    // plausible half-edited configuration.
+    for (i, _) in FULL.char_indices() {
+        let _ = load(&FULL[..i]);
+    }
+    let lines: Vec<&str> = FULL.lines().collect();
+    for skip in 0..lines.len() {
+        let text: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != skip)
+            .map(|(_, l)| *l)
+            .collect();
+        let _ = load(&text.join("\n"));
+    }
+    let _ = load("\u{feff}[[subnet]]\n[[subnet.reservation]]\noption = [1]\n");
+    let _ = load("subnet = [{ subnet = \"192.0.2.0/33\" }]\nlease-time = 0x7fffffffffffffff\n");
+}
+
+#[test]
+fn a_log_level_must_be_a_filter() {
+    let e = one_error(&format!("log-level = \"dhcp_server=loud\"{MINIMAL}"));
+    assert_eq!((e.line, e.key.as_str()), (1, "log-level"));
+    assert!(e.reason.contains("is not a log filter"), "{}", e.reason);
+    let e = one_error(&format!("log-level = \"\"{MINIMAL}"));
+    assert_eq!(e.key, "log-level");
+}
+
+#[test]
+fn a_later_finding_is_put_at_its_key() {
+    let e = error_at(
+        Path::new("site.toml"),
+        FULL,
+        Invalid {
+            path: "subnet[0].reservation[1].client-id".into(),
+            reason: "clashes".into(),
+        },
+    );
+    assert_eq!(
+        e.to_string(),
+        "site.toml:44: key 'subnet[0].reservation[1].client-id': clashes"
+    );
+    assert!(FULL.lines().nth(43).unwrap().starts_with("client-id"));
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_panic() {
+    let e = load_file(Path::new("/nonexistent/dhcp-server.toml")).unwrap_err();
+    assert_eq!(e[0].line, 0);
+    assert!(e[0].reason.contains("cannot read"));
+}
+
+#[test]
+fn the_shipped_examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load_file(&path).unwrap_or_else(|e| panic!("{}: {e:#?}", path.display()));
+            names.extend(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+        }
+    }
+    for expected in ["minimal.toml", "full.toml"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "examples/{expected} is missing"
+        );
+    }
+}
