@@ -1318,8 +1318,17 @@ impl Machine {
     }
 
     fn record(&mut self) {
+        // Startup is a pause, not a state to come back to: a restart during it resumes
+        // the state before it. Kept as startup, it would read back as recover, and a
+        // server in recover takes the partner's bindings over its own, also over those
+        // it granted while the two were apart and the partner never heard of.
+        let me = if self.me == ServerState::Startup {
+            self.saved
+        } else {
+            self.me
+        };
         self.out.push_back(Output::Record(Stored {
-            me: self.me,
+            me,
             me_stos: self.me_stos,
             partner: self.partner,
             partner_stos: self.partner_stos,

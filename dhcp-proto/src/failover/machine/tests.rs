@@ -419,6 +419,30 @@ fn connect_from_a_skewed_clock_is_refused() {
     ));
 }
 
+#[test]
+fn a_restart_during_startup_comes_back_in_the_state_before_it() {
+    // Stopped while the link was down, started again, and stopped again before the
+    // startup wait ended: the journal must still say communications-interrupted, not
+    // startup (which reads back as recover and would hand our bindings to the partner's).
+    let before = Stored {
+        me: ServerState::CommunicationsInterrupted,
+        me_stos: 900,
+        partner: ServerState::Normal,
+        partner_stos: 800,
+        mclt: 3600,
+    };
+    let mut s = Side::new(Role::Secondary, Some(before), 1000);
+    s.drain(1000);
+    assert_eq!(s.state(), ServerState::Startup);
+    let kept = s.stored.expect("startup is recorded");
+    assert_eq!(
+        (kept.me, kept.me_stos),
+        (ServerState::CommunicationsInterrupted, 900)
+    );
+    let again = Side::new(Role::Secondary, Some(kept), 1001);
+    assert_eq!(again.m.saved, ServerState::CommunicationsInterrupted);
+}
+
 /// A normal pair whose updates for one address cross on the wire: the primary's
 /// `ours`, the secondary's `theirs`, each sent before the other's arrived.
 fn crossing(ours: impl Fn(u64) -> Lease, theirs: impl Fn(u64) -> Lease) -> Pair {
