@@ -423,6 +423,24 @@ impl Engine {
                 ));
             }
         }
+        // The same client renewed here after the transaction the partner's end of its
+        // lease is about (while the two were apart): the client holds our newer lease,
+        // so it stands, and goes to the partner.
+        let ended = matches!(
+            lease.state,
+            BindingState::Expired | BindingState::Released | BindingState::Reset
+        );
+        if ended && live && same_client && s.state == LeaseState::Active && s.cltt > lease.cltt {
+            let until = s.expires;
+            self.queue_for_partner(id);
+            return Err(Reject::new(
+                RejectReason::OutdatedBindInfo,
+                format!(
+                    "{}: the client renewed it here since, until {until}",
+                    lease.addr
+                ),
+            ));
+        }
         let role = self
             .failover
             .as_ref()

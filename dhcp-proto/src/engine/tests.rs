@@ -1327,6 +1327,33 @@ mod failover_rules {
     }
 
     #[test]
+    fn the_partners_end_of_a_lease_the_client_renewed_here_since_is_refused() {
+        // The pair was apart: the partner saw the client's old lease end, while the
+        // client renewed it here. Our newer lease stands and goes back to the partner.
+        let mut lab = lab(Role::Primary, Service::Cooperating);
+        let a = client_of(Role::Primary, 0);
+        let addr = lab.dora(&discover(a));
+        let mut theirs = changes(&mut lab).pop().unwrap();
+        lab.now += 30;
+        let renewed = lab.reply(&request(a).requested(addr));
+        assert_eq!(renewed.kind, MessageType::Ack);
+        changes(&mut lab);
+        theirs.state = BindingState::Expired;
+        let applied = lab.engine.apply_partner(&theirs, true, lab.now);
+        assert!(matches!(
+            applied,
+            Applied::Here(Err(ref r)) if r.reason == crate::failover::wire::RejectReason::OutdatedBindInfo
+        ));
+        let slot = lab.engine.leases.slot_of(addr).unwrap();
+        assert_eq!(lab.engine.lease_at(slot).state, BindingState::Active);
+        assert_eq!(
+            changes(&mut lab).last().map(|l| l.addr),
+            Some(addr),
+            "told again"
+        );
+    }
+
+    #[test]
     fn in_partner_down_the_partners_pool_is_ours_after_stos_plus_mclt() {
         let mut lab = lab(Role::Secondary, Service::NotCooperating);
         let c = client_of(Role::Secondary, 0);
