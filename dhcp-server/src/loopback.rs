@@ -208,6 +208,9 @@ impl Port {
                     continue;
                 }
             };
+            // The wait may have been long on a clock that a test moves: the datagram
+            // is answered at the time it is read, as the other backends do after poll.
+            let now = env.clock.now();
             let since = Instant::now();
             let broadcast = d.dst.is_broadcast();
             let meta = RxMeta {

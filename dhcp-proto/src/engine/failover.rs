@@ -424,11 +424,16 @@ impl Engine {
             }
         }
         // The same client renewed here after the transaction the partner's end of its
-        // lease is about (while the two were apart): the client holds our newer lease,
-        // so it stands, and goes to the partner.
+        // lease is about, or after the partner put the address back in a pool (while
+        // the two were apart): the client holds our newer lease, so it stands, and goes
+        // to the partner.
         let ended = matches!(
             lease.state,
-            BindingState::Expired | BindingState::Released | BindingState::Reset
+            BindingState::Expired
+                | BindingState::Released
+                | BindingState::Reset
+                | BindingState::Free
+                | BindingState::Backup
         );
         if ended && live && same_client && s.state == LeaseState::Active && s.cltt > lease.cltt {
             let until = s.expires;

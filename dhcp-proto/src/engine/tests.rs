@@ -1328,8 +1328,9 @@ mod failover_rules {
 
     #[test]
     fn the_partners_end_of_a_lease_the_client_renewed_here_since_is_refused() {
-        // The pair was apart: the partner saw the client's old lease end, while the
-        // client renewed it here. Our newer lease stands and goes back to the partner.
+        // The pair was apart: the partner saw the client's old lease end (or put the
+        // address back in a pool), while the client renewed it here. Our newer lease
+        // stands and goes back to the partner.
         let mut lab = lab(Role::Primary, Service::Cooperating);
         let a = client_of(Role::Primary, 0);
         let addr = lab.dora(&discover(a));
@@ -1338,19 +1339,29 @@ mod failover_rules {
         let renewed = lab.reply(&request(a).requested(addr));
         assert_eq!(renewed.kind, MessageType::Ack);
         changes(&mut lab);
-        theirs.state = BindingState::Expired;
-        let applied = lab.engine.apply_partner(&theirs, true, lab.now);
-        assert!(matches!(
-            applied,
-            Applied::Here(Err(ref r)) if r.reason == crate::failover::wire::RejectReason::OutdatedBindInfo
-        ));
-        let slot = lab.engine.leases.slot_of(addr).unwrap();
-        assert_eq!(lab.engine.lease_at(slot).state, BindingState::Active);
-        assert_eq!(
-            changes(&mut lab).last().map(|l| l.addr),
-            Some(addr),
-            "told again"
-        );
+        for ended in [
+            BindingState::Expired,
+            BindingState::Free,
+            BindingState::Backup,
+        ] {
+            theirs.state = ended;
+            let applied = lab.engine.apply_partner(&theirs, true, lab.now);
+            assert!(matches!(
+                applied,
+                Applied::Here(Err(ref r)) if r.reason == crate::failover::wire::RejectReason::OutdatedBindInfo
+            ));
+            let slot = lab.engine.leases.slot_of(addr).unwrap();
+            assert_eq!(
+                lab.engine.lease_at(slot).state,
+                BindingState::Active,
+                "{ended:?}"
+            );
+            assert_eq!(
+                changes(&mut lab).last().map(|l| l.addr),
+                Some(addr),
+                "told again"
+            );
+        }
     }
 
     #[test]
