@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::LinkId;
 use crate::control::{BackendKind, XdpStatus};
 use crate::runtime::env::Env;
-use crate::runtime::shard::Shard;
+use crate::runtime::shard::{Held, Shard};
 use crate::runtime::{Backend, BackendError, Serving};
 use dhcp_proto::engine::{Destination, RxMeta};
 use dhcp_proto::wire::{code, Message};
@@ -168,32 +168,17 @@ struct Port {
     addrs: Vec<Ipv4Addr>,
 }
 
-/// A reply waiting for its journal record to be durable.
-struct Held {
-    after: u64,
-    sent: Sent,
-    since: Instant,
-}
-
 impl Port {
     /// The shard's loop (see `runtime::shard`), until the stop.
     fn serve(self, mut shard: Shard, env: &Env) {
-        let mut held: std::collections::VecDeque<Held> = Default::default();
+        let mut held: Held<Sent> = Held::default();
         let mut out = vec![0u8; 1500];
         while !env.stop.requested() {
             let now = env.clock.now();
             shard.turn(now);
-            let durable = shard.core.durable();
-            while let Some(h) = held.pop_front() {
-                if h.after > durable {
-                    held.push_front(h);
-                    break;
-                }
-                shard
-                    .latency
-                    .saturating_record(h.since.elapsed().as_nanos() as u64);
-                let _ = self.replies.send(h.sent);
-            }
+            held.release(shard.core.durable(), &mut shard.latency, |sent| {
+                let _ = self.replies.send(sent);
+            });
             // Held replies wait on the journal, which wakes nobody here: look again soon.
             let wait = if held.is_empty() {
                 shard.max_wait()
@@ -236,11 +221,7 @@ impl Port {
                     .saturating_record(since.elapsed().as_nanos() as u64);
                 let _ = self.replies.send(sent);
             } else {
-                held.push_back(Held {
-                    after: answer.after,
-                    sent,
-                    since,
-                });
+                held.push(answer.after, since, sent);
             }
         }
     }

@@ -195,6 +195,20 @@ impl Server {
             })
             .collect()
     }
+
+    /// Fails unless every lease of `held` (address to client) is on the disk, Active,
+    /// with its client. The server must be stopped.
+    fn holds(&self, held: &HashMap<Ipv4Addr, [u8; 6]>) {
+        let disk = self.leases_on_disk();
+        for (addr, mac) in held {
+            assert_eq!(
+                disk.get(addr).map(|l| (l.0, l.2)),
+                Some((*mac, BindingState::Active)),
+                "{} lacks {addr}",
+                self.name
+            );
+        }
+    }
 }
 
 impl Drop for Server {
@@ -365,14 +379,7 @@ fn a_server_in_memory_leases_and_keeps_its_leases_across_a_restart() {
         );
     }
     s.stop();
-    let disk = s.leases_on_disk();
-    for (addr, n) in held {
-        assert_eq!(
-            disk.get(&addr).map(|l| (l.0, l.2)),
-            Some((mac_of(n), BindingState::Active)),
-            "{addr}"
-        );
-    }
+    s.holds(&held.into_iter().map(|(a, n)| (a, mac_of(n))).collect());
 }
 
 // ---- failover pairs ----
@@ -597,20 +604,7 @@ fn a_pair_in_memory_reaches_normal_and_each_keeps_the_others_leases() {
         held.insert(ack.yiaddr, mac_of(n));
     }
     pair.settle();
-    for s in &mut pair.servers {
-        s.stop();
-    }
-    for s in &pair.servers {
-        let disk = s.leases_on_disk();
-        for (addr, mac) in &held {
-            assert_eq!(
-                disk.get(addr).map(|l| (l.0, l.2)),
-                Some((*mac, BindingState::Active)),
-                "{} lacks {addr}",
-                s.name
-            );
-        }
-    }
+    both_disks_hold(&mut pair, &held);
 }
 
 /// The clients of `side`'s hash buckets among the first `n`, as the pair balances them
@@ -640,20 +634,13 @@ fn clients_of(pair: &Pair, side: usize, n: u32) -> Vec<u32> {
     mine
 }
 
+/// Stops the pair and fails unless both disks hold every lease of `held`.
 fn both_disks_hold(pair: &mut Pair, held: &HashMap<Ipv4Addr, [u8; 6]>) {
     for s in &mut pair.servers {
         s.stop();
     }
     for s in &pair.servers {
-        let disk = s.leases_on_disk();
-        for (addr, mac) in held {
-            assert_eq!(
-                disk.get(addr).map(|l| (l.0, l.2)),
-                Some((*mac, BindingState::Active)),
-                "{} lacks {addr}",
-                s.name
-            );
-        }
+        s.holds(held);
     }
 }
 
@@ -706,14 +693,12 @@ fn a_partner_with_an_empty_journal_recovers_every_lease() {
     pair.settle();
     // Renewed once the partner knows them, the leases run longer than the MCLT the
     // recovering server waits.
-    for (n, (&addr, _)) in (0..).zip(&held) {
-        let mac = held[&addr];
-        let c = (0..20).find(|&c| mac_of(c) == mac).unwrap();
-        let r = reboot(&pair.running(), mac, 1000 + n, addr);
+    for (xid, (&addr, &mac)) in (1000..).zip(&held) {
+        let r = reboot(&pair.running(), mac, xid, addr);
         assert!(
             r.iter()
                 .any(|r| r.kind == v4::MessageType::Ack && u64::from(r.lease) > pair.mclt),
-            "client {c}: {r:?}"
+            "{mac:02x?} renewing {addr}: {r:?}"
         );
     }
     pair.settle();
@@ -759,14 +744,7 @@ fn a_graceful_stop_under_load_leaves_every_lease_with_the_partner() {
     pair.servers[SECONDARY].stop();
     let held = clients.lock().unwrap().clone();
     assert!(held.len() >= 20, "{} clients served", held.len());
-    let disk = pair.servers[SECONDARY].leases_on_disk();
-    for (addr, mac) in &held {
-        assert_eq!(
-            disk.get(addr).map(|l| (l.0, l.2)),
-            Some((*mac, BindingState::Active)),
-            "the secondary lacks {addr}"
-        );
-    }
+    pair.servers[SECONDARY].holds(&held);
 }
 
 /// A small deterministic generator (xorshift*): the seed alone decides a run.

@@ -116,6 +116,7 @@ pub fn spawn(
     // The workers run until the link has told the partner it stops (and journaled it).
     let hold = env.stop.hold();
     let primary = params.role == dhcp_proto::failover::Role::Primary;
+    let thread_name = format!("failover-{}", params.role.name());
     let name = params.name.clone();
     let driver = Driver {
         machine: Machine::new(params, stored, env.clock.now()),
@@ -127,10 +128,7 @@ pub fn spawn(
         env,
     };
     let thread = std::thread::Builder::new()
-        .name(format!(
-            "failover-{}",
-            if primary { "primary" } else { "secondary" }
-        ))
+        .name(thread_name)
         .spawn(move || {
             let _hold = hold;
             let runtime = tokio::runtime::Builder::new_current_thread()

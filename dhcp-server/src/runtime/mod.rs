@@ -82,25 +82,23 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
     // Outlives the shards and their writers: dropping it runs a last commit.
     let journal = opened.journal;
     let on_view = backend.on_view().map_err(Error::Backend)?;
-    let (ends, pair) = match crate::failover::link::start(
+    let started = crate::failover::link::start(
         config.policy.failover.as_ref(),
         opened.failover,
         usize::from(count),
         on_view,
         &env,
     )
-    .map_err(Error::Failover)?
-    {
-        Some((ends, running)) => (ends.into_iter().map(Some).collect(), Some(running)),
-        None => ((0..count).map(|_| None).collect::<Vec<_>>(), None),
+    .map_err(Error::Failover)?;
+    // Each shard's end of the failover link: the orders it carries out and the outbox
+    // its changes leave by; none without a partner.
+    let (pair, (orders, outboxes)): (_, (Vec<_>, Vec<_>)) = match started {
+        Some((ends, running)) => (
+            Some(running),
+            ends.into_iter().map(|(o, b)| (Some(o), Some(b))).unzip(),
+        ),
+        None => (None, (0..count).map(|_| (None, None)).unzip()),
     };
-    let (orders, outboxes): (Vec<_>, Vec<_>) = ends
-        .into_iter()
-        .map(|end| match end {
-            Some((orders, outbox)) => (Some(orders), Some(outbox)),
-            None => (None, None),
-        })
-        .unzip();
     let mut questions = Vec::new();
     let mut health = Vec::new();
     let mut durable = Vec::new();

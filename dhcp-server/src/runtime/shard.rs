@@ -13,9 +13,10 @@
 //! queues it empties between two batches: nothing on the per-packet path takes a lock or
 //! waits on anyone.
 
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use dhcp_proto::engine::{Engine, Outcome, Reply, RxMeta};
@@ -116,6 +117,39 @@ impl Core {
     /// The highest journal sequence number on disk; everything without a journal.
     pub fn durable(&self) -> u64 {
         self.committer.durable()
+    }
+}
+
+/// Replies written but waiting for their journal records to be durable, oldest first,
+/// for a backend that keeps them itself (the AF_XDP rings keep theirs in the ring
+/// chunks). `T` is whatever the backend needs to send one.
+pub struct Held<T>(VecDeque<(u64, Instant, T)>);
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held(VecDeque::new())
+    }
+}
+
+impl<T> Held<T> {
+    /// Keeps a reply that may leave once sequence `after` is durable; `since` is when
+    /// its request was picked up.
+    pub fn push(&mut self, after: u64, since: Instant, reply: T) {
+        self.0.push_back((after, since, reply));
+    }
+
+    /// Hands every reply whose record is now durable to `send`, in order, and records
+    /// each one's latency.
+    pub fn release(&mut self, durable: u64, latency: &mut Histogram<u64>, mut send: impl FnMut(T)) {
+        while self.0.front().is_some_and(|h| h.0 <= durable) {
+            let (_, since, reply) = self.0.pop_front().expect("looked at above");
+            send(reply);
+            latency.saturating_record(since.elapsed().as_nanos() as u64);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

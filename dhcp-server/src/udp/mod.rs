@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::control::BackendKind;
 use crate::packet::PacketSocket;
 use crate::runtime::env::Env;
-use crate::runtime::shard::Shard;
+use crate::runtime::shard::{Held, Shard};
 use crate::runtime::{Backend, BackendError, Serving};
 pub use dhcp_proto::engine::SERVER_PORT;
 use dhcp_proto::engine::{Destination, Reply, RxMeta};
@@ -50,14 +50,11 @@ pub enum Error {
 }
 
 /// An ACK written but waiting for its lease record to be durable.
-struct Held {
-    after: u64,
+struct Waiting {
     link: usize,
     reply: Reply,
     /// The frame buffer as `send` expects it: headroom, then the reply.
     tx: Vec<u8>,
-    /// When its request was received.
-    since: Instant,
 }
 
 struct Link {
@@ -179,7 +176,7 @@ fn serve(links: &[Link], mut shard: Shard, env: &Env) -> Result<(), Error> {
         events: libc::POLLIN,
         revents: 0,
     }));
-    let mut held: std::collections::VecDeque<Held> = Default::default();
+    let mut held: Held<Waiting> = Held::default();
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; HEADROOM + 1500];
     while !env.stop.requested() {
@@ -197,18 +194,10 @@ fn serve(links: &[Link], mut shard: Shard, env: &Env) -> Result<(), Error> {
         if pfds.len() > links.len() && pfds[links.len()].revents != 0 {
             shard.core.committer.clear_wakeup();
         }
-        let durable = shard.core.durable();
-        while let Some(h) = held.front_mut().filter(|h| h.after <= durable) {
-            report(
-                &links[h.link],
-                send(&links[h.link], &mut h.tx, &h.reply),
-                &h.reply,
-            );
-            shard
-                .latency
-                .saturating_record(h.since.elapsed().as_nanos() as u64);
-            held.pop_front();
-        }
+        held.release(shard.core.durable(), &mut shard.latency, |mut w| {
+            let link = &links[w.link];
+            report(link, send(link, &mut w.tx, &w.reply), &w.reply);
+        });
         for (i, link) in links.iter().enumerate() {
             if pfds[i].revents == 0 {
                 continue;
@@ -247,13 +236,8 @@ fn serve(links: &[Link], mut shard: Shard, env: &Env) -> Result<(), Error> {
                         .latency
                         .saturating_record(since.elapsed().as_nanos() as u64);
                 } else {
-                    held.push_back(Held {
-                        after: answer.after,
-                        link: i,
-                        reply,
-                        tx: tx[..HEADROOM + reply.len].to_vec(),
-                        since,
-                    });
+                    let tx = tx[..HEADROOM + reply.len].to_vec();
+                    held.push(answer.after, since, Waiting { link: i, reply, tx });
                 }
             }
         }
