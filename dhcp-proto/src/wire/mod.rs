@@ -12,6 +12,7 @@
 pub mod frame;
 mod message;
 mod options;
+pub mod relay;
 mod writer;
 
 pub use message::{Message, MessageType, Request};
