@@ -42,7 +42,8 @@ pub fn policy() -> Policy {
             pools: vec![AddrRange {
                 first: POOL_FIRST.into(),
                 last: POOL_LAST.into(),
-            }],
+            }
+            .into()],
             server_id: None,
             lease: LeaseTimes::default(),
             options,

@@ -198,11 +198,11 @@ impl Engine {
         }
     }
 
-    /// A client found no free address of ours in `subnet`: say so when the partner holds
+    /// A client found no free address of ours in `pool`: say so when the partner holds
     /// free ones (dhcpd's "peer holds all free leases"), at most once a minute, so the
     /// operator sees a pool running dry on one side before clients go unserved.
-    pub(super) fn warn_partner_holds(&mut self, subnet: u16, now: u64) {
-        let theirs = self.leases.partner_count(subnet);
+    pub(super) fn warn_partner_holds(&mut self, pool: u16, now: u64) {
+        let theirs = self.leases.partner_count(pool);
         let Some(p) = self.failover.as_mut() else {
             return;
         };
@@ -211,9 +211,9 @@ impl Engine {
         }
         p.warned_dry = now;
         tracing::warn!(
-            "network {}: peer holds all free leases ({theirs} of them in shard {}); \
+            "pool {}: peer holds all free leases ({theirs} of them in shard {}); \
              pool balancing or partner-down will give them back",
-            self.policy.subnets[usize::from(subnet)].net,
+            self.pool(pool).range,
             self.shard.index
         );
     }
@@ -604,13 +604,13 @@ impl Engine {
         }
     }
 
-    /// Pool balancing (dhcpd's pool_dobalance), per subnet, while the pair is normal:
+    /// Pool balancing (dhcpd's pool_dobalance), per pool, while the pair is normal:
     /// `lts`, half the difference between our free addresses and the partner's, is how
     /// many to give. First the free addresses whose last client the partner serves (so
     /// it finds its address there), down to `ownership` percent in the partner's favour;
     /// then the oldest, down to `ownership` percent in ours for addresses used before,
     /// to an even split for never-used ones. The changes go to the journal and the
-    /// partner. Returns, per subnet, what the run found and moved.
+    /// partner. Returns, per pool, what the run found and moved.
     pub fn balance_pools(&mut self, ownership: u8, now: u64) -> Vec<PoolBalance> {
         let Some(p) = self.failover.as_ref() else {
             return Vec::new();
@@ -620,14 +620,14 @@ impl Engine {
         }
         let (hba, role) = (p.view.hba, p.view.role);
         let mut moved = Vec::new();
-        let mut pools = Vec::with_capacity(self.policy.subnets.len());
-        for subnet in 0..self.policy.subnets.len() as u16 {
-            let ours = self.leases.free_count(subnet);
-            let theirs = self.leases.partner_count(subnet);
+        let mut pools = Vec::with_capacity(self.pools.len());
+        for pool in 0..self.pools.len() as u16 {
+            let ours = self.leases.free_count(pool);
+            let theirs = self.leases.partner_count(pool);
             let (total, theirs_end) = self
                 .leases
                 .slots()
-                .filter(|(_, s)| s.subnet == subnet && s.pooled && s.state != LeaseState::Foreign)
+                .filter(|(_, s)| s.pool == pool && s.state != LeaseState::Foreign)
                 .fold((0, None), |(n, oldest): (u32, Option<u64>), (_, s)| {
                     let end = (s.state == LeaseState::Partner).then_some(s.expires);
                     (n + 1, oldest.into_iter().chain(end).min())
@@ -635,7 +635,7 @@ impl Engine {
             let age = |end: Option<u64>| end.map_or(0, |e| now.saturating_sub(e));
             let ours_age = age(self
                 .leases
-                .peek_free(subnet)
+                .peek_free(pool)
                 .map(|id| self.leases.slot(id).expires));
             let mut lts = (i64::from(ours) - i64::from(theirs)) / 2;
             let hold = ((i64::from(ours) + i64::from(theirs)) * i64::from(ownership) + 50) / 100;
@@ -644,9 +644,8 @@ impl Engine {
                 .leases
                 .slots()
                 .filter(|(_, s)| {
-                    s.subnet == subnet
+                    s.pool == pool
                         && s.state.available()
-                        && s.pooled
                         && !s.reserved
                         && !s.unacked
                         && s.client.as_ref().is_some_and(|c| {
@@ -663,7 +662,7 @@ impl Engine {
                 moved.push(id);
                 lts -= 1;
             }
-            while let Some(id) = self.leases.peek_free(subnet) {
+            while let Some(id) = self.leases.peek_free(pool) {
                 let s = self.leases.slot(id);
                 let used = s.client.is_some() || s.expires != 0;
                 if lts <= if used { hold } else { 0 } {
@@ -674,7 +673,7 @@ impl Engine {
                 lts -= 1;
             }
             pools.push(PoolBalance {
-                subnet: self.policy.subnets[usize::from(subnet)].net,
+                pool: self.pool(pool).range,
                 total,
                 ours,
                 theirs,

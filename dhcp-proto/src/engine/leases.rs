@@ -1,6 +1,6 @@
 //! The lease table: one slot per address the server may hand out, each slot in at most one
-//! intrusive list (its subnet's free list, or a bucket of the expiry wheel), and an index
-//! from client to slot. Every operation is O(1) and allocation-free once built; the
+//! intrusive list (its pool's free list, or a bucket of the expiry wheel), and an index
+//! from client to slot, per subnet. Every operation is O(1) and allocation-free once built; the
 //! capacity is fixed at start from the configured pools.
 //!
 //! Free lists are FIFO: never-used addresses first in address order, then addresses in the
@@ -19,6 +19,9 @@ use hashbrown::HashTable;
 
 pub type SlotId = u32;
 const NIL: SlotId = SlotId::MAX;
+
+/// The pool of an address outside every pool (reserved for a host).
+pub const NO_POOL: u16 = u16::MAX;
 
 /// The seconds covered by one turn of the expiry wheel. Entries further out stay in their
 /// bucket across turns; each turn visits them once, so a day-long lease is looked at
@@ -124,13 +127,13 @@ impl ClientKey {
 pub struct Slot {
     pub addr: Ipv4Addr,
     pub subnet: u16,
+    /// The pool it belongs to, numbered across subnets in configuration order;
+    /// `NO_POOL` for an address outside every pool.
+    pub pool: u16,
     pub state: LeaseState,
     /// Reserved for one host (in the configuration file or at run time): never on a
     /// free list.
     pub reserved: bool,
-    /// Inside a pool: when not reserved, it goes on the free list once available. An
-    /// address outside every pool has a slot only because it is or was reserved.
-    pub pooled: bool,
     /// Failover: the lease ended (expired or released) and the partner has not yet
     /// acknowledged it: only its last client may have it back meanwhile.
     pub unacked: bool,
@@ -151,6 +154,14 @@ pub struct Slot {
     prev: SlotId,
     next: SlotId,
     list: ListId,
+}
+
+impl Slot {
+    /// Inside a pool: when not reserved, it goes on the free list once available. An
+    /// address outside every pool has a slot only because it is or was reserved.
+    pub fn pooled(&self) -> bool {
+        self.pool != NO_POOL
+    }
 }
 
 /// Which part of the address space a table starts with: addresses whose value modulo
@@ -216,13 +227,13 @@ pub struct LeaseTable {
     cursor: u64,
     index: HashTable<SlotId>,
     hasher: hashbrown::DefaultHashBuilder,
-    /// Per subnet: the free count under which the shard is short, and whether it has
+    /// Per pool: the free count under which the shard is short, and whether it has
     /// already said so since it last got addresses.
     low: Vec<u32>,
     short: Vec<bool>,
-    /// Subnets that went short, for the shard's driver to ask the other shards.
+    /// Pools that went short, for the shard's driver to ask the other shards.
     starving: Vec<u16>,
-    /// Per subnet: addresses in the failover partner's pool.
+    /// Per pool: addresses in the failover partner's pool.
     partner: Vec<u32>,
     /// Failover: leases that end wait for the partner's acknowledgement.
     hold_ended: bool,
@@ -242,10 +253,12 @@ impl LeaseTable {
     /// the rest foreign, and sizes the client index for every slot bound at once. `now`
     /// starts the expiry wheel.
     pub fn new(subnets: &[SubnetSlots<'_>], shard: Shard, now: u64) -> Self {
-        let mut ranges: Vec<(u32, u32, u16, bool)> = Vec::new();
+        let mut ranges: Vec<(u32, u32, u16, u16)> = Vec::new();
+        let mut pools = 0u16;
         for (i, s) in subnets.iter().enumerate() {
             for &(a, b) in s.pools {
-                ranges.push((a.into(), b.into(), i as u16, true));
+                ranges.push((a.into(), b.into(), i as u16, pools));
+                pools += 1;
             }
             for &r in s.reserved {
                 let r = u32::from(r);
@@ -254,7 +267,7 @@ impl LeaseTable {
                     .iter()
                     .any(|&(a, b)| (u32::from(a)..=u32::from(b)).contains(&r))
                 {
-                    ranges.push((r, r, i as u16, false));
+                    ranges.push((r, r, i as u16, NO_POOL));
                 }
             }
         }
@@ -264,7 +277,7 @@ impl LeaseTable {
         // thousand of those do not copy a table of millions of slots.
         let mut slots = Vec::with_capacity(total + SPARE_SLOTS);
         let mut spans = Vec::with_capacity(ranges.len());
-        for &(first, last, subnet, pooled) in &ranges {
+        for &(first, last, subnet, pool) in &ranges {
             spans.push(Span {
                 first,
                 last,
@@ -273,9 +286,9 @@ impl LeaseTable {
             slots.extend((first..=last).map(|a| Slot {
                 addr: a.into(),
                 subnet,
+                pool,
                 state: LeaseState::Free,
                 reserved: false,
-                pooled,
                 unacked: false,
                 rewind: false,
                 client: None,
@@ -292,15 +305,15 @@ impl LeaseTable {
         let mut table = Self {
             slots,
             spans,
-            free: vec![List::EMPTY; subnets.len()],
+            free: vec![List::EMPTY; pools.into()],
             wheel: vec![List::EMPTY; WHEEL],
             cursor: now,
             index: HashTable::with_capacity(total),
             hasher: Default::default(),
-            low: vec![0; subnets.len()],
-            short: vec![false; subnets.len()],
+            low: vec![0; pools.into()],
+            short: vec![false; pools.into()],
             starving: Vec::new(),
-            partner: vec![0; subnets.len()],
+            partner: vec![0; pools.into()],
             hold_ended: false,
             ended: Vec::new(),
         };
@@ -317,8 +330,8 @@ impl LeaseTable {
                 continue;
             }
             if shard.owns(s.addr) {
-                let subnet = s.subnet;
-                table.push_back(ListId::Free(subnet), id);
+                let pool = s.pool;
+                table.push_back(ListId::Free(pool), id);
             } else {
                 s.state = LeaseState::Foreign;
             }
@@ -329,29 +342,32 @@ impl LeaseTable {
         table
     }
 
-    /// Subnets that ran short of free addresses since the last call, each named once
+    /// Pools that ran short of free addresses since the last call, each named once
     /// until it gets more.
     pub fn take_starving(&mut self) -> impl Iterator<Item = u16> + '_ {
         self.starving.drain(..)
     }
 
-    /// Notes that a client found no free address in `subnet`: a shard whose share was too
+    /// Notes that a client found no free address in `pool`: a shard whose share was too
     /// small to have a low-water mark asks for addresses this way.
-    pub fn want(&mut self, subnet: u16) {
-        let i = subnet as usize;
+    pub fn want(&mut self, pool: u16) {
+        let i = pool as usize;
         if !self.short[i] {
             self.short[i] = true;
-            self.starving.push(subnet);
+            self.starving.push(pool);
         }
     }
 
-    /// Hands up to `max` free addresses of `subnet` to another shard that ran short:
+    /// Hands up to `max` free addresses of `pool` to another shard that ran short:
     /// half of this shard's free ones, oldest first, so that between them the shards can
     /// use the whole pool; they become foreign here.
-    pub fn lend(&mut self, subnet: u16, max: usize, out: &mut Vec<Ipv4Addr>) {
-        let spare = self.free[subnet as usize].len as usize / 2;
+    pub fn lend(&mut self, pool: u16, max: usize, out: &mut Vec<Ipv4Addr>) {
+        let Some(free) = self.free.get(pool as usize) else {
+            return;
+        };
+        let spare = free.len as usize / 2;
         for _ in 0..max.min(spare) {
-            let Some(id) = self.peek_free(subnet) else {
+            let Some(id) = self.peek_free(pool) else {
                 break;
             };
             self.make_foreign(id);
@@ -421,9 +437,9 @@ impl LeaseTable {
         self.set_state(id, state, expires);
     }
 
-    /// How many addresses of `subnet` are in the failover partner's pool here.
-    pub fn partner_count(&self, subnet: u16) -> u32 {
-        self.partner.get(subnet as usize).copied().unwrap_or(0)
+    /// How many addresses of `pool` are in the failover partner's pool here.
+    pub fn partner_count(&self, pool: u16) -> u32 {
+        self.partner.get(pool as usize).copied().unwrap_or(0)
     }
 
     /// The shard an address without a client belongs to: the one it started in.
@@ -438,9 +454,11 @@ impl LeaseTable {
         for &a in addrs {
             if let Some(id) = self.slot_of(a) {
                 if self.slots[id as usize].state == LeaseState::Foreign {
-                    let subnet = self.slots[id as usize].subnet;
+                    let pool = self.slots[id as usize].pool;
                     self.set_state(id, LeaseState::Free, 0);
-                    self.short[subnet as usize] = false;
+                    if let Some(short) = self.short.get_mut(pool as usize) {
+                        *short = false;
+                    }
                     n += 1;
                 }
             }
@@ -482,7 +500,7 @@ impl LeaseTable {
             return s.state != LeaseState::Foreign;
         }
         s.reserved = false;
-        let (state, expires, pooled) = (s.state, s.expires, s.pooled);
+        let (state, expires, pooled) = (s.state, s.expires, s.pooled());
         let keep = sole || s.client.is_some() || state == LeaseState::Declined;
         if keep {
             if state.available() {
@@ -505,9 +523,9 @@ impl LeaseTable {
         self.slots.push(Slot {
             addr,
             subnet,
+            pool: NO_POOL,
             state: LeaseState::Free,
             reserved: false,
-            pooled: false,
             unacked: false,
             rewind: false,
             client: None,
@@ -556,8 +574,13 @@ impl LeaseTable {
         Some(span.base + (a - span.first))
     }
 
-    pub fn free_count(&self, subnet: u16) -> u32 {
-        self.free[subnet as usize].len
+    pub fn free_count(&self, pool: u16) -> u32 {
+        self.free.get(pool as usize).map_or(0, |l| l.len)
+    }
+
+    /// How many pools the table was built with.
+    pub fn pool_count(&self) -> u16 {
+        self.free.len() as u16
     }
 
     fn hash(&self, subnet: u16, c: ClientRef<'_>) -> u64 {
@@ -587,9 +610,9 @@ impl LeaseTable {
             .is_some_and(|k| k.as_ref() == c)
     }
 
-    /// The oldest free address of a subnet, without taking it.
-    pub fn peek_free(&self, subnet: u16) -> Option<SlotId> {
-        Some(self.free[subnet as usize].head).filter(|&h| h != NIL)
+    /// The oldest free address of a pool, without taking it.
+    pub fn peek_free(&self, pool: u16) -> Option<SlotId> {
+        Some(self.free.get(pool as usize)?.head).filter(|&h| h != NIL)
     }
 
     /// Gives `id` to client `c` in `state` until `expires`. The client's other slot in the
@@ -656,7 +679,7 @@ impl LeaseTable {
     }
 
     /// Moves a slot to `state`: held and quarantined slots go on the expiry wheel, available
-    /// ones to the back of their subnet's free list, reserved ones and those outside the
+    /// ones to the back of their pool's free list, reserved ones and those outside the
     /// pools stay off every list.
     pub fn set_state(&mut self, id: SlotId, state: LeaseState, expires: u64) {
         self.unlink(id);
@@ -664,21 +687,22 @@ impl LeaseTable {
         let was = s.state;
         s.state = state;
         s.expires = expires;
-        let subnet = s.subnet;
+        let pool = s.pool;
         if (was == LeaseState::Partner) != (state == LeaseState::Partner) {
-            let n = &mut self.partner[subnet as usize];
-            *n = if state == LeaseState::Partner {
-                *n + 1
-            } else {
-                n.saturating_sub(1)
-            };
+            if let Some(n) = self.partner.get_mut(pool as usize) {
+                *n = if state == LeaseState::Partner {
+                    *n + 1
+                } else {
+                    n.saturating_sub(1)
+                };
+            }
         }
         if state == LeaseState::Foreign || state == LeaseState::Partner {
             return;
         }
         if state.available() {
-            if !s.reserved && s.pooled && !s.unacked {
-                self.push_back(ListId::Free(subnet), id);
+            if !s.reserved && s.pooled() && !s.unacked {
+                self.push_back(ListId::Free(pool), id);
             }
         } else {
             let due = expires.max(self.cursor + 1);
@@ -776,11 +800,11 @@ impl LeaseTable {
         }
         list.len -= 1;
         let len = list.len;
-        if let ListId::Free(subnet) = l {
-            let i = subnet as usize;
+        if let ListId::Free(pool) = l {
+            let i = pool as usize;
             if len < self.low[i] && !self.short[i] {
                 self.short[i] = true;
-                self.starving.push(subnet);
+                self.starving.push(pool);
             }
         }
         let s = &mut self.slots[id as usize];
@@ -831,7 +855,7 @@ impl LeaseTable {
                     !seen[id as usize],
                     "slot {id} of the partner or unacked on a list"
                 );
-            } else if (!s.reserved && s.pooled) || !s.state.available() {
+            } else if (!s.reserved && s.pooled()) || !s.state.available() {
                 assert!(seen[id as usize], "slot {id} ({:?}) on no list", s.state);
             }
             if let Some(k) = &s.client {
@@ -1028,7 +1052,7 @@ mod tests {
         let (ia, ib) = (a.reserve(addr, 0), b.reserve(addr, 0));
         for (t, id) in [(&a, ia), (&b, ib)] {
             let s = t.slot(id);
-            assert!(s.reserved && s.pooled);
+            assert!(s.reserved && s.pooled());
             assert_eq!(s.state, LeaseState::Free, "usable by the host in any shard");
         }
         assert_eq!((a.free_count(0), b.free_count(0)), (free.0 - 1, free.1));
@@ -1069,7 +1093,7 @@ mod tests {
         assert_eq!(t.slot_of(outside), None);
         let id = t.reserve(outside, 0);
         assert_eq!(t.slot_of(outside), Some(id));
-        assert!(!t.slot(id).pooled);
+        assert!(!t.slot(id).pooled());
         assert_eq!(
             t.slot_of([192, 0, 2, 99].into()).map(|i| t.slot(i).addr),
             Some([192, 0, 2, 99].into())

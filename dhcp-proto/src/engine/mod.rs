@@ -99,6 +99,10 @@ pub struct Engine {
     links: Vec<Vec<u16>>,
     /// Subnets sorted by network address for giaddr and ciaddr lookup.
     by_net: Vec<(u32, u32, u16)>,
+    /// Every pool as (subnet, index in the subnet), numbered as the lease table's free
+    /// lists are; and each subnet's pools as a range of those numbers.
+    pools: Vec<(u16, u16)>,
+    subnet_pools: Vec<std::ops::Range<u16>>,
     /// Reservations by hardware address and by client identifier: the file's, then the
     /// run-time ones.
     res_by_hw: hashbrown::HashMap<[u8; 6], Vec<ResId>>,
@@ -165,17 +169,29 @@ impl Engine {
     ) -> Result<Self, Vec<crate::policy::Invalid>> {
         let policy = policy.into();
         policy.validate()?;
-        let pools: Vec<Vec<(Ipv4Addr, Ipv4Addr)>> = policy
+        let ranges: Vec<Vec<(Ipv4Addr, Ipv4Addr)>> = policy
             .subnets
             .iter()
-            .map(|s| s.pools.iter().map(|r| (r.first, r.last)).collect())
+            .map(|s| {
+                s.pools
+                    .iter()
+                    .map(|p| (p.range.first, p.range.last))
+                    .collect()
+            })
             .collect();
+        let mut pools = Vec::new();
+        let mut subnet_pools = Vec::new();
+        for (i, s) in policy.subnets.iter().enumerate() {
+            let first = pools.len() as u16;
+            pools.extend((0..s.pools.len() as u16).map(|k| (i as u16, k)));
+            subnet_pools.push(first..pools.len() as u16);
+        }
         let reserved: Vec<Vec<Ipv4Addr>> = policy
             .subnets
             .iter()
             .map(|s| s.reservations.iter().filter_map(|r| r.address).collect())
             .collect();
-        let slots: Vec<_> = pools
+        let slots: Vec<_> = ranges
             .iter()
             .zip(&reserved)
             .map(|(p, r)| leases::SubnetSlots {
@@ -209,6 +225,8 @@ impl Engine {
             ids,
             links,
             by_net,
+            pools,
+            subnet_pools,
             res_by_hw: Default::default(),
             res_by_id: Default::default(),
             runtime: Vec::new(),
@@ -436,9 +454,10 @@ impl Engine {
         let res = self.reservation(self.ids(net), client, req.msg.chaddr());
         let Some(slot) = self.pick_for_offer(self.ids(net), client, req, res) else {
             for i in 0..self.ids(net).len() {
-                let subnet = self.ids(net)[i];
-                self.leases.want(subnet);
-                self.warn_partner_holds(subnet, now);
+                for pool in self.subnet_pools[usize::from(self.ids(net)[i])].clone() {
+                    self.leases.want(pool);
+                    self.warn_partner_holds(pool, now);
+                }
             }
             return Outcome::Dropped(Drop::NoFreeLease);
         };
@@ -461,6 +480,12 @@ impl Engine {
         self.answer(req, &ans, subnet, res, sid, out)
     }
 
+    /// A pool by its number in the lease table.
+    fn pool(&self, id: u16) -> &crate::policy::Pool {
+        let (subnet, k) = self.pools[usize::from(id)];
+        &self.policy.subnets[usize::from(subnet)].pools[usize::from(k)]
+    }
+
     fn ids_of(&self, subnet: u16) -> &[u16] {
         std::slice::from_ref(&self.ids[subnet as usize])
     }
@@ -476,7 +501,7 @@ impl Engine {
             let s = self.leases.slot(id);
             let theirs = self.leases.is_client(id, client);
             ((s.state.available() && (!s.unacked || theirs)) || (s.state.held() && theirs))
-                && (s.pooled || s.reserved)
+                && (s.pooled() || s.reserved)
                 && !self.reserved_for_other(id, res)
         };
         if let Some(r) = res.map(|r| self.res(r)) {
@@ -497,9 +522,11 @@ impl Engine {
             .filter(|&a| self.subnet_in(net, a).is_some())
             .and_then(|a| self.leases.slot_of(a))
             .filter(|&id| usable(id));
-        known
-            .or(asked)
-            .or_else(|| net.iter().find_map(|&s| self.leases.peek_free(s)))
+        known.or(asked).or_else(|| {
+            net.iter()
+                .flat_map(|&s| self.subnet_pools[usize::from(s)].clone())
+                .find_map(|p| self.leases.peek_free(p))
+        })
     }
 
     /// A slot reserved in the configuration for a host other than the one whose
@@ -606,7 +633,7 @@ impl Engine {
         if self.reserved_for_other(slot, res) {
             return Verdict::Nak("address reserved for another client");
         }
-        if !s.pooled && !s.reserved {
+        if !s.pooled() && !s.reserved {
             // A reservation outside the pools ended: the address is no longer ours to give.
             return unknown(Drop::NotInPool, "address not in any pool");
         }

@@ -160,7 +160,12 @@ impl Engine {
             .subnets
             .iter()
             .zip(&new.subnets)
-            .all(|(a, b)| a.net == b.net && a.pools == b.pools && a.interface == b.interface));
+            .all(|(a, b)| a.net == b.net
+                && a.interface == b.interface
+                && a.pools
+                    .iter()
+                    .map(|p| p.range)
+                    .eq(b.pools.iter().map(|p| p.range))));
         let old: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&self.policy).collect();
         let now: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&new).collect();
         self.policy = new;

@@ -36,7 +36,7 @@ fn config() -> Policy {
             Subnet {
                 net: "192.0.2.0/24".parse().unwrap(),
                 interface: Some(0),
-                pools: vec![range("192.0.2.10-192.0.2.19")],
+                pools: vec![range("192.0.2.10-192.0.2.19").into()],
                 server_id: None,
                 lease: LeaseTimes {
                     default: 600,
@@ -64,7 +64,7 @@ fn config() -> Policy {
             Subnet {
                 net: Ipv4Net::new(ip("198.51.100.0"), 24).unwrap(),
                 interface: None,
-                pools: vec![range("198.51.100.10-198.51.100.14")],
+                pools: vec![range("198.51.100.10-198.51.100.14").into()],
                 server_id: Some(ip("203.0.113.1")),
                 lease: LeaseTimes::default(),
                 options: OptionSet::default(),
@@ -706,7 +706,11 @@ fn client_msg(kind: MessageType, c: u8) -> Msg {
 fn run_population(ops: Vec<Op>, authoritative: bool) {
     let mut cfg = config();
     cfg.authoritative = authoritative;
-    let pools: Vec<AddrRange> = cfg.subnets.iter().flat_map(|s| s.pools.clone()).collect();
+    let pools: Vec<AddrRange> = cfg
+        .subnets
+        .iter()
+        .flat_map(|s| s.pools.iter().map(|p| p.range))
+        .collect();
     let reserved: Vec<Ipv4Addr> = cfg
         .subnets
         .iter()

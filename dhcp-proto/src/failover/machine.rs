@@ -64,10 +64,10 @@ pub struct Balancing {
     pub max: u32,
 }
 
-/// One subnet's pool as a rebalancing run found it, summed over the shards.
+/// One pool as a rebalancing run found it, summed over the shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolBalance {
-    pub subnet: crate::policy::Ipv4Net,
+    pub pool: crate::policy::AddrRange,
     /// Addresses in the pool, whatever their state.
     pub total: u32,
     /// Free addresses that were ours and the partner's, before the run.
@@ -633,7 +633,7 @@ impl Machine {
             };
             info!(
                 "balancing pool {}  total {}  free {free}  backup {backup}  lts {lts}  max-own (+/-){hold}{}",
-                p.subnet,
+                p.pool,
                 p.total,
                 if short { "  (requesting peer rebalance!)" } else { "" }
             );
@@ -647,7 +647,7 @@ impl Machine {
             };
             let line = format!(
                 "pool {}  total {}  free {free}  backup {backup}  lts {lts}  max-misbal {thresh}",
-                p.subnet, p.total
+                p.pool, p.total
             );
             if lts > thresh {
                 error!("IMBALANCED {line}");

@@ -209,7 +209,7 @@ impl Failover {
             ("peer-address", self.peer_address, "the partner"),
         ] {
             for (i, s) in subnets.iter().enumerate() {
-                for (p, r) in s.pools.iter().enumerate() {
+                for (p, r) in s.pools.iter().map(|p| &p.range).enumerate() {
                     if r.contains(a) {
                         err(
                             at(key),

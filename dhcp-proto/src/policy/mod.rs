@@ -18,6 +18,9 @@ pub use options::{ClasslessRoute, OptionSet};
 /// socket, the engine uses it to place direct (non-relayed) clients.
 pub type LinkId = u16;
 
+/// Index of a client class in `Policy::classes`, or one of the built-in classes.
+pub type ClassId = u16;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// Send DHCPNAK for addresses this server does not know (dhcpd's `authoritative;`).
@@ -134,6 +137,55 @@ impl std::str::FromStr for AddrRange {
     }
 }
 
+/// A range of addresses to hand out, and which clients may have them: when `allow`
+/// names classes, only their members; never members of a `deny` class (dhcpd's
+/// `allow members of` / `deny members of`, Kea's pool `client-classes`). Its options
+/// override the subnet's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pool {
+    pub range: AddrRange,
+    pub allow: Vec<ClassId>,
+    pub deny: Vec<ClassId>,
+    pub options: OptionSet,
+}
+
+impl Pool {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.range.contains(ip)
+    }
+
+    /// Whether the pool is open to everyone, the common case the engine need not classify for.
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+impl From<AddrRange> for Pool {
+    fn from(range: AddrRange) -> Self {
+        Pool {
+            range,
+            ..Pool::default()
+        }
+    }
+}
+
+/// A pool open to every client, written as its range.
+impl std::str::FromStr for Pool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse::<AddrRange>().map(Pool::from)
+    }
+}
+
+impl Default for AddrRange {
+    fn default() -> Self {
+        AddrRange {
+            first: Ipv4Addr::UNSPECIFIED,
+            last: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
 /// Lease durations in seconds. T1 and T2 default to 1/2 and 7/8 of the lease granted
 /// (RFC 2131 §4.4.5); configured ones apply to leases long enough to hold them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +215,7 @@ pub struct Subnet {
     /// The link whose direct clients this subnet serves; relayed clients are placed by
     /// giaddr whatever the link.
     pub interface: Option<LinkId>,
-    pub pools: Vec<AddrRange>,
+    pub pools: Vec<Pool>,
     /// Server identifier and source address for this subnet's replies; by default the
     /// address the request reached.
     pub server_id: Option<Ipv4Addr>,
@@ -257,7 +309,7 @@ impl Policy {
                     "the subnet has no pool and no reserved address".into(),
                 );
             }
-            for (p, r) in s.pools.iter().enumerate() {
+            for (p, r) in s.pools.iter().map(|p| &p.range).enumerate() {
                 let at = || format!("subnet[{i}].pools[{p}]");
                 if r.first > r.last {
                     err(at(), format!("range {r} ends before it starts"));
@@ -271,7 +323,7 @@ impl Policy {
                         format!("range {r} includes the network or broadcast address"),
                     );
                 }
-                for (q, o) in s.pools.iter().enumerate().take(p) {
+                for (q, o) in s.pools.iter().map(|p| &p.range).enumerate().take(p) {
                     if r.overlaps(o) {
                         err(at(), format!("range {r} overlaps pools[{q}] {o}"));
                     }

@@ -115,7 +115,7 @@ impl QuickStart {
                 prefix: net.prefix,
             },
             interface: Some(0),
-            pools: self.range.clone(),
+            pools: self.range.iter().map(|&r| r.into()).collect(),
             server_id: None,
             lease,
             options,

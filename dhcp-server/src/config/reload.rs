@@ -191,11 +191,15 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
             &new_link,
             |v| v.clone(),
         );
+        // The ranges size the lease table; who may use a pool and its options reload.
+        let ranges = |s: &dhcp_proto::policy::Subnet| -> Vec<_> {
+            s.pools.iter().map(|p| p.range).collect()
+        };
         change(
             &mut restart,
             &format!("{at} pools"),
-            &rs.pools,
-            &fs.pools,
+            &ranges(rs),
+            &ranges(fs),
             |v| {
                 v.iter()
                     .map(|p| p.to_string())

@@ -470,7 +470,7 @@ impl Shards for Workers {
     }
 
     fn balance(&mut self, ownership: u8) -> Vec<PoolBalance> {
-        // Every shard reports the subnets in the configuration's order.
+        // Every shard reports the pools in the configuration's order.
         let mut merged: Vec<PoolBalance> = Vec::new();
         for done in self.all(|| Order::Balance(ownership)) {
             let Done::Balanced(pools) = done else {

@@ -188,7 +188,7 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
         let p = &mut pools[s.subnet as usize];
         if s.state == LeaseState::Foreign
             || (s.reserved && !first && !s.state.held())
-            || (!s.reserved && !s.pooled && !s.state.held())
+            || (!s.reserved && !s.pooled() && !s.state.held())
         {
             continue;
         }
@@ -198,7 +198,7 @@ fn pools(engine: &Engine) -> Vec<PoolStats> {
             LeaseState::Active => p.active += 1,
             LeaseState::Declined => p.declined += 1,
             LeaseState::Partner => p.partner += 1,
-            _ if !s.reserved && s.pooled => p.free += 1,
+            _ if !s.reserved && s.pooled() => p.free += 1,
             _ => {}
         }
     }

@@ -807,9 +807,9 @@ fn a_server_killed_while_shutting_down_recovers_rather_than_sticking() {
 
 fn pool(ours: u32, theirs: u32, moved: u32) -> PoolBalance {
     PoolBalance {
-        subnet: crate::policy::Ipv4Net {
-            addr: Ipv4Addr::new(198, 18, 0, 0),
-            prefix: 15,
+        pool: crate::policy::AddrRange {
+            first: Ipv4Addr::new(198, 18, 0, 10),
+            last: Ipv4Addr::new(198, 18, 0, 59),
         },
         total: 50,
         ours,

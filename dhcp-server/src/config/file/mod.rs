@@ -15,8 +15,8 @@ use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use super::{
-    AddrRange, Backend, ClasslessRoute, Config, Failover, Invalid, Ipv4Net, LeaseTimes, LinkId,
-    OptionSet, Policy, Reservation, Subnet,
+    Backend, ClasslessRoute, Config, Failover, Invalid, Ipv4Net, LeaseTimes, LinkId, OptionSet,
+    Policy, Pool, Reservation, Subnet,
 };
 use dhcp_proto::failover::{Hba, Role};
 use dhcp_proto::wire::code;

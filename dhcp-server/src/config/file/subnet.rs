@@ -49,7 +49,7 @@ impl Walker {
             .get("pools")
             .and_then(|v| {
                 self.list(&key("pools"), v, false, |w, k, e| {
-                    w.parsed(k, e, |s| s.parse::<AddrRange>())
+                    w.parsed(k, e, |s| s.parse::<Pool>())
                 })
             })
             .unwrap_or_default();

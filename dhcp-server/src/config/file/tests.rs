@@ -80,7 +80,7 @@ pools = ["198.51.100.10-198.51.100.20"]
 #[test]
 fn a_full_file_becomes_the_model() {
     let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
-    let range = |s: &str| s.parse::<AddrRange>().unwrap();
+    let range = |s: &str| s.parse::<dhcp_proto::policy::AddrRange>().unwrap();
     let a = |d: u8| Ipv4Addr::new(192, 0, 2, d);
     let mut options = OptionSet::default();
     options.set_addresses(code::ROUTER, &[a(1)]);
@@ -109,8 +109,8 @@ fn a_full_file_becomes_the_model() {
                     net: net("192.0.2.0/24"),
                     interface: Some(1),
                     pools: vec![
-                        range("192.0.2.10-192.0.2.19"),
-                        range("192.0.2.30-192.0.2.39"),
+                        range("192.0.2.10-192.0.2.19").into(),
+                        range("192.0.2.30-192.0.2.39").into(),
                     ],
                     server_id: Some(a(1)),
                     lease: LeaseTimes {
@@ -138,7 +138,7 @@ fn a_full_file_becomes_the_model() {
                 Subnet {
                     net: net("198.51.100.0/24"),
                     interface: None,
-                    pools: vec![range("198.51.100.10-198.51.100.20")],
+                    pools: vec![range("198.51.100.10-198.51.100.20").into()],
                     server_id: None,
                     lease: LeaseTimes::default(),
                     options: OptionSet::default(),
