@@ -62,6 +62,7 @@ fn record<'a>(i: u32, stamp: u64, hw: &'a [u8; 6], cid: &'a [u8; 7]) -> LeaseRec
         htype: 1,
         chaddr: hw,
         client_id: cid,
+        agent_info: &[],
         starts: 1_795_000_000,
         ends: 1_795_003_600,
         cltt: 1_795_000_000,

@@ -12,6 +12,8 @@ pub const MAX_CHADDR: usize = 16;
 pub const MAX_CLIENT_ID: usize = 255;
 /// Longest host name of a reservation.
 pub const MAX_HOST_NAME: usize = 255;
+/// Relay agent information (option 82) is one option: at most 255 octets.
+pub const MAX_AGENT_INFO: usize = 255;
 /// Longest opaque failover blob (room for what the failover issue will need).
 pub const MAX_FAILOVER_DATA: usize = 1024;
 /// A time that never comes (ISC dhcpd writes it as `never`).
@@ -100,6 +102,9 @@ pub struct LeaseRecord<'a> {
     pub chaddr: &'a [u8],
     /// Client identifier (option 61), at most 255 octets; empty when the client sent none.
     pub client_id: &'a [u8],
+    /// The relay agent information (option 82's value) the lease was last granted
+    /// through, as dhcpd's `stash-agent-options` keeps it; empty when none came.
+    pub agent_info: &'a [u8],
     pub starts: u64,
     pub ends: u64,
     /// Client last transaction time.
@@ -199,6 +204,7 @@ pub struct Lease {
     pub state: BindingState,
     pub hw: HwAddr,
     pub client_id: Box<[u8]>,
+    pub agent_info: Box<[u8]>,
     pub starts: u64,
     pub ends: u64,
     pub cltt: u64,
@@ -216,6 +222,7 @@ impl Lease {
             state: r.state,
             hw: HwAddr::new(r.htype, r.chaddr),
             client_id: r.client_id.into(),
+            agent_info: r.agent_info.into(),
             starts: r.starts,
             ends: r.ends,
             cltt: r.cltt,
@@ -234,6 +241,7 @@ impl Lease {
             htype: self.hw.htype,
             chaddr: self.hw.bytes(),
             client_id: &self.client_id,
+            agent_info: &self.agent_info,
             starts: self.starts,
             ends: self.ends,
             cltt: self.cltt,

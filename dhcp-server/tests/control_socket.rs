@@ -57,6 +57,7 @@ impl Fake {
                 cltt: Some(1_700_000_000),
                 reserved: false,
                 shard: u16::from(i % 2),
+                relay: None,
             })
             .collect();
         Arc::new(Self {

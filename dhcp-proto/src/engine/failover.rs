@@ -569,6 +569,7 @@ impl Engine {
             state,
             hw,
             client_id,
+            agent_info: s.agent.clone().unwrap_or_default(),
             starts: s.cltt,
             ends: s.expires,
             cltt: s.cltt,

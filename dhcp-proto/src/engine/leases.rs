@@ -151,6 +151,9 @@ pub struct Slot {
     pub expires: u64,
     /// Client last transaction time: when the client was last ACKed.
     pub cltt: u64,
+    /// The relay agent information the client was last ACKed through (dhcpd's
+    /// `stash-agent-options`): kept across renewals sent straight to the server.
+    pub agent: Option<Box<[u8]>>,
     prev: SlotId,
     next: SlotId,
     list: ListId,
@@ -297,6 +300,7 @@ impl LeaseTable {
                 hlen: 0,
                 expires: 0,
                 cltt: 0,
+                agent: None,
                 prev: NIL,
                 next: NIL,
                 list: ListId::None,
@@ -534,6 +538,7 @@ impl LeaseTable {
             hlen: 0,
             expires: 0,
             cltt: 0,
+            agent: None,
             prev: NIL,
             next: NIL,
             list: ListId::None,
@@ -661,6 +666,18 @@ impl LeaseTable {
         self.set_state(id, state, expires);
     }
 
+    /// Keeps the relay agent information a client was ACKed through. The same value
+    /// again (a renewal through the same relay) costs no allocation; none leaves the
+    /// kept one, since a renewal unicast to the server carries none.
+    pub fn set_agent(&mut self, id: SlotId, info: Option<&[u8]>) {
+        let s = &mut self.slots[id as usize];
+        if let Some(v) = info {
+            if s.agent.as_deref() != Some(v) {
+                s.agent = Some(v.into());
+            }
+        }
+    }
+
     /// Marks a held slot's lease as started now (client last transaction time).
     pub fn set_cltt(&mut self, id: SlotId, now: u64) {
         self.slots[id as usize].cltt = now;
@@ -668,6 +685,7 @@ impl LeaseTable {
 
     /// Drops the slot's client association and its index entry.
     pub fn forget_client(&mut self, id: SlotId) {
+        self.slots[id as usize].agent = None;
         let Some(key) = self.slots[id as usize].client.take() else {
             return;
         };

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::policy::{LinkId, Policy, Reservation};
 use crate::wire::frame::Addressing;
-use crate::wire::{MessageType, Request, BOOTREQUEST};
+use crate::wire::{relay, MessageType, Request, BOOTREQUEST};
 
 pub use failover::Applied;
 use failover::Partnership;
@@ -341,11 +341,19 @@ impl Engine {
             .map_or("?", String::as_str)
     }
 
-    /// The subnets a message may be served from (RFC 2131 §4.3.1): the one holding the
-    /// relay's giaddr; for a unicast from a client with an address, the one holding
-    /// ciaddr; otherwise those on the link it arrived on.
+    /// The subnets a message may be served from (RFC 2131 §4.3.1): the one a relay names
+    /// with link selection (RFC 3527, relayed messages only) or the one the client names
+    /// with subnet selection (RFC 3011), as dhcpd and Kea take them, in that order; else
+    /// the one holding the relay's giaddr; for a unicast from a client with an address,
+    /// the one holding ciaddr; otherwise those on the link it arrived on.
     fn network(&self, req: &Request<'_>, meta: &RxMeta) -> Net {
         let giaddr = req.msg.giaddr();
+        let link_selection = req
+            .relay_addr(relay::sub::LINK_SELECTION)
+            .filter(|_| !giaddr.is_unspecified());
+        if let Some(a) = link_selection.or(req.subnet_selection) {
+            return self.subnet_of(a).map_or(Net::Nowhere, Net::Subnet);
+        }
         if !giaddr.is_unspecified() {
             return self.subnet_of(giaddr).map_or(Net::Nowhere, Net::Subnet);
         }
@@ -420,8 +428,11 @@ impl Engine {
             .unwrap_or(meta.local_addr)
     }
 
-    fn is_ours(&self, server_id: Ipv4Addr, net: &[u16], meta: &RxMeta) -> bool {
+    /// Whether a client's server identifier names this server: an address it has, one a
+    /// subnet sets, or the one the relay told the client to use (RFC 5107).
+    fn is_ours(&self, req: &Request<'_>, server_id: Ipv4Addr, net: &[u16], meta: &RxMeta) -> bool {
         server_id == meta.local_addr
+            || req.relay_addr(relay::sub::SERVER_ID_OVERRIDE) == Some(server_id)
             || net
                 .iter()
                 .any(|&s| self.policy.subnets[s as usize].server_id == Some(server_id))
@@ -544,7 +555,7 @@ impl Engine {
         let (addr, must_answer, renewing) = match (req.server_id, req.requested_address) {
             // SELECTING: the client picked a server; only that one answers.
             (Some(sid), requested) => {
-                if !self.is_ours(sid, self.ids(net), meta) {
+                if !self.is_ours(req, sid, self.ids(net), meta) {
                     self.withdraw_offer(net, client);
                     return Outcome::Dropped(Drop::OtherServer);
                 }
@@ -574,6 +585,7 @@ impl Engine {
                 let end = now + terms.lease as u64;
                 self.bind(slot, req, LeaseState::Active, end);
                 self.leases.set_cltt(slot, now);
+                self.leases.set_agent(slot, req.relay_agent_info);
                 self.changed(slot);
                 let res = self.res_in(res, subnet);
                 let ans = reply::Answer {
@@ -678,7 +690,7 @@ impl Engine {
         let net = self.ids(self.network(req, meta));
         if req
             .server_id
-            .is_some_and(|sid| !self.is_ours(sid, net, meta))
+            .is_some_and(|sid| !self.is_ours(req, sid, net, meta))
         {
             return Err(Drop::OtherServer);
         }
@@ -758,9 +770,14 @@ impl Engine {
         out: &mut [u8],
     ) -> Outcome {
         let s = &self.policy.subnets[subnet as usize];
+        // RFC 5107: the client sees the relay's address as its server and sends its
+        // renewals there; the datagram still leaves from ours.
+        let shown = req
+            .relay_addr(relay::sub::SERVER_ID_OVERRIDE)
+            .unwrap_or(server_id);
         let ctx = reply::Context {
             mask: self.subnets[subnet as usize].mask,
-            server_id,
+            server_id: shown,
             subnet_options: &s.options,
             reservation: res,
         };

@@ -93,6 +93,7 @@ impl Engine {
             htype: s.htype,
             chaddr: &s.hw[..s.hlen as usize],
             client_id,
+            agent_info: s.agent.as_deref().unwrap_or_default(),
             starts: s.cltt,
             ends: s.expires,
             cltt: s.cltt,
@@ -157,6 +158,12 @@ impl Engine {
                 lease.ends,
             );
             self.leases.set_cltt(id, lease.cltt);
+            self.leases.set_agent(
+                id,
+                Some(&lease.agent_info)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| &a[..]),
+            );
             if state == LeaseState::Active {
                 held += 1;
             } else {

@@ -122,6 +122,10 @@ pub(super) fn write(
     if let Some(id) = req.client_id {
         w.option(code::CLIENT_ID, id)?;
     }
+    // RFC 3011 §3: subnet selection is echoed whether asked for or not.
+    if let Some(net) = req.subnet_selection {
+        w.option_ip(code::SUBNET_SELECTION, net)?;
+    }
     if let Some(rai) = req.relay_agent_info {
         w.option(code::RELAY_AGENT_INFO, rai)?;
     }

@@ -632,6 +632,89 @@ fn relay_agent_information_is_echoed() {
 }
 
 #[test]
+fn link_selection_and_subnet_selection_choose_the_subnet_over_giaddr() {
+    let mut lab = Lab::new(config());
+    // The relay sits in 198.51.100.0/24 but says the client is on 192.0.2.0/24.
+    let rai = [1, 2, b'p', b'1', 5, 4, 192, 0, 2, 0];
+    let o = lab.reply(&discover(1).relayed().opt(code::RELAY_AGENT_INFO, &rai));
+    assert_eq!(o.yiaddr, ip("192.0.2.10"));
+    assert_eq!(
+        o.to,
+        Destination::Relay(RELAY),
+        "the reply still goes to giaddr"
+    );
+    // Link selection from a client that no relay forwarded is not believed.
+    let direct = lab.reply(&discover(2).opt(code::RELAY_AGENT_INFO, &[5, 4, 198, 51, 100, 0]));
+    assert!(
+        range("192.0.2.10-192.0.2.19").contains(direct.yiaddr),
+        "{direct:?}"
+    );
+    // RFC 3011: a client on the link asks for the relayed subnet; the option is echoed.
+    let o = lab.reply(&discover(3).opt(code::SUBNET_SELECTION, &[198, 51, 100, 0]));
+    assert_eq!(o.yiaddr, ip("198.51.100.10"));
+    assert_eq!(o.opt(code::SUBNET_SELECTION), Some(&[198, 51, 100, 0][..]));
+    // A selected subnet the server does not have: not served.
+    lab.silent(&discover(4).opt(code::SUBNET_SELECTION, &[203, 0, 113, 0]));
+}
+
+#[test]
+fn server_identifier_override_is_shown_to_the_client_and_accepted_back() {
+    let mut lab = Lab::new(config());
+    let rai = [1, 2, b'p', b'1', 11, 4, 198, 51, 100, 1];
+    let d = discover(1).relayed().opt(code::RELAY_AGENT_INFO, &rai);
+    let o = lab.reply(&d);
+    assert_eq!(o.opt(code::SERVER_ID), Some(&[198, 51, 100, 1][..]));
+    assert_eq!(
+        o.from,
+        ip("203.0.113.1"),
+        "the datagram leaves from our address"
+    );
+    let r = request(1)
+        .relayed()
+        .opt(code::RELAY_AGENT_INFO, &rai)
+        .requested(o.yiaddr)
+        .server(ip("198.51.100.1"));
+    let a = lab.reply(&r);
+    assert_eq!(a.kind, MessageType::Ack);
+    // Without the override, the relay's address is another server's.
+    lab.silent(
+        &request(1)
+            .relayed()
+            .requested(o.yiaddr)
+            .server(ip("198.51.100.1")),
+    );
+}
+
+#[test]
+fn the_relay_agent_information_is_kept_with_the_lease_and_journaled() {
+    let mut lab = Lab::new(config());
+    let rai = [1, 5, b'o', b'l', b't', b'-', b'7', 2, 2, 0xab, 0xcd];
+    let m = discover(1).relayed().opt(code::RELAY_AGENT_INFO, &rai);
+    let addr = lab.dora(&m);
+    let rec = lab.engine.take_change(lab.now).unwrap();
+    assert_eq!(rec.agent_info, &rai[..]);
+    // A renewal unicast by the client carries none: the relay's stays with the lease.
+    lab.now += 300;
+    let ack = lab.reply(&request(1).ciaddr(addr));
+    assert_eq!(ack.kind, MessageType::Ack);
+    let rec = lab.engine.take_change(lab.now).unwrap();
+    assert_eq!(rec.agent_info, &rai[..]);
+    // Replayed, the lease has it again.
+    let lease = crate::lease::Lease::from_record(&rec);
+    let mut again = Engine::new(config(), lab.now).unwrap();
+    again.restore([&lease], lab.now);
+    let id = again.leases().slot_of(addr).unwrap();
+    assert_eq!(again.leases().slot(id).agent.as_deref(), Some(&rai[..]));
+    // Another client on the address does not inherit it.
+    lab.now += 4000;
+    lab.engine.tick(lab.now);
+    let other = lab.dora(&discover(9).relayed().requested(addr));
+    assert_eq!(other, addr);
+    let id = lab.engine.leases().slot_of(other).unwrap();
+    assert_eq!(lab.engine.leases().slot(id).agent, None);
+}
+
+#[test]
 fn garbage_and_server_messages_are_counted_and_dropped() {
     let mut lab = Lab::new(config());
     let meta = RxMeta {

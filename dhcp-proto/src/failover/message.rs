@@ -386,6 +386,8 @@ fn binding(m: &wire::Message, need_state: bool) -> Result<Lease, DecodeError> {
         state,
         hw,
         client_id,
+        // The failover protocol has no field for it: a partner's binding comes without.
+        agent_info: Box::new([]),
         starts: time(code::START_TIME_OF_STATE),
         ends: time(code::LEASE_EXPIRATION_TIME),
         cltt: time(code::CLIENT_LAST_TRANSACTION_TIME),
@@ -409,6 +411,7 @@ mod tests {
             state: BindingState::Active,
             hw: HwAddr::new(1, &[2, 0, 0, 0, 0, 9]),
             client_id: Box::new([1, 2, 0, 0, 0, 0, 9]),
+            agent_info: Box::new([]),
             starts: 1_700_000_000,
             ends: 1_700_000_600,
             cltt: 1_700_000_000,

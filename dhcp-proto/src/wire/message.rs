@@ -207,6 +207,7 @@ pub struct Request<'a> {
     pub parameter_list: Option<&'a [u8]>,
     pub host_name: Option<&'a [u8]>,
     pub relay_agent_info: Option<&'a [u8]>,
+    pub subnet_selection: Option<Ipv4Addr>,
 }
 
 fn fixed<const N: usize>(code: u8, value: &[u8]) -> Result<[u8; N], WireError> {
@@ -227,6 +228,7 @@ impl<'a> Request<'a> {
         let mut parameter_list = None;
         let mut host_name = None;
         let mut relay_agent_info = None;
+        let mut subnet_selection = None;
         let msg = Message::walk(buf, |opt| {
             let v = opt.value;
             match opt.code {
@@ -259,6 +261,9 @@ impl<'a> Request<'a> {
                 code::RELAY_AGENT_INFO if relay_agent_info.is_none() => {
                     relay_agent_info = Some(v);
                 }
+                code::SUBNET_SELECTION if subnet_selection.is_none() => {
+                    subnet_selection = Some(fixed::<4>(opt.code, v)?.into());
+                }
                 _ => {}
             }
             Ok(())
@@ -274,7 +279,14 @@ impl<'a> Request<'a> {
             parameter_list,
             host_name,
             relay_agent_info,
+            subnet_selection,
         })
+    }
+
+    /// A relay agent sub-option carrying an address (RFC 3527 link selection, RFC 5107
+    /// server identifier override).
+    pub fn relay_addr(&self, sub: u8) -> Option<Ipv4Addr> {
+        super::relay::sub_option_addr(self.relay_agent_info?, sub)
     }
 
     /// True when the client asked for `code` in its parameter request list.

@@ -27,6 +27,8 @@ pub mod code {
     pub const CLIENT_ID: u8 = 61;
     /// RFC 3046.
     pub const RELAY_AGENT_INFO: u8 = 82;
+    /// RFC 3011: the subnet the client wants an address on.
+    pub const SUBNET_SELECTION: u8 = 118;
     /// RFC 3397.
     pub const DOMAIN_SEARCH: u8 = 119;
     /// RFC 3442.

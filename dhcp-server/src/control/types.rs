@@ -301,6 +301,51 @@ pub struct Lease {
     pub reserved: bool,
     /// The worker that owns the lease.
     pub shard: u16,
+    /// The relay agent information the lease was last granted through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayInfo>,
+}
+
+/// Relay agent information (option 82) as an operator reads it: the sub-options that
+/// identify the subscriber, as text when printable, else hex; and the whole option in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_id: Option<String>,
+    pub raw: String,
+}
+
+impl RelayInfo {
+    pub fn from_option(value: &[u8]) -> Self {
+        use dhcp_proto::wire::relay::{sub, sub_option};
+        let field = |code| sub_option(value, code).map(readable);
+        RelayInfo {
+            circuit_id: field(sub::CIRCUIT_ID),
+            remote_id: field(sub::REMOTE_ID),
+            subscriber_id: field(sub::SUBSCRIBER_ID),
+            raw: hex(value),
+        }
+    }
+}
+
+/// Printable ASCII as it is, anything else as colon-separated hex.
+pub fn readable(b: &[u8]) -> String {
+    if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+        String::from_utf8_lossy(b).into_owned()
+    } else {
+        hex(b)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -670,11 +715,17 @@ mod tests {
             cltt: Some(40),
             reserved: false,
             shard: 1,
+            relay: Some(RelayInfo::from_option(&[
+                1, 6, b'o', b'l', b't', b'-', b'7', b'/', 2, 2, 0, 9,
+            ])),
         };
         let v = serde_json::to_value(&l).unwrap();
         assert_eq!(v["subnet"], "192.0.2.0/24");
         assert_eq!(v["mac"], "02:00:00:00:00:01");
         assert_eq!(v["state"], "active");
+        assert_eq!(v["relay"]["circuit_id"], "olt-7/");
+        assert_eq!(v["relay"]["remote_id"], "00:09");
+        assert_eq!(v["relay"]["raw"], "01:06:6f:6c:74:2d:37:2f:02:02:00:09");
         let back: Lease = serde_json::from_value(v).unwrap();
         assert_eq!(back, l);
     }

@@ -619,6 +619,7 @@ mod tests {
             state: BindingState::Active,
             hw: HwAddr::new(1, &[2, 0, 0, 0, 0, i]),
             client_id: Box::new([]),
+            agent_info: Box::new([]),
             starts: NOW,
             ends: NOW + 600 + u64::from(round),
             cltt: NOW,

@@ -34,6 +34,7 @@ use hashbrown::HashMap;
 use super::error::{Error, Result};
 use super::state::State;
 use dhcp_proto::lease::{BindingState, Failover, HwAddr, Lease, LeaseFlags, Reservation, NEVER};
+use dhcp_proto::wire::relay::{sub, SubOptions};
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -169,7 +170,22 @@ pub fn write_lease(out: &mut dyn Write, l: &Lease) -> io::Result<()> {
     if !l.client_id.is_empty() {
         write!(out, "\n  uid {};", quote(&l.client_id))?;
     }
+    // As dhcpd with `stash-agent-options` writes them: the sub-options it has names for.
+    for (code, value) in SubOptions::new(&l.agent_info) {
+        if let Some(name) = agent_option_name(code) {
+            write!(out, "\n  option agent.{name} {};", quote(value))?;
+        }
+    }
     writeln!(out, "\n}}")
+}
+
+/// dhcpd's names of the relay agent sub-options a lease keeps.
+fn agent_option_name(code: u8) -> Option<&'static str> {
+    match code {
+        sub::CIRCUIT_ID => Some("circuit-id"),
+        sub::REMOTE_ID => Some("remote-id"),
+        _ => None,
+    }
 }
 
 /// A run-time reservation as dhcpd writes an OMAPI host (`dynamic;`).
@@ -479,6 +495,30 @@ impl<'a> Lexer<'a> {
             .collect()
     }
 
+    /// `option agent.circuit-id "...";` and `agent.remote-id`: appended to the lease's
+    /// relay agent information; any other option of a lease is skipped.
+    fn agent_option(&mut self, l: &mut Lease) -> Result<()> {
+        let name = self.expect_word("an option name")?;
+        let code = match name.strip_prefix("agent.") {
+            Some("circuit-id") => sub::CIRCUIT_ID,
+            Some("remote-id") => sub::REMOTE_ID,
+            _ => return self.skip_statement(),
+        };
+        let value = match self.next()? {
+            Some(Tok::Str(s)) => s,
+            Some(Tok::Word(w)) => self.hex_bytes(w, name)?,
+            other => return Err(self.err(format!("expected a value of {name}, found {other:?}"))),
+        };
+        let mut info = l.agent_info.to_vec();
+        if value.len() > 255 || info.len() + 2 + value.len() > super::MAX_AGENT_INFO {
+            return Err(self.err("relay agent information longer than 255 octets"));
+        }
+        info.extend([code, value.len() as u8]);
+        info.extend(value);
+        l.agent_info = info.into();
+        self.expect(Tok::Semi, "';'")
+    }
+
     fn binding_state(&mut self, flags: &mut LeaseFlags) -> Result<BindingState> {
         self.expect(Tok::Word("state"), "'state'")?;
         let w = self.expect_word("a binding state")?;
@@ -511,6 +551,7 @@ impl<'a> Lexer<'a> {
             state: BindingState::Free,
             hw: HwAddr::default(),
             client_id: Box::default(),
+            agent_info: Box::default(),
             starts: 0,
             ends: 0,
             cltt: 0,
@@ -579,6 +620,7 @@ impl<'a> Lexer<'a> {
                     l.client_id = bytes.into();
                     self.expect(Tok::Semi, "';'")?;
                 }
+                "option" => self.agent_option(&mut l)?,
                 _ => self.skip_statement()?,
             }
         }
@@ -693,6 +735,20 @@ host h { dynamic; hardware ethernet 02:00:00:00:00:09; fixed-address 192.0.2.99;
         write_lease(&mut out, a).unwrap();
         let again = parse_leases(std::str::from_utf8(&out).unwrap()).unwrap();
         assert_eq!(again[0], *a);
+    }
+
+    #[test]
+    fn stashed_agent_options_read_and_write_as_dhcpd_has_them() {
+        let text = "lease 192.0.2.7 {\n  binding state active;\n  hardware ethernet 02:00:00:00:00:07;\n  \
+                    option agent.circuit-id \"olt-7/1/3\";\n  option agent.remote-id 00:11:22;\n  \
+                    option agent.unknown-9 \"x\";\n}\n";
+        let l = &parse_leases(text).unwrap()[0];
+        assert_eq!(&*l.agent_info, b"\x01\x09olt-7/1/3\x02\x03\x00\x11\x22");
+        let mut out = Vec::new();
+        write_lease(&mut out, l).unwrap();
+        let written = String::from_utf8(out).unwrap();
+        assert!(written.contains("option agent.circuit-id \"olt-7/1/3\";"), "{written}");
+        assert_eq!(parse_leases(&written).unwrap()[0], *l);
     }
 
     #[test]

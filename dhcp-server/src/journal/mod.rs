@@ -49,8 +49,8 @@ use std::time::{Duration, Instant};
 
 pub use dhcp_proto::lease::{
     BindingState, Failover, FailoverRecord, HwAddr, Lease, LeaseFlags, LeaseRecord, Record,
-    Reservation, ReservationRecord, MAX_CHADDR, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME,
-    NEVER,
+    Reservation, ReservationRecord, MAX_AGENT_INFO, MAX_CHADDR, MAX_CLIENT_ID, MAX_FAILOVER_DATA,
+    MAX_HOST_NAME, NEVER,
 };
 pub use error::{Error, Result};
 pub use state::State;

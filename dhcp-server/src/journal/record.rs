@@ -9,8 +9,8 @@
 use std::net::Ipv4Addr;
 
 use dhcp_proto::lease::{
-    BindingState, FailoverRecord, LeaseFlags, LeaseRecord, Record, ReservationRecord, MAX_CHADDR,
-    MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME,
+    BindingState, FailoverRecord, LeaseFlags, LeaseRecord, Record, ReservationRecord,
+    MAX_AGENT_INFO, MAX_CHADDR, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME,
 };
 
 use super::error::{Error, Result};
@@ -74,7 +74,12 @@ impl Encode for Record<'_> {
                     MAX_CLIENT_ID,
                     "client identifier longer than 255 octets",
                 )?;
-                LEASE_FIXED + l.chaddr.len() + l.client_id.len()
+                short_len(
+                    l.agent_info,
+                    MAX_AGENT_INFO,
+                    "relay agent information longer than 255 octets",
+                )?;
+                LEASE_FIXED + l.chaddr.len() + l.client_id.len() + l.agent_info.len()
             }
             Record::ReservationAdded(r) => {
                 short_len(
@@ -118,6 +123,7 @@ impl Encode for Record<'_> {
                 out[2] = l.htype;
                 out[3] = l.chaddr.len() as u8;
                 out[4] = l.client_id.len() as u8;
+                out[5] = l.agent_info.len() as u8;
                 out[6..8].copy_from_slice(&l.flags.0.to_le_bytes());
                 out[8..12].copy_from_slice(&l.addr.octets());
                 put_u64(out, 16, l.stamp);
@@ -128,8 +134,10 @@ impl Encode for Record<'_> {
                     put_u64(out, 24 + 8 * i, t);
                 }
                 let h = LEASE_FIXED + l.chaddr.len();
+                let c = h + l.client_id.len();
                 out[LEASE_FIXED..h].copy_from_slice(l.chaddr);
-                out[h..].copy_from_slice(l.client_id);
+                out[h..c].copy_from_slice(l.client_id);
+                out[c..].copy_from_slice(l.agent_info);
             }
             Record::ReservationAdded(r) => {
                 out[0] = KIND_RESERVATION_ADDED;
@@ -178,10 +186,13 @@ pub fn decode(p: &[u8]) -> Result<Record<'_>, &'static str> {
                 return Err("short lease record");
             }
             let state = BindingState::from_u8(p[1]).ok_or("unknown binding state")?;
-            let (hlen, clen) = (usize::from(p[3]), usize::from(p[4]));
-            if hlen > MAX_CHADDR || p.len() != LEASE_FIXED + hlen + clen {
+            // Octet 5 was zero before relay agent information was kept: old records read
+            // as leases granted without it.
+            let (hlen, clen, alen) = (usize::from(p[3]), usize::from(p[4]), usize::from(p[5]));
+            if hlen > MAX_CHADDR || p.len() != LEASE_FIXED + hlen + clen + alen {
                 return Err("lease record lengths do not add up");
             }
+            let c = LEASE_FIXED + hlen + clen;
             let t = |i: usize| get_u64(p, 24 + 8 * i);
             Ok(Record::Lease(LeaseRecord {
                 stamp: get_u64(p, 16),
@@ -189,7 +200,8 @@ pub fn decode(p: &[u8]) -> Result<Record<'_>, &'static str> {
                 state,
                 htype: p[2],
                 chaddr: &p[LEASE_FIXED..LEASE_FIXED + hlen],
-                client_id: &p[LEASE_FIXED + hlen..],
+                client_id: &p[LEASE_FIXED + hlen..c],
+                agent_info: &p[c..],
                 starts: t(0),
                 ends: t(1),
                 cltt: t(2),
@@ -277,6 +289,7 @@ mod tests {
             htype: 1,
             chaddr: &[2, 0, 0, 0, 0, 1],
             client_id: b"\x01\x02\x00\x00\x00\x00\x01",
+            agent_info: &[1, 3, b'p', b'-', b'1', 2, 1, 9],
             starts: 1,
             ends: NEVER,
             cltt: 3,
@@ -319,6 +332,7 @@ mod tests {
             htype: 1,
             chaddr: &long,
             client_id: &[],
+            agent_info: &[],
             starts: 0,
             ends: 0,
             cltt: 0,

@@ -657,6 +657,7 @@ mod tests {
             htype: 1,
             chaddr: &[1, 2, 3, 4, 5, 6],
             client_id: &[],
+            agent_info: &[],
             starts: 1,
             ends: 2,
             cltt: 1,

@@ -82,6 +82,7 @@ fn lease(stamp: u64, host: u8, state: BindingState, client: u8) -> Lease {
         state,
         hw: HwAddr::new(1, &[2, 0, 0, 0, 0, client]),
         client_id: vec![1, 2, 0, 0, 0, 0, client].into(),
+        agent_info: Box::new([]),
         starts: 1_795_000_000 + stamp,
         ends: 1_795_003_600 + stamp,
         cltt: 1_795_000_000 + stamp,

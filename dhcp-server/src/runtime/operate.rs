@@ -242,6 +242,7 @@ fn leases(engine: &Engine, q: &PageQuery) -> Vec<control::Lease> {
                 cltt: Some(s.cltt).filter(|&c| c > 0),
                 reserved: s.reserved,
                 shard: engine.shard().index,
+                relay: s.agent.as_deref().map(control::RelayInfo::from_option),
             })
         })
         .collect()

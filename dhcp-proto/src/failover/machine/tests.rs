@@ -33,6 +33,7 @@ fn lease(last: u8, state: BindingState, cltt: u64) -> Lease {
         state,
         hw: HwAddr::new(1, &[2, 0, 0, 0, 0, last]),
         client_id: Box::new([]),
+        agent_info: Box::new([]),
         starts: cltt,
         ends: cltt + 600,
         cltt,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use comfy_table::{presets, CellAlignment, Table};
 
 use dhcp_server::control::{
-    FailoverStatus, LeasePage, ReloadReport, ReservationPage, Stats, Status,
+    FailoverStatus, LeasePage, RelayInfo, ReloadReport, ReservationPage, Stats, Status,
 };
 
 /// Per-second rates between two snapshots of a counter map (0 where a counter went back,
@@ -384,6 +384,7 @@ pub(super) fn leases(page: &LeasePage, now: u64) -> String {
                 opt(l.client_id.as_ref().map(ToString::to_string)),
                 opt(l.expires.filter(|e| *e > now).map(|e| duration(e - now))),
                 if l.reserved { "yes" } else { "no" }.to_owned(),
+                opt(l.relay.as_ref().and_then(relay_id)),
                 l.subnet.to_string(),
                 l.shard.to_string(),
             ]
@@ -397,6 +398,7 @@ pub(super) fn leases(page: &LeasePage, now: u64) -> String {
             "CLIENT-ID",
             "EXPIRES IN",
             "RESERVED",
+            "RELAY (CIRCUIT/REMOTE)",
             "SUBNET",
             "SHARD",
         ],
@@ -406,6 +408,15 @@ pub(super) fn leases(page: &LeasePage, now: u64) -> String {
         let _ = writeln!(out, "more: --cursor {next} (or --all)");
     }
     out
+}
+
+/// The subscriber as the relay named it: "circuit/remote", either part "-" when absent.
+fn relay_id(r: &RelayInfo) -> Option<String> {
+    if r.circuit_id.is_none() && r.remote_id.is_none() {
+        return None;
+    }
+    let part = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    Some(format!("{}/{}", part(&r.circuit_id), part(&r.remote_id)))
 }
 
 pub(super) fn reload(r: &ReloadReport) -> String {
@@ -490,6 +501,7 @@ mod tests {
                 cltt: Some(1_000),
                 reserved: false,
                 shard: 0,
+                relay: Some(RelayInfo::from_option(b"\x01\x05eth-3\x02\x03cpe")),
             }],
             next_cursor: Some(Ipv4Addr::new(192, 0, 2, 10)),
         };
@@ -497,6 +509,7 @@ mod tests {
         assert!(t.contains("192.0.2.10"), "{t}");
         assert!(t.contains("02:00:00:00:00:01"), "{t}");
         assert!(t.contains("1m 30s"), "{t}");
+        assert!(t.contains("eth-3/cpe"), "{t}");
         assert!(t.ends_with("more: --cursor 192.0.2.10 (or --all)\n"), "{t}");
     }
 
