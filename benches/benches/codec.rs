@@ -10,6 +10,7 @@ fn codec(c: &mut Criterion) {
     let mut buf = [0u8; 400];
     let relayed = Shape {
         relayed: Some(Ipv4Addr::new(198, 18, 0, 9)),
+        ..Shape::default()
     };
     let len = discover(&mut buf, 42, relayed);
     let disc = buf[..len].to_vec();

@@ -53,6 +53,76 @@ pub fn policy() -> Policy {
     }
 }
 
+/// The benchmark's relay: inside the subnet, so its giaddr places clients there.
+pub const RELAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+/// `policy()` with the classes an ISP would have: 19 tests over vendor class, user class,
+/// OUI and relay sub-options that the benchmark's clients mostly fail, and one class of
+/// subscriber lines matched by circuit id, listing `lines` members (`line-0`...), with a
+/// lease limit per line and options of its own. Every pool admits the lines' members.
+pub fn policy_with_classes(lines: u32) -> Policy {
+    use dhcp_proto::expr::{Test, Value};
+    use dhcp_proto::policy::{Class, Membership, Settings, Subclass};
+    let mut p = policy();
+    let tests = [
+        "option[60].text == 'docsis3.0'",
+        "option[60].text starts-with 'MSFT'",
+        "option[60].text starts-with 'PXEClient'",
+        "option[77].text == 'iPXE'",
+        "option[77].exists and option[60].exists",
+        "pkt4.oui == 0x001122",
+        "pkt4.oui == 0x00aabb or pkt4.oui == 0x00ccdd",
+        "substring(pkt4.mac, 0, 2) == 0x0011",
+        "relay4[2] == 0xcafe",
+        "relay4[6].exists",
+        "relay4[1] starts-with 'olt-'",
+        "relay4[1] contains '/voip/'",
+        "option[12].text == 'printer'",
+        "option[12].text starts-with 'stb-'",
+        "pkt4.htype != 0x01",
+        "pkt4.hlen != 0x06",
+        "option[61].exists and not option[55].exists",
+        "option[60].text ends-with '-voip'",
+        "pkt4.giaddr == 203.0.113.1",
+    ];
+    let mut classes: Vec<Class> = Vec::new();
+    for (i, t) in tests.iter().enumerate() {
+        let mut none = |_: &str| None;
+        classes.push(Class {
+            name: format!("c{i}"),
+            membership: Membership::Test(Test::parse(t, &mut none).expect("a valid test")),
+            settings: Settings::default(),
+            lease_limit: None,
+        });
+    }
+    let mut options = OptionSet::default();
+    options.set_text(code::DOMAIN_NAME, "subscribers.example");
+    let mut id = [0u8; 16];
+    classes.push(Class {
+        name: "line".into(),
+        membership: Membership::Match {
+            value: Value::parse("relay4[1]").expect("a valid value"),
+            spawn: false,
+            subclasses: (0..lines)
+                .map(|l| {
+                    let len = line_id(l, &mut id);
+                    Subclass {
+                        value: id[..len].to_vec(),
+                        settings: Settings::default(),
+                    }
+                })
+                .collect(),
+        },
+        settings: Settings {
+            options,
+            ..Settings::default()
+        },
+        lease_limit: Some(8),
+    });
+    p.classes = classes;
+    p
+}
+
 /// The hardware address of client `n`: locally administered, unique per `n`.
 pub fn mac(n: u32) -> [u8; 6] {
     let b = n.to_be_bytes();
@@ -64,6 +134,9 @@ pub fn mac(n: u32) -> [u8; 6] {
 pub struct Shape {
     /// A relay agent forwarded it: giaddr set and option 82 added.
     pub relayed: Option<Ipv4Addr>,
+    /// With a relay: the subscriber lines clients are spread over, client `n` on line
+    /// `n % lines` with circuit id `line-<number>`; 0: every client on "eth0/1".
+    pub lines: u32,
 }
 
 /// Writes the fixed header of a client message and returns the options offset.
@@ -110,16 +183,41 @@ fn common(buf: &mut [u8], at: &mut usize, kind: u8, n: u32) {
     put(buf, at, code::MAX_MESSAGE_SIZE, &1500u16.to_be_bytes());
 }
 
-fn finish(buf: &mut [u8], mut at: usize, shape: Shape) -> usize {
+/// The circuit id of subscriber line `line`: "line-" and its decimal digits, written
+/// into `out` without allocating; returns its length.
+pub fn line_id(line: u32, out: &mut [u8; 16]) -> usize {
+    out[..5].copy_from_slice(b"line-");
+    let mut digits = [0u8; 10];
+    let (mut v, mut n) = (line, 0);
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        out[5 + i] = digits[n - 1 - i];
+    }
+    5 + n
+}
+
+fn finish(buf: &mut [u8], mut at: usize, n: u32, shape: Shape) -> usize {
     if shape.relayed.is_some() {
-        put(
-            buf,
-            &mut at,
-            code::RELAY_AGENT_INFO,
-            &[
-                1, 6, b'e', b't', b'h', b'0', b'/', b'1', 2, 4, 0xde, 0xad, 0xbe, 0xef,
-            ],
-        );
+        let mut circuit = [0u8; 16];
+        let len = if shape.lines == 0 {
+            circuit[..6].copy_from_slice(b"eth0/1");
+            6
+        } else {
+            line_id(n % shape.lines, &mut circuit)
+        };
+        let mut info = [0u8; 24];
+        info[0] = 1;
+        info[1] = len as u8;
+        info[2..2 + len].copy_from_slice(&circuit[..len]);
+        info[2 + len..8 + len].copy_from_slice(&[2, 4, 0xde, 0xad, 0xbe, 0xef]);
+        put(buf, &mut at, code::RELAY_AGENT_INFO, &info[..8 + len]);
     }
     buf[at] = code::END;
     at + 1
@@ -129,7 +227,7 @@ fn finish(buf: &mut [u8], mut at: usize, shape: Shape) -> usize {
 pub fn discover(buf: &mut [u8], n: u32, shape: Shape) -> usize {
     let mut at = header(buf, n, Ipv4Addr::UNSPECIFIED, shape);
     common(buf, &mut at, 1, n);
-    finish(buf, at, shape)
+    finish(buf, at, n, shape)
 }
 
 /// DHCPREQUEST in SELECTING from client `n` for `addr` offered by `server`.
@@ -138,14 +236,14 @@ pub fn request(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr, shape: 
     common(buf, &mut at, 3, n);
     put(buf, &mut at, code::REQUESTED_ADDRESS, &addr.octets());
     put(buf, &mut at, code::SERVER_ID, &server.octets());
-    finish(buf, at, shape)
+    finish(buf, at, n, shape)
 }
 
 /// DHCPREQUEST in RENEWING from client `n`, which holds `addr`.
 pub fn renew(buf: &mut [u8], n: u32, addr: Ipv4Addr) -> usize {
     let mut at = header(buf, n, addr, Shape::default());
     common(buf, &mut at, 3, n);
-    finish(buf, at, Shape::default())
+    finish(buf, at, n, Shape::default())
 }
 
 /// DHCPRELEASE from client `n` of `addr`.
@@ -160,7 +258,7 @@ pub fn release(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr) -> usiz
         &[1, m[0], m[1], m[2], m[3], m[4], m[5]],
     );
     put(buf, &mut at, code::SERVER_ID, &server.octets());
-    finish(buf, at, Shape::default())
+    finish(buf, at, n, Shape::default())
 }
 
 /// DHCPDECLINE from client `n` of `addr`, offered by `server` (RFC 2131 table 5: ciaddr
@@ -177,7 +275,7 @@ pub fn decline(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr) -> usiz
     );
     put(buf, &mut at, code::REQUESTED_ADDRESS, &addr.octets());
     put(buf, &mut at, code::SERVER_ID, &server.octets());
-    finish(buf, at, Shape::default())
+    finish(buf, at, n, Shape::default())
 }
 
 /// yiaddr of a reply.
@@ -190,6 +288,7 @@ pub fn yiaddr(reply: &[u8]) -> Ipv4Addr {
 pub struct Driver {
     pub engine: Engine,
     next: u32,
+    shape: Shape,
     rx: [u8; 400],
     tx: [u8; 1500],
 }
@@ -203,10 +302,16 @@ const META: RxMeta = RxMeta {
 
 impl Driver {
     pub fn new() -> Self {
-        let engine = Engine::new(policy(), NOW).expect("the benchmark configuration is valid");
+        Self::with(policy(), Shape::default())
+    }
+
+    /// A driver for `policy`, its clients' messages shaped by `shape`.
+    pub fn with(policy: Policy, shape: Shape) -> Self {
+        let engine = Engine::new(policy, NOW).expect("the benchmark configuration is valid");
         Driver {
             engine,
             next: 0,
+            shape,
             rx: [0; 400],
             tx: [0; 1500],
         }
@@ -221,7 +326,7 @@ impl Driver {
     pub fn dora(&mut self) -> Ipv4Addr {
         let n = self.next;
         self.next += 1;
-        let len = discover(&mut self.rx, n, Shape::default());
+        let len = discover(&mut self.rx, n, self.shape);
         let Outcome::Reply(offer) = self
             .engine
             .handle(&self.rx[..len], &META, NOW, &mut self.tx)
@@ -229,7 +334,7 @@ impl Driver {
             panic!("no OFFER for client {n}");
         };
         let addr = yiaddr(&self.tx);
-        let len = request(&mut self.rx, n, addr, offer.from, Shape::default());
+        let len = request(&mut self.rx, n, addr, offer.from, self.shape);
         match self
             .engine
             .handle(&self.rx[..len], &META, NOW, &mut self.tx)
@@ -280,6 +385,7 @@ mod tests {
             7,
             Shape {
                 relayed: Some(Ipv4Addr::new(198, 18, 0, 9)),
+                ..Shape::default()
             },
         );
         let r = Request::parse(&b[..n]).unwrap();

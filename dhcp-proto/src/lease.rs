@@ -326,3 +326,25 @@ impl Failover {
         }
     }
 }
+
+/// Octets as an operator reads them: printable ASCII as it is, anything else as
+/// colon-separated hex (circuit ids, remote ids, class member values).
+pub fn printable(b: &[u8]) -> String {
+    if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+        String::from_utf8_lossy(b).into_owned()
+    } else {
+        hex(b)
+    }
+}
+
+/// Octets as colon-separated hex, as dhcpd writes hardware addresses.
+pub fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 3);
+    for (i, x) in b.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}

@@ -461,6 +461,7 @@ impl Engine {
                 let mut cltt = lease.cltt;
                 let here = self.leases.slot(id);
                 let (state, our_ends, our_cltt) = (here.state, here.expires, here.cltt);
+                let counted = same_client && state.held();
                 if same_client && state == LeaseState::Active {
                     // The same client on the same address: an acknowledged lease is
                     // never shortened; a newer one of ours goes back to the partner.
@@ -480,6 +481,9 @@ impl Engine {
                     ends,
                 );
                 self.leases.set_cltt(id, cltt);
+                if !counted {
+                    self.charge_existing(id);
+                }
             }
             BindingState::Expired | BindingState::Released | BindingState::Reset => {
                 // Ended on the partner's side: free, in the primary's pool (dhcpd's

@@ -17,6 +17,8 @@ use std::net::Ipv4Addr;
 
 use hashbrown::HashTable;
 
+use super::limits::{Charge, Limits, NO_CHARGE};
+
 pub type SlotId = u32;
 const NIL: SlotId = SlotId::MAX;
 
@@ -154,6 +156,8 @@ pub struct Slot {
     /// The relay agent information the client was last ACKed through (dhcpd's
     /// `stash-agent-options`): kept across renewals sent straight to the server.
     pub agent: Option<Box<[u8]>>,
+    /// The lease limits its holder counts against while it is held.
+    pub charge: Charge,
     prev: SlotId,
     next: SlotId,
     list: ListId,
@@ -242,6 +246,8 @@ pub struct LeaseTable {
     hold_ended: bool,
     /// Failover: leases that ran out since the last `take_ended`, for the partner.
     ended: Vec<SlotId>,
+    /// The lease limits' counters, shared by every shard's table.
+    limits: std::sync::Arc<Limits>,
 }
 
 /// What the table needs to know of each subnet to build its slots.
@@ -301,6 +307,7 @@ impl LeaseTable {
                 expires: 0,
                 cltt: 0,
                 agent: None,
+                charge: NO_CHARGE,
                 prev: NIL,
                 next: NIL,
                 list: ListId::None,
@@ -320,6 +327,7 @@ impl LeaseTable {
             partner: vec![0; pools.into()],
             hold_ended: false,
             ended: Vec::new(),
+            limits: std::sync::Arc::new(Limits::new(0)),
         };
         for s in subnets {
             for &r in s.reserved {
@@ -539,6 +547,7 @@ impl LeaseTable {
             expires: 0,
             cltt: 0,
             agent: None,
+            charge: NO_CHARGE,
             prev: NIL,
             next: NIL,
             list: ListId::None,
@@ -678,6 +687,24 @@ impl LeaseTable {
         }
     }
 
+    pub fn limits(&self) -> &std::sync::Arc<Limits> {
+        &self.limits
+    }
+
+    /// Uses `limits` for the lease limits' counters: one table for all shards.
+    pub fn set_limits(&mut self, limits: std::sync::Arc<Limits>) {
+        self.limits = limits;
+    }
+
+    /// Notes the counters a held or about to be held slot was counted against (the caller
+    /// took them); they are released when the slot stops being held. Counters it held
+    /// before are released now.
+    pub fn charge(&mut self, id: SlotId, charge: Charge) {
+        let s = &mut self.slots[id as usize];
+        let old = std::mem::replace(&mut s.charge, charge);
+        self.limits.release(&old);
+    }
+
     /// Marks a held slot's lease as started now (client last transaction time).
     pub fn set_cltt(&mut self, id: SlotId, now: u64) {
         self.slots[id as usize].cltt = now;
@@ -705,6 +732,11 @@ impl LeaseTable {
         let was = s.state;
         s.state = state;
         s.expires = expires;
+        if was.held() && !state.held() {
+            let charge = std::mem::replace(&mut s.charge, NO_CHARGE);
+            self.limits.release(&charge);
+        }
+        let s = &mut self.slots[id as usize];
         let pool = s.pool;
         if (was == LeaseState::Partner) != (state == LeaseState::Partner) {
             if let Some(n) = self.partner.get_mut(pool as usize) {

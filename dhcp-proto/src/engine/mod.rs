@@ -3,8 +3,10 @@
 //! and where to send it come out. No sockets, no clock, no allocation per packet: the UDP
 //! backend, the AF_XDP workers and the tests all drive this same code.
 
+mod classify;
 mod failover;
 mod leases;
+mod limits;
 mod persist;
 mod reply;
 mod reserve;
@@ -17,9 +19,11 @@ use crate::policy::{LinkId, Policy, Reservation};
 use crate::wire::frame::Addressing;
 use crate::wire::{relay, MessageType, Request, BOOTREQUEST};
 
+pub use classify::NotMember;
 pub use failover::Applied;
 use failover::Partnership;
 pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Shard, Slot, SlotId};
+pub use limits::Limits;
 pub use reply::Destination;
 pub use reserve::NotReserved;
 pub use stats::{Drop, Stats};
@@ -121,6 +125,11 @@ pub struct Engine {
     change: Option<SlotId>,
     /// The failover partnership's rules, when the server has a partner.
     failover: Option<Box<Partnership>>,
+    classifier: classify::Classifier,
+    /// The classes of the message being handled.
+    classes: classify::Classes,
+    /// Some class has a lease limit.
+    limited: bool,
 }
 
 /// The lease terms granted: lease time, T1 and T2, in seconds.
@@ -238,13 +247,32 @@ impl Engine {
             stamp: 0,
             change: None,
             failover: None,
+            classifier: classify::Classifier::default(),
+            classes: classify::Classes::default(),
+            limited: false,
         };
+        engine.limited = engine
+            .policy
+            .classes
+            .iter()
+            .any(|c| c.lease_limit.is_some());
+        if engine.limited {
+            let values = engine.leases.len() * limits::MAX_CHARGES;
+            engine.leases.set_limits(Arc::new(Limits::new(values)));
+        }
+        engine.classifier = classify::Classifier::new(&engine.policy);
         engine.index_reservations();
         Ok(engine)
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Counts lease limits in `other`'s table: every shard of a server shares one, since
+    /// the clients of one circuit may be steered to any of them. Call before `restore`.
+    pub fn share_limits(&mut self, other: &Engine) {
+        self.leases.set_limits(Arc::clone(other.leases.limits()));
     }
 
     pub fn stats(&self) -> &Stats {
@@ -438,8 +466,30 @@ impl Engine {
                 .any(|&s| self.policy.subnets[s as usize].server_id == Some(server_id))
     }
 
+    /// Sorts the sender of `req` into the policy's classes, for the rest of the message;
+    /// `res`: its reservation in the network it is served from, if any (KNOWN).
+    fn classify(&mut self, req: &Request<'_>, res: Option<ResId>) {
+        self.classifier
+            .classify(&self.policy.classes, req, res.is_some(), &mut self.classes);
+    }
+
+    /// The settings the client's classes give it, in the order they apply.
+    fn class_settings(&self) -> impl Iterator<Item = &crate::policy::Settings> {
+        self.classes.settings(&self.policy.classes)
+    }
+
+    /// Whether the client may have the address of slot `id`: an address reserved for a
+    /// host is judged by the reservation, one in a pool by the pool's classes.
+    fn admitted(&self, id: SlotId) -> bool {
+        let s = self.leases.slot(id);
+        s.reserved || !s.pooled() || self.classes.admits(self.pool(s.pool))
+    }
+
     fn terms(&self, subnet: u16, asked: Option<u32>) -> Terms {
-        let t = &self.policy.subnets[subnet as usize].lease;
+        let t = self
+            .class_settings()
+            .find_map(|s| s.lease.as_ref())
+            .unwrap_or(&self.policy.subnets[subnet as usize].lease);
         let lease = asked.map_or(t.default, |a| a.clamp(t.min, t.max));
         let renew = t.renew.filter(|&r| r < lease).unwrap_or(lease / 2);
         let default_rebind = (lease as u64 * 7 / 8) as u32;
@@ -463,6 +513,7 @@ impl Engine {
         }
         let client = client_of(req);
         let res = self.reservation(self.ids(net), client, req.msg.chaddr());
+        self.classify(req, res);
         let Some(slot) = self.pick_for_offer(self.ids(net), client, req, res) else {
             for i in 0..self.ids(net).len() {
                 for pool in self.subnet_pools[usize::from(self.ids(net)[i])].clone() {
@@ -474,7 +525,23 @@ impl Engine {
         };
         let s = self.leases.slot(slot);
         let (subnet, addr) = (s.subnet, s.addr);
-        if s.state != LeaseState::Active || !self.leases.is_client(slot, client) {
+        let holds = s.state.held() && self.leases.is_client(slot, client);
+        if !holds {
+            match self.take_limits(req) {
+                Ok(charge) => {
+                    let hold = now + self.policy.offer_hold as u64;
+                    self.bind(slot, req, LeaseState::Offered, hold);
+                    self.leases.charge(slot, charge);
+                }
+                Err(class) => {
+                    tracing::info!(
+                        "no offer to {}: lease limit of class {class} reached",
+                        Hw(req.msg.chaddr())
+                    );
+                    return Outcome::Dropped(Drop::LeaseLimit);
+                }
+            }
+        } else if s.state != LeaseState::Active {
             let hold = now + self.policy.offer_hold as u64;
             self.bind(slot, req, LeaseState::Offered, hold);
         }
@@ -514,6 +581,7 @@ impl Engine {
             ((s.state.available() && (!s.unacked || theirs)) || (s.state.held() && theirs))
                 && (s.pooled() || s.reserved)
                 && !self.reserved_for_other(id, res)
+                && self.admitted(id)
         };
         if let Some(r) = res.map(|r| self.res(r)) {
             if let Some(id) = r
@@ -536,6 +604,7 @@ impl Engine {
         known.or(asked).or_else(|| {
             net.iter()
                 .flat_map(|&s| self.subnet_pools[usize::from(s)].clone())
+                .filter(|&p| self.classes.admits(self.pool(p)))
                 .find_map(|p| self.leases.peek_free(p))
         })
     }
@@ -570,15 +639,29 @@ impl Engine {
             _ if !ciaddr.is_unspecified() => (ciaddr, false, true),
             _ => return Outcome::Dropped(Drop::NoAddress),
         };
+        let res = self.reservation(self.ids(net), client, req.msg.chaddr());
+        self.classify(req, res);
         let ids = self.ids(net);
         let Some(&first) = ids.first() else {
             return Outcome::Dropped(Drop::UnknownNetwork);
         };
         let subnet = self.subnet_in(ids, addr).unwrap_or(first);
         let sid = self.server_id(subnet, meta);
-        let res = self.reservation(ids, client, req.msg.chaddr());
         match self.judge(ids, addr, client, res, must_answer) {
             Verdict::Ack(slot) => {
+                let s = self.leases.slot(slot);
+                if !(s.state.held() && self.leases.is_client(slot, client)) {
+                    match self.take_limits(req) {
+                        Ok(charge) => self.leases.charge(slot, charge),
+                        Err(class) => {
+                            tracing::info!(
+                                "no lease for {}: lease limit of class {class} reached",
+                                Hw(req.msg.chaddr())
+                            );
+                            return Outcome::Dropped(Drop::LeaseLimit);
+                        }
+                    }
+                }
                 let subnet = self.leases.slot(slot).subnet;
                 let terms = self.terms(subnet, req.lease_time);
                 let terms = self.failover_terms(slot, terms, now);
@@ -644,6 +727,9 @@ impl Engine {
         let s = self.leases.slot(slot);
         if self.reserved_for_other(slot, res) {
             return Verdict::Nak("address reserved for another client");
+        }
+        if !self.admitted(slot) {
+            return Verdict::Nak("address not available to this client's classes");
         }
         if !s.pooled() && !s.reserved {
             // A reservation outside the pools ended: the address is no longer ours to give.
@@ -748,6 +834,7 @@ impl Engine {
         };
         let client = client_of(req);
         let res = self.reservation(self.ids_of(subnet), client, req.msg.chaddr());
+        self.classify(req, res);
         let res = self.res_in(res, subnet);
         let sid = self.server_id(subnet, meta);
         let ans = reply::Answer {
@@ -775,13 +862,34 @@ impl Engine {
         let shown = req
             .relay_addr(relay::sub::SERVER_ID_OVERRIDE)
             .unwrap_or(server_id);
+        // Options merge reservation < classes < pool < subnet, the first to set a code
+        // winning; boot server and file from the first class that sets them.
+        let addr = if ans.yiaddr.is_unspecified() {
+            ans.ciaddr.unwrap_or(ans.yiaddr)
+        } else {
+            ans.yiaddr
+        };
+        let pool = self
+            .leases
+            .slot_of(addr)
+            .map(|id| self.leases.slot(id))
+            .filter(|s| s.pooled() && s.subnet == subnet)
+            .map(|s| &self.pool(s.pool).options);
+        let options = res
+            .map(|r| &r.options)
+            .into_iter()
+            .chain(self.class_settings().map(|c| &c.options))
+            .chain(pool)
+            .chain(Some(&s.options));
         let ctx = reply::Context {
             mask: self.subnets[subnet as usize].mask,
             server_id: shown,
-            subnet_options: &s.options,
-            reservation: res,
+            host_name: res.and_then(|r| r.host_name.as_deref()),
+            options,
+            next_server: self.class_settings().find_map(|c| c.next_server),
+            filename: self.class_settings().find_map(|c| c.filename.as_deref()),
         };
-        match reply::write(req, ans, &ctx, out) {
+        match reply::write(req, ans, ctx, out) {
             Ok(len) => Outcome::Reply(Reply {
                 len,
                 kind: ans.kind,

@@ -165,6 +165,7 @@ impl Engine {
                     .map(|a| &a[..]),
             );
             if state == LeaseState::Active {
+                self.charge_existing(id);
                 held += 1;
             } else {
                 self.leases.set_state(id, state, until);

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::Terms;
-use crate::policy::{OptionSet, Reservation};
+use crate::policy::OptionSet;
 use crate::wire::{
     code, MessageType, Request, WireError, Writer, DEFAULT_MAX_MESSAGE, FLAG_BROADCAST,
 };
@@ -20,11 +20,15 @@ pub(super) struct Answer {
     pub nak: Option<&'static str>,
 }
 
-pub(super) struct Context<'a> {
+pub(super) struct Context<'a, L> {
     pub mask: Ipv4Addr,
     pub server_id: Ipv4Addr,
-    pub subnet_options: &'a OptionSet,
-    pub reservation: Option<&'a Reservation>,
+    /// The reservation's host name.
+    pub host_name: Option<&'a str>,
+    /// Configured options, the level that wins first: reservation, classes, pool, subnet.
+    pub options: L,
+    pub next_server: Option<Ipv4Addr>,
+    pub filename: Option<&'a str>,
 }
 
 /// Where a reply goes, per RFC 2131 §4.1.
@@ -89,10 +93,10 @@ fn limit(req: &Request<'_>) -> usize {
 
 /// Writes the reply into `out`, returning its length. Options the client needs to use
 /// the lease are written first; configured options follow as space allows.
-pub(super) fn write(
+pub(super) fn write<'a>(
     req: &Request<'_>,
     ans: &Answer,
-    ctx: &Context<'_>,
+    ctx: Context<'a, impl Iterator<Item = &'a OptionSet>>,
     out: &mut [u8],
 ) -> Result<usize, WireError> {
     let mut w = Writer::reply_to(out, &req.msg, limit(req))?;
@@ -132,38 +136,31 @@ pub(super) fn write(
     if nak {
         return Ok(w.finish());
     }
+    if let Some(ip) = ctx.next_server {
+        w.set_siaddr(ip);
+    }
+    if let Some(f) = ctx.filename {
+        w.set_file(f.as_bytes());
+    }
     w.option_ip(code::SUBNET_MASK, ctx.mask)?;
     let wanted = |c: u8| req.parameter_list.is_none() || req.requested(c);
-    if let Some(name) = ctx.reservation.and_then(|r| r.host_name.as_deref()) {
+    if let Some(name) = ctx.host_name {
         if wanted(code::HOST_NAME) {
             let _ = w.option(code::HOST_NAME, name.as_bytes());
         }
     }
-    let res_opts = ctx.reservation.map(|r| &r.options);
-    for (c, v) in merged(res_opts, ctx.subnet_options) {
-        if wanted(c) {
+    // The first level to set a code wins; later levels only fill in what is left.
+    let mut written = [0u64; 4];
+    for set in ctx.options {
+        for (c, v) in set.iter() {
+            let (word, bit) = (usize::from(c) / 64, 1u64 << (c % 64));
+            if written[word] & bit != 0 || !wanted(c) {
+                continue;
+            }
+            written[word] |= bit;
             // An option that does not fit is left out; the lease is still valid without it.
             let _ = w.option(c, v);
         }
     }
     Ok(w.finish())
-}
-
-/// The reservation's options and the subnet's, in code order, the reservation's value
-/// winning where both set one.
-fn merged<'a>(
-    first: Option<&'a OptionSet>,
-    second: &'a OptionSet,
-) -> impl Iterator<Item = (u8, &'a [u8])> {
-    let mut a = first.into_iter().flat_map(OptionSet::iter).peekable();
-    let mut b = second.iter().peekable();
-    std::iter::from_fn(move || match (a.peek(), b.peek()) {
-        (Some(x), Some(y)) if x.0 == y.0 => {
-            b.next();
-            a.next()
-        }
-        (Some(x), Some(y)) if x.0 > y.0 => b.next(),
-        (Some(_), _) => a.next(),
-        (None, _) => b.next(),
-    })
 }

@@ -168,7 +168,24 @@ impl Engine {
                     .eq(b.pools.iter().map(|p| p.range))));
         let old: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&self.policy).collect();
         let now: hashbrown::HashMap<Ipv4Addr, u16> = file_addresses(&new).collect();
+        // Members added at run time stay with their class, found by name.
+        let members: Vec<(String, Vec<u8>)> = self
+            .classifier
+            .runtime_members()
+            .filter_map(|(c, v)| {
+                Some((
+                    self.policy.classes.get(usize::from(c))?.name.clone(),
+                    v.to_vec(),
+                ))
+            })
+            .collect();
         self.policy = new;
+        self.classifier = super::classify::Classifier::new(&self.policy);
+        for (name, value) in members {
+            if let Some(c) = self.class_id(&name) {
+                self.classifier.add_member(&self.policy.classes, c, &value);
+            }
+        }
         self.index_reservations();
         let mut added: Vec<(Ipv4Addr, u16)> = now
             .iter()

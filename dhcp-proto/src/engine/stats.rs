@@ -35,11 +35,14 @@ pub enum Drop {
     /// Failover: the address is in the partner's pool, or its end is not yet
     /// acknowledged by the partner.
     PartnerPool,
+    /// The client's class (or its circuit, its remote id...) holds as many leases as
+    /// its lease limit allows.
+    LeaseLimit,
 }
 
 impl Drop {
     /// Every reason, for listing all counters including the zero ones.
-    pub const ALL: [Drop; 14] = [
+    pub const ALL: [Drop; 15] = [
         Drop::Malformed(WireError::TooShort),
         Drop::NotRequest,
         Drop::UnexpectedType,
@@ -54,6 +57,7 @@ impl Drop {
         Drop::FailoverNotServing,
         Drop::LoadBalanced,
         Drop::PartnerPool,
+        Drop::LeaseLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Drop {
             Drop::FailoverNotServing => "failover-not-serving",
             Drop::LoadBalanced => "load-balanced-to-peer",
             Drop::PartnerPool => "partner-pool",
+            Drop::LeaseLimit => "lease-limit",
         }
     }
 
@@ -91,6 +96,7 @@ impl Drop {
             Drop::FailoverNotServing => 11,
             Drop::LoadBalanced => 12,
             Drop::PartnerPool => 13,
+            Drop::LeaseLimit => 14,
         }
     }
 }

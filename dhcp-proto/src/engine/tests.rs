@@ -714,6 +714,249 @@ fn the_relay_agent_information_is_kept_with_the_lease_and_journaled() {
     assert_eq!(lab.engine.leases().slot(id).agent, None);
 }
 
+/// Three classes over the relayed subnet: VoIP phones by vendor class, set-top boxes by
+/// OUI, and subscriber lines by circuit id (listed ports, each its own settings).
+fn classes_config() -> Policy {
+    use crate::expr::{Test, Value};
+    use crate::policy::{Class, Membership, Pool, Settings, Subclass};
+    let mut cfg = config();
+    let test = |src: &str, known: &[&str]| {
+        let mut resolve = |n: &str| {
+            crate::policy::class::builtin(n)
+                .or_else(|| known.iter().position(|k| *k == n).map(|i| i as u16))
+        };
+        Test::parse(src, &mut resolve).unwrap()
+    };
+    let mut voip_opts = OptionSet::default();
+    voip_opts.set_text(code::DOMAIN_NAME, "voip.example");
+    let mut port2_opts = OptionSet::default();
+    port2_opts.set_addresses(code::DNS_SERVERS, &[ip("198.51.100.53")]);
+    cfg.classes = vec![
+        Class {
+            name: "voip".into(),
+            membership: Membership::Test(test("option[60].text starts-with 'VOIP'", &[])),
+            settings: Settings {
+                options: voip_opts,
+                lease: Some(LeaseTimes {
+                    default: 300,
+                    min: 60,
+                    max: 300,
+                    renew: None,
+                    rebind: None,
+                }),
+                next_server: Some(ip("192.0.2.69")),
+                filename: Some("phone.cfg".into()),
+            },
+            lease_limit: None,
+        },
+        Class {
+            name: "stb".into(),
+            membership: Membership::Test(test(
+                "pkt4.oui == 0x02aabb and not member('voip')",
+                &["voip"],
+            )),
+            settings: Settings::default(),
+            lease_limit: None,
+        },
+        Class {
+            name: "port".into(),
+            membership: Membership::Match {
+                value: Value::parse("relay4[1]").unwrap(),
+                spawn: false,
+                subclasses: vec![
+                    Subclass {
+                        value: b"port-1".to_vec(),
+                        settings: Settings::default(),
+                    },
+                    Subclass {
+                        value: b"port-2".to_vec(),
+                        settings: Settings {
+                            options: port2_opts,
+                            ..Settings::default()
+                        },
+                    },
+                ],
+            },
+            settings: Settings::default(),
+            lease_limit: Some(2),
+        },
+    ];
+    let mut stb_opts = OptionSet::default();
+    stb_opts.set_text(code::DOMAIN_NAME, "tv.example");
+    cfg.subnets[1].pools = vec![
+        Pool {
+            range: range("198.51.100.10-198.51.100.14"),
+            allow: vec![0],
+            ..Pool::default()
+        },
+        Pool {
+            range: range("198.51.100.20-198.51.100.24"),
+            allow: vec![1],
+            options: stb_opts,
+            ..Pool::default()
+        },
+        Pool {
+            range: range("198.51.100.30-198.51.100.39"),
+            deny: vec![0, 1],
+            ..Pool::default()
+        },
+    ];
+    cfg
+}
+
+fn circuit(port: &[u8]) -> Vec<u8> {
+    let mut v = vec![1, port.len() as u8];
+    v.extend_from_slice(port);
+    v
+}
+
+#[test]
+fn classes_pick_the_pool_and_add_their_settings() {
+    let mut lab = Lab::new(classes_config());
+    let phone = lab.reply(&discover(1).relayed().opt(60, b"VOIP-x100"));
+    assert!(
+        range("198.51.100.10-198.51.100.14").contains(phone.yiaddr),
+        "{phone:?}"
+    );
+    assert_eq!(phone.lease_time(), 300, "the class's lease time");
+    assert_eq!(phone.opt(code::DOMAIN_NAME), Some(&b"voip.example"[..]));
+    let raw = Message::parse(&lab.out[..600]).unwrap();
+    assert_eq!(raw.siaddr(), ip("192.0.2.69"));
+    assert!(raw.file().unwrap().starts_with(b"phone.cfg\0"));
+
+    let mut stb = discover(2).relayed();
+    stb.mac = [2, 0xaa, 0xbb, 0, 0, 2];
+    let tv = lab.reply(&stb);
+    assert!(
+        range("198.51.100.20-198.51.100.24").contains(tv.yiaddr),
+        "{tv:?}"
+    );
+    assert_eq!(
+        tv.opt(code::DOMAIN_NAME),
+        Some(&b"tv.example"[..]),
+        "the pool's option"
+    );
+
+    let pc = lab.reply(&discover(3).relayed());
+    assert!(
+        range("198.51.100.30-198.51.100.39").contains(pc.yiaddr),
+        "{pc:?}"
+    );
+
+    // A subclass member's own option, over the subnet's.
+    let member = lab.reply(
+        &discover(4)
+            .relayed()
+            .opt(code::RELAY_AGENT_INFO, &circuit(b"port-2")),
+    );
+    assert_eq!(member.opt(code::DNS_SERVERS), Some(&[198, 51, 100, 53][..]));
+
+    // A phone asking for an address of the set-top pool is refused it.
+    let n = lab.reply(
+        &request(1)
+            .relayed()
+            .opt(60, b"VOIP-x100")
+            .requested(tv.yiaddr),
+    );
+    assert_eq!(n.kind, MessageType::Nak, "{n:?}");
+}
+
+#[test]
+fn a_full_class_restricted_pool_leaves_its_clients_unserved_and_others_untouched() {
+    let mut lab = Lab::new(classes_config());
+    for mac in 10..15 {
+        lab.dora(&discover(mac).relayed().opt(60, b"VOIP"));
+    }
+    assert_eq!(
+        lab.silent(&discover(15).relayed().opt(60, b"VOIP")),
+        Outcome::Dropped(Drop::NoFreeLease)
+    );
+    lab.dora(&discover(16).relayed());
+}
+
+#[test]
+fn a_lease_limit_caps_the_leases_of_one_circuit() {
+    let mut lab = Lab::new(classes_config());
+    let port1 = circuit(b"port-1");
+    let a = lab.dora(&discover(1).relayed().opt(code::RELAY_AGENT_INFO, &port1));
+    lab.dora(&discover(2).relayed().opt(code::RELAY_AGENT_INFO, &port1));
+    assert_eq!(
+        lab.silent(&discover(3).relayed().opt(code::RELAY_AGENT_INFO, &port1)),
+        Outcome::Dropped(Drop::LeaseLimit)
+    );
+    assert_eq!(lab.engine.stats().dropped(Drop::LeaseLimit), 1);
+    // Another circuit has its own count; a client that holds a lease keeps renewing.
+    lab.dora(
+        &discover(4)
+            .relayed()
+            .opt(code::RELAY_AGENT_INFO, &circuit(b"port-2")),
+    );
+    lab.now += 100;
+    let renew = lab.reply(
+        &request(1)
+            .relayed()
+            .opt(code::RELAY_AGENT_INFO, &port1)
+            .ciaddr(a),
+    );
+    assert_eq!(renew.kind, MessageType::Ack);
+    // A release makes room.
+    lab.send(&Msg::new(MessageType::Release, 1).relayed().ciaddr(a));
+    lab.dora(&discover(3).relayed().opt(code::RELAY_AGENT_INFO, &port1));
+    // Replayed, the leases count again: the circuit is still full.
+    let held: Vec<crate::lease::Lease> = lab
+        .engine
+        .leases()
+        .slots()
+        .filter(|(_, s)| s.state == LeaseState::Active)
+        .map(|(id, _)| lab.engine.lease_at(id))
+        .collect();
+    let mut again = Engine::new(classes_config(), lab.now).unwrap();
+    again.restore(&held, lab.now);
+    let mut lab2 = Lab {
+        engine: again,
+        now: lab.now,
+        out: vec![0; 1500],
+    };
+    assert_eq!(
+        lab2.silent(&discover(5).relayed().opt(code::RELAY_AGENT_INFO, &port1)),
+        Outcome::Dropped(Drop::LeaseLimit)
+    );
+}
+
+#[test]
+fn members_added_at_run_time_join_their_class_and_survive_a_reload() {
+    let mut lab = Lab::new(classes_config());
+    let port9 = circuit(b"port-9");
+    assert_eq!(
+        lab.engine.add_class_member("voip", b"x"),
+        Err(NotMember::NotMatching("voip".into()))
+    );
+    assert_eq!(
+        lab.engine.add_class_member("nope", b"x"),
+        Err(NotMember::NoClass("nope".into()))
+    );
+    lab.engine.add_class_member("port", b"port-9").unwrap();
+    assert!(lab.engine.add_class_member("port", b"port-9").is_err());
+    lab.dora(&discover(1).relayed().opt(code::RELAY_AGENT_INFO, &port9));
+    lab.dora(&discover(2).relayed().opt(code::RELAY_AGENT_INFO, &port9));
+    assert_eq!(
+        lab.silent(&discover(3).relayed().opt(code::RELAY_AGENT_INFO, &port9)),
+        Outcome::Dropped(Drop::LeaseLimit),
+        "a member of the limited class"
+    );
+    lab.engine.reconfigure(Arc::new(classes_config()));
+    assert_eq!(
+        lab.engine.class_members().collect::<Vec<_>>(),
+        [("port", &b"port-9"[..])]
+    );
+    lab.engine.remove_class_member("port", b"port-9").unwrap();
+    assert!(
+        lab.engine.remove_class_member("port", b"port-1").is_err(),
+        "the file's stay"
+    );
+    lab.dora(&discover(3).relayed().opt(code::RELAY_AGENT_INFO, &port9));
+}
+
 #[test]
 fn garbage_and_server_messages_are_counted_and_dropped() {
     let mut lab = Lab::new(config());

@@ -4,6 +4,7 @@
 //! read a file or a command line into this model live in `dhcp-server`'s `config`.
 //! Shards share one `Policy` behind an `Arc`; a reload swaps it.
 
+pub mod class;
 mod failover;
 mod options;
 pub mod reserve;
@@ -11,6 +12,7 @@ pub mod reserve;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+pub use class::{Class, Membership, Settings, Subclass};
 pub use failover::Failover;
 pub use options::{ClasslessRoute, OptionSet};
 
@@ -36,6 +38,9 @@ pub struct Policy {
     pub subnets: Vec<Subnet>,
     /// The failover partnership, covering every pool; none: this server works alone.
     pub failover: Option<Failover>,
+    /// Client classes, in the order they are evaluated: a test may name only the
+    /// classes before it.
+    pub classes: Vec<Class>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -197,6 +202,28 @@ pub struct LeaseTimes {
     pub rebind: Option<u32>,
 }
 
+impl LeaseTimes {
+    /// Checks the times are in order; else the key at fault and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.min == 0 || self.min > self.default || self.default > self.max {
+            return Err((
+                "lease-time",
+                format!(
+                    "needs 0 < min-lease-time ({}) <= lease-time ({}) <= max-lease-time ({})",
+                    self.min, self.default, self.max
+                ),
+            ));
+        }
+        match (self.renew, self.rebind) {
+            (Some(t1), Some(t2)) if t1 >= t2 => Err((
+                "renew-time",
+                format!("renew-time {t1} is not below rebind-time {t2}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Default for LeaseTimes {
     fn default() -> Self {
         Self {
@@ -242,6 +269,7 @@ impl Default for Policy {
             interfaces: Vec::new(),
             subnets: Vec::new(),
             failover: None,
+            classes: Vec::new(),
         }
     }
 }
@@ -330,22 +358,17 @@ impl Policy {
                 }
                 total += r.len();
             }
-            let lt = &s.lease;
-            if lt.min == 0 || lt.min > lt.default || lt.default > lt.max {
-                err(
-                    at("lease-time"),
-                    format!(
-                        "needs 0 < min-lease-time ({}) <= lease-time ({}) <= max-lease-time ({})",
-                        lt.min, lt.default, lt.max
-                    ),
-                );
+            if let Err((key, why)) = s.lease.check() {
+                err(at(key), why);
             }
-            if let (Some(t1), Some(t2)) = (lt.renew, lt.rebind) {
-                if t1 >= t2 {
-                    err(
-                        at("renew-time"),
-                        format!("renew-time {t1} is not below rebind-time {t2}"),
-                    );
+            for (p, pool) in s.pools.iter().enumerate() {
+                for (key, ids) in [("allow", &pool.allow), ("deny", &pool.deny)] {
+                    for &id in ids.iter().filter(|&&id| !class::defined(&self.classes, id)) {
+                        err(
+                            format!("subnet[{i}].pool[{p}].{key}"),
+                            format!("names no class (index {id})"),
+                        );
+                    }
                 }
             }
             self.validate_reservations(i, s, &mut err);
@@ -353,6 +376,7 @@ impl Policy {
         if let Some(f) = &self.failover {
             f.validate(&self.subnets, &mut err);
         }
+        class::validate(&self.classes, &mut err);
         if total > MAX_ADDRESSES {
             err(
                 "subnet".into(),

@@ -51,6 +51,11 @@ impl<'b> Writer<'b> {
     pub fn set_siaddr(&mut self, ip: Ipv4Addr) {
         self.buf[SIADDR..SIADDR + 4].copy_from_slice(&ip.octets());
     }
+    /// The boot file name: at most 127 octets, so the field stays NUL-terminated.
+    pub fn set_file(&mut self, name: &[u8]) {
+        let n = name.len().min(FILE_LEN - 1);
+        self.buf[FILE..FILE + n].copy_from_slice(&name[..n]);
+    }
     pub fn set_flags(&mut self, flags: u16) {
         self.buf[FLAGS..FLAGS + 2].copy_from_slice(&flags.to_be_bytes());
     }

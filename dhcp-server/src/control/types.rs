@@ -321,8 +321,9 @@ pub struct RelayInfo {
 
 impl RelayInfo {
     pub fn from_option(value: &[u8]) -> Self {
+        use dhcp_proto::lease::{hex, printable};
         use dhcp_proto::wire::relay::{sub, sub_option};
-        let field = |code| sub_option(value, code).map(readable);
+        let field = |code| sub_option(value, code).map(printable);
         RelayInfo {
             circuit_id: field(sub::CIRCUIT_ID),
             remote_id: field(sub::REMOTE_ID),
@@ -330,22 +331,6 @@ impl RelayInfo {
             raw: hex(value),
         }
     }
-}
-
-/// Printable ASCII as it is, anything else as colon-separated hex.
-pub fn readable(b: &[u8]) -> String {
-    if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
-        String::from_utf8_lossy(b).into_owned()
-    } else {
-        hex(b)
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,7 +33,9 @@ use hashbrown::HashMap;
 
 use super::error::{Error, Result};
 use super::state::State;
-use dhcp_proto::lease::{BindingState, Failover, HwAddr, Lease, LeaseFlags, Reservation, NEVER};
+use dhcp_proto::lease::{
+    hex, BindingState, Failover, HwAddr, Lease, LeaseFlags, Reservation, NEVER,
+};
 use dhcp_proto::wire::relay::{sub, SubOptions};
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
@@ -98,17 +100,6 @@ fn hw_type_from_name(s: &str) -> Option<u8> {
     }
 }
 
-fn hex_colon(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 3);
-    for (i, x) in b.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push_str(&format!("{x:02x}"));
-    }
-    s
-}
-
 /// dhcpd's default uid form: a quoted string, `\ooo` for what is not printable ASCII.
 fn quote(b: &[u8]) -> String {
     let mut s = String::from("\"");
@@ -164,7 +155,7 @@ pub fn write_lease(out: &mut dyn Write, l: &Lease) -> io::Result<()> {
             out,
             "\n  hardware {} {};",
             hw_type_name(l.hw.htype),
-            hex_colon(l.hw.bytes())
+            hex(l.hw.bytes())
         )?;
     }
     if !l.client_id.is_empty() {
@@ -205,7 +196,7 @@ fn write_host(out: &mut dyn Write, r: &Reservation) -> io::Result<()> {
             out,
             "\n  hardware {} {};",
             hw_type_name(r.hw.htype),
-            hex_colon(r.hw.bytes())
+            hex(r.hw.bytes())
         )?;
     }
     if !r.client_id.is_empty() {
@@ -747,7 +738,10 @@ host h { dynamic; hardware ethernet 02:00:00:00:00:09; fixed-address 192.0.2.99;
         let mut out = Vec::new();
         write_lease(&mut out, l).unwrap();
         let written = String::from_utf8(out).unwrap();
-        assert!(written.contains("option agent.circuit-id \"olt-7/1/3\";"), "{written}");
+        assert!(
+            written.contains("option agent.circuit-id \"olt-7/1/3\";"),
+            "{written}"
+        );
         assert_eq!(parse_leases(&written).unwrap()[0], *l);
     }
 

@@ -35,6 +35,12 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
                 .expect("the configuration was validated before the backend started")
         })
         .collect();
+    // One table of lease-limit counters for the whole server, before any lease counts.
+    if let Some((first, rest)) = engines.split_first_mut() {
+        for e in rest {
+            e.share_limits(first);
+        }
+    }
     if let Some(f) = &config.policy.failover {
         // Before the leases come back: they restore into the pools of the pair.
         let view = dhcp_proto::failover::machine::View {

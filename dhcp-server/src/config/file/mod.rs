@@ -15,12 +15,14 @@ use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use super::{
-    Backend, ClasslessRoute, Config, Failover, Invalid, Ipv4Net, LeaseTimes, LinkId, OptionSet,
-    Policy, Pool, Reservation, Subnet,
+    AddrRange, Backend, Class, ClassId, ClasslessRoute, Config, Failover, Invalid, Ipv4Net,
+    LeaseTimes, LinkId, OptionSet, Policy, Pool, Reservation, Subnet,
 };
 use dhcp_proto::failover::{Hba, Role};
+use dhcp_proto::policy::class::builtin;
 use dhcp_proto::wire::code;
 
+mod class;
 mod failover;
 mod subnet;
 
@@ -68,6 +70,7 @@ const TOP_KEYS: &[&str] = &[
     "metrics-listen",
     "log-level",
     "failover",
+    "class",
     "subnet",
 ];
 
@@ -477,6 +480,7 @@ impl Walker {
             .get_key_value("failover")
             .and_then(|(k, v)| self.failover(k.span(), v));
         let interfaces = self.interfaces(root);
+        let classes = self.classes(root);
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
             None => Some(Vec::new()),
@@ -495,7 +499,7 @@ impl Walker {
                 let mut complete = true;
                 for (i, span, t) in tables {
                     let before = self.lossy;
-                    let s = self.subnet(&format!("subnet[{i}]"), span, t, &interfaces);
+                    let s = self.subnet(&format!("subnet[{i}]"), span, t, &interfaces, &classes);
                     complete &= s.is_some();
                     subnets.extend(s);
                     dirty.push(self.lossy > before);
@@ -511,6 +515,7 @@ impl Walker {
                 interfaces,
                 subnets,
                 failover,
+                classes,
             },
             backend,
             workers,

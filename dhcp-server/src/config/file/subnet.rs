@@ -1,5 +1,6 @@
-//! The `[[subnet]]` tables of the file: address, pools, lease times, options (named and
-//! raw) and `[[subnet.reservation]]`s, which take the same option keys.
+//! The `[[subnet]]` tables of the file: address, pools (each a range, or a table with the
+//! classes it admits and options of its own), lease times, options (named and raw) and
+//! `[[subnet.reservation]]`s, which take the same option keys.
 
 use super::*;
 
@@ -12,6 +13,7 @@ impl Walker {
         head: Range<usize>,
         t: &DeTable<'_>,
         interfaces: &[String],
+        classes: &[Class],
     ) -> Option<Subnet> {
         self.check_keys(at, t, SUBNET_KEYS, true);
         let key = |k: &str| format!("{at}.{k}");
@@ -48,8 +50,9 @@ impl Walker {
         let pools = t
             .get("pools")
             .and_then(|v| {
-                self.list(&key("pools"), v, false, |w, k, e| {
-                    w.parsed(k, e, |s| s.parse::<Pool>())
+                self.list(&key("pools"), v, false, |w, k, e| match e.get_ref() {
+                    DeValue::Table(t) => w.pool(k, e.span(), t, classes),
+                    _ => w.parsed(k, e, |s| s.parse::<Pool>()),
                 })
             })
             .unwrap_or_default();
@@ -76,7 +79,64 @@ impl Walker {
         })
     }
 
-    fn lease_times(&mut self, at: &str, t: &DeTable<'_>) -> LeaseTimes {
+    /// `{ range = "A-B", allow = [...], deny = [...], ...options }`.
+    fn pool(
+        &mut self,
+        at: &str,
+        head: Range<usize>,
+        t: &DeTable<'_>,
+        classes: &[Class],
+    ) -> Option<Pool> {
+        self.check_keys(at, t, &["range", "allow", "deny"], true);
+        let range = match t.get("range") {
+            Some(v) => self.parsed(&format!("{at}.range"), v, |s| s.parse::<AddrRange>()),
+            None => {
+                self.missing(
+                    head,
+                    &format!("{at}.range"),
+                    "a pool needs range = \"FIRST-LAST\"",
+                );
+                None
+            }
+        };
+        let mut names = |key: &str| -> Vec<ClassId> {
+            let Some(v) = t.get(key) else {
+                return Vec::new();
+            };
+            self.list(&format!("{at}.{key}"), v, true, |w, k, e| {
+                let name = w.string(k, e)?;
+                let id = builtin(name).or_else(|| {
+                    classes
+                        .iter()
+                        .position(|c| c.name == name)
+                        .map(|p| p as ClassId)
+                });
+                if id.is_none() {
+                    let known: Vec<&str> = classes.iter().map(|c| c.name.as_str()).collect();
+                    w.error(
+                        e.span(),
+                        k,
+                        format!(
+                            "no class named '{name}'; classes: {}, KNOWN, UNKNOWN",
+                            known.join(", ")
+                        ),
+                    );
+                }
+                id
+            })
+            .unwrap_or_default()
+        };
+        let allow = names("allow");
+        let deny = names("deny");
+        Some(Pool {
+            range: range?,
+            allow,
+            deny,
+            options: self.options(at, t, "subnet.pools.option"),
+        })
+    }
+
+    pub(super) fn lease_times(&mut self, at: &str, t: &DeTable<'_>) -> LeaseTimes {
         let mut get = |name: &str| {
             t.get(name)
                 .and_then(|v| self.seconds(&format!("{at}.{name}"), v))
@@ -129,7 +189,7 @@ impl Walker {
     }
 
     /// The named option keys and the raw `option` entries of a subnet or reservation.
-    fn options(&mut self, at: &str, t: &DeTable<'_>, header: &str) -> OptionSet {
+    pub(super) fn options(&mut self, at: &str, t: &DeTable<'_>, header: &str) -> OptionSet {
         let mut set = OptionSet::default();
         for &(name, code, form) in NAMED {
             let Some(v) = t.get(name) else { continue };

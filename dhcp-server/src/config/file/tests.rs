@@ -104,6 +104,7 @@ fn a_full_file_becomes_the_model() {
             decline_hold: 600,
             interfaces: vec!["veth0".into(), "veth1".into()],
             failover: None,
+            classes: Vec::new(),
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),
@@ -896,4 +897,97 @@ fn the_shipped_examples_load() {
             "examples/{expected} is missing"
         );
     }
+}
+
+const CLASSES: &str = r#"
+interfaces = ["veth0"]
+
+[[class]]
+name = "voip"
+test = "option[60].text starts-with 'VOIP'"
+lease-time = 600
+next-server = "192.0.2.69"
+filename = "phone.cfg"
+domain-name = "voip.example"
+
+[[class]]
+name = "line"
+match = "relay4[1]"
+lease-limit = 2
+members = ["port-1", "port-2"]
+
+[[class.subclass]]
+value = "port-3"
+dns-servers = ["192.0.2.53"]
+
+[[class.subclass]]
+hex = "00:01"
+
+[[subnet]]
+subnet = "192.0.2.0/24"
+interface = "veth0"
+pools = [
+  { range = "192.0.2.10-192.0.2.19", allow = ["voip"], routers = ["192.0.2.1"] },
+  { range = "192.0.2.20-192.0.2.29", deny = ["voip", "KNOWN"] },
+  "192.0.2.30-192.0.2.39",
+]
+"#;
+
+#[test]
+fn classes_and_pool_tables_become_the_model() {
+    use dhcp_proto::policy::class::KNOWN;
+    use dhcp_proto::policy::Membership;
+    let c = load(CLASSES).unwrap();
+    let p = &c.policy;
+    assert_eq!(p.classes.len(), 2);
+    let voip = &p.classes[0];
+    assert_eq!(voip.name, "voip");
+    assert!(matches!(voip.membership, Membership::Test(_)));
+    assert_eq!(voip.settings.lease.unwrap().default, 600);
+    assert_eq!(
+        voip.settings.next_server,
+        Some("192.0.2.69".parse().unwrap())
+    );
+    assert_eq!(voip.settings.filename.as_deref(), Some("phone.cfg"));
+    assert!(voip.settings.options.get(code::DOMAIN_NAME).is_some());
+    let Membership::Match {
+        subclasses, spawn, ..
+    } = &p.classes[1].membership
+    else {
+        panic!("line matches by value");
+    };
+    assert!(!spawn);
+    let values: Vec<&[u8]> = subclasses.iter().map(|s| s.value.as_slice()).collect();
+    assert_eq!(values, [&b"port-3"[..], &[0, 1], b"port-1", b"port-2"]);
+    assert_eq!(p.classes[1].lease_limit, Some(2));
+    let pools = &p.subnets[0].pools;
+    assert_eq!(pools[0].allow, [0]);
+    assert!(pools[0].options.get(code::ROUTER).is_some());
+    assert_eq!(pools[1].deny, [0, KNOWN]);
+    assert!(pools[2].is_open());
+}
+
+#[test]
+fn class_mistakes_name_their_line_key_and_reason() {
+    let bad_test = CLASSES.replace("starts-with 'VOIP'", "starts-with");
+    let e = one_error(&bad_test);
+    assert_eq!((e.line, e.key.as_str()), (6, "class[0].test"), "{e}");
+    assert!(e.reason.contains("column"), "{e}");
+    let unknown = CLASSES.replace("deny = [\"voip\", \"KNOWN\"]", "deny = [\"voice\"]");
+    let e = one_error(&unknown);
+    assert_eq!(e.key, "subnet[0].pools[1].deny[0]", "{e}");
+    assert!(e.reason.contains("no class named 'voice'"), "{e}");
+    let later = CLASSES.replace(
+        "test = \"option[60].text starts-with 'VOIP'\"",
+        "test = \"member('line')\"",
+    );
+    let e = one_error(&later);
+    assert_eq!(e.key, "class[0].test", "{e}");
+    let both = CLASSES.replace(
+        "match = \"relay4[1]\"",
+        "match = \"relay4[1]\"\ntest = \"true\"",
+    );
+    assert_eq!(one_error(&both).key, "class[1]");
+    let twice = CLASSES.replace("name = \"line\"", "name = \"voip\"");
+    assert_eq!(one_error(&twice).key, "class[1].name");
 }
