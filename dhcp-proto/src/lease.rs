@@ -128,6 +128,10 @@ pub struct ReservationRecord<'a> {
     pub chaddr: &'a [u8],
     pub client_id: &'a [u8],
     pub host_name: &'a [u8],
+    /// The subscriber identity it reserves for (`SubscriberKind` as a number: 1 circuit
+    /// id, 2 remote id, 6 subscriber id, 255 flex-id), 0 and empty when none.
+    pub subscriber_kind: u8,
+    pub subscriber: &'a [u8],
 }
 
 /// A failover state change. The states are the failover protocol's numbers (1 startup,
@@ -261,6 +265,8 @@ pub struct Reservation {
     pub hw: HwAddr,
     pub client_id: Box<[u8]>,
     pub host_name: Box<[u8]>,
+    pub subscriber_kind: u8,
+    pub subscriber: Box<[u8]>,
 }
 
 impl Reservation {
@@ -271,6 +277,8 @@ impl Reservation {
             hw: HwAddr::new(r.htype, r.chaddr),
             client_id: r.client_id.into(),
             host_name: r.host_name.into(),
+            subscriber_kind: r.subscriber_kind,
+            subscriber: r.subscriber.into(),
         }
     }
 
@@ -282,6 +290,8 @@ impl Reservation {
             chaddr: self.hw.bytes(),
             client_id: &self.client_id,
             host_name: &self.host_name,
+            subscriber_kind: self.subscriber_kind,
+            subscriber: &self.subscriber,
         }
     }
 }

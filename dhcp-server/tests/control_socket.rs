@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dhcp_proto::policy::{Subscriber, SubscriberKind};
 use dhcp_server::control::{
     self, AccessList, BackendKind, ClientIdentity, ConfigStatus, ControlError, FailoverStatus,
     JournalStatus, Latency, Lease, LeaseFilter, LeasePage, LeaseState, MacAddr, Options, PageQuery,
@@ -211,11 +212,17 @@ impl Server for Fake {
                 subnet: "192.0.2.0/24".parse().unwrap(),
                 mac: match &r.client {
                     ClientIdentity::Mac(m) => Some(*m),
-                    ClientIdentity::ClientId(_) => None,
+                    _ => None,
                 },
                 client_id: match &r.client {
-                    ClientIdentity::Mac(_) => None,
                     ClientIdentity::ClientId(c) => Some(c.clone()),
+                    _ => None,
+                },
+                subscriber: match &r.client {
+                    ClientIdentity::Subscriber(k, v) => {
+                        Some((k.name().to_owned(), Subscriber::format_value(v)))
+                    }
+                    _ => None,
                 },
                 host_name: r.host_name.clone(),
                 source: ReservationSource::Control,
@@ -644,6 +651,16 @@ fn changes_through_ctl() {
             "01:02:03",
         ],
     );
+    ctl_ok(
+        &sock,
+        &[
+            "reservation-add",
+            "--address",
+            "192.0.2.52",
+            "--circuit-id",
+            "olt-1/1/7",
+        ],
+    );
     {
         let r = fake.reservations.lock().unwrap();
         assert_eq!(
@@ -654,6 +671,10 @@ fn changes_through_ctl() {
         assert_eq!(
             r[1].client,
             ClientIdentity::ClientId("010203".parse().unwrap())
+        );
+        assert_eq!(
+            r[2].client,
+            ClientIdentity::Subscriber(SubscriberKind::CircuitId, b"olt-1/1/7".to_vec())
         );
     }
     let (out, err) = ctl_err(
@@ -678,9 +699,10 @@ fn changes_through_ctl() {
     let table = ctl_ok(&sock, &["reservations"]);
     assert_eq!(
         table,
-        "ADDRESS     MAC                CLIENT-ID  HOST-NAME  SOURCE   SUBNET\n\
-         192.0.2.50  02:aa:00:00:00:01  -          printer    control  192.0.2.0/24\n\
-         192.0.2.51  -                  01:02:03   -          control  192.0.2.0/24\n"
+        "ADDRESS     MAC                CLIENT-ID  SUBSCRIBER            HOST-NAME  SOURCE   SUBNET\n\
+         192.0.2.50  02:aa:00:00:00:01  -          -                     printer    control  192.0.2.0/24\n\
+         192.0.2.51  -                  01:02:03   -                     -          control  192.0.2.0/24\n\
+         192.0.2.52  -                  -          circuit-id olt-1/1/7  -          control  192.0.2.0/24\n"
     );
     let page = ctl_json(&sock, &["reservations", "--limit", "1"]);
     assert_eq!(page["reservations"][0]["address"], "192.0.2.50");
@@ -692,7 +714,7 @@ fn changes_through_ctl() {
     assert_eq!(one["reservations"][0]["address"], "192.0.2.51");
     let status = ctl_ok(&sock, &["status"]);
     assert!(
-        status.contains("reserved    2 in the file, 2 at run time"),
+        status.contains("reserved    2 in the file, 3 at run time"),
         "{status}"
     );
     assert!(

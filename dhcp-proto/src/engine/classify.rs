@@ -6,7 +6,7 @@
 //! (options, lease times, boot server and file) its classes add.
 
 use super::limits::{Charge, MAX_CHARGES, NO_CHARGE};
-use super::{client_of, KeyKind, SlotId};
+use super::{KeyKind, SlotId};
 use crate::expr::Packet;
 use crate::policy::class::{Class, Membership, Settings, KNOWN, MAX_CLASSES, UNKNOWN};
 use crate::policy::{ClassId, Policy, Pool};
@@ -282,7 +282,7 @@ impl super::Engine {
         let Ok(req) = Request::parse(&buf[..len]) else {
             return;
         };
-        let res = self.reservation(&self.ids, client_of(&req), req.msg.chaddr());
+        let res = self.reservation(&self.ids, &req);
         self.classify(&req, res);
         let pkt = Packet::new(&req);
         let limits = self.leases.limits();

@@ -15,7 +15,7 @@ mod stats;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::policy::{LinkId, Policy, Reservation};
+use crate::policy::{LinkId, Policy, Reservation, SubscriberKind};
 use crate::wire::frame::Addressing;
 use crate::wire::{relay, MessageType, Request, BOOTREQUEST};
 
@@ -111,6 +111,8 @@ pub struct Engine {
     /// run-time ones.
     res_by_hw: hashbrown::HashMap<[u8; 6], Vec<ResId>>,
     res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<ResId>>,
+    /// Per `SubscriberKind::ALL` entry: reservations by that identity.
+    res_by_subscriber: [hashbrown::HashMap<Box<[u8]>, Vec<ResId>>; 4],
     /// Reservations made while running (control socket, journal replay), by a stable
     /// index (`RUNTIME | i` in a `ResId`); `None` is a freed entry, reused next.
     runtime: Vec<Option<(u16, Reservation)>>,
@@ -238,6 +240,7 @@ impl Engine {
             subnet_pools,
             res_by_hw: Default::default(),
             res_by_id: Default::default(),
+            res_by_subscriber: Default::default(),
             runtime: Vec::new(),
             runtime_free: Vec::new(),
             runtime_at: Default::default(),
@@ -415,23 +418,49 @@ impl Engine {
     }
 
     /// The client's reservation in one of the network's subnets, looked up once per
-    /// message. No lookup at all when nothing is reserved, the common ISP case.
-    fn reservation(&self, net: &[u16], client: ClientRef<'_>, chaddr: &[u8]) -> Option<ResId> {
-        if self.res_by_id.is_empty() && self.res_by_hw.is_empty() {
+    /// message: by client identifier, hardware address, then circuit id, remote id,
+    /// subscriber id and flex-id (Kea's default order but for the client identifier,
+    /// which names the client more precisely than its MAC). No lookup at all when
+    /// nothing is reserved, the common ISP case.
+    fn reservation(&self, net: &[u16], req: &Request<'_>) -> Option<ResId> {
+        if self.res_by_id.is_empty()
+            && self.res_by_hw.is_empty()
+            && self.res_by_subscriber.iter().all(|m| m.is_empty())
+        {
             return None;
         }
+        let client = client_of(req);
         let by_id = (client.kind == KeyKind::ClientId)
             .then(|| self.res_by_id.get(client.bytes))
             .flatten();
-        let by_hw = <[u8; 6]>::try_from(chaddr)
+        let by_hw = <[u8; 6]>::try_from(req.msg.chaddr())
             .ok()
             .and_then(|hw| self.res_by_hw.get(&hw));
+        let in_net = |ids: &Vec<ResId>| ids.iter().find(|(s, _)| net.contains(s)).copied();
         by_id
             .into_iter()
             .chain(by_hw)
-            .flatten()
-            .find(|(s, _)| net.contains(s))
-            .copied()
+            .find_map(in_net)
+            .or_else(|| self.reservation_by_subscriber(req, in_net))
+    }
+
+    fn reservation_by_subscriber(
+        &self,
+        req: &Request<'_>,
+        in_net: impl Fn(&Vec<ResId>) -> Option<ResId>,
+    ) -> Option<ResId> {
+        let pkt = crate::expr::Packet::new(req);
+        SubscriberKind::ALL
+            .into_iter()
+            .zip(&self.res_by_subscriber)
+            .filter(|(_, map)| !map.is_empty())
+            .find_map(|(kind, map)| {
+                let value = match kind {
+                    SubscriberKind::Flex => self.policy.flex_id.as_ref()?.eval(&pkt)?,
+                    _ => relay::sub_option(req.relay_agent_info?, kind as u8)?,
+                };
+                map.get(value).and_then(&in_net)
+            })
     }
 
     fn res(&self, (subnet, k): ResId) -> &Reservation {
@@ -512,7 +541,7 @@ impl Engine {
             return Outcome::Dropped(Drop::UnknownNetwork);
         }
         let client = client_of(req);
-        let res = self.reservation(self.ids(net), client, req.msg.chaddr());
+        let res = self.reservation(self.ids(net), req);
         self.classify(req, res);
         let Some(slot) = self.pick_for_offer(self.ids(net), client, req, res) else {
             for i in 0..self.ids(net).len() {
@@ -639,7 +668,7 @@ impl Engine {
             _ if !ciaddr.is_unspecified() => (ciaddr, false, true),
             _ => return Outcome::Dropped(Drop::NoAddress),
         };
-        let res = self.reservation(self.ids(net), client, req.msg.chaddr());
+        let res = self.reservation(self.ids(net), req);
         self.classify(req, res);
         let ids = self.ids(net);
         let Some(&first) = ids.first() else {
@@ -832,8 +861,7 @@ impl Engine {
         let Some(subnet) = self.subnet_in(net, ciaddr).or(net.first().copied()) else {
             return Outcome::Dropped(Drop::UnknownNetwork);
         };
-        let client = client_of(req);
-        let res = self.reservation(self.ids_of(subnet), client, req.msg.chaddr());
+        let res = self.reservation(self.ids_of(subnet), req);
         self.classify(req, res);
         let res = self.res_in(res, subnet);
         let sid = self.server_id(subnet, meta);

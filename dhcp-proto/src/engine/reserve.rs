@@ -10,7 +10,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Engine, KeyKind, LeaseState, Reservation, Slot, RUNTIME};
+use super::{Engine, KeyKind, LeaseState, ResId, Reservation, Slot, RUNTIME};
+use crate::policy::SubscriberKind;
 use std::sync::Arc;
 
 use crate::policy::Policy;
@@ -32,16 +33,61 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(k, e)| e.as_ref().map(|(s, r)| ((*s, RUNTIME | k as u32), r)));
-        for (id, r) in file.chain(runtime) {
-            if let Some(hw) = r.hw_address {
-                self.res_by_hw.entry(hw).or_default().push(id);
+        let all: Vec<(ResId, Reservation)> =
+            file.chain(runtime).map(|(id, r)| (id, r.clone())).collect();
+        for m in &mut self.res_by_subscriber {
+            m.clear();
+        }
+        for (id, r) in &all {
+            self.index(*id, r);
+        }
+    }
+
+    /// Adds reservation `id` to the lookups by each identity it names.
+    fn index(&mut self, id: ResId, r: &Reservation) {
+        if let Some(hw) = r.hw_address {
+            self.res_by_hw.entry(hw).or_default().push(id);
+        }
+        if let Some(cid) = &r.client_id {
+            self.res_by_id
+                .entry(cid.clone().into_boxed_slice())
+                .or_default()
+                .push(id);
+        }
+        if let Some(s) = &r.subscriber {
+            self.res_by_subscriber[s.kind.index()]
+                .entry(s.value.clone().into_boxed_slice())
+                .or_default()
+                .push(id);
+        }
+    }
+
+    /// Takes reservation `id` out of the lookups.
+    fn unindex(&mut self, id: ResId, r: &Reservation) {
+        fn drop_from<K: std::hash::Hash + Eq>(
+            map: &mut hashbrown::HashMap<K, Vec<ResId>>,
+            key: &K,
+            id: ResId,
+        ) {
+            if let Some(v) = map.get_mut(key) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    map.remove(key);
+                }
             }
-            if let Some(cid) = &r.client_id {
-                self.res_by_id
-                    .entry(cid.clone().into_boxed_slice())
-                    .or_default()
-                    .push(id);
-            }
+        }
+        if let Some(hw) = r.hw_address {
+            drop_from(&mut self.res_by_hw, &hw, id);
+        }
+        if let Some(cid) = &r.client_id {
+            drop_from(&mut self.res_by_id, &cid.clone().into_boxed_slice(), id);
+        }
+        if let Some(s) = &r.subscriber {
+            drop_from(
+                &mut self.res_by_subscriber[s.kind.index()],
+                &s.value.clone().into_boxed_slice(),
+                id,
+            );
         }
     }
 
@@ -93,17 +139,8 @@ impl Engine {
             }
         };
         self.runtime_at.insert(addr, k);
-        let (_, r) = self.runtime[k as usize].as_ref().expect("just stored");
-        let id = (subnet, RUNTIME | k);
-        if let Some(hw) = r.hw_address {
-            self.res_by_hw.entry(hw).or_default().push(id);
-        }
-        if let Some(cid) = &r.client_id {
-            self.res_by_id
-                .entry(cid.clone().into_boxed_slice())
-                .or_default()
-                .push(id);
-        }
+        let (_, r) = self.runtime[k as usize].clone().expect("just stored");
+        self.index((subnet, RUNTIME | k), &r);
     }
 
     /// Ends the run-time reservation of `addr`: `None` when there is none. Otherwise
@@ -114,23 +151,7 @@ impl Engine {
         let k = self.runtime_at.remove(&addr)?;
         let (subnet, r) = self.runtime[k as usize].take()?;
         self.runtime_free.push(k);
-        let id = (subnet, RUNTIME | k);
-        if let Some(hw) = r.hw_address {
-            if let Some(v) = self.res_by_hw.get_mut(&hw) {
-                v.retain(|x| *x != id);
-                if v.is_empty() {
-                    self.res_by_hw.remove(&hw);
-                }
-            }
-        }
-        if let Some(cid) = &r.client_id {
-            if let Some(v) = self.res_by_id.get_mut(cid.as_slice()) {
-                v.retain(|x| *x != id);
-                if v.is_empty() {
-                    self.res_by_id.remove(cid.as_slice());
-                }
-            }
-        }
+        self.unindex((subnet, RUNTIME | k), &r);
         let slot = self.leases.slot_of(addr)?;
         if file_addresses(&self.policy).any(|(a, _)| a == addr) {
             return Some(true);
@@ -223,8 +244,16 @@ pub(crate) fn file_addresses(policy: &Policy) -> impl Iterator<Item = (Ipv4Addr,
 }
 
 /// Whether the client a slot belongs to is the host a reservation names: by its
-/// hardware address, or by the client identifier it sends.
+/// hardware address, by the client identifier it sends, or by the relay agent
+/// sub-option it was last granted through.
 fn same_host(s: &Slot, r: &Reservation) -> bool {
+    let by_relay = r.subscriber.as_ref().is_some_and(|sub| {
+        sub.kind != SubscriberKind::Flex
+            && s.agent
+                .as_deref()
+                .and_then(|a| crate::wire::relay::sub_option(a, sub.kind as u8))
+                == Some(&sub.value[..])
+    });
     let by_hw = r
         .hw_address
         .is_some_and(|hw| s.hlen == 6 && s.hw[..6] == hw);
@@ -234,7 +263,7 @@ fn same_host(s: &Slot, r: &Reservation) -> bool {
             k.kind == KeyKind::ClientId && k.bytes == id
         })
     });
-    by_hw || by_id
+    by_hw || by_id || by_relay
 }
 
 /// "192.0.2.50 is leased to 02:00:00:00:00:09 for another 3540 s".

@@ -958,6 +958,74 @@ fn members_added_at_run_time_join_their_class_and_survive_a_reload() {
 }
 
 #[test]
+fn reservations_by_circuit_id_and_flex_id_follow_the_subscriber_not_the_device() {
+    use crate::policy::{Subscriber, SubscriberKind};
+    let mut cfg = config();
+    cfg.flex_id = Some(crate::expr::Value::parse("relay4[2]").unwrap());
+    cfg.subnets[1].reservations = vec![
+        Reservation {
+            subscriber: Some(Subscriber {
+                kind: SubscriberKind::CircuitId,
+                value: b"olt-1/1/7".to_vec(),
+            }),
+            address: Some(ip("198.51.100.12")),
+            ..Default::default()
+        },
+        Reservation {
+            subscriber: Some(Subscriber {
+                kind: SubscriberKind::Flex,
+                value: b"cpe-42".to_vec(),
+            }),
+            address: Some(ip("198.51.100.13")),
+            ..Default::default()
+        },
+    ];
+    let mut lab = Lab::new(cfg);
+    let port7 = circuit(b"olt-1/1/7");
+    assert_eq!(
+        lab.dora(&discover(1).relayed().opt(code::RELAY_AGENT_INFO, &port7)),
+        ip("198.51.100.12")
+    );
+    let flex = [2, 6, b'c', b'p', b'e', b'-', b'4', b'2'];
+    assert_eq!(
+        lab.dora(&discover(2).relayed().opt(code::RELAY_AGENT_INFO, &flex)),
+        ip("198.51.100.13")
+    );
+    // Nobody else gets the reserved addresses.
+    for mac in 3..6 {
+        let a = lab.dora(&discover(mac).relayed());
+        assert!(a != ip("198.51.100.12") && a != ip("198.51.100.13"), "{a}");
+    }
+    // The subscriber replaces its CPE: once the old lease is gone, the new device on the
+    // same port gets the same address.
+    lab.send(
+        &Msg::new(MessageType::Release, 1)
+            .relayed()
+            .ciaddr(ip("198.51.100.12")),
+    );
+    assert_eq!(
+        lab.dora(&discover(9).relayed().opt(code::RELAY_AGENT_INFO, &port7)),
+        ip("198.51.100.12")
+    );
+    // At run time, by remote id; a lease through that remote id is the host's own.
+    let r = Reservation {
+        subscriber: Some(Subscriber {
+            kind: SubscriberKind::RemoteId,
+            value: vec![0xab, 0xcd],
+        }),
+        address: Some(ip("198.51.100.10")),
+        ..Default::default()
+    };
+    let held = lab.engine.leases().slot_of(ip("198.51.100.10")).unwrap();
+    let holder = lab.engine.leases().slot(held).client.is_some();
+    assert!(holder, "a client of the dynamic pool holds it");
+    assert!(matches!(
+        lab.engine.add_reservation(r.clone(), lab.now),
+        Err(NotReserved::Held(_))
+    ));
+}
+
+#[test]
 fn garbage_and_server_messages_are_counted_and_dropped() {
     let mut lab = Lab::new(config());
     let meta = RxMeta {

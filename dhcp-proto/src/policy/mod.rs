@@ -41,6 +41,9 @@ pub struct Policy {
     /// Client classes, in the order they are evaluated: a test may name only the
     /// classes before it.
     pub classes: Vec<Class>,
+    /// The expression whose value `flex-id` reservations are looked up by (Kea's
+    /// flex-id `identifier-expression`), e.g. the remote id joined with the circuit id.
+    pub flex_id: Option<crate::expr::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,9 +258,91 @@ pub struct Subnet {
 pub struct Reservation {
     pub hw_address: Option<[u8; 6]>,
     pub client_id: Option<Vec<u8>>,
+    /// The subscriber as the relay or the flex-id expression names it, whatever
+    /// device it uses (dhcpd's `host-identifier option agent.circuit-id`, Kea's
+    /// circuit-id and flex-id reservations).
+    pub subscriber: Option<Subscriber>,
     pub address: Option<Ipv4Addr>,
     pub host_name: Option<String>,
     pub options: OptionSet,
+}
+
+/// What names a subscriber: a relay agent sub-option's value, or the policy's flex-id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subscriber {
+    pub kind: SubscriberKind,
+    pub value: Vec<u8>,
+}
+
+impl Subscriber {
+    /// A value as operators write it: text, or `0x` and hex octets (`0x00:1a:2b`,
+    /// separators optional) for the binary ones some relays send; 1 to 255 octets.
+    pub fn parse_value(s: &str) -> Option<Vec<u8>> {
+        let v = match s.strip_prefix("0x") {
+            Some(h) => {
+                let digits: Vec<u8> = h.bytes().filter(|b| *b != b':' && *b != b'-').collect();
+                if !digits.len().is_multiple_of(2) {
+                    return None;
+                }
+                digits
+                    .chunks(2)
+                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?
+            }
+            None => s.as_bytes().to_vec(),
+        };
+        (1..=255).contains(&v.len()).then_some(v)
+    }
+
+    /// The value written so that `parse_value` reads it back.
+    pub fn format_value(v: &[u8]) -> String {
+        let text = crate::lease::printable(v);
+        if text.as_bytes() == v && !text.starts_with("0x") {
+            text
+        } else {
+            format!("0x{}", crate::lease::hex(v))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscriberKind {
+    /// Relay agent sub-option 1.
+    CircuitId = 1,
+    /// Relay agent sub-option 2.
+    RemoteId = 2,
+    /// Relay agent sub-option 6.
+    SubscriberId = 6,
+    /// The value of `Policy::flex_id`.
+    Flex = 255,
+}
+
+impl SubscriberKind {
+    pub const ALL: [SubscriberKind; 4] = [
+        SubscriberKind::CircuitId,
+        SubscriberKind::RemoteId,
+        SubscriberKind::SubscriberId,
+        SubscriberKind::Flex,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| *k as u8 == v)
+    }
+
+    /// Its place in `ALL`.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+
+    /// The name the file, the control socket and the tables use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubscriberKind::CircuitId => "circuit-id",
+            SubscriberKind::RemoteId => "remote-id",
+            SubscriberKind::SubscriberId => "subscriber-id",
+            SubscriberKind::Flex => "flex-id",
+        }
+    }
 }
 
 impl Default for Policy {
@@ -270,6 +355,7 @@ impl Default for Policy {
             subnets: Vec::new(),
             failover: None,
             classes: Vec::new(),
+            flex_id: None,
         }
     }
 }
@@ -393,10 +479,22 @@ impl Policy {
     fn validate_reservations(&self, i: usize, s: &Subnet, err: &mut impl FnMut(String, String)) {
         for (k, r) in s.reservations.iter().enumerate() {
             let at = |key: &str| format!("subnet[{i}].reservation[{k}].{key}");
-            if r.hw_address.is_none() && r.client_id.is_none() {
+            if r.hw_address.is_none() && r.client_id.is_none() && r.subscriber.is_none() {
                 err(
                     at("hw-address"),
-                    "a reservation needs hw-address or client-id".into(),
+                    "a reservation needs hw-address, client-id, circuit-id, remote-id, \
+                     subscriber-id or flex-id"
+                        .into(),
+                );
+            }
+            if r.subscriber
+                .as_ref()
+                .is_some_and(|s| s.kind == SubscriberKind::Flex)
+                && self.flex_id.is_none()
+            {
+                err(
+                    at("flex-id"),
+                    "a flex-id reservation needs flex-id = \"...\" at the top level".into(),
                 );
             }
             if let Some(a) = r.address {
@@ -419,6 +517,10 @@ impl Policy {
                         at("client-id"),
                         format!("also reserved by reservation[{l}]"),
                     );
+                }
+                if same(&r.subscriber, &o.subscriber) {
+                    let kind = r.subscriber.as_ref().map_or("", |s| s.kind.name());
+                    err(at(kind), format!("also reserved by reservation[{l}]"));
                 }
                 if same(&r.address, &o.address) {
                     err(

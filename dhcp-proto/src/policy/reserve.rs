@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::{Invalid, Policy, Reservation};
+use super::{Invalid, Policy, Reservation, Subscriber, SubscriberKind};
+use crate::lease::hex;
 
 /// The run-time reservations, by address.
 pub type Runtime = BTreeMap<Ipv4Addr, Reservation>;
@@ -42,14 +43,18 @@ pub fn host(r: &Reservation) -> String {
         }
         let _ = write!(s, "client id {}", hex(id));
     }
+    if let Some(sub) = &r.subscriber {
+        if !s.is_empty() {
+            s.push_str(", ");
+        }
+        let _ = write!(
+            s,
+            "{} {}",
+            sub.kind.name(),
+            Subscriber::format_value(&sub.value)
+        );
+    }
     s
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|o| format!("{o:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Checks run-time reservation `r` against `config` and the run-time reservations that
@@ -60,9 +65,19 @@ pub fn check(config: &Policy, runtime: &Runtime, r: &Reservation) -> Result<usiz
             "a run-time reservation needs an address".into(),
         ));
     };
-    if r.hw_address.is_none() && r.client_id.is_none() {
+    if r.hw_address.is_none() && r.client_id.is_none() && r.subscriber.is_none() {
         return Err(Refusal::Invalid(
-            "a reservation needs a MAC address or a client identifier".into(),
+            "a reservation needs a MAC address, a client identifier or a subscriber identity"
+                .into(),
+        ));
+    }
+    if r.subscriber
+        .as_ref()
+        .is_some_and(|s| s.kind == SubscriberKind::Flex)
+        && config.flex_id.is_none()
+    {
+        return Err(Refusal::Invalid(
+            "a flex-id reservation needs flex-id = \"...\" in the configuration file".into(),
         ));
     }
     let Some(i) = config.subnets.iter().position(|s| s.net.contains(addr)) else {
@@ -121,6 +136,15 @@ fn same_host(a: &Reservation, b: &Reservation) -> Option<String> {
     if let (Some(x), Some(y)) = (&a.client_id, &b.client_id) {
         if x == y {
             return Some(format!("client id {}", hex(x)));
+        }
+    }
+    if let (Some(x), Some(y)) = (&a.subscriber, &b.subscriber) {
+        if x == y {
+            return Some(format!(
+                "{} {}",
+                x.kind.name(),
+                Subscriber::format_value(&x.value)
+            ));
         }
     }
     None

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use dhcp_proto::policy::{Subscriber, SubscriberKind};
 use dhcp_server::control::client::{decode, Client, ClientError};
 use dhcp_server::control::protocol::Command;
 use dhcp_server::control::{
@@ -62,6 +63,18 @@ pub enum CtlCommand {
         mac: Option<MacAddr>,
         #[arg(long, group = "client")]
         client_id: Option<ClientId>,
+        /// The subscriber by the relay's circuit id (text, or 0x and hex), whatever its device.
+        #[arg(long, group = "client")]
+        circuit_id: Option<String>,
+        /// The subscriber by the relay's remote id.
+        #[arg(long, group = "client")]
+        remote_id: Option<String>,
+        /// The subscriber by the relay's subscriber id (RFC 3993).
+        #[arg(long, group = "client")]
+        subscriber_id: Option<String>,
+        /// The subscriber by the value of the file's flex-id expression.
+        #[arg(long, group = "client")]
+        flex_id: Option<String>,
         #[arg(long)]
         host_name: Option<String>,
     },
@@ -194,12 +207,39 @@ fn ctl(args: &CtlArgs) -> Result<(), CtlError> {
             address,
             mac,
             client_id,
+            circuit_id,
+            remote_id,
+            subscriber_id,
+            flex_id,
             host_name,
         } => {
-            let client = match (mac, client_id) {
-                (Some(m), None) => ClientIdentity::Mac(*m),
-                (None, Some(c)) => ClientIdentity::ClientId(c.clone()),
-                _ => return Err(CtlError::Usage("give --mac or --client-id".into())),
+            let subscriber = [
+                (SubscriberKind::CircuitId, circuit_id),
+                (SubscriberKind::RemoteId, remote_id),
+                (SubscriberKind::SubscriberId, subscriber_id),
+                (SubscriberKind::Flex, flex_id),
+            ]
+            .into_iter()
+            .find_map(|(k, v)| Some((k, v.as_deref()?)));
+            let client = match (mac, client_id, subscriber) {
+                (Some(m), None, None) => ClientIdentity::Mac(*m),
+                (None, Some(c), None) => ClientIdentity::ClientId(c.clone()),
+                (None, None, Some((kind, v))) => {
+                    let value = Subscriber::parse_value(v).ok_or_else(|| {
+                        CtlError::Usage(format!(
+                            "--{} is 1 to 255 octets of text, or 0x and hex octets",
+                            kind.name()
+                        ))
+                    })?;
+                    ClientIdentity::Subscriber(kind, value)
+                }
+                _ => {
+                    return Err(CtlError::Usage(
+                        "give --mac, --client-id, --circuit-id, --remote-id, --subscriber-id \
+                         or --flex-id"
+                            .into(),
+                    ))
+                }
             };
             let spec = ReservationSpec {
                 address: *address,

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::config::{Subscriber, SubscriberKind};
+
 use super::types::{
     ClientId, ClientIdentity, LeaseFilter, MacAddr, PageQuery, ReservationSpec, DEFAULT_PAGE,
     MAX_PAGE,
@@ -293,6 +295,10 @@ struct ReservationArgs {
     address: Ipv4Addr,
     mac: Option<MacAddr>,
     client_id: Option<ClientId>,
+    circuit_id: Option<String>,
+    remote_id: Option<String>,
+    subscriber_id: Option<String>,
+    flex_id: Option<String>,
     host_name: Option<String>,
 }
 
@@ -301,15 +307,37 @@ const MAX_HOST_NAME: usize = 255;
 
 impl ReservationArgs {
     fn check(self) -> Result<ReservationSpec, ProtocolError> {
-        let client = match (self.mac, self.client_id) {
-            (Some(m), None) => ClientIdentity::Mac(m),
-            (None, Some(c)) => ClientIdentity::ClientId(c),
-            _ => {
-                return Err(ProtocolError::InvalidArgument(
-                    "give exactly one of 'mac' and 'client_id'".into(),
-                ))
+        let subscribers = [
+            (SubscriberKind::CircuitId, self.circuit_id),
+            (SubscriberKind::RemoteId, self.remote_id),
+            (SubscriberKind::SubscriberId, self.subscriber_id),
+            (SubscriberKind::Flex, self.flex_id),
+        ];
+        let mut given: Vec<ClientIdentity> = self
+            .mac
+            .map(ClientIdentity::Mac)
+            .into_iter()
+            .chain(self.client_id.map(ClientIdentity::ClientId))
+            .collect();
+        for (kind, v) in subscribers {
+            if let Some(v) = v {
+                let value = Subscriber::parse_value(&v).ok_or_else(|| {
+                    ProtocolError::InvalidArgument(format!(
+                        "'{}' is 1 to 255 octets of text, or 0x and hex octets",
+                        kind.name().replace('-', "_")
+                    ))
+                })?;
+                given.push(ClientIdentity::Subscriber(kind, value));
             }
-        };
+        }
+        if given.len() != 1 {
+            return Err(ProtocolError::InvalidArgument(
+                "give exactly one of 'mac', 'client_id', 'circuit_id', 'remote_id', \
+                 'subscriber_id' and 'flex_id'"
+                    .into(),
+            ));
+        }
+        let client = given.remove(0);
         if let Some(h) = &self.host_name {
             if h.is_empty() || h.len() > MAX_HOST_NAME || h.chars().any(char::is_control) {
                 return Err(ProtocolError::InvalidArgument(format!(
@@ -369,6 +397,9 @@ impl Request {
                 match &r.client {
                     ClientIdentity::Mac(m) => put("mac", m.to_string()),
                     ClientIdentity::ClientId(c) => put("client_id", c.to_string()),
+                    ClientIdentity::Subscriber(kind, v) => {
+                        put(&kind.name().replace('-', "_"), Subscriber::format_value(v))
+                    }
                 }
                 if let Some(h) = &r.host_name {
                     put("host_name", h.clone());
@@ -451,6 +482,19 @@ mod tests {
             Command::ReservationAdd(ReservationSpec {
                 address: a("192.0.2.9"),
                 client: ClientIdentity::ClientId(cid),
+                host_name: None,
+            }),
+            Command::ReservationAdd(ReservationSpec {
+                address: a("192.0.2.9"),
+                client: ClientIdentity::Subscriber(
+                    SubscriberKind::CircuitId,
+                    b"olt-1/1/7".to_vec(),
+                ),
+                host_name: None,
+            }),
+            Command::ReservationAdd(ReservationSpec {
+                address: a("192.0.2.9"),
+                client: ClientIdentity::Subscriber(SubscriberKind::Flex, vec![0, 0x1a, b'x']),
                 host_name: None,
             }),
             Command::ReservationDel(a("192.0.2.9")),

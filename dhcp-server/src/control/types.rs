@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::Ipv4Net;
+use crate::config::{Ipv4Net, SubscriberKind};
 use crate::journal::Durability;
 
 /// What `status` answers: enough for a rolling restart to wait on `ready`.
@@ -375,6 +375,10 @@ pub struct ReservationInfo {
     pub subnet: Ipv4Net,
     pub mac: Option<MacAddr>,
     pub client_id: Option<ClientId>,
+    /// A reservation by subscriber identity: "circuit-id", "remote-id",
+    /// "subscriber-id" or "flex-id", and the value (text, or hex when not printable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber: Option<(String, String)>,
     pub host_name: Option<String>,
     pub source: ReservationSource,
 }
@@ -411,6 +415,9 @@ pub struct ReservationSpec {
 pub enum ClientIdentity {
     Mac(MacAddr),
     ClientId(ClientId),
+    /// Whatever device the subscriber uses: a relay agent sub-option's value, or the
+    /// flex-id expression's.
+    Subscriber(SubscriberKind, Vec<u8>),
 }
 
 /// What `reload` did: each change applied, and each one that needs a restart (left as

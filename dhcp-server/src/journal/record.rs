@@ -97,7 +97,16 @@ impl Encode for Record<'_> {
                     MAX_HOST_NAME,
                     "host name longer than 255 octets",
                 )?;
-                RESERVATION_FIXED + r.chaddr.len() + r.client_id.len() + r.host_name.len()
+                short_len(
+                    r.subscriber,
+                    255,
+                    "subscriber identity longer than 255 octets",
+                )?;
+                RESERVATION_FIXED
+                    + r.chaddr.len()
+                    + r.client_id.len()
+                    + r.host_name.len()
+                    + r.subscriber.len()
             }
             Record::ReservationRemoved { .. } => RESERVATION_FIXED,
             Record::Failover(f) => {
@@ -145,13 +154,17 @@ impl Encode for Record<'_> {
                 out[2] = r.chaddr.len() as u8;
                 out[3] = r.client_id.len() as u8;
                 out[4] = r.host_name.len() as u8;
+                out[5] = r.subscriber_kind;
+                out[6] = r.subscriber.len() as u8;
                 out[8..12].copy_from_slice(&r.addr.octets());
                 put_u64(out, 16, r.stamp);
                 let a = RESERVATION_FIXED + r.chaddr.len();
                 let b = a + r.client_id.len();
                 out[RESERVATION_FIXED..a].copy_from_slice(r.chaddr);
+                let c = b + r.host_name.len();
                 out[a..b].copy_from_slice(r.client_id);
-                out[b..].copy_from_slice(r.host_name);
+                out[b..c].copy_from_slice(r.host_name);
+                out[c..].copy_from_slice(r.subscriber);
             }
             Record::ReservationRemoved { stamp, addr } => {
                 out[0] = KIND_RESERVATION_REMOVED;
@@ -215,19 +228,24 @@ pub fn decode(p: &[u8]) -> Result<Record<'_>, &'static str> {
             if p.len() < RESERVATION_FIXED {
                 return Err("short reservation record");
             }
+            // Octets 5 and 6 were zero before reservations by subscriber identity.
             let (hlen, clen, nlen) = (usize::from(p[2]), usize::from(p[3]), usize::from(p[4]));
-            if hlen > MAX_CHADDR || p.len() != RESERVATION_FIXED + hlen + clen + nlen {
+            let slen = usize::from(p[6]);
+            if hlen > MAX_CHADDR || p.len() != RESERVATION_FIXED + hlen + clen + nlen + slen {
                 return Err("reservation record lengths do not add up");
             }
             let a = RESERVATION_FIXED + hlen;
             let b = a + clen;
+            let c = b + nlen;
             Ok(Record::ReservationAdded(ReservationRecord {
                 stamp: get_u64(p, 16),
                 addr: ipv4(p),
                 htype: p[1],
                 chaddr: &p[RESERVATION_FIXED..a],
                 client_id: &p[a..b],
-                host_name: &p[b..],
+                host_name: &p[b..c],
+                subscriber_kind: p[5],
+                subscriber: &p[c..],
             }))
         }
         KIND_RESERVATION_REMOVED => {
@@ -305,6 +323,8 @@ mod tests {
             chaddr: &[1; 16],
             client_id: &[9; 255],
             host_name: b"printer",
+            subscriber_kind: 1,
+            subscriber: b"olt-1/1/7",
         }));
         round_trip(Record::ReservationRemoved {
             stamp: 2,

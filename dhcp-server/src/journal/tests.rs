@@ -445,6 +445,8 @@ fn verify_and_dump_read_without_changing() {
         hw: HwAddr::new(1, &[2, 0, 0, 0, 0, 99]),
         client_id: Box::default(),
         host_name: b"printer".to_vec().into(),
+        subscriber_kind: 1,
+        subscriber: b"olt-1/1/7".to_vec().into(),
     }));
     ops.push(Op::Failover(Failover {
         stamp: 32,
@@ -630,6 +632,8 @@ fn realize(gens: &[(usize, Gen)], first_stamp: u64) -> Vec<(usize, Op)> {
                     hw: HwAddr::new(1, &[2, 0, 0, 0, 1, host]),
                     client_id: vec![host; usize::from(host)].into(),
                     host_name: format!("h{host}").into_bytes().into(),
+                    subscriber_kind: 0,
+                    subscriber: Box::default(),
                 }),
                 Gen::Unreserve { host } => Op::Unreserve(stamp, Ipv4Addr::new(192, 0, 2, host)),
                 Gen::Failover { state } => Op::Failover(Failover {

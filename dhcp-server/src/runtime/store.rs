@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::reserve::{self, Runtime};
-use crate::config::{Config, Reservation};
+use crate::config::{Config, Reservation, Subscriber, SubscriberKind};
 use crate::journal::{self, Durability, DurableWatch, Journal, Lease, Record, ShardWriter};
 use dhcp_proto::engine::{Engine, Shard};
 
@@ -167,6 +167,10 @@ pub fn from_journal(r: &journal::Reservation) -> Reservation {
         address: Some(r.addr),
         host_name: (!r.host_name.is_empty())
             .then(|| String::from_utf8_lossy(&r.host_name).into_owned()),
+        subscriber: SubscriberKind::from_u8(r.subscriber_kind).map(|kind| Subscriber {
+            kind,
+            value: r.subscriber.to_vec(),
+        }),
         ..Default::default()
     }
 }
@@ -180,6 +184,8 @@ pub fn reservation_record(r: &Reservation, stamp: u64) -> Option<journal::Reserv
         chaddr: r.hw_address.as_ref().map_or(&[][..], |a| &a[..]),
         client_id: r.client_id.as_deref().unwrap_or_default(),
         host_name: r.host_name.as_deref().unwrap_or_default().as_bytes(),
+        subscriber_kind: r.subscriber.as_ref().map_or(0, |s| s.kind as u8),
+        subscriber: r.subscriber.as_ref().map_or(&[][..], |s| &s.value[..]),
     })
 }
 

@@ -71,6 +71,7 @@ const TOP_KEYS: &[&str] = &[
     "log-level",
     "failover",
     "class",
+    "flex-id",
     "subnet",
 ];
 
@@ -87,7 +88,16 @@ const SUBNET_KEYS: &[&str] = &[
     "reservation",
 ];
 
-const RESERVATION_KEYS: &[&str] = &["hw-address", "client-id", "ip-address", "host-name"];
+const RESERVATION_KEYS: &[&str] = &[
+    "hw-address",
+    "client-id",
+    "circuit-id",
+    "remote-id",
+    "subscriber-id",
+    "flex-id",
+    "ip-address",
+    "host-name",
+];
 
 const FAILOVER_KEYS: &[&str] = &[
     "name",
@@ -481,6 +491,12 @@ impl Walker {
             .and_then(|(k, v)| self.failover(k.span(), v));
         let interfaces = self.interfaces(root);
         let classes = self.classes(root);
+        let flex_id = root.get("flex-id").and_then(|v| {
+            let src = self.string("flex-id", v)?;
+            dhcp_proto::expr::Value::parse(src)
+                .map_err(|e| self.error(v.span(), "flex-id", e.to_string()))
+                .ok()
+        });
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
             None => Some(Vec::new()),
@@ -516,6 +532,7 @@ impl Walker {
                 subnets,
                 failover,
                 classes,
+                flex_id,
             },
             backend,
             workers,

@@ -3,6 +3,7 @@
 //! `[[subnet.reservation]]`s, which take the same option keys.
 
 use super::*;
+use dhcp_proto::policy::{Subscriber, SubscriberKind};
 
 impl Walker {
     /// `None` only when the subnet's own address is missing or wrong: without it the
@@ -173,6 +174,27 @@ impl Walker {
                     })
             })
         });
+        let mut subscriber = None;
+        for kind in SubscriberKind::ALL {
+            let Some(v) = t.get(kind.name()) else {
+                continue;
+            };
+            let k = key(kind.name());
+            let value = self.parsed(&k, v, |s| {
+                Subscriber::parse_value(s).ok_or_else(|| {
+                    format!("'{s}' is not 1 to 255 octets of text, or 0x and hex octets")
+                })
+            });
+            if subscriber.is_some() {
+                self.error(
+                    v.span(),
+                    &k,
+                    "a reservation names one of circuit-id, remote-id, subscriber-id, flex-id",
+                );
+            } else {
+                subscriber = value.map(|value| Subscriber { kind, value });
+            }
+        }
         let address = t
             .get("ip-address")
             .and_then(|v| self.parsed(&key("ip-address"), v, ip));
@@ -182,6 +204,7 @@ impl Walker {
         Reservation {
             hw_address,
             client_id,
+            subscriber,
             address,
             host_name,
             options: self.options(at, t, "subnet.reservation.option"),

@@ -105,6 +105,7 @@ fn a_full_file_becomes_the_model() {
             interfaces: vec!["veth0".into(), "veth1".into()],
             failover: None,
             classes: Vec::new(),
+            flex_id: None,
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),
@@ -126,6 +127,7 @@ fn a_full_file_becomes_the_model() {
                         Reservation {
                             hw_address: Some([2, 0, 0, 0, 0, 1]),
                             client_id: None,
+                            subscriber: None,
                             address: Some(a(5)),
                             host_name: Some("printer".into()),
                             options: printer,
@@ -990,4 +992,25 @@ fn class_mistakes_name_their_line_key_and_reason() {
     assert_eq!(one_error(&both).key, "class[1]");
     let twice = CLASSES.replace("name = \"line\"", "name = \"voip\"");
     assert_eq!(one_error(&twice).key, "class[1].name");
+}
+
+#[test]
+fn reservations_by_subscriber_identity_and_the_flex_id() {
+    use dhcp_proto::policy::{Subscriber, SubscriberKind};
+    let text = format!(
+        "flex-id = \"relay4[2]\"\n{MINIMAL}\n[[subnet.reservation]]\ncircuit-id = \"olt-1/1/7\"\n\
+         ip-address = \"192.0.2.5\"\n\n[[subnet.reservation]]\nflex-id = \"0x00:1a\"\nip-address = \"192.0.2.6\"\n"
+    );
+    let c = load(&text).unwrap();
+    let r = &c.policy.subnets[0].reservations;
+    assert_eq!(
+        r[0].subscriber,
+        Some(Subscriber {
+            kind: SubscriberKind::CircuitId,
+            value: b"olt-1/1/7".to_vec()
+        })
+    );
+    assert_eq!(r[1].subscriber.as_ref().unwrap().value, [0, 0x1a]);
+    let no_flex = text.replace("flex-id = \"relay4[2]\"\n", "");
+    assert_eq!(one_error(&no_flex).key, "subnet[0].reservation[1].flex-id");
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::{Ask, Operated, Registry, Told};
 use crate::config::reserve::{self, Refusal};
-use crate::config::{self, reload, Config, Reservation};
+use crate::config::{self, reload, Config, Reservation, Subscriber};
 use crate::control::{
     ClientId, ClientIdentity, ControlError, LeaseFilter, MacAddr, PageQuery, ReloadReport,
     ReservationInfo, ReservationPage, ReservationSource, ReservationSpec,
@@ -47,13 +47,22 @@ fn refusal(r: Refusal) -> ControlError {
 }
 
 fn reservation_of(spec: &ReservationSpec) -> Reservation {
-    let (hw_address, client_id) = match &spec.client {
-        ClientIdentity::Mac(m) => (Some(m.0), None),
-        ClientIdentity::ClientId(c) => (None, Some(c.as_bytes().to_vec())),
+    let (hw_address, client_id, subscriber) = match &spec.client {
+        ClientIdentity::Mac(m) => (Some(m.0), None, None),
+        ClientIdentity::ClientId(c) => (None, Some(c.as_bytes().to_vec()), None),
+        ClientIdentity::Subscriber(kind, value) => (
+            None,
+            None,
+            Some(Subscriber {
+                kind: *kind,
+                value: value.clone(),
+            }),
+        ),
     };
     Reservation {
         hw_address,
         client_id,
+        subscriber,
         address: Some(spec.address),
         host_name: spec.host_name.clone(),
         ..Default::default()
@@ -265,6 +274,10 @@ impl Operated {
                     .client_id
                     .as_ref()
                     .and_then(|c| ClientId::new(c.clone()).ok()),
+                subscriber: r
+                    .subscriber
+                    .as_ref()
+                    .map(|s| (s.kind.name().to_owned(), Subscriber::format_value(&s.value))),
                 host_name: r.host_name.clone(),
                 source,
             })
