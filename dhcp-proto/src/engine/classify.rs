@@ -5,7 +5,7 @@
 //! for the rest of the message: which pools the client may draw from, and the settings
 //! (options, lease times, boot server and file) its classes add.
 
-use super::limits::{Charge, MAX_CHARGES, NO_CHARGE};
+use super::limits::{Charge, Limits, MAX_CHARGES, NONE, NO_CHARGE};
 use super::{KeyKind, SlotId};
 use crate::expr::Packet;
 use crate::policy::class::{Class, Membership, Settings, KNOWN, MAX_CLASSES, UNKNOWN};
@@ -22,6 +22,11 @@ pub(super) struct Classes {
     known: bool,
     /// Per class: the listed member the client's value found, or `UNLISTED`.
     listed: Vec<u32>,
+    /// The classes the client is a member of, in order.
+    members: Vec<ClassId>,
+    /// The lease-limit counters a new lease of the client would take, with their
+    /// limits and the class each belongs to.
+    limited: [(u32, u32, ClassId); MAX_CHARGES],
 }
 
 impl Classes {
@@ -50,10 +55,9 @@ impl Classes {
     /// The settings the client's classes give it, first to apply first: in class order,
     /// a listed member's own before its class's.
     pub fn settings<'p>(&'p self, classes: &'p [Class]) -> impl Iterator<Item = &'p Settings> {
-        classes
+        self.members
             .iter()
-            .enumerate()
-            .filter(|(i, _)| self.has(*i as ClassId))
+            .filter_map(|&i| Some((usize::from(i), classes.get(usize::from(i))?)))
             .flat_map(move |(i, c)| {
                 let member = match (&c.membership, self.listed.get(i)) {
                     (Membership::Match { subclasses, .. }, Some(&k)) if k != UNLISTED => {
@@ -133,13 +137,27 @@ impl Classifier {
     }
 
     /// Classifies one message into `out`; `known`: the client has a reservation in the
-    /// network it is served from.
-    pub fn classify(&self, classes: &[Class], req: &Request<'_>, known: bool, out: &mut Classes) {
+    /// network it is served from. The counters of the client's limited classes are
+    /// found in `limits` now, while the packet is indexed, for `take_limits`.
+    pub fn classify(
+        &self,
+        classes: &[Class],
+        req: &Request<'_>,
+        known: bool,
+        limits: &Limits,
+        out: &mut Classes,
+    ) {
         out.bits = [0; MAX_CLASSES / 64];
         out.known = known;
+        out.members.clear();
+        out.limited = [(NONE, 0, 0); MAX_CHARGES];
+        if classes.is_empty() {
+            return;
+        }
         out.listed.clear();
         out.listed.resize(classes.len(), UNLISTED);
         let pkt = Packet::new(req);
+        let mut charges = 0;
         for (i, c) in classes.iter().enumerate() {
             let member = match &c.membership {
                 Membership::Test(t) => t.eval(&pkt, &|id| out.has(id)),
@@ -156,6 +174,13 @@ impl Classifier {
             };
             if member {
                 out.set(i);
+                out.members.push(i as ClassId);
+                if let Some(limit) = c.lease_limit.filter(|_| charges < MAX_CHARGES) {
+                    if let Some(at) = limits.place(i as ClassId, limit_value(c, &pkt)) {
+                        out.limited[charges] = (at, limit, i as ClassId);
+                        charges += 1;
+                    }
+                }
             }
         }
     }
@@ -228,30 +253,18 @@ impl super::Engine {
     /// `MAX_CHARGES`, in class order): the class as a whole for a class with a test, the
     /// client's value (its circuit id, say) for a matching class. `None`, with nothing
     /// taken, when one of them is reached: the name of that class.
-    pub(super) fn take_limits(&self, req: &Request<'_>) -> Result<Charge, &str> {
+    pub(super) fn take_limits(&self) -> Result<Charge, &str> {
         let mut charge = NO_CHARGE;
-        if !self.limited {
-            return Ok(charge);
-        }
-        let pkt = Packet::new(req);
         let limits = self.leases.limits();
-        let mut n = 0;
-        for (i, c) in self.policy.classes.iter().enumerate() {
-            let Some(limit) = c.lease_limit.filter(|_| self.classes.has(i as ClassId)) else {
-                continue;
-            };
-            if n == MAX_CHARGES {
+        for (n, &(at, limit, class)) in self.classes.limited.iter().enumerate() {
+            if at == NONE {
                 break;
             }
-            let Some(at) = limits.place(i as ClassId, limit_value(c, &pkt)) else {
-                continue;
-            };
             if !limits.take(at, limit) {
                 limits.release(&charge);
-                return Err(&c.name);
+                return Err(&self.policy.classes[usize::from(class)].name);
             }
             charge[n] = at;
-            n += 1;
         }
         Ok(charge)
     }
@@ -284,17 +297,10 @@ impl super::Engine {
         };
         let res = self.reservation(&self.ids, &req);
         self.classify(&req, res);
-        let pkt = Packet::new(&req);
         let limits = self.leases.limits();
         let mut charge = NO_CHARGE;
-        let limited = self
-            .policy
-            .classes
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| c.lease_limit.is_some() && self.classes.has(*i as ClassId));
-        for (slot, (i, c)) in charge.iter_mut().zip(limited) {
-            if let Some(at) = limits.place(i as ClassId, limit_value(c, &pkt)) {
+        for (slot, &(at, _, _)) in charge.iter_mut().zip(&self.classes.limited) {
+            if at != NONE {
                 limits.force(at);
                 *slot = at;
             }

@@ -498,8 +498,13 @@ impl Engine {
     /// Sorts the sender of `req` into the policy's classes, for the rest of the message;
     /// `res`: its reservation in the network it is served from, if any (KNOWN).
     fn classify(&mut self, req: &Request<'_>, res: Option<ResId>) {
-        self.classifier
-            .classify(&self.policy.classes, req, res.is_some(), &mut self.classes);
+        self.classifier.classify(
+            &self.policy.classes,
+            req,
+            res.is_some(),
+            self.leases.limits(),
+            &mut self.classes,
+        );
     }
 
     /// The settings the client's classes give it, in the order they apply.
@@ -556,7 +561,7 @@ impl Engine {
         let (subnet, addr) = (s.subnet, s.addr);
         let holds = s.state.held() && self.leases.is_client(slot, client);
         if !holds {
-            match self.take_limits(req) {
+            match self.take_limits() {
                 Ok(charge) => {
                     let hold = now + self.policy.offer_hold as u64;
                     self.bind(slot, req, LeaseState::Offered, hold);
@@ -680,7 +685,7 @@ impl Engine {
             Verdict::Ack(slot) => {
                 let s = self.leases.slot(slot);
                 if !(s.state.held() && self.leases.is_client(slot, client)) {
-                    match self.take_limits(req) {
+                    match self.take_limits() {
                         Ok(charge) => self.leases.charge(slot, charge),
                         Err(class) => {
                             tracing::info!(

@@ -109,7 +109,9 @@ pub struct Packet<'a> {
     /// Offset in the message of the first instance of each option's value; 0 when the
     /// option is absent, which no value can start at (a code and a length precede it).
     /// The octet before a value is its length, so the offset alone finds the value.
-    options: [u32; 256],
+    /// A DHCP message is one UDP datagram, under 64 KiB, so 16 bits hold any offset
+    /// and the index stays small enough to build for every message.
+    options: [u16; 256],
     /// The same for relay sub-options, as offsets into `relay` (at most 255 octets).
     relay_subs: [u8; 256],
 }
@@ -117,11 +119,11 @@ pub struct Packet<'a> {
 impl<'a> Packet<'a> {
     pub fn new(req: &Request<'a>) -> Packet<'a> {
         let buf = req.msg.bytes();
-        let mut options = [0u32; 256];
+        let mut options = [0u16; 256];
         for opt in req.msg.options().flatten() {
             let slot = &mut options[usize::from(opt.code)];
             if *slot == 0 {
-                *slot = u32::try_from(offset_in(buf, opt.value)).unwrap_or(0);
+                *slot = u16::try_from(offset_in(buf, opt.value)).unwrap_or(0);
             }
         }
         let relay = req.relay_agent_info.unwrap_or_default();
