@@ -300,14 +300,25 @@ pub(super) fn stats(stats: &Stats) -> String {
             ]
         })
         .collect();
-    [
+    let xdp: Vec<Vec<String>> = stats
+        .xdp
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .collect();
+    let mut tables = vec![
         table(&["MESSAGE", "RECEIVED", "SENT"], &messages),
         table(&["DROPPED", "COUNT"], &drops),
+    ];
+    // Only the XDP backend has a program in front of the workers.
+    if !xdp.is_empty() {
+        tables.push(table(&["XDP PROGRAM", "FRAMES"], &xdp));
+    }
+    tables.extend([
         table(&["SHARD", "RECEIVED", "SENT", "DROPPED"], &shards),
         pools_table(stats),
         latency_table(stats),
-    ]
-    .join("\n")
+    ]);
+    tables.join("\n")
 }
 
 pub(super) fn top(status: &Status, stats: &Stats, rates: Option<&Rates>) -> String {

@@ -22,6 +22,7 @@ use dhcp_proto::failover::{Hba, Role};
 use dhcp_proto::wire::code;
 
 mod failover;
+mod flood;
 mod subnet;
 
 /// One error in a configuration file.
@@ -68,6 +69,7 @@ const TOP_KEYS: &[&str] = &[
     "metrics-listen",
     "log-level",
     "failover",
+    "flood",
     "subnet",
 ];
 
@@ -476,6 +478,7 @@ impl Walker {
         let failover = root
             .get_key_value("failover")
             .and_then(|(k, v)| self.failover(k.span(), v));
+        let flood = root.get("flood").map(|v| self.flood(v)).unwrap_or_default();
         let interfaces = self.interfaces(root);
         let mut dirty = Vec::new();
         let subnets = match root.get_key_value("subnet") {
@@ -524,6 +527,7 @@ impl Walker {
             control_gids,
             metrics_listen,
             log_level,
+            flood,
         });
         Walked { config, dirty }
     }
