@@ -617,4 +617,27 @@ mod tests {
             ["discover", "3", "0"]
         );
     }
+
+    #[test]
+    fn stats_show_the_xdp_program_only_with_it() {
+        let mut s = Stats::default();
+        assert!(!stats(&s).contains("XDP PROGRAM"));
+        s.xdp.insert("flood-client".into(), 5951);
+        let text = stats(&s);
+        assert!(text.contains("XDP PROGRAM"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("flood-client"))
+            .unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["flood-client", "5951"]
+        );
+        // A reply from a server without the field still reads.
+        let old: Stats = serde_json::from_value(serde_json::json!({"received": {}, "sent": {},
+            "drops": {}, "shards": [], "pools": [], "latency": {"samples": 0, "p50_us": 0,
+            "p90_us": 0, "p99_us": 0, "p999_us": 0, "max_us": 0}}))
+        .unwrap();
+        assert!(old.xdp.is_empty());
+    }
 }
