@@ -312,15 +312,16 @@ impl Serving for XdpServing {
         for a in &self.attached {
             if let Ok(c) = a.program.counters() {
                 tracing::info!(
-                    "XDP on {}: {} redirected, {} passed to the kernel, {} malformed dropped, {} without a socket, {} left to the failover partner, {} dropped over a client's flood limit, {} over a circuit's",
+                    // Still ending with the partner's count: tests/failover.rs reads it there.
+                    "XDP on {}: {} redirected, {} passed to the kernel, {} malformed dropped, {} dropped over a client's flood limit, {} over a circuit's, {} without a socket, {} left to the failover partner",
                     a.ifname,
                     c.redirected,
                     c.passed,
                     c.malformed,
-                    c.no_socket,
-                    c.balanced,
                     c.flood_client,
-                    c.flood_circuit
+                    c.flood_circuit,
+                    c.no_socket,
+                    c.balanced
                 );
             }
         }
