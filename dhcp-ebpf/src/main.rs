@@ -5,6 +5,11 @@
 //! kernel untouched. Names, slots and the hash come from `dhcp-ebpf-common`, which the
 //! loader shares.
 //!
+//! With flood limits set, each request first takes a token from its client's bucket
+//! (hardware address) and, when it carries a relay agent circuit id, from its circuit's
+//! bucket: a request that finds either empty is dropped here, so a broken CPE's storm
+//! never reaches a worker.
+//!
 //! The headers are read in place, each read checked against `data_end` (what the verifier
 //! can follow); the BOOTP message, where offsets depend on the options before them, is
 //! read through `bpf_xdp_load_bytes`, which checks bounds itself.
@@ -13,14 +18,15 @@
 #![no_main]
 
 use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
-use aya_ebpf::helpers::generated::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes};
+use aya_ebpf::helpers::generated::{bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes};
 use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::{Array, PerCpuArray, XskMap};
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, XskMap};
 use aya_ebpf::programs::XdpContext;
 use aya_ebpf::Global;
 use dhcp_ebpf_common::{
-    client_key_hash, socket_key, Asked, Balance, Counter, BALANCE_LEN, MAX_OPTIONS_SCANNED,
-    MAX_SOCKETS,
+    circuit_key, client_key, client_key_hash, socket_key, Asked, Balance, Bucket, Counter, Flood,
+    Limit, BALANCE_LEN, CIRCUIT_KEY_LEN, CLIENT_KEY_LEN, FLOOD_TABLE_SIZE, MAX_CIRCUIT_ID,
+    MAX_OPTIONS_SCANNED, MAX_SOCKETS, MAX_SUBOPTIONS_SCANNED,
 };
 
 #[map]
@@ -35,8 +41,25 @@ static REDIRECTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SOCKETS, 
 #[map]
 static BALANCE: Array<[u8; BALANCE_LEN]> = Array::with_max_entries(1, 0);
 
+/// Room for the client identifier while it is hashed: on the stack it would take half
+/// of the kernel's 512 octets, which the flood keys need too.
+#[map]
+static CLIENT_ID_BUF: PerCpuArray<[u8; 255]> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static FLOOD_CLIENTS: LruHashMap<[u8; CLIENT_KEY_LEN], Bucket> =
+    LruHashMap::with_max_entries(FLOOD_TABLE_SIZE, 0);
+
+#[map]
+static FLOOD_CIRCUITS: LruHashMap<[u8; CIRCUIT_KEY_LEN], Bucket> =
+    LruHashMap::with_max_entries(FLOOD_TABLE_SIZE, 0);
+
 #[unsafe(no_mangle)]
 static WORKERS: Global<u32> = Global::new(1);
+
+/// Off until the loader sets it (see `Flood::to_global`).
+#[unsafe(no_mangle)]
+static FLOOD: Global<[u64; 4]> = Global::new([0; 4]);
 
 /// The kernel only checks it for GPL-only helpers, which this program does not call.
 #[unsafe(link_section = "license")]
@@ -51,6 +74,7 @@ const BOOTPS: u16 = 67;
 const BOOTREQUEST: u8 = 1;
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Offsets inside the BOOTP message (RFC 2131 §2).
+const GIADDR: usize = 24;
 const CHADDR: usize = 28;
 const COOKIE: usize = 236;
 const OPTIONS: usize = 240;
@@ -58,6 +82,8 @@ const PAD: u8 = 0;
 const END: u8 = 255;
 const CLIENT_ID: u8 = 61;
 const SERVER_ID: u8 = 54;
+const RELAY_AGENT_INFO: u8 = 82;
+const CIRCUIT_ID: u8 = 1;
 const MESSAGE_TYPE: u8 = 53;
 const DHCPDISCOVER: u8 = 1;
 const DHCPREQUEST: u8 = 3;
@@ -71,9 +97,19 @@ enum Verdict {
     Pass,
     /// To port 67 but not a request we can steer.
     Malformed,
-    /// A request, with its client's hash, its secs field and what the load-balancing
-    /// rule needs of it.
-    Request(u8, u16, Asked),
+    Request(Request),
+}
+
+struct Request {
+    /// The RFC 3074 hash of the client's identifier.
+    hash: u8,
+    secs: u16,
+    /// What the load-balancing rule needs of it.
+    asked: Asked,
+    /// The client's flood bucket key.
+    client: [u8; CLIENT_KEY_LEN],
+    /// Offset of the BOOTP message in the frame.
+    bootp: usize,
 }
 
 #[xdp]
@@ -87,7 +123,19 @@ pub fn dhcp_steer(ctx: XdpContext) -> u32 {
             count(Counter::Malformed);
             XDP_DROP
         }
-        Verdict::Request(hash, secs, asked) => {
+        Verdict::Request(Request {
+            hash,
+            secs,
+            asked,
+            client,
+            bootp,
+        }) => {
+            // Before the balancing rule: a client's rate is what it sends, whichever
+            // server of a pair would answer it.
+            if let Some(over) = flooding(&ctx, &client, bootp) {
+                count(over);
+                return XDP_DROP;
+            }
             if let Some(v) = BALANCE.get(0) {
                 if Balance::decode(v).leaves_to_partner(hash, secs, asked) {
                     count(Counter::Balanced);
@@ -150,12 +198,99 @@ fn be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
 
 fn classify(ctx: &XdpContext) -> Verdict {
     match udp_to_bootps(ctx) {
-        Some((bootp, to)) => request_hash(ctx, bootp, to)
-            .map_or(Verdict::Malformed, |(h, secs, asked)| {
-                Verdict::Request(h, secs, asked)
-            }),
+        Some((bootp, to)) => request(ctx, bootp, to).map_or(Verdict::Malformed, Verdict::Request),
         None => Verdict::Pass,
     }
+}
+
+/// The flood counter a request from `client` (its BOOTP message at `bootp`) is dropped
+/// under, if a limit it falls under is spent; `None` lets it through.
+fn flooding(ctx: &XdpContext, client: &[u8; CLIENT_KEY_LEN], bootp: usize) -> Option<Counter> {
+    let rule = Flood::from_global(FLOOD.load());
+    if !rule.is_on() {
+        return None;
+    }
+    // SAFETY: reads the monotonic clock; no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The client's bucket first: a client over its own limit then takes nothing from
+    // its circuit's, which the other subscribers behind that port share.
+    if rule.client.is_on() && !admit(&FLOOD_CLIENTS, client, rule.client, now) {
+        return Some(Counter::FloodClient);
+    }
+    if rule.circuit.is_on() {
+        if let Some(key) = circuit(ctx, bootp) {
+            if !admit(&FLOOD_CIRCUITS, &key, rule.circuit, now) {
+                return Some(Counter::FloodCircuit);
+            }
+        }
+    }
+    None
+}
+
+/// Takes one request from `key`'s bucket in `map`, making a full one for a key not
+/// there (new, or forgotten by the LRU): whether the request may pass.
+#[inline(always)]
+fn admit<K>(map: &LruHashMap<K, Bucket>, key: &K, limit: Limit, now: u64) -> bool {
+    match map.get_ptr_mut(key) {
+        Some(slot) => {
+            // SAFETY: a value of the map, valid until the program returns (the kernel
+            // frees evicted values only after an RCU grace period). Another CPU may
+            // update the same bucket meanwhile; a lost update lets at most a request
+            // more through, and a client's broadcasts all arrive on one receive queue.
+            let mut bucket = unsafe { *slot };
+            let pass = limit.take(&mut bucket, now);
+            // SAFETY: as above.
+            unsafe { *slot = bucket };
+            pass
+        }
+        None => {
+            // A failed insert (the map busy on another CPU) forgets this request's
+            // token: the limit errs towards serving.
+            let _ = map.insert(key, limit.fresh(now), 0);
+            true
+        }
+    }
+}
+
+/// The circuit bucket key of the request at `bootp`: its giaddr and the circuit id
+/// (sub-option 1) of its first option 82 among the first `MAX_OPTIONS_SCANNED` options,
+/// if that holds one among its first `MAX_SUBOPTIONS_SCANNED` sub-options. A missing,
+/// empty or malformed one is no key: the client's own limit still applies.
+#[inline(always)]
+fn circuit(ctx: &XdpContext, bootp: usize) -> Option<[u8; CIRCUIT_KEY_LEN]> {
+    let Some(Some((mut at, len))) = find_option(ctx, bootp + OPTIONS, RELAY_AGENT_INFO) else {
+        return None;
+    };
+    let end = at + len;
+    for _ in 0..MAX_SUBOPTIONS_SCANNED {
+        let [code, sub_len] = load::<2>(ctx, at)?;
+        let sub_len = usize::from(sub_len);
+        if at + 2 + sub_len > end {
+            return None;
+        }
+        if code == CIRCUIT_ID {
+            if sub_len == 0 {
+                return None;
+            }
+            let mut id = [0u8; MAX_CIRCUIT_ID];
+            let n = sub_len.min(MAX_CIRCUIT_ID);
+            // SAFETY: `n` is 1 to MAX_CIRCUIT_ID, the size of `id`; the helper fails
+            // rather than read past the frame.
+            let r = unsafe {
+                bpf_xdp_load_bytes(ctx.ctx, (at + 2) as u32, id.as_mut_ptr().cast(), n as u32)
+            };
+            if r != 0 {
+                return None;
+            }
+            let giaddr = load::<4>(ctx, bootp + GIADDR)?;
+            return Some(circuit_key(giaddr, sub_len as u8, &id));
+        }
+        at += 2 + sub_len;
+        if at + 2 > end {
+            return None;
+        }
+    }
+    None
 }
 
 /// The offset of the UDP payload and the IPv4 destination when the frame is an
@@ -203,12 +338,12 @@ fn load<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
     (r == 0).then_some(buf)
 }
 
-/// The client's hash, the secs field and what the load-balancing rule needs of it, if
-/// the message at `bootp` (sent to `to`) is a BOOTREQUEST with the magic cookie whose
-/// options field (as far as it is read) is whole.
+/// What the program needs of the message at `bootp` (sent to `to`), if it is a
+/// BOOTREQUEST with the magic cookie whose options field (as far as it is read) is
+/// whole.
 #[inline(always)]
-fn request_hash(ctx: &XdpContext, bootp: usize, to: [u8; 4]) -> Option<(u8, u16, Asked)> {
-    let [op, _htype, hlen] = load::<3>(ctx, bootp)?;
+fn request(ctx: &XdpContext, bootp: usize, to: [u8; 4]) -> Option<Request> {
+    let [op, htype, hlen] = load::<3>(ctx, bootp)?;
     if op != BOOTREQUEST || hlen > 16 || load::<4>(ctx, bootp + COOKIE)? != MAGIC_COOKIE {
         return None;
     }
@@ -220,8 +355,11 @@ fn request_hash(ctx: &XdpContext, bootp: usize, to: [u8; 4]) -> Option<(u8, u16,
         Some([MESSAGE_TYPE, 1, kind]) => kind,
         _ => 0,
     };
-    let mut id = [0u8; 255];
-    let id_len = client_id(ctx, bootp + OPTIONS, &mut id)?;
+    // SAFETY: this CPU's slot, valid for the whole run of the program and touched by no
+    // one else on this CPU meanwhile (XDP runs with preemption off). Only the octets
+    // the helper writes below are read.
+    let id = unsafe { &mut *CLIENT_ID_BUF.get_ptr_mut(0)? };
+    let id_len = client_id(ctx, bootp + OPTIONS, id)?;
     let client_id = match id_len {
         Some(len) => Some(id.get(..len)?),
         None => None,
@@ -238,7 +376,13 @@ fn request_hash(ctx: &XdpContext, bootp: usize, to: [u8; 4]) -> Option<(u8, u16,
         },
         _ => Asked::Other,
     };
-    Some((hash, secs, asked))
+    Some(Request {
+        hash,
+        secs,
+        asked,
+        client: client_key(htype, hlen, &chaddr),
+        bootp,
+    })
 }
 
 /// Copies the data of the first option 61 among the options field's first

@@ -3,8 +3,9 @@
 //! worker socket yet and garbled frames to port 67 land in the right counters, each
 //! request reaches the socket its RFC 3074 hash names (the kernel's hash is the host's), a
 //! failover load-balancing rule drops the partner's DISCOVERs and SELECTING REQUESTs and
-//! nothing else, a second program is refused, and nothing stays attached after a drop
-//! or a `kill -9`.
+//! nothing else, flood limits drop a client's or a relay circuit's requests past their
+//! burst and nobody else's, a second program is refused, and nothing stays attached
+//! after a drop or a `kill -9`.
 //! Needs root; see `common`.
 
 // Shared by every test binary; this one uses only the lab.
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{require, Lab};
 use dhcp_ebpf_common::{client_key_hash, Balance};
+use dhcp_server::config::Flood;
 use dhcp_server::packet::PacketSocket;
 use dhcp_server::xdp::program::{AttachMode, SteerProgram, XdpError};
 use dhcp_server::{netif, xdp::xsk};
@@ -398,6 +400,130 @@ fn the_partners_discovers_and_requests_stop_in_the_program() {
         (c.balanced + 1, c.no_socket + 1),
         "{after:?}"
     );
+}
+
+/// `discover` relayed by `giaddr`, with `options` (option 82 among them) after type 53.
+fn relayed(mac: [u8; 6], giaddr: [u8; 4], options: &[u8]) -> Vec<u8> {
+    let mut m = discover(mac, options);
+    m[24..28].copy_from_slice(&giaddr);
+    m
+}
+
+/// Option 82 holding `sub_options` (code, data) as written.
+fn agent_info(sub_options: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (code, d) in sub_options {
+        data.push(*code);
+        data.push(d.len() as u8);
+        data.extend_from_slice(d);
+    }
+    let mut o = vec![82, data.len() as u8];
+    o.extend(data);
+    o
+}
+
+/// The flood limits frame by frame, at a rate (one a second) slow enough that nothing
+/// refills while a test sends: each client hardware address gets its burst and no
+/// more, whatever the padding past hlen; each relay circuit (giaddr and circuit id, the
+/// first 32 octets of a longer one) its own burst, even with a new MAC per request;
+/// requests without a circuit id only their client's.
+#[test]
+fn flood_limits_drop_past_the_burst_in_the_program() {
+    let Some(lab) = Lab::new("xdp_flood", SERVER_CIDR) else {
+        return;
+    };
+    let limits = Flood {
+        client_rate: 1,
+        client_burst: 5,
+        circuit_rate: 1,
+        circuit_burst: 8,
+        table_size: 1024,
+    };
+    let program = in_netns(&lab.server_ns, || {
+        SteerProgram::attach_with(&lab.server_if, 1, 1, &limits)
+    })
+    .expect("attach with flood limits");
+    // No worker socket: what passes the limits is counted as no-socket.
+    let total = |c: &dhcp_ebpf_common::Counters| c.no_socket + c.flood_client + c.flood_circuit;
+    let mut sent = 0u64;
+    let mut step = |frames: Vec<Vec<u8>>| {
+        send(&lab, &frames);
+        sent += frames.len() as u64;
+        let c = counters_until(&program, |c| total(c) >= sent);
+        assert_eq!(total(&c), sent, "{c:?}");
+        c
+    };
+
+    let flooder = [0x02, 0, 0, 0, 0xf1, 0x01];
+    let c = step(
+        (0..30)
+            .map(|_| udp_frame(None, 67, &discover(flooder, &[])))
+            .collect(),
+    );
+    assert_eq!((c.no_socket, c.flood_client), (5, 25), "{c:?}");
+    // Padding past hlen changes nothing; another client is not held back.
+    let mut padded = discover(flooder, &[]);
+    padded[28 + 10] = 0x77;
+    let c = step(
+        [udp_frame(None, 67, &padded)]
+            .into_iter()
+            .chain((0..3).map(|_| udp_frame(None, 67, &discover([0x02, 0, 0, 0, 0xf1, 2], &[]))))
+            .collect(),
+    );
+    assert_eq!((c.no_socket, c.flood_client), (5 + 3, 25 + 1), "{c:?}");
+
+    // One circuit behind one relay, a new MAC each time: the circuit's burst.
+    let relay = [192, 0, 2, 2];
+    let port = agent_info(&[(2, b"remote"), (1, b"dslam-7 atm 1/1/1:0.35")]);
+    let random_macs = |n: u8, from: u8, giaddr: [u8; 4], o: &[u8]| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| udp_frame(None, 67, &relayed([0x02, 0, 0, 0xc1, from, i], giaddr, o)))
+            .collect()
+    };
+    let before = c;
+    let c = step(random_macs(20, 1, relay, &port));
+    assert_eq!(
+        (
+            c.no_socket - before.no_socket,
+            c.flood_circuit,
+            c.flood_client
+        ),
+        (8, 12, before.flood_client),
+        "{c:?}"
+    );
+    // The same circuit id behind another relay is another circuit; option 82 without
+    // a circuit id, or with one overrunning the option, keys no circuit.
+    let before = c;
+    let mut frames = random_macs(3, 2, [192, 0, 2, 3], &port);
+    frames.extend(random_macs(10, 3, relay, &agent_info(&[(2, b"remote")])));
+    frames.extend(random_macs(10, 4, relay, &[82, 4, 1, 9, b'x', b'y']));
+    let c = step(frames);
+    assert_eq!(
+        (c.no_socket - before.no_socket, c.flood_circuit),
+        (23, before.flood_circuit),
+        "{c:?}"
+    );
+    // Ids longer than 32 octets: those of one length that differ only past the 32nd
+    // share a bucket; another length is another circuit.
+    let long = |tail: u8, len: usize| {
+        let mut id = vec![b'L'; len];
+        id[len - 1] = tail;
+        agent_info(&[(1, &id)])
+    };
+    let before = c;
+    let mut frames = random_macs(4, 5, relay, &long(b'a', 40));
+    frames.extend(random_macs(6, 6, relay, &long(b'b', 40)));
+    frames.extend(random_macs(2, 7, relay, &long(b'a', 41)));
+    let c = step(frames);
+    assert_eq!(
+        (
+            c.no_socket - before.no_socket,
+            c.flood_circuit - before.flood_circuit
+        ),
+        (8 + 2, 2),
+        "{c:?}"
+    );
+    assert_eq!((c.redirected, c.malformed, c.balanced), (0, 0, 0), "{c:?}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! What the XDP steering program (`dhcp-ebpf`, built for bpfel-unknown-none) and the
 //! server that loads it must agree on, kept in one place: the names of the maps and the
-//! global the loader sets, the layout of the counter maps, and which worker a client
-//! belongs to. `no_std` and dependency-free so the same code runs in the kernel and on the
+//! globals the loader sets, the layout of the counter maps, which worker a client
+//! belongs to, and the token bucket arithmetic of the flood limits. `no_std` and dependency-free so the same code runs in the kernel and on the
 //! host; every function is free of panics, because a panic path in eBPF fails the
 //! verifier.
 
@@ -43,18 +43,37 @@ pub enum Counter {
     /// the SELECTING REQUEST after it naming the partner, dropped here so it costs the
     /// server nothing.
     Balanced = 4,
+    /// A request from a client hardware address past its flood limit: dropped.
+    FloodClient = 5,
+    /// A relayed request from a relay agent circuit past its flood limit: dropped.
+    FloodCircuit = 6,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 7] = [
         Counter::Redirected,
         Counter::Passed,
         Counter::Malformed,
         Counter::NoSocket,
         Counter::Balanced,
+        Counter::FloodClient,
+        Counter::FloodCircuit,
     ];
     /// Number of slots in [`COUNTERS`].
     pub const SLOTS: u32 = Self::ALL.len() as u32;
+
+    /// How `stats` and the metrics name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Redirected => "redirected",
+            Counter::Passed => "passed",
+            Counter::Malformed => "malformed",
+            Counter::NoSocket => "no-socket",
+            Counter::Balanced => "balanced",
+            Counter::FloodClient => "flood-client",
+            Counter::FloodCircuit => "flood-circuit",
+        }
+    }
 }
 
 /// The [`COUNTERS`] map summed over CPUs.
@@ -65,18 +84,183 @@ pub struct Counters {
     pub malformed: u64,
     pub no_socket: u64,
     pub balanced: u64,
+    pub flood_client: u64,
+    pub flood_circuit: u64,
 }
 
 impl Counters {
     pub fn add(&mut self, counter: Counter, n: u64) {
-        let field = match counter {
+        let field = self.field(counter);
+        *field = field.wrapping_add(n);
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        let mut copy = *self;
+        *copy.field(counter)
+    }
+
+    fn field(&mut self, counter: Counter) -> &mut u64 {
+        match counter {
             Counter::Redirected => &mut self.redirected,
             Counter::Passed => &mut self.passed,
             Counter::Malformed => &mut self.malformed,
             Counter::NoSocket => &mut self.no_socket,
             Counter::Balanced => &mut self.balanced,
-        };
-        *field = field.wrapping_add(n);
+            Counter::FloodClient => &mut self.flood_client,
+            Counter::FloodCircuit => &mut self.flood_circuit,
+        }
+    }
+}
+
+/// The `[u64; 4]` global (read-only data) holding the flood limits as
+/// [`Flood::to_global`] lays them out; the loader sets it before the program is loaded,
+/// so the verifier sees constants and, with both limits off, never walks their code.
+pub const FLOOD: &str = "FLOOD";
+/// LRU hash of [`Bucket`]s keyed by [`client_key`]: one per client hardware address.
+pub const FLOOD_CLIENTS: &str = "FLOOD_CLIENTS";
+/// LRU hash of [`Bucket`]s keyed by [`circuit_key`]: one per relay agent circuit.
+pub const FLOOD_CIRCUITS: &str = "FLOOD_CIRCUITS";
+/// Entries of each flood map unless the loader sets another size. A full map forgets
+/// the bucket used longest ago: that client starts again with a full bucket, so a
+/// flood of new keys can only make the limit looser, never drop a quiet client.
+pub const FLOOD_TABLE_SIZE: u32 = 65_536;
+/// The octets of a circuit id that key its bucket; ids that differ only past them
+/// share one.
+pub const MAX_CIRCUIT_ID: usize = 32;
+/// How many sub-options of option 82 the program reads looking for the circuit id
+/// (sub-option 1), which relay agents put first.
+pub const MAX_SUBOPTIONS_SCANNED: u32 = 16;
+/// htype, hlen, then the 16 octets of chaddr.
+pub const CLIENT_KEY_LEN: usize = 18;
+/// giaddr, the circuit id's length, then its first [`MAX_CIRCUIT_ID`] octets.
+pub const CIRCUIT_KEY_LEN: usize = 5 + MAX_CIRCUIT_ID;
+
+/// A client's flood bucket key: its hardware type and address. Octets of chaddr past
+/// `hlen` are zeroed, so a client cannot get a fresh bucket by changing padding the
+/// server never reads.
+pub fn client_key(htype: u8, hlen: u8, chaddr: &[u8; 16]) -> [u8; CLIENT_KEY_LEN] {
+    let mut key = [0u8; CLIENT_KEY_LEN];
+    key[0] = htype;
+    key[1] = hlen;
+    for (i, (k, &c)) in key[2..].iter_mut().zip(chaddr).enumerate() {
+        if i < usize::from(hlen) {
+            *k = c;
+        }
+    }
+    key
+}
+
+/// A circuit's flood bucket key: the relay's giaddr (circuit ids are only unique
+/// within one relay agent: dhcrelay, for one, sends the interface name), the id's whole
+/// length, and its first [`MAX_CIRCUIT_ID`] octets (`id`, zeroed past `len`).
+pub fn circuit_key(giaddr: [u8; 4], len: u8, id: &[u8; MAX_CIRCUIT_ID]) -> [u8; CIRCUIT_KEY_LEN] {
+    let mut key = [0u8; CIRCUIT_KEY_LEN];
+    key[..4].copy_from_slice(&giaddr);
+    key[4] = len;
+    for (i, (k, &c)) in key[5..].iter_mut().zip(id).enumerate() {
+        if i < usize::from(len) {
+            *k = c;
+        }
+    }
+    key
+}
+
+/// A flood map's value. Tokens are kept as nanoseconds of refill time (one request
+/// costs [`Limit::cost`] of them), so refilling is an addition: no division in the
+/// program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Bucket {
+    pub credit: u64,
+    /// `bpf_ktime_get_ns` at the last refill.
+    pub last: u64,
+}
+
+/// One token bucket's rule: `cost` nanoseconds of credit per request (10^9 / rate),
+/// at most `cap` of them held (burst x cost). A cost of 0 is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limit {
+    pub cost: u64,
+    pub cap: u64,
+}
+
+impl Limit {
+    pub const OFF: Limit = Limit { cost: 0, cap: 0 };
+
+    /// `rate` requests a second on average, `burst` at once after a quiet spell; a rate
+    /// of 0 is no limit, a burst below 1 is 1.
+    pub fn per_second(rate: u32, burst: u32) -> Limit {
+        match 1_000_000_000u64.checked_div(u64::from(rate)) {
+            Some(cost) => Limit {
+                cost,
+                cap: cost.saturating_mul(u64::from(burst.max(1))),
+            },
+            None => Limit::OFF,
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.cost != 0
+    }
+
+    /// The bucket of a key seen for the first time at `now`, its request taken: full
+    /// less one.
+    pub fn fresh(&self, now: u64) -> Bucket {
+        Bucket {
+            credit: self.cap.saturating_sub(self.cost),
+            last: now,
+        }
+    }
+
+    /// Refills `bucket` for the time since its last refill and takes one request's
+    /// worth if it holds it: whether the request may pass. A `now` before `last` (a
+    /// clock read on another CPU just before that CPU's update) refills nothing.
+    pub fn take(&self, bucket: &mut Bucket, now: u64) -> bool {
+        let credit = bucket
+            .credit
+            .saturating_add(now.saturating_sub(bucket.last))
+            .min(self.cap);
+        bucket.last = bucket.last.max(now);
+        let pass = credit >= self.cost;
+        bucket.credit = if pass { credit - self.cost } else { credit };
+        pass
+    }
+}
+
+/// The flood limits: per client hardware address, and per relay agent circuit for
+/// requests that carry a circuit id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flood {
+    pub client: Limit,
+    pub circuit: Limit,
+}
+
+impl Flood {
+    pub fn is_on(&self) -> bool {
+        self.client.is_on() || self.circuit.is_on()
+    }
+
+    /// The [`FLOOD`] global: client cost and cap, circuit cost and cap.
+    pub fn to_global(&self) -> [u64; 4] {
+        [
+            self.client.cost,
+            self.client.cap,
+            self.circuit.cost,
+            self.circuit.cap,
+        ]
+    }
+
+    pub fn from_global(g: [u64; 4]) -> Flood {
+        Flood {
+            client: Limit {
+                cost: g[0],
+                cap: g[1],
+            },
+            circuit: Limit {
+                cost: g[2],
+                cap: g[3],
+            },
+        }
     }
 }
 
@@ -327,9 +511,142 @@ mod tests {
                 passed: 12,
                 malformed: 3,
                 no_socket: 4,
-                balanced: 5
+                balanced: 5,
+                flood_client: 6,
+                flood_circuit: 7,
             }
         );
+        assert_eq!(c.get(Counter::Passed), 12);
+        assert_eq!(c.get(Counter::FloodCircuit), 7);
+    }
+
+    #[test]
+    fn counter_names_are_distinct() {
+        for a in Counter::ALL {
+            for b in Counter::ALL {
+                assert_eq!(a == b, a.name() == b.name(), "{a:?} {b:?}");
+            }
+        }
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn limits_from_rate_and_burst() {
+        assert_eq!(
+            Limit::per_second(10, 20),
+            Limit {
+                cost: SECOND / 10,
+                cap: 2 * SECOND
+            }
+        );
+        assert_eq!(Limit::per_second(0, 20), Limit::OFF);
+        assert!(!Limit::OFF.is_on());
+        assert_eq!(
+            Limit::per_second(4, 0).cap,
+            SECOND / 4,
+            "a burst of at least one"
+        );
+        let huge = Limit::per_second(1, u32::MAX);
+        assert_eq!(huge.cap, SECOND * u64::from(u32::MAX));
+        assert!(Limit::per_second(1_000_000_000, 1).is_on());
+    }
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let limit = Limit::per_second(10, 3);
+        let t0 = 5 * SECOND;
+        let mut b = limit.fresh(t0);
+        assert!(limit.take(&mut b, t0));
+        assert!(limit.take(&mut b, t0));
+        assert!(
+            !limit.take(&mut b, t0),
+            "burst of three, the first in fresh"
+        );
+        assert!(!limit.take(&mut b, t0 + SECOND / 10 - 1));
+        assert!(limit.take(&mut b, t0 + SECOND / 10), "one more each 100 ms");
+        assert!(!limit.take(&mut b, t0 + SECOND / 10));
+        // A long quiet spell refills up to the burst, not beyond.
+        let later = t0 + 3600 * SECOND;
+        let passed = (0..10).filter(|_| limit.take(&mut b, later)).count();
+        assert_eq!(passed, 3);
+    }
+
+    #[test]
+    fn a_steady_flood_gets_rate_times_time_plus_burst() {
+        let limit = Limit::per_second(10, 20);
+        let mut b = limit.fresh(0);
+        let mut passed = 1;
+        // 5,000 requests a second for 3 s.
+        for i in 1..15_000u64 {
+            passed += u64::from(limit.take(&mut b, i * SECOND / 5_000));
+        }
+        assert!((49..=50).contains(&passed), "{passed}");
+    }
+
+    #[test]
+    fn a_clock_behind_the_bucket_refills_nothing() {
+        let limit = Limit::per_second(1, 1);
+        let mut b = limit.fresh(10 * SECOND);
+        assert!(!limit.take(&mut b, 9 * SECOND));
+        assert_eq!(
+            b,
+            Bucket {
+                credit: 0,
+                last: 10 * SECOND
+            }
+        );
+        assert!(!limit.take(&mut b, 11 * SECOND - 1));
+        assert!(limit.take(&mut b, 11 * SECOND));
+    }
+
+    #[test]
+    fn flood_survives_the_global() {
+        let f = Flood {
+            client: Limit::per_second(10, 20),
+            circuit: Limit::per_second(100, 200),
+        };
+        assert!(f.is_on());
+        assert_eq!(Flood::from_global(f.to_global()), f);
+        assert_eq!(f.to_global()[0], SECOND / 10);
+        assert!(!Flood::default().is_on());
+        assert_eq!(Flood::default().to_global(), [0; 4]);
+    }
+
+    #[test]
+    fn client_keys_ignore_padding_past_hlen() {
+        let mut chaddr = [0xee; 16];
+        chaddr[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        let key = client_key(1, 6, &chaddr);
+        assert_eq!(&key[..8], &[1, 6, 2, 0, 0, 0, 0, 1]);
+        assert_eq!(&key[8..], &[0; 10]);
+        assert_eq!(
+            key,
+            client_key(1, 6, &{
+                let mut c = chaddr;
+                c[10] = 7;
+                c
+            })
+        );
+        assert_ne!(key, client_key(6, 6, &chaddr), "htype counts");
+        assert_eq!(&client_key(1, 16, &chaddr)[2..], &chaddr);
+    }
+
+    #[test]
+    fn circuit_keys_hold_giaddr_length_and_the_first_octets() {
+        let mut id = [0xee; MAX_CIRCUIT_ID];
+        id[..4].copy_from_slice(b"eth1");
+        let key = circuit_key([192, 0, 2, 1], 4, &id);
+        assert_eq!(&key[..9], &[192, 0, 2, 1, 4, b'e', b't', b'h', b'1']);
+        assert_eq!(&key[9..], &[0; MAX_CIRCUIT_ID - 4]);
+        assert_ne!(key, circuit_key([192, 0, 2, 2], 4, &id), "per relay");
+        // Longer than the key holds: the length tells them apart, not the tail.
+        let long = [b'x'; MAX_CIRCUIT_ID];
+        assert_ne!(
+            circuit_key([0; 4], 40, &long),
+            circuit_key([0; 4], 41, &long)
+        );
+        assert_eq!(&circuit_key([0; 4], 40, &long)[5..], &long);
     }
 
     /// Bucket 0 ours, the rest the partner's; at most 3 s of `secs`; our identifiers

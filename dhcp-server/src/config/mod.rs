@@ -66,6 +66,43 @@ pub struct Config {
     /// What to log, in `RUST_LOG`'s syntax (`info`, `dhcp_server=debug`...); `RUST_LOG`
     /// wins when it is set. None: `info`.
     pub log_level: Option<String>,
+    /// Per-client request limits the XDP program enforces (`[flood]`).
+    pub flood: Flood,
+}
+
+/// Request limits enforced in the XDP program (`[flood]`): a token bucket per client
+/// hardware address, and one per relay agent circuit id for relayed requests that carry
+/// one. A rate of 0 is no limit; both 0 (the default) leaves the program as without
+/// them. The UDP backend cannot apply them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    /// Requests a second per client hardware address.
+    pub client_rate: u32,
+    /// Requests a client may send at once after a quiet spell.
+    pub client_burst: u32,
+    /// Requests a second per relay agent circuit id.
+    pub circuit_rate: u32,
+    pub circuit_burst: u32,
+    /// Buckets each table holds before it forgets the least recently used.
+    pub table_size: u32,
+}
+
+impl Default for Flood {
+    fn default() -> Self {
+        Self {
+            client_rate: 0,
+            client_burst: 0,
+            circuit_rate: 0,
+            circuit_burst: 0,
+            table_size: dhcp_ebpf_common::FLOOD_TABLE_SIZE,
+        }
+    }
+}
+
+impl Flood {
+    pub fn is_on(&self) -> bool {
+        self.client_rate > 0 || self.circuit_rate > 0
+    }
 }
 
 impl Default for Config {
@@ -84,6 +121,7 @@ impl Default for Config {
             control_gids: Vec::new(),
             metrics_listen: None,
             log_level: None,
+            flood: Flood::default(),
         }
     }
 }

@@ -3,10 +3,10 @@
 //! Applied at once: `authoritative`, `offer-hold`, `decline-hold`, `log-level`, and per
 //! subnet (matched by its `subnet` prefix) the lease times, the options and the
 //! reservations. Everything else (interfaces, backend, workers and their polling, the
-//! journal, the control socket and metrics listener, the failover partnership, subnets
-//! added, removed or reordered, a subnet's interface, pools or server-id) shapes the
-//! sockets, threads or lease tables and is left as it runs, reported as needing a
-//! restart.
+//! journal, the control socket and metrics listener, the flood limits, the failover
+//! partnership, subnets added, removed or reordered, a subnet's interface, pools or
+//! server-id) shapes the sockets, threads, XDP program or lease tables and is left as it
+//! runs, reported as needing a restart.
 
 use std::fmt::Display;
 
@@ -153,6 +153,13 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
         &file.metrics_listen,
         |v| v.map_or("(none)".into(), |a| a.to_string()),
     );
+    // The limits are constants of the loaded XDP program and size its tables.
+    change(r, "flood", &running.flood, &file.flood, |f| {
+        format!(
+            "client {}/{}, circuit {}/{}, table {}",
+            f.client_rate, f.client_burst, f.circuit_rate, f.circuit_burst, f.table_size
+        )
+    });
     change(
         r,
         "failover",
@@ -411,6 +418,8 @@ mod tests {
         f.backend = Backend::Udp;
         f.workers = 4;
         f.state_dir = Some("/var/lib/dhcp-server".into());
+        f.flood.client_rate = 10;
+        f.flood.client_burst = 20;
         f.policy.subnets[0].pools[0] = "192.0.2.10-192.0.2.150".parse().unwrap();
         f.policy.subnets[0].lease.default = 600;
         f.policy.subnets.swap(0, 1);
@@ -426,6 +435,7 @@ mod tests {
                 "backend auto -> udp",
                 "workers 0 -> 4",
                 "state-dir (none) -> /var/lib/dhcp-server",
+                "flood client 0/0, circuit 0/0, table 65536 -> client 10/20, circuit 0/0, table 65536",
                 "subnet 192.0.2.0/24: pools 192.0.2.10-192.0.2.100 -> 192.0.2.10-192.0.2.150",
                 "subnet 203.0.113.0/24 added",
                 "subnets reordered (the order of a shared network's subnets)",

@@ -133,6 +133,19 @@ pub fn render(status: &Status, stats: &Stats) -> String {
             .iter()
             .map(|(r, n)| (format!("reason=\"{}\"", label(r)), *n)),
     );
+    if !stats.xdp.is_empty() {
+        family(
+            &mut out,
+            "dhcp_xdp_frames_total",
+            "counter",
+            "Frames the XDP program handled, by what it did: redirected to a worker, passed \
+             to the kernel, dropped (malformed, the failover partner's, over a flood limit).",
+            stats
+                .xdp
+                .iter()
+                .map(|(a, n)| (format!("action=\"{}\"", label(a)), *n)),
+        );
+    }
     let shard = |s: u16| format!("shard=\"{s}\"");
     family(
         &mut out,
@@ -325,6 +338,8 @@ mod tests {
         stats.received.insert("discover".into(), 10);
         stats.sent.insert("offer".into(), 9);
         stats.drops.insert("malformed".into(), 1);
+        stats.xdp.insert("redirected".into(), 10);
+        stats.xdp.insert("flood-client".into(), 4990);
         stats.shards.push(ShardStats {
             shard: 1,
             received: 10,
@@ -365,6 +380,7 @@ mod tests {
             r#"dhcp_messages_received_total{type="discover"} 10"#,
             r#"dhcp_messages_sent_total{type="offer"} 9"#,
             r#"dhcp_dropped_total{reason="malformed"} 1"#,
+            r#"dhcp_xdp_frames_total{action="flood-client"} 4990"#,
             r#"dhcp_shard_received_total{shard="1"} 10"#,
             r#"dhcp_pool_size{subnet="192.0.2.0/24"} 191"#,
             r#"dhcp_pool_addresses{subnet="192.0.2.0/24",state="active"} 9"#,
@@ -385,6 +401,14 @@ mod tests {
                 assert_eq!(Some(&name.to_owned()), declared.last(), "{l}");
             }
         }
+    }
+
+    #[test]
+    fn xdp_frames_only_with_the_xdp_backend() {
+        let (_, mut stats) = sample();
+        stats.xdp.clear();
+        let text = render(&sample().0, &stats);
+        assert!(!text.contains("dhcp_xdp_frames_total"), "{text}");
     }
 
     #[test]

@@ -189,12 +189,17 @@ mod durability {
 /// Counters since start. Message and drop counters are keyed by name so a new drop reason
 /// in the engine needs no change here: messages are "discover", "offer", "request",
 /// "decline", "ack", "nak", "release", "inform" and "other"; drop reasons are the
-/// engine's `Drop::name()`s.
+/// engine's `Drop::name()`s. `xdp` holds the XDP program's frame counters by name
+/// ("redirected", "passed", "malformed", "no-socket", "balanced", "flood-client",
+/// "flood-circuit"), empty with another backend; frames it dropped never reach the
+/// engine's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub received: BTreeMap<String, u64>,
     pub sent: BTreeMap<String, u64>,
     pub drops: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xdp: BTreeMap<String, u64>,
     pub shards: Vec<ShardStats>,
     pub pools: Vec<PoolStats>,
     pub latency: Latency,

@@ -32,6 +32,10 @@ use store::Committer;
 /// A backend's own failure, as it words it.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Reads a backend's own counters (the XDP program's), by name, for `stats` and the
+/// metrics; called from the control thread at each request.
+pub type BackendCounters = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 /// What moves bytes between the network and the shards: sockets, rings, an in-memory
 /// link. It owns no DHCP logic.
 pub trait Backend {
@@ -39,6 +43,11 @@ pub trait Backend {
     fn describe(&self) -> (BackendKind, Option<XdpStatus>);
     /// The lease shards it serves, one per thread.
     fn shards(&self) -> u16;
+    /// Counters it keeps beyond the shards' (frames it handled before any shard saw
+    /// them); asked once, before `start`.
+    fn counters(&self) -> Option<BackendCounters> {
+        None
+    }
     /// Told of every change of the failover pair's rules besides the shards (the XDP
     /// program drops the partner's clients early); asked once, before `start`.
     fn on_view(&mut self) -> Result<Option<OnView>, BackendError> {
@@ -121,6 +130,7 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
     let facts = Facts {
         backend: kind,
         xdp,
+        counters: backend.counters(),
         workers: count,
         interfaces: config.policy.interfaces.clone(),
         journal: config.state_dir.clone().map(|d| (d, config.durability)),

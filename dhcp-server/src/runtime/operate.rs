@@ -259,6 +259,8 @@ fn client_id(key: ClientRef<'_>) -> Option<control::ClientId> {
 pub struct Facts {
     pub backend: BackendKind,
     pub xdp: Option<XdpStatus>,
+    /// The XDP program's counters, with the XDP backend.
+    pub counters: Option<super::BackendCounters>,
     pub workers: u16,
     pub interfaces: Vec<String>,
     pub journal: Option<(PathBuf, Durability)>,
@@ -529,6 +531,12 @@ impl control::Server for Operated {
                 }
             }
             let _ = latency.add(&h);
+        }
+        if let Some(read) = &self.facts.counters {
+            stats.xdp = read()
+                .into_iter()
+                .map(|(name, n)| (name.to_owned(), n))
+                .collect();
         }
         let us = |q: f64| latency.value_at_quantile(q).div_ceil(1000);
         stats.latency = control::Latency {

@@ -74,6 +74,11 @@ impl Udp {
     /// Binds every configured interface; nothing is served unless all of them are up.
     /// `port` is 67 but for tests.
     pub fn open(config: &Config, port: u16) -> Result<Self, Error> {
+        if config.flood.is_on() {
+            tracing::warn!(
+                "[flood] limits are not applied: only the xdp backend can drop a client's requests before they reach the server"
+            );
+        }
         let policy = &config.policy;
         let links = policy
             .interfaces

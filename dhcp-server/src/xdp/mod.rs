@@ -11,7 +11,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::thread::JoinHandle;
 
-use dhcp_ebpf_common::{Balance, MAX_SERVER_IDS};
+use dhcp_ebpf_common::{Balance, Counter, Counters, MAX_SERVER_IDS};
 
 use crate::config::Config;
 use crate::control::{self, BackendKind};
@@ -19,7 +19,7 @@ use crate::failover::shards::OnView;
 use crate::netif;
 use crate::runtime::env::Env;
 use crate::runtime::shard::Shard;
-use crate::runtime::{Backend, BackendError, Serving};
+use crate::runtime::{Backend, BackendCounters, BackendError, Serving};
 use program::{SteerProgram, XdpError};
 pub use worker::Wait;
 use worker::{Port, Worker};
@@ -81,7 +81,8 @@ fn attach(config: &Config, link: usize, workers: u16) -> Result<Attached, Error>
         .ok_or_else(|| Error::NoAddress {
             ifname: ifname.clone(),
         })?;
-    let mut program = SteerProgram::attach(&ifname, u32::from(workers), queues)?;
+    let mut program =
+        SteerProgram::attach_with(&ifname, u32::from(workers), queues, &config.flood)?;
     let (sockets, mode) = xsk::open(&ifname, ifindex, queues, u32::from(workers))?;
     for (w, per_queue) in sockets.iter().enumerate() {
         for x in per_queue {
@@ -159,6 +160,32 @@ impl Backend for Xdp {
 
     fn shards(&self) -> u16 {
         self.workers
+    }
+
+    /// The programs' counters, summed over interfaces.
+    fn counters(&self) -> Option<BackendCounters> {
+        let readers: Vec<_> = self
+            .attached
+            .iter()
+            .map(|a| a.program.counter_reader())
+            .collect();
+        Some(std::sync::Arc::new(move || {
+            let mut sum = Counters::default();
+            for r in &readers {
+                match r.read() {
+                    Ok(c) => {
+                        for counter in Counter::ALL {
+                            sum.add(counter, c.get(counter));
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot read the XDP counters: {e}"),
+                }
+            }
+            Counter::ALL
+                .iter()
+                .map(|&c| (c.name(), sum.get(c)))
+                .collect()
+        }))
     }
 
     /// The program drops DISCOVERs of the partner's buckets while the pair cooperates,
@@ -285,11 +312,14 @@ impl Serving for XdpServing {
         for a in &self.attached {
             if let Ok(c) = a.program.counters() {
                 tracing::info!(
-                    "XDP on {}: {} redirected, {} passed to the kernel, {} malformed dropped, {} without a socket, {} left to the failover partner",
+                    // Still ending with the partner's count: tests/failover.rs reads it there.
+                    "XDP on {}: {} redirected, {} passed to the kernel, {} malformed dropped, {} dropped over a client's flood limit, {} over a circuit's, {} without a socket, {} left to the failover partner",
                     a.ifname,
                     c.redirected,
                     c.passed,
                     c.malformed,
+                    c.flood_client,
+                    c.flood_circuit,
                     c.no_socket,
                     c.balanced
                 );

@@ -8,11 +8,17 @@
 
 use std::fmt;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use aya::maps::{Array, Map, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use dhcp_ebpf_common::{socket_key, Balance, Counter, Counters, BALANCE_LEN, MAX_SOCKETS};
+use dhcp_ebpf_common::{
+    socket_key, Balance, Counter, Counters, Limit, BALANCE_LEN, FLOOD_CIRCUITS, FLOOD_CLIENTS,
+    MAX_SOCKETS,
+};
+
+use crate::config::Flood;
 
 include!(concat!(env!("OUT_DIR"), "/ebpf.rs"));
 
@@ -86,6 +92,7 @@ pub enum XdpError {
 /// The steering program, attached to one interface until dropped.
 pub struct SteerProgram {
     ebpf: Ebpf,
+    counters: CounterReader,
     link: Option<aya::programs::xdp::XdpLinkId>,
     ifname: String,
     mode: AttachMode,
@@ -96,17 +103,41 @@ pub struct SteerProgram {
 impl SteerProgram {
     /// Loads the program for `queues` receive queues with `workers` sockets each and
     /// attaches it to `ifname`: in driver mode if the driver can, else in generic mode with
-    /// a warning.
+    /// a warning. No flood limits.
     pub fn attach(ifname: &str, workers: u32, queues: u32) -> Result<Self, XdpError> {
+        Self::attach_with(ifname, workers, queues, &Flood::default())
+    }
+
+    /// `attach`, the program dropping requests past the `flood` limits.
+    pub fn attach_with(
+        ifname: &str,
+        workers: u32,
+        queues: u32,
+        flood: &Flood,
+    ) -> Result<Self, XdpError> {
         let sockets = queues.checked_mul(workers);
         if !(1..=256).contains(&workers) || queues == 0 || sockets.is_none_or(|n| n > MAX_SOCKETS) {
             return Err(XdpError::Shape { queues, workers });
         }
         let object = OBJECT.ok_or(XdpError::NotBuilt)?;
+        let rule = dhcp_ebpf_common::Flood {
+            client: Limit::per_second(flood.client_rate, flood.client_burst),
+            circuit: Limit::per_second(flood.circuit_rate, flood.circuit_burst),
+        };
+        // LRU hashes are allocated whole at load: an unused one gets a single entry.
+        let size = |limit: Limit| if limit.is_on() { flood.table_size } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .override_global(dhcp_ebpf_common::WORKERS, &workers, true)
+            .override_global(dhcp_ebpf_common::FLOOD, &rule.to_global(), true)
+            .map_max_entries(FLOOD_CLIENTS, size(rule.client))
+            .map_max_entries(FLOOD_CIRCUITS, size(rule.circuit))
             .load(object)
             .map_err(|e| XdpError::Load(Box::new(e)))?;
+        let name = dhcp_ebpf_common::COUNTERS;
+        let map = ebpf.take_map(name).ok_or(XdpError::Incomplete(name))?;
+        let counters = CounterReader {
+            map: Arc::new(PerCpuArray::try_from(map).map_err(map_error(name))?),
+        };
         let program = program(&mut ebpf)?;
         program.load().map_err(XdpError::Verify)?;
         let attach_error = |source: ProgramError| match source {
@@ -138,8 +169,17 @@ impl SteerProgram {
         tracing::info!(
             "XDP program attached to {ifname} in {mode} mode: {queues} queues x {workers} workers"
         );
+        if rule.is_on() {
+            tracing::info!(
+                "XDP flood limits on {ifname}: per client {}, per relay circuit {}; {} buckets each",
+                limit_text(flood.client_rate, flood.client_burst),
+                limit_text(flood.circuit_rate, flood.circuit_burst),
+                flood.table_size
+            );
+        }
         Ok(Self {
             ebpf,
+            counters,
             link: Some(link),
             ifname: ifname.to_owned(),
             mode,
@@ -174,14 +214,12 @@ impl SteerProgram {
 
     /// The program's counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, XdpError> {
-        let name = dhcp_ebpf_common::COUNTERS;
-        let array = self.per_cpu(name)?;
-        let mut sum = Counters::default();
-        for counter in Counter::ALL {
-            let per_cpu = array.get(&(counter as u32), 0).map_err(map_error(name))?;
-            sum.add(counter, per_cpu.iter().sum());
-        }
-        Ok(sum)
+        self.counters.read()
+    }
+
+    /// Reads the counters from another thread, for as long as it is kept.
+    pub fn counter_reader(&self) -> CounterReader {
+        self.counters.clone()
     }
 
     /// Requests redirected to each socket so far, by socket key (`queue * workers +
@@ -233,6 +271,37 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         .ok_or(XdpError::Incomplete(name))?
         .try_into()
         .map_err(|_| XdpError::Incomplete(name))
+}
+
+/// The program's counters, shared with the threads that report them (`stats`, the
+/// metrics) while the program runs.
+#[derive(Clone)]
+pub struct CounterReader {
+    map: Arc<PerCpuArray<MapData, u64>>,
+}
+
+impl CounterReader {
+    /// The counters, summed over CPUs.
+    pub fn read(&self) -> Result<Counters, XdpError> {
+        let name = dhcp_ebpf_common::COUNTERS;
+        let mut sum = Counters::default();
+        for counter in Counter::ALL {
+            let per_cpu = self
+                .map
+                .get(&(counter as u32), 0)
+                .map_err(map_error(name))?;
+            sum.add(counter, per_cpu.iter().sum());
+        }
+        Ok(sum)
+    }
+}
+
+fn limit_text(rate: u32, burst: u32) -> String {
+    if rate == 0 {
+        "none".into()
+    } else {
+        format!("{rate}/s, burst {burst}")
+    }
 }
 
 /// The program's load-balancing rule, owned apart from the program so the failover link

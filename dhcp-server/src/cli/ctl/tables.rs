@@ -302,14 +302,25 @@ pub(super) fn stats(stats: &Stats) -> String {
             ]
         })
         .collect();
-    [
+    let xdp: Vec<Vec<String>> = stats
+        .xdp
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .collect();
+    let mut tables = vec![
         table(&["MESSAGE", "RECEIVED", "SENT"], &messages),
         table(&["DROPPED", "COUNT"], &drops),
+    ];
+    // Only the XDP backend has a program in front of the workers.
+    if !xdp.is_empty() {
+        tables.push(table(&["XDP PROGRAM", "FRAMES"], &xdp));
+    }
+    tables.extend([
         table(&["SHARD", "RECEIVED", "SENT", "DROPPED"], &shards),
         pools_table(stats),
         latency_table(stats),
-    ]
-    .join("\n")
+    ]);
+    tables.join("\n")
 }
 
 pub(super) fn top(status: &Status, stats: &Stats, rates: Option<&Rates>) -> String {
@@ -620,5 +631,28 @@ mod tests {
             discover.split_whitespace().collect::<Vec<_>>(),
             ["discover", "3", "0"]
         );
+    }
+
+    #[test]
+    fn stats_show_the_xdp_program_only_with_it() {
+        let mut s = Stats::default();
+        assert!(!stats(&s).contains("XDP PROGRAM"));
+        s.xdp.insert("flood-client".into(), 5951);
+        let text = stats(&s);
+        assert!(text.contains("XDP PROGRAM"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("flood-client"))
+            .unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["flood-client", "5951"]
+        );
+        // A reply from a server without the field still reads.
+        let old: Stats = serde_json::from_value(serde_json::json!({"received": {}, "sent": {},
+            "drops": {}, "shards": [], "pools": [], "latency": {"samples": 0, "p50_us": 0,
+            "p90_us": 0, "p99_us": 0, "p999_us": 0, "max_us": 0}}))
+        .unwrap();
+        assert!(old.xdp.is_empty());
     }
 }

@@ -24,6 +24,7 @@ use dhcp_proto::wire::code;
 
 mod class;
 mod failover;
+mod flood;
 mod subnet;
 
 /// One error in a configuration file.
@@ -72,6 +73,7 @@ const TOP_KEYS: &[&str] = &[
     "failover",
     "class",
     "flex-id",
+    "flood",
     "subnet",
 ];
 
@@ -489,6 +491,7 @@ impl Walker {
         let failover = root
             .get_key_value("failover")
             .and_then(|(k, v)| self.failover(k.span(), v));
+        let flood = root.get("flood").map(|v| self.flood(v)).unwrap_or_default();
         let interfaces = self.interfaces(root);
         let classes = self.classes(root);
         let flex_id = root.get("flex-id").and_then(|v| {
@@ -546,6 +549,7 @@ impl Walker {
             control_gids,
             metrics_listen,
             log_level,
+            flood,
         });
         Walked { config, dirty }
     }

@@ -161,6 +161,7 @@ fn a_full_file_becomes_the_model() {
         control_gids: Vec::new(),
         metrics_listen: None,
         log_level: Some("info,dhcp_proto::engine=debug".into()),
+        flood: crate::config::Flood::default(),
     };
     assert_eq!(load(FULL).unwrap(), expected);
 }
@@ -856,6 +857,102 @@ fn a_log_level_must_be_a_filter() {
     assert!(e.reason.contains("is not a log filter"), "{}", e.reason);
     let e = one_error(&format!("log-level = \"\"{MINIMAL}"));
     assert_eq!(e.key, "log-level");
+}
+
+fn flood(text: &str) -> Result<crate::config::Flood, Vec<FileError>> {
+    load(&format!("{MINIMAL}{text}")).map(|c| c.flood)
+}
+
+#[test]
+fn a_flood_table_becomes_the_limits() {
+    let f = flood(
+        "[flood]\nclient-rate = 10\nclient-burst = 20\ncircuit-rate = 100\ncircuit-burst = 400\ntable-size = 131072\n",
+    )
+    .unwrap();
+    assert_eq!(
+        f,
+        crate::config::Flood {
+            client_rate: 10,
+            client_burst: 20,
+            circuit_rate: 100,
+            circuit_burst: 400,
+            table_size: 131_072,
+        }
+    );
+    assert!(f.is_on());
+}
+
+#[test]
+fn flood_limits_are_off_unless_set() {
+    let off = flood("").unwrap();
+    assert_eq!(off, crate::config::Flood::default());
+    assert!(!off.is_on());
+    assert_eq!(off.table_size, 65_536);
+    assert_eq!(flood("[flood]\n").unwrap(), off);
+    // A burst of one second's worth unless told; the other key stays off.
+    let f = flood("[flood]\ncircuit-rate = 50\n").unwrap();
+    assert_eq!(
+        (f.client_rate, f.circuit_rate, f.circuit_burst),
+        (0, 50, 50)
+    );
+    // A rate of 0 turns a limit off and keeps its burst for later.
+    let f = flood("[flood]\nclient-rate = 0\nclient-burst = 5\n").unwrap();
+    assert!(!f.is_on());
+}
+
+#[test]
+fn flood_errors_name_the_line_and_key() {
+    // MINIMAL is 7 lines, so [flood] is line 8 and its first key line 9.
+    let cases = [
+        ("client-rate = -1", "flood.client-rate", "out of range"),
+        ("client-rate = 2000000", "flood.client-rate", "out of range"),
+        (
+            "client-rate = \"10/s\"",
+            "flood.client-rate",
+            "expected requests a second",
+        ),
+        (
+            "client-rate = 1\nclient-burst = 0",
+            "flood.client-burst",
+            "out of range",
+        ),
+        (
+            "circuit-burst = 20",
+            "flood.circuit-burst",
+            "without circuit-rate",
+        ),
+        (
+            "table-size = 100",
+            "flood.table-size",
+            "expected a number of buckets from 1024",
+        ),
+        ("table-size = 16777216", "flood.table-size", "out of range"),
+        (
+            "client-rates = 10",
+            "flood.client-rates",
+            "did you mean 'client-rate'",
+        ),
+    ];
+    for (body, key, reason) in cases {
+        let e = one_error(&format!("{MINIMAL}[flood]\n{body}\n"));
+        let line = 9 + body.lines().count() - 1;
+        assert_eq!((e.line, e.key.as_str()), (line, key), "{body}: {e}");
+        assert!(e.reason.contains(reason), "{body}: {}", e.reason);
+    }
+    let e = one_error(&format!("{MINIMAL}[[flood]]\nclient-rate = 1\n"));
+    assert_eq!((e.line, e.key.as_str()), (8, "flood"));
+    assert!(e.reason.contains("write [flood]"), "{}", e.reason);
+    let e = one_error(&format!("flood = 5\n{MINIMAL}"));
+    assert_eq!((e.line, e.key.as_str()), (1, "flood"));
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[flood]\nclient-rate = -1\ncircuit-rate = 5\ncircuit-burst = 0\n"
+        )),
+        [
+            (9, "flood.client-rate".into()),
+            (11, "flood.circuit-burst".into())
+        ]
+    );
 }
 
 #[test]
