@@ -56,70 +56,34 @@ pub fn policy() -> Policy {
 /// The benchmark's relay: inside the subnet, so its giaddr places clients there.
 pub const RELAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
-/// `policy()` with the classes an ISP would have: 19 tests over vendor class, user class,
-/// OUI and relay sub-options that the benchmark's clients mostly fail, and one class of
-/// subscriber lines matched by circuit id, listing `lines` members (`line-0`...), with a
-/// lease limit per line and options of its own. Every pool admits the lines' members.
+/// The benchmarks' client classes, as a configuration file writes them.
+pub const CLASSES: &str = include_str!("../classes.toml");
+
+/// `policy()` with the classes of `CLASSES`, the line class listing `lines` members
+/// (`line-0`...) besides taking every value (spawn), so each client's circuit id is one
+/// hash lookup among them.
 pub fn policy_with_classes(lines: u32) -> Policy {
-    use dhcp_proto::expr::{Test, Value};
-    use dhcp_proto::policy::{Class, Membership, Settings, Subclass};
+    use dhcp_proto::policy::{Membership, Settings, Subclass};
+    let text = format!(
+        "interfaces = [\"bench0\"]\n{CLASSES}\n[[subnet]]\nsubnet = \"198.18.0.0/15\"\n\
+         pools = [\"198.18.1.0-198.18.1.10\"]\n"
+    );
+    let file = dhcp_server::config::parse(std::path::Path::new("benches/classes.toml"), &text)
+        .expect("the benchmark classes are valid");
     let mut p = policy();
-    let tests = [
-        "option[60].text == 'docsis3.0'",
-        "option[60].text starts-with 'MSFT'",
-        "option[60].text starts-with 'PXEClient'",
-        "option[77].text == 'iPXE'",
-        "option[77].exists and option[60].exists",
-        "pkt4.oui == 0x001122",
-        "pkt4.oui == 0x00aabb or pkt4.oui == 0x00ccdd",
-        "substring(pkt4.mac, 0, 2) == 0x0011",
-        "relay4[2] == 0xcafe",
-        "relay4[6].exists",
-        "relay4[1] starts-with 'olt-'",
-        "relay4[1] contains '/voip/'",
-        "option[12].text == 'printer'",
-        "option[12].text starts-with 'stb-'",
-        "pkt4.htype != 0x01",
-        "pkt4.hlen != 0x06",
-        "option[61].exists and not option[55].exists",
-        "option[60].text ends-with '-voip'",
-        "pkt4.giaddr == 203.0.113.1",
-    ];
-    let mut classes: Vec<Class> = Vec::new();
-    for (i, t) in tests.iter().enumerate() {
-        let mut none = |_: &str| None;
-        classes.push(Class {
-            name: format!("c{i}"),
-            membership: Membership::Test(Test::parse(t, &mut none).expect("a valid test")),
-            settings: Settings::default(),
-            lease_limit: None,
-        });
-    }
-    let mut options = OptionSet::default();
-    options.set_text(code::DOMAIN_NAME, "subscribers.example");
+    p.classes = file.policy.classes;
     let mut id = [0u8; 16];
-    classes.push(Class {
-        name: "line".into(),
-        membership: Membership::Match {
-            value: Value::parse("relay4[1]").expect("a valid value"),
-            spawn: false,
-            subclasses: (0..lines)
-                .map(|l| {
-                    let len = line_id(l, &mut id);
-                    Subclass {
-                        value: id[..len].to_vec(),
-                        settings: Settings::default(),
-                    }
-                })
-                .collect(),
-        },
-        settings: Settings {
-            options,
-            ..Settings::default()
-        },
-        lease_limit: Some(8),
-    });
-    p.classes = classes;
+    for c in &mut p.classes {
+        if let Membership::Match { subclasses, .. } = &mut c.membership {
+            subclasses.extend((0..lines).map(|l| {
+                let len = line_id(l, &mut id);
+                Subclass {
+                    value: id[..len].to_vec(),
+                    settings: Settings::default(),
+                }
+            }));
+        }
+    }
     p
 }
 

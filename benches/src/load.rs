@@ -181,6 +181,10 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// Ask for broadcast replies (flags bit), as clients that cannot take unicast do.
     pub broadcast: bool,
+    /// DISCOVERs and REQUESTs as a relay agent forwards them: from `relayed` (giaddr)
+    /// port 67, with option 82, each client on its subscriber line; the server answers
+    /// the relay.
+    pub shape: Shape,
     pub mix: Mix,
     /// Addresses of each group (released, declined, held) asked for at the end.
     pub probes: u32,
@@ -354,13 +358,15 @@ struct Server {
     mac: [u8; 6],
 }
 
-/// Frames a DHCP message built by `fill` for client `n`: broadcast from 0.0.0.0:68, or,
-/// with `to`, unicast to the server from `from` (the address the client holds).
+/// Frames a DHCP message built by `fill` for client `n`: broadcast from 0.0.0.0:68, or
+/// from a relay's giaddr:67 (`relay`), or, with `to`, unicast to the server from `from`
+/// (the address the client holds).
 fn frame_for(
     buf: &mut [u8; FRAME],
     n: u32,
     broadcast: bool,
     to: Option<(Ipv4Addr, Server)>,
+    relay: Option<Ipv4Addr>,
     fill: impl FnOnce(&mut [u8]) -> usize,
 ) -> usize {
     let len = fill(&mut buf[HEADROOM..]);
@@ -369,14 +375,18 @@ fn frame_for(
     }
     let (src_ip, dst_ip, dst_mac) = match to {
         Some((from, s)) => (from, s.ip, s.mac),
-        None => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, [0xff; 6]),
+        None => (
+            relay.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            Ipv4Addr::BROADCAST,
+            [0xff; 6],
+        ),
     };
     let a = Addressing {
         dst_mac,
         src_mac: crate::mac(n),
         src_ip,
         dst_ip,
-        src_port: 68,
+        src_port: if relay.is_some() { 67 } else { 68 },
         dst_port: 67,
         vlan: None,
     };
@@ -507,8 +517,9 @@ impl Run<'_> {
                 *next_client += 1;
                 let n = self.n(idx);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, broadcast, None, |b| {
-                    discover(b, n, Shape::default())
+                let shape = self.cfg.shape;
+                let len = frame_for(buf, n, broadcast, None, shape.relayed, |b| {
+                    discover(b, n, shape)
                 });
                 self.out.push(len);
                 self.begin(idx, Phase::Discovering, now);
@@ -516,7 +527,9 @@ impl Run<'_> {
             (Kind::Renew, Some((idx, server))) => {
                 let (n, addr) = (self.n(idx), self.clients[idx as usize].addr);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, false, Some((addr, server)), |b| renew(b, n, addr));
+                let len = frame_for(buf, n, false, Some((addr, server)), None, |b| {
+                    renew(b, n, addr)
+                });
                 self.out.push(len);
                 self.begin(idx, Phase::Renewing, now);
             }
@@ -524,7 +537,7 @@ impl Run<'_> {
                 let n = self.n(idx);
                 let addr = self.leave(idx);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, false, Some((addr, server)), |b| {
+                let len = frame_for(buf, n, false, Some((addr, server)), None, |b| {
                     release(b, n, addr, server.ip)
                 });
                 self.out.push(len);
@@ -535,7 +548,9 @@ impl Run<'_> {
                 let n = self.n(idx);
                 let addr = self.leave(idx);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, broadcast, None, |b| decline(b, n, addr, server.ip));
+                let len = frame_for(buf, n, broadcast, None, None, |b| {
+                    decline(b, n, addr, server.ip)
+                });
                 self.out.push(len);
                 self.declined.insert(addr);
                 self.note(1, addr);
@@ -589,7 +604,12 @@ impl Run<'_> {
     }
 
     fn reply(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        let Some(udp) = frame::parse_udp(frame).filter(|u| u.addr.dst_port == 68) else {
+        let to_us = if self.cfg.shape.relayed.is_some() {
+            67
+        } else {
+            68
+        };
+        let Some(udp) = frame::parse_udp(frame).filter(|u| u.addr.dst_port == to_us) else {
             return Ok(());
         };
         let Ok(msg) = Message::parse(udp.payload) else {
@@ -623,8 +643,9 @@ impl Run<'_> {
                 let n = self.n(idx);
                 let broadcast = self.cfg.broadcast;
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, broadcast, None, |b| {
-                    request(b, n, yiaddr, sid, Shape::default())
+                let shape = self.cfg.shape;
+                let len = frame_for(buf, n, broadcast, None, shape.relayed, |b| {
+                    request(b, n, yiaddr, sid, shape)
                 });
                 self.out.push(len);
                 self.clients[idx as usize].phase = Phase::Requesting;
@@ -695,7 +716,9 @@ impl Run<'_> {
             for addr in addrs {
                 let n = self.n(idx);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, false, Some((addr, server)), |b| renew(b, n, addr));
+                let len = frame_for(buf, n, false, Some((addr, server)), None, |b| {
+                    renew(b, n, addr)
+                });
                 self.out.push(len);
                 self.clients[idx as usize].phase = Phase::Probing(g);
                 self.clients[idx as usize].addr = addr;
@@ -841,7 +864,7 @@ mod tests {
     #[test]
     fn frames_carry_the_client_and_the_broadcast_flag() {
         let mut buf = [0u8; FRAME];
-        let len = frame_for(&mut buf, 77, true, None, |b| {
+        let len = frame_for(&mut buf, 77, true, None, None, |b| {
             discover(b, 77, Shape::default())
         });
         let udp = frame::parse_udp(&buf[..len]).unwrap();
@@ -864,7 +887,7 @@ mod tests {
             },
         );
         let mut buf = [0u8; FRAME];
-        let len = frame_for(&mut buf, 9, false, Some((held, server)), |b| {
+        let len = frame_for(&mut buf, 9, false, Some((held, server)), None, |b| {
             renew(b, 9, held)
         });
         let udp = frame::parse_udp(&buf[..len]).unwrap();

@@ -69,6 +69,8 @@ struct Server {
     name: &'static str,
     program: String,
     args: Vec<String>,
+    /// The generator's arguments for this server besides rate and clients.
+    load: Vec<String>,
     ready: &'static str,
     /// First rate tried: ISC dhcpd commits each lease to disk and starts far lower.
     start_rate: u32,
@@ -113,8 +115,40 @@ pub(crate) fn stat_secs(path: &str, fields: [usize; 2]) -> f64 {
     ticks / 100.0
 }
 
+/// The relay the generator plays in the relayed runs: its own address, and how many
+/// subscriber lines (circuit ids) its clients are spread over.
+const RELAY: &str = "198.18.0.2";
+const LINES: &str = "100000";
+const RELAYED: &str = "dhcp-server (xdp 1 worker, sync, relayed)";
+const CLASSED: &str = "dhcp-server (xdp 1 worker, sync, relayed, 20 classes)";
+
+/// The configuration of the classed run: the one-liner's server and the classes of
+/// benches/classes.toml. The pool stays open to every client, so perfdhcp (which cannot
+/// relay) is served too. Returns its path.
+fn classes_config(dir: &std::path::Path) -> Result<String> {
+    let classes = include_str!("../../benches/classes.toml");
+    let path = dir.join("bench-classes.toml");
+    fs::write(
+        &path,
+        format!(
+            "interfaces = [\"{SERVER_IF}\"]\nbackend = \"xdp\"\nworkers = 1\ndurability = \"sync\"\n\
+             state-dir = \"{state}\"\n\n{classes}\n[[subnet]]\nsubnet = \"{subnet}\"\ninterface = \"{SERVER_IF}\"\n\
+             pools = [\"{first}-{last}\"]\nrouters = [\"198.18.0.1\"]\n",
+            state = dir.join(STATE_DIR).display(),
+            subnet = lab::SUBNET,
+            first = lab::POOL.0,
+            last = lab::POOL.1,
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(path.display().to_string())
+}
+
 fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Server>> {
     let state = dir.join(STATE_DIR).display().to_string();
+    let relayed: Vec<String> = ["--relay", RELAY, "--lines", LINES]
+        .map(String::from)
+        .to_vec();
     let ours_with = |backend: &[&str]| {
         let mut args = vec![
             "RUST_LOG=info,dhcp_proto::engine=warn".to_owned(),
@@ -132,6 +166,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
             args: ["--interface", lab::SERVER_IF, "--workers", "2"]
                 .map(String::from)
                 .to_vec(),
+            load: Vec::new(),
             ready: "ready",
             start_rate: 8000,
         },
@@ -144,6 +179,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
             name: "dhcp-server (xdp 1 worker, sync)",
             program: "env".into(),
             args: ours_with(&["--backend", "xdp", "--workers", "1", "--durability", "sync"]),
+            load: Vec::new(),
             ready: "ready",
             start_rate: 16000,
         },
@@ -158,6 +194,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
                 "--durability",
                 "async",
             ]),
+            load: Vec::new(),
             ready: "ready",
             start_rate: 16000,
         },
@@ -165,6 +202,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
             name: "dhcp-server (xdp 2 workers, sync)",
             program: "env".into(),
             args: ours_with(&["--backend", "xdp", "--workers", "2", "--durability", "sync"]),
+            load: Vec::new(),
             ready: "ready",
             start_rate: 16000,
         },
@@ -172,6 +210,31 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
             name: "dhcp-server (udp, async)",
             program: "env".into(),
             args: ours_with(&["--backend", "udp", "--durability", "async"]),
+            load: Vec::new(),
+            ready: "ready",
+            start_rate: 16000,
+        },
+        // Every client behind a relay, with option 82 and a circuit id of its own, with
+        // and without the classes of benches/classes.toml: what classes cost.
+        Server {
+            name: RELAYED,
+            program: "env".into(),
+            args: ours_with(&["--backend", "xdp", "--workers", "1", "--durability", "sync"]),
+            load: relayed.clone(),
+            ready: "ready",
+            start_rate: 16000,
+        },
+        Server {
+            name: CLASSED,
+            program: "env".into(),
+            args: vec![
+                "RUST_LOG=info,dhcp_proto::engine=warn".to_owned(),
+                ours.to_owned(),
+                "run".into(),
+                "--config".into(),
+                classes_config(dir)?,
+            ],
+            load: relayed,
             ready: "ready",
             start_rate: 16000,
         },
@@ -207,6 +270,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
             "-c".into(),
             kea.display().to_string(),
         ],
+        load: Vec::new(),
         ready: "DHCP4_STARTED",
         start_rate: 1000,
     });
@@ -238,6 +302,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
         ]
         .map(String::from)
         .to_vec(),
+        load: Vec::new(),
         ready: "Sending on",
         start_rate: 50,
     });
@@ -281,6 +346,7 @@ fn measure(
             &rate.to_string(),
         ])
         .args(["--duration", &secs.to_string()])
+        .args(&server.load)
         .args(extra)
         .output()
         .map_err(|e| e.to_string())?;

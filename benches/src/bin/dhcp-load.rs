@@ -51,6 +51,14 @@ struct Args {
     /// address ACKs it; one that quarantined it or holds it for another client NAKs).
     #[arg(long, default_value_t = 16)]
     probes: u32,
+    /// Act as a relay agent at this address (giaddr) for DISCOVERs and REQUESTs: sent
+    /// from it, port 67, with option 82; the server must have a subnet holding it.
+    #[arg(long)]
+    relay: Option<std::net::Ipv4Addr>,
+    /// With --relay: subscriber lines the clients are spread over, circuit ids
+    /// line-0, line-1, ... (0: every client on "eth0/1").
+    #[arg(long, default_value_t = 0)]
+    lines: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -91,6 +99,10 @@ fn main() -> ExitCode {
         duration: Duration::from_secs_f64(a.duration.clamp(0.0, 3600.0)),
         timeout: Duration::from_millis(a.timeout_ms),
         broadcast: a.broadcast,
+        shape: dhcp_benches::Shape {
+            relayed: a.relay,
+            lines: a.lines,
+        },
         mix: a.mix,
         probes: a.probes.min(1024),
     };

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::journal::Durability;
 
 pub use dhcp_proto::policy::*;
-pub use file::{error_at, load_file, load_file_text, FileError};
+pub use file::{error_at, load_file, load_file_text, parse, FileError};
 pub use quick::{QuickStart, QuickStartError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -787,7 +787,8 @@ pub fn load_file(path: &Path) -> Result<Config, Vec<FileError>> {
 }
 
 /// Parses configuration text; `path` only names the file in errors.
-fn parse(path: &Path, text: &str) -> Result<Config, Vec<FileError>> {
+/// Reads a configuration from `text`, errors naming `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<FileError>> {
     let doc = DeTable::parse(text).map_err(|e| {
         // Only the first syntax error: past it the parser's idea of the document is a
         // guess, and its further complaints mostly echo the first.
