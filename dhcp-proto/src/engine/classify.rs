@@ -5,7 +5,7 @@
 //! for the rest of the message: which pools the client may draw from, and the settings
 //! (options, lease times, boot server and file) its classes add.
 
-use super::limits::{Charge, Limits, MAX_CHARGES, NONE, NO_CHARGE};
+use super::limits::{Charge, Limits, MAX_CHARGES, NO_CHARGE};
 use super::{KeyKind, SlotId};
 use crate::expr::Packet;
 use crate::policy::class::{Class, Membership, Settings, KNOWN, MAX_CLASSES, UNKNOWN};
@@ -24,9 +24,10 @@ pub(super) struct Classes {
     listed: Vec<u32>,
     /// The classes the client is a member of, in order.
     members: Vec<ClassId>,
-    /// The lease-limit counters a new lease of the client would take, with their
-    /// limits and the class each belongs to.
-    limited: [(u32, u32, ClassId); MAX_CHARGES],
+    /// The lease-limit counters a new lease of the client would take, by key (placed
+    /// in the table only when a lease is taken), with their limits and the class each
+    /// belongs to.
+    limited: [(u64, u32, ClassId); MAX_CHARGES],
 }
 
 impl Classes {
@@ -150,7 +151,7 @@ impl Classifier {
         out.bits = [0; MAX_CLASSES / 64];
         out.known = known;
         out.members.clear();
-        out.limited = [(NONE, 0, 0); MAX_CHARGES];
+        out.limited = [(0, 0, 0); MAX_CHARGES];
         if classes.is_empty() {
             return;
         }
@@ -176,10 +177,9 @@ impl Classifier {
                 out.set(i);
                 out.members.push(i as ClassId);
                 if let Some(limit) = c.lease_limit.filter(|_| charges < MAX_CHARGES) {
-                    if let Some(at) = limits.place(i as ClassId, limit_value(c, &pkt)) {
-                        out.limited[charges] = (at, limit, i as ClassId);
-                        charges += 1;
-                    }
+                    let key = limits.key(i as ClassId, limit_value(c, &pkt));
+                    out.limited[charges] = (key, limit, i as ClassId);
+                    charges += 1;
                 }
             }
         }
@@ -256,10 +256,13 @@ impl super::Engine {
     pub(super) fn take_limits(&self) -> Result<Charge, &str> {
         let mut charge = NO_CHARGE;
         let limits = self.leases.limits();
-        for (n, &(at, limit, class)) in self.classes.limited.iter().enumerate() {
-            if at == NONE {
+        for (n, &(key, limit, class)) in self.classes.limited.iter().enumerate() {
+            if key == 0 {
                 break;
             }
+            let Some(at) = limits.place_key(key) else {
+                continue;
+            };
             if !limits.take(at, limit) {
                 limits.release(&charge);
                 return Err(&self.policy.classes[usize::from(class)].name);
@@ -299,8 +302,8 @@ impl super::Engine {
         self.classify(&req, res);
         let limits = self.leases.limits();
         let mut charge = NO_CHARGE;
-        for (slot, &(at, _, _)) in charge.iter_mut().zip(&self.classes.limited) {
-            if at != NONE {
+        for (slot, &(key, _, _)) in charge.iter_mut().zip(&self.classes.limited) {
+            if let Some(at) = limits.place_key(key).filter(|_| key != 0) {
                 limits.force(at);
                 *slot = at;
             }

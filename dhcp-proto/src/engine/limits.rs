@@ -59,10 +59,20 @@ impl Limits {
 
     /// The counter of `(class, value)`, placed on first use.
     pub fn place(&self, class: u16, value: &[u8]) -> Option<u32> {
+        self.place_key(self.key(class, value))
+    }
+
+    /// What `(class, value)` is found by: hashing alone, without touching the table,
+    /// for a message that may not need its counter.
+    pub fn key(&self, class: u16, value: &[u8]) -> u64 {
+        self.hasher.hash_one((class, value)).max(1)
+    }
+
+    /// The counter of a `key`, placed on first use.
+    pub fn place_key(&self, key: u64) -> Option<u32> {
         if self.entries.is_empty() {
             return None;
         }
-        let key = self.hasher.hash_one((class, value)).max(1);
         let mask = self.entries.len() - 1;
         let mut i = key as usize & mask;
         for _ in 0..self.entries.len().min(64) {
