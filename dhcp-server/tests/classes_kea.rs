@@ -23,8 +23,8 @@
 //! - No client is admitted to two pools: which of two admitting pools an address comes
 //!   from is each server's allocator (ours: the first pool in order with a free address;
 //!   Kea's iterative allocator: the pool after the last address it gave).
-//! - Options are given at one level only per code where ours and Kea rank levels
-//!   differently (see the precedence case below).
+//! - Where ours and Kea rank levels differently, each option code is given at one level
+//!   only, except in the one case that pins the difference (`class-vs-subnet`).
 //!
 //! Option 56 (the text of a NAK) is each server's own wording and is left out.
 //!
