@@ -115,6 +115,10 @@ const NEEDED: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // The failover partner of the interop tests, and the source of real leases files.
     ("dhcpd", "isc-dhcp-server"),
+    // The judge of the client-class differential test (dhcp-server/tests/classes_kea.rs).
+    ("kea-dhcp4", "kea-dhcp4-server"),
+    // A real relay inserting option 82 (dhcp-server/tests/relay.rs).
+    ("dhcrelay", "isc-dhcp-relay"),
     // `promtool check metrics` lints the Prometheus exposition in the server's tests.
     ("promtool", "prometheus"),
 ];

@@ -27,6 +27,10 @@ pub struct Lab {
     pub client_if: String,
     pub dir: PathBuf,
     children: Vec<Child>,
+    /// Unique to this lab: the part of every name after the role prefix.
+    id: String,
+    /// Namespaces a test added beyond the two, deleted with the lab.
+    extra_ns: Vec<String>,
 }
 
 fn is_root() -> bool {
@@ -89,6 +93,8 @@ impl Lab {
             client_if: format!("dc{id}"),
             dir: std::env::temp_dir().join(format!("dhcp-server-test-{test}-{id}")),
             children: Vec::new(),
+            id,
+            extra_ns: Vec::new(),
         };
         let _ = fs::remove_dir_all(&lab.dir);
         fs::create_dir_all(&lab.dir).unwrap();
@@ -126,6 +132,20 @@ impl Lab {
             run(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
         }
         Some(lab)
+    }
+
+    /// A further namespace (a third hop: clients behind a relay), deleted with the lab.
+    pub fn add_namespace(&mut self, role: &str) -> String {
+        let ns = format!("dhcpt-{}-{role}", self.id);
+        ip(&["netns", "add", &ns]);
+        self.extra_ns.push(ns.clone());
+        ns
+    }
+
+    /// An interface name unique to this lab: `prefix` (two letters keep it within
+    /// the kernel's 15 characters) and the lab's id.
+    pub fn if_name(&self, prefix: &str) -> String {
+        format!("{prefix}{}", self.id)
     }
 
     /// A command that runs inside namespace `ns`.
@@ -214,7 +234,10 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for ns in [&self.server_ns, &self.client_ns] {
+        for ns in [&self.server_ns, &self.client_ns]
+            .into_iter()
+            .chain(&self.extra_ns)
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         if !std::thread::panicking() {
