@@ -759,7 +759,9 @@ fn a_pair_of_ours_rebalances_a_pool_running_dry() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(given >= 8, "the primary gave {given}");
-    lab.wait_log(Side::Primary, "balanced pool 198.18.0.0/15", 5);
+    // dhcpd balances per pool, and so do we: the line names the pool's range.
+    let balanced = format!("balanced pool {}-{}", lab.pool.0, lab.pool.1);
+    lab.wait_log(Side::Primary, &balanced, 5);
     eventually(10, "the secondary's share restored", || {
         let (free, partner) = pool(Side::Secondary);
         free >= given && partner + given == theirs
