@@ -25,8 +25,13 @@ struct Cli {
 enum Command {
     /// Serve leases, from a configuration file or the quick-start flags.
     Run {
-        /// TOML configuration file (see docs/configuration.md).
-        #[arg(long, short, conflicts_with = "interface")]
+        /// TOML configuration file (see docs/configuration.md). Every setting comes from
+        /// it: a quick-start flag beside it is refused rather than silently ignored.
+        #[arg(long, short, conflicts_with_all = [
+            "interface", "backend", "workers", "busy_poll", "pin_workers", "state_dir",
+            "durability", "journal_segment_size", "control_socket", "metrics_listen",
+            "authoritative",
+        ])]
         config: Option<PathBuf>,
         #[command(flatten)]
         quick: QuickStart,

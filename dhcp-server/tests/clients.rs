@@ -198,14 +198,13 @@ fn a_relayed_exchange_lands_in_the_relays_subnet(backend: Backend) {
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"{i}\"]\n\n[[subnet]]\nsubnet = \"192.0.2.0/24\"\ninterface = \"{i}\"\npools = [\"192.0.2.10-192.0.2.200\"]\n\n[[subnet]]\nsubnet = \"198.51.100.0/24\"\npools = [\"198.51.100.10-198.51.100.250\"]\n",
-            i = lab.server_if
+            "interfaces = [\"{i}\"]\n{b}\n[[subnet]]\nsubnet = \"192.0.2.0/24\"\ninterface = \"{i}\"\npools = [\"192.0.2.10-192.0.2.200\"]\n\n[[subnet]]\nsubnet = \"198.51.100.0/24\"\npools = [\"198.51.100.10-198.51.100.250\"]\n",
+            i = lab.server_if,
+            b = backend.file_keys(),
         ),
     )
     .unwrap();
-    let mut args = vec!["--config", config.to_str().unwrap()];
-    args.extend_from_slice(backend.args());
-    let server = lab.start_server(&args);
+    let server = lab.start_server(&["--config", config.to_str().unwrap()]);
     let out = perfdhcp(
         &lab,
         &[

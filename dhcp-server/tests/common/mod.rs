@@ -277,6 +277,15 @@ impl Backend {
         }
     }
 
+    /// The same choice as top-level keys of a configuration file.
+    pub fn file_keys(self) -> &'static str {
+        match self {
+            Backend::Udp => "backend = \"udp\"\n",
+            Backend::Xdp => "backend = \"xdp\"\nworkers = 2\n",
+            Backend::XdpOneWorker => "backend = \"xdp\"\nworkers = 1\n",
+        }
+    }
+
     /// After a clean stop: with XDP, both workers' shutdown lines show requests served,
     /// so the program really spread clients over the workers.
     pub fn check_every_worker_served(self, log: &str) {
