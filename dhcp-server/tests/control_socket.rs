@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use dhcp_server::control::{
     self, AccessList, BackendKind, ClientIdentity, ConfigStatus, ControlError, FailoverStatus,
     JournalStatus, Latency, Lease, LeaseFilter, LeasePage, LeaseState, MacAddr, Options, PageQuery,
-    PoolStats, ReloadReport, ReservationCounts, ReservationInfo, ReservationPage,
-    ReservationSource, ReservationSpec, ServeError, Server, Stats, Status, XdpAttach, XdpCopy,
-    XdpStatus,
+    PoolStats, ReloadReport, ReservationCounts, ReservationInfo, ReservationPage, ReservationSpec,
+    ServeError, Server, Source, Stats, Status, XdpAttach, XdpCopy, XdpStatus,
 };
 use dhcp_server::journal::Durability;
 use serde_json::{json, Value};
@@ -218,7 +217,7 @@ impl Server for Fake {
                     ClientIdentity::ClientId(c) => Some(c.clone()),
                 },
                 host_name: r.host_name.clone(),
-                source: ReservationSource::Control,
+                source: Source::Control,
             })
             .filter(|r| q.cursor.is_none_or(|c| r.address > c))
             .filter(|r| match &q.filter {

@@ -636,7 +636,7 @@ fn gen_op() -> impl Strategy<Value = (usize, Gen)> {
 fn member(stamp: u64, port: u8) -> Member {
     Member {
         stamp,
-        class: if port % 2 == 0 {
+        class: if port.is_multiple_of(2) {
             &b"line"[..]
         } else {
             b"other"
