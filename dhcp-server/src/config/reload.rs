@@ -3,10 +3,10 @@
 //! Applied at once: `authoritative`, `offer-hold`, `decline-hold`, `log-level`, and per
 //! subnet (matched by its `subnet` prefix) the lease times, the options and the
 //! reservations. Everything else (interfaces, backend, workers and their polling, the
-//! journal, the control socket and metrics listener, the failover partnership, subnets
-//! added, removed or reordered, a subnet's interface, pools or server-id) shapes the
-//! sockets, threads or lease tables and is left as it runs, reported as needing a
-//! restart.
+//! journal, the control socket and metrics listener, the failover partnership, the
+//! classes, subnets added, removed or reordered, a subnet's interface, pools or
+//! server-id) shapes the sockets, threads or lease tables and is left as it runs,
+//! reported as needing a restart.
 
 use std::fmt::Display;
 
@@ -163,6 +163,24 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
                 .map_or("(none)".into(), |f| format!("partnership '{}'", f.name))
         },
     );
+    // Pools name their classes by place in the list, and pools need a restart; so do the
+    // classes, or a pool's `allow` would name another class. Run-time members stay.
+    if running.policy.classes != file.policy.classes {
+        let names = |v: &Config| match v.policy.classes.as_slice() {
+            [] => "(none)".to_owned(),
+            classes => classes
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let (old, new) = (names(running), names(file));
+        r.push(if old == new {
+            format!("classes {old}: tests, members or settings")
+        } else {
+            format!("classes {old} -> {new}")
+        });
+    }
 
     let mut matched = Vec::new();
     for (i, rs) in running.policy.subnets.iter().enumerate() {
@@ -418,6 +436,16 @@ mod tests {
             net: "203.0.113.0/24".parse().unwrap(),
             ..f.policy.subnets[0].clone()
         });
+        f.policy.classes.push(dhcp_proto::policy::Class {
+            name: "line".into(),
+            membership: dhcp_proto::policy::Membership::Match {
+                value: dhcp_proto::expr::Value::parse("relay4[1]").unwrap(),
+                spawn: true,
+                subclasses: Vec::new(),
+            },
+            settings: Default::default(),
+            lease_limit: None,
+        });
         let p = plan(&config(), &f);
         assert_eq!(
             p.restart_required,
@@ -426,6 +454,7 @@ mod tests {
                 "backend auto -> udp",
                 "workers 0 -> 4",
                 "state-dir (none) -> /var/lib/dhcp-server",
+                "classes (none) -> line",
                 "subnet 192.0.2.0/24: pools 192.0.2.10-192.0.2.100 -> 192.0.2.10-192.0.2.150",
                 "subnet 203.0.113.0/24 added",
                 "subnets reordered (the order of a shared network's subnets)",

@@ -57,8 +57,6 @@ pub enum Ask {
     AddMember(ClassMember),
     /// End a member added at run time: `Done(true)`, or `NotMember`.
     RemoveMember(ClassMember),
-    /// The members added at run time this shard applies: `Members`.
-    Members,
 }
 
 /// A change made at run time that the journal keeps, as the control side hands it to the
@@ -84,7 +82,6 @@ pub enum Told {
     Kept(Vec<Ipv4Addr>),
     /// A class member this shard cannot add or remove, and why.
     NotMember(NotMember),
-    Members(Vec<ClassMember>),
 }
 
 /// One shard's counters, pool use and latency samples.
@@ -186,15 +183,6 @@ fn answer(
         Ask::Reconfigure(policy) => Told::Kept(engine.reconfigure(Arc::clone(policy))),
         Ask::AddMember(m) => member_done(engine.add_class_member(&m.class, &m.value)),
         Ask::RemoveMember(m) => member_done(engine.remove_class_member(&m.class, &m.value)),
-        Ask::Members => Told::Members(
-            engine
-                .class_members()
-                .map(|(class, value)| ClassMember {
-                    class: class.to_owned(),
-                    value: value.to_vec(),
-                })
-                .collect(),
-        ),
     }
 }
 

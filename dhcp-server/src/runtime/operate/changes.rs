@@ -15,8 +15,8 @@
 //! - `class-member-del`: journaled first (durably), then every shard ends it.
 //! - `reload` (and SIGHUP): the file is read and checked whole, the safe part of it
 //!   (`config::reload`) goes to every shard through its queue, addresses the file no
-//!   longer reserves are handed out as for `reservation-del`, and run-time members the
-//!   shards dropped with their class are journaled as removed.
+//!   longer reserves are handed out as for `reservation-del`. Classes need a restart,
+//!   so run-time members stay as they are.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use super::{Ask, Change, Members, Operated, Registry, Told};
+use super::{Ask, Change, Operated, Registry, Told};
 use crate::config::reserve::{self, Refusal};
 use crate::config::{self, reload, Config, Reservation};
 use crate::control::{
@@ -51,6 +51,11 @@ fn unconfirmed(what: &str, done: &str, risk: &str) -> ControlError {
 /// How a class member is named in replies and the log.
 fn member_name(m: &ClassMember) -> String {
     format!("the member {} of class '{}'", printable(&m.value), m.class)
+}
+
+/// How the log names a class member: "line: port-7".
+fn short(m: &ClassMember) -> String {
+    format!("{}: {}", m.class, printable(&m.value))
 }
 
 /// A member change the shards refused, as the control socket's error.
@@ -324,7 +329,7 @@ impl Operated {
         let slow = self.durably(Change::Member(Box::new(m.clone()), true), &what, || {
             self.ask_every(|| Ask::RemoveMember(m.clone())).map(drop)
         })?;
-        tracing::info!("class member added: {what}");
+        tracing::info!("class member added: {}", short(&m));
         reg.members.insert(m);
         if slow {
             return Err(unconfirmed(
@@ -350,7 +355,7 @@ impl Operated {
         reg.members.remove(&m);
         // Every shard has it (it is in the registry), so none refuses.
         self.ask_every(|| Ask::RemoveMember(m.clone()))?;
-        tracing::info!("class member removed: {what}");
+        tracing::info!("class member removed: {}", short(&m));
         if slow {
             return Err(unconfirmed(
                 &what,
@@ -392,42 +397,6 @@ impl Operated {
             next_cursor: more.then(|| all.last().map(|(m, _)| m.clone())).flatten(),
             members: all.iter().map(|(m, s)| MemberInfo::new(m, *s)).collect(),
         })
-    }
-
-    /// After a reload the shards run with: the run-time members they dropped with their
-    /// class are journaled as removed, so a later start does not bring them back, and
-    /// the reload's report names each.
-    fn forget_dropped_members(
-        &self,
-        config: &Config,
-        members: &mut Members,
-        applied: &mut Vec<String>,
-    ) -> Result<(), ControlError> {
-        let Told::Members(kept) = self.ask_one(0, Ask::Members)? else {
-            return Err(ControlError::Internal(
-                "unexpected answer from worker 0".into(),
-            ));
-        };
-        let kept: Members = kept.into_iter().collect();
-        for m in members.difference(&kept) {
-            let what = member_name(m);
-            let why = match class::matching(&config.policy.classes, &m.class) {
-                Ok(_) => "the class lists the value itself now".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            applied.push(format!("{what} is dropped: {why}"));
-            // Dropped already: the journal only catches up, and replay would drop it
-            // again (with a warning) if this record were lost.
-            if let Err(e) = self.durably(
-                Change::Member(Box::new(m.clone()), false),
-                &format!("the removal of {what}"),
-                || Ok(()),
-            ) {
-                tracing::warn!("reload: {e}");
-            }
-        }
-        *members = kept;
-        Ok(())
     }
 
     pub(super) fn list_reservations(&self, q: &PageQuery) -> ReservationPage {
@@ -516,8 +485,6 @@ impl Operated {
         }
         if plan.config != reg.config {
             self.reconfigure(&reg.config, &plan.config, &reg.runtime)?;
-            let Registry { members, .. } = &mut *reg;
-            self.forget_dropped_members(&plan.config, members, &mut plan.applied)?;
             if plan.config.log_level != reg.config.log_level {
                 let level = plan.config.log_level.as_deref();
                 let note = match &self.env.log_level {
