@@ -441,6 +441,18 @@ impl ClassMember {
     }
 }
 
+/// As replies and the log name it: "member port-7 of class 'line'".
+impl fmt::Display for ClassMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "member {} of class '{}'",
+            dhcp_proto::lease::printable(&self.value),
+            self.class
+        )
+    }
+}
+
 /// Which class members to list: those of one class or of all, in class and value order,
 /// starting after `cursor`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -200,11 +200,7 @@ fn restore_members(
                 members.insert(member);
             }
             Err(why) => {
-                let what = format!(
-                    "the run-time member {} of class '{}'",
-                    dhcp_proto::lease::printable(&m.value),
-                    member.class
-                );
+                let what = format!("the run-time {member}");
                 tracing::warn!("journal: {what} no longer fits the configuration ({why}): removed");
                 forget(writer.as_deref_mut(), engines, now, &what, |stamp| {
                     Record::MemberRemoved(MemberRecord {

@@ -48,16 +48,6 @@ fn unconfirmed(what: &str, done: &str, risk: &str) -> ControlError {
     ))
 }
 
-/// How a class member is named in replies and the log.
-fn member_name(m: &ClassMember) -> String {
-    format!("the member {} of class '{}'", printable(&m.value), m.class)
-}
-
-/// How the log names a class member: "line: port-7".
-fn short(m: &ClassMember) -> String {
-    format!("{}: {}", m.class, printable(&m.value))
-}
-
 /// A member change the shards refused, as the control socket's error.
 fn not_member(why: NotMember) -> ControlError {
     let message = why.to_string();
@@ -113,18 +103,19 @@ fn not_at_run_time(config: &Config, m: &ClassMember) -> ControlError {
         Err(why) => return not_member(why),
     };
     let in_file = match &c.membership {
-        Membership::Match { subclasses, .. } => subclasses.iter().position(|s| s.value == m.value),
-        Membership::Test(_) => None,
+        Membership::Match { subclasses, .. } => subclasses.iter().any(|s| s.value == m.value),
+        Membership::Test(_) => false,
     };
-    match in_file {
-        Some(k) => ControlError::NotFound(format!(
-            "{} is listed in the configuration file (class[{i}], subclass or members entry {k}): change it there, then reload",
-            member_name(m)
-        )),
-        None => not_member(NotMember::Absent {
+    if in_file {
+        // Classes need a restart, so a reload would not apply the change.
+        ControlError::NotFound(format!(
+            "the {m} is listed in the configuration file (class[{i}]): change it there, then restart"
+        ))
+    } else {
+        not_member(NotMember::Absent {
             class: m.class.clone(),
             value: printable(&m.value),
-        }),
+        })
     }
 }
 
@@ -325,11 +316,11 @@ impl Operated {
             self.take_back(&told, || Ask::RemoveMember(m.clone()))?;
             return Err(not_member(why));
         }
-        let what = member_name(&m);
+        let what = format!("the {m}");
         let slow = self.durably(Change::Member(Box::new(m.clone()), true), &what, || {
             self.ask_every(|| Ask::RemoveMember(m.clone())).map(drop)
         })?;
-        tracing::info!("class member added: {}", short(&m));
+        tracing::info!("{m} added at run time");
         reg.members.insert(m);
         if slow {
             return Err(unconfirmed(
@@ -346,7 +337,7 @@ impl Operated {
         if !reg.members.contains(&m) {
             return Err(not_at_run_time(&reg.config, &m));
         }
-        let what = member_name(&m);
+        let what = format!("the {m}");
         let slow = self.durably(
             Change::Member(Box::new(m.clone()), false),
             &format!("the removal of {what}"),
@@ -355,7 +346,7 @@ impl Operated {
         reg.members.remove(&m);
         // Every shard has it (it is in the registry), so none refuses.
         self.ask_every(|| Ask::RemoveMember(m.clone()))?;
-        tracing::info!("class member removed: {}", short(&m));
+        tracing::info!("{m} removed at run time");
         if slow {
             return Err(unconfirmed(
                 &what,
