@@ -129,6 +129,7 @@ pub enum MemberChange {
 
 #[derive(Debug, clap::Args)]
 pub struct MemberArgs {
+    /// A class with `match = "..."` (its members are listed by value).
     class: String,
     /// The value the class's `match` yields for the client: text as it is (a circuit id
     /// such as port-7), or octets in hex with --hex.
