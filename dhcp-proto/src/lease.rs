@@ -1,5 +1,5 @@
-//! The lease model: a lease's binding state and flags, the owned lease, reservation and
-//! failover state, and the borrowed views (`LeaseRecord<'a>` and friends) through which a
+//! The lease model: a lease's binding state and flags, the owned lease, reservation,
+//! class member and failover state, and the borrowed views (`LeaseRecord<'a>` and friends) through which a
 //! shard hands a change to the journal without allocating. The journal's byte layout of
 //! these views lives with the journal (`dhcp-server`'s `journal::record`); docs/journal.md
 //! has it.
@@ -14,6 +14,10 @@ pub const MAX_CLIENT_ID: usize = 255;
 pub const MAX_HOST_NAME: usize = 255;
 /// Relay agent information (option 82) is one option: at most 255 octets.
 pub const MAX_AGENT_INFO: usize = 255;
+/// Longest class name a member record carries (longer names cannot get run-time members).
+pub const MAX_CLASS_NAME: usize = 255;
+/// Longest class member value: what an option or a relay agent sub-option can carry.
+pub const MAX_MEMBER_VALUE: usize = 255;
 /// Longest opaque failover blob (room for what the failover issue will need).
 pub const MAX_FAILOVER_DATA: usize = 1024;
 /// A time that never comes (ISC dhcpd writes it as `never`).
@@ -134,6 +138,17 @@ pub struct ReservationRecord<'a> {
     pub subscriber: &'a [u8],
 }
 
+/// A member value listed in a matching class by the operator at run time (a subclass
+/// added while serving: dhcpd's OMAPI-created subclass, kept by the journal). Keyed by
+/// class name and value; the same view serves the addition and the removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberRecord<'a> {
+    pub stamp: u64,
+    /// The class's name, as the configuration spells it.
+    pub class: &'a [u8],
+    pub value: &'a [u8],
+}
+
 /// A failover state change. The states are the failover protocol's numbers (1 startup,
 /// 2 normal, 3 communications-interrupted, 4 partner-down, ...); `data` is opaque to the
 /// journal and left for the failover code to define.
@@ -160,6 +175,8 @@ pub enum Record<'a> {
     ReservationAdded(ReservationRecord<'a>),
     ReservationRemoved { stamp: u64, addr: Ipv4Addr },
     Failover(FailoverRecord<'a>),
+    MemberAdded(MemberRecord<'a>),
+    MemberRemoved(MemberRecord<'a>),
 }
 
 impl Record<'_> {
@@ -170,6 +187,7 @@ impl Record<'_> {
             Record::ReservationAdded(r) => r.stamp,
             Record::ReservationRemoved { stamp, .. } => *stamp,
             Record::Failover(f) => f.stamp,
+            Record::MemberAdded(m) | Record::MemberRemoved(m) => m.stamp,
         }
     }
 }
@@ -292,6 +310,32 @@ impl Reservation {
             host_name: &self.host_name,
             subscriber_kind: self.subscriber_kind,
             subscriber: &self.subscriber,
+        }
+    }
+}
+
+/// A run-time class member as replay leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub stamp: u64,
+    pub class: Box<[u8]>,
+    pub value: Box<[u8]>,
+}
+
+impl Member {
+    pub fn from_record(r: &MemberRecord<'_>) -> Self {
+        Member {
+            stamp: r.stamp,
+            class: r.class.into(),
+            value: r.value.into(),
+        }
+    }
+
+    pub fn as_record(&self) -> MemberRecord<'_> {
+        MemberRecord {
+            stamp: self.stamp,
+            class: &self.class,
+            value: &self.value,
         }
     }
 }

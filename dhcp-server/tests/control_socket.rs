@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use dhcp_proto::policy::{Subscriber, SubscriberKind};
 use dhcp_server::control::{
-    self, AccessList, BackendKind, ClientIdentity, ConfigStatus, ControlError, FailoverStatus,
-    JournalStatus, Latency, Lease, LeaseFilter, LeasePage, LeaseState, MacAddr, Options, PageQuery,
-    PoolStats, ReloadReport, ReservationCounts, ReservationInfo, ReservationPage,
-    ReservationSource, ReservationSpec, ServeError, Server, Stats, Status, XdpAttach, XdpCopy,
-    XdpStatus,
+    self, AccessList, BackendKind, ClassMember, ClientIdentity, ConfigStatus, ControlError,
+    FailoverStatus, JournalStatus, Latency, Lease, LeaseFilter, LeasePage, LeaseState, MacAddr,
+    MemberInfo, MemberPage, MemberQuery, Options, PageQuery, PoolStats, ReloadReport,
+    ReservationCounts, ReservationInfo, ReservationPage, ReservationSpec, ServeError, Server,
+    Source, Stats, Status, XdpAttach, XdpCopy, XdpStatus,
 };
 use dhcp_server::journal::Durability;
 use serde_json::{json, Value};
@@ -38,6 +38,8 @@ const PANICS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 251);
 struct Fake {
     leases: Mutex<Vec<Lease>>,
     reservations: Mutex<Vec<ReservationSpec>>,
+    /// Run-time members of the one matching class, "line".
+    members: Mutex<std::collections::BTreeSet<ClassMember>>,
     stopped: AtomicBool,
     /// Whether the fake has a failover partner (none unless a test says so).
     paired: AtomicBool,
@@ -64,6 +66,7 @@ impl Fake {
         Arc::new(Self {
             leases: Mutex::new(leases),
             reservations: Mutex::new(Vec::new()),
+            members: Mutex::default(),
             stopped: AtomicBool::new(false),
             paired: AtomicBool::new(false),
             failover_asked: Mutex::new(Vec::new()),
@@ -225,7 +228,7 @@ impl Server for Fake {
                     _ => None,
                 },
                 host_name: r.host_name.clone(),
-                source: ReservationSource::Control,
+                source: Source::Control,
             })
             .filter(|r| q.cursor.is_none_or(|c| r.address > c))
             .filter(|r| match &q.filter {
@@ -250,6 +253,44 @@ impl Server for Fake {
         r.retain(|x| x.address != a);
         if r.len() == before {
             return Err(ControlError::NotFound(format!("no reservation for {a}")));
+        }
+        Ok(())
+    }
+
+    fn class_members(&self, q: MemberQuery) -> Result<MemberPage, ControlError> {
+        let members = self.members.lock().unwrap();
+        let all: Vec<&ClassMember> = members
+            .iter()
+            .filter(|m| q.class.as_ref().is_none_or(|c| m.class == *c))
+            .filter(|m| q.cursor.as_ref().is_none_or(|c| *m > c))
+            .collect();
+        let more = all.len() > q.limit as usize;
+        let page = &all[..all.len().min(q.limit as usize)];
+        Ok(MemberPage {
+            members: page
+                .iter()
+                .map(|m| MemberInfo::new(m, Source::Control))
+                .collect(),
+            next_cursor: more.then(|| page.last().map(|m| (*m).clone())).flatten(),
+        })
+    }
+
+    fn class_member_add(&self, m: ClassMember) -> Result<(), ControlError> {
+        if m.class != "line" {
+            return Err(ControlError::NotFound(format!(
+                "no class named '{}'",
+                m.class
+            )));
+        }
+        if !self.members.lock().unwrap().insert(m) {
+            return Err(ControlError::Conflict("already a member".into()));
+        }
+        Ok(())
+    }
+
+    fn class_member_del(&self, m: ClassMember) -> Result<(), ControlError> {
+        if !self.members.lock().unwrap().remove(&m) {
+            return Err(ControlError::NotFound("not a member".into()));
         }
         Ok(())
     }
@@ -619,6 +660,68 @@ fn leases_lookups_and_paging_through_ctl() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn class_members_through_ctl() {
+    let (dir, _h, fake) = start("members", Options::default());
+    let sock = dir.sock();
+    assert_eq!(
+        ctl_ok(&sock, &["class-member", "add", "line", "port-7"]),
+        "class member added\n"
+    );
+    ctl_ok(&sock, &["class-member", "add", "line", "--hex", "00:ff:01"]);
+    ctl_ok(&sock, &["class-member", "add", "line", "port-8"]);
+    assert!(fake.members.lock().unwrap().contains(&ClassMember {
+        class: "line".into(),
+        value: vec![0, 0xff, 1],
+    }));
+    let (out, err) = ctl_err(&sock, &["--json", "class-member", "add", "line", "port-7"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["code"],
+        "conflict"
+    );
+    assert!(err.contains("conflict: already a member"), "{err}");
+    let (_, err) = ctl_err(&sock, &["class-member", "add", "nope", "x"]);
+    assert!(err.contains("not-found: no class named 'nope'"), "{err}");
+    // Bad hex is refused by ctl itself, before any request.
+    let out = ctl(&sock, &["class-member", "add", "line", "--hex", "0g"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    assert_eq!(
+        ctl_ok(&sock, &["class-members", "--limit", "2"]),
+        "CLASS  VALUE     HEX                SOURCE\n\
+         line   00:ff:01  00:ff:01           control\n\
+         line   port-7    70:6f:72:74:2d:37  control\n\
+         more: --cursor line/70:6f:72:74:2d:37 (or --all)\n"
+    );
+    let next = ctl_json(
+        &sock,
+        &[
+            "class-members",
+            "line",
+            "--cursor",
+            "line/70:6f:72:74:2d:37",
+        ],
+    );
+    assert_eq!(next["members"][0]["value"], "port-8");
+    assert_eq!(next["members"][0]["source"], "control");
+    assert_eq!(next["next_cursor"], Value::Null);
+    let all = ctl_json(&sock, &["class-members", "--limit", "1", "--all"]);
+    assert_eq!(all["members"].as_array().unwrap().len(), 3);
+    assert!(ctl_json(&sock, &["class-members", "other"])["members"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    assert_eq!(
+        ctl_ok(&sock, &["class-member", "del", "line", "port-7"]),
+        "class member removed\n"
+    );
+    let (_, err) = ctl_err(&sock, &["class-member", "del", "line", "port-7"]);
+    assert!(err.contains("not-found"), "{err}");
+    let out = ctl(&sock, &["class-members", "--cursor", "no-slash"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! the test can cut (partitions) and heal. The journal is real (a temporary directory)
 //! and so is the failover link (TCP on 127.0.0.1 and 127.0.0.2).
 //!
+//! Class members added over the control socket admit relayed clients to a class's pool,
+//! are kept across a restart by the journal, and go again when removed or when their
+//! class leaves the configuration.
+//!
 //! The randomized pair test drives random clients, partitions and restarts from a seed
 //! and checks, after every run, the two rules a pair must never break: no address is
 //! acknowledged to two clients while both leases run, and every acknowledged lease is
@@ -18,6 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dhcp_server::config;
+use dhcp_server::control::protocol::Command;
+use dhcp_server::control::{ClassMember, Client, ClientError, MemberPage, MemberQuery};
 use dhcp_server::journal::{BindingState, Journal, Options};
 use dhcp_server::loopback::{Datagram, Loopback, Sent, Wire};
 use dhcp_server::runtime::{self, clock::Clock, env::Env, stop::Stop};
@@ -76,20 +82,29 @@ impl Server {
             thread: None,
         };
         std::fs::create_dir_all(&s.dir).unwrap();
-        let file = s.dir.join("dhcp-server.toml");
+        s.configure(extra);
+        s.boot();
+        s
+    }
+
+    /// Writes the configuration file the next boot or reload reads, with `extra` added.
+    fn configure(&self, extra: &str) {
         std::fs::write(
-            &file,
+            self.dir.join("dhcp-server.toml"),
             format!(
                 "interfaces = [\"lan0\"]\ndurability = \"sync\"\nstate-dir = \"{}\"\n\
                  journal-segment-size = 1048576\ncontrol-socket = \"{}\"\n{extra}\n{}",
-                s.dir.join("state").display(),
-                s.dir.join("control.sock").display(),
+                self.dir.join("state").display(),
+                self.dir.join("control.sock").display(),
                 subnet()
             ),
         )
         .unwrap();
-        s.boot();
-        s
+    }
+
+    /// A client of the server's control socket.
+    fn client(&self) -> Client {
+        Client::connect(&self.dir.join("control.sock"), Duration::from_secs(10)).unwrap()
     }
 
     fn boot(&mut self) {
@@ -380,6 +395,263 @@ fn a_server_in_memory_leases_and_keeps_its_leases_across_a_restart() {
     }
     s.stop();
     s.holds(&held.into_iter().map(|(a, n)| (a, mac_of(n))).collect());
+}
+
+// ---- class members added at run time ----
+
+/// Class `line` admits its members, by circuit id, to the relayed subnet's only pool;
+/// `port-1` is listed in the file. `other` is another matching class, `voip` one with a
+/// test.
+const LINES: &str = r#"
+[[class]]
+name = "line"
+match = "relay4[1]"
+members = ["port-1"]
+
+[[class]]
+name = "other"
+match = "relay4[2]"
+
+[[class]]
+name = "voip"
+test = "option[60].text starts-with 'VOIP'"
+
+[[subnet]]
+subnet = "198.51.100.0/24"
+pools = [{ range = "198.51.100.10-198.51.100.90", allow = ["line"] }]
+"#;
+
+/// The relay's address: it places its clients in 198.51.100.0/24.
+const RELAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+/// A DISCOVER relayed with `circuit` as its circuit id.
+fn relayed_discover(mac: [u8; 6], xid: u32, circuit: &[u8]) -> Vec<u8> {
+    let mut info = v4::relay::RelayAgentInformation::default();
+    info.insert(v4::relay::RelayInfo::AgentCircuitId(circuit.to_vec()));
+    let bytes = message(
+        v4::MessageType::Discover,
+        mac,
+        xid,
+        &[DhcpOption::RelayAgentInformation(info)],
+        Ipv4Addr::UNSPECIFIED,
+    );
+    let mut m = v4::Message::decode(&mut Decoder::new(&bytes)).unwrap();
+    m.set_giaddr(RELAY).set_hops(1);
+    m.to_vec().unwrap()
+}
+
+/// How many of `clients` (spread over the shards) get an offer from the relayed subnet
+/// for a DISCOVER through `circuit`.
+fn offered(s: &Server, clients: std::ops::Range<u32>, circuit: &[u8]) -> usize {
+    clients
+        .filter(|&n| {
+            let xid = n + 7000;
+            exchange(
+                &[s],
+                &relayed_discover(mac_of(n), xid, circuit),
+                mac_of(n),
+                xid,
+            )
+            .iter()
+            .any(|r| {
+                r.kind == v4::MessageType::Offer
+                    && (u32::from(r.yiaddr) >> 8) == (u32::from(RELAY) >> 8)
+            })
+        })
+        .count()
+}
+
+fn member(class: &str, value: &[u8]) -> ClassMember {
+    ClassMember {
+        class: class.into(),
+        value: value.to_vec(),
+    }
+}
+
+/// The error code of a refused control command.
+fn refused(c: &mut Client, command: Command) -> String {
+    match c.call(command) {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// Every class member the server lists, as (class, value, source), a page of two at a
+/// time to follow the cursor.
+fn members(s: &Server) -> Vec<(String, String, String)> {
+    let mut c = s.client();
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page: MemberPage = c
+            .ask(Command::ClassMembers(MemberQuery {
+                class: None,
+                cursor,
+                limit: 2,
+            }))
+            .unwrap();
+        out.extend(
+            page.members
+                .into_iter()
+                .map(|m| (m.class, m.value, m.source.name().to_owned())),
+        );
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
+fn row(class: &str, value: &str, source: &str) -> (String, String, String) {
+    (class.into(), value.into(), source.into())
+}
+
+#[test]
+fn a_class_member_added_at_run_time_admits_its_clients_until_it_is_removed() {
+    let dir = scratch("members");
+    let clock = Clock::manual(T0);
+    let mut s = Server::start(
+        &dir,
+        "members",
+        Ipv4Addr::new(192, 0, 2, 1),
+        2,
+        &clock,
+        LINES,
+    );
+    // Eight clients: both shards must know the member.
+    let clients = 0..8;
+    assert_eq!(
+        offered(&s, clients.clone(), b"port-7"),
+        0,
+        "not a member yet"
+    );
+    assert_eq!(offered(&s, 100..102, b"port-1"), 2, "the file's member");
+
+    let mut c = s.client();
+    let port7 = member("line", b"port-7");
+    c.call(Command::ClassMemberAdd(port7.clone())).unwrap();
+    assert_eq!(offered(&s, clients.clone(), b"port-7"), 8, "a member now");
+    // Errors come back as replies, and change nothing.
+    assert_eq!(
+        refused(&mut c, Command::ClassMemberAdd(port7.clone())),
+        "conflict"
+    );
+    assert_eq!(
+        refused(&mut c, Command::ClassMemberAdd(member("line", b"port-1"))),
+        "conflict",
+        "listed in the file"
+    );
+    assert_eq!(
+        refused(&mut c, Command::ClassMemberAdd(member("nope", b"x"))),
+        "not-found"
+    );
+    assert_eq!(
+        refused(&mut c, Command::ClassMemberAdd(member("voip", b"x"))),
+        "invalid-argument"
+    );
+    assert_eq!(
+        refused(&mut c, Command::ClassMemberDel(member("line", b"port-8"))),
+        "not-found"
+    );
+    assert_eq!(
+        refused(&mut c, Command::ClassMemberDel(member("line", b"port-1"))),
+        "not-found",
+        "the file's member is changed in the file"
+    );
+    c.call(Command::ClassMemberAdd(member("other", &[0, 0xfe])))
+        .unwrap();
+    let listed = vec![
+        row("line", "port-1", "file"),
+        row("line", "port-7", "control"),
+        row("other", "00:fe", "control"),
+    ];
+    assert_eq!(members(&s), listed);
+    drop(c);
+
+    s.restart();
+    assert_eq!(members(&s), listed, "the journal kept them");
+    assert_eq!(
+        offered(&s, clients.clone(), b"port-7"),
+        8,
+        "still a member after the restart"
+    );
+
+    s.client()
+        .call(Command::ClassMemberDel(port7.clone()))
+        .unwrap();
+    assert_eq!(offered(&s, 20..28, b"port-7"), 0, "new clients of the line");
+    assert_eq!(
+        offered(&s, clients.clone(), b"port-7"),
+        0,
+        "the earlier ones"
+    );
+    s.restart();
+    assert_eq!(
+        members(&s),
+        vec![
+            row("line", "port-1", "file"),
+            row("other", "00:fe", "control")
+        ],
+        "the removal is kept too"
+    );
+    assert_eq!(offered(&s, clients, b"port-7"), 0);
+}
+
+#[test]
+fn a_class_member_goes_with_its_class_at_the_next_start() {
+    let dir = scratch("members-gone");
+    let clock = Clock::manual(T0);
+    let mut s = Server::start(&dir, "gone", Ipv4Addr::new(192, 0, 2, 1), 1, &clock, LINES);
+    let mut c = s.client();
+    c.call(Command::ClassMemberAdd(member("line", b"port-7")))
+        .unwrap();
+    c.call(Command::ClassMemberAdd(member("other", b"port-9")))
+        .unwrap();
+
+    // `line` gone (renamed) and `other` with a test instead of a match.
+    let changed = LINES
+        .replace("name = \"line\"", "name = \"lines\"")
+        .replace("allow = [\"line\"]", "allow = [\"lines\"]")
+        .replace(
+            "match = \"relay4[2]\"",
+            "test = \"option[60].text starts-with 'X'\"",
+        );
+    s.configure(&changed);
+    // A reload leaves the classes, and so their members, as they run: classes need a
+    // restart.
+    let report = c.call(Command::Reload).unwrap();
+    assert_eq!(
+        report["restart_required"][0], "classes line, other, voip -> lines, other, voip",
+        "{report}"
+    );
+    drop(c);
+    assert_eq!(
+        members(&s),
+        vec![
+            row("line", "port-1", "file"),
+            row("line", "port-7", "control"),
+            row("other", "port-9", "control"),
+        ]
+    );
+
+    // The next start drops both members, with a warning each, and journals their removal.
+    s.stop();
+    s.boot();
+    assert_eq!(members(&s), vec![row("lines", "port-1", "file")]);
+    assert_eq!(offered(&s, 0..2, b"port-7"), 0);
+    s.stop();
+    let opened = Journal::open(s.dir.join("state"), &Options::default()).unwrap();
+    assert!(
+        opened.state.members.is_empty(),
+        "{:?}",
+        opened.state.members
+    );
+    drop(opened);
+    // So the classes' return does not bring their members back.
+    s.configure(LINES);
+    s.boot();
+    assert_eq!(members(&s), vec![row("line", "port-1", "file")]);
+    assert_eq!(offered(&s, 0..2, b"port-7"), 0);
 }
 
 // ---- failover pairs ----

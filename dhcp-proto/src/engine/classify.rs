@@ -8,7 +8,9 @@
 use super::limits::{Charge, Limits, MAX_CHARGES, NO_CHARGE};
 use super::{KeyKind, SlotId};
 use crate::expr::Packet;
-use crate::policy::class::{Class, Membership, Settings, KNOWN, MAX_CLASSES, UNKNOWN};
+use crate::policy::class::{
+    self, Class, Membership, NotMember, Settings, KNOWN, MAX_CLASSES, UNKNOWN,
+};
 use crate::policy::{ClassId, Policy, Pool};
 use crate::wire::{MessageType, Request};
 
@@ -186,19 +188,6 @@ impl Classifier {
     }
 }
 
-/// Why a run-time class member was not added or removed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotMember {
-    #[error("no class named '{0}'")]
-    NoClass(String),
-    #[error("class '{0}' has a test, not match = \"...\": its members are not listed")]
-    NotMatching(String),
-    #[error("'{0}' is already a member")]
-    Already(String),
-    #[error("'{0}' is not a member added at run time")]
-    Absent(String),
-}
-
 impl super::Engine {
     /// The index of a configured class.
     pub fn class_id(&self, name: &str) -> Option<ClassId> {
@@ -216,7 +205,10 @@ impl super::Engine {
         if self.classifier.add_member(&self.policy.classes, id, value) {
             Ok(())
         } else {
-            Err(NotMember::Already(crate::lease::printable(value)))
+            Err(NotMember::Already {
+                class: class.to_owned(),
+                value: crate::lease::printable(value),
+            })
         }
     }
 
@@ -226,7 +218,10 @@ impl super::Engine {
         if self.classifier.remove_member(id, value) {
             Ok(())
         } else {
-            Err(NotMember::Absent(crate::lease::printable(value)))
+            Err(NotMember::Absent {
+                class: class.to_owned(),
+                value: crate::lease::printable(value),
+            })
         }
     }
 
@@ -238,13 +233,7 @@ impl super::Engine {
     }
 
     fn matching_class(&self, name: &str) -> Result<ClassId, NotMember> {
-        let id = self
-            .class_id(name)
-            .ok_or_else(|| NotMember::NoClass(name.to_owned()))?;
-        match self.policy.classes[usize::from(id)].membership {
-            Membership::Match { .. } => Ok(id),
-            Membership::Test(_) => Err(NotMember::NotMatching(name.to_owned())),
-        }
+        class::matching(&self.policy.classes, name).map(|(id, _)| id)
     }
 }
 

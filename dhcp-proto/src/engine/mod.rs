@@ -19,7 +19,7 @@ use crate::policy::{LinkId, Policy, Reservation, SubscriberKind};
 use crate::wire::frame::Addressing;
 use crate::wire::{relay, MessageType, Request, BOOTREQUEST};
 
-pub use classify::NotMember;
+pub use crate::policy::class::NotMember;
 pub use failover::Applied;
 use failover::Partnership;
 pub use leases::{ClientRef, KeyKind, LeaseState, LeaseTable, Shard, Slot, SlotId};

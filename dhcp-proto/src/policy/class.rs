@@ -130,6 +130,35 @@ fn validate_settings(s: &Settings, at: &str, err: &mut impl FnMut(String, String
     }
 }
 
+/// Why a class member was not added, removed or listed at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotMember {
+    #[error("no class named '{0}'")]
+    NoClass(String),
+    #[error("class '{0}' has a test, not match = \"...\": its members are not listed")]
+    NotMatching(String),
+    /// The value (as `lease::printable` shows it) is listed already, in the file or at
+    /// run time.
+    #[error("'{value}' is already a member of class '{class}'")]
+    Already { class: String, value: String },
+    #[error("class '{class}' has no member '{value}' added at run time")]
+    Absent { class: String, value: String },
+}
+
+/// The class named `name`, when its members are listed by value (`match = "..."`): the
+/// classes the operator may add members to.
+pub fn matching<'a>(classes: &'a [Class], name: &str) -> Result<(ClassId, &'a Class), NotMember> {
+    let (i, c) = classes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.name == name)
+        .ok_or_else(|| NotMember::NoClass(name.to_owned()))?;
+    match c.membership {
+        Membership::Match { .. } => Ok((i as ClassId, c)),
+        Membership::Test(_) => Err(NotMember::NotMatching(name.to_owned())),
+    }
+}
+
 /// Whether `id` names a configured or a built-in class.
 pub(super) fn defined(classes: &[Class], id: ClassId) -> bool {
     usize::from(id) < classes.len() || id == KNOWN || id == UNKNOWN

@@ -20,8 +20,9 @@ use dhcp_proto::policy::{Subscriber, SubscriberKind};
 use dhcp_server::control::client::{decode, Client, ClientError};
 use dhcp_server::control::protocol::Command;
 use dhcp_server::control::{
-    ClientId, ClientIdentity, LeaseFilter, LeasePage, MacAddr, PageQuery, ReservationPage,
-    ReservationSpec, Stats, Status, DEFAULT_PAGE, DEFAULT_SOCKET, MAX_PAGE,
+    parse_hex, ClassMember, ClientId, ClientIdentity, LeaseFilter, LeasePage, MacAddr, MemberPage,
+    MemberQuery, PageQuery, ReservationPage, ReservationSpec, Stats, Status, DEFAULT_PAGE,
+    DEFAULT_SOCKET, MAX_PAGE,
 };
 use dhcp_server::runtime::clock::Clock;
 use tables::Rates;
@@ -93,6 +94,24 @@ pub enum CtlCommand {
         #[arg(long)]
         address: Ipv4Addr,
     },
+    /// Add or remove a member value of a class with `match = "..."` (journaled).
+    #[command(subcommand)]
+    ClassMember(MemberChange),
+    /// The members of classes with `match = "..."` (the file's and run-time ones), of one
+    /// class or of all, a page at a time.
+    ClassMembers {
+        /// Only this class's members.
+        class: Option<String>,
+        /// Members per page (1 to 1000).
+        #[arg(long, default_value_t = DEFAULT_PAGE, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE as i64))]
+        limit: u32,
+        /// Start after this member (the previous page's next cursor, CLASS/HEX).
+        #[arg(long, value_parser = ClassMember::from_cursor)]
+        cursor: Option<ClassMember>,
+        /// Follow the cursor to the last page.
+        #[arg(long)]
+        all: bool,
+    },
     /// Re-read the configuration and apply what can change without a restart.
     Reload,
     /// Stop the server gracefully.
@@ -111,6 +130,42 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MemberChange {
+    /// List VALUE as a member of CLASS on every worker, as a subclass of the file would be.
+    Add(MemberArgs),
+    /// End a member added at run time.
+    Del(MemberArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MemberArgs {
+    /// A class with `match = "..."` (its members are listed by value).
+    class: String,
+    /// The value the class's `match` yields for the client: text as it is (a circuit id
+    /// such as port-7), or octets in hex with --hex.
+    value: String,
+    /// VALUE is octets in hex (01:02:0a or 01020a).
+    #[arg(long)]
+    hex: bool,
+}
+
+impl MemberArgs {
+    fn member(&self) -> Result<ClassMember, CtlError> {
+        let value = if self.hex {
+            parse_hex(&self.value).ok_or_else(|| {
+                CtlError::Usage(format!("'{}' is not octets in hex (01:02:0a)", self.value))
+            })?
+        } else {
+            self.value.clone().into_bytes()
+        };
+        Ok(ClassMember {
+            class: self.class.clone(),
+            value,
+        })
+    }
 }
 
 /// One entry by address, MAC or client identifier, or the list a page at a time.
@@ -135,18 +190,25 @@ pub struct Lookup {
 }
 
 impl Lookup {
-    fn query(&self) -> PageQuery {
+    /// The page the lookup asks for, or with `--all` every page from there on as one.
+    fn pages<P: Paged<Cursor = Ipv4Addr>>(
+        &self,
+        conn: &mut Client,
+        command: fn(PageQuery) -> Command,
+    ) -> Result<P, ClientError> {
         let filter = match (self.address, self.mac, &self.client_id) {
             (Some(a), _, _) => Some(LeaseFilter::Address(a)),
             (_, Some(m), _) => Some(LeaseFilter::Mac(m)),
             (_, _, Some(c)) => Some(LeaseFilter::ClientId(c.clone())),
             _ => None,
         };
-        PageQuery {
-            filter,
-            cursor: self.cursor,
-            limit: self.limit,
-        }
+        pages(conn, self.all, self.cursor, |cursor| {
+            command(PageQuery {
+                filter: filter.clone(),
+                cursor,
+                limit: self.limit,
+            })
+        })
     }
 }
 
@@ -196,12 +258,37 @@ fn ctl(args: &CtlArgs) -> Result<(), CtlError> {
                 .ok_or_else(|| ClientError::BadReply("metrics without 'text'".into()))
         }),
         CtlCommand::Leases(l) => {
-            let page: LeasePage = pages(&mut conn, l, Command::Leases)?;
+            let page: LeasePage = l.pages(&mut conn, Command::Leases)?;
             return show(&page, json, |p| tables::leases(p, Clock::system().now()));
         }
         CtlCommand::Reservations(l) => {
-            let page: ReservationPage = pages(&mut conn, l, Command::Reservations)?;
+            let page: ReservationPage = l.pages(&mut conn, Command::Reservations)?;
             return show(&page, json, tables::reservations);
+        }
+        CtlCommand::ClassMembers {
+            class,
+            limit,
+            cursor,
+            all,
+        } => {
+            let page: MemberPage = pages(&mut conn, *all, cursor.clone(), |cursor| {
+                Command::ClassMembers(MemberQuery {
+                    class: class.clone(),
+                    cursor,
+                    limit: *limit,
+                })
+            })?;
+            return show(&page, json, tables::members);
+        }
+        CtlCommand::ClassMember(MemberChange::Add(m)) => {
+            (Command::ClassMemberAdd(m.member()?), |_| {
+                Ok("class member added\n".into())
+            })
+        }
+        CtlCommand::ClassMember(MemberChange::Del(m)) => {
+            (Command::ClassMemberDel(m.member()?), |_| {
+                Ok("class member removed\n".into())
+            })
         }
         CtlCommand::ReservationAdd {
             address,
@@ -287,12 +374,15 @@ fn ctl(args: &CtlArgs) -> Result<(), CtlError> {
 
 /// A list the server hands out a page at a time.
 trait Paged: serde::de::DeserializeOwned {
-    fn next_cursor(&self) -> Option<Ipv4Addr>;
+    /// Where a page starts: after this entry.
+    type Cursor;
+    fn next_cursor(&self) -> Option<Self::Cursor>;
     /// Appends the next page's entries and takes its cursor.
     fn extend(&mut self, next: Self);
 }
 
 impl Paged for LeasePage {
+    type Cursor = Ipv4Addr;
     fn next_cursor(&self) -> Option<Ipv4Addr> {
         self.next_cursor
     }
@@ -303,6 +393,7 @@ impl Paged for LeasePage {
 }
 
 impl Paged for ReservationPage {
+    type Cursor = Ipv4Addr;
     fn next_cursor(&self) -> Option<Ipv4Addr> {
         self.next_cursor
     }
@@ -312,17 +403,28 @@ impl Paged for ReservationPage {
     }
 }
 
-/// The page `lookup` asks for, or with `--all` every page from there on as one.
+impl Paged for MemberPage {
+    type Cursor = ClassMember;
+    fn next_cursor(&self) -> Option<ClassMember> {
+        self.next_cursor.clone()
+    }
+    fn extend(&mut self, next: Self) {
+        self.members.extend(next.members);
+        self.next_cursor = next.next_cursor;
+    }
+}
+
+/// The page `command` asks for from `start`, or with `all` every page from there on as
+/// one.
 fn pages<P: Paged>(
     conn: &mut Client,
-    lookup: &Lookup,
-    command: fn(PageQuery) -> Command,
+    all: bool,
+    start: Option<P::Cursor>,
+    command: impl Fn(Option<P::Cursor>) -> Command,
 ) -> Result<P, ClientError> {
-    let mut query = lookup.query();
-    let mut page: P = conn.ask(command(query.clone()))?;
-    while let (true, Some(next)) = (lookup.all, page.next_cursor()) {
-        query.cursor = Some(next);
-        page.extend(conn.ask(command(query.clone()))?);
+    let mut page: P = conn.ask(command(start))?;
+    while let (true, Some(next)) = (all, page.next_cursor()) {
+        page.extend(conn.ask(command(Some(next)))?);
     }
     Ok(page)
 }

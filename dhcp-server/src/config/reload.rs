@@ -4,9 +4,9 @@
 //! subnet (matched by its `subnet` prefix) the lease times, the options and the
 //! reservations. Everything else (interfaces, backend, workers and their polling, the
 //! journal, the control socket and metrics listener, the flood limits, the failover
-//! partnership, subnets added, removed or reordered, a subnet's interface, pools or
-//! server-id) shapes the sockets, threads, XDP program or lease tables and is left as it
-//! runs, reported as needing a restart.
+//! partnership, the classes, subnets added, removed or reordered, a subnet's interface,
+//! pools or server-id) shapes the sockets, threads, XDP program or lease tables and is
+//! left as it runs, reported as needing a restart.
 
 use std::fmt::Display;
 
@@ -170,6 +170,24 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
                 .map_or("(none)".into(), |f| format!("partnership '{}'", f.name))
         },
     );
+    // Pools name their classes by place in the list, and pools need a restart; so do the
+    // classes, or a pool's `allow` would name another class. Run-time members stay.
+    if running.policy.classes != file.policy.classes {
+        let names = |v: &Config| match v.policy.classes.as_slice() {
+            [] => "(none)".to_owned(),
+            classes => classes
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let (old, new) = (names(running), names(file));
+        r.push(if old == new {
+            format!("classes {old}: tests, members or settings")
+        } else {
+            format!("classes {old} -> {new}")
+        });
+    }
 
     let mut matched = Vec::new();
     for (i, rs) in running.policy.subnets.iter().enumerate() {
@@ -427,6 +445,16 @@ mod tests {
             net: "203.0.113.0/24".parse().unwrap(),
             ..f.policy.subnets[0].clone()
         });
+        f.policy.classes.push(dhcp_proto::policy::Class {
+            name: "line".into(),
+            membership: dhcp_proto::policy::Membership::Match {
+                value: dhcp_proto::expr::Value::parse("relay4[1]").unwrap(),
+                spawn: true,
+                subclasses: Vec::new(),
+            },
+            settings: Default::default(),
+            lease_limit: None,
+        });
         let p = plan(&config(), &f);
         assert_eq!(
             p.restart_required,
@@ -436,6 +464,7 @@ mod tests {
                 "workers 0 -> 4",
                 "state-dir (none) -> /var/lib/dhcp-server",
                 "flood client 0/0, circuit 0/0, table 65536 -> client 10/20, circuit 0/0, table 65536",
+                "classes (none) -> line",
                 "subnet 192.0.2.0/24: pools 192.0.2.10-192.0.2.100 -> 192.0.2.10-192.0.2.150",
                 "subnet 203.0.113.0/24 added",
                 "subnets reordered (the order of a shared network's subnets)",

@@ -635,6 +635,9 @@ fn execute(server: &dyn Server, command: Command) -> Result<Value, ControlError>
         Command::ReservationDel(a) => server.reservation_del(a).map(|()| json!({})),
         Command::LeaseRelease(a) => server.lease_release(a).map(|()| json!({})),
         Command::LeaseDelete(a) => server.lease_delete(a).map(|()| json!({})),
+        Command::ClassMembers(q) => to_json(server.class_members(q)?),
+        Command::ClassMemberAdd(m) => server.class_member_add(m).map(|()| json!({})),
+        Command::ClassMemberDel(m) => server.class_member_del(m).map(|()| json!({})),
         Command::Reload => to_json(server.reload()?),
         // Answered first; `connection` calls `Server::shutdown` once the reply is out.
         Command::Shutdown => Ok(json!({})),

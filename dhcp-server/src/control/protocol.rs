@@ -16,9 +16,10 @@ use serde_json::{Map, Value};
 use crate::config::{Subscriber, SubscriberKind};
 
 use super::types::{
-    ClientId, ClientIdentity, LeaseFilter, MacAddr, PageQuery, ReservationSpec, DEFAULT_PAGE,
-    MAX_PAGE,
+    parse_hex, ClassMember, ClientId, ClientIdentity, LeaseFilter, MacAddr, MemberQuery, PageQuery,
+    ReservationSpec, DEFAULT_PAGE, MAX_PAGE,
 };
+use dhcp_proto::lease::{MAX_CLASS_NAME, MAX_MEMBER_VALUE};
 
 /// The schema version this server speaks; a request with another is refused.
 pub const VERSION: u64 = 1;
@@ -46,6 +47,10 @@ pub enum Command {
     ReservationDel(Ipv4Addr),
     LeaseRelease(Ipv4Addr),
     LeaseDelete(Ipv4Addr),
+    /// The members of matching classes, the file's and the run-time ones.
+    ClassMembers(MemberQuery),
+    ClassMemberAdd(ClassMember),
+    ClassMemberDel(ClassMember),
     Reload,
     Shutdown,
     /// Failover: declare the partner down.
@@ -67,6 +72,9 @@ impl Command {
             Command::ReservationDel(_) => "reservation-del",
             Command::LeaseRelease(_) => "lease-release",
             Command::LeaseDelete(_) => "lease-delete",
+            Command::ClassMembers(_) => "class-members",
+            Command::ClassMemberAdd(_) => "class-member-add",
+            Command::ClassMemberDel(_) => "class-member-del",
             Command::Reload => "reload",
             Command::Shutdown => "shutdown",
             Command::FailoverPartnerDown => "failover-partner-down",
@@ -229,6 +237,9 @@ fn parse_fields(mut obj: Map<String, Value>) -> Result<Command, ProtocolError> {
         "reservation-del" => Command::ReservationDel(arguments::<AddressArg>(args)?.address),
         "lease-release" => Command::LeaseRelease(arguments::<AddressArg>(args)?.address),
         "lease-delete" => Command::LeaseDelete(arguments::<AddressArg>(args)?.address),
+        "class-members" => Command::ClassMembers(arguments::<MembersArgs>(args)?.check()?),
+        "class-member-add" => Command::ClassMemberAdd(arguments::<MemberArgs>(args)?.check()?),
+        "class-member-del" => Command::ClassMemberDel(arguments::<MemberArgs>(args)?.check()?),
         _ => return Err(ProtocolError::UnknownCommand(name)),
     })
 }
@@ -275,16 +286,90 @@ impl LeasesArgs {
                 ))
             }
         };
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ProtocolError::InvalidArgument(format!(
-                "'limit' is 1 to {MAX_PAGE}, not {limit}"
-            )));
-        }
         Ok(PageQuery {
             filter,
             cursor: self.cursor,
-            limit,
+            limit: page_limit(self.limit)?,
+        })
+    }
+}
+
+/// A page's size: `DEFAULT_PAGE` when not given, else 1 to `MAX_PAGE`.
+fn page_limit(limit: Option<u32>) -> Result<u32, ProtocolError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ProtocolError::InvalidArgument(format!(
+            "'limit' is 1 to {MAX_PAGE}, not {limit}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// A class name as the journal can keep it.
+fn class_name(class: String) -> Result<String, ProtocolError> {
+    if class.is_empty() || class.len() > MAX_CLASS_NAME {
+        return Err(ProtocolError::InvalidArgument(format!(
+            "'class' is 1 to {MAX_CLASS_NAME} octets"
+        )));
+    }
+    Ok(class)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersArgs {
+    class: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+impl MembersArgs {
+    fn check(self) -> Result<MemberQuery, ProtocolError> {
+        Ok(MemberQuery {
+            class: self.class.map(class_name).transpose()?,
+            cursor: self
+                .cursor
+                .map(|c| ClassMember::from_cursor(&c))
+                .transpose()
+                .map_err(ProtocolError::InvalidArgument)?,
+            limit: page_limit(self.limit)?,
+        })
+    }
+}
+
+/// A member value as text (`value`, its UTF-8 octets) or as octets in hex (`hex`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberArgs {
+    class: String,
+    value: Option<String>,
+    hex: Option<String>,
+}
+
+impl MemberArgs {
+    fn check(self) -> Result<ClassMember, ProtocolError> {
+        let value = match (self.value, self.hex) {
+            (Some(v), None) => v.into_bytes(),
+            (None, Some(h)) => parse_hex(&h).ok_or_else(|| {
+                ProtocolError::InvalidArgument(format!(
+                    "'hex' is octets in hex (70:6f:72:74), not '{h}'"
+                ))
+            })?,
+            _ => {
+                return Err(ProtocolError::InvalidArgument(
+                    "give exactly one of 'value' and 'hex'".into(),
+                ))
+            }
+        };
+        if value.is_empty() || value.len() > MAX_MEMBER_VALUE {
+            return Err(ProtocolError::InvalidArgument(format!(
+                "a member value is 1 to {MAX_MEMBER_VALUE} octets, not {}",
+                value.len()
+            )));
+        }
+        Ok(ClassMember {
+            class: class_name(self.class)?,
+            value,
         })
     }
 }
@@ -408,6 +493,23 @@ impl Request {
             Command::ReservationDel(a) | Command::LeaseRelease(a) | Command::LeaseDelete(a) => {
                 put("address", a.to_string())
             }
+            Command::ClassMembers(q) => {
+                if let Some(c) = &q.class {
+                    put("class", c.clone());
+                }
+                if let Some(c) = &q.cursor {
+                    put("cursor", c.cursor());
+                }
+                obj.insert("limit".into(), q.limit.into());
+            }
+            Command::ClassMemberAdd(m) | Command::ClassMemberDel(m) => {
+                put("class", m.class.clone());
+                // Text reads best in a log of requests; other octets go as hex.
+                match std::str::from_utf8(&m.value) {
+                    Ok(text) => put("value", text.to_owned()),
+                    Err(_) => put("hex", dhcp_proto::lease::hex(&m.value)),
+                }
+            }
         }
         let mut line = Value::Object(obj).to_string().into_bytes();
         line.push(b'\n');
@@ -510,8 +612,83 @@ mod tests {
             }),
             Command::LeaseRelease(a("192.0.2.10")),
             Command::LeaseDelete(a("192.0.2.11")),
+            Command::ClassMemberAdd(member("line", b"port-7")),
+            Command::ClassMemberDel(member("line", &[0, 0xff, b'/'])),
+            Command::ClassMembers(MemberQuery {
+                class: None,
+                cursor: None,
+                limit: DEFAULT_PAGE,
+            }),
+            Command::ClassMembers(MemberQuery {
+                class: Some("line".into()),
+                cursor: Some(member("a/b", &[1, 2])),
+                limit: 7,
+            }),
         ] {
             round_trip(c);
+        }
+    }
+
+    fn member(class: &str, value: &[u8]) -> ClassMember {
+        ClassMember {
+            class: class.into(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn class_member_arguments() {
+        for c in ["class-member-add", "class-member-del"] {
+            let text =
+                parse(json!({"version": 1, "command": c, "class": "line", "value": "port-7"}))
+                    .unwrap();
+            let hex = parse(json!({"version": 1, "command": c, "class": "line",
+                "hex": "70-6f:72742d37"}))
+            .unwrap();
+            assert_eq!(text.command, hex.command);
+            assert_eq!(text.command.name(), c);
+            for bad in [
+                json!({"version": 1, "command": c, "class": "line"}),
+                json!({"version": 1, "command": c, "value": "port-7"}),
+                json!({"version": 1, "command": c, "class": "line", "value": "x", "hex": "78"}),
+                json!({"version": 1, "command": c, "class": "line", "value": ""}),
+                json!({"version": 1, "command": c, "class": "line", "hex": ""}),
+                json!({"version": 1, "command": c, "class": "line", "hex": "7"}),
+                json!({"version": 1, "command": c, "class": "line", "hex": "zz"}),
+                json!({"version": 1, "command": c, "class": "line", "value": "x".repeat(256)}),
+                json!({"version": 1, "command": c, "class": "", "value": "x"}),
+                json!({"version": 1, "command": c, "class": "c".repeat(256), "value": "x"}),
+                json!({"version": 1, "command": c, "class": "line", "value": 7}),
+                json!({"version": 1, "command": c, "class": "line", "value": "x", "limit": 1}),
+            ] {
+                assert_eq!(code(bad.clone()), "invalid-argument", "{bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn class_members_arguments() {
+        let r = parse(
+            json!({"version": 1, "command": "class-members", "class": "line",
+            "cursor": "line/70:6f", "limit": 2}),
+        )
+        .unwrap();
+        assert_eq!(
+            r.command,
+            Command::ClassMembers(MemberQuery {
+                class: Some("line".into()),
+                cursor: Some(member("line", b"po")),
+                limit: 2
+            })
+        );
+        for bad in [
+            json!({"version": 1, "command": "class-members", "cursor": "line"}),
+            json!({"version": 1, "command": "class-members", "cursor": "line/xyz"}),
+            json!({"version": 1, "command": "class-members", "limit": 0}),
+            json!({"version": 1, "command": "class-members", "class": ""}),
+            json!({"version": 1, "command": "class-members", "value": "port-7"}),
+        ] {
+            assert_eq!(code(bad.clone()), "invalid-argument", "{bad}");
         }
     }
 

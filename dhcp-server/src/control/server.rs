@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use super::types::{
-    ControlError, LeasePage, PageQuery, ReloadReport, ReservationPage, ReservationSpec, Stats,
-    Status,
+    ClassMember, ControlError, LeasePage, MemberPage, MemberQuery, PageQuery, ReloadReport,
+    ReservationPage, ReservationSpec, Stats, Status,
 };
 
 /// The answer of a backend call that waits on another task rather than a thread (the
@@ -50,6 +50,29 @@ pub trait Server: Send + Sync + 'static {
     fn lease_release(&self, address: Ipv4Addr) -> Result<(), ControlError>;
     /// Forgets the lease and its client entirely: the address is free for anyone.
     fn lease_delete(&self, address: Ipv4Addr) -> Result<(), ControlError>;
+    /// The members of matching classes (the file's and the run-time ones), of one class
+    /// or of all, a page at a time in class and value order.
+    fn class_members(&self, query: MemberQuery) -> Result<MemberPage, ControlError> {
+        let _ = query;
+        Err(ControlError::Unsupported(
+            "this server does not list class members".into(),
+        ))
+    }
+    /// Lists a member value in a matching class on every shard, journaled before it
+    /// answers.
+    fn class_member_add(&self, member: ClassMember) -> Result<(), ControlError> {
+        let _ = member;
+        Err(ControlError::Unsupported(
+            "this server does not change class members".into(),
+        ))
+    }
+    /// Ends a member added at run time, journaled before it answers.
+    fn class_member_del(&self, member: ClassMember) -> Result<(), ControlError> {
+        let _ = member;
+        Err(ControlError::Unsupported(
+            "this server does not change class members".into(),
+        ))
+    }
     /// Re-reads the configuration, validates it whole, applies the safe subset.
     fn reload(&self) -> Result<ReloadReport, ControlError>;
     /// Asks the server to stop as SIGTERM would; returns at once. The control socket

@@ -1,6 +1,6 @@
 //! The plain data that crosses the control boundary: what a backend reports (`Status`,
-//! `Stats`, `Lease`), what an operator asks for (`PageQuery`, `ReservationSpec`) and how
-//! a request fails (`ControlError`). Every type serializes to the JSON documented in
+//! `Stats`, `Lease`), what an operator asks for (`PageQuery`, `ReservationSpec`,
+//! `ClassMember`) and how a request fails (`ControlError`). Every type serializes to the JSON documented in
 //! docs/control.md; field names there are these field names, so renaming one is a
 //! protocol change.
 
@@ -385,24 +385,25 @@ pub struct ReservationInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriber: Option<(String, String)>,
     pub host_name: Option<String>,
-    pub source: ReservationSource,
+    pub source: Source,
 }
 
-/// Where a reservation comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a reservation or a class member comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ReservationSource {
+pub enum Source {
     /// The configuration file: changed there, then `reload`.
     File,
-    /// `reservation-add`: removed with `reservation-del`.
+    /// `reservation-add` or `class-member-add`: removed with `reservation-del` or
+    /// `class-member-del`.
     Control,
 }
 
-impl ReservationSource {
+impl Source {
     pub fn name(self) -> &'static str {
         match self {
-            ReservationSource::File => "file",
-            ReservationSource::Control => "control",
+            Source::File => "file",
+            Source::Control => "control",
         }
     }
 }
@@ -423,6 +424,101 @@ pub enum ClientIdentity {
     /// Whatever device the subscriber uses: a relay agent sub-option's value, or the
     /// flex-id expression's.
     Subscriber(SubscriberKind, Vec<u8>),
+}
+
+/// A member value of a matching class (`match = "..."`), as an operator adds or removes
+/// it: the value is octets (a circuit id need not be text). Ordered by class name, then
+/// value, the order `class-members` lists them in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClassMember {
+    pub class: String,
+    pub value: Vec<u8>,
+}
+
+impl ClassMember {
+    /// The member as a page cursor: the class name, '/', the value in hex.
+    pub fn cursor(&self) -> String {
+        format!("{}/{}", self.class, dhcp_proto::lease::hex(&self.value))
+    }
+
+    /// Reads `cursor()`'s form back. The value is after the last '/', since hex has none
+    /// and a class name might.
+    pub fn from_cursor(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a class member cursor (CLASS/HEX)");
+        let (class, hex) = s.rsplit_once('/').ok_or_else(bad)?;
+        Ok(ClassMember {
+            class: class.to_owned(),
+            value: parse_hex(hex).ok_or_else(bad)?,
+        })
+    }
+}
+
+/// As replies and the log name it: "member port-7 of class 'line'".
+impl fmt::Display for ClassMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "member {} of class '{}'",
+            dhcp_proto::lease::printable(&self.value),
+            self.class
+        )
+    }
+}
+
+/// Which class members to list: those of one class or of all, in class and value order,
+/// starting after `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberQuery {
+    pub class: Option<String>,
+    pub cursor: Option<ClassMember>,
+    /// 1..=`MAX_PAGE`, checked by the protocol before a backend sees it.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPage {
+    pub members: Vec<MemberInfo>,
+    /// Where the next page starts (`cursor()`'s form); absent on the last page.
+    #[serde(with = "member_cursor")]
+    pub next_cursor: Option<ClassMember>,
+}
+
+/// A page cursor travels as its text form.
+mod member_cursor {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(c: &Option<ClassMember>, s: S) -> Result<S::Ok, S::Error> {
+        c.as_ref().map(ClassMember::cursor).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ClassMember>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|c| ClassMember::from_cursor(&c))
+            .transpose()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One member value of a matching class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub class: String,
+    /// The value as text when it is printable, else as hex.
+    pub value: String,
+    /// The value in hex, always.
+    pub hex: String,
+    pub source: Source,
+}
+
+impl MemberInfo {
+    pub fn new(m: &ClassMember, source: Source) -> Self {
+        MemberInfo {
+            class: m.class.clone(),
+            value: dhcp_proto::lease::printable(&m.value),
+            hex: dhcp_proto::lease::hex(&m.value),
+            source,
+        }
+    }
 }
 
 /// What `reload` did: each change applied, and each one that needs a restart (left as
@@ -505,21 +601,27 @@ impl fmt::Display for ClientId {
 impl FromStr for ClientId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not a client identifier in hex (01:aa:bb:…)");
-        let digits: Vec<u8> = s.bytes().filter(|b| *b != b':' && *b != b'-').collect();
-        if !digits.len().is_multiple_of(2) || !digits.iter().all(u8::is_ascii_hexdigit) {
-            return Err(bad());
-        }
-        let bytes = digits
-            .chunks(2)
-            .map(|pair| {
-                // Only ASCII hex digits remain, so this is valid UTF-8.
-                let hex = std::str::from_utf8(pair).map_err(|_| bad())?;
-                u8::from_str_radix(hex, 16).map_err(|_| bad())
-            })
-            .collect::<Result<Vec<u8>, String>>()?;
+        let bytes = parse_hex(s)
+            .ok_or_else(|| format!("'{s}' is not a client identifier in hex (01:aa:bb:…)"))?;
         ClientId::new(bytes)
     }
+}
+
+/// Octets written in hex, two digits each, optionally separated by ':' or '-'
+/// ("01:aa:bb", "01-aa-bb" or "01aabb"); `None` for anything else. Empty text is no
+/// octets.
+pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = s.bytes().filter(|b| *b != b':' && *b != b'-').collect();
+    if !digits.len().is_multiple_of(2) || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            // Only ASCII hex digits remain, so this is valid UTF-8.
+            u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()
+        })
+        .collect()
 }
 
 /// Both identifier types travel as their text form.

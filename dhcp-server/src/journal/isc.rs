@@ -23,8 +23,8 @@
 //! escapes or as colon-separated hex, the old `abandoned;` and `binding state bootp` /
 //! `reserved` forms; the last entry for an address wins, as in dhcpd. Statements it has
 //! no use for (`set`, `on expiry { ... }`, `client-hostname`, `billing class`, ...) and
-//! whole blocks (`failover peer ... state { }`, `server-duid`, `host`, `ia-na`, ...) are
-//! skipped.
+//! whole blocks (`failover peer ... state { }`, `server-duid`, `host`, `subclass`,
+//! `ia-na`, ...) are skipped.
 
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -34,7 +34,7 @@ use hashbrown::HashMap;
 use super::error::{Error, Result};
 use super::state::State;
 use dhcp_proto::lease::{
-    hex, BindingState, Failover, HwAddr, Lease, LeaseFlags, Reservation, NEVER,
+    hex, BindingState, Failover, HwAddr, Lease, LeaseFlags, Member, Reservation, NEVER,
 };
 use dhcp_proto::wire::relay::{sub, SubOptions};
 
@@ -205,6 +205,21 @@ fn write_host(out: &mut dyn Write, r: &Reservation) -> io::Result<()> {
     writeln!(out, "\n  fixed-address {};\n}}", r.addr)
 }
 
+/// A run-time class member as dhcpd writes an OMAPI-created subclass: the value quoted
+/// when it is printable, else as colon-separated hex.
+fn write_subclass(out: &mut dyn Write, m: &Member) -> io::Result<()> {
+    let value = if !m.value.is_empty() && m.value.iter().all(|c| (0x20..=0x7e).contains(c)) {
+        quote(&m.value)
+    } else {
+        hex(&m.value)
+    };
+    writeln!(
+        out,
+        "subclass {} {value} {{\n  dynamic;\n}}",
+        quote(&m.class)
+    )
+}
+
 fn failover_state_name(s: u8) -> &'static str {
     match s {
         1 => "startup",
@@ -259,6 +274,9 @@ pub fn write_leases_file(out: &mut dyn Write, state: &State) -> io::Result<()> {
     }
     for r in state.sorted_reservations() {
         write_host(out, r)?;
+    }
+    for m in state.sorted_members() {
+        write_subclass(out, m)?;
     }
     for l in state.sorted_leases() {
         write_lease(out, l)?;

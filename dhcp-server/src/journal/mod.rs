@@ -48,9 +48,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use dhcp_proto::lease::{
-    BindingState, Failover, FailoverRecord, HwAddr, Lease, LeaseFlags, LeaseRecord, Record,
-    Reservation, ReservationRecord, MAX_AGENT_INFO, MAX_CHADDR, MAX_CLIENT_ID, MAX_FAILOVER_DATA,
-    MAX_HOST_NAME, NEVER,
+    BindingState, Failover, FailoverRecord, HwAddr, Lease, LeaseFlags, LeaseRecord, Member,
+    MemberRecord, Record, Reservation, ReservationRecord, MAX_AGENT_INFO, MAX_CHADDR,
+    MAX_CLASS_NAME, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME, MAX_MEMBER_VALUE, NEVER,
 };
 pub use error::{Error, Result};
 pub use state::State;
@@ -415,7 +415,8 @@ fn reshard(dir: &Path, fold: &Fold, old: Manifest, shards: u32) -> Result<u64> {
             Record::Lease(l) => l.addr,
             Record::ReservationAdded(r) => r.addr,
             Record::ReservationRemoved { addr, .. } => *addr,
-            Record::Failover(_) => return 0,
+            // Few, and folded by class and value rather than address.
+            Record::Failover(_) | Record::MemberAdded(_) | Record::MemberRemoved(_) => return 0,
         };
         (u32::from(addr).wrapping_mul(0x9E37_79B9) >> 16) % shards
     };

@@ -1,5 +1,5 @@
 //! The journal's byte layout of the lease model's records: lease changes, reservations
-//! added or removed, failover state changes. Appending encodes the borrowed views
+//! added or removed, failover state changes, class members added or removed. Appending encodes the borrowed views
 //! (`LeaseRecord<'a>` and friends) straight from a worker's buffers into the mapping
 //! without allocating; replay decodes the same views over the mapped bytes.
 //!
@@ -9,8 +9,9 @@
 use std::net::Ipv4Addr;
 
 use dhcp_proto::lease::{
-    BindingState, FailoverRecord, LeaseFlags, LeaseRecord, Record, ReservationRecord,
-    MAX_AGENT_INFO, MAX_CHADDR, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME,
+    BindingState, FailoverRecord, LeaseFlags, LeaseRecord, MemberRecord, Record, ReservationRecord,
+    MAX_AGENT_INFO, MAX_CHADDR, MAX_CLASS_NAME, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME,
+    MAX_MEMBER_VALUE,
 };
 
 use super::error::{Error, Result};
@@ -19,10 +20,13 @@ const KIND_LEASE: u8 = 1;
 const KIND_RESERVATION_ADDED: u8 = 2;
 const KIND_RESERVATION_REMOVED: u8 = 3;
 const KIND_FAILOVER: u8 = 4;
+const KIND_MEMBER_ADDED: u8 = 5;
+const KIND_MEMBER_REMOVED: u8 = 6;
 
 const LEASE_FIXED: usize = 72;
 const RESERVATION_FIXED: usize = 24;
 const FAILOVER_FIXED: usize = 40;
+const MEMBER_FIXED: usize = 16;
 
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -118,6 +122,15 @@ impl Encode for Record<'_> {
                 }
                 FAILOVER_FIXED + f.name.len() + f.data.len()
             }
+            Record::MemberAdded(m) | Record::MemberRemoved(m) => {
+                short_len(m.class, MAX_CLASS_NAME, "class name longer than 255 octets")?;
+                short_len(
+                    m.value,
+                    MAX_MEMBER_VALUE,
+                    "member value longer than 255 octets",
+                )?;
+                MEMBER_FIXED + m.class.len() + m.value.len()
+            }
         })
     }
 
@@ -184,6 +197,19 @@ impl Encode for Record<'_> {
                 let a = FAILOVER_FIXED + f.name.len();
                 out[FAILOVER_FIXED..a].copy_from_slice(f.name);
                 out[a..].copy_from_slice(f.data);
+            }
+            Record::MemberAdded(m) | Record::MemberRemoved(m) => {
+                out[0] = if matches!(self, Record::MemberAdded(_)) {
+                    KIND_MEMBER_ADDED
+                } else {
+                    KIND_MEMBER_REMOVED
+                };
+                out[1] = m.class.len() as u8;
+                out[2] = m.value.len() as u8;
+                put_u64(out, 8, m.stamp);
+                let a = MEMBER_FIXED + m.class.len();
+                out[MEMBER_FIXED..a].copy_from_slice(m.class);
+                out[a..].copy_from_slice(m.value);
             }
         }
     }
@@ -278,6 +304,26 @@ pub fn decode(p: &[u8]) -> Result<Record<'_>, &'static str> {
                 data: &p[a..],
             }))
         }
+        KIND_MEMBER_ADDED | KIND_MEMBER_REMOVED => {
+            if p.len() < MEMBER_FIXED {
+                return Err("short class member record");
+            }
+            let (clen, vlen) = (usize::from(p[1]), usize::from(p[2]));
+            if p.len() != MEMBER_FIXED + clen + vlen {
+                return Err("class member record lengths do not add up");
+            }
+            let a = MEMBER_FIXED + clen;
+            let m = MemberRecord {
+                stamp: get_u64(p, 8),
+                class: &p[MEMBER_FIXED..a],
+                value: &p[a..],
+            };
+            Ok(if kind == KIND_MEMBER_ADDED {
+                Record::MemberAdded(m)
+            } else {
+                Record::MemberRemoved(m)
+            })
+        }
         _ => Err("unknown record kind"),
     }
 }
@@ -340,6 +386,82 @@ mod tests {
             name: b"dhcp-failover",
             data: &[5; 1024],
         }));
+        let member = MemberRecord {
+            stamp: 4,
+            class: b"line",
+            value: b"port-7",
+        };
+        round_trip(Record::MemberAdded(member));
+        round_trip(Record::MemberRemoved(member));
+        round_trip(Record::MemberAdded(MemberRecord {
+            stamp: u64::MAX,
+            class: &[b'c'; 255],
+            value: &[0; 255],
+        }));
+    }
+
+    /// The layout docs/journal.md gives, byte for byte.
+    #[test]
+    fn member_layout_is_as_documented() {
+        let r = Record::MemberRemoved(MemberRecord {
+            stamp: 0x0102_0304_0506_0708,
+            class: b"line",
+            value: &[0xAB, 0xCD],
+        });
+        let mut buf = vec![0xAA; r.encoded_len().unwrap()];
+        r.encode(&mut buf);
+        assert_eq!(
+            buf,
+            [6, 4, 2, 0, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, b'l', b'i', b'n', b'e', 0xAB, 0xCD]
+        );
+    }
+
+    /// A damaged length in a member record (either one, shorter or longer than what
+    /// follows) is refused, never read past the payload.
+    #[test]
+    fn member_records_with_damaged_lengths_are_refused() {
+        let r = Record::MemberAdded(MemberRecord {
+            stamp: 9,
+            class: b"line",
+            value: b"port-7",
+        });
+        let mut good = vec![0; r.encoded_len().unwrap()];
+        r.encode(&mut good);
+        for (at, v) in [(1, 3), (1, 5), (1, 255), (2, 5), (2, 7), (2, 0)] {
+            let mut bad = good.clone();
+            bad[at] = v;
+            assert_eq!(
+                decode(&bad),
+                Err("class member record lengths do not add up"),
+                "octet {at} = {v}"
+            );
+        }
+        assert_eq!(
+            decode(&good[..MEMBER_FIXED - 1]),
+            Err("short class member record")
+        );
+        assert_eq!(
+            decode(&good[..good.len() - 1]),
+            Err("class member record lengths do not add up")
+        );
+        let long = [0u8; 256];
+        for m in [
+            MemberRecord {
+                stamp: 0,
+                class: &long,
+                value: b"v",
+            },
+            MemberRecord {
+                stamp: 0,
+                class: b"c",
+                value: &long,
+            },
+        ] {
+            assert!(matches!(
+                Record::MemberAdded(m).encoded_len(),
+                Err(Error::InvalidRecord(_))
+            ));
+        }
     }
 
     #[test]

@@ -59,6 +59,8 @@ enum Op {
     Reserve(Reservation),
     Unreserve(u64, Ipv4Addr),
     Failover(Failover),
+    Member(Member),
+    Unmember(Member),
 }
 
 impl Op {
@@ -71,6 +73,8 @@ impl Op {
                 addr: *addr,
             },
             Op::Failover(f) => Record::Failover(f.as_record()),
+            Op::Member(m) => Record::MemberAdded(m.as_record()),
+            Op::Unmember(m) => Record::MemberRemoved(m.as_record()),
         }
     }
 }
@@ -458,23 +462,39 @@ fn verify_and_dump_read_without_changing() {
         name: b"fo".to_vec().into(),
         data: Box::default(),
     }));
+    ops.push(Op::Member(member(33, 0)));
+    ops.push(Op::Member(Member {
+        stamp: 34,
+        class: b"line".to_vec().into(),
+        value: vec![1, 0xfe].into(),
+    }));
     {
         let mut o = Journal::open(dir.path(), &small(2)).unwrap();
         write_all(&mut o.writers[1], &ops);
     }
     let report = verify(dir.path()).unwrap();
     assert!(report.is_clean(), "{report}");
-    assert_eq!((report.leases, report.reservations), (10, 1));
+    assert_eq!(
+        (report.leases, report.reservations, report.members),
+        (10, 1, 2)
+    );
     let mut json = Vec::new();
     dump(dir.path(), Format::Json, &mut json).unwrap();
     let json = String::from_utf8(json).unwrap();
     assert!(json.contains("\"address\": \"192.0.2.1\""), "{json}");
     assert!(json.contains("\"host_name\": \"printer\""));
+    assert!(json.contains(
+        "{\"class\": \"line\", \"value\": \"port-0\", \"hex\": \"70:6f:72:74:2d:30\", \"stamp\": 33}"
+    ));
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed["members"][0]["value"], "01:fe");
     let mut text = Vec::new();
     dump(dir.path(), Format::Isc, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("lease 192.0.2.1 {\n  starts "), "{text}");
     assert!(text.contains("host printer {\n  dynamic;"));
+    assert!(text.contains("subclass \"line\" \"port-0\" {\n  dynamic;\n}\n"));
+    assert!(text.contains("subclass \"line\" 01:fe {\n  dynamic;\n}\n"));
     assert!(text.contains("failover peer \"fo\" state {\n  my state normal at"));
     // The ISC dump reads back to the same leases.
     let back = isc::parse_leases(&text).unwrap();
@@ -598,6 +618,8 @@ enum Gen {
     Reserve { host: u8 },
     Unreserve { host: u8 },
     Failover { state: u8 },
+    Member { port: u8 },
+    Unmember { port: u8 },
 }
 
 fn gen_op() -> impl Strategy<Value = (usize, Gen)> {
@@ -606,8 +628,24 @@ fn gen_op() -> impl Strategy<Value = (usize, Gen)> {
         1 => (0u8..24).prop_map(|host| Gen::Reserve { host }),
         1 => (0u8..24).prop_map(|host| Gen::Unreserve { host }),
         1 => (1u8..12).prop_map(|state| Gen::Failover { state }),
+        1 => (0u8..6).prop_map(|port| Gen::Member { port }),
+        1 => (0u8..6).prop_map(|port| Gen::Unmember { port }),
     ];
     (0usize..8, g)
+}
+
+/// A member of class "line" (or "other" for odd ports), value "port-N".
+fn member(stamp: u64, port: u8) -> Member {
+    Member {
+        stamp,
+        class: if port.is_multiple_of(2) {
+            &b"line"[..]
+        } else {
+            b"other"
+        }
+        .into(),
+        value: format!("port-{port}").into_bytes().into(),
+    }
 }
 
 fn realize(gens: &[(usize, Gen)], first_stamp: u64) -> Vec<(usize, Op)> {
@@ -646,6 +684,8 @@ fn realize(gens: &[(usize, Gen)], first_stamp: u64) -> Vec<(usize, Op)> {
                     name: b"peer".to_vec().into(),
                     data: vec![state; usize::from(state)].into(),
                 }),
+                Gen::Member { port } => Op::Member(member(stamp, port)),
+                Gen::Unmember { port } => Op::Unmember(member(stamp, port)),
             };
             (*shard, op)
         })

@@ -18,7 +18,7 @@ use super::replay::{self, Listing, Manifest};
 use super::segment::Kind;
 use super::state::{Fold, State};
 use super::writer::ShardWriter;
-use dhcp_proto::lease::{Lease, LeaseRecord, NEVER};
+use dhcp_proto::lease::{printable, Lease, LeaseRecord, NEVER};
 
 /// One file in a verify report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub struct Report {
     pub records: u64,
     pub leases: usize,
     pub reservations: usize,
+    /// Class members added at run time.
+    pub members: usize,
 }
 
 impl Report {
@@ -86,9 +88,10 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{} leases, {} reservations: {}",
+            "{} leases, {} reservations, {} class members: {}",
             self.leases,
             self.reservations,
+            self.members,
             if self.is_clean() { "clean" } else { "DAMAGED" }
         )
     }
@@ -138,6 +141,7 @@ fn read_only(dir: &Path) -> Result<(Report, State)> {
     let state = fold.into_state();
     report.leases = state.leases.len();
     report.reservations = state.reservations.len();
+    report.members = state.members.len();
     Ok((report, state))
 }
 
@@ -149,7 +153,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<Report> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// One JSON document: `{"leases": [...], "reservations": [...], "failover": ...}`.
+    /// One JSON document: `{"leases": [...], "reservations": [...], "members": [...],
+    /// "failover": ...}`.
     Json,
     /// ISC dhcpd.leases(5), as dhcpd 4.4 writes it.
     Isc,
@@ -233,6 +238,19 @@ fn write_json(out: &mut dyn Write, state: &State) -> io::Result<()> {
             r.stamp
         )?;
         writeln!(out, "{}", if i + 1 < res.len() { "," } else { "" })?;
+    }
+    writeln!(out, "], \"members\": [")?;
+    let members = state.sorted_members();
+    for (i, m) in members.iter().enumerate() {
+        write!(
+            out,
+            "  {{\"class\": {}, \"value\": {}, \"hex\": {}, \"stamp\": {}}}",
+            json_str(&m.class),
+            json_str(printable(&m.value).as_bytes()),
+            json_hex(&m.value),
+            m.stamp
+        )?;
+        writeln!(out, "{}", if i + 1 < members.len() { "," } else { "" })?;
     }
     write!(out, "], \"failover\": ")?;
     match &state.failover {

@@ -140,6 +140,7 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
             .running(operate::Running {
                 config: config.clone(),
                 reservations: opened.reservations,
+                members: opened.members,
                 durable,
             })
             .with_failover(pair.as_ref().map(|p| p.handle.clone())),

@@ -3,8 +3,8 @@
 //! own lease table between two batches of frames and the answers are merged here. The
 //! control thread never reads a shard's memory and no shard ever waits for it.
 //!
-//! Changes that take several rounds of questions (reservations, reload: `changes`) are
-//! made one at a time, under a lock only the control side takes.
+//! Changes that take several rounds of questions (reservations, class members, reload:
+//! `changes`) are made one at a time, under a lock only the control side takes.
 
 pub(crate) mod changes;
 pub mod report;
@@ -19,16 +19,16 @@ use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 
 use super::env::Env;
-use super::store::Committer;
+use super::store::{Committer, Members};
 use crate::config::reserve::Runtime;
 use crate::config::{Config, Reservation};
 use crate::control::{
-    self, BackendKind, ConfigStatus, ControlError, JournalStatus, LeaseFilter, LeasePage,
-    PageQuery, PoolStats, ReloadReport, ReservationCounts, ReservationPage, ReservationSpec, Stats,
-    Status, XdpStatus,
+    self, BackendKind, ClassMember, ConfigStatus, ControlError, JournalStatus, LeaseFilter,
+    LeasePage, MemberPage, MemberQuery, PageQuery, PoolStats, ReloadReport, ReservationCounts,
+    ReservationPage, ReservationSpec, Stats, Status, XdpStatus,
 };
 use crate::journal::{Durability, DurableWatch};
-use dhcp_proto::engine::{ClientRef, Engine, KeyKind, LeaseState};
+use dhcp_proto::engine::{ClientRef, Engine, KeyKind, LeaseState, NotMember};
 
 /// Questions a shard's queue holds; a full queue makes the control request fail fast.
 const QUEUE: usize = 64;
@@ -45,14 +45,27 @@ pub enum Ask {
     Reserve(Box<Reservation>),
     /// End the run-time reservation of an address: `Done(kept)`.
     Unreserve(Ipv4Addr),
-    /// Journal a run-time reservation added (`Some`) or removed: one shard writes it.
-    Journal(Ipv4Addr, Option<Box<Reservation>>),
+    /// Journal a run-time change (a reservation, a class member): one shard writes it.
+    Journal(Change),
     /// Take pool addresses whose reservation ended and that no shard kept.
     Adopt(Vec<Ipv4Addr>),
     /// Tell the failover partner a run-time reservation ended: this shard holds it.
     TellUnreserved(Ipv4Addr),
     /// Run with a reloaded configuration: `Kept` the addresses no longer reserved.
     Reconfigure(Arc<dhcp_proto::policy::Policy>),
+    /// List a member value in a matching class: `Done(true)`, or `NotMember`.
+    AddMember(ClassMember),
+    /// End a member added at run time: `Done(true)`, or `NotMember`.
+    RemoveMember(ClassMember),
+}
+
+/// A change made at run time that the journal keeps, as the control side hands it to the
+/// one shard that writes it.
+pub enum Change {
+    /// The reservation of an address added (`Some`) or removed.
+    Reservation(Ipv4Addr, Option<Box<Reservation>>),
+    /// A class member added (`true`) or removed.
+    Member(Box<ClassMember>, bool),
 }
 
 pub enum Told {
@@ -67,6 +80,8 @@ pub enum Told {
     Journaled(Result<Option<u64>, String>),
     /// Addresses no longer reserved that this shard kept.
     Kept(Vec<Ipv4Addr>),
+    /// A class member this shard cannot add or remove, and why.
+    NotMember(NotMember),
 }
 
 /// One shard's counters, pool use and latency samples.
@@ -147,8 +162,11 @@ fn answer(
             Err(why) => Told::Refused(why.to_string()),
         },
         Ask::Unreserve(addr) => Told::Done(engine.remove_reservation(*addr).unwrap_or(false)),
-        Ask::Journal(addr, r) => {
+        Ask::Journal(Change::Reservation(addr, r)) => {
             Told::Journaled(committer.journal_reservation(engine, *addr, r.as_deref(), now))
+        }
+        Ask::Journal(Change::Member(m, added)) => {
+            Told::Journaled(committer.journal_member(engine, m, *added, now))
         }
         Ask::Adopt(addrs) => {
             engine.leases_mut().adopt(addrs);
@@ -163,6 +181,15 @@ fn answer(
             Told::Done(told)
         }
         Ask::Reconfigure(policy) => Told::Kept(engine.reconfigure(Arc::clone(policy))),
+        Ask::AddMember(m) => member_done(engine.add_class_member(&m.class, &m.value)),
+        Ask::RemoveMember(m) => member_done(engine.remove_class_member(&m.class, &m.value)),
+    }
+}
+
+fn member_done(done: Result<(), NotMember>) -> Told {
+    match done {
+        Ok(()) => Told::Done(true),
+        Err(why) => Told::NotMember(why),
     }
 }
 
@@ -287,17 +314,21 @@ pub struct Operated {
     env: Env,
 }
 
-/// The configuration the shards run with and the run-time reservations they apply.
+/// The configuration the shards run with and the run-time reservations and class members
+/// they apply.
 struct Registry {
     config: Config,
     runtime: Runtime,
+    members: Members,
 }
 
 /// What `Operated` needs to change the running server: its configuration, the run-time
-/// reservations the journal held, each shard's durable journal sequence.
+/// reservations and class members the journal held, each shard's durable journal
+/// sequence.
 pub struct Running {
     pub config: Config,
     pub reservations: Runtime,
+    pub members: Members,
     pub durable: Vec<Option<DurableWatch>>,
 }
 
@@ -319,6 +350,7 @@ impl Operated {
             changes: Mutex::new(Registry {
                 config: Config::default(),
                 runtime: Runtime::new(),
+                members: Members::new(),
             }),
             file_reservations: AtomicU64::new(0),
             control_reservations: AtomicU64::new(0),
@@ -335,6 +367,7 @@ impl Operated {
         let registry = Registry {
             config: running.config,
             runtime: running.reservations,
+            members: running.members,
         };
         self.count(&registry);
         self.changes = Mutex::new(registry);
@@ -577,6 +610,18 @@ impl control::Server for Operated {
 
     fn reservations(&self, query: PageQuery) -> Result<ReservationPage, ControlError> {
         Ok(self.list_reservations(&query))
+    }
+
+    fn class_members(&self, query: MemberQuery) -> Result<MemberPage, ControlError> {
+        self.list_members(&query)
+    }
+
+    fn class_member_add(&self, member: ClassMember) -> Result<(), ControlError> {
+        self.add_member(member)
+    }
+
+    fn class_member_del(&self, member: ClassMember) -> Result<(), ControlError> {
+        self.del_member(member)
     }
 
     fn lease_release(&self, address: Ipv4Addr) -> Result<(), ControlError> {

@@ -3,6 +3,7 @@
 //! and, per datagram, the change appended and the reply released only once the journal
 //! says it may leave.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::reserve::{self, Runtime};
 use crate::config::{Config, Reservation, Subscriber, SubscriberKind};
-use crate::journal::{self, Durability, DurableWatch, Journal, Lease, Record, ShardWriter};
+use crate::control::ClassMember;
+use crate::journal::{
+    self, Durability, DurableWatch, Journal, Lease, MemberRecord, Record, ShardWriter,
+};
 use dhcp_proto::engine::{Engine, Shard};
 
 /// The shards of a server, with their journal when it has a state directory.
@@ -21,6 +25,8 @@ pub struct Shards {
     pub writers: Vec<Option<ShardWriter>>,
     /// The run-time reservations the journal holds, applied to every engine.
     pub reservations: Runtime,
+    /// The run-time class members the journal holds, applied to every engine.
+    pub members: Members,
     /// The failover state the journal remembers.
     pub failover: Option<dhcp_proto::failover::machine::Stored>,
 }
@@ -64,6 +70,7 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             engines,
             writers: (0..count).map(|_| None).collect(),
             reservations: Runtime::new(),
+            members: Members::new(),
             failover: None,
         });
     };
@@ -77,6 +84,10 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             ..journal::Options::default()
         },
     )?;
+    // The next records of a reservation or member must be newer than any replayed.
+    for e in &mut engines {
+        e.witness(opened.state.max_stamp);
+    }
     let reservations = restore_reservations(
         config,
         &mut engines,
@@ -84,13 +95,15 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
         opened.writers.first_mut(),
         now,
     );
+    // Before the leases too: a lease counts against the limits of its client's classes.
+    let members = restore_members(&mut engines, &opened.state, opened.writers.first_mut(), now);
     let held: usize = engines
         .iter_mut()
         .map(|e| e.restore(opened.state.leases.values(), now))
         .sum();
     let r = &opened.recovery;
     tracing::info!(
-        "journal {}: {} records replayed, {} active leases restored{}{}, in {} ms ({} durability)",
+        "journal {}: {} records replayed, {} active leases restored{}{}{}, in {} ms ({} durability)",
         dir.display(),
         r.records,
         held,
@@ -98,6 +111,11 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             String::new()
         } else {
             format!(", {} run-time reservations", reservations.len())
+        },
+        if members.is_empty() {
+            String::new()
+        } else {
+            format!(", {} run-time class members", members.len())
         },
         r.resharded_from
             .map(|n| format!(", redistributed from {n} to {count} shards"))
@@ -110,6 +128,7 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
         engines,
         writers: opened.writers.into_iter().map(Some).collect(),
         reservations,
+        members,
         failover: opened
             .state
             .failover
@@ -119,10 +138,8 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
 }
 
 /// Gives every engine the run-time reservations the journal holds, before the leases
-/// come back (they restore around reserved addresses), and the highest stamp any record
-/// carries, so that the next records of a reservation are newer. Those the configuration
-/// no longer allows (it changed since they were added) are logged and removed from the
-/// journal.
+/// come back (they restore around reserved addresses). Those the configuration no longer
+/// allows (it changed since they were added) are logged and removed from the journal.
 fn restore_reservations(
     config: &Config,
     engines: &mut [Engine],
@@ -133,7 +150,6 @@ fn restore_reservations(
     let replayed = state.sorted_reservations().into_iter().map(from_journal);
     let (runtime, refused) = reserve::accept(&config.policy, replayed);
     for e in engines.iter_mut() {
-        e.witness(state.max_stamp);
         for r in runtime.values() {
             e.restore_reservation(r.clone());
         }
@@ -145,13 +161,74 @@ fn restore_reservations(
             "journal: the run-time reservation of {addr} for {} no longer fits the configuration ({why}): removed",
             reserve::host(&r)
         );
-        if let (Some(w), Some(e)) = (writer.as_deref_mut(), engines.first_mut()) {
-            if let Err(err) = w.remove_reservation(e.next_stamp(now), addr) {
-                tracing::warn!("journal: cannot record the removal of {addr}: {err}");
+        forget(writer.as_deref_mut(), engines, now, &addr, |stamp| {
+            Record::ReservationRemoved { stamp, addr }
+        });
+    }
+    runtime
+}
+
+/// The class members added at run time, as the control side keeps them: in class and
+/// value order, the order `class-members` lists them in.
+pub type Members = BTreeSet<ClassMember>;
+
+/// Gives every engine the run-time class members the journal holds. Those whose class is
+/// gone from the configuration, no longer matches by value, or now lists the value
+/// itself, are logged and removed from the journal, as reservations are.
+fn restore_members(
+    engines: &mut [Engine],
+    state: &journal::State,
+    mut writer: Option<&mut ShardWriter>,
+    now: u64,
+) -> Members {
+    let mut members = Members::new();
+    for m in state.sorted_members() {
+        let member = ClassMember {
+            class: String::from_utf8_lossy(&m.class).into_owned(),
+            value: m.value.to_vec(),
+        };
+        // Every engine runs the same policy with the same members, so the first one's
+        // answer is every one's.
+        let Some((first, rest)) = engines.split_first_mut() else {
+            break;
+        };
+        match first.add_class_member(&member.class, &member.value) {
+            Ok(()) => {
+                for e in rest {
+                    let _ = e.add_class_member(&member.class, &member.value);
+                }
+                members.insert(member);
+            }
+            Err(why) => {
+                let what = format!("the run-time {member}");
+                tracing::warn!("journal: {what} no longer fits the configuration ({why}): removed");
+                forget(writer.as_deref_mut(), engines, now, &what, |stamp| {
+                    Record::MemberRemoved(MemberRecord {
+                        stamp,
+                        class: &m.class,
+                        value: &m.value,
+                    })
+                });
             }
         }
     }
-    runtime
+    members
+}
+
+/// Journals the removal of something replay found no longer fits (`what` names it in the
+/// log), with the next stamp of the first engine.
+fn forget<'r>(
+    writer: Option<&mut ShardWriter>,
+    engines: &mut [Engine],
+    now: u64,
+    what: &dyn std::fmt::Display,
+    removal: impl FnOnce(u64) -> Record<'r>,
+) {
+    if let (Some(w), Some(e)) = (writer, engines.first_mut()) {
+        if let Err(err) = w.append(&removal(e.next_stamp(now))) {
+            tracing::warn!("journal: cannot record the removal of {what}: {err}");
+        }
+    }
 }
 
 /// A reservation as the journal keeps it, as the engine uses it.
@@ -249,13 +326,47 @@ impl Committer {
         r: Option<&Reservation>,
         now: u64,
     ) -> Result<Option<u64>, String> {
-        let stamp = engine.next_stamp(now);
-        let rec = match r {
-            Some(r) => Record::ReservationAdded(
-                reservation_record(r, stamp).ok_or("a reservation without an address")?,
-            ),
-            None => Record::ReservationRemoved { stamp, addr },
-        };
+        self.journal_with(engine, now, |stamp| {
+            Ok(match r {
+                Some(r) => Record::ReservationAdded(
+                    reservation_record(r, stamp).ok_or("a reservation without an address")?,
+                ),
+                None => Record::ReservationRemoved { stamp, addr },
+            })
+        })
+    }
+
+    /// In a shard's thread: appends the record of run-time class member `m` added, or
+    /// removed when not `added`, as `journal_reservation` does.
+    pub fn journal_member(
+        &mut self,
+        engine: &mut Engine,
+        m: &ClassMember,
+        added: bool,
+        now: u64,
+    ) -> Result<Option<u64>, String> {
+        self.journal_with(engine, now, |stamp| {
+            let m = MemberRecord {
+                stamp,
+                class: m.class.as_bytes(),
+                value: &m.value,
+            };
+            Ok(if added {
+                Record::MemberAdded(m)
+            } else {
+                Record::MemberRemoved(m)
+            })
+        })
+    }
+
+    /// Appends the record `record` makes with this shard's next stamp.
+    fn journal_with<'r>(
+        &mut self,
+        engine: &mut Engine,
+        now: u64,
+        record: impl FnOnce(u64) -> Result<Record<'r>, &'static str>,
+    ) -> Result<Option<u64>, String> {
+        let rec = record(engine.next_stamp(now))?;
         match self.append(&rec) {
             None => Ok(None),
             Some(Ok(seq)) => Ok(Some(seq)),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use comfy_table::{presets, CellAlignment, Table};
 
 use dhcp_server::control::{
-    FailoverStatus, LeasePage, RelayInfo, ReloadReport, ReservationPage, Stats, Status,
+    FailoverStatus, LeasePage, MemberPage, RelayInfo, ReloadReport, ReservationPage, Stats, Status,
 };
 
 /// Per-second rates between two snapshots of a counter map (0 where a counter went back,
@@ -180,6 +180,26 @@ pub(super) fn reservations(page: &ReservationPage) -> String {
     );
     if let Some(next) = page.next_cursor {
         let _ = writeln!(out, "more: --cursor {next} (or --all)");
+    }
+    out
+}
+
+pub(super) fn members(page: &MemberPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.class.clone(),
+                m.value.clone(),
+                m.hex.clone(),
+                m.source.name().to_owned(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["CLASS", "VALUE", "HEX", "SOURCE"], &rows);
+    if let Some(next) = &page.next_cursor {
+        let _ = writeln!(out, "more: --cursor {} (or --all)", next.cursor());
     }
     out
 }
@@ -524,6 +544,33 @@ mod tests {
         assert!(t.contains("1m 30s"), "{t}");
         assert!(t.contains("eth-3/cpe"), "{t}");
         assert!(t.ends_with("more: --cursor 192.0.2.10 (or --all)\n"), "{t}");
+    }
+
+    #[test]
+    fn members_table_shows_text_hex_source_and_cursor() {
+        let port = ClassMember {
+            class: "line".into(),
+            value: b"port-7".to_vec(),
+        };
+        let binary = ClassMember {
+            class: "line".into(),
+            value: vec![0, 1],
+        };
+        let page = MemberPage {
+            members: vec![
+                MemberInfo::new(&binary, Source::File),
+                MemberInfo::new(&port, Source::Control),
+            ],
+            next_cursor: Some(port.clone()),
+        };
+        let t = members(&page);
+        assert_eq!(
+            t,
+            "CLASS  VALUE   HEX                SOURCE\n\
+             line   00:01   00:01              file\n\
+             line   port-7  70:6f:72:74:2d:37  control\n\
+             more: --cursor line/70:6f:72:74:2d:37 (or --all)\n"
+        );
     }
 
     fn sample_status(failover: Option<FailoverStatus>) -> Status {

@@ -8,9 +8,15 @@
 //! - `reservation-del`: journaled first (durably), then every shard lets the address go;
 //!   the shard that knows a client for it keeps it, and a pool address nobody kept goes
 //!   to the shard that owned it at start.
+//! - `class-member-add`: every shard lists the value in its class (all refuse alike when
+//!   the class is unknown, has a test, or lists it already), then shard 0 journals it and
+//!   the reply waits until the record is on disk; members are known to every shard since
+//!   a class's clients hash to all of them.
+//! - `class-member-del`: journaled first (durably), then every shard ends it.
 //! - `reload` (and SIGHUP): the file is read and checked whole, the safe part of it
 //!   (`config::reload`) goes to every shard through its queue, addresses the file no
-//!   longer reserves are handed out as for `reservation-del`.
+//!   longer reserves are handed out as for `reservation-del`. Classes need a restart,
+//!   so run-time members stay as they are.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -18,25 +24,45 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
-use super::{Ask, Operated, Registry, Told};
+use super::{Ask, Change, Operated, Registry, Told};
 use crate::config::reserve::{self, Refusal};
 use crate::config::{self, reload, Config, Reservation, Subscriber};
 use crate::control::{
-    ClientId, ClientIdentity, ControlError, LeaseFilter, MacAddr, PageQuery, ReloadReport,
-    ReservationInfo, ReservationPage, ReservationSource, ReservationSpec,
+    ClassMember, ClientId, ClientIdentity, ControlError, LeaseFilter, MacAddr, MemberInfo,
+    MemberPage, MemberQuery, PageQuery, ReloadReport, ReservationInfo, ReservationPage,
+    ReservationSpec, Source,
 };
+use dhcp_proto::engine::NotMember;
+use dhcp_proto::lease::printable;
+use dhcp_proto::policy::class::{self, Membership};
 
-/// How long a reply waits for a reservation's journal record to be on disk.
+/// How long a reply waits for a change's journal record to be on disk.
 const DURABLE: Duration = Duration::from_secs(5);
 
-/// Why a reservation's record is not known to be on disk.
-enum NotDurable {
-    /// Not written: nothing changed on disk.
-    Failed(String),
-    /// Written, not confirmed on disk in time.
-    Slow,
-    /// The worker did not answer.
-    Unanswered(ControlError),
+/// The reply to a change in force whose record the journal has not confirmed on disk in
+/// time: `what` `done`, and what that risks.
+fn unconfirmed(what: &str, done: &str, risk: &str) -> ControlError {
+    ControlError::Unavailable(format!(
+        "{what} {done}, but the journal has not confirmed it on disk within {} s (see status): {risk}",
+        DURABLE.as_secs()
+    ))
+}
+
+/// A member change the shards refused, as the control socket's error.
+fn not_member(why: NotMember) -> ControlError {
+    let message = why.to_string();
+    match why {
+        NotMember::NoClass(_) | NotMember::Absent { .. } => ControlError::NotFound(message),
+        NotMember::NotMatching(_) => ControlError::InvalidArgument(message),
+        NotMember::Already { .. } => ControlError::Conflict(message),
+    }
+}
+
+/// The first `limit` of `all` and whether more follow.
+fn page<T>(mut all: Vec<T>, limit: u32) -> (Vec<T>, bool) {
+    let more = all.len() > limit as usize;
+    all.truncate(limit as usize);
+    (all, more)
 }
 
 fn refusal(r: Refusal) -> ControlError {
@@ -76,6 +102,30 @@ fn pooled(config: &Config, addr: Ipv4Addr) -> bool {
         .subnets
         .iter()
         .any(|s| s.pools.iter().any(|p| p.contains(addr)))
+}
+
+/// Why `m` is not a run-time member to remove: no such class, a class with a test, a
+/// member of the file (changed there), or not a member at all.
+fn not_at_run_time(config: &Config, m: &ClassMember) -> ControlError {
+    let (i, c) = match class::matching(&config.policy.classes, &m.class) {
+        Ok(found) => found,
+        Err(why) => return not_member(why),
+    };
+    let in_file = match &c.membership {
+        Membership::Match { subclasses, .. } => subclasses.iter().any(|s| s.value == m.value),
+        Membership::Test(_) => false,
+    };
+    if in_file {
+        // Classes need a restart, so a reload would not apply the change.
+        ControlError::NotFound(format!(
+            "the {m} is listed in the configuration file (class[{i}]): change it there, then restart"
+        ))
+    } else {
+        not_member(NotMember::Absent {
+            class: m.class.clone(),
+            value: printable(&m.value),
+        })
+    }
 }
 
 /// The file's reservation of `addr`, as its key path.
@@ -126,21 +176,41 @@ impl Operated {
         (u32::from(addr) % self.shards.len().max(1) as u32) as usize
     }
 
-    /// Has shard 0 journal the reservation of `addr` (`None`: its removal) and waits
-    /// until the record is on disk.
-    fn journal_durably(&self, addr: Ipv4Addr, r: Option<&Reservation>) -> Result<(), NotDurable> {
-        let told = self
-            .ask_one(0, Ask::Journal(addr, r.map(|r| Box::new(r.clone()))))
-            .map_err(NotDurable::Unanswered)?;
-        match told {
-            Told::Journaled(Ok(None)) => Ok(()),
-            Told::Journaled(Ok(Some(seq))) => match &self.durable[0] {
-                Some(watch) if !watch.wait(seq, DURABLE) => Err(NotDurable::Slow),
-                _ => Ok(()),
-            },
-            Told::Journaled(Err(why)) => Err(NotDurable::Failed(why)),
-            _ => Err(NotDurable::Failed("unexpected answer from worker 0".into())),
+    /// Has shard 0 journal `change` and waits until the record is on disk: `Ok(false)`.
+    /// `Ok(true)` when it is written but not confirmed on disk in time: the change stands
+    /// and the caller says so. When it cannot be written, `undo` takes back what the
+    /// shards already made and the error says nothing changed (`what` names the change).
+    fn durably(
+        &self,
+        change: Change,
+        what: &str,
+        undo: impl FnOnce() -> Result<(), ControlError>,
+    ) -> Result<bool, ControlError> {
+        let why = match self.ask_one(0, Ask::Journal(change))? {
+            Told::Journaled(Ok(None)) => return Ok(false),
+            Told::Journaled(Ok(Some(seq))) => {
+                return Ok(self.durable[0]
+                    .as_ref()
+                    .is_some_and(|watch| !watch.wait(seq, DURABLE)))
+            }
+            Told::Journaled(Err(why)) => why,
+            _ => "unexpected answer from worker 0".into(),
+        };
+        undo()?;
+        Err(ControlError::Unavailable(format!(
+            "cannot journal {what} ({why}): nothing changed"
+        )))
+    }
+
+    /// Takes a change back from the shards that made it (`Done(true)`) when another
+    /// refused it.
+    fn take_back(&self, told: &[Told], undo: impl Fn() -> Ask) -> Result<(), ControlError> {
+        for (i, t) in told.iter().enumerate() {
+            if matches!(t, Told::Done(true)) {
+                self.ask_one(i, undo())?;
+            }
         }
+        Ok(())
     }
 
     /// Every shard lets `addr` go; a pool address nobody kept goes to its first owner.
@@ -177,35 +247,19 @@ impl Operated {
             .collect();
         if !refused.is_empty() {
             // Only the shard that holds the address refuses; the others had it foreign.
-            for (i, t) in told.iter().enumerate() {
-                if matches!(t, Told::Done(true)) {
-                    self.ask_one(i, Ask::Unreserve(addr))?;
-                }
-            }
+            self.take_back(&told, || Ask::Unreserve(addr))?;
             return Err(ControlError::Conflict(format!(
                 "{}: free it first (ctl lease-delete --address {addr}) or wait until it ends",
                 refused.join("; ")
             )));
         }
         let host = reserve::host(&r);
-        match self.journal_durably(addr, Some(&r)) {
-            Ok(()) => {}
-            Err(NotDurable::Failed(why)) => {
-                self.unreserve_everywhere(&reg.config, addr)?;
-                return Err(ControlError::Unavailable(format!(
-                    "cannot journal the reservation of {addr} ({why}): nothing changed"
-                )));
-            }
-            Err(NotDurable::Unanswered(e)) => return Err(e),
-            Err(NotDurable::Slow) => {
-                reg.runtime.insert(addr, r);
-                self.count(&reg);
-                return Err(ControlError::Unavailable(format!(
-                    "the reservation of {addr} for {host} is in force and written, but the journal has not confirmed it on disk within {} s (see status): it may not survive a crash",
-                    DURABLE.as_secs()
-                )));
-            }
-        }
+        let what = format!("the reservation of {addr} for {host}");
+        let slow = self.durably(
+            Change::Reservation(addr, Some(Box::new(r.clone()))),
+            &what,
+            || self.unreserve_everywhere(&reg.config, addr).map(drop),
+        )?;
         tracing::info!(
             "reservation added: {addr} for {host}{}",
             r.host_name
@@ -215,6 +269,13 @@ impl Operated {
         );
         reg.runtime.insert(addr, r);
         self.count(&reg);
+        if slow {
+            return Err(unconfirmed(
+                &what,
+                "is in force and written",
+                "it may not survive a crash",
+            ));
+        }
         Ok(())
     }
 
@@ -228,16 +289,11 @@ impl Operated {
                 None => format!("no run-time reservation for {addr}"),
             }));
         };
-        let slow = match self.journal_durably(addr, None) {
-            Ok(()) => false,
-            Err(NotDurable::Failed(why)) => {
-                return Err(ControlError::Unavailable(format!(
-                    "cannot journal the removal of {addr} ({why}): nothing changed"
-                )))
-            }
-            Err(NotDurable::Unanswered(e)) => return Err(e),
-            Err(NotDurable::Slow) => true,
-        };
+        let slow = self.durably(
+            Change::Reservation(addr, None),
+            &format!("the removal of {addr}"),
+            || Ok(()),
+        )?;
         reg.runtime.remove(&addr);
         self.count(&reg);
         let holder = self.unreserve_everywhere(&reg.config, addr)?;
@@ -247,12 +303,100 @@ impl Operated {
         }
         tracing::info!("reservation removed: {addr} for {}", reserve::host(&r));
         if slow {
-            return Err(ControlError::Unavailable(format!(
-                "the reservation of {addr} is removed and the removal written, but the journal has not confirmed it on disk within {} s (see status): after a crash it may be back",
-                DURABLE.as_secs()
-            )));
+            return Err(unconfirmed(
+                &format!("the reservation of {addr}"),
+                "is removed and the removal written",
+                "after a crash it may be back",
+            ));
         }
         Ok(())
+    }
+
+    pub(super) fn add_member(&self, m: ClassMember) -> Result<(), ControlError> {
+        let mut reg = self.lock();
+        let told = self.ask_every(|| Ask::AddMember(m.clone()))?;
+        let refused = told.iter().find_map(|t| match t {
+            Told::NotMember(why) => Some(why.clone()),
+            _ => None,
+        });
+        if let Some(why) = refused {
+            // Every shard runs the same classes with the same members, so all refuse
+            // alike; should one have taken it anyway, it gives it back.
+            self.take_back(&told, || Ask::RemoveMember(m.clone()))?;
+            return Err(not_member(why));
+        }
+        let what = format!("the {m}");
+        let slow = self.durably(Change::Member(Box::new(m.clone()), true), &what, || {
+            self.ask_every(|| Ask::RemoveMember(m.clone())).map(drop)
+        })?;
+        tracing::info!("{m} added at run time");
+        reg.members.insert(m);
+        if slow {
+            return Err(unconfirmed(
+                &what,
+                "is in force and written",
+                "it may not survive a crash",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn del_member(&self, m: ClassMember) -> Result<(), ControlError> {
+        let mut reg = self.lock();
+        if !reg.members.contains(&m) {
+            return Err(not_at_run_time(&reg.config, &m));
+        }
+        let what = format!("the {m}");
+        let slow = self.durably(
+            Change::Member(Box::new(m.clone()), false),
+            &format!("the removal of {what}"),
+            || Ok(()),
+        )?;
+        reg.members.remove(&m);
+        // Every shard has it (it is in the registry), so none refuses.
+        self.ask_every(|| Ask::RemoveMember(m.clone()))?;
+        tracing::info!("{m} removed at run time");
+        if slow {
+            return Err(unconfirmed(
+                &what,
+                "is removed and the removal written",
+                "after a crash it may be back",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn list_members(&self, q: &MemberQuery) -> Result<MemberPage, ControlError> {
+        let reg = self.lock();
+        let classes = &reg.config.policy.classes;
+        if let Some(name) = &q.class {
+            class::matching(classes, name).map_err(not_member)?;
+        }
+        let file = classes.iter().flat_map(|c| {
+            let listed = match &c.membership {
+                Membership::Match { subclasses, .. } => subclasses.as_slice(),
+                Membership::Test(_) => &[],
+            };
+            listed.iter().map(|s| {
+                let m = ClassMember {
+                    class: c.name.clone(),
+                    value: s.value.clone(),
+                };
+                (m, Source::File)
+            })
+        });
+        let runtime = reg.members.iter().map(|m| (m.clone(), Source::Control));
+        let mut all: Vec<(ClassMember, Source)> = file
+            .chain(runtime)
+            .filter(|(m, _)| q.class.as_ref().is_none_or(|c| m.class == *c))
+            .filter(|(m, _)| q.cursor.as_ref().is_none_or(|c| m > c))
+            .collect();
+        all.sort();
+        let (all, more) = page(all, q.limit);
+        Ok(MemberPage {
+            next_cursor: more.then(|| all.last().map(|(m, _)| m.clone())).flatten(),
+            members: all.iter().map(|(m, s)| MemberInfo::new(m, *s)).collect(),
+        })
     }
 
     pub(super) fn list_reservations(&self, q: &PageQuery) -> ReservationPage {
@@ -288,11 +432,11 @@ impl Operated {
             .subnets
             .iter()
             .flat_map(|s| &s.reservations)
-            .filter_map(|r| info(r, ReservationSource::File));
+            .filter_map(|r| info(r, Source::File));
         let runtime = reg
             .runtime
             .values()
-            .filter_map(|r| info(r, ReservationSource::Control));
+            .filter_map(|r| info(r, Source::Control));
         let mut all: Vec<ReservationInfo> = file
             .chain(runtime)
             .filter(|r| q.cursor.is_none_or(|c| r.address > c))
@@ -304,9 +448,7 @@ impl Operated {
             })
             .collect();
         all.sort_by_key(|r| r.address);
-        let limit = q.limit as usize;
-        let more = all.len() > limit;
-        all.truncate(limit);
+        let (all, more) = page(all, q.limit);
         ReservationPage {
             next_cursor: more.then(|| all.last().map(|r| r.address)).flatten(),
             reservations: all,
