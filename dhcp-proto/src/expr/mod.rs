@@ -99,8 +99,10 @@ impl fmt::Display for Value {
 }
 
 /// A one-pass index of a request, built once per message only when classes are
-/// configured: the position of the first instance of each option code and of each relay
-/// sub-option, so every field read in eval is O(1). No heap allocation.
+/// configured: the position of the first instance of each option code, so every option
+/// read in eval is O(1). Relay sub-options are few (a relay adds two to five), so they
+/// are found by walking option 82 when read, which costs less than indexing them for
+/// every message. No heap allocation.
 #[derive(Debug, Clone)]
 pub struct Packet<'a> {
     msg: Message<'a>,
@@ -112,11 +114,10 @@ pub struct Packet<'a> {
     /// A DHCP message is one UDP datagram, under 64 KiB, so 16 bits hold any offset
     /// and the index stays small enough to build for every message.
     options: [u16; 256],
-    /// The same for relay sub-options, as offsets into `relay` (at most 255 octets).
-    relay_subs: [u8; 256],
 }
 
 impl<'a> Packet<'a> {
+    #[inline(always)]
     pub fn new(req: &Request<'a>) -> Packet<'a> {
         let buf = req.msg.bytes();
         let mut options = [0u16; 256];
@@ -127,18 +128,10 @@ impl<'a> Packet<'a> {
             }
         }
         let relay = req.relay_agent_info.unwrap_or_default();
-        let mut relay_subs = [0u8; 256];
-        for (sub, value) in SubOptions::new(relay) {
-            let slot = &mut relay_subs[usize::from(sub)];
-            if *slot == 0 {
-                *slot = u8::try_from(offset_in(relay, value)).unwrap_or(0);
-            }
-        }
         Packet {
             msg: req.msg,
             relay,
             options,
-            relay_subs,
         }
     }
 
@@ -147,7 +140,9 @@ impl<'a> Packet<'a> {
     }
 
     fn relay_sub(&self, code: u8) -> Option<&'a [u8]> {
-        at_offset(self.relay, usize::from(self.relay_subs[usize::from(code)]))
+        SubOptions::new(self.relay)
+            .find(|s| s.0 == code)
+            .map(|s| s.1)
     }
 
     fn header(&self, at: usize, len: usize) -> Option<&'a [u8]> {
@@ -277,8 +272,9 @@ impl Op {
             Op::Ne => a != b,
             Op::StartsWith => a.starts_with(b),
             Op::EndsWith => a.ends_with(b),
-            // windows(0) would panic; every value contains the empty one.
-            Op::Contains => b.is_empty() || a.windows(b.len()).any(|w| w == b),
+            // windows(0) would panic; every value contains the empty one. The first octet
+            // is checked before the slice compare, which would be a call per window.
+            Op::Contains => b.is_empty() || a.windows(b.len()).any(|w| w[0] == b[0] && w == b),
         }
     }
 }
