@@ -637,9 +637,10 @@ fn report(rows: &[Row], mixed: &[Mixed], quick: bool) -> Result {
     };
     let (kea, ceiling) = (best_of("kea"), best_of(REFLECTOR));
     let mut table = String::new();
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(32);
     let _ = writeln!(
         table,
-        "{:32} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>7} {:>8} {:>14}",
+        "{:w$} {:>10} {:>10} {:>7} {:>7} {:>8} {:>10} {:>7} {:>8} {:>14}",
         "server",
         "max rate/s",
         "leases/s",
@@ -662,7 +663,7 @@ fn report(rows: &[Row], mixed: &[Mixed], quick: bool) -> Result {
         let vs_ceiling = ceiling.map_or(f64::NAN, |c| b.leases_per_s / c);
         let _ = writeln!(
             table,
-            "{:32} {:>10} {:>10.0} {:>7.0} {:>7.0} {:>8.0} {:>10.1} {:>6.1}x {:>7.0}% {:>8.0} ({:.1}%)",
+            "{:w$} {:>10} {:>10.0} {:>7.0} {:>7.0} {:>8.0} {:>10.1} {:>6.1}x {:>7.0}% {:>8.0} ({:.1}%)",
             r.name,
             b.rate,
             b.leases_per_s,
