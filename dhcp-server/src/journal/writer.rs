@@ -31,7 +31,7 @@ use super::record::Encode;
 use super::replay::Sealed;
 use super::segment::{self, Kind, Name, Segment, HEADER_LEN};
 use super::Durability;
-use dhcp_proto::lease::{FailoverRecord, LeaseRecord, Record, ReservationRecord};
+use dhcp_proto::lease::{FailoverRecord, LeaseRecord, Record};
 
 /// How long the flusher looks for new work, yielding the CPU between looks, before it
 /// sleeps (a wake-up costs the writer a system call, so under steady load the flusher
@@ -247,14 +247,6 @@ impl ShardWriter {
 
     pub fn append_lease(&mut self, rec: &LeaseRecord<'_>) -> Result<u64> {
         self.append(&Record::Lease(*rec))
-    }
-
-    pub fn append_reservation(&mut self, rec: &ReservationRecord<'_>) -> Result<u64> {
-        self.append(&Record::ReservationAdded(*rec))
-    }
-
-    pub fn remove_reservation(&mut self, stamp: u64, addr: std::net::Ipv4Addr) -> Result<u64> {
-        self.append(&Record::ReservationRemoved { stamp, addr })
     }
 
     pub fn append_failover(&mut self, rec: &FailoverRecord<'_>) -> Result<u64> {
