@@ -1,7 +1,8 @@
 //! Engine plus codec, no I/O: DORA exchanges of distinct new clients per second on one
 //! core (each iteration is one full DISCOVER/OFFER/REQUEST/ACK, both messages parsed and
 //! both replies written). Issue target: at least 1,000,000 a second, also with 20 client
-//! classes and 100,000 subclass members, every client relayed with its own circuit id.
+//! classes and 100,000 subclass members, every client relayed with its own circuit id;
+//! and the same with a lease limit per line, which adds a shared counter per new lease.
 
 use std::time::{Duration, Instant};
 
@@ -19,11 +20,17 @@ fn dora(c: &mut Criterion) {
         relayed: Some(RELAY),
         lines: LINES,
     };
-    let classed = policy_with_classes(LINES);
-    let runs: [(&str, &dyn Fn() -> Policy, Shape); 3] = [
+    let classed = policy_with_classes(LINES, false);
+    let limited = policy_with_classes(LINES, true);
+    let runs: [(&str, &dyn Fn() -> Policy, Shape); 4] = [
         ("dora_new_client", &policy, Shape::default()),
         ("dora_new_client_relayed", &policy, relayed),
         ("dora_new_client_classes", &|| classed.clone(), relayed),
+        (
+            "dora_new_client_classes_limited",
+            &|| limited.clone(),
+            relayed,
+        ),
     ];
     for (name, make, shape) in runs {
         group.bench_function(name, |b| {

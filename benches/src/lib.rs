@@ -61,8 +61,9 @@ pub const CLASSES: &str = include_str!("../classes.toml");
 
 /// `policy()` with the classes of `CLASSES`, the line class listing `lines` members
 /// (`line-0`...) besides taking every value (spawn), so each client's circuit id is one
-/// hash lookup among them.
-pub fn policy_with_classes(lines: u32) -> Policy {
+/// hash lookup among them; without `limited`, the line class's lease limit left out, to
+/// tell what classes cost from what a limit costs.
+pub fn policy_with_classes(lines: u32, limited: bool) -> Policy {
     use dhcp_proto::policy::{Membership, Settings, Subclass};
     let text = format!(
         "interfaces = [\"bench0\"]\n{CLASSES}\n[[subnet]]\nsubnet = \"198.18.0.0/15\"\n\
@@ -74,6 +75,9 @@ pub fn policy_with_classes(lines: u32) -> Policy {
     p.classes = file.policy.classes;
     let mut id = [0u8; 16];
     for c in &mut p.classes {
+        if !limited {
+            c.lease_limit = None;
+        }
         if let Membership::Match { subclasses, .. } = &mut c.membership {
             subclasses.extend((0..lines).map(|l| {
                 let len = line_id(l, &mut id);
@@ -340,6 +344,21 @@ impl Default for Driver {
 mod tests {
     use super::*;
     use dhcp_proto::wire::{MessageType, Request};
+
+    /// The classed benchmarks serve every client, each on its own line, through 20 classes.
+    #[test]
+    fn the_benchmark_classes_load_and_serve() {
+        let p = policy_with_classes(1000, true);
+        assert_eq!(p.classes.len(), 20);
+        let shape = Shape {
+            relayed: Some(RELAY),
+            lines: 1000,
+        };
+        let mut d = Driver::with(p, shape);
+        for _ in 0..2000 {
+            d.dora();
+        }
+    }
 
     #[test]
     fn built_messages_parse_as_what_they_claim() {
