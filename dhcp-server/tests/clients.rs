@@ -4,6 +4,7 @@
 //! UDP sockets, and XDP with two AF_XDP workers. Needs root; see `common`.
 
 #[allow(dead_code)] // each test crate uses part of the shared harness
+#[macro_use]
 mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};
@@ -15,22 +16,6 @@ use common::{
     dhclient_args, one_liner, perf_stats, perfdhcp, perfdhcp_dora, require, wait_for_file, Backend,
     Lab, SERVER_BIN,
 };
-
-/// Runs a test body once per backend, as `NAME::udp` and `NAME::xdp`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn udp() {
-                super::$name(super::Backend::Udp);
-            }
-            #[test]
-            fn xdp() {
-                super::$name(super::Backend::Xdp);
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     dhclient_gets_a_lease_and_renews_it,

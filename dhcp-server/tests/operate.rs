@@ -10,27 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{one_liner, perf_stats, perfdhcp_dora, require, Backend, Lab, SERVER_BIN};
-
-fn ctl(socket: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(SERVER_BIN)
-        .args(["ctl", "--socket", socket, "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ctl {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
+use common::{ctl_json, one_liner, perf_stats, perfdhcp_dora, require, Backend, Lab, SERVER_BIN};
 
 fn on_backend(backend: Backend) {
     let Some(mut lab) = Lab::new("operate", "198.18.0.1/15") else {
@@ -48,7 +28,7 @@ fn on_backend(backend: Backend) {
     );
     args.extend_from_slice(&["--control-socket", &socket, "--state-dir", &state]);
     let server = lab.start_server(&args);
-    let status = ctl(&socket, &["status"]);
+    let status = ctl_json(&socket, &["status"]);
     assert_eq!(status["ready"], true, "{status}");
 
     let client_if = lab.client_if.clone();
@@ -84,7 +64,7 @@ fn on_backend(backend: Backend) {
         "100 control clients took {took:?}"
     );
 
-    let stats = ctl(&socket, &["stats"]);
+    let stats = ctl_json(&socket, &["stats"]);
     let count = |side: &str, kind: &str| stats[side][kind].as_u64().unwrap();
     assert_eq!(count("received", "discover"), offers.sent, "{stats}");
     assert_eq!(count("sent", "offer"), offers.received, "{stats}");
@@ -102,16 +82,16 @@ fn on_backend(backend: Backend) {
         "{stats}"
     );
 
-    let page = ctl(&socket, &["leases", "--limit", "1000"]);
+    let page = ctl_json(&socket, &["leases", "--limit", "1000"]);
     let listed = page["leases"].as_array().unwrap();
     assert_eq!(listed.len(), 1000, "{page}");
     assert!(page["next_cursor"].is_string(), "{page}");
     let addr = listed[0]["address"].as_str().unwrap().to_owned();
-    ctl(&socket, &["lease-release", "--address", &addr]);
-    let one = ctl(&socket, &["leases", "--address", &addr]);
+    ctl_json(&socket, &["lease-release", "--address", &addr]);
+    let one = ctl_json(&socket, &["leases", "--address", &addr]);
     assert_eq!(one["leases"][0]["state"], "released", "{one}");
-    ctl(&socket, &["lease-delete", "--address", &addr]);
-    let none = ctl(&socket, &["leases", "--address", &addr]);
+    ctl_json(&socket, &["lease-delete", "--address", &addr]);
+    let none = ctl_json(&socket, &["leases", "--address", &addr]);
     assert_eq!(none["leases"].as_array().unwrap().len(), 0, "{none}");
 
     let bye = Command::new(SERVER_BIN)
@@ -146,9 +126,9 @@ fn on_backend(backend: Backend) {
     // The operator's changes were journaled: after a restart the deleted lease is gone
     // and the others are still there.
     let server = lab.start_server(&args);
-    let again = ctl(&socket, &["leases", "--address", &addr]);
+    let again = ctl_json(&socket, &["leases", "--address", &addr]);
     assert_eq!(again["leases"].as_array().unwrap().len(), 0, "{again}");
-    let stats = ctl(&socket, &["stats"]);
+    let stats = ctl_json(&socket, &["stats"]);
     assert_eq!(
         stats["pools"][0]["active"].as_u64().unwrap(),
         acks.received.min(2000) - 1,

@@ -14,6 +14,7 @@
 //! Needs root; see `common`.
 
 #[allow(dead_code)] // each test crate uses part of the shared harness
+#[macro_use]
 mod common;
 
 use std::net::Ipv4Addr;
@@ -21,23 +22,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{require, wait_for_file, Backend, Lab, Server, SERVER_BIN};
-
-/// Runs a test body once per backend, as `NAME::udp` and `NAME::xdp`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn udp() {
-                super::$name(super::Backend::Udp);
-            }
-            #[test]
-            fn xdp() {
-                super::$name(super::Backend::Xdp);
-            }
-        }
-    )*};
-}
+use common::{ctl_json, require, wait_for_file, Backend, Lab, Server};
 
 on_both_backends!(
     a_class_on_the_relays_circuit_id_picks_the_pool,
@@ -241,23 +226,7 @@ impl RelayLab {
     }
 
     fn ctl(&self, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(SERVER_BIN)
-            .args(["ctl", "--socket", &self.socket, "--json"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "ctl {args:?} printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        ctl_json(&self.socket, args)
     }
 
     /// Every lease the server lists.

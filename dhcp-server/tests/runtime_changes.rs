@@ -8,6 +8,7 @@
 //! see `common`.
 
 #[allow(dead_code)]
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -16,21 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::{one_liner, require, Backend, Lab, SERVER_BIN};
 use serde_json::Value;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn udp() {
-                super::$name(super::Backend::Udp);
-            }
-            #[test]
-            fn xdp() {
-                super::$name(super::Backend::Xdp);
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     a_reservation_added_at_run_time_is_served_kept_and_removed,

@@ -14,6 +14,23 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// Runs a test body once per backend, as `NAME::udp` and `NAME::xdp`.
+#[allow(unused_macros)] // each test crate uses part of the shared harness
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn udp() {
+                super::$name(super::Backend::Udp);
+            }
+            #[test]
+            fn xdp() {
+                super::$name(super::Backend::Xdp);
+            }
+        }
+    )*};
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_dhcp-server");
@@ -417,4 +434,26 @@ pub fn perf_stats(output: &str, exchange: &str) -> PerfStats {
         received: field("received packets:"),
         drops: field("drops:"),
     }
+}
+
+/// `dhcp-server ctl --json ARGS` against the control socket at `socket`: its reply,
+/// after checking the command succeeded.
+pub fn ctl_json(socket: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(SERVER_BIN)
+        .args(["ctl", "--socket", socket, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ctl {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }

@@ -8,6 +8,7 @@ use dhcp_proto::policy::class::{builtin, Class, Membership, Settings, Subclass};
 
 use super::*;
 
+/// A class's own keys; its settings' keys (`SETTINGS_KEYS`) come besides.
 const CLASS_KEYS: &[&str] = &[
     "name",
     "test",
@@ -16,6 +17,13 @@ const CLASS_KEYS: &[&str] = &[
     "subclass",
     "members",
     "lease-limit",
+];
+
+/// A listed member's own keys, besides the settings' keys.
+const SUBCLASS_KEYS: &[&str] = &["value", "hex"];
+
+/// What a class or a subclass member may set, besides options.
+const SETTINGS_KEYS: &[&str] = &[
     "next-server",
     "filename",
     "lease-time",
@@ -25,25 +33,8 @@ const CLASS_KEYS: &[&str] = &[
     "rebind-time",
 ];
 
-const SUBCLASS_KEYS: &[&str] = &[
-    "value",
-    "hex",
-    "next-server",
-    "filename",
-    "lease-time",
-    "min-lease-time",
-    "max-lease-time",
-    "renew-time",
-    "rebind-time",
-];
-
-const LEASE_KEYS: &[&str] = &[
-    "lease-time",
-    "min-lease-time",
-    "max-lease-time",
-    "renew-time",
-    "rebind-time",
-];
+/// The keys of `SETTINGS_KEYS` that set lease times.
+const LEASE_KEYS: &[&str] = SETTINGS_KEYS.split_at(2).1;
 
 impl Walker {
     pub(super) fn classes(&mut self, root: &DeTable<'_>) -> Vec<Class> {
@@ -78,7 +69,7 @@ impl Walker {
         t: &DeTable<'_>,
         before: &[Class],
     ) -> Option<Class> {
-        self.check_keys(at, t, CLASS_KEYS, true);
+        self.check_keys(at, t, &[CLASS_KEYS, SETTINGS_KEYS].concat(), true);
         let key = |k: &str| format!("{at}.{k}");
         let name = match t.get("name") {
             Some(v) => self.string(&key("name"), v).map(str::to_owned),
@@ -169,7 +160,7 @@ impl Walker {
             let key = format!("{at}.subclass");
             for (k, head, s) in self.tables(&key, v, "class.subclass").unwrap_or_default() {
                 let at = format!("{key}[{k}]");
-                self.check_keys(&at, s, SUBCLASS_KEYS, true);
+                self.check_keys(&at, s, &[SUBCLASS_KEYS, SETTINGS_KEYS].concat(), true);
                 let value = match (s.get("value"), s.get("hex")) {
                     (Some(v), None) => self
                         .string(&format!("{at}.value"), v)

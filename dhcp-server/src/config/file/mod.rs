@@ -775,19 +775,10 @@ pub fn error_at(path: &Path, text: &str, bad: Invalid) -> FileError {
 
 /// Reads, parses and validates a configuration file, returning every error found.
 pub fn load_file(path: &Path) -> Result<Config, Vec<FileError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![FileError {
-            file: path.to_path_buf(),
-            line: 0,
-            key: String::new(),
-            reason: format!("cannot read: {e}"),
-        }]
-    })?;
-    parse(path, &text)
+    load_file_text(path).map(|(c, _)| c)
 }
 
 /// Parses configuration text; `path` only names the file in errors.
-/// Reads a configuration from `text`, errors naming `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<FileError>> {
     let doc = DeTable::parse(text).map_err(|e| {
         // Only the first syntax error: past it the parser's idea of the document is a

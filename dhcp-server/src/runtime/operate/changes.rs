@@ -39,13 +39,25 @@ use dhcp_proto::policy::class::{self, Membership};
 /// How long a reply waits for a change's journal record to be on disk.
 const DURABLE: Duration = Duration::from_secs(5);
 
-/// The reply to a change in force whose record the journal has not confirmed on disk in
-/// time: `what` `done`, and what that risks.
-fn unconfirmed(what: &str, done: &str, risk: &str) -> ControlError {
-    ControlError::Unavailable(format!(
+/// The reply to a change in force: ok once its record is on disk; when the journal has
+/// not confirmed it in time (`slow`), an error saying that `what` (an addition, or a
+/// removal) holds and what that risks.
+fn confirmed(slow: bool, what: &str, added: bool) -> Result<(), ControlError> {
+    if !slow {
+        return Ok(());
+    }
+    let (done, risk) = if added {
+        ("is in force and written", "it may not survive a crash")
+    } else {
+        (
+            "is removed and the removal written",
+            "after a crash it may be back",
+        )
+    };
+    Err(ControlError::Unavailable(format!(
         "{what} {done}, but the journal has not confirmed it on disk within {} s (see status): {risk}",
         DURABLE.as_secs()
-    ))
+    )))
 }
 
 /// A member change the shards refused, as the control socket's error.
@@ -269,14 +281,7 @@ impl Operated {
         );
         reg.runtime.insert(addr, r);
         self.count(&reg);
-        if slow {
-            return Err(unconfirmed(
-                &what,
-                "is in force and written",
-                "it may not survive a crash",
-            ));
-        }
-        Ok(())
+        confirmed(slow, &what, true)
     }
 
     pub(super) fn del_reservation(&self, addr: Ipv4Addr) -> Result<(), ControlError> {
@@ -302,14 +307,7 @@ impl Operated {
             self.ask_one(holder, Ask::TellUnreserved(addr))?;
         }
         tracing::info!("reservation removed: {addr} for {}", reserve::host(&r));
-        if slow {
-            return Err(unconfirmed(
-                &format!("the reservation of {addr}"),
-                "is removed and the removal written",
-                "after a crash it may be back",
-            ));
-        }
-        Ok(())
+        confirmed(slow, &format!("the reservation of {addr}"), false)
     }
 
     pub(super) fn add_member(&self, m: ClassMember) -> Result<(), ControlError> {
@@ -331,14 +329,7 @@ impl Operated {
         })?;
         tracing::info!("{m} added at run time");
         reg.members.insert(m);
-        if slow {
-            return Err(unconfirmed(
-                &what,
-                "is in force and written",
-                "it may not survive a crash",
-            ));
-        }
-        Ok(())
+        confirmed(slow, &what, true)
     }
 
     pub(super) fn del_member(&self, m: ClassMember) -> Result<(), ControlError> {
@@ -356,14 +347,7 @@ impl Operated {
         // Every shard has it (it is in the registry), so none refuses.
         self.ask_every(|| Ask::RemoveMember(m.clone()))?;
         tracing::info!("{m} removed at run time");
-        if slow {
-            return Err(unconfirmed(
-                &what,
-                "is removed and the removal written",
-                "after a crash it may be back",
-            ));
-        }
-        Ok(())
+        confirmed(slow, &what, false)
     }
 
     pub(super) fn list_members(&self, q: &MemberQuery) -> Result<MemberPage, ControlError> {
