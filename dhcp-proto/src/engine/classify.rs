@@ -235,13 +235,11 @@ impl super::Engine {
     fn matching_class(&self, name: &str) -> Result<ClassId, NotMember> {
         class::matching(&self.policy.classes, name).map(|(id, _)| id)
     }
-}
 
-impl super::Engine {
     /// Counts the client's new lease against the limits of its classes (at most
     /// `MAX_CHARGES`, in class order): the class as a whole for a class with a test, the
-    /// client's value (its circuit id, say) for a matching class. `None`, with nothing
-    /// taken, when one of them is reached: the name of that class.
+    /// client's value (its circuit id, say) for a matching class. When one of them is
+    /// reached, nothing is taken and the error names that class.
     pub(super) fn take_limits(&self) -> Result<Charge, &str> {
         let mut charge = NO_CHARGE;
         let limits = self.leases.limits();
@@ -292,7 +290,7 @@ impl super::Engine {
         let limits = self.leases.limits();
         let mut charge = NO_CHARGE;
         for (slot, &(key, _, _)) in charge.iter_mut().zip(&self.classes.limited) {
-            if let Some(at) = limits.place_key(key).filter(|_| key != 0) {
+            if let Some(at) = (key != 0).then(|| limits.place_key(key)).flatten() {
                 limits.force(at);
                 *slot = at;
             }

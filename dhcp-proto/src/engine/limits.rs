@@ -57,11 +57,6 @@ impl Limits {
         }
     }
 
-    /// The counter of `(class, value)`, placed on first use.
-    pub fn place(&self, class: u16, value: &[u8]) -> Option<u32> {
-        self.place_key(self.key(class, value))
-    }
-
     /// What `(class, value)` is found by: hashing alone, without touching the table,
     /// for a message that may not need its counter.
     pub fn key(&self, class: u16, value: &[u8]) -> u64 {
@@ -132,9 +127,9 @@ mod tests {
     #[test]
     fn a_value_is_counted_up_to_its_limit_and_released() {
         let l = Limits::new(16);
-        let a = l.place(0, b"port-1").unwrap();
-        assert_eq!(l.place(0, b"port-1"), Some(a));
-        let b = l.place(1, b"port-1").unwrap();
+        let a = l.place_key(l.key(0, b"port-1")).unwrap();
+        assert_eq!(l.place_key(l.key(0, b"port-1")), Some(a));
+        let b = l.place_key(l.key(1, b"port-1")).unwrap();
         assert_ne!(a, b, "the class is part of the key");
         assert!(l.take(a, 2));
         assert!(l.take(a, 2));
@@ -149,7 +144,7 @@ mod tests {
     #[test]
     fn threads_never_take_more_than_the_limit() {
         let l = std::sync::Arc::new(Limits::new(4));
-        let at = l.place(3, b"olt-1").unwrap();
+        let at = l.place_key(l.key(3, b"olt-1")).unwrap();
         let taken: u32 = (0..4)
             .map(|_| {
                 let l = l.clone();
@@ -164,10 +159,11 @@ mod tests {
     fn a_full_table_stops_placing_and_says_so() {
         let l = Limits::new(1);
         let placed = (0..200u32)
-            .filter(|i| l.place(0, &i.to_le_bytes()).is_some())
+            .filter(|i| l.place_key(l.key(0, &i.to_le_bytes())).is_some())
             .count();
         assert_eq!(placed, 64);
         assert_eq!(l.overflowed(), 136);
-        assert_eq!(Limits::new(0).place(0, b"x"), None);
+        let empty = Limits::new(0);
+        assert_eq!(empty.place_key(empty.key(0, b"x")), None);
     }
 }

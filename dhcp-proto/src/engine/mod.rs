@@ -107,12 +107,9 @@ pub struct Engine {
     /// lists are; and each subnet's pools as a range of those numbers.
     pools: Vec<(u16, u16)>,
     subnet_pools: Vec<std::ops::Range<u16>>,
-    /// Reservations by hardware address and by client identifier: the file's, then the
-    /// run-time ones.
-    res_by_hw: hashbrown::HashMap<[u8; 6], Vec<ResId>>,
-    res_by_id: hashbrown::HashMap<Box<[u8]>, Vec<ResId>>,
-    /// Per `SubscriberKind::ALL` entry: reservations by that identity.
-    res_by_subscriber: [hashbrown::HashMap<Box<[u8]>, Vec<ResId>>; 4],
+    /// Reservations by each identity a request may name: the file's, then the run-time
+    /// ones.
+    res_index: reserve::ResIndex,
     /// Reservations made while running (control socket, journal replay), by a stable
     /// index (`RUNTIME | i` in a `ResId`); `None` is a freed entry, reused next.
     runtime: Vec<Option<(u16, Reservation)>>,
@@ -238,9 +235,7 @@ impl Engine {
             by_net,
             pools,
             subnet_pools,
-            res_by_hw: Default::default(),
-            res_by_id: Default::default(),
-            res_by_subscriber: Default::default(),
+            res_index: Default::default(),
             runtime: Vec::new(),
             runtime_free: Vec::new(),
             runtime_at: Default::default(),
@@ -423,19 +418,16 @@ impl Engine {
     /// which names the client more precisely than its MAC). No lookup at all when
     /// nothing is reserved, the common ISP case.
     fn reservation(&self, net: &[u16], req: &Request<'_>) -> Option<ResId> {
-        if self.res_by_id.is_empty()
-            && self.res_by_hw.is_empty()
-            && self.res_by_subscriber.iter().all(|m| m.is_empty())
-        {
+        if self.res_index.is_empty() {
             return None;
         }
         let client = client_of(req);
         let by_id = (client.kind == KeyKind::ClientId)
-            .then(|| self.res_by_id.get(client.bytes))
+            .then(|| self.res_index.by_id.get(client.bytes))
             .flatten();
         let by_hw = <[u8; 6]>::try_from(req.msg.chaddr())
             .ok()
-            .and_then(|hw| self.res_by_hw.get(&hw));
+            .and_then(|hw| self.res_index.by_hw.get(&hw));
         let in_net = |ids: &Vec<ResId>| ids.iter().find(|(s, _)| net.contains(s)).copied();
         by_id
             .into_iter()
@@ -449,14 +441,18 @@ impl Engine {
         req: &Request<'_>,
         in_net: impl Fn(&Vec<ResId>) -> Option<ResId>,
     ) -> Option<ResId> {
-        let pkt = crate::expr::Packet::new(req);
         SubscriberKind::ALL
             .into_iter()
-            .zip(&self.res_by_subscriber)
+            .zip(&self.res_index.by_subscriber)
             .filter(|(_, map)| !map.is_empty())
             .find_map(|(kind, map)| {
                 let value = match kind {
-                    SubscriberKind::Flex => self.policy.flex_id.as_ref()?.eval(&pkt)?,
+                    // The packet is indexed only when a flex-id reservation needs it.
+                    SubscriberKind::Flex => self
+                        .policy
+                        .flex_id
+                        .as_ref()?
+                        .eval(&crate::expr::Packet::new(req))?,
                     _ => relay::sub_option(req.relay_agent_info?, kind as u8)?,
                 };
                 map.get(value).and_then(&in_net)

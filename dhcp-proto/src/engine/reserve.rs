@@ -16,46 +16,36 @@ use std::sync::Arc;
 
 use crate::policy::Policy;
 
-impl Engine {
-    /// Rebuilds the lookups by hardware address and client identifier: the file's
-    /// reservations first, then the run-time ones.
-    pub(super) fn index_reservations(&mut self) {
-        self.res_by_hw.clear();
-        self.res_by_id.clear();
-        let file = self.policy.subnets.iter().enumerate().flat_map(|(i, s)| {
-            s.reservations
-                .iter()
-                .enumerate()
-                .map(move |(k, r)| ((i as u16, k as u32), r))
-        });
-        let runtime = self
-            .runtime
-            .iter()
-            .enumerate()
-            .filter_map(|(k, e)| e.as_ref().map(|(s, r)| ((*s, RUNTIME | k as u32), r)));
-        let all: Vec<(ResId, Reservation)> =
-            file.chain(runtime).map(|(id, r)| (id, r.clone())).collect();
-        for m in &mut self.res_by_subscriber {
-            m.clear();
-        }
-        for (id, r) in &all {
-            self.index(*id, r);
-        }
+/// The reservations by each identity a request may name, as `ResId`s: the file's and the
+/// run-time ones.
+#[derive(Debug, Default)]
+pub(super) struct ResIndex {
+    pub by_hw: hashbrown::HashMap<[u8; 6], Vec<ResId>>,
+    pub by_id: hashbrown::HashMap<Box<[u8]>, Vec<ResId>>,
+    /// Per `SubscriberKind::ALL` entry: reservations by that identity.
+    pub by_subscriber: [hashbrown::HashMap<Box<[u8]>, Vec<ResId>>; 4],
+}
+
+impl ResIndex {
+    pub fn is_empty(&self) -> bool {
+        self.by_hw.is_empty()
+            && self.by_id.is_empty()
+            && self.by_subscriber.iter().all(|m| m.is_empty())
     }
 
     /// Adds reservation `id` to the lookups by each identity it names.
-    fn index(&mut self, id: ResId, r: &Reservation) {
+    fn insert(&mut self, id: ResId, r: &Reservation) {
         if let Some(hw) = r.hw_address {
-            self.res_by_hw.entry(hw).or_default().push(id);
+            self.by_hw.entry(hw).or_default().push(id);
         }
         if let Some(cid) = &r.client_id {
-            self.res_by_id
+            self.by_id
                 .entry(cid.clone().into_boxed_slice())
                 .or_default()
                 .push(id);
         }
         if let Some(s) = &r.subscriber {
-            self.res_by_subscriber[s.kind.index()]
+            self.by_subscriber[s.kind.index()]
                 .entry(s.value.clone().into_boxed_slice())
                 .or_default()
                 .push(id);
@@ -63,7 +53,7 @@ impl Engine {
     }
 
     /// Takes reservation `id` out of the lookups.
-    fn unindex(&mut self, id: ResId, r: &Reservation) {
+    fn remove(&mut self, id: ResId, r: &Reservation) {
         fn drop_from<K: std::hash::Hash + Eq>(
             map: &mut hashbrown::HashMap<K, Vec<ResId>>,
             key: &K,
@@ -77,18 +67,41 @@ impl Engine {
             }
         }
         if let Some(hw) = r.hw_address {
-            drop_from(&mut self.res_by_hw, &hw, id);
+            drop_from(&mut self.by_hw, &hw, id);
         }
         if let Some(cid) = &r.client_id {
-            drop_from(&mut self.res_by_id, &cid.clone().into_boxed_slice(), id);
+            drop_from(&mut self.by_id, &cid.clone().into_boxed_slice(), id);
         }
         if let Some(s) = &r.subscriber {
             drop_from(
-                &mut self.res_by_subscriber[s.kind.index()],
+                &mut self.by_subscriber[s.kind.index()],
                 &s.value.clone().into_boxed_slice(),
                 id,
             );
         }
+    }
+}
+
+impl Engine {
+    /// Rebuilds the lookups by each identity: the file's reservations first, then the
+    /// run-time ones.
+    pub(super) fn index_reservations(&mut self) {
+        let mut index = ResIndex::default();
+        let file = self.policy.subnets.iter().enumerate().flat_map(|(i, s)| {
+            s.reservations
+                .iter()
+                .enumerate()
+                .map(move |(k, r)| ((i as u16, k as u32), r))
+        });
+        let runtime = self
+            .runtime
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| e.as_ref().map(|(s, r)| ((*s, RUNTIME | k as u32), r)));
+        for (id, r) in file.chain(runtime) {
+            index.insert(id, r);
+        }
+        self.res_index = index;
     }
 
     /// Adds a run-time reservation of `r.address` for the host `r` names. Refused, with
@@ -139,8 +152,8 @@ impl Engine {
             }
         };
         self.runtime_at.insert(addr, k);
-        let (_, r) = self.runtime[k as usize].clone().expect("just stored");
-        self.index((subnet, RUNTIME | k), &r);
+        let (_, r) = self.runtime[k as usize].as_ref().expect("just stored");
+        self.res_index.insert((subnet, RUNTIME | k), r);
     }
 
     /// Ends the run-time reservation of `addr`: `None` when there is none. Otherwise
@@ -151,7 +164,7 @@ impl Engine {
         let k = self.runtime_at.remove(&addr)?;
         let (subnet, r) = self.runtime[k as usize].take()?;
         self.runtime_free.push(k);
-        self.unindex((subnet, RUNTIME | k), &r);
+        self.res_index.remove((subnet, RUNTIME | k), &r);
         let slot = self.leases.slot_of(addr)?;
         if file_addresses(&self.policy).any(|(a, _)| a == addr) {
             return Some(true);
