@@ -189,15 +189,6 @@ impl Classifier {
 }
 
 impl super::Engine {
-    /// The index of a configured class.
-    pub fn class_id(&self, name: &str) -> Option<ClassId> {
-        self.policy
-            .classes
-            .iter()
-            .position(|c| c.name == name)
-            .map(|i| i as ClassId)
-    }
-
     /// Lists `value` as a member of the matching class `class`, as a subclass of the file
     /// would, while the server runs (an operator provisioning a port).
     pub fn add_class_member(&mut self, class: &str, value: &[u8]) -> Result<(), NotMember> {

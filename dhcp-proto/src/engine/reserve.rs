@@ -216,7 +216,7 @@ impl Engine {
         self.policy = new;
         self.classifier = super::classify::Classifier::new(&self.policy);
         for (name, value) in members {
-            if let Some(c) = self.class_id(&name) {
+            if let Ok((c, _)) = crate::policy::class::matching(&self.policy.classes, &name) {
                 self.classifier.add_member(&self.policy.classes, c, &value);
             }
         }

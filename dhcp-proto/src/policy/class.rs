@@ -159,6 +159,16 @@ pub fn matching<'a>(classes: &'a [Class], name: &str) -> Result<(ClassId, &'a Cl
     }
 }
 
+/// The class a test or a pool names: a built-in one, or one of `classes`.
+pub fn named(classes: &[Class], name: &str) -> Option<ClassId> {
+    builtin(name).or_else(|| {
+        classes
+            .iter()
+            .position(|c| c.name == name)
+            .map(|p| p as ClassId)
+    })
+}
+
 /// Whether `id` names a configured or a built-in class.
 pub(super) fn defined(classes: &[Class], id: ClassId) -> bool {
     usize::from(id) < classes.len() || id == KNOWN || id == UNKNOWN

@@ -4,7 +4,7 @@
 //! name them, and a test may name only the classes above it.
 
 use dhcp_proto::expr::{Test, Value as Expr};
-use dhcp_proto::policy::class::{builtin, Class, Membership, Settings, Subclass};
+use dhcp_proto::policy::class::{Class, Membership, Settings, Subclass};
 
 use super::*;
 
@@ -85,15 +85,7 @@ impl Walker {
         let test = t.get("test").and_then(|v| {
             let k = key("test");
             let src = self.string(&k, v)?;
-            let mut resolve = |n: &str| {
-                builtin(n).or_else(|| {
-                    before
-                        .iter()
-                        .position(|c| c.name == n)
-                        .map(|p| p as ClassId)
-                })
-            };
-            Test::parse(src, &mut resolve)
+            Test::parse(src, &mut |n| class_named(before, n))
                 .map_err(|e| self.error(v.span(), &k, e.to_string()))
                 .ok()
         });

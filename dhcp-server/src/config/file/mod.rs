@@ -19,7 +19,7 @@ use super::{
     LeaseTimes, LinkId, OptionSet, Policy, Pool, Reservation, Subnet,
 };
 use dhcp_proto::failover::{Hba, Role};
-use dhcp_proto::policy::class::builtin;
+use dhcp_proto::policy::class::named as class_named;
 use dhcp_proto::wire::code;
 
 mod class;

@@ -106,12 +106,7 @@ impl Walker {
             };
             self.list(&format!("{at}.{key}"), v, true, |w, k, e| {
                 let name = w.string(k, e)?;
-                let id = builtin(name).or_else(|| {
-                    classes
-                        .iter()
-                        .position(|c| c.name == name)
-                        .map(|p| p as ClassId)
-                });
+                let id = class_named(classes, name);
                 if id.is_none() {
                     let known: Vec<&str> = classes.iter().map(|c| c.name.as_str()).collect();
                     w.error(
