@@ -6,7 +6,7 @@
 //! (options, lease times, boot server and file) its classes add.
 
 use super::limits::{Charge, Limits, MAX_CHARGES, NO_CHARGE};
-use super::{KeyKind, SlotId};
+use super::{Drop, KeyKind, SlotId};
 use crate::expr::Packet;
 use crate::policy::class::{
     self, Class, Membership, NotMember, Settings, KNOWN, MAX_CLASSES, UNKNOWN,
@@ -230,8 +230,9 @@ impl super::Engine {
     /// Counts the client's new lease against the limits of its classes (at most
     /// `MAX_CHARGES`, in class order): the class as a whole for a class with a test, the
     /// client's value (its circuit id, say) for a matching class. When one of them is
-    /// reached, nothing is taken and the error names that class.
-    pub(super) fn take_limits(&self) -> Result<Charge, &str> {
+    /// reached, nothing is taken: the `what` (offer, lease) the client of `req` does not
+    /// get is logged, and the drop returned.
+    pub(super) fn take_limits(&self, req: &Request<'_>, what: &str) -> Result<Charge, Drop> {
         let mut charge = NO_CHARGE;
         let limits = self.leases.limits();
         for (n, &(key, limit, class)) in self.classes.limited.iter().enumerate() {
@@ -243,7 +244,12 @@ impl super::Engine {
             };
             if !limits.take(at, limit) {
                 limits.release(&charge);
-                return Err(&self.policy.classes[usize::from(class)].name);
+                tracing::info!(
+                    "no {what} for {}: lease limit of class {} reached",
+                    super::Hw(req.msg.chaddr()),
+                    self.policy.classes[usize::from(class)].name
+                );
+                return Err(Drop::LeaseLimit);
             }
             charge[n] = at;
         }

@@ -557,20 +557,13 @@ impl Engine {
         let (subnet, addr) = (s.subnet, s.addr);
         let holds = s.state.held() && self.leases.is_client(slot, client);
         if !holds {
-            match self.take_limits() {
-                Ok(charge) => {
-                    let hold = now + self.policy.offer_hold as u64;
-                    self.bind(slot, req, LeaseState::Offered, hold);
-                    self.leases.charge(slot, charge);
-                }
-                Err(class) => {
-                    tracing::info!(
-                        "no offer to {}: lease limit of class {class} reached",
-                        Hw(req.msg.chaddr())
-                    );
-                    return Outcome::Dropped(Drop::LeaseLimit);
-                }
-            }
+            let charge = match self.take_limits(req, "offer") {
+                Ok(charge) => charge,
+                Err(d) => return Outcome::Dropped(d),
+            };
+            let hold = now + self.policy.offer_hold as u64;
+            self.bind(slot, req, LeaseState::Offered, hold);
+            self.leases.charge(slot, charge);
         } else if s.state != LeaseState::Active {
             let hold = now + self.policy.offer_hold as u64;
             self.bind(slot, req, LeaseState::Offered, hold);
@@ -681,15 +674,9 @@ impl Engine {
             Verdict::Ack(slot) => {
                 let s = self.leases.slot(slot);
                 if !(s.state.held() && self.leases.is_client(slot, client)) {
-                    match self.take_limits() {
+                    match self.take_limits(req, "lease") {
                         Ok(charge) => self.leases.charge(slot, charge),
-                        Err(class) => {
-                            tracing::info!(
-                                "no lease for {}: lease limit of class {class} reached",
-                                Hw(req.msg.chaddr())
-                            );
-                            return Outcome::Dropped(Drop::LeaseLimit);
-                        }
+                        Err(d) => return Outcome::Dropped(d),
                     }
                 }
                 let subnet = self.leases.slot(slot).subnet;
