@@ -233,6 +233,9 @@ pub struct LeaseTable {
     /// The last second the wheel was turned to.
     cursor: u64,
     index: HashTable<SlotId>,
+    /// Slots with a client, by hardware type and address, whatever the client's key:
+    /// leasequery asks by MAC for clients that name themselves by client identifier too.
+    by_hw: HashTable<SlotId>,
     hasher: hashbrown::DefaultHashBuilder,
     /// Per pool: the free count under which the shard is short, and whether it has
     /// already said so since it last got addresses.
@@ -320,6 +323,7 @@ impl LeaseTable {
             wheel: vec![List::EMPTY; WHEEL],
             cursor: now,
             index: HashTable::with_capacity(total),
+            by_hw: HashTable::with_capacity(total),
             hasher: Default::default(),
             low: vec![0; pools.into()],
             short: vec![false; pools.into()],
@@ -616,6 +620,40 @@ impl LeaseTable {
             .copied()
     }
 
+    fn hw_hash(&self, htype: u8, hw: &[u8]) -> u64 {
+        self.hasher.hash_one((htype, hw))
+    }
+
+    fn index_hw(&mut self, id: SlotId) {
+        let s = &self.slots[id as usize];
+        let hash = self.hw_hash(s.htype, &s.hw[..usize::from(s.hlen)]);
+        let slots = &self.slots;
+        self.by_hw.insert_unique(hash, id, |&other| {
+            let o = &slots[other as usize];
+            self.hasher
+                .hash_one((o.htype, &o.hw[..usize::from(o.hlen)]))
+        });
+    }
+
+    fn unindex_hw(&mut self, id: SlotId) {
+        let s = &self.slots[id as usize];
+        let hash = self.hw_hash(s.htype, &s.hw[..usize::from(s.hlen)]);
+        if let Ok(entry) = self.by_hw.find_entry(hash, |&x| x == id) {
+            entry.remove();
+        }
+    }
+
+    /// Every slot whose client has this hardware address, in any subnet.
+    pub fn find_hw<'t>(&'t self, htype: u8, hw: &'t [u8]) -> impl Iterator<Item = SlotId> + 't {
+        self.by_hw
+            .iter_hash(self.hw_hash(htype, hw))
+            .copied()
+            .filter(move |&id| {
+                let s = &self.slots[id as usize];
+                s.htype == htype && &s.hw[..usize::from(s.hlen)] == hw
+            })
+    }
+
     /// Whether `c` is the client the slot belongs to or was last given to.
     pub fn is_client(&self, id: SlotId, c: ClientRef<'_>) -> bool {
         self.slots[id as usize]
@@ -643,7 +681,8 @@ impl LeaseTable {
     ) {
         debug_assert!(state.held());
         let subnet = self.slots[id as usize].subnet;
-        if !self.is_client(id, c) {
+        let new_client = !self.is_client(id, c);
+        if new_client {
             let hash = self.hash(subnet, c);
             if let Some(old) = self.find_hashed(hash, subnet, c) {
                 self.forget_client(old);
@@ -664,12 +703,21 @@ impl LeaseTable {
                 self.hasher.hash_one((s.subnet, k.kind, k.bytes))
             });
         }
-        let s = &mut self.slots[id as usize];
         let n = hw.len().min(16);
+        let s = &self.slots[id as usize];
+        let new_hw = s.htype != htype || s.hw[..usize::from(s.hlen)] != hw[..n];
+        if new_hw && !new_client {
+            self.unindex_hw(id);
+        }
+        let s = &mut self.slots[id as usize];
         s.hw = [0; 16];
         s.hw[..n].copy_from_slice(&hw[..n]);
         s.hlen = n as u8;
         s.htype = htype;
+        if new_hw || new_client {
+            self.index_hw(id);
+        }
+        let s = &mut self.slots[id as usize];
         // Bound again, the lease is no longer one that ended; an offer leaves it as it was.
         s.unacked &= state != LeaseState::Active;
         self.set_state(id, state, expires);
@@ -713,6 +761,10 @@ impl LeaseTable {
     /// Drops the slot's client association and its index entry.
     pub fn forget_client(&mut self, id: SlotId) {
         self.slots[id as usize].agent = None;
+        if self.slots[id as usize].client.is_none() {
+            return;
+        }
+        self.unindex_hw(id);
         let Some(key) = self.slots[id as usize].client.take() else {
             return;
         };
@@ -910,12 +962,16 @@ impl LeaseTable {
             }
             if let Some(k) = &s.client {
                 assert_eq!(self.find_client(s.subnet, k.as_ref()), Some(id));
+                let hw = &s.hw[..usize::from(s.hlen)];
+                assert!(
+                    self.find_hw(s.htype, hw).any(|x| x == id),
+                    "slot {id} missing from the hardware index"
+                );
             }
         }
-        assert_eq!(
-            self.index.len(),
-            self.slots.iter().filter(|s| s.client.is_some()).count()
-        );
+        let clients = self.slots.iter().filter(|s| s.client.is_some()).count();
+        assert_eq!(self.index.len(), clients);
+        assert_eq!(self.by_hw.len(), clients);
     }
 }
 

@@ -8,6 +8,7 @@ mod failover;
 mod leases;
 mod limits;
 mod persist;
+mod query;
 mod reply;
 mod reserve;
 mod stats;
@@ -86,6 +87,9 @@ pub enum Outcome {
     Done,
     /// Not served, counted under this reason.
     Dropped(Drop),
+    /// A leasequery from an allowed requester whose answer needs every shard's bindings:
+    /// the caller gathers them (`bindings`) and answers (`answer_leasequery`).
+    Gather,
 }
 
 /// The engine's view of one configured subnet.
@@ -306,7 +310,7 @@ impl Engine {
         match outcome {
             Outcome::Reply(r) => self.stats.count_tx(r.kind),
             Outcome::Dropped(d) => self.stats.count_drop(d),
-            Outcome::Done => {}
+            Outcome::Done | Outcome::Gather => {}
         }
         outcome
     }
@@ -320,6 +324,11 @@ impl Engine {
             return Outcome::Dropped(Drop::NotRequest);
         }
         self.stats.count_rx(req.msg_type);
+        // Before the failover gate: both servers of a pair know every lease, and a
+        // requester may ask either.
+        if req.msg_type.to_u8() == crate::leasequery::msg::LEASEQUERY {
+            return self.leasequery(&req, meta, now, out);
+        }
         if let Some(d) = self.failover_gate(&req, client_of(&req)) {
             return Outcome::Dropped(d);
         }

@@ -38,11 +38,17 @@ pub enum Drop {
     /// The client's class (or its circuit, its remote id...) holds as many leases as
     /// its lease limit allows.
     LeaseLimit,
+    /// A leasequery from a requester (giaddr) the configuration does not allow.
+    LeasequeryNotAllowed,
+    /// A leasequery without giaddr, or naming nothing to look up.
+    LeasequeryMalformed,
+    /// A leasequery the shards could not all be asked about (their mailboxes were full).
+    LeasequeryBusy,
 }
 
 impl Drop {
     /// Every reason, for listing all counters including the zero ones.
-    pub const ALL: [Drop; 15] = [
+    pub const ALL: [Drop; 18] = [
         Drop::Malformed(WireError::TooShort),
         Drop::NotRequest,
         Drop::UnexpectedType,
@@ -58,6 +64,9 @@ impl Drop {
         Drop::LoadBalanced,
         Drop::PartnerPool,
         Drop::LeaseLimit,
+        Drop::LeasequeryNotAllowed,
+        Drop::LeasequeryMalformed,
+        Drop::LeasequeryBusy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +86,9 @@ impl Drop {
             Drop::LoadBalanced => "load-balanced-to-peer",
             Drop::PartnerPool => "partner-pool",
             Drop::LeaseLimit => "lease-limit",
+            Drop::LeasequeryNotAllowed => "leasequery-not-allowed",
+            Drop::LeasequeryMalformed => "leasequery-malformed",
+            Drop::LeasequeryBusy => "leasequery-busy",
         }
     }
 
@@ -97,21 +109,25 @@ impl Drop {
             Drop::LoadBalanced => 12,
             Drop::PartnerPool => 13,
             Drop::LeaseLimit => 14,
+            Drop::LeasequeryNotAllowed => 15,
+            Drop::LeasequeryMalformed => 16,
+            Drop::LeasequeryBusy => 17,
         }
     }
 }
 
-/// Message types 1..=8 by their number; index 0 counts every other type.
+/// Message types 1..=13 by their number (DHCP's, then leasequery's); index 0 counts
+/// every other type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    pub rx: [u64; 9],
-    pub tx: [u64; 9],
+    pub rx: [u64; 14],
+    pub tx: [u64; 14],
     pub drops: [u64; Drop::ALL.len()],
 }
 
 fn type_index(t: MessageType) -> usize {
     match t.to_u8() {
-        n @ 1..=8 => n as usize,
+        n @ 1..=13 => n as usize,
         _ => 0,
     }
 }
@@ -120,10 +136,11 @@ impl Stats {
     pub(super) fn count_rx(&mut self, t: MessageType) {
         self.rx[type_index(t)] += 1;
     }
-    pub(super) fn count_tx(&mut self, t: MessageType) {
+    /// Counts a reply sent (a leasequery's answer is sent by whichever shard gathered it).
+    pub fn count_tx(&mut self, t: MessageType) {
         self.tx[type_index(t)] += 1;
     }
-    pub(super) fn count_drop(&mut self, d: Drop) {
+    pub fn count_drop(&mut self, d: Drop) {
         self.drops[d.index()] += 1;
     }
     pub fn received(&self, t: MessageType) -> u64 {

@@ -1963,3 +1963,138 @@ mod failover_rules {
         lab.engine.leases.check();
     }
 }
+
+/// A DHCPLEASEQUERY from the relay (an allowed requester in `leasequery_config`).
+fn leasequery() -> Msg {
+    let mut m = Msg::new(MessageType::Other(crate::leasequery::msg::LEASEQUERY), 0);
+    m.mac = [0; 6];
+    m.relayed()
+}
+
+fn leasequery_config() -> Policy {
+    Policy {
+        leasequery: vec![Ipv4Net::new(RELAY, 32).unwrap()],
+        ..config()
+    }
+}
+
+#[test]
+fn leasequery_by_address_says_active_unassigned_or_unknown_as_dhcpd_does() {
+    use crate::leasequery::{msg, opt};
+    let mut lab = Lab::new(leasequery_config());
+    let rai = [1, 4, b'p', b'o', b'r', b't'];
+    let addr = lab.dora(&discover(1).relayed().opt(code::RELAY_AGENT_INFO, &rai));
+    lab.now += 100;
+    let got = lab.reply(&leasequery().ciaddr(addr));
+    assert_eq!(got.kind.to_u8(), msg::LEASEACTIVE);
+    assert_eq!(got.to, Destination::Relay(RELAY));
+    assert_eq!(got.ciaddr, addr);
+    let secs = |c| u32::from_be_bytes(got.opt(c).unwrap().try_into().unwrap());
+    // An hour's lease granted 100 s ago: 3500 s left, T1 at 1800 (1700 ahead), T2 at
+    // 3150 (3050 ahead).
+    assert_eq!(secs(code::LEASE_TIME), 3500);
+    assert_eq!(secs(code::RENEWAL_TIME), 1700);
+    assert_eq!(secs(code::REBINDING_TIME), 3050);
+    assert_eq!(secs(opt::CLIENT_LAST_TRANSACTION_TIME), 100);
+    assert_eq!(got.opt(code::RELAY_AGENT_INFO), Some(&rai[..]));
+    // A pool address nobody holds, then one outside every pool.
+    let got = lab.reply(&leasequery().ciaddr(ip("198.51.100.14")));
+    assert_eq!(got.kind.to_u8(), msg::LEASEUNASSIGNED);
+    assert_eq!(got.ciaddr, ip("198.51.100.14"));
+    assert_eq!(got.opt(code::LEASE_TIME), None);
+    let got = lab.reply(&leasequery().ciaddr(ip("203.0.113.77")));
+    assert_eq!(got.kind.to_u8(), msg::LEASEUNKNOWN);
+    // Expired: unassigned again.
+    lab.now += 3600;
+    lab.engine.tick(lab.now);
+    let got = lab.reply(&leasequery().ciaddr(addr));
+    assert_eq!(got.kind.to_u8(), msg::LEASEUNASSIGNED);
+}
+
+#[test]
+fn leasequery_by_mac_finds_a_client_that_names_itself_by_client_id() {
+    use crate::leasequery::{msg, opt};
+    let mut lab = Lab::new(leasequery_config());
+    let id = [1, 2, 0, 0, 0, 0, 7];
+    let first = lab.dora(&discover(7).opt(code::CLIENT_ID, &id));
+    let second = lab.dora(&discover(7).relayed().opt(code::CLIENT_ID, &id));
+    lab.now += 5;
+    let mut by_mac = leasequery();
+    by_mac.mac = [2, 0, 0, 0, 0, 7];
+    // Both bindings were made in the same second: the newest is whichever the rule
+    // keeps; the other is associated.
+    let got = lab.reply(&by_mac);
+    assert_eq!(got.kind.to_u8(), msg::LEASEACTIVE);
+    assert_eq!(got.opt(code::CLIENT_ID), Some(&id[..]));
+    let assoc = got.opt(opt::ASSOCIATED_IP).unwrap();
+    let other = if got.ciaddr == first { second } else { first };
+    assert_eq!(assoc, &other.octets()[..]);
+    let by_id = lab.reply(&leasequery().opt(code::CLIENT_ID, &id));
+    assert_eq!(by_id.kind.to_u8(), msg::LEASEACTIVE);
+    // A MAC nobody has.
+    let mut nobody = leasequery();
+    nobody.mac = [2, 0, 0, 0, 0, 99];
+    assert_eq!(lab.reply(&nobody).kind.to_u8(), msg::LEASEUNKNOWN);
+}
+
+#[test]
+fn leasequery_from_a_stranger_or_without_giaddr_is_dropped_and_counted() {
+    let mut lab = Lab::new(leasequery_config());
+    let mut stranger = leasequery().ciaddr(ip("192.0.2.10"));
+    stranger.giaddr = ip("198.51.100.2");
+    assert_eq!(
+        lab.silent(&stranger),
+        Outcome::Dropped(Drop::LeasequeryNotAllowed)
+    );
+    let mut direct = leasequery().ciaddr(ip("192.0.2.10"));
+    direct.giaddr = Ipv4Addr::UNSPECIFIED;
+    assert_eq!(
+        lab.silent(&direct),
+        Outcome::Dropped(Drop::LeasequeryMalformed)
+    );
+    assert_eq!(
+        lab.silent(&leasequery()),
+        Outcome::Dropped(Drop::LeasequeryMalformed)
+    );
+    // Off by default.
+    let mut off = Lab::new(config());
+    assert_eq!(
+        off.silent(&leasequery().ciaddr(ip("192.0.2.10"))),
+        Outcome::Dropped(Drop::LeasequeryNotAllowed)
+    );
+}
+
+#[test]
+fn leasequery_with_several_shards_is_gathered_and_answered_from_every_shards_bindings() {
+    use crate::leasequery::{msg, Key};
+    let policy = Arc::new(leasequery_config());
+    let mut shards: Vec<Engine> = (0..2)
+        .map(|i| Engine::new_shard(policy.clone(), Shard { index: i, count: 2 }, T0).unwrap())
+        .collect();
+    let mut lab = Lab {
+        engine: shards.remove(1),
+        now: T0,
+        out: vec![0; 1500],
+    };
+    let addr = lab.dora(&discover(3));
+    let mut asking = shards.remove(0);
+    let q = leasequery().ciaddr(addr).bytes();
+    let meta = RxMeta {
+        link: 0,
+        local_addr: SERVER,
+        broadcast: false,
+    };
+    let mut out = vec![0; 1500];
+    assert_eq!(asking.handle(&q, &meta, T0, &mut out), Outcome::Gather);
+    let req = Request::parse(&q).unwrap();
+    let key = Key::of(&req).unwrap();
+    let mut found = Vec::new();
+    asking.bindings(&key, &mut found);
+    assert!(found.is_empty(), "the asking shard does not manage {addr}");
+    lab.engine.bindings(&key, &mut found);
+    let r = asking
+        .answer_leasequery(&req, &key, &found, &meta, T0, &mut out)
+        .unwrap();
+    assert_eq!(r.kind.to_u8(), msg::LEASEACTIVE);
+    assert_eq!(asking.stats().sent(r.kind), 1);
+}

@@ -44,6 +44,10 @@ pub struct Policy {
     /// The expression whose value `flex-id` reservations are looked up by (Kea's
     /// flex-id `identifier-expression`), e.g. the remote id joined with the circuit id.
     pub flex_id: Option<crate::expr::Value>,
+    /// Who may ask by leasequery (RFC 4388, RFC 6926): the requesters' addresses or
+    /// prefixes, matched against the query's giaddr, where the answer goes. Empty: no
+    /// one, leasequery is off (dhcpd's default too, for the subscribers' privacy).
+    pub leasequery: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -356,6 +360,7 @@ impl Default for Policy {
             failover: None,
             classes: Vec::new(),
             flex_id: None,
+            leasequery: Vec::new(),
         }
     }
 }

@@ -18,7 +18,7 @@ pub enum MessageType {
     Nak,
     Release,
     Inform,
-    /// A type this server does not act on (FORCERENEW, leasequery, …).
+    /// A type without a variant: leasequery's (see `leasequery::msg`), FORCERENEW, …
     Other(u8),
 }
 
@@ -62,6 +62,13 @@ impl MessageType {
             Self::Nak => "DHCPNAK",
             Self::Release => "DHCPRELEASE",
             Self::Inform => "DHCPINFORM",
+            Self::Other(10) => "DHCPLEASEQUERY",
+            Self::Other(11) => "DHCPLEASEUNASSIGNED",
+            Self::Other(12) => "DHCPLEASEUNKNOWN",
+            Self::Other(13) => "DHCPLEASEACTIVE",
+            Self::Other(14) => "DHCPBULKLEASEQUERY",
+            Self::Other(15) => "DHCPLEASEQUERYDONE",
+            Self::Other(17) => "DHCPLEASEQUERYSTATUS",
             Self::Other(_) => "DHCP(other)",
         }
     }

@@ -19,6 +19,8 @@ pub mod sub {
     pub const VENDOR_SPECIFIC: u8 = 9;
     /// RFC 5107: the address the client must see as server identifier.
     pub const SERVER_ID_OVERRIDE: u8 = 11;
+    /// RFC 6925: an identity of the relay itself, which bulk leasequery asks by.
+    pub const RELAY_ID: u8 = 12;
 }
 
 /// Iterates the sub-options of an option 82 value as (code, value).

@@ -56,6 +56,13 @@ impl<'b> Writer<'b> {
         let n = name.len().min(FILE_LEN - 1);
         self.buf[FILE..FILE + n].copy_from_slice(&name[..n]);
     }
+    /// The client's hardware type and address, when the reply speaks of a client other
+    /// than the one in the request's header (leasequery).
+    pub fn set_hardware(&mut self, htype: u8, hlen: u8, chaddr: &[u8; 16]) {
+        self.buf[HTYPE] = htype;
+        self.buf[HLEN] = hlen.min(16);
+        self.buf[CHADDR..CHADDR + 16].copy_from_slice(chaddr);
+    }
     pub fn set_flags(&mut self, flags: u16) {
         self.buf[FLAGS..FLAGS + 2].copy_from_slice(&flags.to_be_bytes());
     }

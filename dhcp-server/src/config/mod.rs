@@ -68,6 +68,32 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Per-client request limits the XDP program enforces (`[flood]`).
     pub flood: Flood,
+    /// Bulk leasequery over TCP (`[leasequery]`); none: off. Who may ask is the
+    /// policy's `leasequery`.
+    pub bulk_leasequery: Option<BulkLeasequery>,
+}
+
+/// The bulk leasequery listener (RFC 6926).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkLeasequery {
+    /// Where it listens: TCP port 67 on every address unless told.
+    pub listen: std::net::SocketAddr,
+    /// Connections served at once; more are refused and counted (RFC 6926 §7.1
+    /// suggests 10).
+    pub connections: u16,
+    /// Seconds a connection may make no progress (no query read, no reply taken by the
+    /// requester) before it is closed.
+    pub timeout: u32,
+}
+
+impl Default for BulkLeasequery {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 67)),
+            connections: 10,
+            timeout: 30,
+        }
+    }
 }
 
 /// Request limits enforced in the XDP program (`[flood]`): a token bucket per client
@@ -122,6 +148,7 @@ impl Default for Config {
             metrics_listen: None,
             log_level: None,
             flood: Flood::default(),
+            bulk_leasequery: None,
         }
     }
 }

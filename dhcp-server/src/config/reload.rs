@@ -162,6 +162,20 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
     });
     change(
         r,
+        "leasequery.bulk",
+        &running.bulk_leasequery,
+        &file.bulk_leasequery,
+        |v| {
+            v.map_or("(off)".into(), |b| {
+                format!(
+                    "{} ({} connections, {} s)",
+                    b.listen, b.connections, b.timeout
+                )
+            })
+        },
+    );
+    change(
+        r,
         "failover",
         &running.policy.failover,
         &file.policy.failover,

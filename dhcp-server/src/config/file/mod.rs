@@ -25,6 +25,7 @@ use dhcp_proto::wire::code;
 mod class;
 mod failover;
 mod flood;
+mod leasequery;
 mod subnet;
 
 /// One error in a configuration file.
@@ -74,6 +75,7 @@ const TOP_KEYS: &[&str] = &[
     "class",
     "flex-id",
     "flood",
+    "leasequery",
     "subnet",
 ];
 
@@ -492,6 +494,10 @@ impl Walker {
             .get_key_value("failover")
             .and_then(|(k, v)| self.failover(k.span(), v));
         let flood = root.get("flood").map(|v| self.flood(v)).unwrap_or_default();
+        let (leasequery, bulk_leasequery) = root
+            .get("leasequery")
+            .map(|v| self.leasequery(v))
+            .unwrap_or_default();
         let interfaces = self.interfaces(root);
         let classes = self.classes(root);
         let flex_id = root.get("flex-id").and_then(|v| {
@@ -536,6 +542,7 @@ impl Walker {
                 failover,
                 classes,
                 flex_id,
+                leasequery,
             },
             backend,
             workers,
@@ -550,6 +557,7 @@ impl Walker {
             metrics_listen,
             log_level,
             flood,
+            bulk_leasequery,
         });
         Walked { config, dirty }
     }

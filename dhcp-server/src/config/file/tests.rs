@@ -106,6 +106,7 @@ fn a_full_file_becomes_the_model() {
             failover: None,
             classes: Vec::new(),
             flex_id: None,
+            leasequery: Vec::new(),
             subnets: vec![
                 Subnet {
                     net: net("192.0.2.0/24"),
@@ -162,6 +163,7 @@ fn a_full_file_becomes_the_model() {
         metrics_listen: None,
         log_level: Some("info,dhcp_proto::engine=debug".into()),
         flood: crate::config::Flood::default(),
+        bulk_leasequery: None,
     };
     assert_eq!(load(FULL).unwrap(), expected);
 }

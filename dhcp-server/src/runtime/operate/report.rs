@@ -8,8 +8,21 @@ use dhcp_proto::failover::machine;
 use crate::control::{FailoverStatus, LeaseState, ShardStats, Stats};
 
 /// The JSON key of each engine message-type counter, by the engine's index (0: other).
-const MESSAGE_KEYS: [&str; 9] = [
-    "other", "discover", "offer", "request", "decline", "ack", "nak", "release", "inform",
+const MESSAGE_KEYS: [&str; 14] = [
+    "other",
+    "discover",
+    "offer",
+    "request",
+    "decline",
+    "ack",
+    "nak",
+    "release",
+    "inform",
+    "forcerenew",
+    "leasequery",
+    "leaseunassigned",
+    "leaseunknown",
+    "leaseactive",
 ];
 
 /// Adds one shard's engine counters to `stats`: to the totals, and as that shard's own
