@@ -1338,6 +1338,7 @@ struct Answer {
     mac: [u8; 6],
     lease: Option<u32>,
     associated: Vec<Ipv4Addr>,
+    circuit: Option<Vec<u8>>,
 }
 
 /// Sends a DHCPLEASEQUERY (by address when `ciaddr` is set, else by `mac`) from
@@ -1390,6 +1391,15 @@ fn leasequery(
             associated: match r.opts().get(OptionCode::AssociatedIp) {
                 Some(DhcpOption::AssociatedIp(a)) => a.clone(),
                 _ => Vec::new(),
+            },
+            circuit: match r.opts().get(OptionCode::RelayAgentInformation) {
+                Some(DhcpOption::RelayAgentInformation(info)) => {
+                    match info.get(v4::relay::RelayCode::AgentCircuitId) {
+                        Some(v4::relay::RelayInfo::AgentCircuitId(c)) => Some(c.clone()),
+                        _ => None,
+                    }
+                }
+                _ => None,
             },
         });
     }
