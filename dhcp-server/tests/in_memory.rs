@@ -1457,29 +1457,62 @@ fn a_leasequery_is_answered_from_whichever_shard_holds_the_lease() {
     assert_eq!(stats["result"]["sent"]["leaseactive"], 48);
 }
 
+/// A client's message relayed by an agent at 192.0.2.254 that adds `circuit`.
+fn relayed(
+    kind: v4::MessageType,
+    mac: [u8; 6],
+    xid: u32,
+    opts: &[DhcpOption],
+    circuit: &[u8],
+) -> Vec<u8> {
+    let mut info = v4::relay::RelayAgentInformation::default();
+    info.insert(v4::relay::RelayInfo::AgentCircuitId(circuit.to_vec()));
+    let mut opts = opts.to_vec();
+    opts.push(DhcpOption::RelayAgentInformation(info));
+    let bytes = message(kind, mac, xid, &opts, Ipv4Addr::UNSPECIFIED);
+    let mut m = v4::Message::decode(&mut Decoder::new(&bytes)).unwrap();
+    m.set_giaddr(Ipv4Addr::new(192, 0, 2, 254)).set_hops(1);
+    m.to_vec().unwrap()
+}
+
+/// DISCOVER and REQUEST through the relay: the ACK, if there is one.
+fn relayed_dora(servers: &[&Server], mac: [u8; 6], xid: u32, circuit: &[u8]) -> Option<Reply> {
+    let discover = relayed(v4::MessageType::Discover, mac, xid, &[], circuit);
+    let offer = exchange(servers, &discover, mac, xid)
+        .into_iter()
+        .find(|r| r.kind == v4::MessageType::Offer)?;
+    let chosen = [
+        DhcpOption::RequestedIpAddress(offer.yiaddr),
+        DhcpOption::ServerIdentifier(offer.server?),
+    ];
+    let request = relayed(v4::MessageType::Request, mac, xid, &chosen, circuit);
+    exchange(servers, &request, mac, xid)
+        .into_iter()
+        .find(|r| r.kind == v4::MessageType::Ack)
+}
+
 #[test]
 fn either_server_of_a_pair_answers_a_leasequery_for_the_others_leases() {
     let pair = Pair::with("leasequery-pair", 2, MCLT, &allow_requester());
     pair.settle();
     let mut held = HashMap::new();
     for n in 0..20 {
-        let ack = dora(&pair.running(), mac_of(n), n).unwrap_or_else(|| panic!("client {n}"));
-        held.insert(ack.yiaddr, (mac_of(n), ack.server));
+        let circuit = format!("olt-1 port {n}").into_bytes();
+        let ack = relayed_dora(&pair.running(), mac_of(n), n, &circuit)
+            .unwrap_or_else(|| panic!("client {n}"));
+        held.insert(ack.yiaddr, (mac_of(n), circuit, ack.server));
     }
     pair.settle();
-    for (i, (&addr, &(mac, granted_by))) in held.iter().enumerate() {
+    // Each lease was granted by one server; the other learnt it, and the relay
+    // information it was granted through, by its binding update.
+    for (i, (&addr, (mac, circuit, granted_by))) in held.iter().enumerate() {
         for (side, s) in pair.servers.iter().enumerate() {
-            let a = leasequery(
-                s,
-                REQUESTER,
-                addr,
-                [0; 6],
-                9000 + 2 * i as u32 + side as u32,
-            )
-            .unwrap_or_else(|| panic!("{} did not answer for {addr}", s.name));
+            let xid = 9000 + 2 * i as u32 + side as u32;
+            let a = leasequery(s, REQUESTER, addr, [0; 6], xid)
+                .unwrap_or_else(|| panic!("{} did not answer for {addr}", s.name));
             assert_eq!(
-                (a.kind, a.mac),
-                (v4::MessageType::LeaseActive, mac),
+                (a.kind, a.mac, a.circuit.as_ref()),
+                (v4::MessageType::LeaseActive, *mac, Some(circuit)),
                 "{} about {addr}, granted by {granted_by:?}",
                 s.name
             );
