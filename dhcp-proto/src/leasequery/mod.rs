@@ -213,13 +213,13 @@ impl Answer {
     /// a reservation (for a query by address).
     pub fn pick(key: &Key, found: &[Binding], managed: bool) -> Answer {
         if let Key::Address(addr) = key {
-            return match found.iter().find(|b| b.addr == *addr) {
-                Some(b) if b.active() => Answer::Active {
+            return match found.iter().find(|b| b.addr == *addr && b.active()) {
+                Some(b) => Answer::Active {
                     binding: b.clone(),
                     associated: Vec::new(),
                 },
-                _ if managed => Answer::Unassigned(*addr),
-                _ => Answer::Unknown,
+                None if managed => Answer::Unassigned(*addr),
+                None => Answer::Unknown,
             };
         }
         // dhcpd's rule: among active bindings the latest transaction; with none active,
