@@ -292,9 +292,9 @@ pub fn write_reply(
         &req.msg,
         out.len().min(crate::wire::DEFAULT_MAX_MESSAGE),
     )?;
-    if let Some(a) = answer.addr() {
-        w.set_ciaddr(a);
-    }
+    // An address nobody knows is still named in the answer, as dhcpd does: the
+    // requester sees which of its queries this is without keeping the xid.
+    w.set_ciaddr(answer.addr().unwrap_or(req.msg.ciaddr()));
     w.option(code::MESSAGE_TYPE, &[answer.kind().to_u8()])?;
     w.option_ip(code::SERVER_ID, server_id)?;
     if let Answer::Active {

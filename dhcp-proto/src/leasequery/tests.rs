@@ -181,3 +181,24 @@ fn a_reply_is_read_back_with_every_field_the_server_wrote() {
     buf[at + 5] = 255;
     assert!(LeaseReply::parse(&buf[..len]).is_err());
 }
+
+#[test]
+fn an_unknown_address_is_named_in_the_answer_as_dhcpd_does() {
+    let asked = Ipv4Addr::new(192, 0, 2, 200);
+    let mut q = [0u8; 600];
+    let giaddr = Ipv4Addr::new(192, 0, 2, 1);
+    let len = write_query(
+        msg::LEASEQUERY,
+        &Key::Address(asked),
+        giaddr,
+        1,
+        None,
+        &mut q,
+    )
+    .unwrap();
+    let req = Request::parse(&q[..len]).unwrap();
+    let mut buf = [0u8; 600];
+    let len = write_reply(&req, &Answer::Unknown, giaddr, 0, &mut buf).unwrap();
+    let r = LeaseReply::parse(&buf[..len]).unwrap();
+    assert_eq!((r.kind, r.addr), (msg::LEASEUNKNOWN, asked));
+}
