@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dhcproto::v4::{self, relay::RelayCode, relay::RelayInfo, DhcpOption, OptionCode};
 use dhcproto::{Decodable, Encodable};
 
-use common::{require, run, wait_for_file, Backend, Lab, SERVER_BIN};
+use common::{ctl_json, require, run, wait_for_file, Backend, Lab, SERVER_BIN};
 
 const OURS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 const DHCPD: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 6);
@@ -625,7 +625,239 @@ fn dhcpd_and_ours_answer_leasequery_alike(backend: Backend) {
         failures.join("\n"),
         std::fs::read_to_string(j.lab.path("dhcpd.log")).unwrap_or_default()
     );
-    let _ = (&j.requester_ns, &j.socket);
 }
 
-on_both_backends!(dhcpd_and_ours_answer_leasequery_alike);
+/// Our drop counters, polled until `want` holds or a few seconds pass: the shards count
+/// on their own threads.
+fn drops_reach(socket: &str, want: &[(&str, u64)]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = ctl_json(socket, &["stats"]);
+        let got = |k: &str| stats["drops"][k].as_u64().unwrap_or(0);
+        if want.iter().all(|(k, n)| got(k) == *n) || Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn strangers_and_malformed_queries_get_nothing_and_are_counted(backend: Backend) {
+    let Some(j) = judged("lq-drops", backend) else {
+        return;
+    };
+    let active = Ipv4Addr::new(198, 51, 100, 10);
+    // A requester ours does not list: no answer, counted. dhcpd allows every requester
+    // (`allow leasequery` at the top of its file), so it answers the same socket.
+    let stranger = socket_in(&j.requester_ns, SocketAddrV4::new(STRANGER, 67));
+    let query = encode(&By::Addr(active), None, STRANGER, 1);
+    assert!(exchange(&stranger, OURS, &query, 1).is_none());
+    assert!(exchange(&stranger, DHCPD, &query, 1).is_some());
+
+    // No giaddr: nowhere to answer (RFC 4388 §6.3); neither server answers.
+    let query = encode(&By::Addr(active), None, Ipv4Addr::UNSPECIFIED, 2);
+    assert!(exchange(&j.sock, OURS, &query, 2).is_none());
+    assert!(exchange(&j.sock, DHCPD, &query, 2).is_none());
+    // No key: no ciaddr, client id or hardware address. dhcpd looks the empty hardware
+    // address up and answers DHCPLEASEUNKNOWN; ours drops it as malformed, since a
+    // query that names nothing is the requester's bug, not a fact about a lease.
+    let mut m = v4::Message::default();
+    m.set_xid(3).set_giaddr(GIADDR);
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(v4::MessageType::LeaseQuery));
+    let query = m.to_vec().unwrap();
+    assert!(exchange(&j.sock, OURS, &query, 3).is_none());
+    let d = exchange(&j.sock, DHCPD, &query, 3).map(|m| facts(&m));
+    assert_eq!(d.map(|f| f.kind).as_deref(), Some("UNKNOWN"));
+    // Truncated: inside the client identifier, and inside the BOOTP header.
+    let query = encode(&By::Id(uid(1)), None, GIADDR, 4);
+    let at = 240 + 3 + 2 + 3; // the type, then three octets into option 61
+    assert_eq!(&query[243..245], &[61, 7]);
+    assert!(exchange(&j.sock, OURS, &query[..at], 4).is_none());
+    assert!(exchange(&j.sock, OURS, &query[..200], 4).is_none());
+
+    let want = [
+        ("leasequery-not-allowed", 1),
+        ("leasequery-malformed", 2),
+        ("malformed", 2),
+    ];
+    let stats = drops_reach(&j.socket, &want);
+    for (k, n) in want {
+        assert_eq!(stats["drops"][k].as_u64(), Some(n), "{k}: {stats:#}");
+    }
+    // And the server still answers.
+    let query = encode(&By::Addr(active), None, GIADDR, 5);
+    let o = exchange(&j.sock, OURS, &query, 5).map(|m| facts(&m));
+    assert_eq!(o.map(|f| f.kind).as_deref(), Some("ACTIVE"));
+}
+
+/// `dhcp-server leasequery ARGS` in the requester namespace: exit status, stdout, stderr.
+fn cli(j: &Judged, args: &[&str]) -> (bool, String, String) {
+    let out = Lab::cmd(&j.requester_ns, SERVER_BIN)
+        .arg("leasequery")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cli_json(j: &Judged, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--json", "--timeout", "3"]);
+    let (ok, out, err) = cli(j, &all);
+    assert!(ok, "leasequery {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("leasequery {args:?}: {e}: {out}"))
+}
+
+fn the_cli_client_asks_both_servers(backend: Backend) {
+    let Some(j) = judged("lq-cli", backend) else {
+        return;
+    };
+    let (ours, dhcpd) = (OURS.to_string(), DHCPD.to_string());
+    let from = CLI_GIADDR.to_string();
+    // The client holding two addresses, by MAC, from both: the same answer, and the
+    // same as the test's own query decoded by dhcproto.
+    let xid = 7;
+    let raw = exchange(
+        &j.sock,
+        OURS,
+        &encode(&By::Mac(mac(6)), None, GIADDR, xid),
+        xid,
+    )
+    .map(|m| facts(&m))
+    .expect("ours answers the test's query");
+    for server in [&ours, &dhcpd] {
+        let v = cli_json(
+            &j,
+            &[
+                "--server",
+                server,
+                "--from",
+                &from,
+                "--mac",
+                "02:00:00:00:00:06",
+            ],
+        );
+        assert_eq!(v["type"], "DHCPLEASEACTIVE", "{v:#}");
+        assert_eq!(v["server"], server.as_str(), "{v:#}");
+        assert_eq!(v["address"], "198.18.0.20", "{v:#}");
+        assert_eq!(v["mac"], "02:00:00:00:00:06", "{v:#}");
+        assert_eq!(v["client_id"], "01:02:00:00:00:00:06", "{v:#}");
+        assert_eq!(
+            v["associated"],
+            serde_json::json!(["198.51.100.20"]),
+            "{v:#}"
+        );
+        let secs = |k: &str| v[k].as_u64().map(|n| n as u32);
+        assert!(close(secs("lease_time"), raw.lease), "{v:#} vs {raw:?}");
+        assert!(close(secs("renewal_time"), raw.t1), "{v:#} vs {raw:?}");
+        assert!(close(secs("rebinding_time"), raw.t2), "{v:#} vs {raw:?}");
+        assert!(
+            close(secs("last_transaction"), raw.since),
+            "{v:#} vs {raw:?}"
+        );
+    }
+    // By client id, the relay's circuit and remote id as text. Without --from the
+    // kernel's choice (203.0.113.5 towards dhcpd) is the giaddr; dhcpd allows anyone.
+    let v = cli_json(
+        &j,
+        &["--server", &dhcpd, "--client-id", "01:02:00:00:00:00:01"],
+    );
+    assert_eq!(v["address"], "198.51.100.10", "{v:#}");
+    assert_eq!(v["circuit_id"], "eth0/1", "{v:#}");
+    assert_eq!(v["remote_id"], "modem-1", "{v:#}");
+    let v = cli_json(
+        &j,
+        &[
+            "--server",
+            &ours,
+            "--from",
+            &from,
+            "--client-id",
+            "01:02:00:00:00:00:01",
+        ],
+    );
+    assert_eq!(
+        (&v["circuit_id"], &v["remote_id"]),
+        (&"eth0/1".into(), &"modem-1".into())
+    );
+    // Free and unknown addresses.
+    for (server, addr, kind) in [
+        (&ours, "198.51.100.12", "DHCPLEASEUNASSIGNED"),
+        (&dhcpd, "198.51.100.12", "DHCPLEASEUNASSIGNED"),
+        (&ours, "192.0.2.200", "DHCPLEASEUNKNOWN"),
+        (&dhcpd, "192.0.2.200", "DHCPLEASEUNKNOWN"),
+    ] {
+        let v = cli_json(
+            &j,
+            &["--server", server, "--from", &from, "--address", addr],
+        );
+        assert_eq!(
+            (v["type"].as_str(), v["address"].as_str()),
+            (Some(kind), Some(addr)),
+            "{v:#}"
+        );
+        assert!(v["mac"].is_null() && v["lease_time"].is_null(), "{v:#}");
+    }
+    // The table a person reads.
+    let (ok, out, err) = cli(
+        &j,
+        &[
+            "--server",
+            &ours,
+            "--from",
+            &from,
+            "--mac",
+            "02:00:00:00:00:06",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(&format!("DHCPLEASEACTIVE from {OURS}\n")),
+        "{out}"
+    );
+    for line in [
+        "address            198.18.0.20",
+        "associated IPs     198.51.100.20",
+        "client MAC         02:00:00:00:00:06",
+    ] {
+        assert!(out.contains(line), "no '{line}' in:\n{out}");
+    }
+    // Port 67 of the giaddr taken (by the test's own requester socket): a clear error.
+    let (ok, _, err) = cli(
+        &j,
+        &[
+            "--server",
+            &ours,
+            "--from",
+            &GIADDR.to_string(),
+            "--address",
+            "198.51.100.10",
+        ],
+    );
+    assert!(!ok && err.contains("cannot bind 192.0.2.1:67"), "{err}");
+    // A requester ours does not list: no answer within the timeout, said so.
+    let (ok, _, err) = cli(
+        &j,
+        &[
+            "--server",
+            &ours,
+            "--from",
+            &STRANGER.to_string(),
+            "--address",
+            "198.51.100.10",
+            "--timeout",
+            "1",
+        ],
+    );
+    assert!(!ok && err.contains("no answer from 203.0.113.2"), "{err}");
+}
+
+on_both_backends!(
+    dhcpd_and_ours_answer_leasequery_alike,
+    strangers_and_malformed_queries_get_nothing_and_are_counted,
+    the_cli_client_asks_both_servers,
+);
