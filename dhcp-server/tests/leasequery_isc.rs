@@ -183,7 +183,7 @@ fn q(name: &'static str, by: By, prl: Option<&[u8]>) -> Query {
 const ALWAYS: [u8; 3] = [53, 54, 82];
 
 /// dhcpd's answer as ours gives it when the query has a parameter request list: ours
-/// sends only the listed options (RFC 4388 §6.4.1 has the server return those asked
+/// sends only the listed options (RFC 4388 has the server return the ones asked
 /// for), dhcpd 4.4.3 looks for the list in its own option state instead of the query's
 /// and so always sends all it has. `None` when ours sent an option dhcpd did not, or
 /// left out one that was asked for: then the difference is not this one.
