@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dhcproto::v4::{self, relay::RelayCode, relay::RelayInfo, DhcpOption, OptionCode};
 use dhcproto::{Decodable, Encodable};
 
-use common::{ctl_json, require, run, wait_for_file, Backend, Lab, SERVER_BIN};
+use common::{ctl_json, require, run, Backend, Lab, SERVER_BIN};
 
 const OURS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 const DHCPD: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 6);
@@ -484,26 +484,7 @@ fn judged(test: &str, backend: Backend) -> Option<Judged> {
 
     let conf = lab.path("dhcpd.conf");
     std::fs::write(&conf, DHCPD_CONF).unwrap();
-    let args = [
-        "-4",
-        "-f",
-        "-d",
-        "-cf",
-        conf.to_str().unwrap(),
-        "-lf",
-        isc_leases.to_str().unwrap(),
-        "-pf",
-        lab.path("dhcpd.pid").to_str().unwrap(),
-        &far,
-    ]
-    .map(str::to_owned);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.spawn(&dhcpd_ns, "dhcpd", &args, "dhcpd.log");
-    wait_for_file(
-        &lab.path("dhcpd.log"),
-        "Sending on",
-        Duration::from_secs(10),
-    );
+    lab.start_dhcpd(&dhcpd_ns, &conf, &isc_leases, &far);
 
     let socket = lab.path("control.sock").display().to_string();
     let config = lab.path("server.toml");
