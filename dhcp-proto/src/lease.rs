@@ -402,3 +402,38 @@ pub fn hex(b: &[u8]) -> String {
     }
     s
 }
+
+/// Where an address stands in a shard's lease table: the engine's state, which
+/// leasequery reports too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Never leased, or the last holder's claim was dropped.
+    Free,
+    /// Held for the client it was offered to until `expires`.
+    Offered,
+    /// Bound to the client until `expires`.
+    Active,
+    /// Given back by the client; available, still remembered for it.
+    Released,
+    /// Ran out; available, still remembered for its last client.
+    Expired,
+    /// Declined by a client (address conflict); out of use until `expires`.
+    Declined,
+    /// Managed by another shard: not this table's to give or judge.
+    Foreign,
+    /// Failover: free, but in the partner's pool (the primary's BACKUP addresses, the
+    /// secondary's FREE ones): the partner's to give.
+    Partner,
+}
+
+impl LeaseState {
+    /// Whether the address may be given to any client now.
+    pub fn available(self) -> bool {
+        matches!(self, Self::Free | Self::Released | Self::Expired)
+    }
+
+    /// Whether `client` (the slot's remembered client) holds the address right now.
+    pub fn held(self) -> bool {
+        matches!(self, Self::Offered | Self::Active)
+    }
+}

@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use hashbrown::HashTable;
 
 use super::limits::{Charge, Limits, NO_CHARGE};
+pub use crate::lease::LeaseState;
 
 pub type SlotId = u32;
 const NIL: SlotId = SlotId::MAX;
@@ -29,39 +30,6 @@ pub const NO_POOL: u16 = u16::MAX;
 /// bucket across turns; each turn visits them once, so a day-long lease is looked at
 /// about 21 times in its life, never per packet.
 const WHEEL: usize = 4096;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseState {
-    /// Never leased, or the last holder's claim was dropped.
-    Free,
-    /// Held for the client it was offered to until `expires`.
-    Offered,
-    /// Bound to the client until `expires`.
-    Active,
-    /// Given back by the client; available, still remembered for it.
-    Released,
-    /// Ran out; available, still remembered for its last client.
-    Expired,
-    /// Declined by a client (address conflict); out of use until `expires`.
-    Declined,
-    /// Managed by another shard: not this table's to give or judge.
-    Foreign,
-    /// Failover: free, but in the partner's pool (the primary's BACKUP addresses, the
-    /// secondary's FREE ones): the partner's to give.
-    Partner,
-}
-
-impl LeaseState {
-    /// Whether the address may be given to any client now.
-    pub fn available(self) -> bool {
-        matches!(self, Self::Free | Self::Released | Self::Expired)
-    }
-
-    /// Whether `client` (the slot's remembered client) holds the address right now.
-    pub fn held(self) -> bool {
-        matches!(self, Self::Offered | Self::Active)
-    }
-}
 
 /// How a client is identified: its client identifier (option 61) when it sends one,
 /// otherwise its hardware type and address (RFC 2131 §4.2).

@@ -12,7 +12,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::engine::LeaseState;
+use crate::lease::LeaseState;
 use crate::wire::{
     code, layout, relay, Message, MessageType, Request, WireError, Writer, BOOTREPLY, BOOTREQUEST,
 };
