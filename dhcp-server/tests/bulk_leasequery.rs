@@ -53,7 +53,11 @@ fn leases_file(n: u32, now: u64, old: u64) -> String {
     let time = |t: u64| journal::isc::format_time(t);
     let mut text = String::with_capacity(n as usize * 200);
     for i in 0..n {
-        let cltt = if i % 2 == 1 { now - old } else { now - 100 };
+        let cltt = if !i.is_multiple_of(2) {
+            now - old
+        } else {
+            now - 100
+        };
         let (state, ends) = if i % 50 == 49 {
             ("expired", now - 10)
         } else {
@@ -445,7 +449,9 @@ fn a_requester_pages_through_100000_leases_while_a_stalled_one_is_dropped() {
             start_time: Some((now - 1000) as u32),
         },
     );
-    let want_recent = expected(&ctl, |a| remote_id(index(a)) == rid && index(a) % 2 == 0);
+    let want_recent = expected(&ctl, |a| {
+        remote_id(index(a)) == rid && index(a).is_multiple_of(2)
+    });
     assert_eq!(want_recent.len(), want.len() / 2);
     assert_eq!(as_map(&recent), want_recent);
 
@@ -453,18 +459,13 @@ fn a_requester_pages_through_100000_leases_while_a_stalled_one_is_dropped() {
     // ends without DONE.
     server.wait_for_count("timed_out", 1);
     let mut seen = 0;
-    loop {
-        match read_message(&mut stalled) {
-            Some(m) => {
-                seen += 1;
-                assert_ne!(
-                    m.opts().msg_type(),
-                    Some(MessageType::LeaseQueryDone),
-                    "a dropped requester never gets to DONE"
-                );
-            }
-            None => break,
-        }
+    while let Some(m) = read_message(&mut stalled) {
+        seen += 1;
+        assert_ne!(
+            m.opts().msg_type(),
+            Some(MessageType::LeaseQueryDone),
+            "a dropped requester never gets to DONE"
+        );
     }
     assert!(
         seen < LEASES,

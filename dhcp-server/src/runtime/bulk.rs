@@ -265,10 +265,8 @@ impl Conn {
                 Ok(f) => f,
                 Err(e) => {
                     let why = e.to_string();
-                    return self
-                        .refuse(0, status::MALFORMED_QUERY, &why)
-                        .await
-                        .unwrap_or_else(|| End::Malformed(why));
+                    let end = self.refuse(0, status::MALFORMED_QUERY, &why).await;
+                    return end.unwrap_or(End::Malformed(why));
                 }
             };
             let Some((message, used)) = frame else {
@@ -305,17 +303,8 @@ impl Conn {
                         self.peer,
                         kind.name()
                     );
-                    match self
-                        .status(
-                            xid,
-                            status::UNSPEC_FAIL,
-                            "only DHCPBULKLEASEQUERY is answered on this connection",
-                        )
-                        .await
-                    {
-                        Ok(()) => None,
-                        Err(end) => Some(end),
-                    }
+                    let text = "only DHCPBULKLEASEQUERY is answered on this connection";
+                    self.status(xid, status::UNSPEC_FAIL, text).await.err()
                 }
                 Ok(Asked::Query(q)) => self.run(&q).await.err(),
             };
