@@ -5,8 +5,8 @@
 //! are.
 //!
 //! A query runs: zero or more DHCPLEASEACTIVE / DHCPLEASEUNASSIGNED, one per binding,
-//! then DHCPLEASEQUERYDONE (§7.3); or a single DHCPLEASEQUERYSTATUS when the query is
-//! refused (§6.2.2). Every message carries the query's xid, which is how a requester
+//! then DHCPLEASEQUERYDONE; or a single DHCPLEASEQUERYSTATUS (status-code, option 151)
+//! when the query is refused. Every message carries the query's xid, which is how a requester
 //! tells the queries of one connection apart.
 
 use std::net::Ipv4Addr;
@@ -15,8 +15,8 @@ use super::{msg, opt, write_binding, Binding, Key};
 use crate::engine::LeaseState;
 use crate::wire::{code, Message, MessageType, Request, WireError, Writer};
 
-/// Octets of the message size in front of every message on the connection (RFC 6926
-/// §6.1, in network order; it does not count itself).
+/// Octets of the message size in front of every message on the connection (RFC 6926:
+/// network order, not counting itself).
 pub const SIZE_PREFIX: usize = 2;
 
 /// The smallest message a size prefix may announce: a BOOTP header and the magic
@@ -35,7 +35,7 @@ pub mod status {
     pub const NOT_ALLOWED: u8 = 4;
 }
 
-/// Values of dhcp-state, option 156 (RFC 6926 §6.2.6).
+/// Values of dhcp-state, option 156 (RFC 6926 §6.2.7).
 pub mod state {
     pub const AVAILABLE: u8 = 1;
     pub const ACTIVE: u8 = 2;
@@ -47,7 +47,7 @@ pub mod state {
     pub const TRANSITIONING: u8 = 8;
 }
 
-/// The REMOTE flag of data-source, option 157 (RFC 6926 §6.2.7): the binding was last
+/// The REMOTE flag of data-source, option 157 (RFC 6926 §6.2.8): the binding was last
 /// written by the failover partner.
 pub const DATA_SOURCE_REMOTE: u8 = 0x01;
 
@@ -90,7 +90,7 @@ pub enum Malformed {
 #[derive(Debug, Clone)]
 pub enum Asked<'a> {
     Query(Query<'a>),
-    /// A well-formed DHCP message of another type: RFC 6926 §7.3 allows only
+    /// A well-formed DHCP message of another type: a requester sends only
     /// DHCPBULKLEASEQUERY on the connection.
     Unsupported {
         xid: u32,
@@ -98,8 +98,8 @@ pub enum Asked<'a> {
     },
 }
 
-/// A DHCPBULKLEASEQUERY: the key it names (RFC 6926 §6.2: address, hardware address,
-/// client identifier, relay id, remote id, else all) and the times it is limited to.
+/// A DHCPBULKLEASEQUERY: the key it names (address, hardware address, client
+/// identifier, relay id, remote id, else all: `Key::of_bulk`) and the times it is limited to.
 #[derive(Debug, Clone)]
 pub struct Query<'a> {
     pub req: Request<'a>,
@@ -114,7 +114,7 @@ impl Query<'_> {
 }
 
 /// query-start-time and query-end-time (options 154, 155): a binding answers when its
-/// current state began within them, both ends included (RFC 6926 §6.2.3).
+/// current state began within them, both ends included (RFC 6926 §6.2.5, §6.2.6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Window {
     pub start: Option<u64>,
@@ -195,7 +195,7 @@ pub fn state_start(b: &Binding) -> Option<u64> {
     }
 }
 
-/// dhcp-state (156) of a binding (RFC 6926 §6.2.6). An offer is TRANSITIONING: the
+/// dhcp-state (156) of a binding (RFC 6926 §6.2.7). An offer is TRANSITIONING: the
 /// address is promised, not bound; a declined one ABANDONED, as dhcpd names it.
 pub fn dhcp_state(s: LeaseState) -> u8 {
     match s {
@@ -271,7 +271,7 @@ impl Replier {
         })
     }
 
-    /// DHCPLEASEQUERYDONE: the query `q` has had every binding (RFC 6926 §7.3).
+    /// DHCPLEASEQUERYDONE: the query `q` has had every binding.
     pub fn done(&self, q: &Query<'_>, out: &mut [u8]) -> Result<usize, WireError> {
         self.frame(&q.req.msg, out, |w| {
             w.option(code::MESSAGE_TYPE, &[msg::LEASEQUERYDONE])?;
