@@ -404,7 +404,25 @@ mod tests {
             p999_us: 95,
             max_us: 100,
         };
+        stats.bulk_leasequery = Some(BulkStats {
+            accepted: 3,
+            refused: 1,
+            timed_out: 1,
+            malformed: 2,
+            queries: 2,
+            bindings_sent: 100_000,
+        });
         (status, stats)
+    }
+
+    #[test]
+    fn bulk_leasequery_families_only_when_it_listens() {
+        let (status, mut stats) = sample();
+        let text = render(&status, &stats);
+        assert!(text.contains("dhcp_bulk_leasequery_connections_total{outcome=\"timed-out\"} 1"));
+        assert!(text.contains("dhcp_bulk_leasequery_bindings_sent_total 100000"));
+        stats.bulk_leasequery = None;
+        assert!(!render(&status, &stats).contains("dhcp_bulk_"));
     }
 
     #[test]
