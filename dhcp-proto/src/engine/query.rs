@@ -162,6 +162,36 @@ impl Engine {
         }
         None
     }
+
+    /// One step of a bulk query that a shard takes between two batches of requests:
+    /// the bindings that answer `key` among at most `slots` slots from `from` on, in
+    /// slot order. Unlike [`Engine::scan`], which stops after a number of matches, the
+    /// work is bounded by the slots looked at, so a key few bindings answer (a remote
+    /// id) never makes a shard walk its whole table at once. Returns where the next step
+    /// starts, `None` after the last slot.
+    pub fn scan_slots(
+        &self,
+        key: &Key,
+        from: SlotId,
+        slots: usize,
+        out: &mut Vec<Binding>,
+    ) -> Option<SlotId> {
+        let mut next = None;
+        for (seen, (id, s)) in self.leases.slots().skip(from as usize).enumerate() {
+            if seen == slots {
+                next = Some(id);
+                break;
+            }
+            if s.client.is_none() || s.state == LeaseState::Foreign {
+                continue;
+            }
+            let b = binding(s);
+            if key.matches(&b) {
+                out.push(b);
+            }
+        }
+        next
+    }
 }
 
 fn binding(s: &Slot) -> Binding {

@@ -10,6 +10,8 @@
 //! binding and lists its other active addresses in option 92, and T1 and T2 are the
 //! halfway and seven-eighths points of the lease.
 
+pub mod bulk;
+
 use std::net::Ipv4Addr;
 
 use crate::lease::LeaseState;

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::types::{FailoverStatus, Stats, Status};
+use super::types::{BulkStats, FailoverStatus, Stats, Status};
 use dhcp_proto::failover::Service;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -133,6 +133,9 @@ pub fn render(status: &Status, stats: &Stats) -> String {
             .iter()
             .map(|(r, n)| (format!("reason=\"{}\"", label(r)), *n)),
     );
+    if let Some(b) = &stats.bulk_leasequery {
+        bulk(&mut out, b);
+    }
     if !stats.xdp.is_empty() {
         family(
             &mut out,
@@ -220,6 +223,44 @@ pub fn render(status: &Status, stats: &Stats) -> String {
         one(l.samples),
     );
     out
+}
+
+/// The bulk leasequery families; only on a server that listens for it.
+fn bulk(out: &mut String, b: &BulkStats) {
+    family(
+        out,
+        "dhcp_bulk_leasequery_connections_total",
+        "counter",
+        "Bulk leasequery TCP connections, by outcome: accepted, refused (over the limit or \
+         not an allowed requester), timed-out (no progress within bulk-timeout).",
+        [
+            ("accepted", b.accepted),
+            ("refused", b.refused),
+            ("timed-out", b.timed_out),
+        ]
+        .map(|(o, n)| (format!("outcome=\"{o}\""), n)),
+    );
+    family(
+        out,
+        "dhcp_bulk_leasequery_malformed_total",
+        "counter",
+        "Bulk leasequery frames that were not a DHCPBULKLEASEQUERY.",
+        one(b.malformed),
+    );
+    family(
+        out,
+        "dhcp_bulk_leasequery_queries_total",
+        "counter",
+        "Bulk leasequeries answered to the end (DHCPLEASEQUERYDONE).",
+        one(b.queries),
+    );
+    family(
+        out,
+        "dhcp_bulk_leasequery_bindings_sent_total",
+        "counter",
+        "Bindings sent to bulk leasequery requesters.",
+        one(b.bindings_sent),
+    );
 }
 
 /// The failover partnership's families; only on a server with a partner.
@@ -363,7 +404,25 @@ mod tests {
             p999_us: 95,
             max_us: 100,
         };
+        stats.bulk_leasequery = Some(BulkStats {
+            accepted: 3,
+            refused: 1,
+            timed_out: 1,
+            malformed: 2,
+            queries: 2,
+            bindings_sent: 100_000,
+        });
         (status, stats)
+    }
+
+    #[test]
+    fn bulk_leasequery_families_only_when_it_listens() {
+        let (status, mut stats) = sample();
+        let text = render(&status, &stats);
+        assert!(text.contains("dhcp_bulk_leasequery_connections_total{outcome=\"timed-out\"} 1"));
+        assert!(text.contains("dhcp_bulk_leasequery_bindings_sent_total 100000"));
+        stats.bulk_leasequery = None;
+        assert!(!render(&status, &stats).contains("dhcp_bulk_"));
     }
 
     #[test]

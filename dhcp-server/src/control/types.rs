@@ -203,6 +203,28 @@ pub struct Stats {
     pub shards: Vec<ShardStats>,
     pub pools: Vec<PoolStats>,
     pub latency: Latency,
+    /// Bulk leasequery over TCP; absent when the server does not listen for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_leasequery: Option<BulkStats>,
+}
+
+/// Bulk leasequery (RFC 6926) connections and what they were sent, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkStats {
+    /// Connections served: from an allowed requester, within `bulk-connections`.
+    pub accepted: u64,
+    /// Connections closed at once (over `bulk-connections`) or answered NotAllowed (a
+    /// peer outside `requesters`).
+    pub refused: u64,
+    /// Connections closed after `bulk-timeout` without progress: nothing read, a frame
+    /// left partial, or replies the requester stopped taking.
+    pub timed_out: u64,
+    /// Frames that were not a DHCPBULKLEASEQUERY, answered with a DHCPLEASEQUERYSTATUS.
+    pub malformed: u64,
+    /// Queries run to their DHCPLEASEQUERYDONE.
+    pub queries: u64,
+    /// DHCPLEASEACTIVE and DHCPLEASEUNASSIGNED messages handed to the requesters.
+    pub bindings_sent: u64,
 }
 
 /// One worker's share of the traffic.

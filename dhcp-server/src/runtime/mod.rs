@@ -9,6 +9,7 @@
 //! the loops while it tells the partner; then the backend's loops end, the link is
 //! joined, the backend reports, and the journal's last commit runs.
 
+pub mod bulk;
 pub mod clock;
 pub mod env;
 pub mod operate;
@@ -80,6 +81,8 @@ pub enum Error {
     Control(#[from] control::ServeError),
     #[error("failover link: {0}")]
     Failover(io::Error),
+    #[error("bulk leasequery listener: {0}")]
+    Bulk(io::Error),
     #[error("{0}")]
     Backend(BackendError),
 }
@@ -126,6 +129,8 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
             Shard::new(engine, committer, bus)
         })
         .collect();
+    // Bulk leasequery asks the shards as the control socket does, on its own queues' ends.
+    let bulk = bulk::start(&config, questions.clone(), env.clock.clone()).map_err(Error::Bulk)?;
     let (kind, xdp) = backend.describe();
     let facts = Facts {
         backend: kind,
@@ -143,7 +148,8 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
                 members: opened.members,
                 durable,
             })
-            .with_failover(pair.as_ref().map(|p| p.handle.clone())),
+            .with_failover(pair.as_ref().map(|p| p.handle.clone()))
+            .with_bulk(bulk.as_ref().map(|b| b.counters.clone())),
     );
     let control = operate::start_control(&config, operated.clone())?;
     let serving = backend.start(shards, &env).map_err(Error::Backend)?;
@@ -159,6 +165,9 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
     }
     tracing::info!("shutting down");
     operated.set_stopping();
+    if let Some(bulk) = bulk {
+        bulk.stop();
+    }
     if let Some(pair) = pair {
         pair.stop();
     }

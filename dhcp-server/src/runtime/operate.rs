@@ -28,7 +28,8 @@ use crate::control::{
     ReservationPage, ReservationSpec, Stats, Status, XdpStatus,
 };
 use crate::journal::{Durability, DurableWatch};
-use dhcp_proto::engine::{ClientRef, Engine, KeyKind, LeaseState, NotMember};
+use dhcp_proto::engine::{ClientRef, Engine, KeyKind, LeaseState, NotMember, SlotId};
+use dhcp_proto::leasequery::{Binding, Key};
 
 /// Questions a shard's queue holds; a full queue makes the control request fail fast.
 const QUEUE: usize = 64;
@@ -57,6 +58,16 @@ pub enum Ask {
     AddMember(ClassMember),
     /// End a member added at run time: `Done(true)`, or `NotMember`.
     RemoveMember(ClassMember),
+    /// Bulk leasequery: the bindings that answer a key found by index (an address, a
+    /// client): `Bindings` with no next slot.
+    Find(Arc<Key>),
+    /// Bulk leasequery: one bounded step through this shard's table (see
+    /// `Engine::scan_slots`): `Bindings` and where the next step starts.
+    Scan {
+        key: Arc<Key>,
+        from: SlotId,
+        slots: usize,
+    },
 }
 
 /// A change made at run time that the journal keeps, as the control side hands it to the
@@ -82,6 +93,8 @@ pub enum Told {
     Kept(Vec<Ipv4Addr>),
     /// A class member this shard cannot add or remove, and why.
     NotMember(NotMember),
+    /// Bindings for a bulk leasequery, and the slot its next step starts from.
+    Bindings(Vec<Binding>, Option<SlotId>),
 }
 
 /// One shard's counters, pool use and latency samples.
@@ -94,7 +107,26 @@ pub struct ShardReport {
 
 pub struct Question {
     ask: Ask,
-    reply: mpsc::SyncSender<Told>,
+    reply: Reply,
+}
+
+/// Where a shard's answer goes: to a control thread that waits for it, or to a task
+/// (bulk leasequery) that awaits it without holding a thread.
+enum Reply {
+    Wait(mpsc::SyncSender<Told>),
+    Await(tokio::sync::oneshot::Sender<Told>),
+}
+
+impl Question {
+    /// A question whose answer a task awaits.
+    pub fn awaited(ask: Ask) -> (Question, tokio::sync::oneshot::Receiver<Told>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let q = Question {
+            ask,
+            reply: Reply::Await(tx),
+        };
+        (q, rx)
+    }
 }
 
 /// A shard's end: where its questions arrive.
@@ -120,7 +152,14 @@ pub fn answer_all(
     while let Some(q) = questions.pop() {
         let told = answer(&q.ask, engine, committer, latency, now);
         // The asker may have given up; nothing to do then.
-        let _ = q.reply.try_send(told);
+        match q.reply {
+            Reply::Wait(tx) => {
+                let _ = tx.try_send(told);
+            }
+            Reply::Await(tx) => {
+                let _ = tx.send(told);
+            }
+        }
     }
 }
 
@@ -183,6 +222,16 @@ fn answer(
         Ask::Reconfigure(policy) => Told::Kept(engine.reconfigure(Arc::clone(policy))),
         Ask::AddMember(m) => member_done(engine.add_class_member(&m.class, &m.value)),
         Ask::RemoveMember(m) => member_done(engine.remove_class_member(&m.class, &m.value)),
+        Ask::Find(key) => {
+            let mut found = Vec::new();
+            engine.bindings(key, &mut found);
+            Told::Bindings(found, None)
+        }
+        Ask::Scan { key, from, slots } => {
+            let mut found = Vec::new();
+            let next = engine.scan_slots(key, *from, *slots, &mut found);
+            Told::Bindings(found, next)
+        }
     }
 }
 
@@ -311,6 +360,8 @@ pub struct Operated {
     loaded: AtomicU64,
     /// The failover link, when the server has a partner.
     failover: Option<crate::failover::link::Handle>,
+    /// The bulk leasequery listener's counters, when it listens.
+    bulk: Option<Arc<super::bulk::Counters>>,
     env: Env,
 }
 
@@ -356,6 +407,7 @@ impl Operated {
             control_reservations: AtomicU64::new(0),
             loaded: AtomicU64::new(env.clock.now()),
             failover: None,
+            bulk: None,
             env,
         }
     }
@@ -394,6 +446,12 @@ impl Operated {
         self
     }
 
+    /// The bulk leasequery listener's counters, for `stats` and the metrics.
+    pub fn with_bulk(mut self, counters: Option<Arc<super::bulk::Counters>>) -> Self {
+        self.bulk = counters;
+        self
+    }
+
     /// Every socket is up and the journal is replayed: status says ready from now on,
     /// and systemd (Type=notify) is told so.
     pub fn set_ready(&self) {
@@ -416,7 +474,7 @@ impl Operated {
         for q in &self.shards {
             q.push(Question {
                 ask: make(),
-                reply: tx.clone(),
+                reply: Reply::Wait(tx.clone()),
             })
             .map_err(|_| {
                 ControlError::Unavailable("a worker has too many requests waiting".into())
@@ -437,7 +495,10 @@ impl Operated {
     fn ask_one(&self, shard: usize, ask: Ask) -> Result<Told, ControlError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.shards[shard]
-            .push(Question { ask, reply: tx })
+            .push(Question {
+                ask,
+                reply: Reply::Wait(tx),
+            })
             .map_err(|_| {
                 ControlError::Unavailable("a worker has too many requests waiting".into())
             })?;
@@ -455,7 +516,7 @@ impl Operated {
             let (tx, rx) = mpsc::sync_channel(1);
             let mut question = Question {
                 ask: make(),
-                reply: tx,
+                reply: Reply::Wait(tx),
             };
             while let Err(back) = q.push(question) {
                 if Instant::now() >= deadline {
@@ -565,6 +626,7 @@ impl control::Server for Operated {
             }
             let _ = latency.add(&h);
         }
+        stats.bulk_leasequery = self.bulk.as_ref().map(|c| c.read());
         if let Some(read) = &self.facts.counters {
             stats.xdp = read()
                 .into_iter()
