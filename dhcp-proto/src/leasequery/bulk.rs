@@ -12,7 +12,7 @@
 use std::net::Ipv4Addr;
 
 use super::{msg, opt, write_binding, Binding, Key};
-use crate::engine::LeaseState;
+use crate::lease::LeaseState;
 use crate::wire::{code, Message, MessageType, Request, WireError, Writer};
 
 /// Octets of the message size in front of every message on the connection (RFC 6926:

@@ -37,6 +37,9 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 /// metrics; called from the control thread at each request.
 pub type BackendCounters = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
 
+/// Reads the bulk leasequery listener's counters, for `stats` and the metrics.
+pub type BulkCounters = Arc<dyn Fn() -> crate::control::BulkStats + Send + Sync>;
+
 /// What moves bytes between the network and the shards: sockets, rings, an in-memory
 /// link. It owns no DHCP logic.
 pub trait Backend {
@@ -149,7 +152,10 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
                 durable,
             })
             .with_failover(pair.as_ref().map(|p| p.handle.clone()))
-            .with_bulk(bulk.as_ref().map(|b| b.counters.clone())),
+            .with_bulk(bulk.as_ref().map(|b| {
+                let counters = b.counters.clone();
+                Arc::new(move || counters.read()) as BulkCounters
+            })),
     );
     let control = operate::start_control(&config, operated.clone())?;
     let serving = backend.start(shards, &env).map_err(Error::Backend)?;

@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 
 use super::env::Env;
 use super::store::{Committer, Members};
+use super::BulkCounters;
 use crate::config::reserve::Runtime;
 use crate::config::{Config, Reservation};
 use crate::control::{
@@ -361,7 +362,7 @@ pub struct Operated {
     /// The failover link, when the server has a partner.
     failover: Option<crate::failover::link::Handle>,
     /// The bulk leasequery listener's counters, when it listens.
-    bulk: Option<Arc<super::bulk::Counters>>,
+    bulk: Option<BulkCounters>,
     env: Env,
 }
 
@@ -447,7 +448,7 @@ impl Operated {
     }
 
     /// The bulk leasequery listener's counters, for `stats` and the metrics.
-    pub fn with_bulk(mut self, counters: Option<Arc<super::bulk::Counters>>) -> Self {
+    pub fn with_bulk(mut self, counters: Option<BulkCounters>) -> Self {
         self.bulk = counters;
         self
     }
@@ -626,7 +627,7 @@ impl control::Server for Operated {
             }
             let _ = latency.add(&h);
         }
-        stats.bulk_leasequery = self.bulk.as_ref().map(|c| c.read());
+        stats.bulk_leasequery = self.bulk.as_ref().map(|read| read());
         if let Some(read) = &self.facts.counters {
             stats.xdp = read()
                 .into_iter()
