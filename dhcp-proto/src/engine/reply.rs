@@ -63,6 +63,13 @@ impl Destination {
     }
 }
 
+/// As ISC dhcpd 4.4 decides it (server/dhcp.c, `dhcp_reply`): to the relay; a NAK
+/// broadcast; only an ACK to ciaddr (RENEWING, REBINDING, INFORM); else to yiaddr at the
+/// client's hardware address, or broadcast. An OFFER never goes to ciaddr: a DISCOVER
+/// carries none (RFC 2131 table 5), so one that does names an address nobody may answer
+/// ARP for, on the link or off it, and the OFFER would wait for that answer instead of
+/// reaching the client, which listens at its hardware address (see
+/// docs/investigations/udp-stall.md for what dhcpd and Kea do).
 pub(super) fn destination(req: &Request<'_>, ans: &Answer) -> Destination {
     let m = &req.msg;
     if !m.giaddr().is_unspecified() {
@@ -71,7 +78,7 @@ pub(super) fn destination(req: &Request<'_>, ans: &Answer) -> Destination {
     if ans.kind == MessageType::Nak {
         return Destination::Broadcast;
     }
-    if !m.ciaddr().is_unspecified() {
+    if !m.ciaddr().is_unspecified() && ans.kind == MessageType::Ack {
         return Destination::Unicast(m.ciaddr());
     }
     match <[u8; 6]>::try_from(m.chaddr()) {

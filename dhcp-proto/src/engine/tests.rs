@@ -2098,3 +2098,39 @@ fn leasequery_with_several_shards_is_gathered_and_answered_from_every_shards_bin
     assert_eq!(r.kind.to_u8(), msg::LEASEACTIVE);
     assert_eq!(asking.stats().sent(r.kind), 1);
 }
+
+/// A DISCOVER carrying ciaddr (on our network or off it, unicast or broadcast) is served
+/// from the link as if it had none, and its OFFER goes to the client's hardware address,
+/// as ISC dhcpd sends it, never to ciaddr; the ACK to a renewal still goes to ciaddr.
+#[test]
+fn an_offer_never_goes_to_ciaddr_only_an_ack_does() {
+    let mut lab = Lab::new(config());
+    for (mac, ciaddr, broadcast) in [
+        (1, ip("192.0.2.50"), false),
+        (2, ip("192.0.2.50"), true),
+        (3, ip("203.0.113.50"), false),
+        (4, ip("203.0.113.50"), true),
+    ] {
+        let mut d = discover(mac).ciaddr(ciaddr);
+        d.broadcast = broadcast;
+        let o = lab.reply(&d);
+        assert_eq!(o.kind, MessageType::Offer);
+        assert!(
+            range("192.0.2.10-192.0.2.19").contains(o.yiaddr),
+            "ciaddr {ciaddr}: placed on the link's subnet, got {}",
+            o.yiaddr
+        );
+        let expected = if broadcast {
+            Destination::Broadcast
+        } else {
+            Destination::Hardware {
+                ip: o.yiaddr,
+                mac: [2, 0, 0, 0, 0, mac],
+            }
+        };
+        assert_eq!(o.to, expected, "ciaddr {ciaddr}, broadcast {broadcast}");
+    }
+    let a = lab.dora(&discover(5));
+    let ack = lab.reply(&request(5).ciaddr(a));
+    assert_eq!(ack.to, Destination::Unicast(a), "a renewal's ACK");
+}

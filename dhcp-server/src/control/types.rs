@@ -191,8 +191,9 @@ mod durability {
 /// "decline", "ack", "nak", "release", "inform" and "other"; drop reasons are the
 /// engine's `Drop::name()`s. `xdp` holds the XDP program's frame counters by name
 /// ("redirected", "passed", "malformed", "no-socket", "balanced", "flood-client",
-/// "flood-circuit"), empty with another backend; frames it dropped never reach the
-/// engine's counters.
+/// "flood-circuit"); with the UDP backend, its reply counters ("replies-aside",
+/// "replies-aside-failed", "replies-failed"); frames the XDP program dropped never reach
+/// the engine's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub received: BTreeMap<String, u64>,

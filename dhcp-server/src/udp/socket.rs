@@ -203,8 +203,66 @@ impl DhcpSocket {
         check(n as libc::c_int).map(drop)
     }
 
-    /// The interface's hardware address: the source of frames sent to clients directly.
+    /// The descriptor poll waits on.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// A send-only raw IP socket on one interface (IPPROTO_RAW: it never receives), for the
+/// replies whose destination did not send the request (see `udp`'s module comment).
+/// What it sends waits in the kernel exactly as a UDP datagram would (route, then the
+/// neighbour queue), but is charged to this socket's send buffer, not the one the
+/// replies to known peers leave through. The datagram carries its own IP and UDP
+/// headers, so it leaves from port 67 like every other reply.
+pub struct RawIpSocket {
+    fd: OwnedFd,
+}
+
+impl RawIpSocket {
+    /// Needs CAP_NET_RAW.
+    pub fn open(ifname: &str) -> io::Result<Self> {
+        let cname =
+            CString::new(ifname).map_err(|_| io::Error::other("interface name has a NUL"))?;
+        // SAFETY: socket(2) with constant arguments; the result is checked before use.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_RAW,
+            )
+        })?;
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let name = cname.as_bytes_with_nul();
+        // SAFETY: the option value is the NUL-terminated name, its length passed with it.
+        check(unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                name.as_ptr().cast(),
+                name.len() as libc::socklen_t,
+            )
+        })?;
+        Ok(Self { fd })
+    }
+
+    /// Sends `packet`, an IPv4 header and what follows it, to `to` (the header's
+    /// destination) out of this socket's interface.
+    pub fn send(&self, packet: &[u8], to: Ipv4Addr) -> io::Result<()> {
+        let sa = sockaddr(SocketAddrV4::new(to, 0));
+        // SAFETY: `packet` and `sa` are live buffers of the lengths passed.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        check(n as libc::c_int).map(drop)
     }
 }

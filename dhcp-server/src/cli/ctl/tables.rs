@@ -331,8 +331,10 @@ pub(super) fn stats(stats: &Stats) -> String {
         table(&["MESSAGE", "RECEIVED", "SENT"], &messages),
         table(&["DROPPED", "COUNT"], &drops),
     ];
-    // Only the XDP backend has a program in front of the workers.
-    if !xdp.is_empty() {
+    // The backend's own counters: the XDP program's, or the UDP backend's `replies-*`.
+    if stats.xdp.keys().any(|k| k.starts_with("replies-")) {
+        tables.push(table(&["UDP REPLIES", "COUNT"], &xdp));
+    } else if !xdp.is_empty() {
         tables.push(table(&["XDP PROGRAM", "FRAMES"], &xdp));
     }
     tables.extend([
