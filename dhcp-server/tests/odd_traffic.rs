@@ -170,9 +170,12 @@ fn odd_discovers_from_a_relay_do_not_stall_ordinary_clients(backend: Backend) {
         discovers >= u64::from(ODD) / 2 + u64::from(CLIENTS),
         "{backend:?}: the engine saw {discovers} DISCOVERs"
     );
-    assert_eq!(
-        (offers.received, offers.drops, acks.received, acks.drops),
-        (u64::from(CLIENTS), 0, u64::from(CLIENTS), 0),
+    // perfdhcp may start one exchange more than asked (201 of 200): every one it sent
+    // must be answered.
+    assert!(
+        offers.received >= u64::from(CLIENTS)
+            && (offers.received, offers.drops, acks.received, acks.drops)
+                == (offers.sent, 0, acks.sent, 0),
         "{backend:?}: every ordinary exchange answered within perfdhcp's drop time:\n{text}\n\
          server log's send failures:\n{}",
         log.lines()
