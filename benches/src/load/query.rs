@@ -233,11 +233,14 @@ impl Queries<'_> {
 }
 
 /// The DORA phase of `fill` (which must be DORA only, closed or open loop as it says),
-/// then the queries of `cfg` about the addresses it got.
+/// then the queries of `cfg` about the addresses it got. `filled` hears of the DORA
+/// phase's end just before the first query, so an observer can tell the server's work
+/// on queries from its work on leases.
 pub fn leasequery(
     sock: &PacketSocket,
     fill: &LoadConfig,
     cfg: &QueryConfig,
+    filled: impl FnOnce(&Report),
 ) -> io::Result<QueryReport> {
     let (run, fill_elapsed) = play(sock, None, fill)?;
     let server = match (run.server, cfg.server) {
@@ -251,6 +254,7 @@ pub fn leasequery(
     };
     let mut targets = Targets::new(run.held(), cfg)?;
     let fill = run.report(fill_elapsed);
+    filled(&fill);
     // Enough slots for every query a timeout can keep in flight at the rate.
     let slots = match cfg.rate {
         Some(r) => (f64::from(r) * cfg.timeout.as_secs_f64()) as usize + 2 * BATCH,
