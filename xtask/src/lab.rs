@@ -289,7 +289,7 @@ pub fn release_binary(package: &str, bin: &str) -> Result<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     sh(Command::new(cargo).args(["build", "--release", "-q", "-p", package, "--bin", bin]))?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), |t| root.join(t));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
     Ok(target.join("release").join(bin).display().to_string())
 }
