@@ -87,6 +87,9 @@ const CIRCUIT_ID: u8 = 1;
 const MESSAGE_TYPE: u8 = 53;
 const DHCPDISCOVER: u8 = 1;
 const DHCPREQUEST: u8 = 3;
+/// RFC 4388: a requester (BNG, relay) asks about a lease, not a client asking for one.
+const DHCPLEASEQUERY: u8 = 10;
+const XID: usize = 4;
 const SECS: usize = 8;
 /// No offset we read is ever beyond this: a jumbo frame at most. Checked before every
 /// variable offset meets the packet pointer, so the verifier knows its range.
@@ -108,6 +111,8 @@ struct Request {
     asked: Asked,
     /// The client's flood bucket key.
     client: [u8; CLIENT_KEY_LEN],
+    /// A leasequery: neither a client's request to limit nor one a failover pair splits.
+    query: bool,
     /// Offset of the BOOTP message in the frame.
     bootp: usize,
 }
@@ -129,14 +134,15 @@ pub fn dhcp_steer(ctx: XdpContext) -> u32 {
             asked,
             client,
             bootp,
+            query,
         }) => {
             // Before the balancing rule: a client's rate is what it sends, whichever
             // server of a pair would answer it.
-            if let Some(over) = flooding(&ctx, &client, bootp) {
+            if let Some(over) = (!query).then(|| flooding(&ctx, &client, bootp)).flatten() {
                 count(over);
                 return XDP_DROP;
             }
-            if let Some(v) = BALANCE.get(0) {
+            if let Some(v) = BALANCE.get(0).filter(|_| !query) {
                 if Balance::decode(v).leaves_to_partner(hash, secs, asked) {
                     count(Counter::Balanced);
                     return XDP_DROP;
@@ -364,7 +370,14 @@ fn request(ctx: &XdpContext, bootp: usize, to: [u8; 4]) -> Option<Request> {
         Some(len) => Some(id.get(..len)?),
         None => None,
     };
-    let hash = client_key_hash(client_id, chaddr.get(..usize::from(hlen))?);
+    let query = kind == DHCPLEASEQUERY;
+    // A leasequery names no client of its own (most ask by address, with chaddr zero),
+    // and any worker gathers its answer from all: spread them by transaction id.
+    let hash = if query {
+        load::<4>(ctx, bootp + XID)?[3]
+    } else {
+        client_key_hash(client_id, chaddr.get(..usize::from(hlen))?)
+    };
     let asked = match kind {
         DHCPDISCOVER => Asked::Discover,
         // A second walk, for REQUESTs only: folding option 54 into the walk above
@@ -382,6 +395,7 @@ fn request(ctx: &XdpContext, bootp: usize, to: [u8; 4]) -> Option<Request> {
         asked,
         client: client_key(htype, hlen, &chaddr),
         bootp,
+        query,
     })
 }
 

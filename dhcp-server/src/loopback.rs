@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::LinkId;
 use crate::control::{BackendKind, XdpStatus};
 use crate::runtime::env::Env;
-use crate::runtime::shard::{Held, Shard};
+use crate::runtime::shard::{Held, Return, Shard};
 use crate::runtime::{Backend, BackendError, Serving};
 use dhcp_proto::engine::{Destination, RxMeta};
 use dhcp_proto::wire::{code, Message};
@@ -176,6 +176,14 @@ impl Port {
         while !env.stop.requested() {
             let now = env.clock.now();
             shard.turn(now);
+            for late in shard.take_late() {
+                let _ = self.replies.send(Sent {
+                    link: late.back.link,
+                    to: late.reply.to,
+                    from: late.reply.from,
+                    bytes: late.bytes.into(),
+                });
+            }
             held.release(shard.core.durable(), &mut shard.latency, |sent| {
                 let _ = self.replies.send(sent);
             });
@@ -206,7 +214,12 @@ impl Port {
                 },
                 broadcast,
             };
-            let Some(answer) = shard.core.handle(&d.bytes, &meta, now, &mut out) else {
+            let back = Return {
+                link: d.link,
+                next_hop: [0; 6],
+                vlan: None,
+            };
+            let Some(answer) = shard.core.handle(&d.bytes, &meta, now, &mut out, back) else {
                 continue;
             };
             let sent = Sent {

@@ -43,6 +43,9 @@ enum Command {
     },
     /// Ask a running server over its control socket (see docs/control.md).
     Ctl(cli::ctl::CtlArgs),
+    /// Ask a DHCP server (ours, dhcpd, any RFC 4388 server) about one address or client,
+    /// as a relay or BNG would: DHCPLEASEQUERY from this host's port 67.
+    Leasequery(cli::leasequery::LeasequeryArgs),
     /// Migrate an ISC dhcpd 4.x leases file into the journal of a state directory.
     ImportIsc {
         /// The dhcpd.leases file.
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         }
         Command::ImportIsc { leases, state_dir } => import_isc(&leases, &state_dir),
         Command::Ctl(args) => cli::ctl::run(args),
+        Command::Leasequery(args) => cli::leasequery::run(args),
     }
 }
 

@@ -752,10 +752,11 @@ const MCLT: u64 = 600;
 
 impl Pair {
     fn start(name: &str, shards: u16) -> Pair {
-        Pair::with_mclt(name, shards, MCLT)
+        Pair::with(name, shards, MCLT, "")
     }
 
-    fn with_mclt(name: &str, shards: u16, mclt: u64) -> Pair {
+    /// A pair with this MCLT and `extra` added to both configurations.
+    fn with(name: &str, shards: u16, mclt: u64, extra: &str) -> Pair {
         let dir = scratch(name);
         let clock = Clock::manual(T0);
         let listen = SocketAddrV4::new(SECONDARY_LINK, free_port(SECONDARY_LINK));
@@ -770,7 +771,7 @@ impl Pair {
                 format!(
                     "[failover]\nname = \"pair\"\nrole = \"{role}\"\n\
                  address = \"{address}\"\nport = {port}\npeer-address = \"{peer}\"\n\
-                 peer-port = {peer_port}\nmax-response-delay = 5\n{primary_only}"
+                 peer-port = {peer_port}\nmax-response-delay = 5\n{primary_only}{extra}"
                 )
             };
         let primary = Server::start(
@@ -1149,7 +1150,7 @@ fn randomized_run(seed: u64, steps: usize, restarts: bool) -> Run {
     // Odd seeds with a short MCLT (leases end during the run, recover-wait is short),
     // even seeds with a long one (most leases still run at the end, for the disk check).
     let mclt = if seed % 2 == 1 { 60 } else { MCLT };
-    let mut pair = Pair::with_mclt(&format!("random-{seed}"), 1 + rng.below(2) as u16, mclt);
+    let mut pair = Pair::with(&format!("random-{seed}"), 1 + rng.below(2) as u16, mclt, "");
     pair.settle();
     let mut ledger = Ledger::default();
     let mut events = Vec::new();
@@ -1317,5 +1318,204 @@ fn a_randomized_pair_never_grants_an_address_twice_and_both_keep_every_lease() {
             run.ledger.acks.len(),
             running.len()
         );
+    }
+}
+
+// ---- leasequery (RFC 4388) gathered from every shard ----
+
+/// The requester: a BNG at this address may ask, and gets the answers there.
+const REQUESTER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+
+fn allow_requester() -> String {
+    format!("[leasequery]\nrequesters = [\"{REQUESTER}/32\"]\nbulk = false\n")
+}
+
+/// What a leasequery's answer says, read with the independent codec.
+#[derive(Debug)]
+struct Answer {
+    kind: v4::MessageType,
+    ciaddr: Ipv4Addr,
+    mac: [u8; 6],
+    lease: Option<u32>,
+    associated: Vec<Ipv4Addr>,
+    circuit: Option<Vec<u8>>,
+}
+
+/// Sends a DHCPLEASEQUERY (by address when `ciaddr` is set, else by `mac`) from
+/// `from` and returns the answer the server sent back to it, if any.
+fn leasequery(
+    s: &Server,
+    from: Ipv4Addr,
+    ciaddr: Ipv4Addr,
+    mac: [u8; 6],
+    xid: u32,
+) -> Option<Answer> {
+    let mut m = v4::Message::new(
+        ciaddr,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        from,
+        &mac,
+    );
+    m.set_xid(xid);
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(v4::MessageType::LeaseQuery));
+    s.wire.as_ref()?.send(Datagram {
+        link: 0,
+        dst: s.addr,
+        bytes: m.to_vec().unwrap(),
+    });
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let Some(sent) = s.wire.as_ref()?.recv(Duration::from_millis(50)) else {
+            continue;
+        };
+        let r = v4::Message::decode(&mut Decoder::new(&sent.bytes)).expect("our replies decode");
+        if r.xid() != xid {
+            continue;
+        }
+        assert_eq!(sent.to, dhcp_proto::engine::Destination::Relay(from));
+        let mut mac = [0; 6];
+        mac.copy_from_slice(&r.chaddr()[..6]);
+        return Some(Answer {
+            kind: match r.opts().get(OptionCode::MessageType) {
+                Some(DhcpOption::MessageType(t)) => *t,
+                other => panic!("no message type: {other:?}"),
+            },
+            ciaddr: r.ciaddr(),
+            mac,
+            lease: match r.opts().get(OptionCode::AddressLeaseTime) {
+                Some(DhcpOption::AddressLeaseTime(t)) => Some(*t),
+                _ => None,
+            },
+            associated: match r.opts().get(OptionCode::AssociatedIp) {
+                Some(DhcpOption::AssociatedIp(a)) => a.clone(),
+                _ => Vec::new(),
+            },
+            circuit: match r.opts().get(OptionCode::RelayAgentInformation) {
+                Some(DhcpOption::RelayAgentInformation(info)) => {
+                    match info.get(v4::relay::RelayCode::AgentCircuitId) {
+                        Some(v4::relay::RelayInfo::AgentCircuitId(c)) => Some(c.clone()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+        });
+    }
+    None
+}
+
+#[test]
+fn a_leasequery_is_answered_from_whichever_shard_holds_the_lease() {
+    let dir = scratch("leasequery");
+    let clock = Clock::manual(T0);
+    let s = Server::start(
+        &dir,
+        "lq",
+        Ipv4Addr::new(192, 0, 2, 1),
+        4,
+        &clock,
+        &allow_requester(),
+    );
+    let mut held = HashMap::new();
+    for n in 0..24 {
+        let ack = dora(&[&s], mac_of(n), n).unwrap_or_else(|| panic!("client {n}: no lease"));
+        held.insert(ack.yiaddr, mac_of(n));
+    }
+    clock.advance(600);
+    // Every query reaches one shard (by its transaction id), the leases are spread over
+    // four: each answer needs the others.
+    for (i, (&addr, &mac)) in held.iter().enumerate() {
+        let by_addr = leasequery(&s, REQUESTER, addr, [0; 6], 5000 + i as u32)
+            .unwrap_or_else(|| panic!("no answer for {addr}"));
+        assert_eq!(by_addr.kind, v4::MessageType::LeaseActive, "{addr}");
+        assert_eq!((by_addr.ciaddr, by_addr.mac), (addr, mac));
+        assert_eq!(by_addr.lease, Some(3000));
+        let by_mac = leasequery(&s, REQUESTER, Ipv4Addr::UNSPECIFIED, mac, 6000 + i as u32)
+            .unwrap_or_else(|| panic!("no answer for {mac:?}"));
+        assert_eq!(
+            (by_mac.kind, by_mac.ciaddr),
+            (v4::MessageType::LeaseActive, addr)
+        );
+        assert!(by_mac.associated.is_empty());
+    }
+    let free = (10..=99)
+        .map(|n| Ipv4Addr::new(192, 0, 2, n))
+        .find(|a| !held.contains_key(a))
+        .unwrap();
+    let unassigned = leasequery(&s, REQUESTER, free, [0; 6], 7000).unwrap();
+    assert_eq!(unassigned.kind, v4::MessageType::LeaseUnassigned);
+    let unknown = leasequery(&s, REQUESTER, Ipv4Addr::new(203, 0, 113, 50), [0; 6], 7001).unwrap();
+    assert_eq!(unknown.kind, v4::MessageType::LeaseUnknown);
+    // A requester the configuration does not name gets nothing, and it is counted.
+    let stranger = Ipv4Addr::new(203, 0, 113, 8);
+    let addr = *held.keys().next().unwrap();
+    assert!(leasequery(&s, stranger, addr, [0; 6], 7002).is_none());
+    let stats = s.control("stats").unwrap();
+    assert_eq!(stats["result"]["drops"]["leasequery-not-allowed"], 1);
+    assert_eq!(stats["result"]["sent"]["leaseactive"], 48);
+}
+
+/// A client's message relayed by an agent at 192.0.2.254 that adds `circuit`.
+fn relayed(
+    kind: v4::MessageType,
+    mac: [u8; 6],
+    xid: u32,
+    opts: &[DhcpOption],
+    circuit: &[u8],
+) -> Vec<u8> {
+    let mut info = v4::relay::RelayAgentInformation::default();
+    info.insert(v4::relay::RelayInfo::AgentCircuitId(circuit.to_vec()));
+    let mut opts = opts.to_vec();
+    opts.push(DhcpOption::RelayAgentInformation(info));
+    let bytes = message(kind, mac, xid, &opts, Ipv4Addr::UNSPECIFIED);
+    let mut m = v4::Message::decode(&mut Decoder::new(&bytes)).unwrap();
+    m.set_giaddr(Ipv4Addr::new(192, 0, 2, 254)).set_hops(1);
+    m.to_vec().unwrap()
+}
+
+/// DISCOVER and REQUEST through the relay: the ACK, if there is one.
+fn relayed_dora(servers: &[&Server], mac: [u8; 6], xid: u32, circuit: &[u8]) -> Option<Reply> {
+    let discover = relayed(v4::MessageType::Discover, mac, xid, &[], circuit);
+    let offer = exchange(servers, &discover, mac, xid)
+        .into_iter()
+        .find(|r| r.kind == v4::MessageType::Offer)?;
+    let chosen = [
+        DhcpOption::RequestedIpAddress(offer.yiaddr),
+        DhcpOption::ServerIdentifier(offer.server?),
+    ];
+    let request = relayed(v4::MessageType::Request, mac, xid, &chosen, circuit);
+    exchange(servers, &request, mac, xid)
+        .into_iter()
+        .find(|r| r.kind == v4::MessageType::Ack)
+}
+
+#[test]
+fn either_server_of_a_pair_answers_a_leasequery_for_the_others_leases() {
+    let pair = Pair::with("leasequery-pair", 2, MCLT, &allow_requester());
+    pair.settle();
+    let mut held = HashMap::new();
+    for n in 0..20 {
+        let circuit = format!("olt-1 port {n}").into_bytes();
+        let ack = relayed_dora(&pair.running(), mac_of(n), n, &circuit)
+            .unwrap_or_else(|| panic!("client {n}"));
+        held.insert(ack.yiaddr, (mac_of(n), circuit, ack.server));
+    }
+    pair.settle();
+    // Each lease was granted by one server; the other learnt it, and the relay
+    // information it was granted through, by its binding update.
+    for (i, (&addr, (mac, circuit, granted_by))) in held.iter().enumerate() {
+        for (side, s) in pair.servers.iter().enumerate() {
+            let xid = 9000 + 2 * i as u32 + side as u32;
+            let a = leasequery(s, REQUESTER, addr, [0; 6], xid)
+                .unwrap_or_else(|| panic!("{} did not answer for {addr}", s.name));
+            assert_eq!(
+                (a.kind, a.mac, a.circuit.as_ref()),
+                (v4::MessageType::LeaseActive, *mac, Some(circuit)),
+                "{} about {addr}, granted by {granted_by:?}",
+                s.name
+            );
+        }
     }
 }

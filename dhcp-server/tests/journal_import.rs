@@ -52,28 +52,7 @@ fn a_leases_file_written_by_isc_dhcpd_imports_and_serves_the_same_address() {
     let leases = lab.path("dhcpd.leases");
     std::fs::write(&leases, "").unwrap();
     let (ns, iface) = (lab.server_ns.clone(), lab.server_if.clone());
-    let pid = lab.spawn(
-        &ns,
-        "dhcpd",
-        &[
-            "-4",
-            "-f",
-            "-d",
-            "-cf",
-            conf.to_str().unwrap(),
-            "-lf",
-            leases.to_str().unwrap(),
-            "-pf",
-            lab.path("dhcpd.pid").to_str().unwrap(),
-            &iface,
-        ],
-        "dhcpd.log",
-    );
-    wait_for_file(
-        &lab.path("dhcpd.log"),
-        "Sending on",
-        Duration::from_secs(10),
-    );
+    let pid = lab.start_dhcpd(&ns, &conf, &leases, &iface);
     let from_dhcpd = dhclient(&mut lab, "first");
     lab.stop(pid);
     let written = std::fs::read_to_string(&leases).unwrap();

@@ -31,6 +31,7 @@ const SERVER_CIDR: &str = "192.0.2.1/24";
 const CLIENT_CIDR: &str = "192.0.2.2/24";
 const DHCPDISCOVER: u8 = 1;
 const DHCPREQUEST: u8 = 3;
+const DHCPLEASEQUERY: u8 = 10;
 /// Set in the re-executed test binary that attaches and waits to be killed.
 const CHILD_ENV: &str = "DHCP_XDP_TEST_ATTACH_TO";
 
@@ -366,6 +367,8 @@ fn the_partners_discovers_and_requests_stop_in_the_program() {
             67,
             &bootrequest(mac, DHCPREQUEST, 0, &[50, 4, 192, 0, 2, 77]),
         ),
+        // A leasequery: either server of a pair answers it.
+        udp_frame(None, 67, &bootrequest([0; 6], DHCPLEASEQUERY, 0, &[])),
         // An option 54 of 5 octets: the engine decides.
         udp_frame(
             None,
@@ -471,6 +474,18 @@ fn flood_limits_drop_past_the_burst_in_the_program() {
             .collect(),
     );
     assert_eq!((c.no_socket, c.flood_client), (5 + 3, 25 + 1), "{c:?}");
+    // A requester's leasequeries are no client's requests: none is held back.
+    let before = c;
+    let c = step(
+        (0..30)
+            .map(|i| udp_frame(None, 67, &bootrequest([0; 6], DHCPLEASEQUERY, i, &[])))
+            .collect(),
+    );
+    assert_eq!(
+        (c.no_socket - before.no_socket, c.flood_client),
+        (30, before.flood_client),
+        "{c:?}"
+    );
 
     // One circuit behind one relay, a new MAC each time: the circuit's burst.
     let relay = [192, 0, 2, 2];

@@ -481,6 +481,10 @@ impl Engine {
                     ends,
                 );
                 self.leases.set_cltt(id, cltt);
+                // Only ours send it (dhcpd sends none): an update without leaves the
+                // relay information we had.
+                let agent = Some(&lease.agent_info[..]).filter(|a| !a.is_empty());
+                self.leases.set_agent(id, agent);
                 if !counted {
                     self.charge_existing(id);
                 }

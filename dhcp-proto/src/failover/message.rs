@@ -9,6 +9,7 @@ use super::wire::{
 };
 use super::{Hba, ServerState};
 use crate::lease::{BindingState, HwAddr, Lease, LeaseFlags};
+use crate::wire::code as dhcp_code;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
@@ -327,7 +328,24 @@ fn binding_options(l: &Lease) -> Vec<O<Vec<u8>>> {
     if flags != 0 {
         v.push(O::IpFlags(flags));
     }
+    // The draft's client-request-options carries the options of the client's request
+    // the partner needs: here the relay agent information (82) the lease was granted
+    // through, so either server answers a leasequery with it. dhcpd parses the option
+    // and leaves it unused.
+    if !l.agent_info.is_empty() && l.agent_info.len() <= usize::from(u8::MAX) {
+        let mut opts = vec![dhcp_code::RELAY_AGENT_INFO, l.agent_info.len() as u8];
+        opts.extend_from_slice(&l.agent_info);
+        v.push(O::ClientRequestOptions(opts));
+    }
     v
+}
+
+/// The relay agent information among a partner's client-request-options, if any: DHCP
+/// options (code, length, value) without PAD or END, as the draft has them.
+fn agent_info(request_options: &[u8]) -> Box<[u8]> {
+    crate::wire::relay::SubOptions::new(request_options)
+        .find(|o| o.0 == dhcp_code::RELAY_AGENT_INFO)
+        .map_or_else(|| Box::new([]) as Box<[u8]>, |o| o.1.into())
 }
 
 /// Seconds on the wire are 32 bits; "never" is the largest.
@@ -386,8 +404,10 @@ fn binding(m: &wire::Message, need_state: bool) -> Result<Lease, DecodeError> {
         state,
         hw,
         client_id,
-        // The failover protocol has no field for it: a partner's binding comes without.
-        agent_info: Box::new([]),
+        agent_info: match m.option(code::CLIENT_REQUEST_OPTIONS) {
+            Some(O::ClientRequestOptions(b)) => agent_info(b),
+            _ => Box::new([]),
+        },
         starts: time(code::START_TIME_OF_STATE),
         ends: time(code::LEASE_EXPIRATION_TIME),
         cltt: time(code::CLIENT_LAST_TRANSACTION_TIME),
@@ -456,6 +476,10 @@ mod tests {
             Msg::Contact,
             Msg::Disconnect(reject.clone()),
             Msg::BndUpd(lease()),
+            Msg::BndUpd(Lease {
+                agent_info: Box::new([1, 4, b'p', b'o', b'r', b't', 2, 1, 9]),
+                ..lease()
+            }),
             Msg::BndAck(lease(), None),
             Msg::BndAck(lease(), Some(reject)),
             Msg::UpdReq,

@@ -13,7 +13,9 @@
 use std::net::Ipv4Addr;
 
 use crate::engine::LeaseState;
-use crate::wire::{code, relay, MessageType, Request, WireError, Writer};
+use crate::wire::{
+    code, layout, relay, Message, MessageType, Request, WireError, Writer, BOOTREPLY, BOOTREQUEST,
+};
 
 /// Message types (option 53) of leasequery.
 pub mod msg {
@@ -213,13 +215,13 @@ impl Answer {
     /// a reservation (for a query by address).
     pub fn pick(key: &Key, found: &[Binding], managed: bool) -> Answer {
         if let Key::Address(addr) = key {
-            return match found.iter().find(|b| b.addr == *addr) {
-                Some(b) if b.active() => Answer::Active {
+            return match found.iter().find(|b| b.addr == *addr && b.active()) {
+                Some(b) => Answer::Active {
                     binding: b.clone(),
                     associated: Vec::new(),
                 },
-                _ if managed => Answer::Unassigned(*addr),
-                _ => Answer::Unknown,
+                None if managed => Answer::Unassigned(*addr),
+                None => Answer::Unknown,
             };
         }
         // dhcpd's rule: among active bindings the latest transaction; with none active,
@@ -290,9 +292,9 @@ pub fn write_reply(
         &req.msg,
         out.len().min(crate::wire::DEFAULT_MAX_MESSAGE),
     )?;
-    if let Some(a) = answer.addr() {
-        w.set_ciaddr(a);
-    }
+    // An address nobody knows is still named in the answer, as dhcpd does: the
+    // requester sees which of its queries this is without keeping the xid.
+    w.set_ciaddr(answer.addr().unwrap_or(req.msg.ciaddr()));
     w.option(code::MESSAGE_TYPE, &[answer.kind().to_u8()])?;
     w.option_ip(code::SERVER_ID, server_id)?;
     if let Answer::Active {
@@ -347,6 +349,161 @@ pub fn write_binding(
         w.option_u32(opt::CLIENT_LAST_TRANSACTION_TIME, since)?;
     }
     Ok(())
+}
+
+/// Writes the query a requester sends (RFC 4388 §6.1, RFC 6926 §6.2) into `out` and
+/// returns its length: `kind` is `msg::LEASEQUERY` or `msg::BULKLEASEQUERY`, `giaddr` the
+/// requester's own address (where a DHCPLEASEQUERY's answer goes), `prl` the options
+/// asked for (none: the server's choice). The key goes where the server reads it
+/// (`Key::of`, `Key::of_bulk`): an address in ciaddr, a client identifier in option 61, a
+/// hardware address in htype/hlen/chaddr, a relay or remote id as a sub-option of option
+/// 82; `Key::All` puts nothing, which only a bulk query may ask.
+pub fn write_query(
+    kind: u8,
+    key: &Key,
+    giaddr: Ipv4Addr,
+    xid: u32,
+    prl: Option<&[u8]>,
+    out: &mut [u8],
+) -> Result<usize, WireError> {
+    use layout::*;
+    let mut options = vec![code::MESSAGE_TYPE, 1, kind];
+    let mut tlv = |c: u8, v: &[u8]| -> Result<(), WireError> {
+        let len = u8::try_from(v.len()).map_err(|_| WireError::BadOptionLength(c))?;
+        options.push(c);
+        options.push(len);
+        options.extend_from_slice(v);
+        Ok(())
+    };
+    let mut ciaddr = Ipv4Addr::UNSPECIFIED;
+    let (mut htype, mut hlen, mut chaddr) = (0, 0, [0u8; 16]);
+    match key {
+        Key::Address(a) => ciaddr = *a,
+        Key::ClientId(id) => tlv(code::CLIENT_ID, id)?,
+        Key::Hardware {
+            htype: t,
+            hw,
+            hlen: l,
+        } => {
+            if *l > 16 {
+                return Err(WireError::BadHlen);
+            }
+            (htype, hlen, chaddr) = (*t, *l, *hw);
+        }
+        Key::RelayId(id) | Key::RemoteId(id) => {
+            let sub = match key {
+                Key::RelayId(_) => relay::sub::RELAY_ID,
+                _ => relay::sub::REMOTE_ID,
+            };
+            let len = u8::try_from(id.len())
+                .ok()
+                .filter(|l| *l <= 253)
+                .ok_or(WireError::BadOptionLength(code::RELAY_AGENT_INFO))?;
+            let mut agent = vec![sub, len];
+            agent.extend_from_slice(id);
+            tlv(code::RELAY_AGENT_INFO, &agent)?;
+        }
+        Key::All => {}
+    }
+    if let Some(prl) = prl {
+        tlv(code::PARAMETER_REQUEST_LIST, prl)?;
+    }
+    options.push(code::END);
+    let len = (OPTIONS + options.len()).max(crate::wire::MIN_MESSAGE);
+    let buf = out.get_mut(..len).ok_or(WireError::NoSpace)?;
+    buf.fill(0);
+    buf[OP] = BOOTREQUEST;
+    buf[HTYPE] = htype;
+    buf[HLEN] = hlen;
+    buf[XID..XID + 4].copy_from_slice(&xid.to_be_bytes());
+    buf[CIADDR..CIADDR + 4].copy_from_slice(&ciaddr.octets());
+    buf[GIADDR..GIADDR + 4].copy_from_slice(&giaddr.octets());
+    buf[CHADDR..CHADDR + 16].copy_from_slice(&chaddr);
+    buf[MAGIC..OPTIONS].copy_from_slice(&MAGIC_COOKIE);
+    buf[OPTIONS..OPTIONS + options.len()].copy_from_slice(&options);
+    Ok(len)
+}
+
+/// A server's answer to a leasequery as a requester reads it: a DHCPLEASEACTIVE,
+/// DHCPLEASEUNASSIGNED or DHCPLEASEUNKNOWN (RFC 4388 §6.4), or one message of a bulk
+/// reply (RFC 6926 §6.3), borrowed from the datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseReply<'a> {
+    pub msg: Message<'a>,
+    /// Option 53: one of `msg`'s reply types.
+    pub kind: u8,
+    /// The address the reply speaks of (ciaddr), unspecified when none.
+    pub addr: Ipv4Addr,
+    pub server_id: Option<Ipv4Addr>,
+    /// Seconds left of the lease (51), until T1 (58) and T2 (59).
+    pub lease_time: Option<u32>,
+    pub renewal_time: Option<u32>,
+    pub rebinding_time: Option<u32>,
+    pub client_id: Option<&'a [u8]>,
+    /// Seconds since the client last talked to the server (91).
+    pub last_transaction: Option<u32>,
+    /// The client's other addresses (92), as sent.
+    pub associated: Option<&'a [u8]>,
+    pub relay_agent_info: Option<&'a [u8]>,
+    /// RFC 6926's status code (151): the code and its message.
+    pub status: Option<(u8, &'a [u8])>,
+}
+
+impl<'a> LeaseReply<'a> {
+    /// Reads a reply. A request, a message without type, or a fixed-size option of the
+    /// wrong length is an error; options a requester has no use for are left in `msg`.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
+        let msg = Message::parse(buf)?;
+        if msg.op() != BOOTREPLY {
+            return Err(WireError::NoMessageType);
+        }
+        let u32_of = |c: u8| -> Result<Option<u32>, WireError> {
+            msg.option(c)
+                .map(|v| {
+                    <[u8; 4]>::try_from(v)
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| WireError::BadOptionLength(c))
+                })
+                .transpose()
+        };
+        let kind = match msg.option(code::MESSAGE_TYPE) {
+            Some([k]) => *k,
+            Some(_) => return Err(WireError::BadOptionLength(code::MESSAGE_TYPE)),
+            None => return Err(WireError::NoMessageType),
+        };
+        let server_id = u32_of(code::SERVER_ID)?.map(Ipv4Addr::from);
+        let associated = msg.option(opt::ASSOCIATED_IP);
+        if associated.is_some_and(|v| v.is_empty() || v.len() % 4 != 0) {
+            return Err(WireError::BadOptionLength(opt::ASSOCIATED_IP));
+        }
+        let status = match msg.option(opt::STATUS_CODE) {
+            Some([c, text @ ..]) => Some((*c, text)),
+            Some([]) => return Err(WireError::BadOptionLength(opt::STATUS_CODE)),
+            None => None,
+        };
+        Ok(LeaseReply {
+            msg,
+            kind,
+            addr: msg.ciaddr(),
+            server_id,
+            lease_time: u32_of(code::LEASE_TIME)?,
+            renewal_time: u32_of(code::RENEWAL_TIME)?,
+            rebinding_time: u32_of(code::REBINDING_TIME)?,
+            client_id: msg.option(code::CLIENT_ID),
+            last_transaction: u32_of(opt::CLIENT_LAST_TRANSACTION_TIME)?,
+            associated,
+            relay_agent_info: msg.option(code::RELAY_AGENT_INFO),
+            status,
+        })
+    }
+
+    /// The addresses of option 92.
+    pub fn associated_ips(&self) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.associated
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+    }
 }
 
 #[cfg(test)]

@@ -9,17 +9,27 @@
 //!    backend's buffer and [`Answer::after`] says which journal sequence number it waits
 //!    for (0: none); a request whose change could not be journaled gets no answer.
 //!
+//! 4. sends the replies the turn wrote outside any batch ([`Shard::take_late`]): the
+//!    answers to leasequeries, which need every shard's bindings.
+//!
 //! Everything a shard hears from outside comes through its [`Bus`], as bounded lock-free
 //! queues it empties between two batches: nothing on the per-packet path takes a lock or
-//! waits on anyone.
+//! waits on anyone. A leasequery is asked of every other shard by mailbox and answered
+//! by the shard it reached once all have told what they hold; a sleeping shard is woken
+//! by its bell for that, so a query to an idle server is not held up by a poll timeout.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use dhcp_proto::engine::{Engine, Outcome, Reply, RxMeta};
+use dhcp_proto::engine::{Drop as Dropped, Engine, Outcome, Reply, RxMeta};
+use dhcp_proto::leasequery::{Binding, Key};
+use dhcp_proto::policy::LinkId;
+use dhcp_proto::wire::Request;
 use hdrhistogram::Histogram;
 
 use super::operate::{self, Questions};
@@ -29,8 +39,16 @@ use crate::failover::shards::{carry_out, Orders};
 /// Addresses moved between shards in one message: enough that a busy shard asks rarely,
 /// few enough that a lender keeps most of its spare.
 const LEND_MAX: usize = 256;
-/// Messages a mailbox holds; a full mailbox makes the sender keep its addresses.
-const MAILBOX: usize = 1024;
+/// Messages a mailbox holds; a full mailbox makes the sender keep its addresses, or
+/// drop the leasequery it was asking about.
+const MAILBOX: usize = 4096;
+/// Leasequeries a shard gathers at once; more are dropped as busy.
+const GATHERING_MAX: usize = 4096;
+/// How long a shard waits for the others' bindings before it drops the query: they
+/// answer within a turn, so only a stopping server gets near it.
+const GATHER_LIMIT: Duration = Duration::from_secs(1);
+/// Largest reply a shard writes outside a batch.
+const LATE_MAX: usize = 1500;
 
 /// What shards tell each other.
 #[derive(Debug)]
@@ -40,9 +58,76 @@ enum Message {
     /// Free addresses of one subnet, now the receiver's, with the lender's journal stamp:
     /// the receiver's records about them must be newer than the lender's.
     Lend { addrs: Box<[Ipv4Addr]>, stamp: u64 },
+    /// Shard `from` gathers leasequery `id` and asks for the bindings that answer `key`.
+    Ask { id: u64, from: u16, key: Arc<Key> },
+    /// The bindings a shard holds for leasequery `id`.
+    Found { id: u64, bindings: Vec<Binding> },
 }
 
 type Mailbox = Arc<ArrayQueue<Message>>;
+
+/// Wakes a shard asleep in its backend's poll: an eventfd rung only while the shard says
+/// it sleeps, so a busy shard costs its senders no system call.
+struct Bell {
+    fd: OwnedFd,
+    asleep: AtomicBool,
+}
+
+impl Bell {
+    fn new() -> Self {
+        // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        Bell {
+            // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            asleep: AtomicBool::new(false),
+        }
+    }
+
+    fn ring(&self) {
+        if self.asleep.load(Ordering::SeqCst) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live local buffer to our eventfd; a full
+            // counter (EAGAIN) still leaves it readable, all a sleeper needs.
+            unsafe { libc::write(self.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+
+    fn quiet(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local buffer from our non-blocking
+        // eventfd; EAGAIN (nothing rung) is fine.
+        unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+}
+
+/// Where a reply goes back to, kept for a reply written after its request's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Return {
+    pub link: LinkId,
+    /// The request's source MAC (the requester, or the router before it).
+    pub next_hop: [u8; 6],
+    pub vlan: Option<u16>,
+}
+
+/// A reply a turn wrote, for the backend to send: `bytes` is the DHCP message.
+pub struct Late {
+    pub back: Return,
+    pub reply: Reply,
+    pub bytes: Box<[u8]>,
+}
+
+/// A leasequery that reached this shard and waits for the others' bindings.
+struct Gathering {
+    request: Box<[u8]>,
+    key: Arc<Key>,
+    meta: RxMeta,
+    back: Return,
+    waiting: usize,
+    found: Vec<Binding>,
+    since: Instant,
+}
 
 /// A shard's ends of the queues between it and the rest of the server: the control
 /// socket's questions, the failover link's orders, and every shard's mailbox for
@@ -51,8 +136,9 @@ pub struct Bus {
     index: u16,
     questions: Questions,
     orders: Option<Orders>,
-    /// Every shard's mailbox, this one's included, by shard index.
+    /// Every shard's mailbox and bell, this one's included, by shard index.
     mailboxes: Vec<Mailbox>,
+    bells: Vec<Arc<Bell>>,
 }
 
 impl Bus {
@@ -62,6 +148,7 @@ impl Bus {
             .iter()
             .map(|_| Arc::new(ArrayQueue::new(MAILBOX)))
             .collect();
+        let bells: Vec<Arc<Bell>> = orders.iter().map(|_| Arc::new(Bell::new())).collect();
         orders
             .into_iter()
             .enumerate()
@@ -70,8 +157,20 @@ impl Bus {
                 questions: operate::questions(),
                 orders,
                 mailboxes: mailboxes.clone(),
+                bells: bells.clone(),
             })
             .collect()
+    }
+
+    /// Leaves `msg` in shard `to`'s mailbox and wakes it if it sleeps; gives the message
+    /// back when the mailbox is full.
+    fn post(&self, to: usize, msg: Message) -> Result<(), Message> {
+        self.mailboxes[to].push(msg)?;
+        // Pairs with the fence in `Shard::may_sleep`: either the sleeper sees the
+        // message before it sleeps, or this sees it asleep and rings.
+        fence(Ordering::SeqCst);
+        self.bells[to].ring();
+        Ok(())
     }
 
     /// Where the control side asks this shard its questions.
@@ -84,6 +183,9 @@ impl Bus {
 pub struct Core {
     pub engine: Engine,
     pub committer: Committer,
+    /// Leasequeries of this batch that need every shard: the request, where it came,
+    /// and where its answer goes.
+    asked: Vec<(Box<[u8]>, RxMeta, Return)>,
 }
 
 /// A reply the engine wrote, and when it may leave.
@@ -94,18 +196,26 @@ pub struct Answer {
 }
 
 impl Core {
-    /// Lets the engine answer `req` into `out` and journals the change it made.
+    /// Lets the engine answer `req` into `out` and journals the change it made. A
+    /// leasequery the engine cannot answer alone is kept for the next turn to gather;
+    /// its answer leaves later, by `back`.
     pub fn handle(
         &mut self,
         req: &[u8],
         meta: &RxMeta,
         now: u64,
         out: &mut [u8],
+        back: Return,
     ) -> Option<Answer> {
         let outcome = self.engine.handle(req, meta, now, out);
         let release = self.committer.record(&mut self.engine, now);
-        let Outcome::Reply(reply) = outcome else {
-            return None;
+        let reply = match outcome {
+            Outcome::Reply(reply) => reply,
+            Outcome::Gather => {
+                self.asked.push((req.into(), *meta, back));
+                return None;
+            }
+            Outcome::Done | Outcome::Dropped(_) => return None,
         };
         match release {
             Release::Now | Release::Empty => Some(Answer { reply, after: 0 }),
@@ -153,20 +263,31 @@ impl<T> Held<T> {
     }
 }
 
-/// One lease shard: its core, its reply latencies and its bus.
+/// One lease shard: its core, its reply latencies, its bus, and the leasequeries it
+/// gathers.
 pub struct Shard {
     pub core: Core,
     /// Each reply's time from its request's pickup to its leaving, in nanoseconds.
     pub latency: Histogram<u64>,
     bus: Bus,
+    gathering: hashbrown::HashMap<u64, Gathering>,
+    next_gather: u64,
+    late: Vec<Late>,
 }
 
 impl Shard {
     pub fn new(engine: Engine, committer: Committer, bus: Bus) -> Self {
         Shard {
-            core: Core { engine, committer },
+            core: Core {
+                engine,
+                committer,
+                asked: Vec::new(),
+            },
             latency: operate::latency_histogram(),
             bus,
+            gathering: Default::default(),
+            next_gather: 0,
+            late: Vec::new(),
         }
     }
 
@@ -178,7 +299,7 @@ impl Shard {
     /// waits on the shards for every batch of the partner's updates, the control socket
     /// for its answers.
     pub fn max_wait(&self) -> Duration {
-        if self.bus.orders.is_some() {
+        if self.bus.orders.is_some() || !self.gathering.is_empty() {
             Duration::from_millis(5)
         } else {
             Duration::from_millis(20)
@@ -190,12 +311,45 @@ impl Shard {
         self.core.engine.tick(now);
         self.read_mail(now);
         self.ask_for_addresses();
-        let Core { engine, committer } = &mut self.core;
+        self.gather();
+        let Core {
+            engine, committer, ..
+        } = &mut self.core;
         operate::answer_all(&self.bus.questions, engine, committer, &self.latency, now);
         if let Some(orders) = &self.bus.orders {
             carry_out(orders, engine, committer, now);
             committer.record_all(engine, now);
         }
+    }
+
+    /// The replies the last turns wrote outside any batch, for the backend to send.
+    pub fn take_late(&mut self) -> std::vec::Drain<'_, Late> {
+        self.late.drain(..)
+    }
+
+    /// The fd a backend's poll watches besides its sockets: rung when another shard
+    /// needs this one (see [`Shard::may_sleep`]).
+    pub fn bell_fd(&self) -> RawFd {
+        self.bus.bells[usize::from(self.bus.index)].fd.as_raw_fd()
+    }
+
+    /// Says the shard is about to sleep in its backend's poll, unless mail came: then it
+    /// must turn instead (false). Call [`Shard::woke`] after the poll.
+    pub fn may_sleep(&self) -> bool {
+        let me = usize::from(self.bus.index);
+        self.bus.bells[me].asleep.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.bus.mailboxes[me].is_empty() {
+            return true;
+        }
+        self.woke();
+        false
+    }
+
+    pub fn woke(&self) {
+        let bell = &self.bus.bells[usize::from(self.bus.index)];
+        bell.asleep.store(false, Ordering::SeqCst);
+        bell.quiet();
     }
 
     /// The shard's engine, once its loop has ended.
@@ -204,9 +358,10 @@ impl Shard {
     }
 
     fn read_mail(&mut self, now: u64) {
-        let engine = &mut self.core.engine;
         let me = usize::from(self.bus.index);
+        let mut complete = Vec::new();
         while let Some(msg) = self.bus.mailboxes[me].pop() {
+            let engine = &mut self.core.engine;
             match msg {
                 Message::Need { subnet, from } => {
                     let mut lent = Vec::new();
@@ -233,7 +388,94 @@ impl Shard {
                     engine.witness(stamp);
                     engine.leases_mut().adopt(&addrs);
                 }
+                Message::Ask { id, from, key } => {
+                    let mut bindings = Vec::new();
+                    engine.bindings(&key, &mut bindings);
+                    // A full mailbox: the asker drops the query when its time is up.
+                    let _ = self
+                        .bus
+                        .post(usize::from(from), Message::Found { id, bindings });
+                }
+                Message::Found { id, bindings } => {
+                    if let Some(g) = self.gathering.get_mut(&id) {
+                        g.found.extend(bindings);
+                        g.waiting -= 1;
+                        if g.waiting == 0 {
+                            complete.extend(self.gathering.remove(&id));
+                        }
+                    }
+                }
             }
+        }
+        for g in complete {
+            self.answer(g, now);
+        }
+    }
+
+    /// Asks every other shard about the leasequeries of the last batch, and drops those
+    /// the others were too long to answer.
+    fn gather(&mut self) {
+        let me = usize::from(self.bus.index);
+        let others = self.bus.mailboxes.len() - 1;
+        for (request, meta, back) in std::mem::take(&mut self.core.asked) {
+            // The engine read it a moment ago: it parses and names a key.
+            let Some(key) = Request::parse(&request).ok().and_then(|r| Key::of(&r).ok()) else {
+                continue;
+            };
+            let key = Arc::new(key);
+            let id = self.next_gather;
+            self.next_gather += 1;
+            let asked = self.gathering.len() < GATHERING_MAX
+                && (0..self.bus.mailboxes.len()).filter(|&i| i != me).all(|i| {
+                    let ask = Message::Ask {
+                        id,
+                        from: me as u16,
+                        key: key.clone(),
+                    };
+                    self.bus.post(i, ask).is_ok()
+                });
+            if !asked {
+                self.core.engine.count_drop(Dropped::LeasequeryBusy);
+                continue;
+            }
+            let mut found = Vec::new();
+            self.core.engine.bindings(&key, &mut found);
+            self.gathering.insert(
+                id,
+                Gathering {
+                    request,
+                    key,
+                    meta,
+                    back,
+                    waiting: others,
+                    found,
+                    since: Instant::now(),
+                },
+            );
+        }
+        let before = self.gathering.len();
+        self.gathering
+            .retain(|_, g| g.since.elapsed() < GATHER_LIMIT);
+        for _ in self.gathering.len()..before {
+            self.core.engine.count_drop(Dropped::LeasequeryBusy);
+        }
+    }
+
+    /// Writes the answer to a leasequery whose bindings are all in.
+    fn answer(&mut self, g: Gathering, now: u64) {
+        let Ok(req) = Request::parse(&g.request) else {
+            return;
+        };
+        let mut out = [0u8; LATE_MAX];
+        let engine = &mut self.core.engine;
+        if let Some(reply) =
+            engine.answer_leasequery(&req, &g.key, &g.found, &g.meta, now, &mut out)
+        {
+            self.late.push(Late {
+                back: g.back,
+                reply,
+                bytes: out[..reply.len].into(),
+            });
         }
     }
 

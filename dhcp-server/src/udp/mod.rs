@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::control::BackendKind;
 use crate::packet::PacketSocket;
 use crate::runtime::env::Env;
-use crate::runtime::shard::{Held, Shard};
+use crate::runtime::shard::{Held, Return, Shard};
 use crate::runtime::{Backend, BackendError, Serving};
 pub use dhcp_proto::engine::SERVER_PORT;
 use dhcp_proto::engine::{Destination, Reply, RxMeta};
@@ -199,6 +199,12 @@ fn serve(links: &[Link], mut shard: Shard, env: &Env) -> Result<(), Error> {
         if pfds.len() > links.len() && pfds[links.len()].revents != 0 {
             shard.core.committer.clear_wakeup();
         }
+        for late in shard.take_late() {
+            let link = &links[usize::from(late.back.link)];
+            let mut tx = vec![0u8; HEADROOM + late.bytes.len()];
+            tx[HEADROOM..].copy_from_slice(&late.bytes);
+            report(link, send(link, &mut tx, &late.reply), &late.reply);
+        }
         held.release(shard.core.durable(), &mut shard.latency, |mut w| {
             let link = &links[w.link];
             report(link, send(link, &mut w.tx, &w.reply), &w.reply);
@@ -227,10 +233,15 @@ fn serve(links: &[Link], mut shard: Shard, env: &Env) -> Result<(), Error> {
                 };
                 let since = Instant::now();
                 // The reply is written after room for frame headers, in case it leaves raw.
+                let back = Return {
+                    link: i as u16,
+                    next_hop: [0; 6],
+                    vlan: None,
+                };
                 let Some(answer) =
                     shard
                         .core
-                        .handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..])
+                        .handle(&rx[..got.len], &meta, now, &mut tx[HEADROOM..], back)
                 else {
                     continue;
                 };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::xsk::{Out, Xsk, XskStats};
 use crate::config::LinkId;
 use crate::runtime::env::Env;
-use crate::runtime::shard::{Core, Shard};
+use crate::runtime::shard::{Core, Return, Shard};
 use dhcp_proto::engine::{Engine, RxMeta, SERVER_PORT};
 use dhcp_proto::wire::frame;
 
@@ -59,6 +59,12 @@ impl Worker {
             })
             .collect();
         let mut last_busy = Instant::now();
+        // Another shard's need of this one (a leasequery it gathers or answers).
+        pfds.push(libc::pollfd {
+            fd: self.shard.bell_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         // The journal's wakeup: a held ACK may leave once its record is durable.
         pfds.extend(
             self.shard
@@ -74,6 +80,7 @@ impl Worker {
         while !env.stop.requested() {
             let now = env.clock.now();
             self.shard.turn(now);
+            self.send_late();
             let busy = self.serve_ports(now);
             if busy {
                 last_busy = Instant::now();
@@ -99,6 +106,34 @@ impl Worker {
             total.tx_invalid += s.tx_invalid;
         }
         (self.shard.into_engine(), total)
+    }
+
+    /// Queues the replies the turn wrote (leasequery answers) on the socket of the link
+    /// each request came from, to leave with the next pass.
+    fn send_late(&mut self) {
+        for late in self.shard.take_late() {
+            let Some(port) = self.ports.iter_mut().find(|p| p.link == late.back.link) else {
+                continue;
+            };
+            let Some(xsk) = port.sockets.first_mut() else {
+                continue;
+            };
+            let a = late
+                .reply
+                .addressing(port.mac, late.back.next_hop, late.back.vlan);
+            let queued = xsk.send_later(|buf| {
+                let at = a.headroom();
+                buf[at..at + late.bytes.len()].copy_from_slice(&late.bytes);
+                frame::write_udp(buf, &a, late.bytes.len())
+            });
+            if !queued {
+                tracing::warn!(
+                    "no free frame to send {} to {}",
+                    late.reply.kind.name(),
+                    late.reply.to.ip()
+                );
+            }
+        }
     }
 
     /// One pass over every socket; whether any frame came in or a reply still waits
@@ -146,6 +181,9 @@ impl Worker {
                 std::hint::spin_loop();
             }
             Wait::Poll => {
+                if !self.shard.may_sleep() {
+                    return;
+                }
                 // SAFETY: `pfds` is a live array of pollfd of the length passed. An error
                 // (EINTR on a signal) just ends the wait early.
                 unsafe {
@@ -155,6 +193,7 @@ impl Worker {
                         self.shard.max_wait().as_millis() as libc::c_int,
                     )
                 };
+                self.shard.woke();
                 let journal = self.shard.core.committer.wakeup_fd().is_some();
                 if journal && pfds.last().is_some_and(|p| p.revents != 0) {
                     self.shard.core.committer.clear_wakeup();
@@ -188,7 +227,12 @@ fn answer(core: &mut Core, here: &Here, req: &[u8], out: &mut [u8]) -> Option<Ou
         broadcast,
     };
     let from = udp.addr;
-    let answer = core.handle(udp.payload, &meta, now, &mut out[from.headroom()..])?;
+    let back = Return {
+        link,
+        next_hop: from.src_mac,
+        vlan: from.vlan,
+    };
+    let answer = core.handle(udp.payload, &meta, now, &mut out[from.headroom()..], back)?;
     let a = answer.reply.addressing(mac, from.src_mac, from.vlan);
     Some(Out {
         len: frame::write_udp(out, &a, answer.reply.len),

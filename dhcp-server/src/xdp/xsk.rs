@@ -438,6 +438,35 @@ impl Xsk {
         pass
     }
 
+    /// Writes a frame with `write` into a chunk on no ring and queues it to leave with the
+    /// next pass, behind the replies already held; false when every chunk is in use.
+    /// For replies written outside a batch (a leasequery's answer, gathered from every
+    /// worker), which have no request chunk of their own.
+    pub fn send_later(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        let Some(addr) = self.done.pop().or_else(|| self.queue.lock().spare.pop()) else {
+            return false;
+        };
+        let base = addr & !(FRAME_SIZE as u64 - 1);
+        let chunk = self.umem.chunk_ptr(base);
+        // SAFETY: the chunk is on no ring (this socket was done with it, or it was the
+        // queue's spare), so neither the kernel nor another socket touches it until it
+        // goes on our TX ring.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(
+                chunk.add(REPLY_OFFSET as usize),
+                (FRAME_SIZE as u64 - REPLY_OFFSET) as usize,
+            )
+        };
+        let len = write(buf);
+        let desc = libc::xdp_desc {
+            addr: base + REPLY_OFFSET,
+            len: len as u32,
+            options: 0,
+        };
+        self.held.push_back((desc, 0, Instant::now()));
+        true
+    }
+
     /// A zero-copy driver stopped filling from the fill ring until it is woken, which
     /// `poll` or a receive call does; busy-polling loops must do it themselves.
     pub fn needs_wakeup(&self) -> bool {

@@ -207,6 +207,32 @@ impl Lab {
         pid
     }
 
+    /// Starts ISC dhcpd in the foreground in `ns` on `iface` with the configuration
+    /// `conf` and the leases file `leases`, logging to `dhcpd.log`, and waits until it
+    /// serves. Returns its pid.
+    pub fn start_dhcpd(&mut self, ns: &str, conf: &Path, leases: &Path, iface: &str) -> u32 {
+        let pid_file = self.path("dhcpd.pid");
+        let args = [
+            "-4",
+            "-f",
+            "-d",
+            "-cf",
+            conf.to_str().unwrap(),
+            "-lf",
+            leases.to_str().unwrap(),
+            "-pf",
+            pid_file.to_str().unwrap(),
+            iface,
+        ];
+        let pid = self.spawn(ns, "dhcpd", &args, "dhcpd.log");
+        wait_for_file(
+            &self.path("dhcpd.log"),
+            "Sending on",
+            Duration::from_secs(10),
+        );
+        pid
+    }
+
     /// Starts `dhcp-server run ARGS` in the server namespace and waits for its ready line.
     pub fn start_server(&mut self, args: &[&str]) -> Server {
         let mut full = vec!["run"];
