@@ -10,7 +10,6 @@ pub mod load;
 use std::net::Ipv4Addr;
 
 use dhcp_proto::engine::{Engine, Outcome, RxMeta};
-use dhcp_proto::leasequery as lq;
 use dhcp_proto::policy::{AddrRange, LeaseTimes, OptionSet, Policy, Subnet};
 use dhcp_proto::wire::{code, MessageType};
 
@@ -247,35 +246,6 @@ pub fn decline(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr) -> usiz
     finish(buf, at, n, Shape::default())
 }
 
-/// DHCPLEASEQUERY by address (RFC 4388 §6.1) from the requester at `requester` (giaddr,
-/// where the answer goes) about `addr` (ciaddr), transaction `xid`. htype, hlen and chaddr
-/// stay zero, as the RFC asks of a query by address. The parameter list asks for what a
-/// BNG wants to rebuild a subscriber's state: lease time, client identifier, time since
-/// the last transaction and the client's other addresses (option 82 comes unasked).
-pub fn leasequery(buf: &mut [u8], xid: u32, addr: Ipv4Addr, requester: Ipv4Addr) -> usize {
-    buf[..240].fill(0);
-    buf[0] = 1;
-    buf[4..8].copy_from_slice(&xid.to_be_bytes());
-    buf[12..16].copy_from_slice(&addr.octets());
-    buf[24..28].copy_from_slice(&requester.octets());
-    buf[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    let mut at = 240;
-    put(buf, &mut at, code::MESSAGE_TYPE, &[lq::msg::LEASEQUERY]);
-    put(
-        buf,
-        &mut at,
-        code::PARAMETER_REQUEST_LIST,
-        &[
-            code::LEASE_TIME,
-            code::CLIENT_ID,
-            lq::opt::CLIENT_LAST_TRANSACTION_TIME,
-            lq::opt::ASSOCIATED_IP,
-        ],
-    );
-    buf[at] = code::END;
-    at + 1
-}
-
 /// yiaddr of a reply.
 pub fn yiaddr(reply: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(reply[16], reply[17], reply[18], reply[19])
@@ -438,14 +408,6 @@ mod tests {
             )
         );
         assert!(r.msg.ciaddr().is_unspecified());
-        let n = leasequery(&mut b, 42, Ipv4Addr::new(198, 18, 1, 1), RELAY);
-        let r = Request::parse(&b[..n]).unwrap();
-        assert_eq!(r.msg_type.to_u8(), lq::msg::LEASEQUERY);
-        assert_eq!(
-            lq::Key::of(&r),
-            Ok(lq::Key::Address(Ipv4Addr::new(198, 18, 1, 1)))
-        );
-        assert_eq!((r.msg.xid(), r.msg.giaddr()), (42, RELAY));
         let n = renew(&mut b, 7, Ipv4Addr::new(198, 18, 1, 1));
         let r = Request::parse(&b[..n]).unwrap();
         assert_eq!(

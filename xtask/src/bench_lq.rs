@@ -89,13 +89,26 @@ fn servers(dir: &Path, ours: &str) -> Result<Vec<Server>> {
     )
     .map_err(|e| e.to_string())?;
     Ok(vec![
-        // One worker: with more, a query needs every worker's bindings.
+        // One worker answers from its own table; with two, the worker a query reaches
+        // asks the other for its bindings (by mailbox) before answering, and the two
+        // share the machine's 2 cores with the generator.
         Server {
             name: "dhcp-server (xdp 1 worker)",
             program: "env".into(),
             args: ours_with(
                 "bench-lq-xdp.toml",
                 "backend = \"xdp\"\nworkers = 1\ndurability = \"async\"",
+            )?,
+            ready: "ready",
+            start_rate: 32_000,
+            prefilled: false,
+        },
+        Server {
+            name: "dhcp-server (xdp 2 workers)",
+            program: "env".into(),
+            args: ours_with(
+                "bench-lq-xdp2.toml",
+                "backend = \"xdp\"\nworkers = 2\ndurability = \"async\"",
             )?,
             ready: "ready",
             start_rate: 32_000,

@@ -160,12 +160,8 @@ fn main() -> ExitCode {
         };
         // On stderr, flushed at once: `cargo xtask bench --leasequery` reads the server's
         // CPU time when it sees this line, to count the queries' share alone.
-        let filled = |f: &Report| {
-            eprintln!(
-                "dhcp-load: {} leases made, leasequery starts",
-                f.completed
-            )
-        };
+        let filled =
+            |f: &Report| eprintln!("dhcp-load: {} leases made, leasequery starts", f.completed);
         return match load::leasequery(&sock, &fill, &q, filled) {
             Ok(r) if a.json => {
                 println!("{}", lq_json(&r, a.clients));

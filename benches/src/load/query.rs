@@ -12,7 +12,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use dhcp_proto::leasequery::msg;
+use dhcp_proto::leasequery::{msg, opt, write_query, Key};
 use dhcp_proto::wire::{code, frame, Message};
 use hdrhistogram::Histogram;
 
@@ -43,6 +43,16 @@ pub struct QueryConfig {
     /// Percentage of queries about `others` (all of them when no client holds a lease).
     pub others_pct: u32,
 }
+
+/// What each query asks for: what a BNG wants to rebuild a subscriber's state, the
+/// lease's remaining time, the client identifier, the time since the client's last
+/// transaction and its other addresses (option 82 comes unasked).
+const PRL: &[u8] = &[
+    code::LEASE_TIME,
+    code::CLIENT_ID,
+    opt::CLIENT_LAST_TRANSACTION_TIME,
+    opt::ASSOCIATED_IP,
+];
 
 /// The answer types, in the order of [`QueryReport::answers`].
 pub const ANSWERS: [(u8, &str); 3] = [
@@ -306,7 +316,17 @@ pub fn leasequery(
                 false,
                 Some((cfg.requester, server)),
                 Some(cfg.requester),
-                |b| crate::leasequery(b, q as u32, addr, cfg.requester),
+                |b| {
+                    write_query(
+                        msg::LEASEQUERY,
+                        &Key::Address(addr),
+                        cfg.requester,
+                        q as u32,
+                        Some(PRL),
+                        b,
+                    )
+                    .expect("a query by address fits any frame")
+                },
             );
             out.push(len);
             let at = (q % s.slots.len() as u64) as usize;
