@@ -37,7 +37,7 @@ use crate::{decline, discover, release, renew, request, Shape};
 use dhcp_server::packet::{PacketSocket, FRAME};
 
 mod query;
-pub use query::{leasequery, QueryConfig, QueryReport, ANSWERS, REQUESTER_MAC};
+pub use query::{leasequery, QueryConfig, QueryReport, ANSWERS};
 
 /// What one exchange does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

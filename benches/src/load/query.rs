@@ -21,7 +21,7 @@ use dhcp_server::packet::PacketSocket;
 
 /// The requester's hardware address: locally administered, outside the clients'
 /// 02:be:… so no answer is mistaken for a client's.
-pub const REQUESTER_MAC: [u8; 6] = [0x02, 0xbf, 0, 0, 0, 1];
+const REQUESTER_MAC: [u8; 6] = [0x02, 0xbf, 0, 0, 0, 1];
 
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
