@@ -36,6 +36,9 @@ use crate::arp::ArpResponder;
 use crate::{decline, discover, release, renew, request, Shape};
 use dhcp_server::packet::{PacketSocket, FRAME};
 
+mod query;
+pub use query::{leasequery, QueryConfig, QueryReport, ANSWERS};
+
 /// What one exchange does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -358,12 +361,13 @@ struct Server {
     mac: [u8; 6],
 }
 
-/// Frames a DHCP message built by `fill` for client `n`: broadcast from 0.0.0.0:68, or
-/// from a relay's giaddr:67 (`relay`), or, with `to`, unicast to the server from `from`
-/// (the address the client holds).
+/// Frames a DHCP message built by `fill`, sent from `src_mac` (a client's, `crate::mac`,
+/// or the requester's): broadcast from 0.0.0.0:68, or from a relay's giaddr:67 (`relay`),
+/// or, with `to`, unicast to the server from `from` (the address the client holds, or the
+/// requester's own).
 fn frame_for(
     buf: &mut [u8; FRAME],
-    n: u32,
+    src_mac: [u8; 6],
     broadcast: bool,
     to: Option<(Ipv4Addr, Server)>,
     relay: Option<Ipv4Addr>,
@@ -383,7 +387,7 @@ fn frame_for(
     };
     let a = Addressing {
         dst_mac,
-        src_mac: crate::mac(n),
+        src_mac,
         src_ip,
         dst_ip,
         src_port: if relay.is_some() { 67 } else { 68 },
@@ -439,6 +443,92 @@ impl Out {
     }
 }
 
+/// Incoming frames, read in batches.
+struct In {
+    frames: Vec<[u8; FRAME]>,
+    lens: [usize; BATCH],
+}
+
+/// Empty: what a run leaves in its place while it hands the frames read to itself.
+impl Default for In {
+    fn default() -> Self {
+        In {
+            frames: Vec::new(),
+            lens: [0; BATCH],
+        }
+    }
+}
+
+impl In {
+    fn new() -> Self {
+        In {
+            frames: vec![[0u8; FRAME]; BATCH],
+            lens: [0; BATCH],
+        }
+    }
+
+    /// Reads the frames waiting and hands each to `each`; returns how many were read.
+    fn recv(
+        &mut self,
+        sock: &PacketSocket,
+        mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<usize> {
+        let got = sock.recv(&mut self.frames, &mut self.lens)?;
+        (0..got).try_for_each(|i| each(&self.frames[i][..self.lens[i]]))?;
+        Ok(got)
+    }
+}
+
+/// When new exchanges are due: open loop, at a rate counted from the start, or closed
+/// loop, a window outstanding; and when the loop rests.
+struct Pace {
+    start: Instant,
+    rate: Option<u32>,
+    window: u32,
+    started: u64,
+    last_activity: Instant,
+}
+
+impl Pace {
+    fn new(rate: Option<u32>, window: u32) -> Self {
+        let start = Instant::now();
+        Pace {
+            start,
+            rate,
+            window,
+            started: 0,
+            last_activity: start,
+        }
+    }
+
+    /// How many new exchanges may start now, one batch at most.
+    fn due(&self, now: Instant, outstanding: u64) -> usize {
+        let due = match self.rate {
+            Some(rate) => (((now - self.start).as_secs_f64() * f64::from(rate)) as u64)
+                .saturating_sub(self.started),
+            None => u64::from(self.window).saturating_sub(outstanding),
+        };
+        due.min(BATCH as u64) as usize
+    }
+
+    /// After a turn of the loop that started `new` exchanges, `busy` if a frame came or
+    /// went. After 200 µs of nothing the loop naps: the server under test shares the
+    /// machine's cores with the generator, and spinning would take one from it.
+    fn turn(&mut self, now: Instant, new: usize, busy: bool) {
+        self.started += new as u64;
+        if busy {
+            self.last_activity = now;
+        } else if now - self.last_activity > Duration::from_micros(200) {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// From the start to the last frame sent or received.
+    fn elapsed(&self) -> Duration {
+        self.last_activity - self.start
+    }
+}
+
 /// Everything one run keeps.
 struct Run<'a> {
     cfg: &'a LoadConfig,
@@ -459,8 +549,7 @@ struct Run<'a> {
     checks: Checks,
     arp_replies: u64,
     out: Out,
-    rx: Vec<[u8; FRAME]>,
-    rx_len: [usize; BATCH],
+    rx: In,
 }
 
 impl Run<'_> {
@@ -518,7 +607,7 @@ impl Run<'_> {
                 let n = self.n(idx);
                 let buf = self.out.room(self.sock)?;
                 let shape = self.cfg.shape;
-                let len = frame_for(buf, n, broadcast, None, shape.relayed, |b| {
+                let len = frame_for(buf, crate::mac(n), broadcast, None, shape.relayed, |b| {
                     discover(b, n, shape)
                 });
                 self.out.push(len);
@@ -527,7 +616,7 @@ impl Run<'_> {
             (Kind::Renew, Some((idx, server))) => {
                 let (n, addr) = (self.n(idx), self.clients[idx as usize].addr);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, false, Some((addr, server)), None, |b| {
+                let len = frame_for(buf, crate::mac(n), false, Some((addr, server)), None, |b| {
                     renew(b, n, addr)
                 });
                 self.out.push(len);
@@ -537,7 +626,7 @@ impl Run<'_> {
                 let n = self.n(idx);
                 let addr = self.leave(idx);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, false, Some((addr, server)), None, |b| {
+                let len = frame_for(buf, crate::mac(n), false, Some((addr, server)), None, |b| {
                     release(b, n, addr, server.ip)
                 });
                 self.out.push(len);
@@ -548,7 +637,7 @@ impl Run<'_> {
                 let n = self.n(idx);
                 let addr = self.leave(idx);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, broadcast, None, None, |b| {
+                let len = frame_for(buf, crate::mac(n), broadcast, None, None, |b| {
                     decline(b, n, addr, server.ip)
                 });
                 self.out.push(len);
@@ -589,10 +678,9 @@ impl Run<'_> {
     /// Reads the frames waiting and acts on the replies among them; returns how many frames.
     fn receive(&mut self) -> std::io::Result<usize> {
         let mut rx = std::mem::take(&mut self.rx);
-        let got = self.sock.recv(&mut rx, &mut self.rx_len)?;
-        let handled = (0..got).try_for_each(|i| self.reply(&rx[i][..self.rx_len[i]]));
+        let got = rx.recv(self.sock, |f| self.reply(f));
         self.rx = rx;
-        handled?;
+        let got = got?;
         if let Some(arp) = self.arp {
             let (owners, first) = (&self.owners, self.cfg.first);
             let answered = arp.serve(ARP_BATCH, |a| {
@@ -644,7 +732,7 @@ impl Run<'_> {
                 let broadcast = self.cfg.broadcast;
                 let buf = self.out.room(self.sock)?;
                 let shape = self.cfg.shape;
-                let len = frame_for(buf, n, broadcast, None, shape.relayed, |b| {
+                let len = frame_for(buf, crate::mac(n), broadcast, None, shape.relayed, |b| {
                     request(b, n, yiaddr, sid, shape)
                 });
                 self.out.push(len);
@@ -716,7 +804,7 @@ impl Run<'_> {
             for addr in addrs {
                 let n = self.n(idx);
                 let buf = self.out.room(self.sock)?;
-                let len = frame_for(buf, n, false, Some((addr, server)), None, |b| {
+                let len = frame_for(buf, crate::mac(n), false, Some((addr, server)), None, |b| {
                     renew(b, n, addr)
                 });
                 self.out.push(len);
@@ -751,7 +839,6 @@ pub fn run(
     arp: Option<&ArpResponder>,
     cfg: &LoadConfig,
 ) -> std::io::Result<Report> {
-    let start = Instant::now();
     let probes = if cfg.mix.is_dora_only() {
         0
     } else {
@@ -761,17 +848,29 @@ pub fn run(
         probes,
         ..cfg.clone()
     };
+    let (r, elapsed) = play(sock, arp, cfg)?;
+    Ok(r.report(elapsed))
+}
+
+/// The run itself: the exchanges, then the probes; returns what it kept and the time from
+/// the first message to the last exchange finishing or timing out.
+fn play<'a>(
+    sock: &'a PacketSocket,
+    arp: Option<&'a ArpResponder>,
+    cfg: &'a LoadConfig,
+) -> std::io::Result<(Run<'a>, Duration)> {
+    let mut pace = Pace::new(cfg.rate, cfg.window);
     let client = Client {
         phase: Phase::Idle,
         exchange: 0,
-        started: start,
+        started: pace.start,
         addr: Ipv4Addr::UNSPECIFIED,
     };
     let mut r = Run {
         cfg,
         sock,
         arp,
-        clients: vec![client; cfg.clients as usize + 3 * probes as usize],
+        clients: vec![client; cfg.clients as usize + 3 * cfg.probes as usize],
         holders: VecDeque::new(),
         owners: HashMap::new(),
         released: HashSet::new(),
@@ -783,72 +882,76 @@ pub fn run(
         checks: Checks::default(),
         arp_replies: 0,
         out: Out::new(),
-        rx: vec![[0u8; FRAME]; BATCH],
-        rx_len: [0; BATCH],
+        rx: In::new(),
     };
     let mut picker = Picker::new(&cfg.mix);
-    let (mut next_client, mut exhausted, mut started) = (0u32, false, 0u64);
-    let mut last_activity = start;
+    let (mut next_client, mut exhausted) = (0u32, false);
     loop {
         let now = Instant::now();
-        let sending = !exhausted && now - start < cfg.duration;
+        let sending = !exhausted && now - pace.start < cfg.duration;
         let outstanding = r.outstanding();
         if !sending && outstanding == 0 {
             break;
         }
-        // New exchanges: as many as the rate or the window allows, one batch at most.
-        let due = match cfg.rate {
-            Some(rate) => {
-                (((now - start).as_secs_f64() * rate as f64) as u64).saturating_sub(started)
-            }
-            None => u64::from(cfg.window).saturating_sub(outstanding),
+        let due = if sending {
+            pace.due(now, outstanding)
+        } else {
+            0
         };
         let mut new = 0;
-        while sending && new < BATCH && (new as u64) < due {
+        while new < due {
             if !r.start(picker.pick(), &mut next_client, now)? {
                 exhausted = true;
                 break;
             }
             new += 1;
         }
-        started += new as u64;
         // Answers: an OFFER gets its REQUEST in the same outgoing batch.
         let got = r.receive()?;
         let queued = r.out.queued;
         r.out.flush(sock)?;
         let now = Instant::now();
         r.expire(now);
-        if got > 0 || queued > 0 {
-            last_activity = now;
-        } else if now - last_activity > Duration::from_micros(200) {
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        pace.turn(now, new, got > 0 || queued > 0);
     }
-    let elapsed = last_activity - start;
-    if probes > 0 {
+    if cfg.probes > 0 {
         r.probe()?;
     }
-    let mut latency = histogram();
-    let (mut initiated, mut completed, mut naks, mut dropped) = (0, 0, 0, 0);
-    for k in Kind::ALL.into_iter().filter(|k| k.answered()) {
-        let s = &r.kinds[k as usize];
-        latency.add(&s.latency).expect("same bounds");
-        initiated += s.started;
-        completed += s.completed;
-        naks += s.naks;
-        dropped += s.dropped;
+    Ok((r, pace.elapsed()))
+}
+
+impl Run<'_> {
+    /// The addresses the clients hold at the end, oldest lease first.
+    fn held(&self) -> Vec<Ipv4Addr> {
+        self.holders
+            .iter()
+            .map(|&i| self.clients[i as usize].addr)
+            .collect()
     }
-    Ok(Report {
-        initiated,
-        completed,
-        naks,
-        dropped,
-        elapsed,
-        latency,
-        kinds: r.kinds,
-        checks: r.checks,
-        arp_replies: r.arp_replies,
-    })
+
+    fn report(self, elapsed: Duration) -> Report {
+        let mut latency = histogram();
+        let (mut initiated, mut completed, mut naks, mut dropped) = (0, 0, 0, 0);
+        for k in Kind::ALL.into_iter().filter(|k| k.answered()) {
+            let s = &self.kinds[k as usize];
+            latency.add(&s.latency).expect("same bounds");
+            initiated += s.started;
+            completed += s.completed;
+            naks += s.naks;
+            dropped += s.dropped;
+        }
+        Report {
+            initiated,
+            completed,
+            naks,
+            dropped,
+            elapsed,
+            latency,
+            kinds: self.kinds,
+            checks: self.checks,
+            arp_replies: self.arp_replies,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -864,7 +967,7 @@ mod tests {
     #[test]
     fn frames_carry_the_client_and_the_broadcast_flag() {
         let mut buf = [0u8; FRAME];
-        let len = frame_for(&mut buf, 77, true, None, None, |b| {
+        let len = frame_for(&mut buf, crate::mac(77), true, None, None, |b| {
             discover(b, 77, Shape::default())
         });
         let udp = frame::parse_udp(&buf[..len]).unwrap();
@@ -887,9 +990,14 @@ mod tests {
             },
         );
         let mut buf = [0u8; FRAME];
-        let len = frame_for(&mut buf, 9, false, Some((held, server)), None, |b| {
-            renew(b, 9, held)
-        });
+        let len = frame_for(
+            &mut buf,
+            crate::mac(9),
+            false,
+            Some((held, server)),
+            None,
+            |b| renew(b, 9, held),
+        );
         let udp = frame::parse_udp(&buf[..len]).unwrap();
         assert_eq!(
             (udp.addr.src_ip, udp.addr.dst_ip, udp.addr.dst_mac),

@@ -19,7 +19,7 @@ use crate::{chart, is_root, Result};
 /// The drop ratio a rate may have and still count (ISC's method for Kea's figures).
 pub(crate) const MAX_DROP_PERCENT: f64 = 2.5;
 /// Our server's state directory inside the lab directory.
-const STATE_DIR: &str = "state";
+pub(crate) const STATE_DIR: &str = "state";
 /// The stateless AF_XDP answerer: the ceiling of the XDP path on this machine.
 const REFLECTOR: &str = "xdp-reflector (ceiling)";
 
@@ -127,12 +127,30 @@ const CLASSED: &str = "dhcp-server (xdp 1 worker, sync, relayed, 20 classes)";
 /// relay) is served too. Returns its path.
 fn classes_config(dir: &std::path::Path) -> Result<String> {
     let classes = include_str!("../../benches/classes.toml");
-    let path = dir.join("bench-classes.toml");
+    config_file(
+        dir,
+        "bench-classes.toml",
+        "backend = \"xdp\"\nworkers = 1\ndurability = \"sync\"",
+        classes,
+    )
+}
+
+/// A configuration file `name` in `dir` serving the lab's subnet and pool as the
+/// one-liner does, its journal in the state directory, with the top-level `settings`
+/// (backend, workers, durability) and the tables of `sections` before the subnet.
+/// Returns its path.
+pub(crate) fn config_file(
+    dir: &std::path::Path,
+    name: &str,
+    settings: &str,
+    sections: &str,
+) -> Result<String> {
+    let path = dir.join(name);
     fs::write(
         &path,
         format!(
-            "interfaces = [\"{SERVER_IF}\"]\nbackend = \"xdp\"\nworkers = 1\ndurability = \"sync\"\n\
-             state-dir = \"{state}\"\n\n{classes}\n[[subnet]]\nsubnet = \"{subnet}\"\ninterface = \"{SERVER_IF}\"\n\
+            "interfaces = [\"{SERVER_IF}\"]\n{settings}\nstate-dir = \"{state}\"\n\n{sections}\n\
+             [[subnet]]\nsubnet = \"{subnet}\"\ninterface = \"{SERVER_IF}\"\n\
              pools = [\"{first}-{last}\"]\nrouters = [\"198.18.0.1\"]\n",
             state = dir.join(STATE_DIR).display(),
             subnet = lab::SUBNET,
@@ -389,6 +407,7 @@ fn search(lab: &mut Lab, server: &Server, load: &str, plan: &Plan) -> Result<(St
     search_rates(
         server.start_rate,
         plan,
+        MAX_DROP_PERCENT,
         |rate| step(lab, server, load, rate, plan),
         |s| s.drop_pct,
     )
@@ -396,10 +415,11 @@ fn search(lab: &mut Lab, server: &Server, load: &str, plan: &Plan) -> Result<(St
 
 /// The search itself, for any kind of step: `step(rate)` measures one offered rate and
 /// `drops(&step)` reads its drop percentage. Returns the best step at or under
-/// [`MAX_DROP_PERCENT`] (the first one when none is) and every step in the order run.
+/// `max_drop` percent (the first one when none is) and every step in the order run.
 pub(crate) fn search_rates<T: Clone>(
     start_rate: u32,
     plan: &Plan,
+    max_drop: f64,
     mut step: impl FnMut(u32) -> Result<T>,
     drops: impl Fn(&T) -> f64,
 ) -> Result<(T, Vec<T>)> {
@@ -410,7 +430,7 @@ pub(crate) fn search_rates<T: Clone>(
     while rate <= plan.cap {
         let s = step(rate)?;
         steps.push(s.clone());
-        if drops(&s) <= MAX_DROP_PERCENT {
+        if drops(&s) <= max_drop {
             good = Some((rate, s));
             rate *= 2;
         } else {
@@ -427,7 +447,7 @@ pub(crate) fn search_rates<T: Clone>(
             }
             let s = step(mid)?;
             steps.push(s.clone());
-            if drops(&s) <= MAX_DROP_PERCENT {
+            if drops(&s) <= max_drop {
                 lo = mid;
                 good = Some((mid, s));
             } else {
@@ -520,9 +540,14 @@ fn sub_field(json: &str, section: &str, name: &str, key: &str) -> f64 {
     let section = json
         .find(&format!("\"{section}\":"))
         .map_or("", |i| &json[i..]);
-    let object = section.find(&format!("\"{name}\":{{")).map_or("", |i| {
-        let end = section[i..].find('}').map_or(section.len(), |e| i + e + 1);
-        &section[i..end]
+    object_field(section, name, key)
+}
+
+/// A number in the first flat object `name` of `json` (`"name":{...}`); NaN when absent.
+pub(crate) fn object_field(json: &str, name: &str, key: &str) -> f64 {
+    let object = json.find(&format!("\"{name}\":{{")).map_or("", |i| {
+        let end = json[i..].find('}').map_or(json.len(), |e| i + e + 1);
+        &json[i..end]
     });
     field(object, key)
 }

@@ -864,6 +864,7 @@ pub fn run(quick: bool, cpu_per_server: Option<f64>) -> Result {
         let (best, steps) = search_rates(
             c.start_rate(),
             &plan,
+            MAX_DROP_PERCENT,
             |rate| step(&mut bed, &kit, c, rate, &plan, quota.as_ref()),
             PairStep::failed_pct,
         )?;

@@ -283,10 +283,13 @@ pub fn one_liner() -> Vec<String> {
     .to_vec()
 }
 
-/// A release build of one of the workspace's binaries; returns its path.
+/// A release build of one of the workspace's binaries; returns its path, in
+/// CARGO_TARGET_DIR when that is set (as cargo builds it there), else in target/.
 pub fn release_binary(package: &str, bin: &str) -> Result<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     sh(Command::new(cargo).args(["build", "--release", "-q", "-p", package, "--bin", bin]))?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    Ok(root.join("target/release").join(bin).display().to_string())
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
+    Ok(target.join("release").join(bin).display().to_string())
 }

@@ -1,14 +1,18 @@
 //! `dhcp-load`: plays many distinct DHCP clients on an interface and reports leases per
 //! second, drops and latency percentiles, per kind of exchange when it mixes DORA with
-//! renewals, releases and declines. Run it in the client namespace of a lab.
+//! renewals, releases and declines. With `--leasequery` it leases to the clients, then
+//! asks the server about their addresses as an RFC 4388 requester and reports queries
+//! per second answered, latency and the answers' types. Run it in the client namespace
+//! of a lab.
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use dhcp_benches::arp::ArpResponder;
-use dhcp_benches::load::{self, Group, Kind, LoadConfig, Mix, Report};
+use dhcp_benches::load::{self, Group, Kind, LoadConfig, Mix, QueryConfig, QueryReport, Report};
 use dhcp_server::packet::PacketSocket;
 
 #[derive(Parser)]
@@ -19,16 +23,18 @@ struct Args {
     /// Interface to send on (the client side of the lab).
     #[arg(long)]
     interface: String,
-    /// Distinct clients; each DORA takes a new one.
+    /// Distinct clients; each DORA takes a new one. With --leasequery: the leases made
+    /// (closed loop, --window outstanding) before the queries.
     #[arg(long, default_value_t = 10_000)]
     clients: u32,
     /// First client number (chaddr 02:be:NN:NN:NN:NN); vary it to get clients the server has not seen.
     #[arg(long, default_value_t = 0)]
     first: u32,
-    /// Open loop: new exchanges per second, of every kind together. Without it: closed loop.
+    /// Open loop: new exchanges per second, of every kind together (with --leasequery:
+    /// queries). Without it: closed loop.
     #[arg(long)]
     rate: Option<u32>,
-    /// Closed loop: answered exchanges (DORA, renew) outstanding at once.
+    /// Closed loop: answered exchanges (DORA, renew; queries) outstanding at once.
     #[arg(long, default_value_t = 256)]
     window: u32,
     /// Seconds after which no new exchange starts.
@@ -54,15 +60,48 @@ struct Args {
     /// Act as a relay agent at this address (giaddr) for DISCOVERs and REQUESTs: sent
     /// from it, port 67, with option 82; the server must have a subnet holding it.
     #[arg(long)]
-    relay: Option<std::net::Ipv4Addr>,
+    relay: Option<Ipv4Addr>,
     /// With --relay: subscriber lines the clients are spread over, circuit ids
     /// line-0, line-1, ... (0: every client on "eth0/1").
     #[arg(long, default_value_t = 0)]
     lines: u32,
+    /// Leasequery instead: act as an RFC 4388 requester at this address (giaddr, where the
+    /// answers go; the server must allow it in [leasequery] requesters). After --clients
+    /// DORAs, DHCPLEASEQUERY by address about the leased addresses, unicast to the
+    /// server from ADDRESS:67, for --duration.
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "mix")]
+    leasequery: Option<Ipv4Addr>,
+    /// With --leasequery: also ask about these addresses (FIRST-LAST), which no client
+    /// holds: free in the server's pool, or outside it.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = range, requires = "leasequery")]
+    lq_others: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// With --lq-others: the percentage of queries about them (all with --clients 0).
+    #[arg(long, default_value_t = 10, requires = "lq_others")]
+    lq_others_pct: u32,
+    /// With --leasequery and --clients 0 (no DORA to meet the server): the server's
+    /// address, its hardware address taken as broadcast.
+    #[arg(long, value_name = "ADDRESS", requires = "leasequery")]
+    lq_server: Option<Ipv4Addr>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
+
+/// FIRST-LAST, two IPv4 addresses.
+fn range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("'{s}': expected FIRST-LAST"))?;
+    let ip = |x: &str| {
+        x.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|e| format!("'{x}': {e}"))
+    };
+    Ok((ip(a)?, ip(b)?))
+}
+
+/// The leases a leasequery run makes take at most this long.
+const FILL_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
     let a = Args::parse();
@@ -91,13 +130,60 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    let duration = Duration::from_secs_f64(a.duration.clamp(0.0, 3600.0));
+    let timeout = Duration::from_millis(a.timeout_ms);
+    if let Some(requester) = a.leasequery {
+        let fill = LoadConfig {
+            clients: a.clients,
+            first: a.first,
+            rate: None,
+            window: a.window.max(1),
+            duration: FILL_LIMIT,
+            timeout,
+            broadcast: a.broadcast,
+            shape: dhcp_benches::Shape {
+                relayed: a.relay,
+                lines: a.lines,
+            },
+            mix: Mix::DORA,
+            probes: 0,
+        };
+        let q = QueryConfig {
+            requester,
+            server: a.lq_server,
+            rate: a.rate,
+            window: a.window.max(1),
+            duration,
+            timeout,
+            others: a.lq_others,
+            others_pct: a.lq_others_pct,
+        };
+        // On stderr, flushed at once: `cargo xtask bench --leasequery` reads the server's
+        // CPU time when it sees this line, to count the queries' share alone.
+        let filled =
+            |f: &Report| eprintln!("dhcp-load: {} leases made, leasequery starts", f.completed);
+        return match load::leasequery(&sock, &fill, &q, filled) {
+            Ok(r) if a.json => {
+                println!("{}", lq_json(&r, a.clients));
+                ExitCode::SUCCESS
+            }
+            Ok(r) => {
+                print!("{}", lq_text(&r));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dhcp-load: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = LoadConfig {
         clients: a.clients,
         first: a.first,
         rate: a.rate,
         window: a.window.max(1),
-        duration: Duration::from_secs_f64(a.duration.clamp(0.0, 3600.0)),
-        timeout: Duration::from_millis(a.timeout_ms),
+        duration,
+        timeout,
         broadcast: a.broadcast,
         shape: dhcp_benches::Shape {
             relayed: a.relay,
@@ -173,6 +259,47 @@ fn json(r: &Report, mix: &Mix) -> String {
         );
     }
     let _ = write!(s, "}},\"arp_replies\":{}}}", r.arp_replies);
+    s
+}
+
+/// The queries first, at the top level as the DORA report has its totals (queries_per_s
+/// in place of leases_per_s), then the answers by type and the DORA phase.
+fn lq_json(r: &QueryReport, clients: u32) -> String {
+    let [p50, p99, p999] = percentiles(&r.latency);
+    let mut s = format!(
+        "{{\"mode\":\"leasequery\",\"sent\":{},\"answered\":{},\"dropped\":{},\"elapsed_s\":{:.3},\"queries_per_s\":{:.1},\"drop_pct\":{:.3},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"answers\":{{",
+        r.sent, r.answered, r.dropped, r.elapsed.as_secs_f64(), r.per_sec(), r.drop_percent()
+    );
+    for (i, (_, name)) in load::ANSWERS.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(s, "{sep}\"{name}\":{}", r.answers[i]);
+    }
+    let f = &r.fill;
+    let _ = write!(
+        s,
+        "}},\"asked\":{{\"leased\":{},\"others\":{}}},\"held_not_active\":{},\"fill\":{{\"clients\":{clients},\"leases\":{},\"dropped\":{},\"elapsed_s\":{:.3},\"leases_per_s\":{:.1}}}}}",
+        r.asked[0], r.asked[1], r.held_not_active, f.completed, f.dropped, f.elapsed.as_secs_f64(), f.leases_per_sec()
+    );
+    s
+}
+
+fn lq_text(r: &QueryReport) -> String {
+    let [p50, p99, p999] = percentiles(&r.latency);
+    let f = &r.fill;
+    let mut s = format!(
+        "leases: {} of {} DORAs in {:.2} s ({:.0}/s, {} dropped)\n\
+         {} leasequeries ({} about leased addresses, {} about others): {} answered, {} dropped ({:.2}%) in {:.2} s: {:.0} queries/s; latency p50 {p50} µs, p99 {p99} µs, p99.9 {p999} µs\nanswers:",
+        f.completed, f.initiated, f.elapsed.as_secs_f64(), f.leases_per_sec(), f.dropped,
+        r.sent, r.asked[0], r.asked[1], r.answered, r.dropped, r.drop_percent(), r.elapsed.as_secs_f64(), r.per_sec()
+    );
+    for (i, (_, name)) in load::ANSWERS.iter().enumerate() {
+        let _ = write!(s, " {name} {}", r.answers[i]);
+    }
+    let _ = writeln!(
+        s,
+        "; leased addresses not answered active: {}",
+        r.held_not_active
+    );
     s
 }
 
