@@ -6,8 +6,9 @@
 //! replies to them wait about 3 s in the kernel's neighbour queue, charged to the socket
 //! that sent them. With one socket for every reply, that socket's send buffer filled up
 //! and the ordinary clients' OFFERs failed with EAGAIN until the queue timed out (see
-//! docs/investigations/udp-stall.md). Here every ordinary exchange must complete in
-//! perfdhcp's drop time (1 s), on both backends.
+//! docs/investigations/udp-stall.md). Here every ordinary exchange must complete within
+//! a drop time of 2 s, on both backends: short of the 3 s a stuck queue holds replies,
+//! long enough for a machine busy with other work.
 //!
 //! Needs root; see `common`.
 
@@ -152,7 +153,7 @@ fn odd_discovers_from_a_relay_do_not_stall_ordinary_clients(backend: Backend) {
     let server = lab.start_server(&args);
 
     let secs = send_odd(&lab);
-    let text = perfdhcp_dora(&lab, CLIENT_RATE, CLIENTS, 10, &[]);
+    let text = perfdhcp_dora(&lab, CLIENT_RATE, CLIENTS, 10, &["-d", "2"]);
     let offers = perf_stats(&text, "DISCOVER-OFFER");
     let acks = perf_stats(&text, "REQUEST-ACK");
     let s = stats(&lab);
@@ -162,7 +163,7 @@ fn odd_discovers_from_a_relay_do_not_stall_ordinary_clients(backend: Backend) {
         "{backend:?}: {ODD} odd DISCOVERs sent in {secs:.2} s; then {CLIENTS} DORAs: \
          {offers:?} {acks:?}; engine received {:?}, dropped {:?}; backend counters {:?}; \
          {failed} log lines say a send failed",
-        s.received, s.drops, s.xdp
+        s.received, s.drops, s.udp
     );
     // The odd traffic really reached the engine ahead of the ordinary clients.
     let discovers = s.received.get("discover").copied().unwrap_or(0);
@@ -176,7 +177,7 @@ fn odd_discovers_from_a_relay_do_not_stall_ordinary_clients(backend: Backend) {
         offers.received >= u64::from(CLIENTS)
             && (offers.received, offers.drops, acks.received, acks.drops)
                 == (offers.sent, 0, acks.sent, 0),
-        "{backend:?}: every ordinary exchange answered within perfdhcp's drop time:\n{text}\n\
+        "{backend:?}: every ordinary exchange answered within the drop time:\n{text}\n\
          server log's send failures:\n{}",
         log.lines()
             .filter(|l| l.contains("send_packet"))
@@ -191,8 +192,8 @@ fn odd_discovers_from_a_relay_do_not_stall_ordinary_clients(backend: Backend) {
     );
     if backend == Backend::Udp {
         // The replies to addresses that sent nothing left through the side socket.
-        let aside = s.xdp.get("replies-aside").copied().unwrap_or(0);
-        assert!(aside > 0, "{backend:?}: no reply went aside: {:?}", s.xdp);
-        assert_eq!(s.xdp.get("replies-failed"), Some(&0), "{:?}", s.xdp);
+        let aside = s.udp.get("replies-aside").copied().unwrap_or(0);
+        assert!(aside > 0, "{backend:?}: no reply went aside: {:?}", s.udp);
+        assert_eq!(s.udp.get("replies-failed"), Some(&0), "{:?}", s.udp);
     }
 }

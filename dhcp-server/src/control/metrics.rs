@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::types::{BackendKind, BulkStats, FailoverStatus, Stats, Status};
+use super::types::{BulkStats, FailoverStatus, Stats, Status};
 use dhcp_proto::failover::Service;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -136,8 +136,7 @@ pub fn render(status: &Status, stats: &Stats) -> String {
     if let Some(b) = &stats.bulk_leasequery {
         bulk(&mut out, b);
     }
-    // The UDP backend's own counters share the field: where its replies left.
-    if !stats.xdp.is_empty() && status.backend == BackendKind::Udp {
+    if !stats.udp.is_empty() {
         family(
             &mut out,
             "dhcp_udp_replies_total",
@@ -145,11 +144,12 @@ pub fn render(status: &Status, stats: &Stats) -> String {
             "Replies the UDP backend sent through its side socket (their destination did not \
              send the request) and replies the kernel refused, by socket.",
             stats
-                .xdp
+                .udp
                 .iter()
                 .map(|(a, n)| (format!("outcome=\"{}\"", label(a)), *n)),
         );
-    } else if !stats.xdp.is_empty() {
+    }
+    if !stats.xdp.is_empty() {
         family(
             &mut out,
             "dhcp_xdp_frames_total",

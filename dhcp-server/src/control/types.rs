@@ -199,8 +199,12 @@ pub struct Stats {
     pub received: BTreeMap<String, u64>,
     pub sent: BTreeMap<String, u64>,
     pub drops: BTreeMap<String, u64>,
+    /// The XDP program's frames, by what it did with them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub xdp: BTreeMap<String, u64>,
+    /// The UDP backend's replies, by the socket they left through or why they did not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub udp: BTreeMap<String, u64>,
     pub shards: Vec<ShardStats>,
     pub pools: Vec<PoolStats>,
     pub latency: Latency,

@@ -629,10 +629,14 @@ impl control::Server for Operated {
         }
         stats.bulk_leasequery = self.bulk.as_ref().map(|read| read());
         if let Some(read) = &self.facts.counters {
-            stats.xdp = read()
+            let counters = read()
                 .into_iter()
                 .map(|(name, n)| (name.to_owned(), n))
                 .collect();
+            match self.facts.backend {
+                control::BackendKind::Udp => stats.udp = counters,
+                _ => stats.xdp = counters,
+            }
         }
         let us = |q: f64| latency.value_at_quantile(q).div_ceil(1000);
         stats.latency = control::Latency {

@@ -322,20 +322,22 @@ pub(super) fn stats(stats: &Stats) -> String {
             ]
         })
         .collect();
-    let xdp: Vec<Vec<String>> = stats
-        .xdp
-        .iter()
-        .map(|(k, v)| vec![k.clone(), v.to_string()])
-        .collect();
+    let rows = |counters: &std::collections::BTreeMap<String, u64>| -> Vec<Vec<String>> {
+        counters
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.to_string()])
+            .collect()
+    };
     let mut tables = vec![
         table(&["MESSAGE", "RECEIVED", "SENT"], &messages),
         table(&["DROPPED", "COUNT"], &drops),
     ];
-    // The backend's own counters: the XDP program's, or the UDP backend's `replies-*`.
-    if stats.xdp.keys().any(|k| k.starts_with("replies-")) {
-        tables.push(table(&["UDP REPLIES", "COUNT"], &xdp));
-    } else if !xdp.is_empty() {
-        tables.push(table(&["XDP PROGRAM", "FRAMES"], &xdp));
+    // The backend's own counters: the XDP program's, or the UDP backend's.
+    if !stats.udp.is_empty() {
+        tables.push(table(&["UDP REPLIES", "COUNT"], &rows(&stats.udp)));
+    }
+    if !stats.xdp.is_empty() {
+        tables.push(table(&["XDP PROGRAM", "FRAMES"], &rows(&stats.xdp)));
     }
     tables.extend([
         table(&["SHARD", "RECEIVED", "SENT", "DROPPED"], &shards),
