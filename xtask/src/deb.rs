@@ -268,11 +268,18 @@ fn stage(ws: &Path, binary: &Path, root: &Path, changelog: &str) -> Result {
         0o644,
     )?;
 
+    put(
+        root,
+        &format!("usr/share/lintian/overrides/{PACKAGE}"),
+        read(&ws.join("packaging/lintian-overrides"))?.as_bytes(),
+        0o644,
+    )?;
+
     let doc = format!("usr/share/doc/{PACKAGE}");
     put(
         root,
         &format!("{doc}/copyright"),
-        read(&ws.join("packaging/copyright"))?.as_bytes(),
+        copyright(ws, &read(&ws.join("packaging/copyright"))?)?.as_bytes(),
         0o644,
     )?;
     put(
@@ -298,13 +305,67 @@ fn stage(ws: &Path, binary: &Path, root: &Path, changelog: &str) -> Result {
     Ok(())
 }
 
+/// packaging/copyright with, in the first stanza's Comment, the crates linked into the
+/// binary and the license each declares, read from Cargo.lock by `cargo tree` so the list
+/// follows every dependency change. Proc macros and build scripts run only at build time,
+/// and the workspace's own crates (a path in the listing) are the `Files: *` stanza, so
+/// both are left out.
+fn copyright(ws: &Path, text: &str) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = output(Command::new(cargo).current_dir(ws).args([
+        "tree",
+        "--package",
+        PACKAGE,
+        "--edges",
+        "normal,no-proc-macro",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}|{l}",
+    ]))?;
+    let mut crates: Vec<String> = tree
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .filter(|(p, _)| !p.contains(" (/"))
+        .map(|(p, license)| {
+            // A crate listed before is marked " (*)" at the end of the line.
+            let license = license.trim_end_matches(" (*)");
+            format!(" {}: {license}", p.replacen(" v", " ", 1))
+        })
+        .collect();
+    crates.sort();
+    crates.dedup();
+    let comment = format!(
+        "Comment: /usr/bin/dhcp-server also holds these Rust crates, statically linked,\n \
+         each under the license its authors declare (Cargo.toml `license`):\n{}\n",
+        crates.join("\n")
+    );
+    let (head, rest) = text
+        .split_once("\n\n")
+        .ok_or("packaging/copyright has no header paragraph")?;
+    let (files, rest) = rest
+        .split_once("\n\n")
+        .ok_or("packaging/copyright has no Files: paragraph")?;
+    Ok(format!("{head}\n\n{files}\n{comment}\n{rest}"))
+}
+
 /// The example unit with the package's paths: the binary in /usr/bin and the
-/// configuration in /etc/dhcp-server/. Fails when the example no longer starts the
-/// binary from a path this knows, rather than ship a unit that cannot start.
+/// configuration in /etc/dhcp-server/, and a Documentation= naming the man page the
+/// package installs (`systemctl status` shows it). Fails when the example no longer starts
+/// the binary from a path this knows, rather than ship a unit that cannot start.
 fn unit(example: &str) -> Result<String> {
-    let unit = example
-        .replace("/usr/local/bin/dhcp-server", "/usr/bin/dhcp-server")
-        .replace("/etc/dhcp-server.toml", "/etc/dhcp-server/dhcp-server.toml");
+    let documented = example.lines().any(|l| l.starts_with("Documentation="));
+    let mut unit = String::new();
+    for line in example.lines() {
+        let line = line
+            .replace("/usr/local/bin/dhcp-server", "/usr/bin/dhcp-server")
+            .replace("/etc/dhcp-server.toml", "/etc/dhcp-server/dhcp-server.toml");
+        unit.push_str(&line);
+        unit.push('\n');
+        if line.starts_with("Description=") && !documented {
+            unit.push_str("Documentation=man:dhcp-server-run(1)\n");
+        }
+    }
     let exec = unit
         .lines()
         .find(|l| l.starts_with("ExecStart="))
