@@ -139,6 +139,8 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
         .args(["--root-owner-group", "--build"])
         .arg(&root)
         .arg(&deb))?;
+    // The tree was only dpkg-deb's input; the .deb is the product.
+    fs::remove_dir_all(&root).map_err(|e| format!("cannot remove {}: {e}", root.display()))?;
     if opts.lintian {
         lint(&deb)?;
     }
