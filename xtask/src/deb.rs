@@ -193,6 +193,29 @@ fn versioned_changelog(text: &str, wanted: Option<&str>) -> Result<(String, Stri
     }
 }
 
+/// Whether the stripped binary `bin` (from `built`) carries the XDP object of `cargo xtask build-ebpf` byte for byte.
+/// Its build embeds the object silently when present and builds without it otherwise,
+/// and a binary given with --binary may predate the object: both would ship a server
+/// that cannot attach XDP.
+fn embeds_xdp_program(bin: &Path, built: &Path) -> Result {
+    let object = ebpf::object();
+    let object_bytes =
+        fs::read(&object).map_err(|e| format!("cannot read {}: {e}", object.display()))?;
+    let binary = fs::read(bin).map_err(|e| format!("cannot read {}: {e}", bin.display()))?;
+    if binary
+        .windows(object_bytes.len())
+        .any(|w| w == object_bytes)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} does not embed {}: rebuild it after `cargo xtask build-ebpf`",
+            built.display(),
+            object.display()
+        ))
+    }
+}
+
 /// Lays out the package's files under `root`.
 fn stage(ws: &Path, binary: &Path, root: &Path, changelog: &str) -> Result {
     let bin = root.join("usr/bin").join(PACKAGE);
@@ -211,6 +234,7 @@ fn stage(ws: &Path, binary: &Path, root: &Path, changelog: &str) -> Result {
         .arg(binary))?;
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("cannot chmod {}: {e}", bin.display()))?;
+    embeds_xdp_program(&bin, binary)?;
 
     let docs = root.join("generated");
     sh(Command::new(&bin)
