@@ -91,8 +91,8 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// Builds the package; returns its path.
-pub fn build(opts: &Options) -> Result<PathBuf> {
+/// Builds the package into the output directory.
+pub fn build(opts: &Options) -> Result {
     let ws = workspace();
     let object = ebpf::object();
     if !object.is_file() {
@@ -145,7 +145,7 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
         lint(&deb)?;
     }
     eprintln!("xtask: built {}", deb.display());
-    Ok(deb)
+    Ok(())
 }
 
 /// The Debian version and the changelog to ship. A version beyond the changelog's newest

@@ -136,11 +136,11 @@ fn main() -> ExitCode {
             };
             // With a binary given, it is built already: only the packaging runs.
             if opts.binary.is_some() {
-                deb::build(&opts).map(drop)
+                deb::build(&opts)
             } else {
                 setup()
                     .and_then(|()| ebpf::build())
-                    .and_then(|()| deb::build(&opts).map(drop))
+                    .and_then(|()| deb::build(&opts))
             }
         }
     };
