@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use dhcp_server::config::{self, Backend, Config, QuickStart};
 use dhcp_server::runtime::{self, clock::Clock, env::Env};
 use dhcp_server::{journal, udp, xdp};
@@ -55,6 +55,10 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Write the man pages and the bash, zsh and fish completions of this command line
+    /// (used by `cargo xtask deb`; hidden, as it is a build step rather than operation).
+    #[command(hide = true)]
+    GenerateDocs(cli::docs::DocsArgs),
 }
 
 #[derive(Subcommand)]
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::ImportIsc { leases, state_dir } => import_isc(&leases, &state_dir),
         Command::Ctl(args) => cli::ctl::run(args),
         Command::Leasequery(args) => cli::leasequery::run(args),
+        Command::GenerateDocs(args) => cli::docs::run(Cli::command(), &args),
     }
 }
 

@@ -21,7 +21,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Where the object lands; dhcp-server/build.rs looks in the same place.
-fn object() -> PathBuf {
+pub fn object() -> PathBuf {
     workspace().join("target/ebpf/bpfel-unknown-none/release/dhcp-ebpf")
 }
 

@@ -10,6 +10,7 @@ mod bench;
 mod bench_lq;
 mod bench_pair;
 mod chart;
+mod deb;
 mod demo;
 mod ebpf;
 mod lab;
@@ -61,6 +62,23 @@ enum Task {
         #[arg(long, conflicts_with = "failover")]
         leasequery: bool,
     },
+    /// The Debian package, checked by lintian: target/debian/dhcp-server_VERSION_ARCH.deb
+    /// (see docs/packaging.md).
+    Deb {
+        /// Package this binary instead of building the release one (the package test
+        /// packages the binary under test).
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+        /// The Debian version; default: the newest entry of packaging/changelog.
+        #[arg(long)]
+        version: Option<String>,
+        /// Directory for the package; default: target/debian.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Skip lintian (the package test lints only its first build).
+        #[arg(long)]
+        no_lintian: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -104,6 +122,27 @@ fn main() -> ExitCode {
                 bench::run(quick)
             }
         }),
+        Task::Deb {
+            binary,
+            version,
+            out,
+            no_lintian,
+        } => {
+            let opts = deb::Options {
+                lintian: !no_lintian,
+                binary,
+                version,
+                out,
+            };
+            // With a binary given, it is built already: only the packaging runs.
+            if opts.binary.is_some() {
+                deb::build(&opts)
+            } else {
+                setup()
+                    .and_then(|()| ebpf::build())
+                    .and_then(|()| deb::build(&opts))
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +170,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("dhcrelay", "isc-dhcp-relay"),
     // `promtool check metrics` lints the Prometheus exposition in the server's tests.
     ("promtool", "prometheus"),
+    // Checks the Debian package (`cargo xtask deb`).
+    ("lintian", "lintian"),
 ];
 
 fn on_path(program: &str) -> bool {

@@ -1,6 +1,7 @@
 //! The command line's tools beyond `run`, built into the binary only (the library has
 //! no printing): `ctl`, the control socket's client, and `leasequery`, an RFC 4388
-//! requester.
+//! requester; `docs` writes the man pages and shell completions the Debian package ships.
 
 pub mod ctl;
+pub mod docs;
 pub mod leasequery;
