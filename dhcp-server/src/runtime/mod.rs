@@ -1,9 +1,9 @@
 //! The runtime owns assembly: it opens the journal and replays it into the shards, starts
 //! the failover link, wires each shard's bus (control questions, failover orders, address
-//! lending), starts the control socket, hands the shards to a backend, reports ready,
-//! and stops everything in order. A backend only moves bytes between the network and
-//! the shards it is given (`Backend`), so a feature is written once, here or in
-//! `dhcp_proto`, never per backend.
+//! lending), starts the control socket, hands the shards to a backend, drops to the
+//! configured user (`privileges`), reports ready, and stops everything in order. A
+//! backend only moves bytes between the network and the shards it is given (`Backend`),
+//! so a feature is written once, here or in `dhcp_proto`, never per backend.
 //!
 //! Stopping: the stop token is asked (signal, control socket); the failover link holds
 //! the loops while it tells the partner; then the backend's loops end, the link is
@@ -88,6 +88,8 @@ pub enum Error {
     Bulk(io::Error),
     #[error("{0}")]
     Backend(BackendError),
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::Error),
 }
 
 /// Serves `config` through `backend` until `env.stop` is requested.
@@ -159,12 +161,22 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
     );
     let control = operate::start_control(&config, operated.clone())?;
     let serving = backend.start(shards, &env).map_err(Error::Backend)?;
-    operated.set_ready();
-    for line in serving.ready() {
-        tracing::info!(
-            "ready: serving {} subnet(s) {line}",
-            config.policy.subnets.len()
-        );
+    // Every socket is open now (the backend's, the listeners', the journal's files): the
+    // rest of the run needs no privilege. A failed switch stops what started, in order.
+    let switched = match &env.run_as {
+        Some(target) => target.switch(kind == BackendKind::Xdp),
+        None => Ok(()),
+    };
+    if switched.is_ok() {
+        operated.set_ready();
+        for line in serving.ready() {
+            tracing::info!(
+                "ready: serving {} subnet(s) {line}",
+                config.policy.subnets.len()
+            );
+        }
+    } else {
+        env.stop.request();
     }
     while !env.stop.requested() {
         std::thread::sleep(Duration::from_millis(20));
@@ -180,5 +192,6 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
     let joined = serving.join();
     drop(journal);
     drop(control);
+    switched?;
     joined.map_err(Error::Backend)
 }

@@ -628,6 +628,9 @@ impl control::Server for Operated {
             let _ = latency.add(&h);
         }
         stats.bulk_leasequery = self.bulk.as_ref().map(|read| read());
+        if let Some(link) = &self.failover {
+            stats.refused.insert("failover".into(), link.refused());
+        }
         if let Some(read) = &self.facts.counters {
             stats.xdp = read()
                 .into_iter()
@@ -744,6 +747,9 @@ pub fn start_control(
             gids: config.control_gids.clone(),
         },
         metrics_listen: config.metrics_listen,
+        metrics_allow: config.metrics_allow.clone(),
+        // The socket file is made as root; the group the server drops to may connect.
+        socket_group: operated.env.run_as.as_ref().map(|t| t.gid),
         ..control::Options::default()
     };
     let handle = control::serve(path, options, operated)?;
