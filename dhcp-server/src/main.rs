@@ -222,17 +222,17 @@ fn run(
         }
         env.log_level = Some(std::sync::Arc::new(apply));
     }
-    // Before any thread starts: each inherits the emptied bounding set.
+    // Before any thread starts: each inherits the emptied bounding set. The runtime
+    // switches to the user once its sockets are open.
     if let Some(user) = &config.user {
         let target = match privileges::Target::resolve(user, config.group.as_deref()) {
             Ok(t) => t,
             Err(e) => return config_error(vec![e.to_string()]),
         };
-        if let Err(e) = target.prepare(config.state_dir.as_deref()) {
+        if let Err(e) = target.prepare() {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
-        env.run_as = Some(target);
     }
     if let Err(e) = env.stop.on_signals() {
         eprintln!("dhcp-server: cannot install signal handlers: {e}");

@@ -15,9 +15,11 @@
 //!
 //! Two steps: `prepare`, before the first thread starts, empties the capability bounding
 //! set and sets no_new_privs (both inherited by every thread started afterwards, so no
-//! thread can ever regain a capability through execve) and hands the state directory to
-//! the user; `switch`, once every socket is open, changes groups, group and user, then
-//! reads every thread's status back to check that none is left with a capability.
+//! thread can ever regain a capability through execve); `switch`, once every socket is
+//! open, hands the state directory (the journal's files as root made them) to the user,
+//! changes groups, group and user, then reads every thread's status back to check that
+//! none is left with a capability, and the state directory to check that the user owns
+//! all of it.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -90,10 +92,8 @@ impl Target {
     }
 
     /// Run before the first thread starts (they inherit what is set here): refuses when
-    /// not root, empties the bounding set, sets no_new_privs, and makes the state
-    /// directory (created if missing) and everything in it the user's, so the journal
-    /// can create, rename and remove its files after the switch.
-    pub fn prepare(&self, state_dir: Option<&Path>) -> Result<(), Error> {
+    /// not root, empties the bounding set and sets no_new_privs.
+    pub fn prepare(&self) -> Result<(), Error> {
         let euid = geteuid();
         if euid != 0 {
             return Err(Error::NotRoot {
@@ -101,29 +101,35 @@ impl Target {
                 euid,
             });
         }
-        if let Some(dir) = state_dir {
-            let handed = |source| Error::StateDir {
-                user: self.user.clone(),
-                path: dir.to_owned(),
-                source,
-            };
-            std::fs::create_dir_all(dir).map_err(handed)?;
-            hand_over(dir, self.uid, self.gid).map_err(handed)?;
-        }
         empty_bounding_set()?;
         set_no_new_privs()
     }
 
-    /// Becomes the user, keeping no capability, in every thread; then checks each
-    /// thread. `bpf_maps` says the backend still reaches BPF maps (the xdp backend).
-    pub fn switch(&self, bpf_maps: bool) -> Result<(), Error> {
+    /// Hands `state_dir` to the user (the journal creates, renames, removes and rereads
+    /// its files there for the whole run), becomes the user, keeping no capability, in
+    /// every thread, and checks each thread and the state directory. `bpf_maps` says the
+    /// backend still reaches BPF maps (the xdp backend).
+    pub fn switch(&self, state_dir: Option<&Path>, bpf_maps: bool) -> Result<(), Error> {
         if bpf_maps {
             self.check_bpf_without_capability()?;
+        }
+        let handed = |dir: &Path| {
+            let user = self.user.clone();
+            let path = dir.to_owned();
+            move |source| Error::StateDir { user, path, source }
+        };
+        if let Some(dir) = state_dir {
+            hand_over(dir, self.uid, self.gid).map_err(handed(dir))?;
         }
         set_groups(self.gid)?;
         set_gid(self.gid)?;
         set_uid(self.uid)?;
         self.check_threads()?;
+        // A file the journal's threads made as root between the hand-over and the
+        // switch would stay root's: said now rather than at the first compaction.
+        if let Some(dir) = state_dir {
+            owned_by(dir, self.uid).map_err(handed(dir))?;
+        }
         tracing::info!(
             "dropped privileges to user {} ({}), group {} ({}); keeping no capabilities",
             self.user,
@@ -320,6 +326,25 @@ fn hand_over(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
     if std::fs::symlink_metadata(dir)?.is_dir() {
         for entry in std::fs::read_dir(dir)? {
             hand_over(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails on the first entry of `dir` (or `dir` itself) that `uid` does not own.
+fn owned_by(dir: &Path, uid: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.uid() != uid {
+        return Err(io::Error::other(format!(
+            "{} is owned by uid {}",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            owned_by(&entry?.path(), uid)?;
         }
     }
     Ok(())

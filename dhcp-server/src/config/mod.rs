@@ -209,38 +209,6 @@ impl Flood {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ClientNet;
-
-    #[test]
-    fn client_nets_hold_their_addresses_only() {
-        let net: ClientNet = "192.0.2.0/24".parse().unwrap();
-        assert!(net.contains("192.0.2.77".parse().unwrap()));
-        assert!(net.contains("::ffff:192.0.2.77".parse().unwrap()));
-        assert!(!net.contains("198.51.100.1".parse().unwrap()));
-        assert!(!net.contains("2001:db8::1".parse().unwrap()));
-        let one: ClientNet = "203.0.113.9".parse().unwrap();
-        assert_eq!(one.to_string(), "203.0.113.9/32");
-        assert!(!one.contains("203.0.113.8".parse().unwrap()));
-        let any: ClientNet = "0.0.0.0/0".parse().unwrap();
-        assert!(any.contains("198.18.0.1".parse().unwrap()));
-        let v6: ClientNet = "2001:db8::/32".parse().unwrap();
-        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
-        let loopback = ClientNet::loopback();
-        assert!(loopback
-            .iter()
-            .any(|n| n.contains("127.0.0.2".parse().unwrap())));
-        assert!(loopback.iter().any(|n| n.contains("::1".parse().unwrap())));
-        assert!(!loopback
-            .iter()
-            .any(|n| n.contains("192.0.2.1".parse().unwrap())));
-        for bad in ["192.0.2.0/33", "2001:db8::/129", "host", "192.0.2.0/"] {
-            assert!(bad.parse::<ClientNet>().is_err(), "{bad}");
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -276,4 +244,36 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
         .map_err(|e| {
             format!("'{level}' is not a log filter like \"info\" or \"dhcp_server=debug\": {e}")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientNet;
+
+    #[test]
+    fn client_nets_hold_their_addresses_only() {
+        let net: ClientNet = "192.0.2.0/24".parse().unwrap();
+        assert!(net.contains("192.0.2.77".parse().unwrap()));
+        assert!(net.contains("::ffff:192.0.2.77".parse().unwrap()));
+        assert!(!net.contains("198.51.100.1".parse().unwrap()));
+        assert!(!net.contains("2001:db8::1".parse().unwrap()));
+        let one: ClientNet = "203.0.113.9".parse().unwrap();
+        assert_eq!(one.to_string(), "203.0.113.9/32");
+        assert!(!one.contains("203.0.113.8".parse().unwrap()));
+        let any: ClientNet = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("198.18.0.1".parse().unwrap()));
+        let v6: ClientNet = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        let loopback = ClientNet::loopback();
+        assert!(loopback
+            .iter()
+            .any(|n| n.contains("127.0.0.2".parse().unwrap())));
+        assert!(loopback.iter().any(|n| n.contains("::1".parse().unwrap())));
+        assert!(!loopback
+            .iter()
+            .any(|n| n.contains("192.0.2.1".parse().unwrap())));
+        for bad in ["192.0.2.0/33", "2001:db8::/129", "host", "192.0.2.0/"] {
+            assert!(bad.parse::<ClientNet>().is_err(), "{bad}");
+        }
+    }
 }

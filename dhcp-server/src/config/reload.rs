@@ -166,9 +166,12 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
         },
     );
     // The switch happens once, after setup; a running server cannot become root again.
-    let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "(as started)".into());
-    change(r, "user", &running.user, &file.user, name);
-    change(r, "group", &running.group, &file.group, name);
+    // A file without `user` says nothing of it: `run --user` may have chosen it.
+    if file.user.is_some() {
+        let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "(as started)".into());
+        change(r, "user", &running.user, &file.user, name);
+        change(r, "group", &running.group, &file.group, name);
+    }
     // The limits are constants of the loaded XDP program and size its tables.
     change(r, "flood", &running.flood, &file.flood, |f| {
         format!(

@@ -20,6 +20,4 @@ pub struct Env {
     pub config_file: Option<PathBuf>,
     /// Applies the file's `log-level` at each reload; none when `RUST_LOG` decides.
     pub log_level: Option<LogLevel>,
-    /// The user the server becomes once every socket is open; none: it stays as started.
-    pub run_as: Option<crate::privileges::Target>,
 }

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::control::{self, BackendKind, XdpStatus};
 use crate::failover::shards::OnView;
 use crate::journal;
+use crate::privileges::Target;
 use env::Env;
 use operate::{Facts, Operated};
 use shard::{Bus, Shard};
@@ -93,7 +94,14 @@ pub enum Error {
 }
 
 /// Serves `config` through `backend` until `env.stop` is requested.
+///
+/// With `user` set, the process must have called `privileges::Target::prepare` before
+/// its first thread (the command line's `run` does): the switch checks every thread.
 pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<(), Error> {
+    let run_as = match &config.user {
+        Some(user) => Some(Target::resolve(user, config.group.as_deref())?),
+        None => None,
+    };
     let count = backend.shards();
     let opened = store::open(&config, count, env.clock.now())?;
     // Outlives the shards and their writers: dropping it runs a last commit.
@@ -159,12 +167,14 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
                 Arc::new(move || counters.read()) as BulkCounters
             })),
     );
-    let control = operate::start_control(&config, operated.clone())?;
+    // The socket file is made as root; the group the server drops to may connect.
+    let socket_group = run_as.as_ref().map(|t| t.gid);
+    let control = operate::start_control(&config, operated.clone(), socket_group)?;
     let serving = backend.start(shards, &env).map_err(Error::Backend)?;
     // Every socket is open now (the backend's, the listeners', the journal's files): the
     // rest of the run needs no privilege. A failed switch stops what started, in order.
-    let switched = match &env.run_as {
-        Some(target) => target.switch(kind == BackendKind::Xdp),
+    let switched = match &run_as {
+        Some(target) => target.switch(config.state_dir.as_deref(), kind == BackendKind::Xdp),
         None => Ok(()),
     };
     if switched.is_ok() {

@@ -731,11 +731,12 @@ impl control::Server for Operated {
     }
 }
 
-/// Starts the operator interface: the control socket when the configuration names one,
-/// and the reload on SIGHUP.
+/// Starts the operator interface: the control socket when the configuration names one
+/// (its file owned by `socket_group` when given), and the reload on SIGHUP.
 pub fn start_control(
     config: &Config,
     operated: Arc<Operated>,
+    socket_group: Option<u32>,
 ) -> Result<Option<control::Handle>, control::ServeError> {
     changes::watch_sighup(operated.clone());
     let Some(path) = &config.control_socket else {
@@ -748,8 +749,7 @@ pub fn start_control(
         },
         metrics_listen: config.metrics_listen,
         metrics_allow: config.metrics_allow.clone(),
-        // The socket file is made as root; the group the server drops to may connect.
-        socket_group: operated.env.run_as.as_ref().map(|t| t.gid),
+        socket_group,
         ..control::Options::default()
     };
     let handle = control::serve(path, options, operated)?;
