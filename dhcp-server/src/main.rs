@@ -229,7 +229,7 @@ fn run(
             Ok(t) => t,
             Err(e) => return config_error(vec![e.to_string()]),
         };
-        if let Err(e) = target.prepare() {
+        if let Err(e) = target.prepare(config.state_dir.as_deref()) {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }

@@ -15,11 +15,11 @@
 //!
 //! Two steps: `prepare`, before the first thread starts, empties the capability bounding
 //! set and sets no_new_privs (both inherited by every thread started afterwards, so no
-//! thread can ever regain a capability through execve); `switch`, once every socket is
-//! open, hands the state directory (the journal's files as root made them) to the user,
-//! changes groups, group and user, then reads every thread's status back to check that
-//! none is left with a capability, and the state directory to check that the user owns
-//! all of it.
+//! thread can ever regain a capability through execve), and takes the state directory
+//! back for root; `switch`, once every socket is open, hands the state directory (with
+//! the files the journal made as root) to the user, changes groups, group and user, then
+//! reads every thread's status back to check that none is left with a capability, and
+//! the state directory to check that the user owns all of it.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -56,7 +56,7 @@ pub enum Error {
         step: &'static str,
         source: io::Error,
     },
-    #[error("cannot hand the state directory to user '{user}': {path}: {source}")]
+    #[error("cannot hand the state directory to {user}: {path}: {source}")]
     StateDir {
         user: String,
         path: PathBuf,
@@ -92,14 +92,23 @@ impl Target {
     }
 
     /// Run before the first thread starts (they inherit what is set here): refuses when
-    /// not root, empties the bounding set and sets no_new_privs.
-    pub fn prepare(&self) -> Result<(), Error> {
+    /// not root, takes the state directory back from the last run's user (root without
+    /// CAP_DAC_OVERRIDE, as the systemd unit runs it, could not open the journal in it
+    /// otherwise; CAP_CHOWN does), empties the bounding set and sets no_new_privs.
+    pub fn prepare(&self, state_dir: Option<&Path>) -> Result<(), Error> {
         let euid = geteuid();
         if euid != 0 {
             return Err(Error::NotRoot {
                 user: self.user.clone(),
                 euid,
             });
+        }
+        if let Some(dir) = state_dir.filter(|d| d.exists()) {
+            hand_over(dir, 0, 0).map_err(|source| Error::StateDir {
+                user: "root for the start".into(),
+                path: dir.to_owned(),
+                source,
+            })?;
         }
         empty_bounding_set()?;
         set_no_new_privs()
@@ -114,7 +123,7 @@ impl Target {
             self.check_bpf_without_capability()?;
         }
         let handed = |dir: &Path| {
-            let user = self.user.clone();
+            let user = format!("user '{}'", self.user);
             let path = dir.to_owned();
             move |source| Error::StateDir { user, path, source }
         };
@@ -144,6 +153,7 @@ impl Target {
     /// 6.5 moved the check to map and program creation.
     fn check_bpf_without_capability(&self) -> Result<(), Error> {
         let release = kernel_release();
+        // Unreadable (ProcSubset=pid hides /proc/sys): assume the distributions' default.
         let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
             .map(|s| s.trim() != "0")
             .unwrap_or(true);
@@ -320,12 +330,19 @@ fn geteuid() -> u32 {
 }
 
 /// `dir` and everything under it (symbolic links themselves, never their targets) become
-/// `uid`:`gid`.
+/// `uid`:`gid`. Root without CAP_DAC_OVERRIDE (CAP_CHOWN only) can list only what it
+/// owns: a directory becomes root's before its entries are listed, and the user's after.
 fn hand_over(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(dir)?.is_dir() {
+    let is_dir = std::fs::symlink_metadata(dir)?.is_dir();
+    if uid == 0 || !is_dir {
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    }
+    if is_dir {
         for entry in std::fs::read_dir(dir)? {
             hand_over(&entry?.path(), uid, gid)?;
+        }
+        if uid != 0 {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
         }
     }
     Ok(())
@@ -408,10 +425,18 @@ fn set_uid(uid: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// uname's release: /proc/sys may be hidden (systemd's ProcSubset=pid).
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    // SAFETY: utsname is plain old data, filled by uname on success.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a live, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return String::new();
+    }
+    // SAFETY: on success `release` holds a NUL-terminated string.
+    unsafe { CStr::from_ptr(uts.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// (major, minor) of a kernel release such as "6.1.0-18-amd64".
