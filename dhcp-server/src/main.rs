@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use dhcp_server::config::{self, Backend, Config, QuickStart};
 use dhcp_server::runtime::{self, clock::Clock, env::Env};
-use dhcp_server::{journal, udp, xdp};
+use dhcp_server::{journal, privileges, udp, xdp};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -33,6 +33,14 @@ enum Command {
             "authoritative",
         ])]
         config: Option<PathBuf>,
+        /// Once its sockets are open, run as this user with no capabilities (as dhcpd's
+        /// -user); the server must be started as root. Overrides `user` in the file.
+        #[arg(long)]
+        user: Option<String>,
+        /// The group to run as with --user (default: the user's primary group).
+        /// Overrides `group` in the file.
+        #[arg(long, requires = "user")]
+        group: Option<String>,
         #[command(flatten)]
         quick: QuickStart,
     },
@@ -100,7 +108,12 @@ fn main() -> ExitCode {
     let set_filter: SetFilter = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
     logs.init();
     match cli.command {
-        Command::Run { config, quick } => run(config, quick, set_filter),
+        Command::Run {
+            config,
+            user,
+            group,
+            quick,
+        } => run(config, (user, group), quick, set_filter),
         Command::Journal {
             action: JournalAction::Verify { state_dir },
         } => match journal::verify(&state_dir) {
@@ -180,11 +193,19 @@ fn load(file: Option<PathBuf>, quick: &QuickStart) -> Result<Config, Vec<String>
     }
 }
 
-fn run(file: Option<PathBuf>, quick: QuickStart, set_filter: SetFilter) -> ExitCode {
-    let config = match load(file.clone(), &quick) {
+fn run(
+    file: Option<PathBuf>,
+    (user, group): (Option<String>, Option<String>),
+    quick: QuickStart,
+    set_filter: SetFilter,
+) -> ExitCode {
+    let mut config = match load(file.clone(), &quick) {
         Ok(c) => c,
         Err(errors) => return config_error(errors),
     };
+    if user.is_some() {
+        (config.user, config.group) = (user, group);
+    }
     if let Err(errors) = config.policy.validate() {
         return config_error(strings(errors));
     }
@@ -205,6 +226,18 @@ fn run(file: Option<PathBuf>, quick: QuickStart, set_filter: SetFilter) -> ExitC
             }
         }
         env.log_level = Some(std::sync::Arc::new(apply));
+    }
+    // Before any thread starts: each inherits the emptied bounding set. The runtime
+    // switches to the user once its sockets are open.
+    if let Some(user) = &config.user {
+        let target = match privileges::Target::resolve(user, config.group.as_deref()) {
+            Ok(t) => t,
+            Err(e) => return config_error(vec![e.to_string()]),
+        };
+        if let Err(e) = target.prepare(config.state_dir.as_deref()) {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
     if let Err(e) = env.stop.on_signals() {
         eprintln!("dhcp-server: cannot install signal handlers: {e}");

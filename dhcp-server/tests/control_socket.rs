@@ -1222,6 +1222,8 @@ fn http_metrics_listener() {
     private_loopback();
     let options = Options {
         metrics_listen: Some("192.0.2.1:0".parse().unwrap()),
+        // The scraper connects from 192.0.2.1, outside the default (loopback only).
+        metrics_allow: vec!["192.0.2.1".parse().unwrap()],
         ..Options::default()
     };
     let (_dir, h, _) = start("http", options);

@@ -63,6 +63,13 @@ pub struct Config {
     pub control_gids: Vec<u32>,
     /// Address of the HTTP listener serving `GET /metrics`; none by default.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The scrapers the metrics listener answers, by address; anyone else has the
+    /// connection closed unanswered, and counted. Loopback only unless told.
+    pub metrics_allow: Vec<ClientNet>,
+    /// The user, and group, the server runs as once its sockets are open (it must be
+    /// started as root then); none: it stays as started.
+    pub user: Option<String>,
+    pub group: Option<String>,
     /// What to log, in `RUST_LOG`'s syntax (`info`, `dhcp_server=debug`...); `RUST_LOG`
     /// wins when it is set. None: `info`.
     pub log_level: Option<String>,
@@ -71,6 +78,77 @@ pub struct Config {
     /// Bulk leasequery over TCP (`[leasequery]`); none: off. Who may ask is the
     /// policy's `leasequery`.
     pub bulk_leasequery: Option<BulkLeasequery>,
+}
+
+/// An address prefix of either family, for the peers a listener answers
+/// (`metrics-allow`): "192.0.2.0/24", "2001:db8::/32", or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientNet {
+    addr: std::net::IpAddr,
+    len: u8,
+}
+
+impl ClientNet {
+    /// The loopback addresses of both families: the default scrapers.
+    pub fn loopback() -> Vec<Self> {
+        vec![
+            Self {
+                addr: std::net::Ipv4Addr::new(127, 0, 0, 0).into(),
+                len: 8,
+            },
+            Self {
+                addr: std::net::Ipv6Addr::LOCALHOST.into(),
+                len: 128,
+            },
+        ]
+    }
+
+    /// Whether `peer` is in the prefix; an IPv4 peer seen on an IPv6 socket
+    /// (::ffff:a.b.c.d) counts as the IPv4 address it is.
+    pub fn contains(&self, peer: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let bits = |len: u8, width: u8| u128::MAX.checked_shl(u32::from(width - len)).unwrap_or(0);
+        match (self.addr, peer.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(p)) => {
+                let mask = bits(self.len, 32) as u32;
+                u32::from(net) & mask == u32::from(p) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(p)) => {
+                let mask = bits(self.len, 128);
+                u128::from(net) & mask == u128::from(p) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for ClientNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not an address or ADDRESS/PREFIX");
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= width)
+                .ok_or_else(bad)?,
+            None => width,
+        };
+        Ok(Self { addr, len })
+    }
+}
+
+impl std::fmt::Display for ClientNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
 }
 
 /// The bulk leasequery listener (RFC 6926).
@@ -146,6 +224,9 @@ impl Default for Config {
             control_uids: Vec::new(),
             control_gids: Vec::new(),
             metrics_listen: None,
+            metrics_allow: ClientNet::loopback(),
+            user: None,
+            group: None,
             log_level: None,
             flood: Flood::default(),
             bulk_leasequery: None,
@@ -163,4 +244,36 @@ pub fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> 
         .map_err(|e| {
             format!("'{level}' is not a log filter like \"info\" or \"dhcp_server=debug\": {e}")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientNet;
+
+    #[test]
+    fn client_nets_hold_their_addresses_only() {
+        let net: ClientNet = "192.0.2.0/24".parse().unwrap();
+        assert!(net.contains("192.0.2.77".parse().unwrap()));
+        assert!(net.contains("::ffff:192.0.2.77".parse().unwrap()));
+        assert!(!net.contains("198.51.100.1".parse().unwrap()));
+        assert!(!net.contains("2001:db8::1".parse().unwrap()));
+        let one: ClientNet = "203.0.113.9".parse().unwrap();
+        assert_eq!(one.to_string(), "203.0.113.9/32");
+        assert!(!one.contains("203.0.113.8".parse().unwrap()));
+        let any: ClientNet = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("198.18.0.1".parse().unwrap()));
+        let v6: ClientNet = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        let loopback = ClientNet::loopback();
+        assert!(loopback
+            .iter()
+            .any(|n| n.contains("127.0.0.2".parse().unwrap())));
+        assert!(loopback.iter().any(|n| n.contains("::1".parse().unwrap())));
+        assert!(!loopback
+            .iter()
+            .any(|n| n.contains("192.0.2.1".parse().unwrap())));
+        for bad in ["192.0.2.0/33", "2001:db8::/129", "host", "192.0.2.0/"] {
+            assert!(bad.parse::<ClientNet>().is_err(), "{bad}");
+        }
+    }
 }

@@ -3,8 +3,8 @@
 //! Applied at once: `authoritative`, `offer-hold`, `decline-hold`, `log-level`, and per
 //! subnet (matched by its `subnet` prefix) the lease times, the options and the
 //! reservations. Everything else (interfaces, backend, workers and their polling, the
-//! journal, the control socket and metrics listener, the flood limits, the failover
-//! partnership, the classes, subnets added, removed or reordered, a subnet's interface,
+//! journal, the control socket and metrics listener (and who may scrape it), the user
+//! and group the server runs as, the flood limits, the failover partnership, the classes, subnets added, removed or reordered, a subnet's interface,
 //! pools or server-id) shapes the sockets, threads, XDP program or lease tables and is
 //! left as it runs, reported as needing a restart.
 
@@ -153,6 +153,25 @@ pub fn plan(running: &Config, file: &Config) -> Plan {
         &file.metrics_listen,
         |v| v.map_or("(none)".into(), |a| a.to_string()),
     );
+    change(
+        r,
+        "metrics-allow",
+        &running.metrics_allow,
+        &file.metrics_allow,
+        |v| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    // The switch happens once, after setup; a running server cannot become root again.
+    // A file without `user` says nothing of it: `run --user` may have chosen it.
+    if file.user.is_some() {
+        let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "(as started)".into());
+        change(r, "user", &running.user, &file.user, name);
+        change(r, "group", &running.group, &file.group, name);
+    }
     // The limits are constants of the loaded XDP program and size its tables.
     change(r, "flood", &running.flood, &file.flood, |f| {
         format!(
@@ -452,6 +471,8 @@ mod tests {
         f.state_dir = Some("/var/lib/dhcp-server".into());
         f.flood.client_rate = 10;
         f.flood.client_burst = 20;
+        f.metrics_allow = vec!["192.0.2.0/24".parse().unwrap()];
+        f.user = Some("dhcp-server".into());
         f.policy.subnets[0].pools[0] = "192.0.2.10-192.0.2.150".parse().unwrap();
         f.policy.subnets[0].lease.default = 600;
         f.policy.subnets.swap(0, 1);
@@ -477,6 +498,8 @@ mod tests {
                 "backend auto -> udp",
                 "workers 0 -> 4",
                 "state-dir (none) -> /var/lib/dhcp-server",
+                "metrics-allow 127.0.0.0/8, ::1/128 -> 192.0.2.0/24",
+                "user (as started) -> dhcp-server",
                 "flood client 0/0, circuit 0/0, table 65536 -> client 10/20, circuit 0/0, table 65536",
                 "classes (none) -> line",
                 "subnet 192.0.2.0/24: pools 192.0.2.10-192.0.2.100 -> 192.0.2.10-192.0.2.150",

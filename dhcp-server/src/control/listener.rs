@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,8 +24,9 @@ use tokio::sync::{watch, Semaphore};
 
 use super::protocol::{parse_request, Command, ProtocolError, Reply, MAX_LINE};
 use super::server::Server;
-use super::types::ControlError;
+use super::types::{ControlError, Stats};
 use super::{http, metrics};
+use crate::config::ClientNet;
 
 /// How long a reply may wait for a client that does not read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,6 +71,8 @@ pub struct Options {
     pub socket_group: Option<u32>,
     /// Address of the HTTP `GET /metrics` listener; none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// The scrapers it answers (by default loopback only).
+    pub metrics_allow: Vec<ClientNet>,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout: Duration,
     /// Connections served at once; the next one is told "busy".
@@ -81,6 +85,7 @@ impl Default for Options {
             access: AccessList::default(),
             socket_group: None,
             metrics_listen: None,
+            metrics_allow: ClientNet::loopback(),
             idle_timeout: Duration::from_secs(60),
             max_connections: 256,
         }
@@ -193,8 +198,12 @@ pub fn serve(path: &Path, options: Options, server: Arc<dyn Server>) -> Result<H
     let max_connections = options.max_connections.clamp(1, 1 << 20) as u32;
     let ctx = Arc::new(Ctx {
         server,
-        own_uid: euid(),
         access: options.access,
+        metrics_allow: options.metrics_allow,
+        refused: Arc::new(Refused {
+            control: AtomicU64::new(0),
+            metrics: metrics.is_some().then(|| Arc::new(AtomicU64::new(0))),
+        }),
         idle_timeout: options.idle_timeout,
         max_connections,
         connections: Arc::new(Semaphore::new(max_connections as usize)),
@@ -281,11 +290,31 @@ fn bind(
     bound
 }
 
+/// Connections turned away because of who made them, since start.
+struct Refused {
+    control: AtomicU64,
+    /// None without a metrics listener.
+    metrics: Option<Arc<AtomicU64>>,
+}
+
+impl Refused {
+    fn report(&self, stats: &mut Stats) {
+        let mut add = |name: &str, n: &AtomicU64| {
+            stats.refused.insert(name.into(), n.load(Ordering::Relaxed));
+        };
+        add("control", &self.control);
+        if let Some(m) = &self.metrics {
+            add("metrics", m);
+        }
+    }
+}
+
 /// What every connection task shares.
 struct Ctx {
     server: Arc<dyn Server>,
-    own_uid: u32,
     access: AccessList,
+    metrics_allow: Vec<ClientNet>,
+    refused: Arc<Refused>,
     idle_timeout: Duration,
     max_connections: u32,
     /// One permit per connection (control or metrics) being served.
@@ -316,8 +345,12 @@ async fn run(
                         async move { scrape(&ctx).await }
                     }
                 };
-                let (connections, stopped) = (ctx.connections.clone(), ctx.stopped.clone());
-                tokio::spawn(http::serve(m, scrape, connections, stopped));
+                let gate = http::Gate {
+                    allow: ctx.metrics_allow.clone(),
+                    refused: ctx.refused.metrics.clone().unwrap_or_default(),
+                    connections: ctx.connections.clone(),
+                };
+                tokio::spawn(http::serve(m, scrape, gate, ctx.stopped.clone()));
             }
             Err(e) => tracing::error!("metrics listener unusable: {e}"),
         }
@@ -355,7 +388,10 @@ fn admit(stream: UnixStream, ctx: &Arc<Ctx>) {
             return;
         }
     };
-    if !ctx.access.allows(&peer, ctx.own_uid) {
+    // The server's own user is asked each time: it changes when the server drops to its
+    // configured user after setup.
+    if !ctx.access.allows(&peer, euid()) {
+        ctx.refused.control.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(uid = peer.uid, gid = peer.gid, "control connection refused");
         refuse(
             &stream,
@@ -573,10 +609,11 @@ async fn call(ctx: &Ctx, command: Command) -> Result<Value, ControlError> {
         .await
         .map_err(|_| ControlError::Unavailable("the control server is stopping".into()))?;
     let server = ctx.server.clone();
+    let refused = ctx.refused.clone();
     let name = command.name();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        execute(&*server, command)
+        execute(&*server, &refused, command)
     })
     .await
     .unwrap_or_else(|_| {
@@ -621,13 +658,24 @@ fn to_json<T: serde::Serialize>(v: T) -> Result<Value, ControlError> {
         .map_err(|e| ControlError::Internal(format!("cannot encode the result: {e}")))
 }
 
-fn execute(server: &dyn Server, command: Command) -> Result<Value, ControlError> {
+/// The server's counters with this listener's refusals.
+fn stats(server: &dyn Server, refused: &Refused) -> Result<Stats, ControlError> {
+    let mut stats = server.stats()?;
+    refused.report(&mut stats);
+    Ok(stats)
+}
+
+fn execute(
+    server: &dyn Server,
+    refused: &Refused,
+    command: Command,
+) -> Result<Value, ControlError> {
     match command {
         Command::Status => to_json(server.status()),
-        Command::Stats => to_json(server.stats()?),
+        Command::Stats => to_json(stats(server, refused)?),
         Command::Metrics => Ok(json!({
             "content_type": metrics::CONTENT_TYPE,
-            "text": metrics::render(&server.status(), &server.stats()?),
+            "text": metrics::render(&server.status(), &stats(server, refused)?),
         })),
         Command::Leases(q) => to_json(server.leases(q)?),
         Command::Reservations(q) => to_json(server.reservations(q)?),

@@ -136,6 +136,20 @@ pub fn render(status: &Status, stats: &Stats) -> String {
     if let Some(b) = &stats.bulk_leasequery {
         bulk(&mut out, b);
     }
+    if !stats.refused.is_empty() {
+        family(
+            &mut out,
+            "dhcp_connections_refused_total",
+            "counter",
+            "Connections turned away unanswered because of who made them, by listener: \
+             control (not on the access list), metrics (outside metrics-allow), failover \
+             (not the partner, or a second connection).",
+            stats
+                .refused
+                .iter()
+                .map(|(l, n)| (format!("listener=\"{}\"", label(l)), *n)),
+        );
+    }
     if !stats.udp.is_empty() {
         family(
             &mut out,
@@ -426,6 +440,21 @@ mod tests {
             bindings_sent: 100_000,
         });
         (status, stats)
+    }
+
+    #[test]
+    fn refusals_are_counted_by_listener() {
+        let (status, mut stats) = sample();
+        assert!(!render(&status, &stats).contains("dhcp_connections_refused_total"));
+        stats.refused.insert("metrics".into(), 2);
+        stats.refused.insert("control".into(), 0);
+        let text = render(&status, &stats);
+        assert!(
+            text.contains("# TYPE dhcp_connections_refused_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("dhcp_connections_refused_total{listener=\"metrics\"} 2\n"));
+        assert!(text.contains("dhcp_connections_refused_total{listener=\"control\"} 0\n"));
     }
 
     #[test]

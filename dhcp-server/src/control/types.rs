@@ -211,6 +211,12 @@ pub struct Stats {
     /// Bulk leasequery over TCP; absent when the server does not listen for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_leasequery: Option<BulkStats>,
+    /// Connections turned away unanswered because of who made them, by listener:
+    /// "control" (a user not on the access list), "metrics" (an address outside
+    /// `metrics-allow`), "failover" (an address other than the partner's, or a second
+    /// connection while the partner is connected); only the listeners the server runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, u64>,
 }
 
 /// Bulk leasequery (RFC 6926) connections and what they were sent, since start.

@@ -1,12 +1,14 @@
 //! The failover link: the thin I/O layer that drives the machine over TCP on its own
 //! thread and tokio runtime. The primary connects to its partner and retries every few
 //! seconds; the secondary listens and takes one connection, from its partner's address
-//! only. Everything the machine asks of the leases goes to the `Shards`, which the
+//! only (anything else is closed at once and counted). The secondary binds its port
+//! before `spawn` returns, so it is bound while the server still may bind port 647. Everything the machine asks of the leases goes to the `Shards`, which the
 //! workers answer between two batches of packets: no worker ever waits on the partner,
 //! and the link reads the partner's next updates while the workers apply the last.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,9 +55,16 @@ pub struct Handle {
     /// The latest status, for readers that must not wait (stats, metrics).
     pub latest: Arc<Mutex<Option<Status>>>,
     replicated: super::shards::Replicated,
+    /// Connections turned away: not from the partner's address, or a second one.
+    refused: Arc<AtomicU64>,
 }
 
 impl Handle {
+    /// Connections refused since start (see `refused`).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.ok()?;
@@ -108,16 +117,36 @@ pub fn spawn(
 ) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(16);
     let latest = Arc::new(Mutex::new(None));
+    let refused = Arc::new(AtomicU64::new(0));
     let handle = Handle {
         commands: tx,
         latest: latest.clone(),
         replicated,
+        refused: refused.clone(),
+    };
+    let primary = params.role == dhcp_proto::failover::Role::Primary;
+    let name = params.name.clone();
+    // Bound here, not on the link's thread: the server may drop its privileges as soon
+    // as it starts, and the failover port (647) is a privileged one.
+    let listener = if primary {
+        None
+    } else {
+        match std::net::TcpListener::bind(SocketAddr::V4(endpoints.local))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(
+                    "failover peer {name}: cannot listen on {}: {e}",
+                    endpoints.local
+                );
+                None
+            }
+        }
     };
     // The workers run until the link has told the partner it stops (and journaled it).
     let hold = env.stop.hold();
-    let primary = params.role == dhcp_proto::failover::Role::Primary;
     let thread_name = format!("failover-{}", params.role.name());
-    let name = params.name.clone();
     let driver = Driver {
         machine: Machine::new(params, stored, env.clock.now()),
         shards,
@@ -135,7 +164,14 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime builds");
-            runtime.block_on(run(driver, primary, name, endpoints, rx, stop));
+            let link = Link {
+                primary,
+                name,
+                endpoints,
+                listener,
+                refused,
+            };
+            runtime.block_on(run(driver, link, rx, stop));
         })?;
     Ok((handle, thread))
 }
@@ -152,38 +188,38 @@ struct Driver {
     env: Env,
 }
 
-async fn run(
-    mut d: Driver,
+/// How the link finds its partner: the secondary's listener (bound in `spawn`) and
+/// where it counts the connections it turns away.
+struct Link {
     primary: bool,
     name: String,
     endpoints: Endpoints,
+    listener: Option<std::net::TcpListener>,
+    refused: Arc<AtomicU64>,
+}
+
+async fn run(
+    mut d: Driver,
+    link: Link,
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
     d.settle::<tokio::net::TcpStream>(None).await;
-    let listener = if primary {
-        None
-    } else {
-        match TcpListener::bind(SocketAddr::V4(endpoints.local)).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                warn!(
-                    "failover peer {name}: cannot listen on {}: {e}",
-                    endpoints.local
-                );
-                None
-            }
-        }
-    };
+    let listener = link.listener.and_then(|l| {
+        TcpListener::from_std(l)
+            .map_err(|e| warn!("failover peer {}: listener unusable: {e}", link.name))
+            .ok()
+    });
     // Connections come from their own task, so its pauses between attempts survive
     // the timer ticks of this loop; it makes the next one only once this one closed.
     let (found, mut connections) = mpsc::channel(1);
     let closed = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(connector(
-        primary,
-        endpoints,
+        link.primary,
+        link.endpoints,
         listener,
-        name.clone(),
+        link.name,
+        link.refused,
         found,
         closed.clone(),
     ));
@@ -224,11 +260,12 @@ async fn connector(
     endpoints: Endpoints,
     listener: Option<TcpListener>,
     name: String,
+    refused: Arc<AtomicU64>,
     found: mpsc::Sender<tokio::net::TcpStream>,
     closed: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        let s = next_connection(primary, &endpoints, listener.as_ref(), &name).await;
+        let s = next_connection(primary, &endpoints, listener.as_ref(), &name, &refused).await;
         if found.send(s).await.is_err() {
             return;
         }
@@ -237,6 +274,7 @@ async fn connector(
                 tokio::select! {
                     () = closed.notified() => break,
                     r = l.accept() => if let Ok((_, from)) = r {
+                        refused.fetch_add(1, Ordering::Relaxed);
                         info!("failover peer {name}: second connection from {from} refused: already connected");
                     },
                 }
@@ -257,6 +295,7 @@ async fn next_connection(
     endpoints: &Endpoints,
     listener: Option<&TcpListener>,
     name: &str,
+    refused: &AtomicU64,
 ) -> tokio::net::TcpStream {
     loop {
         if primary {
@@ -289,7 +328,8 @@ async fn next_connection(
                     return s;
                 }
                 Ok((_, from)) => {
-                    warn!("failover: connection from {from}, not the partner; closed")
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    warn!("failover peer {name}: connection from {from}, not the partner; closed")
                 }
                 Err(e) => {
                     warn!("failover peer {name}: accept: {e}");

@@ -1,9 +1,9 @@
 //! The runtime owns assembly: it opens the journal and replays it into the shards, starts
 //! the failover link, wires each shard's bus (control questions, failover orders, address
-//! lending), starts the control socket, hands the shards to a backend, reports ready,
-//! and stops everything in order. A backend only moves bytes between the network and
-//! the shards it is given (`Backend`), so a feature is written once, here or in
-//! `dhcp_proto`, never per backend.
+//! lending), starts the control socket, hands the shards to a backend, drops to the
+//! configured user (`privileges`), reports ready, and stops everything in order. A
+//! backend only moves bytes between the network and the shards it is given (`Backend`),
+//! so a feature is written once, here or in `dhcp_proto`, never per backend.
 //!
 //! Stopping: the stop token is asked (signal, control socket); the failover link holds
 //! the loops while it tells the partner; then the backend's loops end, the link is
@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::control::{self, BackendKind, XdpStatus};
 use crate::failover::shards::OnView;
 use crate::journal;
+use crate::privileges::Target;
 use env::Env;
 use operate::{Facts, Operated};
 use shard::{Bus, Shard};
@@ -88,10 +89,19 @@ pub enum Error {
     Bulk(io::Error),
     #[error("{0}")]
     Backend(BackendError),
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::Error),
 }
 
 /// Serves `config` through `backend` until `env.stop` is requested.
+///
+/// With `user` set, the process must have called `privileges::Target::prepare` before
+/// its first thread (the command line's `run` does): the switch checks every thread.
 pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<(), Error> {
+    let run_as = match &config.user {
+        Some(user) => Some(Target::resolve(user, config.group.as_deref())?),
+        None => None,
+    };
     let count = backend.shards();
     let opened = store::open(&config, count, env.clock.now())?;
     // Outlives the shards and their writers: dropping it runs a last commit.
@@ -157,14 +167,26 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
                 Arc::new(move || counters.read()) as BulkCounters
             })),
     );
-    let control = operate::start_control(&config, operated.clone())?;
+    // The socket file is made as root; the group the server drops to may connect.
+    let socket_group = run_as.as_ref().map(|t| t.gid);
+    let control = operate::start_control(&config, operated.clone(), socket_group)?;
     let serving = backend.start(shards, &env).map_err(Error::Backend)?;
-    operated.set_ready();
-    for line in serving.ready() {
-        tracing::info!(
-            "ready: serving {} subnet(s) {line}",
-            config.policy.subnets.len()
-        );
+    // Every socket is open now (the backend's, the listeners', the journal's files): the
+    // rest of the run needs no privilege. A failed switch stops what started, in order.
+    let switched = match &run_as {
+        Some(target) => target.switch(config.state_dir.as_deref(), kind == BackendKind::Xdp),
+        None => Ok(()),
+    };
+    if switched.is_ok() {
+        operated.set_ready();
+        for line in serving.ready() {
+            tracing::info!(
+                "ready: serving {} subnet(s) {line}",
+                config.policy.subnets.len()
+            );
+        }
+    } else {
+        env.stop.request();
     }
     while !env.stop.requested() {
         std::thread::sleep(Duration::from_millis(20));
@@ -180,5 +202,6 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
     let joined = serving.join();
     drop(journal);
     drop(control);
+    switched?;
     joined.map_err(Error::Backend)
 }

@@ -628,6 +628,9 @@ impl control::Server for Operated {
             let _ = latency.add(&h);
         }
         stats.bulk_leasequery = self.bulk.as_ref().map(|read| read());
+        if let Some(link) = &self.failover {
+            stats.refused.insert("failover".into(), link.refused());
+        }
         if let Some(read) = &self.facts.counters {
             let counters = read()
                 .into_iter()
@@ -732,11 +735,12 @@ impl control::Server for Operated {
     }
 }
 
-/// Starts the operator interface: the control socket when the configuration names one,
-/// and the reload on SIGHUP.
+/// Starts the operator interface: the control socket when the configuration names one
+/// (its file owned by `socket_group` when given), and the reload on SIGHUP.
 pub fn start_control(
     config: &Config,
     operated: Arc<Operated>,
+    socket_group: Option<u32>,
 ) -> Result<Option<control::Handle>, control::ServeError> {
     changes::watch_sighup(operated.clone());
     let Some(path) = &config.control_socket else {
@@ -748,6 +752,8 @@ pub fn start_control(
             gids: config.control_gids.clone(),
         },
         metrics_listen: config.metrics_listen,
+        metrics_allow: config.metrics_allow.clone(),
+        socket_group,
         ..control::Options::default()
     };
     let handle = control::serve(path, options, operated)?;

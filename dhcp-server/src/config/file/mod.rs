@@ -70,6 +70,9 @@ const TOP_KEYS: &[&str] = &[
     "control-uids",
     "control-gids",
     "metrics-listen",
+    "metrics-allow",
+    "user",
+    "group",
     "log-level",
     "failover",
     "class",
@@ -485,6 +488,25 @@ impl Walker {
                 s.parse().map_err(|_| format!("'{s}' is not ADDRESS:PORT"))
             })
         });
+        let metrics_allow = match root.get("metrics-allow") {
+            Some(v) => self
+                .list("metrics-allow", v, true, |w, key, e| {
+                    w.parsed(key, e, |s| s.parse::<super::ClientNet>())
+                })
+                .unwrap_or_default(),
+            None => defaults.metrics_allow.clone(),
+        };
+        let user = root
+            .get("user")
+            .and_then(|v| self.string("user", v))
+            .map(str::to_owned);
+        let group = root.get_key_value("group").and_then(|(k, v)| {
+            let g = self.string("group", v)?;
+            if user.is_none() {
+                self.error(k.span(), "group", "set with user only; add user = \"...\"");
+            }
+            Some(g.to_owned())
+        });
         let log_level = root.get("log-level").and_then(|v| {
             self.parsed("log-level", v, |s| {
                 super::log_filter(s).map(|_| s.to_owned())
@@ -555,6 +577,9 @@ impl Walker {
             control_uids,
             control_gids,
             metrics_listen,
+            metrics_allow,
+            user,
+            group,
             log_level,
             flood,
             bulk_leasequery,

@@ -161,6 +161,9 @@ fn a_full_file_becomes_the_model() {
         control_uids: Vec::new(),
         control_gids: Vec::new(),
         metrics_listen: None,
+        metrics_allow: crate::config::ClientNet::loopback(),
+        user: None,
+        group: None,
         log_level: Some("info,dhcp_proto::engine=debug".into()),
         flood: crate::config::Flood::default(),
         bulk_leasequery: None,
@@ -1112,4 +1115,25 @@ fn reservations_by_subscriber_identity_and_the_flex_id() {
     assert_eq!(r[1].subscriber.as_ref().unwrap().value, [0, 0x1a]);
     let no_flex = text.replace("flex-id = \"relay4[2]\"\n", "");
     assert_eq!(one_error(&no_flex).key, "subnet[0].reservation[1].flex-id");
+}
+
+#[test]
+fn user_group_and_metrics_allow_are_read_and_checked() {
+    let c = load(&format!(
+        "user = \"dhcp-server\"\ngroup = \"dhcp-ops\"\nmetrics-allow = [\"192.0.2.0/24\", \"198.51.100.7\"]\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(c.user.as_deref(), Some("dhcp-server"));
+    assert_eq!(c.group.as_deref(), Some("dhcp-ops"));
+    let allow: Vec<String> = c.metrics_allow.iter().map(ToString::to_string).collect();
+    assert_eq!(allow, ["192.0.2.0/24", "198.51.100.7/32"]);
+    // Unset: loopback scrapers only, and the server stays the user it was started as.
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.metrics_allow, crate::config::ClientNet::loopback());
+    assert_eq!((c.user, c.group), (None, None));
+    let e = one_error(&format!("metrics-allow = [\"192.0.2.0/33\"]\n{MINIMAL}"));
+    assert_eq!((e.line, e.key.as_str()), (1, "metrics-allow[0]"), "{e}");
+    let e = one_error(&format!("group = \"dhcp-ops\"\n{MINIMAL}"));
+    assert_eq!((e.line, e.key.as_str()), (1, "group"), "{e}");
+    assert!(e.reason.contains("with user"), "{e}");
 }
