@@ -299,3 +299,53 @@ fn a_manifest_of_a_newer_format_is_refused() {
     assert_eq!(std::fs::read_to_string(d.0.join("MANIFEST")).unwrap(), text);
     assert_eq!(files_of_generation(&d.0, 2).len(), files);
 }
+
+/// What an operator sees: `dhcp-server journal verify` prints what a start would do and
+/// fails (exit 1) for a rebuild and for a refusal, and succeeds once the start rebuilt.
+#[test]
+fn journal_verify_on_the_command_line_says_what_the_server_would_do() {
+    let verify = |d: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dhcp-server"))
+            .args(["journal", "verify", "--state-dir"])
+            .arg(d)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let d = TempDir::new("cli");
+    journal_in(&d.0);
+    let (code, text) = verify(&d.0);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("generation 2, 3 shard(s)"), "{text}");
+    assert!(
+        text.ends_with("300 leases, 0 reservations, 0 class members: clean\n"),
+        "{text}"
+    );
+
+    std::fs::write(d.0.join("MANIFEST"), b"").unwrap();
+    let (code, text) = verify(&d.0);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.starts_with("MANIFEST is empty: at start the server rebuilds it: the files of every generation below fold into one state by stamp, written as generation 3"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("300 leases, 0 reservations, 0 class members: DAMAGED\n"),
+        "{text}"
+    );
+
+    drop(Journal::open(&d.0, &opts(3)).unwrap());
+    let (code, text) = verify(&d.0);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("generation 3, 3 shard(s)"), "{text}");
+
+    let newer = manifest_with("dhcp-server journal manifest\nversion 9\ngeneration 3\nshards 3\n");
+    std::fs::write(d.0.join("MANIFEST"), newer).unwrap();
+    let (code, text) = verify(&d.0);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.starts_with("at start the server refuses this directory: journal file")
+            && text.contains("has format version 9, this build reads up to 1"),
+        "{text}"
+    );
+}
