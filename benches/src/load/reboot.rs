@@ -177,3 +177,32 @@ pub fn check(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_files_round_trip_and_refuse_foreign_lines() {
+        let acks = vec![
+            (0, Ipv4Addr::new(198, 18, 1, 0)),
+            (0x0102_0304, Ipv4Addr::new(198, 19, 255, 250)),
+        ];
+        let text = format_acks(&acks);
+        assert_eq!(
+            text,
+            "02:be:00:00:00:00 198.18.1.0\n02:be:01:02:03:04 198.19.255.250\n"
+        );
+        assert_eq!(parse_acks(&text).unwrap(), acks);
+        // Not one of the generator's clients, cut short, or no address: errors, never
+        // a lease silently left unchecked.
+        for bad in [
+            "02:cc:00:00:00:01 198.18.1.1",
+            "02:be:00:00:00 198.18.1.1",
+            "02:be:00:00:00:01",
+            "02:be:00:00:00:01 198.18.1",
+        ] {
+            assert!(parse_acks(bad).is_err(), "{bad}");
+        }
+    }
+}
