@@ -214,6 +214,16 @@ pub fn renew(buf: &mut [u8], n: u32, addr: Ipv4Addr) -> usize {
     finish(buf, at, n, Shape::default())
 }
 
+/// DHCPREQUEST in INIT-REBOOT from client `n`, which was ACKed `addr` before it
+/// rebooted: ciaddr zero, the address in option 50, no server identifier (RFC 2131
+/// §4.3.2), so whichever server holds the lease answers.
+pub fn init_reboot(buf: &mut [u8], n: u32, addr: Ipv4Addr) -> usize {
+    let mut at = header(buf, n, Ipv4Addr::UNSPECIFIED, Shape::default());
+    common(buf, &mut at, 3, n);
+    put(buf, &mut at, code::REQUESTED_ADDRESS, &addr.octets());
+    finish(buf, at, n, Shape::default())
+}
+
 /// DHCPRELEASE from client `n` of `addr`.
 pub fn release(buf: &mut [u8], n: u32, addr: Ipv4Addr, server: Ipv4Addr) -> usize {
     let mut at = header(buf, n, addr, Shape::default());

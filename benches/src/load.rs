@@ -37,7 +37,11 @@ use crate::{decline, discover, release, renew, request, Shape};
 use dhcp_server::packet::{PacketSocket, FRAME};
 
 mod query;
+mod reboot;
 pub use query::{leasequery, QueryConfig, QueryReport, ANSWERS};
+pub use reboot::{
+    check as check_init_reboot, format_acks, mac_text, parse_acks, Acked, RebootReport,
+};
 
 /// What one exchange does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +300,9 @@ pub struct Report {
     pub checks: Checks,
     /// ARP requests answered for the clients.
     pub arp_replies: u64,
+    /// Every ACK of a dora or renew, in the order they came: what the clients were
+    /// promised (`dhcp-load --acks` writes it for the crash soak to check afterwards).
+    pub acks: Vec<Acked>,
 }
 
 impl Report {
@@ -548,6 +555,7 @@ struct Run<'a> {
     kinds: [KindReport; 4],
     checks: Checks,
     arp_replies: u64,
+    acks: Vec<Acked>,
     out: Out,
     rx: In,
 }
@@ -665,6 +673,7 @@ impl Run<'_> {
                 k.latency
                     .saturating_record(c.started.elapsed().as_micros().max(1) as u64);
                 c.phase = Phase::Bound;
+                self.acks.push((self.cfg.first.wrapping_add(idx), c.addr));
                 self.owners.insert(c.addr, idx);
                 self.holders.push_back(idx);
             }
@@ -881,6 +890,7 @@ fn play<'a>(
         kinds: [(); 4].map(|()| KindReport::new()),
         checks: Checks::default(),
         arp_replies: 0,
+        acks: Vec::new(),
         out: Out::new(),
         rx: In::new(),
     };
@@ -950,6 +960,7 @@ impl Run<'_> {
             kinds: self.kinds,
             checks: self.checks,
             arp_replies: self.arp_replies,
+            acks: self.acks,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! clients in a lab of network namespaces, `lab` manages that lab by hand, `bench` measures
 //! the server against Kea and ISC dhcpd in it (`bench --failover`: a pair of ours against
 //! one alone and a Kea HA pair; `bench --leasequery`: RFC 4388 leasequeries answered a
-//! second, ours against ISC dhcpd).
+//! second, ours against ISC dhcpd); `soak` kills it at random moments under load and
+//! checks that every lease it ACKed survives.
 
 mod bench;
 mod bench_lq;
@@ -14,6 +15,7 @@ mod deb;
 mod demo;
 mod ebpf;
 mod lab;
+mod soak;
 
 use std::process::{Command, ExitCode};
 
@@ -79,6 +81,15 @@ enum Task {
         #[arg(long)]
         no_lintian: bool,
     },
+    /// The crash soak: SIGKILL at seeded random moments under load and a full disk,
+    /// then every ACKed lease asked for again (see xtask/src/soak.rs).
+    Soak {
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+        /// Replays the kill moments of an earlier run (it prints its seed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -143,6 +154,9 @@ fn main() -> ExitCode {
                     .and_then(|()| deb::build(&opts))
             }
         }
+        Task::Soak { rounds, seed } => setup()
+            .and_then(|()| ebpf::build())
+            .and_then(|()| soak::run(rounds, seed)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

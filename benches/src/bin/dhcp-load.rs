@@ -82,6 +82,17 @@ struct Args {
     /// address, its hardware address taken as broadcast.
     #[arg(long, value_name = "ADDRESS", requires = "leasequery")]
     lq_server: Option<Ipv4Addr>,
+    /// Write every ACK the clients got (dora and renew) to FILE, one `MAC ADDRESS` line
+    /// each, in the order they came: what the server promised, for a later
+    /// --init-reboot check.
+    #[arg(long, value_name = "FILE", conflicts_with = "leasequery")]
+    acks: Option<std::path::PathBuf>,
+    /// Instead of a load: every client of FILE (as --acks writes it; the last line per
+    /// client counts) asks for its address in INIT-REBOOT, --window at a time, each sent
+    /// up to 3 times --timeout-ms apart; reports how many were ACKed the same address
+    /// and lists every one NAKed, ACKed another address or not answered. Exits 1 if any.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["leasequery", "acks", "rate"])]
+    init_reboot: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -132,6 +143,9 @@ fn main() -> ExitCode {
     };
     let duration = Duration::from_secs_f64(a.duration.clamp(0.0, 3600.0));
     let timeout = Duration::from_millis(a.timeout_ms);
+    if let Some(file) = &a.init_reboot {
+        return init_reboot(&sock, file, a.window.max(1), timeout);
+    }
     if let Some(requester) = a.leasequery {
         let fill = LoadConfig {
             clients: a.clients,
@@ -199,12 +213,81 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(file) = &a.acks {
+        if let Err(e) = std::fs::write(file, load::format_acks(&r.acks)) {
+            eprintln!("dhcp-load: cannot write {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    }
     if a.json {
         println!("{}", json(&r, &a.mix));
     } else {
         print!("{}", text(&r, &a.mix));
     }
     ExitCode::SUCCESS
+}
+
+/// Tries per lease in an INIT-REBOOT check: a request or its answer lost on the way is
+/// not a lost lease.
+const REBOOT_TRIES: u32 = 3;
+
+/// The --init-reboot check: one line of figures, then one line per lost lease.
+fn init_reboot(
+    sock: &PacketSocket,
+    file: &std::path::Path,
+    window: u32,
+    timeout: Duration,
+) -> ExitCode {
+    let acks = match std::fs::read_to_string(file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| load::parse_acks(&t))
+    {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("dhcp-load: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // A client ACKed twice (a renewal, or a new DORA in a later run) holds the last one.
+    let mut latest = std::collections::HashMap::new();
+    for (i, &(n, addr)) in acks.iter().enumerate() {
+        latest.insert(n, (i, addr));
+    }
+    let mut leases: Vec<(usize, load::Acked)> =
+        latest.into_iter().map(|(n, (i, a))| (i, (n, a))).collect();
+    leases.sort_unstable();
+    let leases: Vec<load::Acked> = leases.into_iter().map(|(_, l)| l).collect();
+    let r = match load::check_init_reboot(sock, &leases, window, timeout, REBOOT_TRIES) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dhcp-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "init-reboot: {} leases asked for, {} kept, {} lost ({} NAK, {} another address, {} silent)",
+        leases.len(),
+        r.kept,
+        r.lost(),
+        r.naked.len(),
+        r.moved.len(),
+        r.silent.len()
+    );
+    let name = load::mac_text;
+    for &(n, a) in &r.naked {
+        println!("lost: {} {a}: NAK", name(n));
+    }
+    for &((n, a), got) in &r.moved {
+        println!("lost: {} {a}: ACKed {got} instead", name(n));
+    }
+    for &(n, a) in &r.silent {
+        println!("lost: {} {a}: no answer", name(n));
+    }
+    if r.lost() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn percentiles(h: &hdrhistogram::Histogram<u64>) -> [u64; 3] {

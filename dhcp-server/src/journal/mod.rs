@@ -54,11 +54,11 @@ pub use dhcp_proto::lease::{
 };
 pub use error::{Error, Result};
 pub use state::State;
-pub use tools::{dump, import_isc, verify, FileReport, Format, ImportStats, Report};
+pub use tools::{dump, import_isc, verify, FileReport, Format, ImportStats, Report, Start};
 pub use writer::{DurableWatch, ShardWriter};
 
 use lock::DirLock;
-use replay::{Listing, Manifest, ShardReplay};
+use replay::{Listing, Manifest, ShardReplay, Verdict};
 use segment::{Kind, Name, Segment};
 use state::Fold;
 use writer::{ShardShared, Shared};
@@ -150,6 +150,8 @@ pub struct RecoveryStats {
     pub removed_leftovers: usize,
     /// The shard count of the files found, when it differed and they were redistributed.
     pub resharded_from: Option<usize>,
+    /// What was wrong with the MANIFEST, when open rebuilt it (see `replay::judge_manifest`).
+    pub rebuilt_manifest: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -190,15 +192,21 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, e))?;
         let lock = DirLock::acquire(dir)?;
         let mut stats = RecoveryStats::default();
-        let listing = Listing::read(dir)?;
-        let manifest = match Manifest::read(dir)? {
-            Some(m) => m,
-            None => {
-                let m = listing.implied_manifest().unwrap_or(Manifest {
+        let mut listing = Listing::read(dir)?;
+        let manifest = match replay::judge_manifest(dir, &listing)? {
+            Verdict::Use(m) => m,
+            Verdict::New => {
+                let m = Manifest {
                     generation: 1,
                     shards: opts.shards as u32,
-                });
+                };
                 m.write(dir)?;
+                m
+            }
+            Verdict::Rebuild(damage) => {
+                let m = rebuild(dir, &listing, &damage, opts.shards as u32)?;
+                listing = Listing::read(dir)?;
+                stats.rebuilt_manifest = Some(damage);
                 m
             }
         };
@@ -402,6 +410,41 @@ fn snapshot_path(dir: &Path, generation: u64, shard: u32) -> PathBuf {
         }
         .file_name(),
     )
+}
+
+/// Rebuilds a state directory whose MANIFEST cannot be trusted (`damage` says why): the
+/// files of every generation fold into one state by stamp, which is written as a new
+/// generation of `shards` shards with the MANIFEST switched to it (the old files go, as
+/// after a reshard). Loud: an operator should know the directory was damaged.
+fn rebuild(dir: &Path, listing: &Listing, damage: &str, shards: u32) -> Result<Manifest> {
+    let mut fold = Fold::default();
+    let files = replay::replay_every_generation(listing, &mut fold)?;
+    let newest = listing.segments.last().map_or(0, |(n, _)| n.generation);
+    let (mut leases, mut reservations, mut members) = (0, 0, 0);
+    for r in fold.records() {
+        match r {
+            Record::Lease(_) => leases += 1,
+            Record::ReservationAdded(_) => reservations += 1,
+            Record::MemberAdded(_) => members += 1,
+            _ => {}
+        }
+    }
+    let generation = reshard(
+        dir,
+        &fold,
+        Manifest {
+            generation: newest,
+            shards,
+        },
+        shards,
+    )?;
+    tracing::error!(
+        "journal {}: MANIFEST {damage}: rebuilt it from the journal files: {} file(s) of generation(s) [{}] folded by stamp ({leases} leases, {reservations} reservations, {members} class members) and written as generation {generation} with {shards} shard(s)",
+        dir.display(),
+        files.len(),
+        listing.generations(),
+    );
+    Ok(Manifest { generation, shards })
 }
 
 /// Writes the folded state as generation `old.generation + 1` with `shards` shards

@@ -34,30 +34,69 @@ impl Manifest {
         format!("{body}crc32c {:08x}\n", crc32c::crc32c(body.as_bytes()))
     }
 
-    fn parse(text: &str) -> Option<Manifest> {
-        let (body, crc_line) = text.trim_end().rsplit_once('\n')?;
+    /// The manifest in `text`, or what is wrong with it.
+    fn parse(text: &str) -> std::result::Result<Manifest, Unusable> {
+        let damaged = |why: &str| Unusable::Damaged(why.to_string());
+        if text.is_empty() {
+            return Err(damaged("is empty"));
+        }
+        let (body, crc_line) = text
+            .trim_end()
+            .rsplit_once('\n')
+            .ok_or_else(|| damaged("is truncated or garbled (no checksum line)"))?;
         let body = format!("{body}\n");
-        let crc = u32::from_str_radix(crc_line.strip_prefix("crc32c ")?, 16).ok()?;
+        let crc = crc_line
+            .strip_prefix("crc32c ")
+            .and_then(|c| u32::from_str_radix(c, 16).ok())
+            .ok_or_else(|| damaged("is truncated or garbled (no checksum line)"))?;
         if crc != crc32c::crc32c(body.as_bytes()) {
-            return None;
+            return Err(damaged("fails its checksum"));
         }
         let mut lines = body.lines();
-        if lines.next()? != MANIFEST_MAGIC || lines.next()? != format!("version {VERSION}") {
-            return None;
+        if lines.next() != Some(MANIFEST_MAGIC) {
+            return Err(damaged(
+                "has the wrong magic (not a dhcp-server journal manifest)",
+            ));
+        }
+        let version = lines
+            .next()
+            .and_then(|l| l.strip_prefix("version "))
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| damaged("has no version line"))?;
+        if version > VERSION {
+            return Err(Unusable::Newer(version));
+        }
+        if version != VERSION {
+            return Err(damaged("has an unknown version"));
         }
         let mut field = |k: &str| lines.next()?.strip_prefix(k)?.trim().parse::<u64>().ok();
-        let generation = field("generation")?;
-        let shards = u32::try_from(field("shards")?).ok()?;
-        (shards > 0).then_some(Manifest { generation, shards })
+        let generation = field("generation").ok_or_else(|| damaged("has no generation"))?;
+        let shards = field("shards")
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| damaged("has no valid shard count"))?;
+        Ok(Manifest { generation, shards })
     }
 
+    /// The MANIFEST of `dir`, `None` when there is none. A damaged one is
+    /// `Error::Manifest` with what is wrong; one of a newer format,
+    /// `Error::UnsupportedVersion`.
     pub fn read(dir: &Path) -> Result<Option<Manifest>> {
         let path = dir.join(MANIFEST);
-        match fs::read_to_string(&path) {
-            Ok(t) => Manifest::parse(&t).map(Some).ok_or_else(|| Error::Manifest {
-                path,
-                reason: "unreadable or damaged (the journal files are kept; remove MANIFEST to let the files name their generation)".into(),
-            }),
+        match fs::read(&path) {
+            Ok(bytes) => match std::str::from_utf8(&bytes).map(Manifest::parse) {
+                Ok(Ok(m)) => Ok(Some(m)),
+                Ok(Err(Unusable::Newer(found))) => Err(Error::UnsupportedVersion {
+                    path,
+                    found,
+                    supported: VERSION,
+                }),
+                Ok(Err(Unusable::Damaged(reason))) => Err(Error::Manifest { path, reason }),
+                Err(_) => Err(Error::Manifest {
+                    path,
+                    reason: "is not text".into(),
+                }),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("read manifest", path, e)),
         }
@@ -74,6 +113,87 @@ impl Manifest {
         fs::rename(&tmp, &path).map_err(|e| Error::io("rename manifest", &path, e))?;
         segment::sync_dir(dir)
     }
+}
+
+/// Why a MANIFEST cannot be used.
+enum Unusable {
+    /// Written by a newer dhcp-server: left alone, the start refused.
+    Newer(u32),
+    /// Cut short, overwritten or garbled: what is wrong, in words.
+    Damaged(String),
+}
+
+/// What an open does with a state directory, given its MANIFEST and files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The MANIFEST is intact and names files that are there: replay that generation.
+    Use(Manifest),
+    /// No MANIFEST and no journal file: a new journal.
+    New,
+    /// The MANIFEST is missing, damaged, or names a generation or shards the files
+    /// contradict (what, in words): every generation's files fold into one state by
+    /// stamp and are written as a new generation (see `replay_every_generation`).
+    Rebuild(String),
+}
+
+/// Judges the MANIFEST of `dir` against its files. Errors are refusals: a MANIFEST of a
+/// newer format (`Error::UnsupportedVersion`; rebuilding would throw away what a newer
+/// server wrote) or one that cannot be read (`Error::Io`: permissions, an I/O error; the
+/// file may be fine).
+///
+/// Why rebuild rather than stop: the MANIFEST holds two numbers, the current generation
+/// and its shard count, and the files say everything else. Folding every generation by
+/// stamp gives the same state whichever generation was current: an interrupted reshard's
+/// new generation holds the old one's records with their stamps, and the old one's files
+/// after a finished switch hold nothing newer than the new one. Trusting the newest
+/// generation instead (what removing MANIFEST by hand used to do) would lose every lease
+/// of the shards an interrupted reshard had not written yet; trusting a MANIFEST that
+/// names a generation without files would remove every file as a leftover.
+pub fn judge_manifest(dir: &Path, listing: &Listing) -> Result<Verdict> {
+    let manifest = match Manifest::read(dir) {
+        Ok(Some(m)) => m,
+        Ok(None) if listing.segments.is_empty() => return Ok(Verdict::New),
+        Ok(None) => return Ok(Verdict::Rebuild("is missing".into())),
+        Err(Error::Manifest { reason, .. }) => return Ok(Verdict::Rebuild(reason)),
+        Err(e) => return Err(e),
+    };
+    let current = || {
+        listing
+            .segments
+            .iter()
+            .filter(move |(n, _)| n.generation == manifest.generation)
+    };
+    if current().next().is_none() && !listing.segments.is_empty() {
+        return Ok(Verdict::Rebuild(format!(
+            "names generation {}, which has no files (the files are of generation(s) {})",
+            manifest.generation,
+            listing.generations()
+        )));
+    }
+    if let Some((n, _)) = current().find(|(n, _)| n.shard >= manifest.shards) {
+        return Ok(Verdict::Rebuild(format!(
+            "names {} shard(s), but generation {} has files of shard {}",
+            manifest.shards, manifest.generation, n.shard
+        )));
+    }
+    Ok(Verdict::Use(manifest))
+}
+
+/// Replays (read-only) the files of every generation into one fold, each shard of each
+/// generation as a replay would: what a rebuild keeps, in file order.
+pub fn replay_every_generation(listing: &Listing, fold: &mut Fold) -> Result<Vec<FileReplay>> {
+    let mut groups: Vec<(u64, u32)> = listing
+        .segments
+        .iter()
+        .map(|(n, _)| (n.generation, n.shard))
+        .collect();
+    groups.dedup();
+    let mut files = Vec::new();
+    for (generation, shard) in groups {
+        let r = replay_shard(&listing.shard(generation, shard), false, fold)?;
+        files.extend(r.files);
+    }
+    Ok(files)
 }
 
 /// The segment files of a directory, and the temporary files compaction leaves.
@@ -101,17 +221,11 @@ impl Listing {
         Ok(l)
     }
 
-    /// The manifest a directory without one implies: its newest generation and as many
-    /// shards as that generation has files for (a lost MANIFEST never loses leases).
-    pub fn implied_manifest(&self) -> Option<Manifest> {
-        let generation = self.segments.iter().map(|(n, _)| n.generation).max()?;
-        let shards = self
-            .segments
-            .iter()
-            .filter(|(n, _)| n.generation == generation)
-            .map(|(n, _)| n.shard + 1)
-            .max()?;
-        Some(Manifest { generation, shards })
+    /// The generations the files belong to, for messages: "3, 4".
+    pub fn generations(&self) -> String {
+        let mut g: Vec<u64> = self.segments.iter().map(|(n, _)| n.generation).collect();
+        g.dedup();
+        g.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
     }
 
     /// The files of one shard that count, and those an interrupted compaction left.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::error::{Error, Result};
 use super::isc;
-use super::replay::{self, Listing, Manifest};
+use super::replay::{self, Listing, Verdict};
 use super::segment::Kind;
 use super::state::{Fold, State};
 use super::writer::ShardWriter;
@@ -33,9 +33,24 @@ pub struct FileReport {
     pub dropped_bytes: u64,
 }
 
+/// What a server started on the directory would do with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Replay the generation the MANIFEST names (cutting damaged tails, if any).
+    #[default]
+    Resume,
+    /// The MANIFEST is missing, damaged or contradicts the files (what, in words): fold
+    /// every generation's files by stamp and write them as a new generation. The report
+    /// then lists every generation's files, and the counts are that fold's.
+    Rebuild(String),
+    /// Refuse to start, with the error it would stop with (a journal of a newer format).
+    Refuse(String),
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
+    pub start: Start,
     pub generation: u64,
     pub shards: u32,
     pub files: Vec<FileReport>,
@@ -49,14 +64,28 @@ pub struct Report {
 }
 
 impl Report {
-    /// No damage anywhere (leftovers are normal after a crash and are not damage).
+    /// No damage anywhere and nothing to rebuild or refuse (leftovers are normal after a
+    /// crash and are not damage).
     pub fn is_clean(&self) -> bool {
-        self.files.iter().all(|f| f.damage.is_none())
+        self.start == Start::Resume && self.files.iter().all(|f| f.damage.is_none())
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.start {
+            Start::Resume => {}
+            Start::Rebuild(damage) => writeln!(
+                f,
+                "MANIFEST {damage}: at start the server rebuilds it: the files of every generation \
+                 below fold into one state by stamp, written as generation {} with its configured \
+                 shard count (no lease is dropped)",
+                self.generation
+            )?,
+            Start::Refuse(why) => {
+                return writeln!(f, "at start the server refuses this directory: {why}")
+            }
+        }
         writeln!(
             f,
             "generation {}, {} shard(s), {} file(s), {} records",
@@ -97,46 +126,58 @@ impl fmt::Display for Report {
     }
 }
 
-/// Replays a directory without changing it.
+/// Replays a directory without changing it, as the server's open would.
 fn read_only(dir: &Path) -> Result<(Report, State)> {
     let listing = Listing::read(dir)?;
-    let manifest = match Manifest::read(dir)? {
-        Some(m) => m,
-        None => listing.implied_manifest().ok_or_else(|| Error::Manifest {
-            path: dir.join(replay::MANIFEST),
-            reason: "no journal in this directory".into(),
-        })?,
-    };
+    let mut fold = Fold::default();
     let mut report = Report {
-        generation: manifest.generation,
-        shards: manifest.shards,
         leftovers: listing.temporary.clone(),
         ..Report::default()
     };
-    report.leftovers.extend(
-        listing
-            .segments
-            .iter()
-            .filter(|(n, _)| n.generation != manifest.generation || n.shard >= manifest.shards)
-            .map(|(_, p)| p.clone()),
-    );
-    let mut fold = Fold::default();
-    for s in 0..manifest.shards {
-        let files = listing.shard(manifest.generation, s);
-        report.leftovers.extend(files.stale.iter().cloned());
-        let r = replay::replay_shard(&files, false, &mut fold)?;
-        for f in r.files {
-            report.records += f.records;
-            report.files.push(FileReport {
-                path: f.path,
-                snapshot: f.kind == Kind::Snapshot,
-                records: f.records,
-                bytes: f.bytes,
-                damage: f.damage,
-                dropped_records: f.dropped_records,
-                dropped_bytes: f.dropped_bytes,
-            });
+    let replayed = match replay::judge_manifest(dir, &listing)? {
+        Verdict::New => {
+            return Err(Error::Manifest {
+                path: dir.join(replay::MANIFEST),
+                reason: "no journal in this directory".into(),
+            })
         }
+        Verdict::Rebuild(damage) => {
+            report.generation = listing.segments.last().map_or(0, |(n, _)| n.generation) + 1;
+            report.start = Start::Rebuild(damage);
+            replay::replay_every_generation(&listing, &mut fold)?
+        }
+        Verdict::Use(manifest) => {
+            report.generation = manifest.generation;
+            report.shards = manifest.shards;
+            report.leftovers.extend(
+                listing
+                    .segments
+                    .iter()
+                    .filter(|(n, _)| {
+                        n.generation != manifest.generation || n.shard >= manifest.shards
+                    })
+                    .map(|(_, p)| p.clone()),
+            );
+            let mut files = Vec::new();
+            for s in 0..manifest.shards {
+                let shard = listing.shard(manifest.generation, s);
+                report.leftovers.extend(shard.stale.iter().cloned());
+                files.extend(replay::replay_shard(&shard, false, &mut fold)?.files);
+            }
+            files
+        }
+    };
+    for f in replayed {
+        report.records += f.records;
+        report.files.push(FileReport {
+            path: f.path,
+            snapshot: f.kind == Kind::Snapshot,
+            records: f.records,
+            bytes: f.bytes,
+            damage: f.damage,
+            dropped_records: f.dropped_records,
+            dropped_bytes: f.dropped_bytes,
+        });
     }
     let state = fold.into_state();
     report.leases = state.leases.len();
@@ -146,9 +187,18 @@ fn read_only(dir: &Path) -> Result<(Report, State)> {
 }
 
 /// Checks every file of the journal in `dir` (CRCs, lengths, sequence numbers) and
-/// reports what recovery would keep and cut. Changes nothing.
+/// reports what a server started on it would do (resume, rebuild the MANIFEST, refuse)
+/// and what recovery would keep and cut. Changes nothing.
 pub fn verify(dir: impl AsRef<Path>) -> Result<Report> {
-    read_only(dir.as_ref()).map(|(r, _)| r)
+    match read_only(dir.as_ref()) {
+        Ok((r, _)) => Ok(r),
+        // What the server would stop with is the answer here, not a failure to verify.
+        Err(e @ Error::UnsupportedVersion { .. }) => Ok(Report {
+            start: Start::Refuse(e.to_string()),
+            ..Report::default()
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

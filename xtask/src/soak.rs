@@ -1,0 +1,400 @@
+//! `cargo xtask soak --rounds N [--seed S]`: the crash soak. The server runs in the
+//! benchmark's pair lab (xtask/src/lab.rs: `dhcplab-srv` and `dhcplab-load`, one veth,
+//! 198.18.0.0/15), `durability = "sync"`, its journal on a small tmpfs of its own. Each
+//! round:
+//!
+//! 1. dhcp-load plays new clients doing DORA at a bounded rate and records every ACK they
+//!    get (`--acks`);
+//! 2. at a moment drawn from a seeded RNG the server is killed with SIGKILL and started
+//!    again at once, on the same state directory, while the load goes on;
+//! 3. once the load is over, every client that got an ACK asks for its address in
+//!    INIT-REBOOT (`dhcp-load --init-reboot`): a NAK, an ACK of another address or
+//!    silence is a lost lease.
+//!
+//! Rounds alternate the XDP and UDP backends. Every fifth round (3, 8, 13, ...) fills the
+//! state directory's filesystem during the load instead of killing at random: the
+//! server must say in its log that it stops acknowledging, then serve on once the space
+//! is back: before it is killed, at the end of the load, it must ACK every client of the
+//! round in INIT-REBOOT again; the check after its restart then replays the journal
+//! written around the full disk. At the end every client
+//! of every round asks once more for its last ACKed address: the leases must survive all
+//! the restarts, not only the one after them.
+//!
+//! Kill moments come from the seed (printed at the start; `--seed` replays them). A round
+//! lasts about 4 s; any lost lease fails the run with the round, the seed and the leases.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::lab::{self, Lab, Layout};
+use crate::{sh, Result};
+
+/// Clients per round, and the rate and length of each round's load: about 3,000 ACKs in
+/// 2 s, well inside what the server and the generator do on 2 shared cores, so a drop
+/// means the kill, not overload.
+const CLIENTS: u32 = 3000;
+const RATE: u32 = 1500;
+const LOAD_SECONDS: f64 = 2.0;
+/// Rounds draw their clients from this many ranges of `CLIENTS`, so a client comes back
+/// (and DORAs again) every `SLOTS` rounds and the pool (about 130,000 addresses) never
+/// runs out however many rounds run.
+const SLOTS: u32 = 10;
+/// Rounds 3, 8, 13, ... fill the disk: every fifth round, the backends taking turns
+/// (the server killed in round r runs backend(r)), and within CI's three rounds.
+const DISK_FULL_EVERY: u32 = 5;
+const DISK_FULL_FIRST: u32 = 3;
+/// The journal's filesystem, and segments of the smallest size: a full disk then stops
+/// ACKs within a few hundred records (the open and the prepared segment are all a shard
+/// can still fill), not after tens of thousands.
+const TMPFS_SIZE: &str = "32m";
+const SEGMENT: &str = "65536";
+/// How long the disk stays full: longer than the server takes to fill the open and the
+/// prepared segment at `RATE` (about 0.6 s), so it has to stop acknowledging.
+const FULL_FOR: Duration = Duration::from_millis(1200);
+/// What the server logs when it stops acknowledging for lack of a journal.
+const NOT_ACKING: &str = "not acknowledging leases until the journal accepts them again";
+
+/// splitmix64: a seeded, dependency-free source for the kill moments.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi` (milliseconds).
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// SIGKILL at this many ms into the load.
+    Kill(u64),
+    /// The disk full from this many ms into the load for `FULL_FOR`; SIGKILL at its end.
+    DiskFull(u64),
+}
+
+impl std::fmt::Display for Trouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trouble::Kill(ms) => write!(f, "kill -9 at {ms} ms"),
+            Trouble::DiskFull(ms) => write!(
+                f,
+                "disk full at {ms} ms for {} ms, kill -9 at the end",
+                FULL_FOR.as_millis()
+            ),
+        }
+    }
+}
+
+/// What one INIT-REBOOT check found, from dhcp-load's first output line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Checked {
+    asked: u64,
+    kept: u64,
+    lost: u64,
+}
+
+/// The state directory's tmpfs, unmounted when the soak ends (lazily: on a failure the
+/// server may still hold it until the lab stops it).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Result<Tmpfs> {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        sh(Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={TMPFS_SIZE},mode=0700"))
+            .arg("dhcp-soak")
+            .arg(dir))?;
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+struct Soak {
+    lab: Lab,
+    server_bin: String,
+    load_bin: String,
+    state: PathBuf,
+}
+
+impl Soak {
+    /// Starts the server on the state directory and waits until it serves; returns its pid.
+    fn start(&mut self, backend: &str, log: &str) -> Result<u32> {
+        let mut args: Vec<String> = vec![
+            "RUST_LOG=info,dhcp_proto::engine=warn".into(),
+            self.server_bin.clone(),
+        ];
+        args.extend(lab::one_liner());
+        args.extend(
+            [
+                "--backend",
+                backend,
+                "--workers",
+                "1",
+                "--durability",
+                "sync",
+                "--lease-time",
+                "86400",
+                "--journal-segment-size",
+                SEGMENT,
+            ]
+            .map(String::from),
+        );
+        args.push("--state-dir".into());
+        args.push(self.state.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let pid = self.lab.spawn(lab::SERVER_NS, "env", &args, log)?;
+        self.lab
+            .wait_for(log, "ready: serving", Duration::from_secs(20))?;
+        Ok(pid)
+    }
+
+    /// SIGKILL, then reap it (the lab's stop finds it dead at once).
+    fn kill9(&mut self, pid: u32) -> Result {
+        sh(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+        self.lab.stop(pid);
+        Ok(())
+    }
+
+    fn load(&self, first: u32, acks: &Path) -> Result<std::process::Child> {
+        lab::in_ns(lab::LOAD.0, &self.load_bin)
+            .args(["--interface", lab::LOAD.1, "--json", "--timeout-ms", "500"])
+            .args(["--clients", &CLIENTS.to_string()])
+            .args(["--first", &first.to_string()])
+            .args(["--rate", &RATE.to_string()])
+            .args(["--duration", &LOAD_SECONDS.to_string()])
+            .arg("--acks")
+            .arg(acks)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start dhcp-load: {e}"))
+    }
+
+    /// Every client of `acks` asks for its last ACKed address in INIT-REBOOT.
+    fn check(&self, acks: &Path) -> Result<(Checked, String)> {
+        let out = lab::in_ns(lab::LOAD.0, &self.load_bin)
+            .args(["--interface", lab::LOAD.1, "--window", "128"])
+            .args(["--timeout-ms", "300", "--init-reboot"])
+            .arg(acks)
+            .output()
+            .map_err(|e| format!("cannot run dhcp-load --init-reboot: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let checked = parse_check(&text).ok_or_else(|| {
+            format!(
+                "dhcp-load --init-reboot said nothing usable ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((checked, text))
+    }
+
+    /// Fills the state directory's filesystem with a file of zeros; returns its path.
+    fn fill_disk(&self) -> Result<PathBuf> {
+        use std::io::Write;
+        let path = self.state.join("soak-filler");
+        let mut f = fs::File::create(&path).map_err(|e| e.to_string())?;
+        let chunk = vec![0u8; 64 << 10];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => return Err(format!("filling {}: {e}", path.display())),
+            }
+        }
+        Ok(path)
+    }
+}
+
+/// "init-reboot: N leases asked for, K kept, L lost (...)".
+fn parse_check(text: &str) -> Option<Checked> {
+    let line = text.lines().find(|l| l.starts_with("init-reboot:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let num = |after: &str| -> Option<u64> {
+        let at = words
+            .iter()
+            .position(|w| w.trim_end_matches(',') == after)?;
+        words.get(at.checked_sub(1)?)?.parse().ok()
+    };
+    Some(Checked {
+        asked: num("leases")?,
+        kept: num("kept")?,
+        lost: num("lost")?,
+    })
+}
+
+/// "completed":N from dhcp-load's JSON line.
+fn completed(json: &str) -> u64 {
+    json.split("\"completed\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn run(rounds: u32, seed: Option<u64>) -> Result {
+    if !crate::is_root() {
+        return Err("the soak needs root (namespaces, XDP, a tmpfs)".into());
+    }
+    let seed = seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    println!("soak: {rounds} rounds, seed {seed} (replay the kill moments with --seed {seed})");
+    let mut rng = Rng(seed);
+    let server_bin = lab::release_binary("dhcp-server", "dhcp-server")?;
+    let load_bin = lab::release_binary("dhcp-benches", "dhcp-load")?;
+    let lab = Lab::start("dhcp-soak", Layout::Pair)?;
+    let state = lab.dir.join("state");
+    let _tmpfs = Tmpfs::mount(&state)?;
+    let mut soak = Soak {
+        lab,
+        server_bin,
+        load_bin,
+        state,
+    };
+    let all_acks = soak.lab.dir.join("acks-all.txt");
+    let started = Instant::now();
+    let (mut acks_seen, mut verified, mut lost) = (0u64, 0u64, 0u64);
+    let mut moments = Vec::new();
+    let backend = |round: u32| if round % 2 == 1 { "xdp" } else { "udp" };
+    let mut pid = soak.start(backend(1), "server-1.log")?;
+    for round in 1..=rounds {
+        let t0 = Instant::now();
+        let trouble = if round % DISK_FULL_EVERY == DISK_FULL_FIRST {
+            Trouble::DiskFull(rng.between(200, 500))
+        } else {
+            Trouble::Kill(rng.between(100, (LOAD_SECONDS * 1000.0) as u64 - 100))
+        };
+        moments.push(trouble);
+        let acks = soak.lab.dir.join(format!("acks-{round}.txt"));
+        let first = ((round - 1) % SLOTS) * CLIENTS;
+        let next_log = format!("server-{}.log", round + 1);
+        let load = soak.load(first, &acks)?;
+        let load_start = Instant::now();
+        let at = |ms: u64| load_start + Duration::from_millis(ms);
+        let mut full_logged = true;
+        match trouble {
+            Trouble::Kill(ms) => {
+                std::thread::sleep(at(ms).saturating_duration_since(Instant::now()));
+                soak.kill9(pid)?;
+                pid = soak.start(backend(round + 1), &next_log)?;
+            }
+            Trouble::DiskFull(ms) => {
+                std::thread::sleep(at(ms).saturating_duration_since(Instant::now()));
+                let filler = soak.fill_disk()?;
+                std::thread::sleep(FULL_FOR);
+                let log = fs::read_to_string(soak.lab.dir.join(format!("server-{round}.log")))
+                    .unwrap_or_default();
+                full_logged = log.contains(NOT_ACKING);
+                fs::remove_file(&filler).map_err(|e| e.to_string())?;
+            }
+        }
+        let out = load
+            .wait_with_output()
+            .map_err(|e| format!("dhcp-load: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "round {round}: dhcp-load failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let got = completed(&String::from_utf8_lossy(&out.stdout));
+        if let Trouble::DiskFull(_) = trouble {
+            // Before the kill: the server that had the full disk must answer every client
+            // again (each ACK needs a journal append), which it does only if it serves on.
+            let (c, text) = soak.check(&acks)?;
+            if c.lost > 0 {
+                return Err(format!(
+                    "round {round} (seed {seed}): after the disk had room again the server did not answer for {} ACKed leases:\n{text}",
+                    c.lost
+                ));
+            }
+            soak.kill9(pid)?;
+            pid = soak.start(backend(round + 1), &next_log)?;
+        }
+        let (c, text) = soak.check(&acks)?;
+        let ack_text = fs::read_to_string(&acks).map_err(|e| e.to_string())?;
+        append(&all_acks, &ack_text)?;
+        acks_seen += got;
+        verified += c.kept;
+        lost += c.lost;
+        println!(
+            "round {round:3} {:3}: {trouble}: {got} ACKs, {} leases asked for, {} kept, {} lost ({:.1} s)",
+            backend(round),
+            c.asked,
+            c.kept,
+            c.lost,
+            t0.elapsed().as_secs_f64()
+        );
+        if c.lost > 0 {
+            return Err(format!(
+                "round {round} (seed {seed}): {} ACKed leases lost after the restart; the server logs are in {}:\n{text}",
+                c.lost,
+                soak.lab.dir.display()
+            ));
+        }
+        if !full_logged {
+            return Err(format!(
+                "round {round}: the disk was full for {} ms and the server did not log \"{NOT_ACKING}\"",
+                FULL_FOR.as_millis()
+            ));
+        }
+        // The log of the server that died in this round is no longer needed.
+        let _ = fs::remove_file(soak.lab.dir.join(format!("server-{round}.log")));
+    }
+    let (c, text) = soak.check(&all_acks)?;
+    soak.kill9(pid)?;
+    let kills: Vec<String> = moments
+        .iter()
+        .map(|t| match t {
+            Trouble::Kill(ms) => ms.to_string(),
+            Trouble::DiskFull(ms) => format!("full@{ms}"),
+        })
+        .collect();
+    println!(
+        "soak summary: {rounds} rounds in {:.0} s, seed {seed}: {acks_seen} ACKs seen, {verified} leases verified after their round's restart, {lost} lost; \
+         at the end {} clients asked again, {} kept, {} lost\nkill moments (ms into each round's load): {}",
+        started.elapsed().as_secs_f64(),
+        c.asked,
+        c.kept,
+        c.lost,
+        kills.join(" ")
+    );
+    if c.lost > 0 {
+        return Err(format!(
+            "at the end (seed {seed}), {} ACKed leases were lost:\n{text}",
+            c.lost
+        ));
+    }
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> Result {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
