@@ -89,6 +89,38 @@ pub(crate) struct Step {
 }
 
 /// A number in a flat JSON object (dhcp-load's report, `ctl --json` replies); NaN when absent.
+/// Writes a run's JSON as `target/bench/NAME` (NaN, which JSON lacks, as null) and
+/// returns where.
+pub(crate) fn write_results(name: &str, json: &str) -> Result<PathBuf> {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let path = out.join(name);
+    fs::write(&path, json.replace("NaN", "null")).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// The command line of ISC dhcpd in the foreground on the lab's server interface.
+pub(crate) fn dhcpd_args(
+    conf: &std::path::Path,
+    leases: &std::path::Path,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    [
+        "-4",
+        "-f",
+        "-d",
+        "-cf",
+        &conf.display().to_string(),
+        "-lf",
+        &leases.display().to_string(),
+        "-pf",
+        &dir.join("dhcpd.pid").display().to_string(),
+        SERVER_IF,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 pub(crate) fn field(json: &str, key: &str) -> f64 {
     let at = json.find(&format!("\"{key}\":")).map(|i| i + key.len() + 3);
     at.and_then(|i| json[i..].split([',', '}']).next())
@@ -302,24 +334,10 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
         ),
     )
     .map_err(|e| e.to_string())?;
-    let leases = dir.join("dhcpd.leases").display().to_string();
     list.push(Server {
         name: "isc-dhcpd 4.4",
         program: "dhcpd".into(),
-        args: [
-            "-4",
-            "-f",
-            "-d",
-            "-cf",
-            &conf.display().to_string(),
-            "-lf",
-            &leases,
-            "-pf",
-            &dir.join("dhcpd.pid").display().to_string(),
-            SERVER_IF,
-        ]
-        .map(String::from)
-        .to_vec(),
+        args: dhcpd_args(&conf, &dir.join("dhcpd.leases"), dir),
         load: Vec::new(),
         ready: "Sending on",
         start_rate: 50,
@@ -786,9 +804,8 @@ fn report(rows: &[Row], mixed: &[Mixed], quick: bool) -> Result {
     }
     json.push_str("]}}\n");
     println!("\n{table}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    fs::write(out.join("bench.json"), json.replace("NaN", "null")).map_err(|e| e.to_string())?;
+    let path = write_results("bench.json", &json)?;
+    let out = path.parent().expect("a file in target/bench").to_path_buf();
     let series: Vec<chart::Series> = rows
         .iter()
         .map(|r| chart::Series {

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -128,20 +128,7 @@ fn servers(dir: &Path, ours: &str) -> Result<Vec<Server>> {
         Server {
             name: "isc-dhcpd 4.4",
             program: "dhcpd".into(),
-            args: [
-                "-4",
-                "-f",
-                "-d",
-                "-cf",
-                &conf.display().to_string(),
-                "-lf",
-                &dir.join(DHCPD_LEASES).display().to_string(),
-                "-pf",
-                &dir.join("dhcpd.pid").display().to_string(),
-                lab::SERVER_IF,
-            ]
-            .map(String::from)
-            .to_vec(),
+            args: crate::bench::dhcpd_args(&conf, &dir.join(DHCPD_LEASES), dir),
             ready: "Sending on",
             start_rate: 8_000,
             prefilled: true,
@@ -421,10 +408,7 @@ fn report(rows: &[Row], quick: bool, runs: u32, load_before: &str, took: u64) ->
     }
     json.push_str("]}\n");
     println!("{table}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let path = out.join("bench-leasequery.json");
-    fs::write(&path, json.replace("NaN", "null")).map_err(|e| e.to_string())?;
+    let path = crate::bench::write_results("bench-leasequery.json", &json)?;
     println!("written: {}", path.display());
     Ok(())
 }

@@ -1024,10 +1024,7 @@ fn report(
         );
     }
     println!("\n{table}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let file = out.join("bench-failover.json");
-    fs::write(&file, json.replace("NaN", "null")).map_err(|e| e.to_string())?;
+    let file = crate::bench::write_results("bench-failover.json", &json)?;
     println!("written: {}", file.display());
     Ok(())
 }
