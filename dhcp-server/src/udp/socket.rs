@@ -46,6 +46,22 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     sa
 }
 
+/// Ties a socket to one interface (SO_BINDTODEVICE): it sends and receives there only.
+fn bind_to_device(fd: RawFd, name: &std::ffi::CStr) -> io::Result<()> {
+    let name = name.to_bytes_with_nul();
+    // SAFETY: the option value is the NUL-terminated name, its length passed with it.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
 fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live T of the size passed.
     check(unsafe {
@@ -85,17 +101,7 @@ impl DhcpSocket {
         let buffer: libc::c_int = RECEIVE_BUFFER;
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &buffer)
             .or_else(|_| setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &buffer))?;
-        let name = cname.as_bytes_with_nul();
-        // SAFETY: the option value is the NUL-terminated name, its length passed with it.
-        check(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                name.as_ptr().cast(),
-                name.len() as libc::socklen_t,
-            )
-        })?;
+        bind_to_device(raw, &cname)?;
         let sa = sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
         // SAFETY: `sa` is a valid sockaddr_in of the size passed.
         check(unsafe {
@@ -234,17 +240,7 @@ impl RawIpSocket {
         })?;
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let name = cname.as_bytes_with_nul();
-        // SAFETY: the option value is the NUL-terminated name, its length passed with it.
-        check(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                name.as_ptr().cast(),
-                name.len() as libc::socklen_t,
-            )
-        })?;
+        bind_to_device(raw, &cname)?;
         Ok(Self { fd })
     }
 
