@@ -14,6 +14,11 @@
 //! | dhcplab-load      | lab-c2    | 198.18.0.2/15  | perfdhcp and dhcp-load                |
 //! Servers lease from 198.18.1.0-198.19.255.250.
 //!
+//! The soak's failover rounds use the failover layout: the switch with the server's, a
+//! second server's (`dhcplab-srv2`, `lab-srv2`, 198.18.0.3/15) and the load namespace's
+//! veths on it, so every broadcast reaches both servers; the two talk failover over the
+//! same link.
+//!
 //! The benchmark uses the pair layout instead: the same server and load namespaces,
 //! addresses and interface names, joined by one veth pair with no switch between them,
 //! so the bridge's forwarding is not counted against whichever server is measured.
@@ -38,10 +43,14 @@ pub const DHCLIENT: (&str, &str) = ("dhcplab-dhclient", "lab-c0");
 pub const UDHCPC: (&str, &str) = ("dhcplab-udhcpc", "lab-c1");
 pub const LOAD: (&str, &str) = ("dhcplab-load", "lab-c2");
 const LOAD_ADDR: &str = "198.18.0.2/15";
+/// The failover layout's second server, its interface and address.
+pub const SERVER2: (&str, &str) = ("dhcplab-srv2", "lab-srv2");
+pub const SERVER2_ADDR: &str = "198.18.0.3/15";
 const CLIENTS: [(&str, &str); 3] = [DHCLIENT, UDHCPC, LOAD];
 /// Every namespace with its interface, for listing and removal.
-const ALL: [(&str, &str); 5] = [
+const ALL: [(&str, &str); 6] = [
     (SERVER_NS, SERVER_IF),
+    SERVER2,
     (SWITCH_NS, BRIDGE),
     DHCLIENT,
     UDHCPC,
@@ -103,6 +112,8 @@ pub enum Layout {
     Switched,
     /// The load namespace alone, straight to the server: the benchmark's.
     Pair,
+    /// Two servers and the load namespace on the bridge: a failover pair's.
+    Failover,
 }
 
 /// A veth pair between two namespaces, both ends up, each namespace's loopback up.
@@ -142,6 +153,30 @@ fn up_pair() -> Result {
 
 /// Builds the namespaces, veths and bridge (after removing any left by a killed run).
 pub fn up() -> Result {
+    let server = [(SERVER_NS, SERVER_IF)];
+    let ends: Vec<(&str, &str)> = server.iter().chain(&CLIENTS).copied().collect();
+    switched(&ends)?;
+    addresses()
+}
+
+/// The failover layout: both servers and the load namespace on the bridge.
+fn up_failover() -> Result {
+    switched(&[(SERVER_NS, SERVER_IF), SERVER2, LOAD])?;
+    addresses()?;
+    ip(&[
+        "-n",
+        SERVER2.0,
+        "addr",
+        "add",
+        SERVER2_ADDR,
+        "dev",
+        SERVER2.1,
+    ])
+}
+
+/// A switch namespace with a bridge and, for each of `ends`, a namespace joined to it by
+/// a veth (port `lab-s<i>` on the bridge).
+fn switched(ends: &[(&str, &str)]) -> Result {
     down();
     ip(&["netns", "add", SWITCH_NS])?;
     // With br_netfilter loaded, bridged frames would go through iptables, a cost charged
@@ -154,14 +189,13 @@ pub fn up() -> Result {
     }
     ip(&["-n", SWITCH_NS, "link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["-n", SWITCH_NS, "link", "set", BRIDGE, "up"])?;
-    let server = [(SERVER_NS, SERVER_IF)];
-    for (i, &end) in server.iter().chain(&CLIENTS).enumerate() {
+    for (i, &end) in ends.iter().enumerate() {
         let port = format!("lab-s{i}");
         ip(&["netns", "add", end.0])?;
         veth((SWITCH_NS, &port), end)?;
         ip(&["-n", SWITCH_NS, "link", "set", &port, "master", BRIDGE])?;
     }
-    addresses()
+    Ok(())
 }
 
 /// Deletes the lab's namespaces, and with them its veths and bridge.
@@ -204,6 +238,7 @@ impl Lab {
         match layout {
             Layout::Switched => up()?,
             Layout::Pair => up_pair()?,
+            Layout::Failover => up_failover()?,
         }
         Ok(Lab {
             dir,
