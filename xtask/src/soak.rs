@@ -83,6 +83,9 @@ const PAIR_RATE: u32 = 100;
 const PAIR_MCLT: u32 = 5;
 /// What the server logs when it stops acknowledging for lack of a journal.
 const NOT_ACKING: &str = "not acknowledging leases until the journal accepts them again";
+/// What the server logs when it refuses to start because a file of the state directory
+/// is not the user's after the switch (see `Soak::spawn_server`).
+const REFUSED: &str = "cannot hand the state directory to user";
 
 /// splitmix64: a seeded, dependency-free source for the kill moments.
 struct Rng(u64);
@@ -217,6 +220,8 @@ struct Soak {
     server_bin: String,
     load_bin: String,
     state: PathBuf,
+    /// Starts the server refused (`REFUSED`), each followed by a second that succeeded.
+    refused: u32,
 }
 
 impl Soak {
@@ -249,10 +254,41 @@ impl Soak {
         args.push("--state-dir".into());
         args.push(self.state.display().to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let pid = self.lab.spawn(lab::SERVER_NS, "env", &args, log)?;
-        self.lab
-            .wait_for(log, "ready: serving", Duration::from_secs(20))?;
-        Ok(pid)
+        self.spawn_server(lab::SERVER_NS, "env", &args, log)
+    }
+
+    /// Starts a server and waits until it serves; returns its pid. A server that refuses
+    /// to start because a journal thread made a file as root between the hand-over of
+    /// the state directory and the switch to the user (`REFUSED`, a race of the server's
+    /// start, not of the soak's trouble) is counted, said, and started once more.
+    fn spawn_server(&mut self, ns: &str, program: &str, args: &[&str], log: &str) -> Result<u32> {
+        for attempt in 0..2 {
+            let pid = self.lab.spawn(ns, program, args, log)?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let text = fs::read_to_string(self.lab.dir.join(log)).unwrap_or_default();
+                if text.contains("ready: serving") {
+                    return Ok(pid);
+                }
+                if let Some(line) = text.lines().find(|l| l.contains(REFUSED)) {
+                    if attempt > 0 {
+                        return Err(format!("{log}: refused to start twice: {line}"));
+                    }
+                    let said = line.find(REFUSED).map_or(line, |at| &line[at..]);
+                    println!(
+                        "          {log}: the server refused to start: {said}; starting it again"
+                    );
+                    self.refused += 1;
+                    self.lab.stop(pid);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("no 'ready: serving' in {log} after 20 s:\n{text}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        unreachable!("the second attempt returns")
     }
 
     /// SIGKILL, then reap it (the lab's stop finds it dead at once).
@@ -334,12 +370,7 @@ impl Soak {
         .map_err(|e| e.to_string())?;
         let conf = conf.display().to_string();
         let server = self.server_bin.clone();
-        let pid = self
-            .lab
-            .spawn(side.end().0, &server, &["run", "--config", &conf], log)?;
-        self.lab
-            .wait_for(log, "ready: serving", Duration::from_secs(20))?;
-        Ok(pid)
+        self.spawn_server(side.end().0, &server, &["run", "--config", &conf], log)
     }
 
     fn pair_socket(&self, side: Side) -> PathBuf {
@@ -586,6 +617,7 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
         server_bin,
         load_bin,
         state,
+        refused: 0,
     };
     let all_acks = soak.lab.dir.join("acks-all.txt");
     let started = Instant::now();
@@ -640,6 +672,11 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
                         .unwrap_or_default();
                     full_logged = log.contains(NOT_ACKING);
                     starved.undo()?;
+                    // What the server said, so a run shows which error stopped it.
+                    if let Some(line) = log.lines().find(|l| l.contains(NOT_ACKING)) {
+                        let said = line.find("cannot record").map_or(line, |at| &line[at..]);
+                        println!("          the server said: {said}");
+                    }
                 }
             }
             let out = load
@@ -698,6 +735,7 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
     }
     let (c, text) = soak.check(&all_acks)?;
     soak.kill9(pid)?;
+    let count = |kind: fn(&Trouble) -> bool| moments.iter().filter(|t| kind(t)).count();
     let kills: Vec<String> = moments
         .iter()
         .map(|t| match t {
@@ -709,11 +747,17 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
         .collect();
     println!(
         "soak summary: {rounds} rounds in {:.0} s, seed {seed}: {acks_seen} ACKs seen, {verified} leases verified after their round's restart, {lost} lost; \
-         at the end {} clients asked again, {} kept, {} lost\nkill moments (ms into each round's load): {}",
+         at the end {} clients asked again, {} kept, {} lost\nrounds: {} kill, {} disk full, {} read-only, {} failover pair; \
+         {} starts refused by the server (\"{REFUSED}\") and started again\nkill moments (ms into each round's load): {}",
         started.elapsed().as_secs_f64(),
         c.asked,
         c.kept,
         c.lost,
+        count(|t| matches!(t, Trouble::Kill(_))),
+        count(|t| matches!(t, Trouble::DiskFull(_))),
+        count(|t| matches!(t, Trouble::ReadOnly(_))),
+        count(|t| matches!(t, Trouble::Pair(..))),
+        soak.refused,
         kills.join(" ")
     );
     if c.lost > 0 {
