@@ -23,7 +23,8 @@
 //! Every fifth round from the fifth (5, 10, ...) makes the state directory read-only for
 //! the unprivileged server instead, with the same checks as the full disk. Every fifth
 //! round from the fourth (4, 9, ...) runs a fresh failover pair of ours in its place
-//! (primary in `dhcplab-srv`, secondary in `dhcplab-srv2`), kills one side at a seeded
+//! (primary in `dhcplab-srv`, secondary in `dhcplab-srv2`, both as root: see
+//! `pair_config`), kills one side at a seeded
 //! moment and restarts it at once, waits until both are normal, and asks for every ACK
 //! of the round (either side may answer).
 //!
