@@ -12,6 +12,7 @@ mod bench_pair;
 mod chart;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod lab;
 
 use std::process::{Command, ExitCode};
@@ -61,6 +62,22 @@ enum Task {
         #[arg(long, conflicts_with = "failover")]
         leasequery: bool,
     },
+    /// Every fuzz target of dhcp-server/fuzz in turn from the committed seeds, then a
+    /// table of executions, coverage and crashes (non-zero exit on any crash).
+    Fuzz {
+        /// Minutes in all, shared among the targets and the parallel jobs.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Targets fuzzed at once (one core each).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// First remake the seed corpus from real clients, relay and dhcpd in namespaces.
+        #[arg(long)]
+        capture: bool,
+        /// Only these targets.
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -103,6 +120,17 @@ fn main() -> ExitCode {
             } else {
                 bench::run(quick)
             }
+        }),
+        Task::Fuzz {
+            minutes,
+            jobs,
+            capture,
+            targets,
+        } => fuzz::run(&fuzz::Options {
+            minutes,
+            jobs,
+            capture,
+            only: targets,
         }),
     };
     match result {
