@@ -14,6 +14,7 @@ mod chart;
 mod deb;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod lab;
 mod soak;
 
@@ -90,6 +91,22 @@ enum Task {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Every fuzz target of dhcp-server/fuzz in turn from the committed seeds, then a
+    /// table of executions, coverage and crashes (non-zero exit on any crash).
+    Fuzz {
+        /// Minutes in all, shared among the targets and the parallel jobs.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Targets fuzzed at once (one core each).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// First remake the seed corpus from real clients, relay and dhcpd in namespaces.
+        #[arg(long)]
+        capture: bool,
+        /// Only these targets.
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -157,6 +174,17 @@ fn main() -> ExitCode {
         Task::Soak { rounds, seed } => setup()
             .and_then(|()| ebpf::build())
             .and_then(|()| soak::run(rounds, seed)),
+        Task::Fuzz {
+            minutes,
+            jobs,
+            capture,
+            targets,
+        } => fuzz::run(&fuzz::Options {
+            minutes,
+            jobs,
+            capture,
+            only: targets,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,8 +5,8 @@
 
 use std::sync::Mutex;
 
-use dhcp_proto::policy::{LeaseTimes, OptionSet, Policy, Reservation, Subnet};
 use dhcp_proto::engine::{Engine, RxMeta};
+use dhcp_proto::policy::{LeaseTimes, OptionSet, Policy, Reservation, Subnet};
 use libfuzzer_sys::fuzz_target;
 
 fn policy() -> Policy {
@@ -43,6 +43,12 @@ fn policy() -> Policy {
                 options: OptionSet::default(),
                 reservations: vec![],
             },
+        ],
+        // Relays in both subnets may ask by leasequery, so DHCPLEASEQUERY (type 10)
+        // reaches the key and answer path instead of stopping at the requester check.
+        leasequery: vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "198.51.100.0/24".parse().unwrap(),
         ],
         ..Policy::default()
     }

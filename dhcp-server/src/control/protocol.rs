@@ -708,6 +708,24 @@ mod tests {
         );
     }
 
+    /// Found by the control_request fuzz target: a numeric id of many digits came back
+    /// one unit in the last place off (serde_json's default float parsing is not
+    /// correctly rounded), so the reply's id was not the request's.
+    #[test]
+    fn a_long_numeric_id_echoes_exactly() {
+        let line = format!(
+            r#"{{"version":1,"id":1{}5,"command":"status"}}"#,
+            "3".repeat(49)
+        );
+        let req = parse_request(line.as_bytes()).unwrap();
+        let sent = req.to_line();
+        let again = parse_request(sent.strip_suffix(b"\n").unwrap()).unwrap();
+        assert_eq!(again.id, req.id);
+        let reply = Reply::success(req.id.clone(), Value::Null).to_line();
+        let back: Reply = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(back.id, req.id);
+    }
+
     #[test]
     fn version_is_required_and_checked() {
         assert_eq!(code(json!({"command": "status"})), "malformed-request");

@@ -52,6 +52,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A year past any u64 count of seconds (about 5.8e11 years); `days_from_civil` does not
+/// overflow up to it.
+const MAX_YEAR: i64 = 1_000_000_000_000;
+
 /// (year, month 1-12, day 1-31) to days since 1970-01-01.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -479,14 +483,19 @@ impl<'a> Lexer<'a> {
                 {
                     return Err(self.err(format!("bad date '{date} {time}'")));
                 }
+                // A year no seconds count can hold (a damaged file) is refused before the
+                // day arithmetic, which would overflow on it.
+                if !(0..=MAX_YEAR).contains(&y) {
+                    return Err(self.err(format!("date out of range: '{date}'")));
+                }
                 // dhcpd accepts a two-digit year counted from 1900.
                 let y = if y < 1900 { y + 1900 } else { y };
                 let days = days_from_civil(y, m, dd);
-                u64::try_from(days).map_err(|_| self.err(format!("date before 1970: '{date}'")))?
-                    * 86_400
-                    + h * 3600
-                    + mi * 60
-                    + s
+                u64::try_from(days)
+                    .map_err(|_| self.err(format!("date before 1970: '{date}'")))?
+                    .checked_mul(86_400)
+                    .and_then(|t| t.checked_add(h * 3600 + mi * 60 + s))
+                    .ok_or_else(|| self.err(format!("date out of range: '{date}'")))?
             }
         };
         self.expect(Tok::Semi, "';' after a date")?;
@@ -675,6 +684,16 @@ mod tests {
         for days in [0i64, 59, 60, 365, 11_016, 20_000, 50_000] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    /// Found by the isc_leases fuzz target: a year of 13 digits overflowed the seconds.
+    #[test]
+    fn a_year_past_any_time_is_an_error() {
+        for year in ["2020000000006", "999999999999999999", "1000000000001"] {
+            let text = format!("lease 192.0.2.10 {{\n  ends 4 {year}/12/03 15:31:18;\n}}\n");
+            let e = parse_leases(&text).unwrap_err().to_string();
+            assert!(e.contains("date out of range"), "{year}: {e}");
         }
     }
 
