@@ -134,8 +134,9 @@ impl Target {
         set_gid(self.gid)?;
         set_uid(self.uid)?;
         self.check_threads()?;
-        // A file the journal's threads made as root between the hand-over and the
-        // switch would stay root's: said now rather than at the first compaction.
+        // The journal gives every file it makes to the user (journal::owner), also those
+        // made between the hand-over and the switch: a file left root's would be said
+        // here rather than found at the first compaction.
         if let Some(dir) = state_dir {
             owned_by(dir, self.uid).map_err(handed(dir))?;
         }

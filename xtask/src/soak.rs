@@ -23,8 +23,8 @@
 //! Every fifth round from the fifth (5, 10, ...) makes the state directory read-only for
 //! the unprivileged server instead, with the same checks as the full disk. Every fifth
 //! round from the fourth (4, 9, ...) runs a fresh failover pair of ours in its place
-//! (primary in `dhcplab-srv`, secondary in `dhcplab-srv2`, both as root: see
-//! `pair_config`), kills one side at a seeded
+//! (primary in `dhcplab-srv`, secondary in `dhcplab-srv2`, both as `nobody`), kills
+//! one side at a seeded
 //! moment and restarts it at once, waits until both are normal, and asks for every ACK
 //! of the round (either side may answer).
 //!
@@ -85,11 +85,9 @@ const PAIR_MCLT: u32 = 5;
 /// What the server logs when it stops acknowledging for lack of a journal.
 const NOT_ACKING: &str = "not acknowledging leases until the journal accepts them again";
 /// What the server logs when it refuses to start because a file of the state directory
-/// is not the user's after the switch (see `Soak::spawn_server`).
+/// is not the user's after the switch: a journal file made as root in the window before
+/// it (fixed by `journal::owner`; a refusal fails the run).
 const REFUSED: &str = "cannot hand the state directory to user";
-/// Starts of one server before a refusal fails the run: under load the race hits most
-/// starts (two in a row seen), so one retry is not enough.
-const START_ATTEMPTS: u32 = 5;
 
 /// splitmix64: a seeded, dependency-free source for the kill moments.
 struct Rng(u64);
@@ -224,8 +222,6 @@ struct Soak {
     server_bin: String,
     load_bin: String,
     state: PathBuf,
-    /// Starts the server refused (`REFUSED`), each followed by a second that succeeded.
-    refused: u32,
 }
 
 impl Soak {
@@ -262,40 +258,23 @@ impl Soak {
     }
 
     /// Starts a server and waits until it serves; returns its pid. A server that refuses
-    /// to start because a journal thread made a file as root between the hand-over of
-    /// the state directory and the switch to the user (`REFUSED`, a race of the server's
-    /// start, not of the soak's trouble) is counted, said, and started again, up to
-    /// `START_ATTEMPTS` times in all.
+    /// to start (`REFUSED`: a file of its state directory not the user's) fails the run.
     fn spawn_server(&mut self, ns: &str, program: &str, args: &[&str], log: &str) -> Result<u32> {
-        for attempt in 1..=START_ATTEMPTS {
-            let pid = self.lab.spawn(ns, program, args, log)?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let text = fs::read_to_string(self.lab.dir.join(log)).unwrap_or_default();
-                if text.contains("ready: serving") {
-                    return Ok(pid);
-                }
-                if let Some(line) = text.lines().find(|l| l.contains(REFUSED)) {
-                    if attempt == START_ATTEMPTS {
-                        return Err(format!(
-                            "{log}: refused to start {START_ATTEMPTS} times in a row: {line}"
-                        ));
-                    }
-                    let said = line.find(REFUSED).map_or(line, |at| &line[at..]);
-                    println!(
-                        "          {log}: the server refused to start: {said}; starting it again"
-                    );
-                    self.refused += 1;
-                    self.lab.stop(pid);
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("no 'ready: serving' in {log} after 20 s:\n{text}"));
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let pid = self.lab.spawn(ns, program, args, log)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = fs::read_to_string(self.lab.dir.join(log)).unwrap_or_default();
+            if text.contains("ready: serving") {
+                return Ok(pid);
             }
+            if let Some(line) = text.lines().find(|l| l.contains(REFUSED)) {
+                return Err(format!("{log}: the server refused to start: {line}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no 'ready: serving' in {log} after 20 s:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        unreachable!("the last attempt returns")
     }
 
     /// SIGKILL, then reap it (the lab's stop finds it dead at once).
@@ -533,15 +512,14 @@ impl Starved {
 }
 
 /// One side's configuration file: the lab's subnet with `PAIR_POOL`, load balancing
-/// with `split = 128`, the failover link on the clients' link. As root, not `USER`: a
-/// side restarted on a journal whose open segment is past its half refuses to start as
-/// `USER` every time (`REFUSED`: the next segment is made as root after the hand-over;
-/// five starts in a row in a run of 2026-12-03), which would hide what the round tests.
+/// with `split = 128`, the failover link on the clients' link, run as `USER` like the
+/// single server.
 fn pair_config(side: Side, backend: &str, state: &Path, socket: &Path) -> String {
     let mut c = format!(
         "interfaces = [\"{ifname}\"]\nbackend = \"{backend}\"\nworkers = 1\n\
          durability = \"sync\"\njournal-segment-size = {SEGMENT}\nstate-dir = \"{state}\"\n\
-         control-socket = \"{socket}\"\nlog-level = \"info,dhcp_proto::engine=warn\"\n\n\
+         control-socket = \"{socket}\"\nlog-level = \"info,dhcp_proto::engine=warn\"\n\
+         user = \"{user}\"\ngroup = \"{group}\"\n\n\
          [failover]\nname = \"soak\"\nrole = \"{role}\"\naddress = \"{addr}\"\n\
          peer-address = \"{peer}\"\nmax-response-delay = 10\nmax-unacked-updates = 100\n\
          load-balance-max-seconds = 3\n",
@@ -551,6 +529,8 @@ fn pair_config(side: Side, backend: &str, state: &Path, socket: &Path) -> String
         role = side.role(),
         addr = side.addr(),
         peer = side.other().addr(),
+        user = USER.0,
+        group = USER.1,
     );
     if side == Side::Primary {
         c.push_str(&format!("mclt = {PAIR_MCLT}\nsplit = 128\n"));
@@ -624,7 +604,6 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
         server_bin,
         load_bin,
         state,
-        refused: 0,
     };
     let all_acks = soak.lab.dir.join("acks-all.txt");
     let started = Instant::now();
@@ -754,8 +733,7 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
         .collect();
     println!(
         "soak summary: {rounds} rounds in {:.0} s, seed {seed}: {acks_seen} ACKs seen, {verified} leases verified after their round's restart, {lost} lost; \
-         at the end {} clients asked again, {} kept, {} lost\nrounds: {} kill, {} disk full, {} read-only, {} failover pair; \
-         {} starts refused by the server (\"{REFUSED}\") and started again\nkill moments (ms into each round's load): {}",
+         at the end {} clients asked again, {} kept, {} lost\nrounds: {} kill, {} disk full, {} read-only, {} failover pair\nkill moments (ms into each round's load): {}",
         started.elapsed().as_secs_f64(),
         c.asked,
         c.kept,
@@ -764,7 +742,6 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
         count(|t| matches!(t, Trouble::DiskFull(_))),
         count(|t| matches!(t, Trouble::ReadOnly(_))),
         count(|t| matches!(t, Trouble::Pair(..))),
-        soak.refused,
         kills.join(" ")
     );
     if c.lost > 0 {

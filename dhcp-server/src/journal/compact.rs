@@ -79,6 +79,7 @@ fn write_temp<'a>(
         }
     };
     let file = fs::File::create(tmp).map_err(io)?;
+    super::owner::give(&file).map_err(io)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let header = Header {
         kind: Kind::Snapshot,

@@ -29,6 +29,7 @@ mod compact;
 mod error;
 pub mod isc;
 mod lock;
+pub mod owner;
 mod record;
 mod replay;
 mod segment;

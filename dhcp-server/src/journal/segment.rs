@@ -538,8 +538,12 @@ fn new_file(
         .create_new(true)
         .open(&path)
         .map_err(|e| io_error("create segment", &path, capacity, e))?;
-    let made = preallocate(&file, capacity)
-        .map_err(|e| io_error("fallocate segment", &path, capacity, e))
+    let made = super::owner::give(&file)
+        .map_err(|e| io_error("give segment to the server's user", &path, capacity, e))
+        .and_then(|()| {
+            preallocate(&file, capacity)
+                .map_err(|e| io_error("fallocate segment", &path, capacity, e))
+        })
         .and_then(|()| fill(&path, &file))
         .and_then(|()| sync_dir(dir));
     match made {

@@ -102,6 +102,10 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
         Some(user) => Some(Target::resolve(user, config.group.as_deref())?),
         None => None,
     };
+    if let Some(target) = &run_as {
+        // The journal's threads create files until the switch: each is the user's at once.
+        journal::owner::set(target.uid, target.gid);
+    }
     let count = backend.shards();
     let opened = store::open(&config, count, env.clock.now())?;
     // Outlives the shards and their writers: dropping it runs a last commit.
