@@ -432,16 +432,7 @@ impl Soak {
         self.kill9(pids[at])?;
         let log = format!("pair-{round}-{}-again.log", victim.role());
         pids[at] = self.start_side(victim, backend, &log)?;
-        let out = load
-            .wait_with_output()
-            .map_err(|e| format!("dhcp-load: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "round {round}: dhcp-load failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let got = completed(&String::from_utf8_lossy(&out.stdout));
+        let got = finish_load(load, round)?;
         self.wait_pair("normal again", |status, _, _| pair_normal(status))?;
         let (c, text) = self.check(&acks)?;
         for pid in pids {
@@ -575,6 +566,20 @@ fn parse_check(text: &str) -> Option<Checked> {
 }
 
 /// "completed":N from dhcp-load's JSON line.
+/// Waits for a round's dhcp-load and returns how many exchanges it completed.
+fn finish_load(load: std::process::Child, round: u32) -> Result<u64> {
+    let out = load
+        .wait_with_output()
+        .map_err(|e| format!("dhcp-load: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "round {round}: dhcp-load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(completed(&String::from_utf8_lossy(&out.stdout)))
+}
+
 fn completed(json: &str) -> u64 {
     json.split("\"completed\":")
         .nth(1)
@@ -665,16 +670,7 @@ pub fn run(rounds: u32, seed: Option<u64>) -> Result {
                     }
                 }
             }
-            let out = load
-                .wait_with_output()
-                .map_err(|e| format!("dhcp-load: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "round {round}: dhcp-load failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let got = completed(&String::from_utf8_lossy(&out.stdout));
+            let got = finish_load(load, round)?;
             if trouble.starves().is_some() {
                 // Before the kill: the server that had no room must answer every client
                 // again (each ACK needs a journal append), which it does only if it serves on.
