@@ -7,6 +7,7 @@
 pub mod config;
 pub mod control;
 pub mod failover;
+pub mod history;
 pub mod journal;
 pub mod loopback;
 pub mod netif;

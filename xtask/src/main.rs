@@ -214,6 +214,11 @@ const NEEDED: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // Checks the Debian package (`cargo xtask deb`).
     ("lintian", "lintian"),
+    // The engines lease history and events go to (tests start their own instances):
+    // PostgreSQL's binaries live under /usr/lib/postgresql/<major>/bin, postgresql-common
+    // puts pg_ctlcluster on the path.
+    ("pg_ctlcluster", "postgresql"),
+    ("nats-server", "nats-server"),
 ];
 
 fn on_path(program: &str) -> bool {
