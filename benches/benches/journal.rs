@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use dhcp_server::journal::{
-    BindingState, Durability, Journal, LeaseFlags, LeaseRecord, Options, ShardWriter,
+    BindingState, Cause, Context, Durability, Journal, LeaseFlags, LeaseRecord, Options,
+    ShardWriter,
 };
 use hdrhistogram::Histogram;
 
@@ -70,6 +71,13 @@ fn record<'a>(i: u32, stamp: u64, hw: &'a [u8; 6], cid: &'a [u8; 7]) -> LeaseRec
         tsfp: 0,
         atsfp: 0,
         flags: LeaseFlags::default(),
+        // What a DHCPACK's record carries.
+        context: Context {
+            cause: Cause::Granted,
+            at: 1_795_000_000,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            host_name: &[],
+        },
     }
 }
 

@@ -120,6 +120,81 @@ pub struct LeaseRecord<'a> {
     /// Failover: the partner's acknowledged start time.
     pub atsfp: u64,
     pub flags: LeaseFlags,
+    /// What made the change: kept in the log for lease history and events, not in the
+    /// folded state (snapshots carry `Context::NONE`).
+    pub context: Context<'a>,
+}
+
+/// Why a lease record was written, and what the request that made it said about the
+/// client's whereabouts: the lease history's facts that the lease itself does not keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context<'a> {
+    pub cause: Cause,
+    /// When the change was made (seconds since the epoch; 0 when not known).
+    pub at: u64,
+    /// The relay the request came through; unspecified when none, or not known.
+    pub giaddr: Ipv4Addr,
+    /// Option 12 of the request, at most 255 octets; empty when none.
+    pub host_name: &'a [u8],
+}
+
+impl Context<'_> {
+    /// A record no event comes from: a snapshot's folded lease, an import.
+    pub const NONE: Context<'static> = Context {
+        cause: Cause::Unknown,
+        at: 0,
+        giaddr: Ipv4Addr::UNSPECIFIED,
+        host_name: &[],
+    };
+}
+
+/// Why a lease changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Cause {
+    /// Not recorded: a snapshot, an import, a record written before causes were kept.
+    Unknown = 0,
+    /// A DHCPACK for an address the client did not hold.
+    Granted = 1,
+    /// A DHCPACK extending the client's lease.
+    Renewed = 2,
+    /// The client's DHCPRELEASE, or a binding the client left for another one.
+    Released = 3,
+    /// The client's DHCPDECLINE.
+    Declined = 4,
+    /// The lease ran out.
+    Expired = 5,
+    /// `ctl release`: the operator ended the lease for the client.
+    OperatorReleased = 6,
+    /// `ctl delete`: the operator forgot the lease and its client.
+    OperatorDeleted = 7,
+    /// The failover partner's binding update, applied here.
+    Partner = 8,
+    /// Failover bookkeeping: free addresses moved between the pools, a binding resent.
+    Failover = 9,
+}
+
+impl Cause {
+    const ALL: [Cause; 10] = [
+        Cause::Unknown,
+        Cause::Granted,
+        Cause::Renewed,
+        Cause::Released,
+        Cause::Declined,
+        Cause::Expired,
+        Cause::OperatorReleased,
+        Cause::OperatorDeleted,
+        Cause::Partner,
+        Cause::Failover,
+    ];
+
+    /// A stored cause; one a newer writer added reads as `Unknown`.
+    pub fn from_u8(v: u8) -> Cause {
+        Self::ALL
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or(Cause::Unknown)
+    }
 }
 
 /// A reservation added by the operator at run time (survives restarts through the
@@ -271,6 +346,7 @@ impl Lease {
             tsfp: self.tsfp,
             atsfp: self.atsfp,
             flags: self.flags,
+            context: Context::NONE,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dhcp_proto::lease::{BindingState, LeaseFlags, LeaseRecord};
+use dhcp_proto::lease::{BindingState, Context, LeaseFlags, LeaseRecord};
 use dhcp_server::journal::{self, Error, Format, Journal, Options, Start};
 
 struct TempDir(PathBuf);
@@ -57,6 +57,7 @@ fn add_leases(dir: &Path, shards: usize, from: u32, to: u32) {
             tsfp: 0,
             atsfp: 0,
             flags: LeaseFlags(0),
+            context: Context::NONE,
         };
         let w = &mut o.writers[i as usize % shards];
         let seq = w.append_lease(&rec).unwrap();

@@ -14,7 +14,7 @@ use crate::failover::machine::{PoolBalance, View};
 use crate::failover::message::Reject;
 use crate::failover::wire::RejectReason;
 use crate::failover::{Role, Service};
-use crate::lease::{BindingState, HwAddr, Lease, LeaseFlags};
+use crate::lease::{BindingState, Cause, HwAddr, Lease, LeaseFlags};
 use crate::policy::Reservation;
 use crate::wire::{MessageType, Request};
 use dhcp_ebpf_common::{Asked, Balance};
@@ -35,9 +35,6 @@ pub struct Partnership {
     tstp: Vec<u32>,
     /// The partner's free addresses became ours (partner-down, STOS + MCLT passed).
     claimed: bool,
-    /// Slots changed by the failover rules themselves (balancing, claiming), for the
-    /// journal and the partner.
-    changes: Vec<SlotId>,
     /// The last change came from the partner: journal it, do not send it back.
     from_partner: bool,
     /// When a client last found no free address here while the partner had some.
@@ -63,7 +60,6 @@ impl Partnership {
             tsfp: vec![0; slots],
             tstp: vec![0; slots],
             claimed: false,
-            changes: Vec::new(),
             from_partner: false,
             warned_dry: 0,
             reserved_by_partner: None,
@@ -85,6 +81,7 @@ impl Engine {
     /// new dhcpd pair, and pool balancing hands the secondary its share.
     pub fn set_partnership(&mut self, view: View, load_balance_max_secs: u16) {
         self.leases.set_hold_ended(true);
+        self.leases.set_partnered();
         self.failover = Some(Box::new(Partnership::new(
             view,
             load_balance_max_secs,
@@ -130,11 +127,11 @@ impl Engine {
         self.change.is_some() && self.failover.as_ref().is_some_and(|p| p.from_partner)
     }
 
-    /// The next change the failover rules made on their own.
-    pub(super) fn take_failover_change(&mut self) -> Option<SlotId> {
-        let p = self.failover.as_mut()?;
-        p.from_partner = false;
-        p.changes.pop()
+    /// A queued change is being journaled: it is ours, for the partner too.
+    pub(super) fn failover_change_taken(&mut self) {
+        if let Some(p) = self.failover.as_mut() {
+            p.from_partner = false;
+        }
     }
 
     /// Whether a message must go unanswered because of the pair's state: nothing is
@@ -437,7 +434,7 @@ impl Engine {
         );
         if ended && live && same_client && s.state == LeaseState::Active && s.cltt > lease.cltt {
             let until = s.expires;
-            self.queue_for_partner(id);
+            self.queue_for_partner(id, Cause::Failover);
             return Err(Reject::new(
                 RejectReason::OutdatedBindInfo,
                 format!(
@@ -466,7 +463,7 @@ impl Engine {
                     // The same client on the same address: an acknowledged lease is
                     // never shortened; a newer one of ours goes back to the partner.
                     if our_ends > ends || our_cltt > cltt {
-                        self.queue_for_partner(id);
+                        self.queue_for_partner(id, Cause::Failover);
                     }
                     ends = ends.max(our_ends);
                     cltt = cltt.max(our_cltt);
@@ -507,7 +504,7 @@ impl Engine {
             p.tsfp[id as usize] = clamp32(lease.tstp);
             p.from_partner = true;
         }
-        self.change = Some(id);
+        self.changed(id, Cause::Partner);
         Ok(self.lease_at(id))
     }
 
@@ -532,7 +529,7 @@ impl Engine {
         }
         if o.cltt > cltt {
             let held = o.addr;
-            self.queue_for_partner(other);
+            self.queue_for_partner(other, Cause::Failover);
             return Err(Reject::new(
                 RejectReason::OutdatedBindInfo,
                 format!("the client holds {held} here since a later transaction"),
@@ -544,14 +541,14 @@ impl Engine {
             self.leases.slot(id).addr
         );
         self.leases.end(other, LeaseState::Released, now);
-        self.queue_for_partner(other);
+        self.queue_for_partner(other, Cause::Released);
         Ok(())
     }
 
     /// A binding of ours the partner must hear of (again), journaled with it.
-    fn queue_for_partner(&mut self, id: SlotId) {
-        if let Some(p) = self.failover.as_mut() {
-            p.changes.push(id);
+    fn queue_for_partner(&mut self, id: SlotId, cause: Cause) {
+        if self.failover.is_some() {
+            self.queue_change(id, cause);
         }
     }
 
@@ -691,19 +688,12 @@ impl Engine {
                 theirs_age: age(theirs_end),
             });
         }
-        if let Some(p) = self.failover.as_mut() {
-            p.changes.extend(moved);
+        if self.failover.is_some() {
+            for id in moved {
+                self.queue_change(id, Cause::Failover);
+            }
         }
         pools
-    }
-
-    /// Leases that ran out go to the partner (BNDUPD expired) and the journal: the
-    /// partner's acknowledgement is what lets the address go to another client.
-    pub(super) fn report_ended(&mut self) {
-        let Some(p) = self.failover.as_mut() else {
-            return;
-        };
-        p.changes.extend(self.leases.take_ended());
     }
 
     /// In partner-down, once STOS + MCLT has passed, the partner's free addresses and
@@ -735,7 +725,9 @@ impl Engine {
         }
         if let Some(p) = self.failover.as_mut() {
             p.claimed = true;
-            p.changes.extend(ids);
+        }
+        for id in ids {
+            self.queue_change(id, Cause::Failover);
         }
         // From now on a lease that ends is ours at once: whatever the partner granted
         // ran out by STOS + MCLT, and since then it granted nothing.

@@ -215,8 +215,11 @@ pub struct LeaseTable {
     partner: Vec<u32>,
     /// Failover: leases that end wait for the partner's acknowledgement.
     hold_ended: bool,
-    /// Failover: leases that ran out since the last `take_ended`, for the partner.
+    /// Leases that ran out since the last `take_ended`, for the journal (and, with a
+    /// failover partner, only those the partner must hear of).
     ended: Vec<SlotId>,
+    /// The table belongs to a failover pair's server.
+    partnered: bool,
     /// The lease limits' counters, shared by every shard's table.
     limits: std::sync::Arc<Limits>,
 }
@@ -299,6 +302,7 @@ impl LeaseTable {
             partner: vec![0; pools.into()],
             hold_ended: false,
             ended: Vec::new(),
+            partnered: false,
             limits: std::sync::Arc::new(Limits::new(0)),
         };
         for s in subnets {
@@ -371,6 +375,12 @@ impl LeaseTable {
         self.hold_ended = on;
     }
 
+    /// The server has a failover partner: only leases the partner has to acknowledge
+    /// ending are reported as ended (their record goes to the partner too).
+    pub fn set_partnered(&mut self) {
+        self.partnered = true;
+    }
+
     /// The client gave the lease up (DHCPRELEASE, or the operator for it).
     pub fn end(&mut self, id: SlotId, state: LeaseState, now: u64) {
         let s = &mut self.slots[id as usize];
@@ -385,7 +395,7 @@ impl LeaseTable {
         self.set_pool(id, ours);
     }
 
-    /// The leases that ran out and wait for the partner to hear of it, once.
+    /// The leases that ran out since the last call, once.
     pub fn take_ended(&mut self) -> std::vec::Drain<'_, SlotId> {
         self.ended.drain(..)
     }
@@ -799,7 +809,7 @@ impl LeaseTable {
                         LeaseState::Active => {
                             let s = &mut self.slots[id as usize];
                             s.unacked = self.hold_ended && !s.rewind;
-                            if s.unacked {
+                            if s.unacked || !self.partnered {
                                 self.ended.push(id);
                             }
                             LeaseState::Expired

@@ -16,6 +16,7 @@ mod stats;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::lease::Cause;
 use crate::policy::{LinkId, Policy, Reservation, SubscriberKind};
 use crate::wire::frame::Addressing;
 use crate::wire::{relay, MessageType, Request, BOOTREQUEST};
@@ -124,8 +125,14 @@ pub struct Engine {
     shard: Shard,
     /// The Lamport stamp of the last journal record (see `persist`).
     stamp: u64,
-    /// The slot the message being handled changed in a way the journal must keep.
-    change: Option<SlotId>,
+    /// The slot the message being handled changed in a way the journal must keep, and why.
+    change: Option<(SlotId, Cause)>,
+    /// Changes made without a message (leases that ran out, the failover rules), for the
+    /// journal and the partner, in the order made.
+    queued: std::collections::VecDeque<(SlotId, Cause)>,
+    /// The relay and host name of the request that made `change`, for the lease history.
+    change_giaddr: Ipv4Addr,
+    change_host: Vec<u8>,
     /// The failover partnership's rules, when the server has a partner.
     failover: Option<Box<Partnership>>,
     classifier: classify::Classifier,
@@ -248,6 +255,9 @@ impl Engine {
             shard,
             stamp: 0,
             change: None,
+            queued: Default::default(),
+            change_giaddr: Ipv4Addr::UNSPECIFIED,
+            change_host: Vec::new(),
             failover: None,
             classifier: classify::Classifier::default(),
             classes: classify::Classes::default(),
@@ -305,6 +315,8 @@ impl Engine {
     /// Handles one datagram. The reply, if any, is written at the start of `out`.
     pub fn handle(&mut self, packet: &[u8], meta: &RxMeta, now: u64, out: &mut [u8]) -> Outcome {
         self.change = None;
+        self.change_giaddr = Ipv4Addr::UNSPECIFIED;
+        self.change_host.clear();
         self.leases.expire(now);
         let outcome = self.dispatch(packet, meta, now, out);
         match outcome {
@@ -682,6 +694,7 @@ impl Engine {
         match self.judge(ids, addr, client, res, must_answer) {
             Verdict::Ack(slot) => {
                 let s = self.leases.slot(slot);
+                let renewal = s.state == LeaseState::Active && self.leases.is_client(slot, client);
                 if !(s.state.held() && self.leases.is_client(slot, client)) {
                     match self.take_limits(req, "lease") {
                         Ok(charge) => self.leases.charge(slot, charge),
@@ -695,7 +708,15 @@ impl Engine {
                 self.bind(slot, req, LeaseState::Active, end);
                 self.leases.set_cltt(slot, now);
                 self.leases.set_agent(slot, req.relay_agent_info);
-                self.changed(slot);
+                self.changed(
+                    slot,
+                    if renewal {
+                        Cause::Renewed
+                    } else {
+                        Cause::Granted
+                    },
+                );
+                self.note_request(req);
                 let res = self.res_in(res, subnet);
                 let ans = reply::Answer {
                     kind: MessageType::Ack,
@@ -830,7 +851,8 @@ impl Engine {
         self.leases.forget_client(slot);
         let until = now + self.policy.decline_hold as u64;
         self.leases.set_state(slot, LeaseState::Declined, until);
-        self.changed(slot);
+        self.changed(slot, Cause::Declined);
+        self.note_request(req);
         Outcome::Done
     }
 
@@ -847,7 +869,8 @@ impl Engine {
             self.via(req, meta)
         );
         self.leases.end(slot, LeaseState::Released, now);
-        self.changed(slot);
+        self.changed(slot, Cause::Released);
+        self.note_request(req);
         Outcome::Done
     }
 

@@ -9,7 +9,8 @@
 //! in from another shard, so the newest record of an address always wins at replay.
 
 use super::{ClientRef, Engine, KeyKind, LeaseState, SlotId};
-use crate::lease::{BindingState, Lease, LeaseFlags, LeaseRecord};
+use crate::lease::{BindingState, Cause, Context, Lease, LeaseFlags, LeaseRecord};
+use crate::wire::Request;
 
 /// Stamps per second: room for a million changes a second per shard before the stamp
 /// runs ahead of the clock.
@@ -42,7 +43,7 @@ impl Engine {
             return false;
         };
         self.leases.set_state(id, LeaseState::Released, now);
-        self.changed(id);
+        self.changed(id, Cause::OperatorReleased);
         true
     }
 
@@ -53,7 +54,7 @@ impl Engine {
         };
         self.leases.forget_client(id);
         self.leases.set_state(id, LeaseState::Free, 0);
-        self.changed(id);
+        self.changed(id, Cause::OperatorDeleted);
         true
     }
 
@@ -64,16 +65,41 @@ impl Engine {
             .filter(|&id| self.leases.slot(id).client.is_some())
     }
 
-    pub(super) fn changed(&mut self, id: SlotId) {
-        self.change = Some(id);
+    pub(super) fn changed(&mut self, id: SlotId, cause: Cause) {
+        self.change = Some((id, cause));
     }
 
-    /// The lease change the last `handle` made, as a journal record, once; `None` when
-    /// it changed nothing that must survive a restart.
+    /// A change made without a message, for the journal (and the partner) in turn.
+    pub(super) fn queue_change(&mut self, id: SlotId, cause: Cause) {
+        self.queued.push_back((id, cause));
+    }
+
+    /// Keeps what the request that made `change` says of the client's whereabouts.
+    pub(super) fn note_request(&mut self, req: &Request<'_>) {
+        self.change_giaddr = req.msg.giaddr();
+        self.change_host.clear();
+        self.change_host
+            .extend_from_slice(req.host_name.unwrap_or_default());
+    }
+
+    /// Leases that ran out since the last call: journaled as expired, and told to the
+    /// partner when there is one (its acknowledgement lets the address go to another
+    /// client).
+    pub(super) fn report_ended(&mut self) {
+        let ended = self.leases.take_ended().map(|id| (id, Cause::Expired));
+        self.queued.extend(ended);
+    }
+
+    /// The lease change the last `handle` made, or else the oldest queued one, as a
+    /// journal record, once; `None` when nothing changed that must survive a restart.
     pub fn take_change(&mut self, now: u64) -> Option<LeaseRecord<'_>> {
-        let id = match self.change.take() {
-            Some(id) => id,
-            None => self.take_failover_change()?,
+        let (id, cause, from_message) = match self.change.take() {
+            Some((id, cause)) => (id, cause, true),
+            None => {
+                self.failover_change_taken();
+                let (id, cause) = self.queued.pop_front()?;
+                (id, cause, false)
+            }
         };
         let stamp = self.next_stamp(now);
         let state = self.binding_state(id);
@@ -101,6 +127,16 @@ impl Engine {
             tsfp,
             atsfp: tsfp,
             flags: LeaseFlags(if s.reserved { LeaseFlags::RESERVED } else { 0 }),
+            context: Context {
+                cause,
+                at: now,
+                giaddr: if from_message {
+                    self.change_giaddr
+                } else {
+                    std::net::Ipv4Addr::UNSPECIFIED
+                },
+                host_name: if from_message { &self.change_host } else { &[] },
+            },
         })
     }
 

@@ -49,8 +49,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use dhcp_proto::lease::{
-    BindingState, Failover, FailoverRecord, HwAddr, Lease, LeaseFlags, LeaseRecord, Member,
-    MemberRecord, Record, Reservation, ReservationRecord, MAX_AGENT_INFO, MAX_CHADDR,
+    BindingState, Cause, Context, Failover, FailoverRecord, HwAddr, Lease, LeaseFlags, LeaseRecord,
+    Member, MemberRecord, Record, Reservation, ReservationRecord, MAX_AGENT_INFO, MAX_CHADDR,
     MAX_CLASS_NAME, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME, MAX_MEMBER_VALUE, NEVER,
 };
 pub use error::{Error, Result};

@@ -9,9 +9,9 @@
 use std::net::Ipv4Addr;
 
 use dhcp_proto::lease::{
-    BindingState, FailoverRecord, LeaseFlags, LeaseRecord, MemberRecord, Record, ReservationRecord,
-    MAX_AGENT_INFO, MAX_CHADDR, MAX_CLASS_NAME, MAX_CLIENT_ID, MAX_FAILOVER_DATA, MAX_HOST_NAME,
-    MAX_MEMBER_VALUE,
+    BindingState, Cause, Context, FailoverRecord, LeaseFlags, LeaseRecord, MemberRecord, Record,
+    ReservationRecord, MAX_AGENT_INFO, MAX_CHADDR, MAX_CLASS_NAME, MAX_CLIENT_ID,
+    MAX_FAILOVER_DATA, MAX_HOST_NAME, MAX_MEMBER_VALUE,
 };
 
 use super::error::{Error, Result};
@@ -22,8 +22,12 @@ const KIND_RESERVATION_REMOVED: u8 = 3;
 const KIND_FAILOVER: u8 = 4;
 const KIND_MEMBER_ADDED: u8 = 5;
 const KIND_MEMBER_REMOVED: u8 = 6;
+/// A lease change with its context (cause, time, relay, host name) for the lease
+/// history; kind 1, without it, is still read.
+const KIND_LEASE_CONTEXT: u8 = 7;
 
 const LEASE_FIXED: usize = 72;
+const LEASE_CONTEXT_FIXED: usize = 88;
 const RESERVATION_FIXED: usize = 24;
 const FAILOVER_FIXED: usize = 40;
 const MEMBER_FIXED: usize = 16;
@@ -83,7 +87,16 @@ impl Encode for Record<'_> {
                     MAX_AGENT_INFO,
                     "relay agent information longer than 255 octets",
                 )?;
-                LEASE_FIXED + l.chaddr.len() + l.client_id.len() + l.agent_info.len()
+                short_len(
+                    l.context.host_name,
+                    MAX_HOST_NAME,
+                    "host name longer than 255 octets",
+                )?;
+                LEASE_CONTEXT_FIXED
+                    + l.chaddr.len()
+                    + l.client_id.len()
+                    + l.agent_info.len()
+                    + l.context.host_name.len()
             }
             Record::ReservationAdded(r) => {
                 short_len(
@@ -140,7 +153,7 @@ impl Encode for Record<'_> {
         out.fill(0);
         match self {
             Record::Lease(l) => {
-                out[0] = KIND_LEASE;
+                out[0] = KIND_LEASE_CONTEXT;
                 out[1] = l.state as u8;
                 out[2] = l.htype;
                 out[3] = l.chaddr.len() as u8;
@@ -148,6 +161,8 @@ impl Encode for Record<'_> {
                 out[5] = l.agent_info.len() as u8;
                 out[6..8].copy_from_slice(&l.flags.0.to_le_bytes());
                 out[8..12].copy_from_slice(&l.addr.octets());
+                out[12] = l.context.cause as u8;
+                out[13] = l.context.host_name.len() as u8;
                 put_u64(out, 16, l.stamp);
                 for (i, t) in [l.starts, l.ends, l.cltt, l.tstp, l.tsfp, l.atsfp]
                     .into_iter()
@@ -155,11 +170,15 @@ impl Encode for Record<'_> {
                 {
                     put_u64(out, 24 + 8 * i, t);
                 }
-                let h = LEASE_FIXED + l.chaddr.len();
+                out[72..76].copy_from_slice(&l.context.giaddr.octets());
+                put_u64(out, 80, l.context.at);
+                let h = LEASE_CONTEXT_FIXED + l.chaddr.len();
                 let c = h + l.client_id.len();
-                out[LEASE_FIXED..h].copy_from_slice(l.chaddr);
+                let a = c + l.agent_info.len();
+                out[LEASE_CONTEXT_FIXED..h].copy_from_slice(l.chaddr);
                 out[h..c].copy_from_slice(l.client_id);
-                out[c..].copy_from_slice(l.agent_info);
+                out[c..a].copy_from_slice(l.agent_info);
+                out[a..].copy_from_slice(l.context.host_name);
             }
             Record::ReservationAdded(r) => {
                 out[0] = KIND_RESERVATION_ADDED;
@@ -220,27 +239,45 @@ impl Encode for Record<'_> {
 pub fn decode(p: &[u8]) -> Result<Record<'_>, &'static str> {
     let kind = *p.first().ok_or("empty payload")?;
     match kind {
-        KIND_LEASE => {
-            if p.len() < LEASE_FIXED {
+        KIND_LEASE | KIND_LEASE_CONTEXT => {
+            let with_context = kind == KIND_LEASE_CONTEXT;
+            let fixed = if with_context {
+                LEASE_CONTEXT_FIXED
+            } else {
+                LEASE_FIXED
+            };
+            if p.len() < fixed {
                 return Err("short lease record");
             }
             let state = BindingState::from_u8(p[1]).ok_or("unknown binding state")?;
             // Octet 5 was zero before relay agent information was kept: old records read
             // as leases granted without it.
             let (hlen, clen, alen) = (usize::from(p[3]), usize::from(p[4]), usize::from(p[5]));
-            if hlen > MAX_CHADDR || p.len() != LEASE_FIXED + hlen + clen + alen {
+            let nlen = if with_context { usize::from(p[13]) } else { 0 };
+            if hlen > MAX_CHADDR || p.len() != fixed + hlen + clen + alen + nlen {
                 return Err("lease record lengths do not add up");
             }
-            let c = LEASE_FIXED + hlen + clen;
+            let c = fixed + hlen + clen;
+            let a = c + alen;
             let t = |i: usize| get_u64(p, 24 + 8 * i);
+            let context = if with_context {
+                Context {
+                    cause: Cause::from_u8(p[12]),
+                    at: get_u64(p, 80),
+                    giaddr: Ipv4Addr::new(p[72], p[73], p[74], p[75]),
+                    host_name: &p[a..],
+                }
+            } else {
+                Context::NONE
+            };
             Ok(Record::Lease(LeaseRecord {
                 stamp: get_u64(p, 16),
                 addr: ipv4(p),
                 state,
                 htype: p[2],
-                chaddr: &p[LEASE_FIXED..LEASE_FIXED + hlen],
-                client_id: &p[LEASE_FIXED + hlen..c],
-                agent_info: &p[c..],
+                chaddr: &p[fixed..fixed + hlen],
+                client_id: &p[fixed + hlen..c],
+                agent_info: &p[c..a],
                 starts: t(0),
                 ends: t(1),
                 cltt: t(2),
@@ -248,6 +285,7 @@ pub fn decode(p: &[u8]) -> Result<Record<'_>, &'static str> {
                 tsfp: t(4),
                 atsfp: t(5),
                 flags: LeaseFlags(u16::from_le_bytes([p[6], p[7]])),
+                context,
             }))
         }
         KIND_RESERVATION_ADDED => {
@@ -361,6 +399,12 @@ mod tests {
             tsfp: 5,
             atsfp: 6,
             flags: LeaseFlags(LeaseFlags::RESERVED | 0x8000),
+            context: Context {
+                cause: Cause::Renewed,
+                at: 1_764_780_000,
+                giaddr: Ipv4Addr::new(192, 0, 2, 1),
+                host_name: b"laptop",
+            },
         }));
         round_trip(Record::ReservationAdded(ReservationRecord {
             stamp: 1,
@@ -482,8 +526,32 @@ mod tests {
             tsfp: 0,
             atsfp: 0,
             flags: LeaseFlags::default(),
+            context: Context::NONE,
         });
         assert!(matches!(r.encoded_len(), Err(Error::InvalidRecord(_))));
+    }
+
+    /// Journals written before lease records kept their context still replay.
+    #[test]
+    fn a_lease_record_without_context_reads_as_one_with_none() {
+        let mut p = vec![KIND_LEASE, 2, 1, 6, 0, 0, 0, 0, 192, 0, 2, 9, 0, 0, 0, 0];
+        p.extend_from_slice(&42u64.to_le_bytes());
+        for t in [100u64, 200, 100, 0, 0, 0] {
+            p.extend_from_slice(&t.to_le_bytes());
+        }
+        p.extend_from_slice(&[2, 0, 0, 0, 0, 9]);
+        let Ok(Record::Lease(l)) = decode(&p) else {
+            panic!("an old lease record must decode");
+        };
+        assert_eq!(
+            (l.stamp, l.addr, l.state),
+            (42, Ipv4Addr::new(192, 0, 2, 9), BindingState::Active)
+        );
+        assert_eq!(
+            (l.starts, l.ends, l.chaddr),
+            (100, 200, &[2, 0, 0, 0, 0, 9][..])
+        );
+        assert_eq!(l.context, Context::NONE);
     }
 
     proptest::proptest! {

@@ -280,6 +280,8 @@ pub struct FileReplay {
     pub damage: Option<String>,
     pub dropped_records: u64,
     pub dropped_bytes: u64,
+    /// Written by an older format version: read, never appended to.
+    pub older: bool,
 }
 
 /// Where a shard's writer picks up after replay.
@@ -363,13 +365,17 @@ pub fn replay_shard(files: &ShardFiles, repair: bool, fold: &mut Fold) -> Result
             last_seq,
             capacity,
         };
-        if let Some(prev) = out.resume.replace(this) {
-            out.sealed.push(Sealed {
-                number: prev.name.number,
-                path: prev.path,
-                last_seq: prev.last_seq,
-            });
-        }
+        let older = out.files.last().is_some_and(|f| f.older);
+        let sealed = if older {
+            out.resume.take().into_iter().chain([this]).collect()
+        } else {
+            out.resume.replace(this).into_iter().collect::<Vec<_>>()
+        };
+        out.sealed.extend(sealed.into_iter().map(|r| Sealed {
+            number: r.name.number,
+            path: r.path,
+            last_seq: r.last_seq,
+        }));
     }
     Ok(out)
 }
@@ -392,6 +398,7 @@ fn replay_file(
         damage: None,
         dropped_records: 0,
         dropped_bytes: 0,
+        older: false,
     };
     let header = match Header::decode(data) {
         Ok(h)
@@ -411,6 +418,7 @@ fn replay_file(
         }
         _ => None,
     };
+    report.older = header.is_some() && Header::version(data) < VERSION;
     let first_seq = match (header, name.kind) {
         (Some(h), Kind::Log) => Some(h.first_seq),
         (Some(_), Kind::Snapshot) => Some(1),

@@ -28,7 +28,11 @@ use dhcp_proto::lease::Record;
 use super::record::Encode;
 
 pub const MAGIC: [u8; 8] = *b"DHCPJRNL";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Version 1 lacked lease records with a cause (kind 7); its files are read, never
+/// appended to, so a version 1 binary started on this directory refuses the newer files
+/// instead of cutting records it does not know as damage.
+pub const OLDEST_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 64;
 /// Frame header: CRC32C (4), payload length (4), sequence number (8).
 pub const FRAME_HEADER: usize = 16;
@@ -84,6 +88,12 @@ pub enum HeaderError {
 }
 
 impl Header {
+    /// The format version of a segment whose header decodes.
+    pub fn version(b: &[u8]) -> u32 {
+        b.get(8..12)
+            .map_or(0, |v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+    }
+
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
@@ -111,7 +121,7 @@ impl Header {
             return Err(HeaderError::Bad);
         }
         let version = u32_at(8);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(HeaderError::Newer(version));
         }
         let kind = match u32_at(16) {
@@ -669,6 +679,7 @@ mod tests {
             tsfp: 0,
             atsfp: 0,
             flags: LeaseFlags::default(),
+            context: dhcp_proto::lease::Context::NONE,
         });
         let p = rec.encoded_len().unwrap();
         let f = frame_len(p);

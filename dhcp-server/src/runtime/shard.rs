@@ -318,8 +318,9 @@ impl Shard {
         operate::answer_all(&self.bus.questions, engine, committer, &self.latency, now);
         if let Some(orders) = &self.bus.orders {
             carry_out(orders, engine, committer, now);
-            committer.record_all(engine, now);
         }
+        // Leases that ran out, and what the failover rules changed, go to the journal.
+        committer.record_all(engine, now);
     }
 
     /// The replies the last turns wrote outside any batch, for the backend to send.
