@@ -34,6 +34,7 @@ mod record;
 mod replay;
 mod segment;
 mod state;
+mod tail;
 mod tools;
 mod writer;
 
@@ -55,6 +56,7 @@ pub use dhcp_proto::lease::{
 };
 pub use error::{Error, Result};
 pub use state::State;
+pub use tail::{Read, ShardReader, Tail};
 pub use tools::{dump, import_isc, verify, FileReport, Format, ImportStats, Report, Start};
 pub use writer::{DurableWatch, ShardWriter};
 
@@ -105,6 +107,9 @@ pub struct Options {
     pub segment_bytes: u64,
     /// How often the compactor looks for sealed segments when nothing wakes it.
     pub compact_interval: Duration,
+    /// Log bytes, over all shards, kept from compaction for followers that have not
+    /// read them yet (the lease history's sinks); past it they are compacted anyway.
+    pub hold_bytes: u64,
 }
 
 impl Default for Options {
@@ -114,6 +119,7 @@ impl Default for Options {
             durability: Durability::Sync,
             segment_bytes: 64 << 20,
             compact_interval: Duration::from_secs(1),
+            hold_bytes: 4 << 30,
         }
     }
 }
@@ -308,6 +314,7 @@ impl Journal {
             generation,
             durability: opts.durability,
             segment_bytes: opts.segment_bytes,
+            hold_segments: (opts.hold_bytes / opts.segment_bytes / opts.shards as u64) as usize,
             shards: shared_shards,
             stop: AtomicBool::new(false),
             flusher_idle: AtomicBool::new(false),
@@ -364,6 +371,11 @@ impl Journal {
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// A handle for followers of the log (the lease history).
+    pub fn tail(&self) -> Tail {
+        Tail::new(Arc::clone(&self.shared))
     }
 
     /// Asks the compactor to look for sealed segments now.
@@ -527,14 +539,38 @@ fn compactor_loop(shared: Arc<Shared>, mut snaps: Vec<Option<(u64, PathBuf)>>, i
         }
         for (i, sh) in shared.shards.iter().enumerate() {
             let durable = sh.durable.load(Ordering::Acquire);
-            let ready: Vec<replay::Sealed> = {
+            let hold = sh.hold.load(Ordering::Acquire);
+            let (ready, overrun): (Vec<replay::Sealed>, u64) = {
                 let sealed = sh.sealed.lock().unwrap_or_else(|p| p.into_inner());
-                sealed
-                    .iter()
-                    .take_while(|s| shared.durability == Durability::Async || s.last_seq <= durable)
+                let synced = sealed.iter().take_while(|s| {
+                    shared.durability == Durability::Async || s.last_seq <= durable
+                });
+                let held = synced.clone().filter(|s| s.last_seq >= hold).count();
+                // Past the bound the oldest held segments go: the log must not grow
+                // without end behind a sink that is gone.
+                let over = held.saturating_sub(shared.hold_segments);
+                let mut released = 0;
+                let ready: Vec<_> = synced
+                    .take_while(|s| {
+                        let go = s.last_seq < hold || released < over;
+                        released += usize::from(s.last_seq >= hold && go);
+                        go
+                    })
                     .cloned()
-                    .collect()
+                    .collect();
+                let overrun = ready
+                    .iter()
+                    .filter(|s| s.last_seq >= hold)
+                    .map(|s| s.last_seq)
+                    .max()
+                    .map_or(0, |last| last + 1 - hold);
+                (ready, overrun)
             };
+            if overrun > 0 {
+                tracing::error!(
+                    "journal: shard {i}: compacting {overrun} records the lease history has not delivered yet: the history's hold of the log is full; those events are lost to the sinks that are behind (see `ctl status`)"
+                );
+            }
             if ready.is_empty() {
                 continue;
             }

@@ -250,7 +250,7 @@ pub struct Scan {
 }
 
 /// Parses the frame at `off`: `Ok((seq, payload, next offset))`.
-fn frame_at(data: &[u8], off: usize) -> Result<(u64, &[u8], usize), Stop> {
+pub fn frame_at(data: &[u8], off: usize) -> Result<(u64, &[u8], usize), Stop> {
     let h = data.get(off..off + FRAME_HEADER).ok_or(Stop::BadLength)?;
     let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
     if len == 0 || len > MAX_PAYLOAD {

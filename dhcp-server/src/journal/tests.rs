@@ -853,3 +853,101 @@ fn full_disk_is_no_space_and_recovers_when_space_returns() {
     let o = Journal::open(&dir, &opts).unwrap();
     assert_eq!(o.state, model(&written));
 }
+
+/// Reads a shard's records with a follower from `from`, as stamps.
+fn follow(tail: &Tail, shard: usize, from: u64) -> (Vec<u64>, Read, u64) {
+    let mut r = tail.reader(shard, from);
+    let mut stamps = Vec::new();
+    let mut total = Read::default();
+    loop {
+        let got = r.read(97, |_, rec| stamps.push(rec.stamp())).unwrap();
+        total.records += got.records;
+        total.lost += got.lost;
+        if got.records == 0 {
+            return (stamps, total, r.next());
+        }
+    }
+}
+
+#[test]
+fn a_follower_reads_every_durable_record_in_order_across_rolls() {
+    let dir = TempDir::new("tail");
+    let mut o = Journal::open_without_compactor(dir.path(), &small(1)).unwrap();
+    let ops = churn(2_000, 200);
+    write_all(&mut o.writers[0], &ops[..1_200]);
+    let tail = o.journal.tail();
+    assert!(o.writers[0].wait_durable(1_200, Duration::from_secs(10)));
+    let (first, read, next) = follow(&tail, 0, 1);
+    assert_eq!(first, (1..=1_200).collect::<Vec<u64>>());
+    assert_eq!((read.records, read.lost, next), (1_200, 0, 1_201));
+    assert!(
+        Listing::read(dir.path()).unwrap().segments.len() > 2,
+        "spans segments"
+    );
+    write_all(&mut o.writers[0], &ops[1_200..]);
+    assert!(o.writers[0].wait_durable(2_000, Duration::from_secs(10)));
+    let (rest, _, next) = follow(&tail, 0, 1_201);
+    assert_eq!(rest, (1_201..=2_000).collect::<Vec<u64>>());
+    assert_eq!(next, 2_001);
+    // From the middle of a segment, as after a restart.
+    let (mid, _, _) = follow(&tail, 0, 777);
+    assert_eq!(mid.first(), Some(&777));
+    assert_eq!(mid.len(), 2_000 - 776);
+}
+
+#[test]
+fn compaction_keeps_what_followers_have_not_read_within_the_hold() {
+    let dir = TempDir::new("hold");
+    let mut opts = small(1);
+    opts.compact_interval = Duration::from_millis(20);
+    opts.hold_bytes = 64 * Options::MIN_SEGMENT;
+    let mut o = Journal::open(dir.path(), &opts).unwrap();
+    let tail = o.journal.tail();
+    tail.hold(0, 1);
+    let ops = churn(3_000, 200);
+    write_all(&mut o.writers[0], &ops);
+    assert!(o.writers[0].wait_durable(3_000, Duration::from_secs(10)));
+    o.journal.compact_now();
+    std::thread::sleep(Duration::from_millis(300));
+    let (all, read, _) = follow(&tail, 0, 1);
+    assert_eq!(
+        (all.len(), read.lost),
+        (3_000, 0),
+        "held from 1: nothing compacted away"
+    );
+    // Once read up to 2,500 the segments before it may go, and do.
+    tail.hold(0, 2_500);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut read = Read::default();
+    while read.lost == 0 && std::time::Instant::now() < deadline {
+        o.journal.compact_now();
+        std::thread::sleep(Duration::from_millis(20));
+        read = follow(&tail, 0, 1).1;
+    }
+    assert!(read.lost > 0 && read.lost < 2_500, "compacted: {read:?}");
+    let (kept, _, _) = follow(&tail, 0, 2_500);
+    assert_eq!(kept.first(), Some(&2_500));
+}
+
+#[test]
+fn past_its_bound_the_hold_gives_way_and_the_follower_counts_the_loss() {
+    let dir = TempDir::new("overrun");
+    let mut opts = small(1);
+    opts.compact_interval = Duration::from_millis(20);
+    opts.hold_bytes = 2 * Options::MIN_SEGMENT;
+    let mut o = Journal::open(dir.path(), &opts).unwrap();
+    let tail = o.journal.tail();
+    tail.hold(0, 1);
+    write_all(&mut o.writers[0], &churn(3_000, 200));
+    assert!(o.writers[0].wait_durable(3_000, Duration::from_secs(10)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while o.journal.sealed_segments() > 3 && std::time::Instant::now() < deadline {
+        o.journal.compact_now();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(o.journal.sealed_segments() <= 3, "the bound holds the log");
+    let (rest, read, next) = follow(&tail, 0, 1);
+    assert!(read.lost > 0, "{read:?}");
+    assert_eq!(read.lost + rest.len() as u64, 3_000);
+    assert_eq!(next, 3_001);
+}

@@ -80,6 +80,10 @@ pub(crate) struct ShardShared {
     pub wanted: AtomicBool,
     /// Rolls that found no prepared segment (see `ShardWriter::unprepared_rolls`).
     pub unprepared_rolls: AtomicU64,
+    /// The sequence number of the oldest record a follower still has to read
+    /// (`u64::MAX`: none): compaction keeps the log segments holding it, within
+    /// `Shared::hold_segments`.
+    pub hold: AtomicU64,
 }
 
 impl ShardShared {
@@ -116,6 +120,7 @@ impl ShardShared {
             spare_wanted: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
             unprepared_rolls: AtomicU64::new(0),
+            hold: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -133,6 +138,8 @@ pub(crate) struct Shared {
     pub generation: u64,
     pub durability: Durability,
     pub segment_bytes: u64,
+    /// Sealed log segments a shard keeps for its followers at most.
+    pub hold_segments: usize,
     pub shards: Vec<Arc<ShardShared>>,
     pub stop: AtomicBool,
     pub flusher_idle: AtomicBool,
