@@ -22,6 +22,10 @@ pub const MAX_MEMBER_VALUE: usize = 255;
 pub const MAX_FAILOVER_DATA: usize = 1024;
 /// A time that never comes (ISC dhcpd writes it as `never`).
 pub const NEVER: u64 = u64::MAX;
+/// Lamport stamps per second: a shard's stamps start from the clock's seconds times
+/// this, leaving room for a million changes a second per shard before the stamp runs
+/// ahead of the clock; a stamp divided by it is about when its record was made.
+pub const STAMPS_PER_SEC: u64 = 1 << 20;
 
 /// A lease's binding state, the states of ISC dhcpd (`binding state ...;`) with its
 /// numbering (FTS_FREE = 1 ... FTS_BACKUP = 7), so a dump reads like dhcpd.leases.

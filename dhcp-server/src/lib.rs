@@ -4,6 +4,7 @@
 //! `control` socket; `privileges` the switch to an ordinary user after setup. Backends only move bytes: `xdp` (AF_XDP workers fed by the XDP
 //! program) and `udp` (kernel sockets). `config` reads the file and the command line.
 
+pub mod calendar;
 pub mod config;
 pub mod control;
 pub mod failover;

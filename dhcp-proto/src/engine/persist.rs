@@ -9,12 +9,8 @@
 //! in from another shard, so the newest record of an address always wins at replay.
 
 use super::{ClientRef, Engine, KeyKind, LeaseState, SlotId};
-use crate::lease::{BindingState, Cause, Context, Lease, LeaseFlags, LeaseRecord};
+use crate::lease::{BindingState, Cause, Context, Lease, LeaseFlags, LeaseRecord, STAMPS_PER_SEC};
 use crate::wire::Request;
-
-/// Stamps per second: room for a million changes a second per shard before the stamp
-/// runs ahead of the clock.
-const STAMPS_PER_SEC: u64 = 1 << 20;
 
 impl Engine {
     /// The shard a client belongs to: the RFC 3074 hash the XDP program steers by.

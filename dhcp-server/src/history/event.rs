@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use dhcp_proto::lease::{hex, BindingState, HwAddr};
+use dhcp_proto::lease::{hex, BindingState, Cause, HwAddr, Record, STAMPS_PER_SEC};
 use dhcp_proto::wire::relay::{sub, sub_option};
 
 /// What happened to a lease.
@@ -127,6 +127,75 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event a journal record tells of, if any (failover bookkeeping, class members
+    /// and records without a cause tell of none).
+    pub fn from_record(shard: u32, seq: u64, rec: &Record<'_>) -> Option<Event> {
+        match rec {
+            Record::Lease(l) => {
+                let kind = match l.context.cause {
+                    Cause::Granted => EventKind::Granted,
+                    Cause::Renewed => EventKind::Renewed,
+                    Cause::Released | Cause::OperatorReleased => EventKind::Released,
+                    Cause::Declined => EventKind::Declined,
+                    Cause::Expired => EventKind::Expired,
+                    Cause::OperatorDeleted => EventKind::Deleted,
+                    Cause::Partner => EventKind::Partner,
+                    Cause::Failover | Cause::Unknown => return None,
+                };
+                Some(Event {
+                    kind,
+                    state: l.state,
+                    at: if l.context.at == 0 {
+                        l.cltt
+                    } else {
+                        l.context.at
+                    },
+                    addr: l.addr,
+                    hw: HwAddr::new(l.htype, l.chaddr),
+                    client_id: l.client_id.to_vec(),
+                    host_name: l.context.host_name.to_vec(),
+                    relay: Relay::new(l.agent_info, l.context.giaddr),
+                    starts: l.starts,
+                    ends: l.ends,
+                    stamp: l.stamp,
+                    shard,
+                    seq,
+                })
+            }
+            Record::ReservationAdded(r) => Some(Event {
+                kind: EventKind::ReservationAdded,
+                state: BindingState::Free,
+                at: r.stamp / STAMPS_PER_SEC,
+                addr: r.addr,
+                hw: HwAddr::new(r.htype, r.chaddr),
+                client_id: r.client_id.to_vec(),
+                host_name: r.host_name.to_vec(),
+                relay: Relay::default(),
+                starts: 0,
+                ends: 0,
+                stamp: r.stamp,
+                shard,
+                seq,
+            }),
+            Record::ReservationRemoved { stamp, addr } => Some(Event {
+                kind: EventKind::ReservationRemoved,
+                state: BindingState::Free,
+                at: stamp / STAMPS_PER_SEC,
+                addr: *addr,
+                hw: HwAddr::default(),
+                client_id: Vec::new(),
+                host_name: Vec::new(),
+                relay: Relay::default(),
+                starts: 0,
+                ends: 0,
+                stamp: *stamp,
+                shard,
+                seq,
+            }),
+            Record::Failover(_) | Record::MemberAdded(_) | Record::MemberRemoved(_) => None,
+        }
+    }
+
     /// A name of the event no other event of any server has, the same at every
     /// redelivery: sinks deduplicate by it.
     pub fn id(&self, origin: &Origin) -> String {

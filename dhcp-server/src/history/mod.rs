@@ -6,7 +6,11 @@
 //! it keeps the events, so a restart resumes where it stopped (docs/history.md).
 
 pub mod event;
+pub mod follow;
 pub mod sink;
+pub mod text;
 
 pub use event::{Batch, Event, EventKind, Origin, Position, Relay, Role};
+pub use follow::{History, Status};
 pub use sink::{Sink, SinkError};
+pub use text::{TextOptions, TextSink};

@@ -38,34 +38,7 @@ use dhcp_proto::lease::{
 };
 use dhcp_proto::wire::relay::{sub, SubOptions};
 
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// A year past any u64 count of seconds (about 5.8e11 years); `days_from_civil` does not
-/// overflow up to it.
-const MAX_YEAR: i64 = 1_000_000_000_000;
-
-/// (year, month 1-12, day 1-31) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+use crate::calendar::{civil_from_days, days_from_civil, MAX_YEAR};
 
 /// A time as dhcpd writes it, without the `;`: `1 2026/11/23 10:00:00` or `never`.
 pub fn format_time(t: u64) -> String {

@@ -110,6 +110,9 @@ pub struct Options {
     /// Log bytes, over all shards, kept from compaction for followers that have not
     /// read them yet (the lease history's sinks); past it they are compacted anyway.
     pub hold_bytes: u64,
+    /// The log has followers: until each has said how far it got (`Tail::hold`),
+    /// compaction keeps the log (within `hold_bytes`).
+    pub followed: bool,
 }
 
 impl Default for Options {
@@ -120,6 +123,7 @@ impl Default for Options {
             segment_bytes: 64 << 20,
             compact_interval: Duration::from_secs(1),
             hold_bytes: 4 << 30,
+            followed: false,
         }
     }
 }
@@ -300,13 +304,17 @@ impl Journal {
         for (s, r) in shards.iter_mut().enumerate() {
             let (seg, next_seq, next_number) = open_segment(dir, generation, s as u32, r, opts)?;
             let seg = Arc::new(seg);
-            shared_shards.push(Arc::new(ShardShared::new(
+            let shard = ShardShared::new(
                 s as u32,
                 next_seq - 1,
                 Arc::clone(&seg),
                 next_number,
                 std::mem::take(&mut r.sealed),
-            )?));
+            )?;
+            if opts.followed {
+                shard.hold.store(0, Ordering::Release);
+            }
+            shared_shards.push(Arc::new(shard));
             opens.push((seg, next_seq));
         }
         let shared = Arc::new(Shared {
