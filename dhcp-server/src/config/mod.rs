@@ -78,6 +78,8 @@ pub struct Config {
     /// Bulk leasequery over TCP (`[leasequery]`); none: off. Who may ask is the
     /// policy's `leasequery`.
     pub bulk_leasequery: Option<BulkLeasequery>,
+    /// Lease history and events (`[history]`); none: off.
+    pub history: Option<History>,
 }
 
 /// An address prefix of either family, for the peers a listener answers
@@ -148,6 +150,100 @@ impl std::str::FromStr for ClientNet {
 impl std::fmt::Display for ClientNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Where lease events go (`[history]`, docs/history.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// This server's name in events and sinks: unique among the servers writing to
+    /// one database or stream.
+    pub server: String,
+    /// The region its pair serves: one NATS stream per site.
+    pub site: String,
+    /// Log bytes the journal keeps for sinks that are behind.
+    pub journal_hold: u64,
+    /// Most events per delivery.
+    pub batch: usize,
+    pub postgres: Option<PostgresSettings>,
+    pub nats: Option<NatsSettings>,
+    pub text: Option<crate::history::TextOptions>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            server: host_name(),
+            site: "default".into(),
+            journal_hold: 4 << 30,
+            batch: 8192,
+            postgres: None,
+            nats: None,
+            text: None,
+        }
+    }
+}
+
+/// The machine's host name, as a NATS subject token allows it.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "dhcp-server".into()
+    } else {
+        name
+    }
+}
+
+/// `[history.postgres]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// libpq connection string or postgres:// URL.
+    pub url: String,
+    /// Lease spans older than this are dropped with their partition.
+    pub retention_days: u32,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        PostgresSettings {
+            url: String::new(),
+            retention_days: 400,
+        }
+    }
+}
+
+/// `[history.nats]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    pub servers: Vec<String>,
+    /// The stream's name; none: `DHCP_<site>`.
+    pub stream: Option<String>,
+    /// Copies JetStream keeps of each message.
+    pub replicas: usize,
+    /// A NATS credentials file.
+    pub credentials: Option<PathBuf>,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            servers: Vec::new(),
+            stream: None,
+            replicas: 1,
+            credentials: None,
+        }
     }
 }
 
@@ -230,6 +326,7 @@ impl Default for Config {
             log_level: None,
             flood: Flood::default(),
             bulk_leasequery: None,
+            history: None,
         }
     }
 }

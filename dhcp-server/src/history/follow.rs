@@ -125,11 +125,7 @@ pub struct History {
 
 impl History {
     /// Starts one follower per sink.
-    pub fn start(
-        tail: Tail,
-        sinks: Vec<Box<dyn Sink>>,
-        opts: Options,
-    ) -> std::io::Result<History> {
+    pub fn start(tail: Tail, sinks: Vec<Box<dyn Sink>>, opts: Options) -> std::io::Result<History> {
         let holds = Arc::new(Holds {
             tail: tail.clone(),
             per: Mutex::new(vec![None; sinks.len()]),

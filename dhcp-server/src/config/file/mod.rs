@@ -25,6 +25,7 @@ use dhcp_proto::wire::code;
 mod class;
 mod failover;
 mod flood;
+mod history;
 mod leasequery;
 mod subnet;
 
@@ -79,6 +80,7 @@ const TOP_KEYS: &[&str] = &[
     "flex-id",
     "flood",
     "leasequery",
+    "history",
     "subnet",
 ];
 
@@ -520,6 +522,7 @@ impl Walker {
             .get("leasequery")
             .map(|v| self.leasequery(v))
             .unwrap_or_default();
+        let history = root.get("history").and_then(|v| self.history(v));
         let interfaces = self.interfaces(root);
         let classes = self.classes(root);
         let flex_id = root.get("flex-id").and_then(|v| {
@@ -583,6 +586,7 @@ impl Walker {
             log_level,
             flood,
             bulk_leasequery,
+            history,
         });
         Walked { config, dirty }
     }

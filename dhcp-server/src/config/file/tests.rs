@@ -167,8 +167,59 @@ fn a_full_file_becomes_the_model() {
         log_level: Some("info,dhcp_proto::engine=debug".into()),
         flood: crate::config::Flood::default(),
         bulk_leasequery: None,
+        history: None,
     };
     assert_eq!(load(FULL).unwrap(), expected);
+}
+
+#[test]
+fn the_history_table_names_its_sinks() {
+    let text = format!(
+        "{MINIMAL}\n[history]\nserver = \"dhcp-a\"\nsite = \"north\"\njournal-hold = 1073741824\n\
+         [history.postgres]\nurl = \"host=/run/postgresql dbname=dhcp\"\nretention-days = 30\n\
+         [history.nats]\nservers = [\"nats://198.51.100.10:4222\"]\nreplicas = 3\n\
+         [history.text]\ndir = \"/var/log/dhcp-server\"\n"
+    );
+    let h = load(&text).unwrap().history.unwrap();
+    assert_eq!((h.server.as_str(), h.site.as_str()), ("dhcp-a", "north"));
+    assert_eq!(h.journal_hold, 1 << 30);
+    let pg = h.postgres.unwrap();
+    assert_eq!(
+        (pg.url.as_str(), pg.retention_days),
+        ("host=/run/postgresql dbname=dhcp", 30)
+    );
+    let nats = h.nats.unwrap();
+    assert_eq!((nats.servers.len(), nats.replicas), (1, 3));
+    let text_sink = h.text.unwrap();
+    assert_eq!(text_sink.dir, Path::new("/var/log/dhcp-server"));
+    assert_eq!(text_sink.prefix, "dhcp-leases");
+}
+
+#[test]
+fn a_bad_history_table_names_line_and_key() {
+    let at = |extra: &str| {
+        let e = one_error(&format!("{MINIMAL}\n[history]\n{extra}"));
+        (e.key, e.reason)
+    };
+    assert_eq!(
+        at("site = \"a b\"\n[history.text]\ndir = \"/x\"\n").0,
+        "history.site"
+    );
+    assert_eq!(at("[history.text]\ndir = \"logs\"\n").0, "history.text.dir");
+    assert_eq!(
+        at("[history.postgres]\nretention-days = 3\n").0,
+        "history.postgres.url"
+    );
+    assert_eq!(
+        at("[history.nats]\nservers = [\"http://x\"]\n").0,
+        "history.nats.servers[0]"
+    );
+    let (key, reason) = at("server = \"a\"\n");
+    assert_eq!(key, "history");
+    assert!(reason.contains("no sink"), "{reason}");
+    assert!(at("[history.text]\ndir = \"/x\"\nrotate = 1\n")
+        .1
+        .contains("unknown key"));
 }
 
 #[test]
