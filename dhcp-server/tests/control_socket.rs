@@ -129,6 +129,7 @@ impl Server for Fake {
                 queued_updates: 4,
                 unacked_updates: 0,
             }),
+            history: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::types::{BulkStats, FailoverStatus, Stats, Status};
+use super::types::{BulkStats, FailoverStatus, SinkStatus, Stats, Status};
 use dhcp_proto::failover::Service;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -133,6 +133,9 @@ pub fn render(status: &Status, stats: &Stats) -> String {
             .iter()
             .map(|(r, n)| (format!("reason=\"{}\"", label(r)), *n)),
     );
+    if !status.history.is_empty() {
+        history(&mut out, &status.history);
+    }
     if let Some(b) = &stats.bulk_leasequery {
         bulk(&mut out, b);
     }
@@ -250,6 +253,58 @@ pub fn render(status: &Status, stats: &Stats) -> String {
         one(l.samples),
     );
     out
+}
+
+/// The lease history families, one sample per sink; only with `[history]`.
+fn history(out: &mut String, sinks: &[SinkStatus]) {
+    let per = |f: fn(&SinkStatus) -> u64| {
+        sinks
+            .iter()
+            .map(move |s| (format!("sink=\"{}\"", label(&s.sink)), f(s)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        out,
+        "dhcp_history_events_delivered_total",
+        "counter",
+        "Lease events the sink has stored.",
+        per(|s| s.delivered),
+    );
+    family(
+        out,
+        "dhcp_history_lag_records",
+        "gauge",
+        "Journal records the sink has not got yet.",
+        per(|s| s.lag_records),
+    );
+    family(
+        out,
+        "dhcp_history_lag_seconds",
+        "gauge",
+        "Age of the newest event the sink has stored, while it is behind; 0 when caught up.",
+        per(|s| s.lag_seconds),
+    );
+    family(
+        out,
+        "dhcp_history_lost_total",
+        "counter",
+        "Journal records compacted before the sink got them (history journal-hold exceeded).",
+        per(|s| s.lost),
+    );
+    family(
+        out,
+        "dhcp_history_errors_total",
+        "counter",
+        "Failed connections and deliveries to the sink.",
+        per(|s| s.errors),
+    );
+    family(
+        out,
+        "dhcp_history_connected",
+        "gauge",
+        "1 while the sink's last connection or delivery succeeded.",
+        per(|s| s.connected.into()),
+    );
 }
 
 /// The bulk leasequery families; only on a server that listens for it.
@@ -401,6 +456,7 @@ mod tests {
             },
             config: ConfigStatus::default(),
             failover: None,
+            history: Vec::new(),
         };
         let mut stats = Stats::default();
         stats.received.insert("discover".into(), 10);
@@ -455,6 +511,36 @@ mod tests {
         );
         assert!(text.contains("dhcp_connections_refused_total{listener=\"metrics\"} 2\n"));
         assert!(text.contains("dhcp_connections_refused_total{listener=\"control\"} 0\n"));
+    }
+
+    #[test]
+    fn history_families_one_sample_per_sink() {
+        let (mut status, stats) = sample();
+        assert!(!render(&status, &stats).contains("dhcp_history_"));
+        status.history = vec![SinkStatus {
+            sink: "postgres".into(),
+            connected: false,
+            delivered: 120,
+            lag_records: 7,
+            lag_seconds: 61,
+            lost: 0,
+            errors: 3,
+            last_error: Some("connection refused".into()),
+            last_error_at: Some(1),
+        }];
+        let text = render(&status, &stats);
+        for line in [
+            r#"dhcp_history_events_delivered_total{sink="postgres"} 120"#,
+            r#"dhcp_history_lag_records{sink="postgres"} 7"#,
+            r#"dhcp_history_lag_seconds{sink="postgres"} 61"#,
+            r#"dhcp_history_errors_total{sink="postgres"} 3"#,
+            r#"dhcp_history_connected{sink="postgres"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 
     #[test]

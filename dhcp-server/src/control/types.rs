@@ -40,6 +40,29 @@ pub struct Status {
     /// The failover partnership; absent (not null) without a partner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverStatus>,
+    /// The lease history's sinks (`[history]`); absent without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<SinkStatus>,
+}
+
+/// One lease history sink: how far behind the journal it is and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    /// "postgres", "nats" or "text".
+    pub sink: String,
+    /// The last open or delivery succeeded.
+    pub connected: bool,
+    pub delivered: u64,
+    /// Journal records not delivered yet.
+    pub lag_records: u64,
+    /// How old the newest delivered event is, while behind; 0 when caught up.
+    pub lag_seconds: u64,
+    /// Records compacted before the sink got them (the journal's hold was full).
+    pub lost: u64,
+    pub errors: u64,
+    /// The last error and when (Unix seconds).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
 }
 
 /// How many reservations the server applies, by where they come from.
@@ -766,6 +789,7 @@ mod tests {
             reservations: ReservationCounts::default(),
             config: ConfigStatus::default(),
             failover: None,
+            history: Vec::new(),
         };
         let v = serde_json::to_value(&st).unwrap();
         assert!(v.get("failover").is_none(), "{v}");

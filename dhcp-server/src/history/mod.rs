@@ -14,3 +14,37 @@ pub use event::{Batch, Event, EventKind, Origin, Position, Relay, Role};
 pub use follow::{History, Status};
 pub use sink::{Sink, SinkError};
 pub use text::{TextOptions, TextSink};
+
+use crate::config::Config;
+use crate::journal::Tail;
+
+/// The origin events of this server carry, from `[history]` and the failover role.
+pub fn origin(config: &Config, h: &crate::config::History) -> Origin {
+    use dhcp_proto::failover::Role as Pair;
+    Origin {
+        server: h.server.clone(),
+        site: h.site.clone(),
+        role: match config.policy.failover.as_ref().map(|f| f.role) {
+            None => Role::Standalone,
+            Some(Pair::Primary) => Role::Primary,
+            Some(Pair::Secondary) => Role::Secondary,
+        },
+    }
+}
+
+/// Starts a follower for each sink `[history]` names; none without it.
+pub fn start(config: &Config, tail: Tail) -> std::io::Result<Option<History>> {
+    let Some(h) = &config.history else {
+        return Ok(None);
+    };
+    let origin = origin(config, h);
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(t) = &h.text {
+        sinks.push(Box::new(TextSink::new(t.clone(), origin.clone())));
+    }
+    let opts = follow::Options {
+        batch: h.batch,
+        ..follow::Options::default()
+    };
+    History::start(tail, sinks, opts).map(Some)
+}

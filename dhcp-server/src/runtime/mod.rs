@@ -181,6 +181,18 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
         Some(target) => target.switch(config.state_dir.as_deref(), kind == BackendKind::Xdp),
         None => Ok(()),
     };
+    // The followers start as the server's user: the files they make are its own.
+    let history = match (&journal, &switched) {
+        (Some(j), Ok(())) => crate::history::start(&config, j.tail()).unwrap_or_else(|e| {
+            tracing::error!("lease history: cannot start its followers: {e}");
+            env.stop.request();
+            None
+        }),
+        _ => None,
+    };
+    if let Some(h) = &history {
+        operated.set_history(h.statuses().to_vec());
+    }
     if switched.is_ok() {
         operated.set_ready();
         for line in serving.ready() {
@@ -204,6 +216,10 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
         pair.stop();
     }
     let joined = serving.join();
+    // The workers are done: let the sinks take what the journal holds, briefly.
+    if let Some(h) = history {
+        h.stop(Duration::from_secs(5));
+    }
     drop(journal);
     drop(control);
     switched?;

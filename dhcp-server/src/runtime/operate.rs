@@ -363,6 +363,8 @@ pub struct Operated {
     failover: Option<crate::failover::link::Handle>,
     /// The bulk leasequery listener's counters, when it listens.
     bulk: Option<BulkCounters>,
+    /// The lease history's followers, once started.
+    history: std::sync::OnceLock<Vec<Arc<crate::history::Status>>>,
     env: Env,
 }
 
@@ -409,6 +411,7 @@ impl Operated {
             loaded: AtomicU64::new(env.clock.now()),
             failover: None,
             bulk: None,
+            history: std::sync::OnceLock::new(),
             env,
         }
     }
@@ -451,6 +454,11 @@ impl Operated {
     pub fn with_bulk(mut self, counters: Option<BulkCounters>) -> Self {
         self.bulk = counters;
         self
+    }
+
+    /// The lease history's followers started: `status` and the metrics show each sink.
+    pub fn set_history(&self, statuses: Vec<Arc<crate::history::Status>>) {
+        let _ = self.history.set(statuses);
     }
 
     /// Every socket is up and the journal is replayed: status says ready from now on,
@@ -589,6 +597,11 @@ impl control::Server for Operated {
                 .failover
                 .as_ref()
                 .and_then(|link| link.latest.lock().as_ref().map(report::failover_status)),
+            history: self
+                .history
+                .get()
+                .map(|all| all.iter().map(|s| report::sink_status(s)).collect())
+                .unwrap_or_default(),
         }
     }
 

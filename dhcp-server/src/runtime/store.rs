@@ -81,6 +81,11 @@ pub fn open(config: &Config, count: u16, now: u64) -> Result<Shards, journal::Er
             shards: usize::from(count),
             durability: config.durability,
             segment_bytes: config.journal_segment_bytes,
+            followed: config.history.is_some(),
+            hold_bytes: config
+                .history
+                .as_ref()
+                .map_or(journal::Options::default().hold_bytes, |h| h.journal_hold),
             ..journal::Options::default()
         },
     )?;

@@ -138,6 +138,33 @@ pub(super) fn status(s: &Status, now: u64) -> String {
             let _ = writeln!(out, "{k:<11} {v}");
         }
     }
+    for (i, h) in s.history.iter().enumerate() {
+        let state = match (&h.last_error, h.connected) {
+            (_, true) => "connected".to_owned(),
+            (Some(e), false) => format!("FAILING: {e}"),
+            (None, false) => "connecting".to_owned(),
+        };
+        let behind = if h.lag_records == 0 {
+            "up to date".to_owned()
+        } else {
+            format!(
+                "{} records, {} behind",
+                h.lag_records,
+                duration(h.lag_seconds)
+            )
+        };
+        let lost = if h.lost > 0 {
+            format!(", {} LOST", h.lost)
+        } else {
+            String::new()
+        };
+        let key = if i == 0 { "history" } else { "" };
+        let _ = writeln!(
+            out,
+            "{key:<11} {}: {state}; {} delivered, {behind}{lost}",
+            h.sink, h.delivered
+        );
+    }
     out
 }
 
@@ -590,6 +617,7 @@ mod tests {
             reservations: ReservationCounts::default(),
             config: ConfigStatus::default(),
             failover,
+            history: Vec::new(),
         }
     }
 

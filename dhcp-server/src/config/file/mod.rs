@@ -522,7 +522,17 @@ impl Walker {
             .get("leasequery")
             .map(|v| self.leasequery(v))
             .unwrap_or_default();
-        let history = root.get("history").and_then(|v| self.history(v));
+        let history = root.get_key_value("history").and_then(|(k, v)| {
+            let h = self.history(v)?;
+            if state_dir.is_none() {
+                self.error(
+                    k.span(),
+                    "history",
+                    "needs state-dir: the lease journal is where the history comes from",
+                );
+            }
+            Some(h)
+        });
         let interfaces = self.interfaces(root);
         let classes = self.classes(root);
         let flex_id = root.get("flex-id").and_then(|v| {

@@ -175,7 +175,7 @@ fn a_full_file_becomes_the_model() {
 #[test]
 fn the_history_table_names_its_sinks() {
     let text = format!(
-        "{MINIMAL}\n[history]\nserver = \"dhcp-a\"\nsite = \"north\"\njournal-hold = 1073741824\n\
+        "state-dir = \"/var/lib/dhcp-server\"\n{MINIMAL}\n[history]\nserver = \"dhcp-a\"\nsite = \"north\"\njournal-hold = 1073741824\n\
          [history.postgres]\nurl = \"host=/run/postgresql dbname=dhcp\"\nretention-days = 30\n\
          [history.nats]\nservers = [\"nats://198.51.100.10:4222\"]\nreplicas = 3\n\
          [history.text]\ndir = \"/var/log/dhcp-server\"\n"
@@ -198,7 +198,9 @@ fn the_history_table_names_its_sinks() {
 #[test]
 fn a_bad_history_table_names_line_and_key() {
     let at = |extra: &str| {
-        let e = one_error(&format!("{MINIMAL}\n[history]\n{extra}"));
+        let e = one_error(&format!(
+            "state-dir = \"/var/lib/dhcp-server\"\n{MINIMAL}\n[history]\n{extra}"
+        ));
         (e.key, e.reason)
     };
     assert_eq!(

@@ -5,7 +5,9 @@
 use dhcp_proto::engine;
 use dhcp_proto::failover::machine;
 
-use crate::control::{FailoverStatus, LeaseState, ShardStats, Stats};
+use std::sync::atomic::Ordering;
+
+use crate::control::{FailoverStatus, LeaseState, ShardStats, SinkStatus, Stats};
 
 /// The JSON key of each engine message-type counter, by the engine's index (0: other).
 const MESSAGE_KEYS: [&str; 14] = [
@@ -74,6 +76,22 @@ pub fn failover_status(s: &machine::Status) -> FailoverStatus {
         mclt: s.mclt,
         queued_updates: s.queued as u64,
         unacked_updates: s.unacked as u64,
+    }
+}
+
+/// A lease history sink as `status` shows it.
+pub fn sink_status(s: &crate::history::Status) -> SinkStatus {
+    let last = s.last_error();
+    SinkStatus {
+        sink: s.kind.to_owned(),
+        connected: s.connected.load(Ordering::Relaxed),
+        delivered: s.delivered.load(Ordering::Relaxed),
+        lag_records: s.lag_records(),
+        lag_seconds: s.behind_seconds.load(Ordering::Relaxed),
+        lost: s.lost.load(Ordering::Relaxed),
+        errors: s.errors.load(Ordering::Relaxed),
+        last_error_at: last.as_ref().map(|(at, _)| *at),
+        last_error: last.map(|(_, e)| e),
     }
 }
 
