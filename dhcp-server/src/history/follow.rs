@@ -386,3 +386,171 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::sink::SinkError;
+    use crate::journal::{
+        BindingState, Cause, Context, Journal, LeaseFlags, LeaseRecord, Options as JournalOptions,
+    };
+    use std::net::Ipv4Addr;
+
+    /// A sink in memory that fails while told to, and keeps its position with its
+    /// events as a database would.
+    #[derive(Clone, Default)]
+    struct Memory(Arc<Mutex<Kept>>);
+
+    #[derive(Default)]
+    struct Kept {
+        events: Vec<Event>,
+        position: Option<Position>,
+        down: bool,
+        opens: u32,
+    }
+
+    impl Sink for Memory {
+        fn kind(&self) -> &'static str {
+            "memory"
+        }
+
+        fn open(&mut self) -> Result<Option<Position>, SinkError> {
+            let mut k = self.0.lock();
+            k.opens += 1;
+            if k.down {
+                return Err(SinkError::new("down"));
+            }
+            Ok(k.position.clone())
+        }
+
+        fn deliver(&mut self, batch: &Batch) -> Result<(), SinkError> {
+            let mut k = self.0.lock();
+            if k.down {
+                return Err(SinkError::new("down"));
+            }
+            k.events.extend(batch.events.iter().cloned());
+            k.position = Some(batch.after.clone());
+            Ok(())
+        }
+    }
+
+    fn grant(w: &mut crate::journal::ShardWriter, i: u32, cause: Cause) -> u64 {
+        let mac = [2, 0, 0, 0, (i >> 8) as u8, i as u8];
+        w.append_lease(&LeaseRecord {
+            stamp: u64::from(i) + 1,
+            addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i),
+            state: BindingState::Active,
+            htype: 1,
+            chaddr: &mac,
+            client_id: &[],
+            agent_info: &[],
+            starts: 1_795_000_000,
+            ends: 1_795_003_600,
+            cltt: 1_795_000_000,
+            tstp: 0,
+            tsfp: 0,
+            atsfp: 0,
+            flags: LeaseFlags(0),
+            context: Context {
+                cause,
+                at: 1_795_000_000,
+                giaddr: Ipv4Addr::new(192, 0, 2, 1),
+                host_name: b"cpe",
+            },
+        })
+        .unwrap()
+    }
+
+    fn wait(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn every_event_once_in_order_through_an_outage_and_a_restart() {
+        let dir = std::env::temp_dir().join(format!("dhcp-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = JournalOptions {
+            shards: 2,
+            segment_bytes: JournalOptions::MIN_SEGMENT,
+            followed: true,
+            ..JournalOptions::default()
+        };
+        let mut o = Journal::open(&dir, &opts).unwrap();
+        let sink = Memory::default();
+        let fast = Options {
+            batch: 100,
+            idle_store: Duration::from_millis(50),
+        };
+        let history = History::start(o.journal.tail(), vec![Box::new(sink.clone())], fast).unwrap();
+        let status = Arc::clone(&history.statuses()[0]);
+        let write = |o: &mut crate::journal::Opened, range: std::ops::Range<u32>| {
+            for i in range {
+                let cause = if i % 10 == 0 {
+                    Cause::Failover
+                } else {
+                    Cause::Granted
+                };
+                grant(&mut o.writers[i as usize % 2], i, cause);
+            }
+        };
+        write(&mut o, 0..400);
+        wait("the first 360 events", || sink.0.lock().events.len() >= 360);
+        sink.0.lock().down = true;
+        write(&mut o, 400..600);
+        wait("the outage to be seen", || {
+            status.errors.load(Ordering::Relaxed) > 0
+        });
+        assert!(!status.connected.load(Ordering::Relaxed));
+        assert!(status.lag_records() > 0, "behind while down");
+        sink.0.lock().down = false;
+        write(&mut o, 600..1_000);
+        wait("all 900 events", || sink.0.lock().events.len() >= 900);
+        let status = Arc::clone(&history.statuses()[0]);
+        assert!(
+            status.errors.load(Ordering::Relaxed) > 0,
+            "the outage was seen"
+        );
+        history.stop(Duration::from_secs(5));
+        assert_eq!(status.lag_records(), 0);
+        // A restart (new followers, the journal reopened) delivers nothing twice.
+        drop(o.writers);
+        drop(o.journal);
+        let mut o = Journal::open(&dir, &opts).unwrap();
+        let history = History::start(o.journal.tail(), vec![Box::new(sink.clone())], fast).unwrap();
+        for i in 1_000..1_100 {
+            grant(&mut o.writers[i as usize % 2], i, Cause::Renewed);
+        }
+        wait("the restart's 100 events", || {
+            sink.0.lock().events.len() >= 1_000
+        });
+        history.stop(Duration::from_secs(5));
+        let k = sink.0.lock();
+        let mut stamps: Vec<u64> = k.events.iter().map(|e| e.stamp).collect();
+        assert_eq!(stamps.len(), 1_000, "no event twice");
+        stamps.sort_unstable();
+        stamps.dedup();
+        assert_eq!(stamps.len(), 1_000);
+        for shard in 0..2u32 {
+            let seqs: Vec<u64> = k
+                .events
+                .iter()
+                .filter(|e| e.shard == shard)
+                .map(|e| e.seq)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "shard {shard} in journal order"
+            );
+        }
+        let e = &k.events[0];
+        assert_eq!(e.relay.giaddr, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(e.host_name, b"cpe");
+        assert!(k.opens >= 3, "reopened after the outage and at the restart");
+        drop(k);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
