@@ -53,10 +53,16 @@ fn caught_up(lab: &Lab) -> serde_json::Value {
         let status = ctl_json(&socket, &["status"]);
         let sinks = status["history"].as_array().cloned().unwrap_or_default();
         assert!(!sinks.is_empty(), "no history in status: {status}");
-        if sinks.iter().all(|s| s["lag_records"] == 0 && s["connected"] == true) {
+        if sinks
+            .iter()
+            .all(|s| s["lag_records"] == 0 && s["connected"] == true)
+        {
             return status;
         }
-        assert!(Instant::now() < deadline, "sinks did not catch up: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "sinks did not catch up: {status}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -159,7 +165,10 @@ fn every_ack_appears_once_in_the_text_file(backend: Backend) {
     let sent_acks = stats["sent"]["ack"].as_u64().unwrap();
     let lines = text_lines(&lab.path("history"));
     let granted = lines.iter().filter(|l| l.kind == "granted").count() as u64;
-    assert_eq!(granted, sent_acks, "one line per ACK the server sent: {status}");
+    assert_eq!(
+        granted, sent_acks,
+        "one line per ACK the server sent: {status}"
+    );
     assert!(granted >= acks.received, "every ACK the clients saw");
     check_once(&lines, &leases(&lab));
     assert_eq!(status["history"][0]["delivered"], granted, "{status}");
@@ -185,13 +194,19 @@ fn a_kill_mid_load_loses_and_repeats_nothing() {
         load.join().unwrap()
     });
     let before = perf_stats(&killed, "REQUEST-ACK");
-    assert!(before.received > 0, "the load ran before the kill: {killed}");
+    assert!(
+        before.received > 0,
+        "the load ran before the kill: {killed}"
+    );
     let _ = lab.stop(server.pid);
     let server = start(&mut lab, Backend::Udp, &sinks);
     caught_up(&lab);
     let lines = text_lines(&lab.path("history"));
     let leases = leases(&lab);
-    assert!(leases.len() as u64 >= before.received, "the journal kept every ACK");
+    assert!(
+        leases.len() as u64 >= before.received,
+        "the journal kept every ACK"
+    );
     check_once(&lines, &leases);
     let stopped = lab.stop(server.pid).expect("no exit on SIGTERM");
     assert!(stopped.success());

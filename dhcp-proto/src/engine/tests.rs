@@ -2134,3 +2134,50 @@ fn an_offer_never_goes_to_ciaddr_only_an_ack_does() {
     let ack = lab.reply(&request(5).ciaddr(a));
     assert_eq!(ack.to, Destination::Unicast(a), "a renewal's ACK");
 }
+
+/// Every lease change reaches the journal with why it was made, when, and the relay and
+/// host name of the request that made it: the lease history's events come from them.
+#[test]
+fn every_change_is_journaled_with_its_cause() {
+    use crate::lease::{BindingState, Cause};
+    let mut lab = Lab::new(config());
+    let cause = |lab: &mut Lab| {
+        let now = lab.now;
+        let r = lab.engine.take_change(now).expect("a change to journal");
+        (
+            r.context.cause,
+            r.state,
+            r.context.giaddr,
+            r.context.host_name.to_vec(),
+            r.context.at,
+        )
+    };
+    let a = lab.dora(&discover(1).relayed().opt(code::HOST_NAME, b"cpe-1"));
+    let (c, state, giaddr, host, at) = cause(&mut lab);
+    assert_eq!(
+        (c, state, giaddr),
+        (Cause::Granted, BindingState::Active, RELAY)
+    );
+    assert_eq!((host.as_slice(), at), (&b"cpe-1"[..], lab.now));
+    lab.now += 600;
+    assert_eq!(lab.reply(&request(1).ciaddr(a)).kind, MessageType::Ack);
+    let (c, _, giaddr, host, _) = cause(&mut lab);
+    assert_eq!(
+        (c, giaddr, host.len()),
+        (Cause::Renewed, Ipv4Addr::UNSPECIFIED, 0)
+    );
+    lab.send(&Msg::new(MessageType::Release, 1).ciaddr(a).server(SERVER));
+    assert_eq!(cause(&mut lab).0, Cause::Released);
+    lab.dora(&discover(2));
+    assert_eq!(cause(&mut lab).0, Cause::Granted);
+    // Without a partner, a lease that runs out is journaled too, once.
+    lab.now += 10 * 86_400;
+    lab.engine.tick(lab.now);
+    let (c, state, ..) = cause(&mut lab);
+    assert_eq!((c, state), (Cause::Expired, BindingState::Expired));
+    assert!(lab.engine.take_change(lab.now).is_none());
+    let c3 = lab.dora(&discover(3));
+    let _ = cause(&mut lab);
+    assert!(lab.engine.operator_delete(c3));
+    assert_eq!(cause(&mut lab).0, Cause::OperatorDeleted);
+}
