@@ -1,0 +1,549 @@
+//! The PostgreSQL sink: one row per lease span (who held which address from when to
+//! when, through which relay), written by both servers of a failover pair into one
+//! database, and the queries operators ask of it (docs/history-postgres.md).
+//!
+//! Each batch is one transaction: lock the batch's addresses in `lease_open` (in address
+//! order, so two servers' transactions never deadlock), read their open spans, work out
+//! the changes in memory (`plan`), write them with three set-based statements over
+//! arrays, and store the journal position in `history_position` beside them. A crash at
+//! any point leaves both or neither.
+
+mod plan;
+mod query;
+mod schema;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant, SystemTime};
+
+use hashbrown::{HashMap, HashSet};
+use tokio::runtime::Runtime;
+use tokio_postgres::types::{Timestamp, Type};
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use super::{Batch, Origin, Position, Sink, SinkError};
+use plan::{AddrState, ClientKey, Micros};
+pub use query::{format_spans, format_time, History, Span};
+use schema::Month;
+
+/// Where and how the sink writes.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// libpq connection string (`host=/run/postgresql dbname=dhcp user=dhcp`) or URL
+    /// (`postgres://dhcp@db.example/dhcp`). TLS is not spoken: a Unix socket or a trusted
+    /// network.
+    pub url: String,
+    /// Partitions whose spans all started longer ago than this are dropped (by month).
+    pub retention_days: u32,
+    /// The most events the follower hands over in one batch (one transaction).
+    pub batch: usize,
+    /// The longest a connection, a delivery or a retention pass may take before the sink
+    /// gives up on the connection (the transaction is then rolled back by the server).
+    pub timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            url: "host=/run/postgresql dbname=dhcp".into(),
+            retention_days: 365,
+            batch: 10_000,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What went wrong, before it becomes a `SinkError` or an operator's message.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("connection string: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("{what}: {source}")]
+    Sql {
+        what: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("the database's history schema is version {at}, newer than this server's {known}: upgrade the server")]
+    Newer { at: usize, known: usize },
+    #[error("stored journal position: {0}")]
+    Position(String),
+    #[error("not connected (open first)")]
+    NotOpen,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot start the PostgreSQL client's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl PgError {
+    fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+        move |source| PgError::Sql { what, source }
+    }
+}
+
+fn runtime() -> Result<Runtime, PgError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(PgError::Runtime)
+}
+
+/// Connects with `url`, naming the connection after `app` unless the URL does, and
+/// bounding the connect by `timeout` unless the URL does. The connection's task runs on
+/// `rt` (so only while the caller is in `block_on`, which is the only time it is used).
+async fn connect(url: &str, app: &str, timeout: Duration, rt: &Runtime) -> Result<Client, PgError> {
+    let mut config: Config = url.parse().map_err(PgError::Url)?;
+    if config.get_application_name().is_none() {
+        config.application_name(app);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(timeout);
+    }
+    let target = format!(
+        "{:?} database {}",
+        config.get_hosts(),
+        config.get_dbname().unwrap_or("(user's)")
+    );
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| PgError::Connect { target, source })?;
+    rt.spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("history database connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates or migrates the history schema and this month's and next month's partitions:
+/// `dhcp-server history init`. Returns the schema version.
+pub fn init(url: &str) -> Result<usize, PgError> {
+    let rt = runtime()?;
+    let timeout = PostgresOptions::default().timeout;
+    rt.block_on(async {
+        let mut client = connect(url, "dhcp-server history init", timeout, &rt).await?;
+        let v = schema::migrate(&mut client).await?;
+        let m = schema::month_of(schema::now());
+        schema::ensure_partitions(&mut client, [m, m + 1]).await?;
+        Ok(v)
+    })
+}
+
+/// The sink. It owns a current-thread runtime for the async client and blocks on it: the
+/// follower thread is its own, and nothing else waits on it.
+pub struct PostgresSink {
+    opts: PostgresOptions,
+    origin: Origin,
+    rt: Runtime,
+    inner: Inner,
+}
+
+/// The state the async parts borrow while the runtime is borrowed to run them.
+struct Inner {
+    conn: Option<Conn>,
+    /// Partitions known to exist (this connection or an earlier one created or saw them).
+    months: HashSet<Month>,
+    last_retention: Option<Instant>,
+}
+
+struct Conn {
+    client: Client,
+    lock_new: Statement,
+    lock: Statement,
+    extend: Statement,
+    insert: Statement,
+    set_open: Statement,
+    position: Statement,
+}
+
+/// How often a running sink drops expired partitions (and at every `open`).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+impl PostgresSink {
+    pub fn new(opts: PostgresOptions, origin: Origin) -> Result<Self, SinkError> {
+        let rt = runtime().map_err(|e| SinkError::new(format!("postgres: {e}")))?;
+        Ok(PostgresSink {
+            opts,
+            origin,
+            rt,
+            inner: Inner {
+                conn: None,
+                months: HashSet::new(),
+                last_retention: None,
+            },
+        })
+    }
+
+    /// Runs `f` bounded by the timeout; on any error the connection is dropped (rolling
+    /// back what it had begun) and the error given context.
+    fn run<T>(
+        &mut self,
+        doing: &str,
+        f: impl AsyncFnOnce(&mut Inner, &PostgresOptions, &Origin, &Runtime) -> Result<T, PgError>,
+    ) -> Result<T, SinkError> {
+        let PostgresSink {
+            opts,
+            origin,
+            rt,
+            inner,
+        } = self;
+        let limit = opts.timeout;
+        let res = rt.block_on(async {
+            tokio::time::timeout(limit, f(inner, opts, origin, rt))
+                .await
+                .unwrap_or(Err(PgError::Timeout(limit)))
+        });
+        res.map_err(|e| {
+            inner.conn = None;
+            SinkError::new(format!("postgres ({}): {doing}: {e}", origin.server))
+        })
+    }
+}
+
+impl Sink for PostgresSink {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn open(&mut self) -> Result<Option<Position>, SinkError> {
+        self.inner.conn = None;
+        self.run("open", async |inner, opts, origin, rt| {
+            let app = format!("dhcp-server history {}", origin.server);
+            let mut client = connect(&opts.url, &app, opts.timeout, rt).await?;
+            let version = schema::migrate(&mut client).await?;
+            let m = schema::month_of(schema::now());
+            schema::ensure_partitions(&mut client, [m, m + 1]).await?;
+            inner.months.extend([m, m + 1]);
+            schema::apply_retention(&mut client, opts.retention_days).await?;
+            inner.last_retention = Some(Instant::now());
+            let row = client
+                .query_opt(
+                    "SELECT position FROM history_position WHERE server = $1",
+                    &[&origin.server],
+                )
+                .await
+                .map_err(PgError::sql("read the position"))?;
+            let position = row
+                .map(|r| r.get::<_, String>(0).parse::<Position>())
+                .transpose()
+                .map_err(PgError::Position)?;
+            inner.conn = Some(Conn::prepare(client).await?);
+            tracing::info!(
+                server = %origin.server,
+                version,
+                position = %position.as_ref().map_or("none".into(), |p| p.to_string()),
+                "history database opened"
+            );
+            Ok(position)
+        })
+    }
+
+    fn deliver(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.run("deliver", async |inner, opts, origin, _| {
+            inner.deliver(batch, opts, origin).await
+        })
+    }
+}
+
+impl Conn {
+    async fn prepare(client: Client) -> Result<Conn, PgError> {
+        let p = async |sql: &str, types: &[Type]| {
+            client
+                .prepare_typed(sql, types)
+                .await
+                .map_err(PgError::sql("prepare"))
+        };
+        use Type as T;
+        let lock_new = p(
+            // Rows for addresses never seen, inserted in address order: a concurrent
+            // writer inserting the same address waits here, then finds it.
+            "INSERT INTO lease_open (address)
+             SELECT a FROM unnest($1::inet[]) AS a ORDER BY a ON CONFLICT DO NOTHING",
+            &[T::INET_ARRAY],
+        )
+        .await?;
+        let lock = p(
+            "SELECT address, since, open, htype, hw, client_id, closed_at FROM lease_open
+             WHERE address = ANY($1) ORDER BY address FOR UPDATE",
+            &[T::INET_ARRAY],
+        )
+        .await?;
+        // The end `plan` could not work out alone: max(since, min(max(upper, ext), close)),
+        // against the stored upper; a span that ends where it starts is [since, since].
+        let upper = "greatest(s.since, least(greatest(upper(s.validity), x.ext), x.close))";
+        let extend = p(
+            &format!(
+                "UPDATE lease_span s SET
+                   validity = tstzrange(s.since, {upper},
+                                        CASE WHEN {upper} = s.since THEN '[]' ELSE '[)' END),
+                   server = $1,
+                   host_name = coalesce(x.host_name, s.host_name),
+                   circuit_id = coalesce(x.circuit_id, s.circuit_id),
+                   remote_id = coalesce(x.remote_id, s.remote_id),
+                   subscriber_id = coalesce(x.subscriber_id, s.subscriber_id),
+                   giaddr = coalesce(x.giaddr, s.giaddr)
+                 FROM unnest($2::inet[], $3::timestamptz[], $4::timestamptz[],
+                             $5::timestamptz[], $6::text[], $7::bytea[], $8::bytea[],
+                             $9::bytea[], $10::inet[])
+                        AS x(address, since, ext, close, host_name, circuit_id, remote_id,
+                             subscriber_id, giaddr)
+                 WHERE s.address = x.address AND s.since = x.since"
+            ),
+            &[
+                T::TEXT,
+                T::INET_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::TEXT_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::INET_ARRAY,
+            ],
+        )
+        .await?;
+        let insert = p(
+            "INSERT INTO lease_span (address, since, validity, htype, hw, client_id,
+                                     host_name, circuit_id, remote_id, subscriber_id,
+                                     giaddr, server)
+             SELECT address, since,
+                    tstzrange(since, upper, CASE WHEN upper = since THEN '[]' ELSE '[)' END),
+                    htype, hw, client_id, host_name, circuit_id, remote_id, subscriber_id,
+                    giaddr, $1
+             FROM unnest($2::inet[], $3::timestamptz[], $4::timestamptz[], $5::int2[],
+                         $6::bytea[], $7::bytea[], $8::text[], $9::bytea[], $10::bytea[],
+                         $11::bytea[], $12::inet[])
+                    AS x(address, since, upper, htype, hw, client_id, host_name, circuit_id,
+                         remote_id, subscriber_id, giaddr)",
+            &[
+                T::TEXT,
+                T::INET_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::INT2_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::TEXT_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::INET_ARRAY,
+            ],
+        )
+        .await?;
+        let set_open = p(
+            "UPDATE lease_open o SET since = x.since, open = x.open, htype = x.htype,
+                                     hw = x.hw, client_id = x.client_id,
+                                     closed_at = x.closed_at
+             FROM unnest($1::inet[], $2::timestamptz[], $3::bool[], $4::int2[],
+                         $5::bytea[], $6::bytea[], $7::timestamptz[])
+                    AS x(address, since, open, htype, hw, client_id, closed_at)
+             WHERE o.address = x.address",
+            &[
+                T::INET_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::BOOL_ARRAY,
+                T::INT2_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+            ],
+        )
+        .await?;
+        let position = p(
+            "INSERT INTO history_position (server, position) VALUES ($1, $2)
+             ON CONFLICT (server) DO UPDATE SET position = excluded.position, updated = now()",
+            &[T::TEXT, T::TEXT],
+        )
+        .await?;
+        Ok(Conn {
+            client,
+            lock_new,
+            lock,
+            extend,
+            insert,
+            set_open,
+            position,
+        })
+    }
+}
+
+fn ip(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+type Ts = Timestamp<SystemTime>;
+
+impl Inner {
+    async fn deliver(
+        &mut self,
+        batch: &Batch,
+        opts: &PostgresOptions,
+        origin: &Origin,
+    ) -> Result<(), PgError> {
+        let started = Instant::now();
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(PgError::NotOpen);
+        };
+        if self
+            .last_retention
+            .is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+        {
+            let m = schema::month_of(schema::now());
+            schema::ensure_partitions(&mut conn.client, [m, m + 1]).await?;
+            self.months.extend([m, m + 1]);
+            schema::apply_retention(&mut conn.client, opts.retention_days).await?;
+            self.last_retention = Some(Instant::now());
+        }
+        let addrs: Vec<IpAddr> = plan::addresses(&batch.events).into_iter().map(ip).collect();
+        let tx = conn
+            .client
+            .transaction()
+            .await
+            .map_err(PgError::sql("begin"))?;
+        let mut sorted = addrs.clone();
+        sorted.sort_unstable();
+        tx.execute(&conn.lock_new, &[&sorted])
+            .await
+            .map_err(PgError::sql("lock new addresses"))?;
+        let rows = tx
+            .query(&conn.lock, &[&sorted])
+            .await
+            .map_err(PgError::sql("lock addresses"))?;
+        let mut state = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let IpAddr::V4(a) = r.get::<_, IpAddr>(0) else {
+                continue;
+            };
+            let since: Option<Ts> = r.get(1);
+            let open: bool = r.get(2);
+            let closed_at: Option<Ts> = r.get(6);
+            state.insert(
+                a,
+                AddrState {
+                    since: since.map(schema::from_ts),
+                    open: open.then(|| ClientKey {
+                        htype: r.get::<_, i16>(3) as u8,
+                        hw: r.get(4),
+                        client_id: r.get(5),
+                    }),
+                    closed_at: closed_at.map(schema::from_ts),
+                },
+            );
+        }
+        let plan = plan::plan(&batch.events, &state);
+
+        // New spans may start in months without a partition (a journal replayed from long
+        // ago); creating one needs its own transaction, so this one starts over after.
+        let missing: Vec<Month> = plan
+            .inserts
+            .iter()
+            .map(|s| schema::month_of(s.since))
+            .filter(|m| !self.months.contains(m))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            tx.rollback().await.map_err(PgError::sql("rollback"))?;
+            schema::ensure_partitions(&mut conn.client, missing.iter().copied()).await?;
+            self.months.extend(missing);
+            return Box::pin(self.deliver(batch, opts, origin)).await;
+        }
+
+        let server = &origin.server;
+        if !plan.extends.is_empty() {
+            let x = &plan.extends;
+            let col = |f: fn(&plan::Extend) -> Option<Micros>| -> Vec<Option<Ts>> {
+                x.iter().map(|e| f(e).map(schema::ts)).collect()
+            };
+            let a: Vec<IpAddr> = x.iter().map(|e| ip(e.address)).collect();
+            let since: Vec<Ts> = x.iter().map(|e| schema::ts(e.since)).collect();
+            let (ext, close) = (col(|e| e.ext), col(|e| e.close));
+            let host: Vec<Option<&str>> = x.iter().map(|e| e.attrs.host_name.as_deref()).collect();
+            let circuit: Vec<Option<&[u8]>> =
+                x.iter().map(|e| e.attrs.circuit_id.as_deref()).collect();
+            let remote: Vec<Option<&[u8]>> =
+                x.iter().map(|e| e.attrs.remote_id.as_deref()).collect();
+            let sub: Vec<Option<&[u8]>> =
+                x.iter().map(|e| e.attrs.subscriber_id.as_deref()).collect();
+            let gi: Vec<Option<IpAddr>> = x.iter().map(|e| e.attrs.giaddr.map(ip)).collect();
+            tx.execute(
+                &conn.extend,
+                &[
+                    server, &a, &since, &ext, &close, &host, &circuit, &remote, &sub, &gi,
+                ],
+            )
+            .await
+            .map_err(PgError::sql("extend spans"))?;
+        }
+        if !plan.inserts.is_empty() {
+            let x = &plan.inserts;
+            let a: Vec<IpAddr> = x.iter().map(|s| ip(s.address)).collect();
+            let since: Vec<Ts> = x.iter().map(|s| schema::ts(s.since)).collect();
+            let upper: Vec<Ts> = x.iter().map(|s| schema::ts(s.upper)).collect();
+            let htype: Vec<i16> = x.iter().map(|s| i16::from(s.client.htype)).collect();
+            let hw: Vec<&[u8]> = x.iter().map(|s| s.client.hw.as_slice()).collect();
+            let cid: Vec<Option<&[u8]>> = x
+                .iter()
+                .map(|s| (!s.client.client_id.is_empty()).then_some(&s.client.client_id[..]))
+                .collect();
+            let host: Vec<Option<&str>> = x.iter().map(|s| s.attrs.host_name.as_deref()).collect();
+            let circuit: Vec<Option<&[u8]>> =
+                x.iter().map(|s| s.attrs.circuit_id.as_deref()).collect();
+            let remote: Vec<Option<&[u8]>> =
+                x.iter().map(|s| s.attrs.remote_id.as_deref()).collect();
+            let sub: Vec<Option<&[u8]>> =
+                x.iter().map(|s| s.attrs.subscriber_id.as_deref()).collect();
+            let gi: Vec<Option<IpAddr>> = x.iter().map(|s| s.attrs.giaddr.map(ip)).collect();
+            tx.execute(
+                &conn.insert,
+                &[
+                    server, &a, &since, &upper, &htype, &hw, &cid, &host, &circuit, &remote, &sub,
+                    &gi,
+                ],
+            )
+            .await
+            .map_err(PgError::sql("insert spans"))?;
+        }
+        if !plan.opens.is_empty() {
+            let x = &plan.opens;
+            let empty = ClientKey::default();
+            let keys: Vec<&ClientKey> = x
+                .iter()
+                .map(|o| o.open.as_ref().unwrap_or(&empty))
+                .collect();
+            let a: Vec<IpAddr> = x.iter().map(|o| ip(o.address)).collect();
+            let since: Vec<Ts> = x.iter().map(|o| schema::ts(o.since)).collect();
+            let open: Vec<bool> = x.iter().map(|o| o.open.is_some()).collect();
+            let htype: Vec<i16> = keys.iter().map(|k| i16::from(k.htype)).collect();
+            let hw: Vec<&[u8]> = keys.iter().map(|k| k.hw.as_slice()).collect();
+            let cid: Vec<&[u8]> = keys.iter().map(|k| k.client_id.as_slice()).collect();
+            let closed: Vec<Option<Ts>> = x.iter().map(|o| o.closed_at.map(schema::ts)).collect();
+            tx.execute(
+                &conn.set_open,
+                &[&a, &since, &open, &htype, &hw, &cid, &closed],
+            )
+            .await
+            .map_err(PgError::sql("record open spans"))?;
+        }
+        tx.execute(&conn.position, &[server, &batch.after.to_string()])
+            .await
+            .map_err(PgError::sql("store the position"))?;
+        tx.commit().await.map_err(PgError::sql("commit"))?;
+        tracing::debug!(
+            events = batch.events.len(),
+            extended = plan.extends.len(),
+            opened = plan.inserts.len(),
+            took = ?started.elapsed(),
+            "history batch stored"
+        );
+        Ok(())
+    }
+}
