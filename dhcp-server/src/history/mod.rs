@@ -6,7 +6,9 @@
 //! it keeps the events, so a restart resumes where it stopped (docs/history.md).
 
 pub mod event;
+pub mod nats;
 pub mod sink;
 
 pub use event::{Batch, Event, EventKind, Origin, Position, Relay, Role};
+pub use nats::{NatsOptions, NatsSink};
 pub use sink::{Sink, SinkError};

@@ -7,6 +7,8 @@
 //! `None`. CI runs as root, and there (CI set) a skip is a failure: a green run must mean
 //! the clients really got leases.
 
+pub mod nats;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
