@@ -5,14 +5,16 @@
 //! every event of a batch is acknowledged (docs/history-nats.md).
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, message::PublishMessage, stream};
-use async_nats::{ConnectOptions, ServerAddr, Subject};
-use bytes::Bytes;
+use async_nats::{header, ConnectOptions, ServerAddr, Subject};
+use bytes::{BufMut, Bytes, BytesMut};
 use hashbrown::HashMap;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use thiserror::Error;
 use tracing::{debug, info};
 
@@ -106,6 +108,8 @@ enum NatsError {
         key: String,
         text: String,
     },
+    #[error("encoding event {0} as JSON: {1}")]
+    Encode(String, serde_json::Error),
     #[error("not connected (open failed or was not called)")]
     NotOpen,
     #[error("publishing event {id} to {subject}: {source}")]
@@ -128,6 +132,9 @@ impl From<NatsError> for SinkError {
         SinkError::new(format_args!("nats: {e}"))
     }
 }
+
+/// Bytes a typical event's JSON takes, to size a batch's buffer.
+const PAYLOAD_GUESS: usize = 512;
 
 /// A batch's publishes whose acknowledgements are outstanding, oldest first.
 struct InFlight<'a> {
@@ -365,6 +372,9 @@ impl NatsSink {
             last: HashMap::with_capacity(batch.events.len().min(window)),
             duplicates: 0,
         };
+        // One buffer for the batch's payloads, each message a slice of it: no allocation
+        // per event for its JSON.
+        let mut buf = BytesMut::with_capacity(batch.events.len() * PAYLOAD_GUESS);
         for event in &batch.events {
             if let Some(&previous) = flight.last.get(&event.addr) {
                 while flight.settled <= previous {
@@ -376,9 +386,17 @@ impl NatsSink {
             while flight.pending.len() >= window {
                 self.settle(&mut flight).await?;
             }
+            let id = event.id(&self.origin);
+            let json = JsonEvent {
+                event,
+                id: &id,
+                origin: &self.origin,
+            };
+            serde_json::to_writer((&mut buf).writer(), &json)
+                .map_err(|e| NatsError::Encode(id.clone(), e))?;
             let publish = PublishMessage::build()
-                .payload(Bytes::from(event.to_json(&self.origin).to_string()))
-                .message_id(event.id(&self.origin));
+                .payload(buf.split().freeze())
+                .header(header::NATS_MESSAGE_ID, id);
             let ack = conn
                 .js
                 .send_publish(self.subject_of(event.kind), publish)
@@ -488,6 +506,79 @@ impl Sink for NatsSink {
     }
 }
 
+/// `Event::to_json`'s object, written straight into the batch's buffer rather than built
+/// as a `serde_json::Value` first (a test holds the two equal). Keys go in the order a
+/// `Value`'s map prints them, so both print the same bytes.
+struct JsonEvent<'a> {
+    event: &'a Event,
+    id: &'a str,
+    origin: &'a Origin,
+}
+
+impl Serialize for JsonEvent<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (e, o) = (self.event, self.origin);
+        let mut m = s.serialize_map(Some(18))?;
+        m.serialize_entry("address", &Shown(e.addr))?;
+        m.serialize_entry("at", &e.at)?;
+        m.serialize_entry("circuit-id", &OptHex(&e.relay.circuit_id))?;
+        m.serialize_entry("client-id", &OptHex(&e.client_id))?;
+        m.serialize_entry("ends", &e.ends)?;
+        m.serialize_entry("event", e.kind.as_str())?;
+        m.serialize_entry("giaddr", &e.relay.giaddr.map(Shown))?;
+        m.serialize_entry("hardware-address", &Shown(Hex(e.hw.bytes())))?;
+        m.serialize_entry("hardware-type", &e.hw.htype)?;
+        let host = (!e.host_name.is_empty()).then(|| String::from_utf8_lossy(&e.host_name));
+        m.serialize_entry("host-name", &host)?;
+        m.serialize_entry("id", self.id)?;
+        m.serialize_entry("remote-id", &OptHex(&e.relay.remote_id))?;
+        m.serialize_entry("role", o.role.as_str())?;
+        m.serialize_entry("server", &o.server)?;
+        m.serialize_entry("site", &o.site)?;
+        m.serialize_entry("starts", &e.starts)?;
+        m.serialize_entry("state", e.state.isc_name())?;
+        m.serialize_entry("subscriber-id", &OptHex(&e.relay.subscriber_id))?;
+        m.end()
+    }
+}
+
+/// A value serialized as its `Display` text, without an intermediate `String`.
+struct Shown<T>(T);
+
+impl<T: fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Bytes as `dhcp_proto::lease::hex` writes them: `01:ab:ff`.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Hex, or null for no bytes (a field the client or relay did not send).
+struct OptHex<'a>(&'a [u8]);
+
+impl Serialize for OptHex<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_empty() {
+            s.serialize_none()
+        } else {
+            s.collect_str(&Hex(self.0))
+        }
+    }
+}
+
 fn subject(site: &str, kind: EventKind) -> String {
     format!("dhcp.{site}.lease.{}", kind.as_str())
 }
@@ -572,6 +663,53 @@ mod tests {
         let mut sink = NatsSink::new(NatsOptions::default(), origin("s", "a")).unwrap();
         let err = sink.deliver(&Batch::default()).unwrap_err();
         assert!(err.0.contains("not connected"), "{err}");
+    }
+
+    #[test]
+    fn payload_is_to_json() {
+        use dhcp_proto::lease::{BindingState, HwAddr};
+        use std::net::Ipv4Addr;
+        let o = origin("s", "srv \"one\"");
+        let plain = Event {
+            kind: EventKind::Granted,
+            state: BindingState::Active,
+            at: 1,
+            addr: Ipv4Addr::new(192, 0, 2, 7),
+            hw: HwAddr::new(1, &[2, 0, 0, 0, 0, 0xff]),
+            client_id: Vec::new(),
+            host_name: Vec::new(),
+            relay: Default::default(),
+            starts: 1,
+            ends: dhcp_proto::lease::NEVER,
+            stamp: 9,
+            shard: 0,
+            seq: 0,
+        };
+        let full = Event {
+            kind: EventKind::ReservationRemoved,
+            state: BindingState::Free,
+            client_id: vec![1, 2, 0, 0, 0, 0, 0xff],
+            // Quotes, a control byte and bytes that are not UTF-8.
+            host_name: b"a\"b\x01c\xff\xfe".to_vec(),
+            relay: crate::history::Relay {
+                circuit_id: b"eth0".to_vec(),
+                remote_id: vec![0xab],
+                subscriber_id: b"sub".to_vec(),
+                giaddr: Some(Ipv4Addr::new(198, 51, 100, 1)),
+            },
+            ..plain.clone()
+        };
+        for e in [plain, full] {
+            let id = e.id(&o);
+            let bytes = serde_json::to_vec(&JsonEvent {
+                event: &e,
+                id: &id,
+                origin: &o,
+            })
+            .unwrap();
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(parsed, e.to_json(&o));
+        }
     }
 
     #[test]
