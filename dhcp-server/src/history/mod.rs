@@ -7,12 +7,14 @@
 
 pub mod event;
 pub mod follow;
+pub mod nats;
 pub mod postgres;
 pub mod sink;
 pub mod text;
 
 pub use event::{Batch, Event, EventKind, Origin, Position, Relay, Role};
 pub use follow::{History, Status};
+pub use nats::{NatsOptions, NatsSink};
 pub use postgres::{PostgresOptions, PostgresSink};
 pub use sink::{Sink, SinkError};
 pub use text::{TextOptions, TextSink};

@@ -7,6 +7,7 @@
 //! `None`. CI runs as root, and there (CI set) a skip is a failure: a green run must mean
 //! the clients really got leases.
 
+pub mod nats;
 pub mod postgres;
 
 use std::fs;

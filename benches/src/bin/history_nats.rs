@@ -1,0 +1,282 @@
+//! `history_nats`: how many lease events a second the NATS JetStream history sink
+//! delivers. It hands `--events` synthetic events to `NatsSink` in batches of `--batch`,
+//! as the journal follower does (deliver, then the next batch), and prints events per
+//! second as JSON; only the `deliver` calls are timed.
+//!
+//! With `--connect` it uses a running nats-server (JetStream on). Without it, it starts
+//! one itself, as the tests do: nats-server in a network namespace of its own on
+//! 198.18.0.1, the sink on a thread in a second namespace joined to the first by a veth
+//! pair, both deleted at exit. That needs root, and shares this machine's cores between
+//! the server and the sink.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dhcp_proto::lease::{BindingState, HwAddr};
+use dhcp_server::history::{
+    Batch, Event, EventKind, NatsOptions, NatsSink, Origin, Position, Relay, Role, Sink,
+};
+
+#[derive(Parser)]
+#[command(about = "NATS JetStream history sink: events per second as JSON")]
+struct Args {
+    /// A JetStream server's URL; without it one is started in namespaces (root needed).
+    #[arg(long)]
+    connect: Option<String>,
+    /// Events to deliver.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Events per batch.
+    #[arg(long, default_value_t = 8192)]
+    batch: u64,
+    /// Publishes whose acknowledgement may be outstanding at once.
+    #[arg(long, default_value_t = NatsOptions::default().max_in_flight)]
+    in_flight: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match &args.connect {
+        Some(url) => run(&args, url.clone()),
+        None => Netns::start().and_then(|lab| {
+            let url = format!("nats://{SERVER}:4222");
+            lab.in_client(|| run(&args, url))
+        }),
+    };
+    match result {
+        Ok((events, elapsed)) => {
+            let secs = elapsed.as_secs_f64();
+            println!(
+                "{{\"events\":{events},\"batch\":{},\"seconds\":{secs:.3},\"events_per_sec\":{:.0}}}",
+                args.batch,
+                events as f64 / secs
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("history_nats: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Delivers every batch; the time spent in `deliver`.
+fn run(args: &Args, url: String) -> Result<(u64, Duration), String> {
+    // A site of its own per run: a new stream, so the figure never includes a
+    // duplicate check against an earlier run's ids.
+    let site = format!("bench{}", std::process::id());
+    let origin = Origin {
+        server: "bench.example".into(),
+        site,
+        role: Role::Standalone,
+    };
+    let opts = NatsOptions {
+        servers: vec![url],
+        max_in_flight: args.in_flight,
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let mut sink = NatsSink::new(opts, origin).map_err(|e| e.to_string())?;
+    sink.open().map_err(|e| e.to_string())?;
+    let batch_size = args.batch.max(1);
+    let mut elapsed = Duration::ZERO;
+    let mut next = 0;
+    while next < args.events {
+        let end = (next + batch_size).min(args.events);
+        let batch = Batch {
+            events: (next..end).map(event).collect(),
+            after: Position {
+                generation: 1,
+                next: vec![end],
+            },
+        };
+        let t = Instant::now();
+        sink.deliver(&batch).map_err(|e| e.to_string())?;
+        elapsed += t.elapsed();
+        next = end;
+    }
+    Ok((args.events, elapsed))
+}
+
+/// Event `i`, shaped like a busy ISP subnet's: mostly renewals, option 61 and a host
+/// name from every client, option 82 from the relay. Addresses run through the
+/// benchmark range, so a batch holds one event per address as a real one mostly does.
+fn event(i: u64) -> Event {
+    let n = i as u32;
+    let kind = match i % 10 {
+        0 => EventKind::Granted,
+        1 => EventKind::Released,
+        2 => EventKind::Expired,
+        _ => EventKind::Renewed,
+    };
+    let mac = [
+        2,
+        0xbe,
+        (n >> 24) as u8,
+        (n >> 16) as u8,
+        (n >> 8) as u8,
+        n as u8,
+    ];
+    Event {
+        kind,
+        state: if kind.binds(BindingState::Active) {
+            BindingState::Active
+        } else {
+            BindingState::Free
+        },
+        at: 1_800_000_000 + i / 1000,
+        addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + n % (1 << 17)),
+        hw: HwAddr::new(1, &mac),
+        client_id: [&[1u8][..], &mac].concat(),
+        host_name: format!("host-{n}").into_bytes(),
+        relay: Relay {
+            circuit_id: format!("eth0/{}", n % 48).into_bytes(),
+            remote_id: mac.to_vec(),
+            subscriber_id: Vec::new(),
+            giaddr: Some(Ipv4Addr::new(198, 18, 0, 254)),
+        },
+        starts: 1_800_000_000 + i / 1000,
+        ends: 1_800_003_600 + i / 1000,
+        stamp: i + 1,
+        shard: n % 2,
+        seq: i / 2,
+    }
+}
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+/// nats-server in one namespace, a client namespace joined to it by a veth pair, and the
+/// server's store; all removed on drop.
+struct Netns {
+    server_ns: String,
+    client_ns: String,
+    dir: PathBuf,
+    server: Option<Child>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    fn start() -> Result<Netns, String> {
+        let id = std::process::id();
+        let mut lab = Netns {
+            server_ns: format!("dhcpt-hn{id}-s"),
+            client_ns: format!("dhcpt-hn{id}-c"),
+            dir: std::env::temp_dir().join(format!("history-nats-bench-{id}")),
+            server: None,
+        };
+        let (s_if, c_if) = (format!("hs{id}"), format!("hc{id}"));
+        fs::create_dir_all(&lab.dir).map_err(|e| format!("{}: {e}", lab.dir.display()))?;
+        ip(&["netns", "add", &lab.server_ns])?;
+        ip(&["netns", "add", &lab.client_ns])?;
+        ip(&[
+            "link",
+            "add",
+            &s_if,
+            "netns",
+            &lab.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &c_if,
+            "netns",
+            &lab.client_ns,
+        ])?;
+        for (ns, dev, addr) in [
+            (&lab.server_ns, &s_if, "198.18.0.1/24"),
+            (&lab.client_ns, &c_if, "198.18.0.100/24"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let conf = lab.dir.join("nats.conf");
+        let log = lab.dir.join("nats.log");
+        fs::write(
+            &conf,
+            format!(
+                "listen: \"{SERVER}:4222\"\njetstream {{ store_dir: \"{}\" }}\n",
+                lab.dir.join("store").display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let out = fs::File::create(&log).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.server_ns, "nats-server", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("nats-server: {e}"))?;
+        lab.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Server is ready")
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nats-server not ready after 20 s:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(lab)
+    }
+
+    /// Runs `f` on a thread inside the client namespace (threads it starts stay there).
+    fn in_client<T: Send>(
+        &self,
+        f: impl FnOnce() -> Result<T, String> + Send,
+    ) -> Result<T, String> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let path = format!("/var/run/netns/{}", self.client_ns);
+                let file = fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+                // SAFETY: setns(2) on an open namespace file moves this thread only.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(format!("setns: {}", std::io::Error::last_os_error()));
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the sink's thread panicked".into()))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.server_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,424 @@
+//! The NATS JetStream history sink against real nats-server 2.9: events land once each on
+//! their subjects with the JSON consumers read, a redelivered batch adds nothing, the
+//! position survives a reopen, a stopped server loses nothing, and a three-node cluster
+//! with one node killed -9 mid-stream loses nothing. Needs root (namespaces); see
+//! `common`.
+
+#[allow(dead_code)] // each test crate uses part of the shared harness
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use common::nats::{eventually, in_netns, NatsLab};
+use dhcp_proto::lease::{BindingState, HwAddr};
+use dhcp_server::history::{
+    Batch, Event, EventKind, NatsOptions, NatsSink, Origin, Position, Relay, Role, Sink,
+};
+use futures_util::StreamExt;
+
+fn origin(site: &str) -> Origin {
+    Origin {
+        server: "dhcp-a.example".into(),
+        site: site.into(),
+        role: Role::Primary,
+    }
+}
+
+fn options(nl: &NatsLab) -> NatsOptions {
+    NatsOptions {
+        servers: nl.urls(),
+        // Short, so a dead server shows within the test's bounds.
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    }
+}
+
+/// Event `i`: kinds in turn, every field filled in some events, addresses reused every
+/// 50 events so one address has several events whose order matters.
+fn event(i: u64) -> Event {
+    let kind = EventKind::ALL[(i % EventKind::ALL.len() as u64) as usize];
+    let n = i as u32;
+    Event {
+        kind,
+        state: if kind.binds(BindingState::Active) {
+            BindingState::Active
+        } else {
+            BindingState::Free
+        },
+        at: 1_800_000_000 + i,
+        addr: Ipv4Addr::new(198, 18, 1, (n % 50) as u8),
+        hw: HwAddr::new(1, &[2, 0, 0, 0, (n >> 8) as u8, n as u8]),
+        client_id: if i % 3 == 0 {
+            vec![1, 2, 0, 0, 0, n as u8]
+        } else {
+            Vec::new()
+        },
+        host_name: if i % 2 == 0 {
+            format!("host-{i}").into_bytes()
+        } else {
+            Vec::new()
+        },
+        relay: if i % 4 == 0 {
+            Relay {
+                circuit_id: b"eth0".to_vec(),
+                remote_id: vec![0xab, n as u8],
+                subscriber_id: Vec::new(),
+                giaddr: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            }
+        } else {
+            Relay::default()
+        },
+        starts: 1_800_000_000 + i,
+        ends: 1_800_003_600 + i,
+        stamp: 1_000 + i,
+        shard: 0,
+        seq: i,
+    }
+}
+
+/// Events `from..to`, with the position after them.
+fn batch(from: u64, to: u64) -> Batch {
+    Batch {
+        events: (from..to).map(event).collect(),
+        after: position(to),
+    }
+}
+
+fn position(next: u64) -> Position {
+    Position {
+        generation: 1,
+        next: vec![next],
+    }
+}
+
+/// A message as the stream holds it.
+struct Stored {
+    subject: String,
+    id: String,
+    json: serde_json::Value,
+}
+
+/// A test's own client, next to the sink, to look at what the stream holds.
+struct Reader {
+    rt: tokio::runtime::Runtime,
+    js: jetstream::Context,
+}
+
+impl Reader {
+    fn connect(urls: &[String]) -> Reader {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let js = rt.block_on(async {
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(5))
+                .request_timeout(Some(Duration::from_secs(5)))
+                .connect(
+                    urls.iter()
+                        .map(|u| u.parse::<async_nats::ServerAddr>().unwrap())
+                        .collect::<Vec<_>>(),
+                )
+                .await
+                .expect("connect the reader");
+            jetstream::new(client)
+        });
+        Reader { rt, js }
+    }
+
+    /// Every message of `stream`, in stream order, read through an ephemeral pull
+    /// consumer; panics if the stream's count cannot be read within a bound.
+    fn all(&self, stream: &str) -> Vec<Stored> {
+        self.rt.block_on(async {
+            let mut s = self.js.get_stream(stream).await.expect("get stream");
+            let count = s.info().await.expect("stream info").state.messages as usize;
+            // A cluster that just lost a node may time out the first attempts.
+            let mut attempts = 0;
+            let consumer = loop {
+                let config = consumer::pull::Config {
+                    ack_policy: consumer::AckPolicy::None,
+                    ..Default::default()
+                };
+                match s.create_consumer(config).await {
+                    Ok(c) => break c,
+                    Err(e) if attempts < 10 => {
+                        attempts += 1;
+                        eprintln!("create consumer: {e}");
+                    }
+                    Err(e) => panic!("create consumer: {e}"),
+                }
+            };
+            let mut messages = consumer.messages().await.expect("consume");
+            let mut out = Vec::with_capacity(count);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while out.len() < count {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let m = tokio::time::timeout(left, messages.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("read {} of {count} messages", out.len()))
+                    .expect("stream of messages ended")
+                    .expect("message");
+                let id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default();
+                out.push(Stored {
+                    subject: m.subject.to_string(),
+                    id,
+                    json: serde_json::from_slice(&m.payload).expect("JSON payload"),
+                });
+            }
+            out
+        })
+    }
+
+    /// The position the sink stored for `key`, as text.
+    fn position(&self, key: &str) -> Option<String> {
+        self.rt.block_on(async {
+            let kv = self
+                .js
+                .get_key_value("dhcp-positions")
+                .await
+                .expect("bucket");
+            kv.get(key)
+                .await
+                .expect("get")
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        })
+    }
+
+    /// Overwrites the position for `key`, as a crash before the sink's own store would
+    /// have left it.
+    fn set_position(&self, key: &str, text: &str) {
+        self.rt.block_on(async {
+            let kv = self
+                .js
+                .get_key_value("dhcp-positions")
+                .await
+                .expect("bucket");
+            kv.put(key, text.to_string().into()).await.expect("put");
+        })
+    }
+
+    /// The server name of the stream's leader.
+    fn leader(&self, stream: &str) -> Option<String> {
+        self.rt.block_on(async {
+            let mut s = self.js.get_stream(stream).await.ok()?;
+            s.info().await.ok()?.cluster.clone()?.leader
+        })
+    }
+}
+
+/// Opens until the servers answer (a cluster elects its leaders after starting).
+fn open_eventually(sink: &mut NatsSink) -> Option<Position> {
+    eventually("sink opens", Duration::from_secs(60), || {
+        match sink.open() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("open: {e}");
+                None
+            }
+        }
+    })
+}
+
+/// Each stored message is the event it names, once, on its kind's subject, and each
+/// address's events are in journal order; with `in_order`, all of them are.
+fn check_stored(stored: &[Stored], expected: &[Event], origin: &Origin, in_order: bool) {
+    assert_eq!(stored.len(), expected.len(), "message count");
+    let by_id: HashMap<String, &Event> = expected.iter().map(|e| (e.id(origin), e)).collect();
+    let mut seen = HashSet::new();
+    let mut last_stamp: HashMap<Ipv4Addr, u64> = HashMap::new();
+    for (n, s) in stored.iter().enumerate() {
+        let e = by_id
+            .get(&s.id)
+            .unwrap_or_else(|| panic!("message {n} has an id no event has: {:?}", s.id));
+        assert!(
+            seen.insert(s.id.as_str()),
+            "{} is in the stream twice",
+            s.id
+        );
+        if in_order {
+            assert_eq!(
+                s.id,
+                expected[n].id(origin),
+                "stream order is not batch order"
+            );
+        }
+        if let Some(before) = last_stamp.insert(e.addr, e.stamp) {
+            assert!(
+                before < e.stamp,
+                "{} is stored after a later event of {}",
+                s.id,
+                e.addr
+            );
+        }
+        assert_eq!(
+            s.subject,
+            format!("dhcp.{}.lease.{}", origin.site, e.kind.as_str())
+        );
+        assert_eq!(s.json, e.to_json(origin), "payload of {}", s.id);
+    }
+}
+
+#[test]
+fn events_land_once_on_their_subjects() {
+    let Some(nl) = NatsLab::single("nats_events") else {
+        return;
+    };
+    let (ns, urls, opts) = (nl.client_ns(), nl.urls(), options(&nl));
+    in_netns(&ns, || {
+        let o = origin("east");
+        let mut sink = NatsSink::new(opts.clone(), o.clone()).unwrap();
+        assert_eq!(sink.open().unwrap(), None, "a new stream has no position");
+        // Every kind several times, and several events per address.
+        let b = batch(0, 120);
+        sink.deliver(&b).unwrap();
+        let reader = Reader::connect(&urls);
+        check_stored(&reader.all("dhcp-east"), &b.events, &o, true);
+        assert_eq!(
+            reader.position(sink.position_key()).as_deref(),
+            Some("g1:120")
+        );
+        // The position comes back to a sink made afresh, as after a restart.
+        drop(sink);
+        let mut again = NatsSink::new(opts, o).unwrap();
+        assert_eq!(again.open().unwrap(), Some(position(120)));
+    });
+}
+
+#[test]
+fn redelivered_batch_adds_nothing() {
+    let Some(nl) = NatsLab::single("nats_redeliver") else {
+        return;
+    };
+    let (ns, urls, opts) = (nl.client_ns(), nl.urls(), options(&nl));
+    in_netns(&ns, || {
+        let o = origin("west");
+        let mut sink = NatsSink::new(opts.clone(), o.clone()).unwrap();
+        assert_eq!(sink.open().unwrap(), None);
+        let (b1, b2) = (batch(0, 500), batch(500, 1000));
+        sink.deliver(&b1).unwrap();
+        sink.deliver(&b2).unwrap();
+        let key = sink.position_key().to_string();
+        drop(sink);
+        // A crash after b2's acknowledgements, before its position was stored.
+        let reader = Reader::connect(&urls);
+        reader.set_position(&key, &b1.after.to_string());
+        let mut sink = NatsSink::new(opts.clone(), o.clone()).unwrap();
+        assert_eq!(sink.open().unwrap(), Some(b1.after.clone()));
+        sink.deliver(&b2).unwrap();
+        let all: Vec<Event> = b1.events.iter().chain(&b2.events).cloned().collect();
+        check_stored(&reader.all("dhcp-west"), &all, &o, true);
+        assert_eq!(sink.open().unwrap(), Some(b2.after.clone()));
+
+        // A position that is not one is an error that names the key, not a fresh start.
+        reader.set_position(&key, "junk");
+        let err = NatsSink::new(opts, o).unwrap().open().unwrap_err();
+        assert!(
+            err.0.contains(&key) && err.0.contains("not a journal position"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn stopped_server_loses_nothing() {
+    let Some(mut nl) = NatsLab::single("nats_stopped") else {
+        return;
+    };
+    let (ns, urls, opts) = (nl.client_ns(), nl.urls(), options(&nl));
+    in_netns(&ns, || {
+        let o = origin("north");
+        let mut sink = NatsSink::new(opts, o.clone()).unwrap();
+        assert_eq!(sink.open().unwrap(), None);
+        let (b1, b2) = (batch(0, 300), batch(300, 600));
+        sink.deliver(&b1).unwrap();
+
+        nl.stop(0);
+        let t = Instant::now();
+        let err = sink
+            .deliver(&b2)
+            .expect_err("deliver with the server stopped");
+        eprintln!("deliver failed after {:?}: {err}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a dead server took {:?} to notice",
+            t.elapsed()
+        );
+        assert!(sink.open().is_err(), "open with the server stopped");
+        std::thread::sleep(Duration::from_secs(2));
+
+        nl.start(0);
+        assert_eq!(open_eventually(&mut sink), Some(b1.after.clone()));
+        sink.deliver(&b2).unwrap();
+        let all: Vec<Event> = b1.events.iter().chain(&b2.events).cloned().collect();
+        check_stored(&Reader::connect(&urls).all("dhcp-north"), &all, &o, true);
+    });
+}
+
+/// 40,000 events in batches of 250 through a follower's loop (deliver; on an error,
+/// open again and resume at the stored position), the stream's leader killed -9 after a
+/// quarter of them. A consumer then finds every event exactly once.
+#[test]
+fn cluster_node_killed_loses_nothing() {
+    const TOTAL: u64 = 40_000;
+    const BATCH: u64 = 250;
+    let Some(mut nl) = NatsLab::cluster("nats_cluster") else {
+        return;
+    };
+    let (ns, urls) = (nl.client_ns(), nl.urls());
+    let opts = NatsOptions {
+        replicas: 3,
+        ..options(&nl)
+    };
+    in_netns(&ns, || {
+        let o = origin("south");
+        let mut sink = NatsSink::new(opts, o.clone()).unwrap();
+        let reader = Reader::connect(&urls);
+        let mut next = open_eventually(&mut sink).map_or(0, |p| p.next[0]);
+        assert_eq!(next, 0);
+        let (mut failures, mut killed) = (0u32, None);
+        while next < TOTAL {
+            if killed.is_none() && next >= TOTAL / 4 {
+                let leader = reader.leader("dhcp-south").expect("stream leader");
+                let i = nl.node_of(&leader).expect("leader is one of ours");
+                eprintln!("killing stream leader {leader} at event {next}");
+                nl.kill(i);
+                killed = Some(leader);
+            }
+            let b = batch(next, (next + BATCH).min(TOTAL));
+            match sink.deliver(&b) {
+                Ok(()) => next = b.after.next[0],
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("deliver at {next}: {e}");
+                    assert!(
+                        failures < 100,
+                        "the cluster never recovered:\n{}",
+                        nl.logs()
+                    );
+                    let p = open_eventually(&mut sink).expect("a position was stored");
+                    // The position is the last fully acknowledged batch's, never beyond.
+                    assert!(p.next[0] == next || p.next[0] == b.after.next[0], "{p}");
+                    next = p.next[0];
+                }
+            }
+        }
+        let killed = killed.expect("the kill happened");
+        eprintln!("{failures} failed deliveries, all redelivered");
+        let leader = eventually("a new leader", Duration::from_secs(30), || {
+            reader.leader("dhcp-south")
+        });
+        assert_ne!(leader, killed, "the killed node still leads");
+        let all: Vec<Event> = (0..TOTAL).map(event).collect();
+        let stored = Reader::connect(&urls).all("dhcp-south");
+        // A failover may reorder addresses against each other, never one address's events.
+        check_stored(&stored, &all, &o, false);
+    });
+}
