@@ -165,8 +165,8 @@ pub struct History {
     pub journal_hold: u64,
     /// Most events per delivery.
     pub batch: usize,
-    pub postgres: Option<PostgresSettings>,
-    pub nats: Option<NatsSettings>,
+    pub postgres: Option<crate::history::PostgresOptions>,
+    pub nats: Option<crate::history::NatsOptions>,
     pub text: Option<crate::history::TextOptions>,
 }
 
@@ -203,47 +203,6 @@ fn host_name() -> String {
         "dhcp-server".into()
     } else {
         name
-    }
-}
-
-/// `[history.postgres]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresSettings {
-    /// libpq connection string or postgres:// URL.
-    pub url: String,
-    /// Lease spans older than this are dropped with their partition.
-    pub retention_days: u32,
-}
-
-impl Default for PostgresSettings {
-    fn default() -> Self {
-        PostgresSettings {
-            url: String::new(),
-            retention_days: 400,
-        }
-    }
-}
-
-/// `[history.nats]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsSettings {
-    pub servers: Vec<String>,
-    /// The stream's name; none: `DHCP_<site>`.
-    pub stream: Option<String>,
-    /// Copies JetStream keeps of each message.
-    pub replicas: usize,
-    /// A NATS credentials file.
-    pub credentials: Option<PathBuf>,
-}
-
-impl Default for NatsSettings {
-    fn default() -> Self {
-        NatsSettings {
-            servers: Vec::new(),
-            stream: None,
-            replicas: 1,
-            credentials: None,
-        }
     }
 }
 

@@ -19,6 +19,8 @@ pub use postgres::{PostgresOptions, PostgresSink};
 pub use sink::{Sink, SinkError};
 pub use text::{TextOptions, TextSink};
 
+use std::io;
+
 use crate::config::Config;
 use crate::journal::Tail;
 
@@ -37,12 +39,26 @@ pub fn origin(config: &Config, h: &crate::config::History) -> Origin {
 }
 
 /// Starts a follower for each sink `[history]` names; none without it.
-pub fn start(config: &Config, tail: Tail) -> std::io::Result<Option<History>> {
+pub fn start(config: &Config, tail: Tail) -> io::Result<Option<History>> {
     let Some(h) = &config.history else {
         return Ok(None);
     };
     let origin = origin(config, h);
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(p) = &h.postgres {
+        let opts = PostgresOptions {
+            batch: h.batch,
+            ..p.clone()
+        };
+        sinks.push(Box::new(
+            PostgresSink::new(opts, origin.clone()).map_err(io::Error::other)?,
+        ));
+    }
+    if let Some(n) = &h.nats {
+        sinks.push(Box::new(
+            NatsSink::new(n.clone(), origin.clone()).map_err(io::Error::other)?,
+        ));
+    }
     if let Some(t) = &h.text {
         sinks.push(Box::new(TextSink::new(t.clone(), origin.clone())));
     }

@@ -22,7 +22,7 @@ use super::event::{Batch, Event, EventKind, Origin, Position};
 use super::sink::{Sink, SinkError};
 
 /// Where and how the sink keeps events. `Default` gives a local single server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsOptions {
     /// `nats://host:port` (or `tls://`); the client fails over between them.
     pub servers: Vec<String>,

@@ -3,8 +3,8 @@
 //! `[history.nats]`, `[history.text]`.
 
 use super::*;
-use crate::config::{History, NatsSettings, PostgresSettings};
-use crate::history::TextOptions;
+use crate::config::History;
+use crate::history::{NatsOptions, PostgresOptions, TextOptions};
 
 const HISTORY_KEYS: &[&str] = &[
     "server",
@@ -97,7 +97,7 @@ impl Walker {
         Some(t)
     }
 
-    fn postgres(&mut self, v: &Value<'_>) -> Option<PostgresSettings> {
+    fn postgres(&mut self, v: &Value<'_>) -> Option<PostgresOptions> {
         let t = self.table("history.postgres", v, POSTGRES_KEYS)?;
         let Some(url) = t.get("url") else {
             self.missing(
@@ -107,9 +107,9 @@ impl Walker {
             );
             return None;
         };
-        let mut p = PostgresSettings {
+        let mut p = PostgresOptions {
             url: self.string("history.postgres.url", url)?.to_owned(),
-            ..PostgresSettings::default()
+            ..PostgresOptions::default()
         };
         if let Some(v) = t.get("retention-days") {
             p.retention_days = self.integer(
@@ -122,7 +122,7 @@ impl Walker {
         Some(p)
     }
 
-    fn nats(&mut self, v: &Value<'_>) -> Option<NatsSettings> {
+    fn nats(&mut self, v: &Value<'_>) -> Option<NatsOptions> {
         let t = self.table("history.nats", v, NATS_KEYS)?;
         let Some(servers) = t.get("servers") else {
             self.missing(
@@ -141,9 +141,9 @@ impl Walker {
                 }
             })
         })?;
-        let mut n = NatsSettings {
+        let mut n = NatsOptions {
             servers,
-            ..NatsSettings::default()
+            ..NatsOptions::default()
         };
         if let Some(v) = t.get("stream") {
             n.stream = Some(self.name("history.nats.stream", v)?);

@@ -26,7 +26,7 @@ pub use query::{format_spans, format_time, History, Span};
 use schema::Month;
 
 /// Where and how the sink writes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
     /// libpq connection string (`host=/run/postgresql dbname=dhcp user=dhcp`) or URL
     /// (`postgres://dhcp@db.example/dhcp`). TLS is not spoken: a Unix socket or a trusted
