@@ -54,6 +54,9 @@ enum Command {
     /// Ask a DHCP server (ours, dhcpd, any RFC 4388 server) about one address or client,
     /// as a relay or BNG would: DHCPLEASEQUERY from this host's port 67.
     Leasequery(cli::leasequery::LeasequeryArgs),
+    /// Who had an address when, and which addresses a MAC or circuit id had, from the
+    /// lease history in PostgreSQL; `history init` creates its tables.
+    History(cli::history::HistoryArgs),
     /// Migrate an ISC dhcpd 4.x leases file into the journal of a state directory.
     ImportIsc {
         /// The dhcpd.leases file.
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         Command::ImportIsc { leases, state_dir } => import_isc(&leases, &state_dir),
         Command::Ctl(args) => cli::ctl::run(args),
         Command::Leasequery(args) => cli::leasequery::run(args),
+        Command::History(args) => cli::history::run(args),
         Command::GenerateDocs(args) => cli::docs::run(Cli::command(), &args),
     }
 }
