@@ -89,6 +89,7 @@ fn batch(from: u64, to: u64) -> Batch {
 
 fn position(next: u64) -> Position {
     Position {
+        journal: 1,
         generation: 1,
         next: vec![next],
     }

@@ -87,6 +87,7 @@ fn batch(events: Vec<Event>, next: u64) -> Batch {
     Batch {
         events,
         after: Position {
+            journal: 1,
             generation: 1,
             next: vec![next, 0],
         },

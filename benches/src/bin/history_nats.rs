@@ -91,6 +91,7 @@ fn run(args: &Args, url: String) -> Result<(u64, Duration), String> {
         let batch = Batch {
             events: (next..end).map(event).collect(),
             after: Position {
+                journal: 1,
                 generation: 1,
                 next: vec![end],
             },

@@ -257,18 +257,21 @@ pub struct Origin {
 }
 
 /// How far a sink has got in the journal: per shard of the journal's generation, the
-/// sequence number of the next record to deliver. A journal resharded since (another
-/// generation) is read from its start.
+/// sequence number of the next record to deliver. A position into another journal (its
+/// state directory replaced: another id) or another generation (resharded since) does
+/// not apply there: the follower starts that journal from its beginning.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Position {
+    /// The journal's identity (`journal::Tail::id`).
+    pub journal: u64,
     pub generation: u64,
     pub next: Vec<u64>,
 }
 
 impl fmt::Display for Position {
-    /// `g<generation>:<next of shard 0>,<next of shard 1>,...`
+    /// `<journal id, 16 hex digits>/g<generation>:<next of shard 0>,<next of shard 1>,...`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "g{}:", self.generation)?;
+        write!(f, "{:016x}/g{}:", self.journal, self.generation)?;
         for (i, n) in self.next.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
@@ -283,17 +286,22 @@ impl FromStr for Position {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("journal position '{s}': expected g<generation>:<seq>,<seq>...");
-        let (g, rest) = s
-            .strip_prefix('g')
-            .and_then(|r| r.split_once(':'))
-            .ok_or_else(bad)?;
+        let bad = || {
+            format!("journal position '{s}': expected <journal id>/g<generation>:<seq>,<seq>...")
+        };
+        let (journal, rest) = s.split_once("/g").ok_or_else(bad)?;
+        let (g, rest) = rest.split_once(':').ok_or_else(bad)?;
+        let journal = u64::from_str_radix(journal, 16).map_err(|_| bad())?;
         let generation = g.parse().map_err(|_| bad())?;
         let next = rest
             .split(',')
             .map(|n| n.parse().map_err(|_| bad()))
             .collect::<Result<Vec<u64>, String>>()?;
-        Ok(Position { generation, next })
+        Ok(Position {
+            journal,
+            generation,
+            next,
+        })
     }
 }
 
@@ -311,12 +319,23 @@ mod tests {
     #[test]
     fn position_round_trips_and_rejects_junk() {
         let p = Position {
+            journal: 0xfeed_0000_beef,
             generation: 3,
             next: vec![1, 20_000, 7],
         };
-        assert_eq!(p.to_string(), "g3:1,20000,7");
+        assert_eq!(p.to_string(), "0000feed0000beef/g3:1,20000,7");
         assert_eq!(p.to_string().parse::<Position>(), Ok(p));
-        for junk in ["", "g", "3:1", "g3:", "gx:1", "g3:1,,2", "g3:-1"] {
+        for junk in [
+            "",
+            "g3:1",
+            "x/g3:1",
+            "1/g",
+            "1/3:1",
+            "1/g3:",
+            "1/gx:1",
+            "1/g3:1,,2",
+            "1/g3:-1",
+        ] {
             assert!(junk.parse::<Position>().is_err(), "{junk}");
         }
     }

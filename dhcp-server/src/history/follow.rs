@@ -254,9 +254,20 @@ impl Follower {
     /// records the journal no longer has are not a loss: the sink never had them).
     fn readers(&self, stored: Option<Position>) -> (Vec<ShardReader>, Vec<bool>) {
         let shards = self.tail.shards();
-        let generation = self.tail.generation();
+        let (journal, generation) = (self.tail.id(), self.tail.generation());
         let next = match stored {
-            Some(p) if p.generation == generation && p.next.len() == shards => Some(p.next),
+            Some(p)
+                if p.journal == journal && p.generation == generation && p.next.len() == shards =>
+            {
+                Some(p.next)
+            }
+            Some(p) if p.journal != journal => {
+                tracing::warn!(
+                    "lease history: the {} sink's position {p} is in another journal (the state directory was replaced); delivering this journal from its start",
+                    self.sink.kind()
+                );
+                None
+            }
             Some(p) => {
                 tracing::warn!(
                     "lease history: the {} sink's position {p} is in another journal generation (the journal was resharded since); delivering from the start of generation {generation}",
@@ -311,6 +322,7 @@ impl Follower {
                 moved |= r.next() != before;
             }
             batch.after = Position {
+                journal: self.tail.id(),
                 generation: self.tail.generation(),
                 next: readers.iter().map(ShardReader::next).collect(),
             };

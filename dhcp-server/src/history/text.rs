@@ -296,6 +296,7 @@ mod tests {
         Batch {
             events,
             after: Position {
+                journal: 1,
                 generation: 1,
                 next: vec![next],
             },

@@ -27,6 +27,7 @@
 
 mod compact;
 mod error;
+mod id;
 pub mod isc;
 mod lock;
 pub mod owner;
@@ -203,6 +204,7 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, e))?;
         let lock = DirLock::acquire(dir)?;
         let mut stats = RecoveryStats::default();
+        let id = id::read_or_make(dir)?;
         let mut listing = Listing::read(dir)?;
         let manifest = match replay::judge_manifest(dir, &listing)? {
             Verdict::Use(m) => m,
@@ -319,6 +321,7 @@ impl Journal {
         }
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            id,
             generation,
             durability: opts.durability,
             segment_bytes: opts.segment_bytes,

@@ -11,7 +11,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{Error, Result};
-use super::segment::{self, Header, HeaderError, Kind, Mapped, Name, HEADER_LEN, VERSION};
+use super::segment::{
+    self, Header, HeaderError, Kind, Mapped, Name, HEADER_LEN, OLDEST_VERSION, VERSION,
+};
 use super::state::Fold;
 
 pub const MANIFEST: &str = "MANIFEST";
@@ -66,7 +68,7 @@ impl Manifest {
         if version > VERSION {
             return Err(Unusable::Newer(version));
         }
-        if version != VERSION {
+        if version < OLDEST_VERSION {
             return Err(damaged("has an unknown version"));
         }
         let mut field = |k: &str| lines.next()?.strip_prefix(k)?.trim().parse::<u64>().ok();

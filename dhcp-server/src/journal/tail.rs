@@ -36,6 +36,11 @@ impl Tail {
         Tail { shared }
     }
 
+    /// The state directory's identity: positions in another journal do not apply.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
     /// The journal's generation: positions in another one do not apply.
     pub fn generation(&self) -> u64 {
         self.shared.generation

@@ -951,3 +951,61 @@ fn past_its_bound_the_hold_gives_way_and_the_follower_counts_the_loss() {
     assert_eq!(read.lost + rest.len() as u64, 3_000);
     assert_eq!(next, 3_001);
 }
+
+/// A state directory of format version 1 (MANIFEST and segment headers) opens as it is,
+/// and new records go to a new segment: the old files are never written again, so a
+/// version 1 binary can still tell it cannot read what came after.
+#[test]
+fn a_version_1_directory_opens_and_is_not_appended_to() {
+    let dir = TempDir::new("v1");
+    let ops = churn(300, 40);
+    {
+        let mut o = Journal::open_without_compactor(dir.path(), &small(1)).unwrap();
+        write_all(&mut o.writers[0], &ops);
+        assert!(o.writers[0].wait_durable(300, Duration::from_secs(10)));
+    }
+    // Turn every header and the MANIFEST back into version 1.
+    let manifest = dir.path().join(replay::MANIFEST);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let body = text
+        .lines()
+        .filter(|l| !l.starts_with("crc32c"))
+        .map(|l| {
+            if l.starts_with("version") {
+                "version 1"
+            } else {
+                l
+            }
+        })
+        .fold(String::new(), |acc, l| acc + l + "\n");
+    let crc = format!("crc32c {:08x}\n", crc32c::crc32c(body.as_bytes()));
+    std::fs::write(&manifest, body + &crc).unwrap();
+    let mut old = Vec::new();
+    for (_, path) in Listing::read(dir.path()).unwrap().segments {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        old.push((path, bytes));
+    }
+    let mut o = Journal::open_without_compactor(dir.path(), &small(1)).unwrap();
+    assert!(o.recovery.damage.is_empty(), "{:?}", o.recovery.damage);
+    assert!(o.recovery.rebuilt_manifest.is_none());
+    assert_eq!(o.state, model(&ops));
+    let more = churn(310, 40).split_off(300);
+    write_all(&mut o.writers[0], &more);
+    assert!(o.writers[0].wait_durable(310, Duration::from_secs(10)));
+    drop(o);
+    for (path, bytes) in old {
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{} was written to",
+            path.display()
+        );
+    }
+    let all: Vec<Op> = ops.into_iter().chain(more).collect();
+    let o = Journal::open_without_compactor(dir.path(), &small(1)).unwrap();
+    assert_eq!(o.state, model(&all));
+}

@@ -135,6 +135,8 @@ impl ShardShared {
 /// What all writers, the flusher and the compactor share.
 pub(crate) struct Shared {
     pub dir: PathBuf,
+    /// The state directory's identity (`id`).
+    pub id: u64,
     pub generation: u64,
     pub durability: Durability,
     pub segment_bytes: u64,
