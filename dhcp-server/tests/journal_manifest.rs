@@ -346,7 +346,7 @@ fn journal_verify_on_the_command_line_says_what_the_server_would_do() {
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.starts_with("at start the server refuses this directory: journal file")
-            && text.contains("has format version 9, this build reads up to 1"),
+            && text.contains("has format version 9, this build reads up to 2"),
         "{text}"
     );
 }
