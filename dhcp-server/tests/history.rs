@@ -1,7 +1,8 @@
 //! Lease history end to end: the real server under perfdhcp load, its journal followed
-//! into the text file sink. Every lease the clients were acknowledged appears once, as
-//! does every ACK the server counted; a kill -9 mid-load and a restart lose and repeat
-//! nothing.
+//! into real PostgreSQL, a real nats-server with JetStream and the text file sink. Every
+//! lease the clients were acknowledged appears once in each, as does every ACK the
+//! server counted; PostgreSQL and NATS stopped for a minute under load delay no ACK and
+//! lose nothing; a kill -9 mid-load and a restart lose and repeat nothing.
 
 #[allow(dead_code)] // each test crate uses part of the shared harness
 #[macro_use]
@@ -12,6 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::postgres::Postgres;
 use common::{ctl_json, perf_stats, perfdhcp_dora, Backend, Lab, Server};
 
 on_both_backends!(every_ack_appears_once_in_the_text_file);
@@ -177,37 +179,234 @@ fn every_ack_appears_once_in_the_text_file(backend: Backend) {
 }
 
 /// The server killed while perfdhcp runs: after the restart every lease the journal
-/// kept has its line once, and nothing was written twice.
+/// kept is in each sink once, and nothing was written twice.
 #[test]
 fn a_kill_mid_load_loses_and_repeats_nothing() {
     let Some(mut lab) = Lab::new("history-kill", "198.18.0.1/15") else {
         return;
     };
-    let sinks = text_sink(&lab);
+    let Some(pg) = Postgres::start("history-kill", &[]) else {
+        return;
+    };
+    let _nats = Nats::start(&lab);
+    let sinks = all_sinks(&lab, &pg);
     let server = start(&mut lab, Backend::Udp, &sinks);
     relay_address(&lab);
     let killed = std::thread::scope(|s| {
-        let load = s.spawn(|| perfdhcp_dora(&lab, 1000, 4000, 8, &[]));
-        std::thread::sleep(Duration::from_millis(1500));
+        let load = s.spawn(|| perfdhcp_dora(&lab, 1000, 6000, 10, &[]));
+        std::thread::sleep(Duration::from_millis(2500));
         // SAFETY: kill(2) on the server we started.
         unsafe { libc::kill(server.pid as i32, libc::SIGKILL) };
         load.join().unwrap()
     });
     let before = perf_stats(&killed, "REQUEST-ACK");
-    assert!(
-        before.received > 0,
-        "the load ran before the kill: {killed}"
-    );
+    assert!(before.received > 0, "the load ran before the kill: {killed}");
     let _ = lab.stop(server.pid);
     let server = start(&mut lab, Backend::Udp, &sinks);
     caught_up(&lab);
-    let lines = text_lines(&lab.path("history"));
-    let leases = leases(&lab);
-    assert!(
-        leases.len() as u64 >= before.received,
-        "the journal kept every ACK"
-    );
-    check_once(&lines, &leases);
+    assert!(leases(&lab).len() as u64 >= before.received, "the journal kept every ACK");
+    check_engines(&lab, &pg, None);
     let stopped = lab.stop(server.pid).expect("no exit on SIGTERM");
     assert!(stopped.success());
+}
+
+/// nats-server with JetStream in the lab's server namespace, on the server's address:
+/// the server reaches it there, and so does the test's reader (`in_netns`). Its own
+/// process (not the lab's), so it can stop and start while a load holds the lab.
+struct Nats {
+    child: Option<std::process::Child>,
+    ns: String,
+    conf: String,
+    logs: std::path::PathBuf,
+    starts: u32,
+}
+
+const NATS_URL: &str = "nats://198.18.0.1:4222";
+/// The stream the sink makes for site "lab".
+const STREAM: &str = "dhcp-lab";
+
+impl Nats {
+    fn start(lab: &Lab) -> Nats {
+        common::require("nats-server");
+        let conf = lab.path("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: hist\nlisten: 198.18.0.1:4222\njetstream {{ store_dir: \"{}\" }}\n",
+                lab.path("nats").display()
+            ),
+        )
+        .unwrap();
+        let mut n = Nats {
+            child: None,
+            ns: lab.server_ns.clone(),
+            conf: conf.display().to_string(),
+            logs: lab.dir.clone(),
+            starts: 0,
+        };
+        n.again();
+        n
+    }
+
+    fn again(&mut self) {
+        self.starts += 1;
+        let log = self.logs.join(format!("nats-{}.log", self.starts));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Lab::cmd(&self.ns, "nats-server")
+            .args(["-c", &self.conf])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        common::wait_for_file(&log, "Server is ready", Duration::from_secs(20));
+    }
+
+    /// A clean stop (SIGTERM), waited for.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn all_sinks(lab: &Lab, pg: &Postgres) -> String {
+    format!(
+        "[history.postgres]\nurl = \"{}\"\n[history.nats]\nservers = [\"{NATS_URL}\"]\n{}",
+        pg.url(),
+        text_sink(lab)
+    )
+}
+
+/// PostgreSQL's spans, as address to (hardware address, count).
+fn spans(pg: &Postgres) -> HashMap<Ipv4Addr, (String, usize)> {
+    let mut out: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
+    let rows = pg.psql("SELECT host(address), encode(hw, 'hex') FROM lease_span");
+    for row in rows.lines().filter(|l| !l.is_empty()) {
+        let (addr, hw) = row.split_once('|').expect(row);
+        let hw = hw
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        let e = out.entry(addr.parse().unwrap()).or_insert((hw, 0));
+        e.1 += 1;
+    }
+    out
+}
+
+/// The messages of the lab's stream: (subject, message id).
+fn stream(lab: &Lab) -> Vec<(String, String)> {
+    common::nats::in_netns(&lab.server_ns, || {
+        let reader = common::nats::Reader::connect(&[NATS_URL.to_owned()]);
+        reader
+            .all(STREAM)
+            .into_iter()
+            .map(|m| (m.subject, m.id))
+            .collect()
+    })
+}
+
+/// Every active lease (each client got one) has one span with its hardware address in
+/// PostgreSQL, one message per grant is on the stream, ids unique, and all count what the
+/// text file and (when known) the server's ACKs count.
+fn check_engines(lab: &Lab, pg: &Postgres, acks_sent: Option<u64>) {
+    let lines = text_lines(&lab.path("history"));
+    let leases = leases(lab);
+    check_once(&lines, &leases);
+    let granted = lines.iter().filter(|l| l.kind == "granted").count();
+    assert_eq!(granted, leases.len(), "a grant per lease the journal kept");
+    if let Some(acks) = acks_sent {
+        assert_eq!(granted as u64, acks, "a text line per ACK sent");
+    }
+    let spans = spans(pg);
+    assert_eq!(spans.len(), granted, "a span per grant");
+    for (addr, mac) in &leases {
+        let (hw, n) = spans.get(addr).unwrap_or_else(|| panic!("{addr}: no span"));
+        assert_eq!((hw, *n), (mac, 1), "{addr}");
+    }
+    let messages = stream(lab);
+    assert_eq!(messages.len(), granted, "a message per grant");
+    let mut ids: Vec<&String> = messages.iter().map(|m| &m.1).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), granted, "message ids unique");
+    assert!(
+        messages.iter().all(|m| m.0 == "dhcp.lab.lease.granted"),
+        "subjects"
+    );
+}
+
+fn p99_us(lab: &Lab) -> (u64, u64) {
+    let socket = lab.path("control.sock").display().to_string();
+    let stats = ctl_json(&socket, &["stats"]);
+    (
+        stats["latency"]["p99_us"].as_u64().unwrap(),
+        stats["sent"]["ack"].as_u64().unwrap(),
+    )
+}
+
+/// PostgreSQL and NATS stopped for 60 s while perfdhcp keeps asking: the ACKs are as
+/// quick as with both up (the sinks wait, the workers do not), and once the engines are
+/// back every ACK is in each of them once.
+#[test]
+fn postgres_and_nats_stopped_under_load_delay_no_ack_and_lose_nothing() {
+    let Some(mut lab) = Lab::new("history-outage", "198.18.0.1/15") else {
+        return;
+    };
+    let Some(mut pg) = Postgres::start("history-outage", &[]) else {
+        return;
+    };
+    let mut nats = Nats::start(&lab);
+    let sinks = all_sinks(&lab, &pg);
+    relay_address(&lab);
+    let server = start(&mut lab, Backend::Xdp, &sinks);
+    perfdhcp_dora(&lab, 500, 10_000, 30, &[]);
+    caught_up(&lab);
+    let (p99_up, acks_up) = p99_us(&lab);
+    assert!(lab.stop(server.pid).is_some_and(|s| s.success()));
+
+    let server = start(&mut lab, Backend::Xdp, &sinks);
+    let out = std::thread::scope(|s| {
+        let load = s.spawn(|| perfdhcp_dora(&lab, 500, 35_000, 80, &[]));
+        std::thread::sleep(Duration::from_secs(5));
+        pg.stop();
+        nats.stop();
+        std::thread::sleep(Duration::from_secs(60));
+        let socket = lab.path("control.sock").display().to_string();
+        let status = ctl_json(&socket, &["status"]);
+        for sink in status["history"].as_array().unwrap() {
+            if sink["sink"] != "text" {
+                assert_eq!(sink["connected"], false, "{status}");
+                assert!(sink["lag_records"].as_u64().unwrap() > 1000, "{status}");
+            }
+        }
+        pg.start_again();
+        nats.again();
+        load.join().unwrap()
+    });
+    let acks = perf_stats(&out, "REQUEST-ACK");
+    assert!(acks.received >= 34_900, "{out}");
+    let (p99_down, acks_down) = p99_us(&lab);
+    eprintln!("ACK latency p99: {p99_up} us with both engines up, {p99_down} us with both stopped for 60 s");
+    assert!(
+        p99_down <= 3 * p99_up + 10_000,
+        "ACKs slowed while the engines were down: p99 {p99_down} us against {p99_up} us"
+    );
+    let status = caught_up(&lab);
+    eprintln!("after the outage: {}", status["history"]);
+    check_engines(&lab, &pg, Some(acks_up + acks_down));
+    assert!(lab.stop(server.pid).is_some_and(|s| s.success()));
 }

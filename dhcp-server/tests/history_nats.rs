@@ -11,13 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
-use common::nats::{eventually, in_netns, NatsLab};
+use common::nats::{eventually, in_netns, NatsLab, Reader, Stored};
 use dhcp_proto::lease::{BindingState, HwAddr};
 use dhcp_server::history::{
     Batch, Event, EventKind, NatsOptions, NatsSink, Origin, Position, Relay, Role, Sink,
 };
-use futures_util::StreamExt;
 
 fn origin(site: &str) -> Origin {
     Origin {
@@ -92,126 +90,6 @@ fn position(next: u64) -> Position {
         journal: 1,
         generation: 1,
         next: vec![next],
-    }
-}
-
-/// A message as the stream holds it.
-struct Stored {
-    subject: String,
-    id: String,
-    json: serde_json::Value,
-}
-
-/// A test's own client, next to the sink, to look at what the stream holds.
-struct Reader {
-    rt: tokio::runtime::Runtime,
-    js: jetstream::Context,
-}
-
-impl Reader {
-    fn connect(urls: &[String]) -> Reader {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let js = rt.block_on(async {
-            let client = async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(5))
-                .request_timeout(Some(Duration::from_secs(5)))
-                .connect(
-                    urls.iter()
-                        .map(|u| u.parse::<async_nats::ServerAddr>().unwrap())
-                        .collect::<Vec<_>>(),
-                )
-                .await
-                .expect("connect the reader");
-            jetstream::new(client)
-        });
-        Reader { rt, js }
-    }
-
-    /// Every message of `stream`, in stream order, read through an ephemeral pull
-    /// consumer; panics if the stream's count cannot be read within a bound.
-    fn all(&self, stream: &str) -> Vec<Stored> {
-        self.rt.block_on(async {
-            let mut s = self.js.get_stream(stream).await.expect("get stream");
-            let count = s.info().await.expect("stream info").state.messages as usize;
-            // A cluster that just lost a node may time out the first attempts.
-            let mut attempts = 0;
-            let consumer = loop {
-                let config = consumer::pull::Config {
-                    ack_policy: consumer::AckPolicy::None,
-                    ..Default::default()
-                };
-                match s.create_consumer(config).await {
-                    Ok(c) => break c,
-                    Err(e) if attempts < 10 => {
-                        attempts += 1;
-                        eprintln!("create consumer: {e}");
-                    }
-                    Err(e) => panic!("create consumer: {e}"),
-                }
-            };
-            let mut messages = consumer.messages().await.expect("consume");
-            let mut out = Vec::with_capacity(count);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while out.len() < count {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let m = tokio::time::timeout(left, messages.next())
-                    .await
-                    .unwrap_or_else(|_| panic!("read {} of {count} messages", out.len()))
-                    .expect("stream of messages ended")
-                    .expect("message");
-                let id = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Msg-Id"))
-                    .map(|v| v.as_str().to_string())
-                    .unwrap_or_default();
-                out.push(Stored {
-                    subject: m.subject.to_string(),
-                    id,
-                    json: serde_json::from_slice(&m.payload).expect("JSON payload"),
-                });
-            }
-            out
-        })
-    }
-
-    /// The position the sink stored for `key`, as text.
-    fn position(&self, key: &str) -> Option<String> {
-        self.rt.block_on(async {
-            let kv = self
-                .js
-                .get_key_value("dhcp-positions")
-                .await
-                .expect("bucket");
-            kv.get(key)
-                .await
-                .expect("get")
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        })
-    }
-
-    /// Overwrites the position for `key`, as a crash before the sink's own store would
-    /// have left it.
-    fn set_position(&self, key: &str, text: &str) {
-        self.rt.block_on(async {
-            let kv = self
-                .js
-                .get_key_value("dhcp-positions")
-                .await
-                .expect("bucket");
-            kv.put(key, text.to_string().into()).await.expect("put");
-        })
-    }
-
-    /// The server name of the stream's leader.
-    fn leader(&self, stream: &str) -> Option<String> {
-        self.rt.block_on(async {
-            let mut s = self.js.get_stream(stream).await.ok()?;
-            s.info().await.ok()?.cluster.clone()?.leader
-        })
     }
 }
 

@@ -9,7 +9,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -93,17 +93,47 @@ impl Postgres {
             .unwrap()
             .write_all(conf.as_bytes())
             .unwrap();
-        let log = fs::File::create(dir.join("server.log")).unwrap();
-        let server = as_postgres(&format!("{BIN}/postgres"))
-            .args(["-D", data.to_str().unwrap()])
+        let server = Self::spawn(&dir);
+        let pg = Postgres { dir, server };
+        pg.wait_ready(Duration::from_secs(30));
+        Some(pg)
+    }
+
+    /// The postmaster on the cluster in `dir`, logging to `server.log` there (appended).
+    fn spawn(dir: &Path) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        as_postgres(&format!("{BIN}/postgres"))
+            .args(["-D", dir.join("data").to_str().unwrap()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
-        let pg = Postgres { dir, server };
-        pg.wait_ready(Duration::from_secs(30));
-        Some(pg)
+            .unwrap()
+    }
+
+    /// Stops the server as an operator's `pg_ctl stop -m fast` would (connections are
+    /// cut, transactions rolled back), keeping the cluster for `start_again`.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.server.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("PostgreSQL did not stop:\n{}", self.log());
+    }
+
+    /// Starts the stopped server again on the same cluster.
+    pub fn start_again(&mut self) {
+        self.server = Self::spawn(&self.dir);
+        self.wait_ready(Duration::from_secs(30));
     }
 
     fn wait_ready(&self, limit: Duration) {
