@@ -399,11 +399,12 @@ pub fn dhclient_args(lab: &Lab, name: &str, script: &Path) -> Vec<String> {
     ]
 }
 
-/// Runs perfdhcp in the client namespace with `args`, bounded to a minute; its output.
+/// Runs perfdhcp in the client namespace with `args`, bounded to two and a half minutes
+/// (the longest load, the lease history's outage test, runs 70 s); its output.
 pub fn perfdhcp(lab: &Lab, args: &[&str]) -> String {
     require("perfdhcp");
     let out = Lab::cmd(&lab.client_ns, "timeout")
-        .arg("60")
+        .arg("150")
         .arg("perfdhcp")
         .args(args)
         .output()
