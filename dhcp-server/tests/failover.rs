@@ -40,7 +40,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{require, run, wait_for_file, SERVER_BIN};
+use common::postgres::Postgres;
+use common::{ctl_json, require, run, wait_for_file, SERVER_BIN};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -679,6 +680,63 @@ fn a_pair_of_ours_hands_over_on_a_graceful_stop() {
         consistent(&a, &b);
         a == b && before.keys().all(|k| a.contains_key(k))
     });
+}
+
+/// A pair of ours writing its lease history to one PostgreSQL: every lease is one span,
+/// whichever server granted or renewed it (the other server applies the partner's update
+/// and meets the same span rather than opening a second one).
+#[test]
+fn a_pair_of_ours_writes_one_span_per_lease_to_one_database() {
+    let Some(mut lab) = PairLab::new("ours-history") else {
+        return;
+    };
+    let Some(pg) = Postgres::start("ours-history", &[]) else {
+        return;
+    };
+    let history = |name: &str| {
+        format!(
+            "[history]\nserver = \"{name}\"\n[history.postgres]\nurl = \"{}\"\n",
+            pg.url()
+        )
+    };
+    lab.start_our_pair(&history("p"), &history("s"));
+    // The pool has 50 addresses, shared by the pair.
+    let served = lab.clients(40, 20, 6, "00:0c:0d:00:00:00");
+    assert!(served >= 36, "only {served} of 40 clients got a lease");
+    // The same clients again: their second DORA renews, on either server.
+    let again = lab.clients(40, 20, 6, "00:0c:0d:00:00:00");
+    assert!(again >= 36, "only {again} of 40 clients renewed");
+    for side in [Side::Primary, Side::Secondary] {
+        let socket = lab.socket(side).display().to_string();
+        eventually(30, "both servers' history delivered", || {
+            let status = ctl_json(&socket, &["status"]);
+            status["history"][0]["lag_records"] == 0 && status["history"][0]["connected"] == true
+        });
+    }
+    let (a, b) = (lab.ours_active(Side::Primary), lab.ours_active(Side::Secondary));
+    consistent(&a, &b);
+    let rows = pg.psql(
+        "SELECT host(address), encode(hw, 'hex'), count(*) FROM lease_span GROUP BY 1, 2",
+    );
+    let spans: HashMap<String, (String, u32)> = rows
+        .lines()
+        .map(|r| {
+            let f: Vec<&str> = r.split('|').collect();
+            let hw = f[1]
+                .as_bytes()
+                .chunks(2)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+                .join(":");
+            (f[0].to_owned(), (hw, f[2].parse().unwrap()))
+        })
+        .collect();
+    assert_eq!(spans.len(), a.len(), "one span per lease: {rows}");
+    for (addr, mac) in &a {
+        assert_eq!(spans.get(addr), Some(&(mac.clone(), 1)), "{addr}");
+    }
+    let writers = pg.psql("SELECT DISTINCT server FROM lease_span ORDER BY 1");
+    assert_eq!(writers, "p\ns", "both servers wrote spans");
 }
 
 /// A pair of ours: a reservation added on the secondary shows on the primary; removed
