@@ -713,11 +713,13 @@ fn a_pair_of_ours_writes_one_span_per_lease_to_one_database() {
             status["history"][0]["lag_records"] == 0 && status["history"][0]["connected"] == true
         });
     }
-    let (a, b) = (lab.ours_active(Side::Primary), lab.ours_active(Side::Secondary));
-    consistent(&a, &b);
-    let rows = pg.psql(
-        "SELECT host(address), encode(hw, 'hex'), count(*) FROM lease_span GROUP BY 1, 2",
+    let (a, b) = (
+        lab.ours_active(Side::Primary),
+        lab.ours_active(Side::Secondary),
     );
+    consistent(&a, &b);
+    let rows =
+        pg.psql("SELECT host(address), encode(hw, 'hex'), count(*) FROM lease_span GROUP BY 1, 2");
     let spans: HashMap<String, (String, u32)> = rows
         .lines()
         .map(|r| {

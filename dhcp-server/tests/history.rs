@@ -201,11 +201,17 @@ fn a_kill_mid_load_loses_and_repeats_nothing() {
         load.join().unwrap()
     });
     let before = perf_stats(&killed, "REQUEST-ACK");
-    assert!(before.received > 0, "the load ran before the kill: {killed}");
+    assert!(
+        before.received > 0,
+        "the load ran before the kill: {killed}"
+    );
     let _ = lab.stop(server.pid);
     let server = start(&mut lab, Backend::Udp, &sinks);
     caught_up(&lab);
-    assert!(leases(&lab).len() as u64 >= before.received, "the journal kept every ACK");
+    assert!(
+        leases(&lab).len() as u64 >= before.received,
+        "the journal kept every ACK"
+    );
     check_engines(&lab, &pg, None);
     let stopped = lab.stop(server.pid).expect("no exit on SIGTERM");
     assert!(stopped.success());
@@ -346,7 +352,11 @@ fn check_engines(lab: &Lab, pg: &Postgres, acks_sent: Option<u64>) {
     assert_eq!(ids.len(), messages.len(), "message ids unique");
     let on = |subject: &str| messages.iter().filter(|m| m.0 == subject).count();
     assert_eq!(on("dhcp.lab.lease.granted"), granted, "a message per grant");
-    assert_eq!(on("dhcp.lab.lease.renewed"), renewed, "a message per renewal");
+    assert_eq!(
+        on("dhcp.lab.lease.renewed"),
+        renewed,
+        "a message per renewal"
+    );
     assert_eq!(messages.len(), granted + renewed, "nothing else");
 }
 

@@ -346,7 +346,7 @@ fn servers(dir: &std::path::Path, ours: &str, reflector: &str) -> Result<Vec<Ser
 }
 
 /// Empties every server's lease storage: each run starts from nothing.
-fn forget_leases(lab: &Lab) -> Result {
+pub(crate) fn forget_leases(lab: &Lab) -> Result {
     for f in ["kea-leases4.csv", "dhcpd.leases"] {
         fs::write(lab.dir.join(f), "").map_err(|e| e.to_string())?;
     }

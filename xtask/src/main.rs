@@ -4,10 +4,12 @@
 //! clients in a lab of network namespaces, `lab` manages that lab by hand, `bench` measures
 //! the server against Kea and ISC dhcpd in it (`bench --failover`: a pair of ours against
 //! one alone and a Kea HA pair; `bench --leasequery`: RFC 4388 leasequeries answered a
-//! second, ours against ISC dhcpd); `soak` kills it at random moments under load and
+//! second, ours against ISC dhcpd; `bench --history`: ours with and without its lease
+//! history in PostgreSQL and NATS); `soak` kills it at random moments under load and
 //! checks that every lease it ACKed survives.
 
 mod bench;
+mod bench_history;
 mod bench_lq;
 mod bench_pair;
 mod chart;
@@ -64,6 +66,11 @@ enum Task {
         /// 100,000 leases; writes target/bench/bench-leasequery.json.
         #[arg(long, conflicts_with = "failover")]
         leasequery: bool,
+        /// The lease history benchmark instead: our server with and without every lease
+        /// sent to PostgreSQL and NATS JetStream (started here), and how far behind the
+        /// sinks fall; writes target/bench/bench-history.json.
+        #[arg(long, conflicts_with_all = ["failover", "leasequery"])]
+        history: bool,
     },
     /// The Debian package, checked by lintian: target/debian/dhcp-server_VERSION_ARCH.deb
     /// (see docs/packaging.md).
@@ -141,11 +148,14 @@ fn main() -> ExitCode {
             failover,
             cpu_per_server,
             leasequery,
+            history,
         } => setup().and_then(|()| ebpf::build()).and_then(|()| {
             if failover {
                 bench_pair::run(quick, cpu_per_server)
             } else if leasequery {
                 bench_lq::run(quick)
+            } else if history {
+                bench_history::run(quick)
             } else {
                 bench::run(quick)
             }

@@ -1,0 +1,283 @@
+//! `cargo xtask bench --history`: what the lease history costs the server. The main
+//! benchmark's rate search for our server (XDP, one worker, sync journal) runs without
+//! `[history]` and with every lease sent to PostgreSQL and NATS JetStream, both started
+//! here on this machine (a PostgreSQL 15 cluster on a Unix socket in a temporary
+//! directory, fsync on; nats-server with JetStream in the server's namespace), so they
+//! share its two cores with the server and the generator. The two searches alternate,
+//! `runs` times each; the table compares medians. After each load with the sinks, `ctl
+//! status` says how far behind they were when the load stopped, and the time they took
+//! to catch up is measured. Results: target/bench/bench-history.json.
+
+#[allow(dead_code)] // the benchmark uses part of the tests' harness
+#[path = "../../dhcp-server/tests/common/postgres.rs"]
+mod postgres;
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::bench::{
+    config_file, cpu_secs, field, forget_leases, search_rates, write_results, Plan,
+    MAX_DROP_PERCENT,
+};
+use crate::lab::{self, in_ns, Lab, LOAD, SERVER_NS};
+use crate::{is_root, Result};
+
+/// Where nats-server listens: the server's own address, in its namespace.
+const NATS: &str = "198.18.0.1:4222";
+
+/// One contender: the configuration file's path and whether it has sinks.
+struct Variant {
+    name: &'static str,
+    config: String,
+    sinks: bool,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Default)]
+struct Step {
+    rate: u32,
+    leases_per_s: f64,
+    drop_pct: f64,
+    p99: f64,
+    cpu_us_per_lease: f64,
+    /// With sinks: journal records not yet in each sink when the load stopped (the
+    /// largest of the two), and the seconds until both had everything.
+    lag_records: f64,
+    catch_up_s: f64,
+}
+
+/// Each sink's `lag_records` in `ctl --json status` (none when the server is not up).
+fn lags(ours: &str, socket: &str) -> Vec<f64> {
+    let out = Command::new(ours)
+        .args(["ctl", "--socket", socket, "--json", "status"])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    text.split("\"lag_records\":")
+        .skip(1)
+        .filter_map(|rest| rest.split([',', '}']).next()?.trim().parse().ok())
+        .collect()
+}
+
+fn step(
+    lab: &mut Lab,
+    ours: &str,
+    load: &str,
+    v: &Variant,
+    rate: u32,
+    plan: &Plan,
+) -> Result<Step> {
+    forget_leases(lab)?;
+    let socket = lab.dir.join("control.sock").display().to_string();
+    let pid = lab.spawn(
+        SERVER_NS,
+        "env",
+        &[
+            "RUST_LOG=info,dhcp_proto::engine=warn",
+            ours,
+            "run",
+            "--config",
+            &v.config,
+        ],
+        "server.log",
+    )?;
+    lab.wait_for("server.log", "ready", Duration::from_secs(15))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu_before = cpu_secs(pid);
+    let clients = ((f64::from(rate) * plan.step_secs) as u32).clamp(1, 120_000);
+    let out = in_ns(LOAD.0, load)
+        .args([
+            "--interface",
+            LOAD.1,
+            "--json",
+            "--clients",
+            &clients.to_string(),
+        ])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &plan.step_secs.to_string(),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let cpu = cpu_secs(pid) - cpu_before;
+    let json = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (mut lag_records, mut catch_up_s) = (0.0, 0.0);
+    if v.sinks {
+        let stopped = Instant::now();
+        lag_records = lags(ours, &socket).into_iter().fold(0.0, f64::max);
+        loop {
+            let now = lags(ours, &socket);
+            if now.len() == 2 && now.iter().all(|&l| l == 0.0) {
+                break;
+            }
+            if stopped.elapsed() > Duration::from_secs(300) {
+                return Err(format!("the sinks did not catch up in 5 minutes: {now:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        catch_up_s = stopped.elapsed().as_secs_f64();
+    }
+    lab.stop(pid);
+    if !out.status.success() || !json.contains("leases_per_s") {
+        return Err(format!(
+            "dhcp-load failed: {json}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let completed = field(&json, "completed");
+    let s = Step {
+        rate,
+        leases_per_s: field(&json, "leases_per_s"),
+        drop_pct: field(&json, "drop_pct"),
+        p99: field(&json, "p99_us"),
+        cpu_us_per_lease: if completed > 0.0 {
+            cpu * 1e6 / completed
+        } else {
+            f64::NAN
+        },
+        lag_records,
+        catch_up_s,
+    };
+    println!(
+        "  {rate:>8}/s offered: {:>9.0} leases/s, {:>6.2}% dropped{}",
+        s.leases_per_s,
+        s.drop_pct,
+        if v.sinks {
+            format!(", sinks {lag_records:.0} records behind at the end, caught up in {catch_up_s:.1} s")
+        } else {
+            String::new()
+        }
+    );
+    Ok(s)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn run(quick: bool) -> Result {
+    if !is_root() {
+        return Err("the benchmark builds a namespace lab: run it as root".into());
+    }
+    let began = Instant::now();
+    let plan = Plan::new(quick);
+    let runs = if quick { 1 } else { 3 };
+    let ours = lab::release_binary("dhcp-server", "dhcp-server")?;
+    let load = lab::release_binary("dhcp-benches", "dhcp-load")?;
+    let mut lab = Lab::start("dhcp-server-bench-history", lab::Layout::Pair)?;
+    let pg = postgres::Postgres::start(
+        "bench-history",
+        &[
+            "fsync = on",
+            "full_page_writes = on",
+            "shared_buffers = 256MB",
+            "max_wal_size = 4GB",
+        ],
+    )
+    .ok_or("PostgreSQL could not start")?;
+    let nats_conf = lab.dir.join("nats.conf");
+    std::fs::write(
+        &nats_conf,
+        format!(
+            "server_name: bench\nlisten: {NATS}\njetstream {{ store_dir: \"{}\" }}\n",
+            lab.dir.join("nats").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    lab.spawn(
+        SERVER_NS,
+        "nats-server",
+        &["-c", &nats_conf.display().to_string()],
+        "nats.log",
+    )?;
+    lab.wait_for("nats.log", "Server is ready", Duration::from_secs(20))?;
+    let settings = format!(
+        "backend = \"xdp\"\nworkers = 1\ndurability = \"sync\"\ncontrol-socket = \"{}\"\n",
+        lab.dir.join("control.sock").display()
+    );
+    let sinks = format!(
+        "[history]\nserver = \"bench\"\nsite = \"bench\"\n[history.postgres]\nurl = \"{}\"\n\
+         [history.nats]\nservers = [\"nats://{NATS}\"]\n",
+        pg.url()
+    );
+    let variants = [
+        Variant {
+            name: "dhcp-server (xdp 1 worker, sync)",
+            config: config_file(&lab.dir, "plain.toml", &settings, "")?,
+            sinks: false,
+        },
+        Variant {
+            name: "dhcp-server (xdp 1 worker, sync) + PostgreSQL + NATS",
+            config: config_file(&lab.dir, "history.toml", &settings, &sinks)?,
+            sinks: true,
+        },
+    ];
+    let mut best: Vec<Vec<Step>> = vec![Vec::new(); variants.len()];
+    let mut json = String::from("{\"runs\":[");
+    for run in 0..runs {
+        for (i, v) in variants.iter().enumerate() {
+            println!("{} (run {} of {runs}):", v.name, run + 1);
+            let (b, steps) = search_rates(
+                16_000,
+                &plan,
+                MAX_DROP_PERCENT,
+                |rate| step(&mut lab, &ours, &load, v, rate, &plan),
+                |s| s.drop_pct,
+            )?;
+            let _ = write!(
+                json,
+                "{}{{\"name\":\"{}\",\"best\":{:.0},\"lag_records\":{:.0},\"catch_up_s\":{:.1},\"steps\":[{}]}}",
+                if run + i > 0 { "," } else { "" },
+                v.name,
+                b.leases_per_s,
+                b.lag_records,
+                b.catch_up_s,
+                steps
+                    .iter()
+                    .map(|s| format!("{{\"rate\":{},\"leases_per_s\":{:.0},\"drop_pct\":{:.2}}}", s.rate, s.leases_per_s, s.drop_pct))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            best[i].push(b);
+        }
+    }
+    json.push_str("]}");
+    let path = write_results("bench-history.json", &json)?;
+    let med = |i: usize, f: fn(&Step) -> f64| median(best[i].iter().map(f).collect());
+    println!("\n| server | leases/s (median of {runs}) | p99 µs | CPU µs/lease | sinks behind at the end | caught up after |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (i, v) in variants.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {} | {} |",
+            v.name,
+            med(i, |s| s.leases_per_s),
+            med(i, |s| s.p99),
+            med(i, |s| s.cpu_us_per_lease),
+            if v.sinks {
+                format!("{:.0} records", med(i, |s| s.lag_records))
+            } else {
+                "-".into()
+            },
+            if v.sinks {
+                format!("{:.1} s", med(i, |s| s.catch_up_s))
+            } else {
+                "-".into()
+            },
+        );
+    }
+    let ratio = med(1, |s| s.leases_per_s) / med(0, |s| s.leases_per_s);
+    println!(
+        "\nwith both sinks: {:.1}% of the figure without them",
+        ratio * 100.0
+    );
+    println!("results: {}", path.display());
+    let took = began.elapsed().as_secs();
+    println!("the benchmark took {}m{:02}s", took / 60, took % 60);
+    drop(pg);
+    Ok(())
+}
