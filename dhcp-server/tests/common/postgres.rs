@@ -155,6 +155,11 @@ impl Postgres {
         }
     }
 
+    /// The postmaster's process id.
+    pub fn pid(&self) -> u32 {
+        self.server.id()
+    }
+
     /// The connection string of the `postgres` database.
     pub fn url(&self) -> String {
         format!("host={} user=postgres dbname=postgres", self.dir.display())
