@@ -2,11 +2,11 @@
 //! when, through which relay), written by both servers of a failover pair into one
 //! database, and the queries operators ask of it (docs/history-postgres.md).
 //!
-//! Each batch is one transaction: lock the batch's addresses in `lease_open` (in address
-//! order, so two servers' transactions never deadlock), read their open spans, work out
-//! the changes in memory (`plan`), write them with three set-based statements over
-//! arrays, and store the journal position in `history_position` beside them. A crash at
-//! any point leaves both or neither.
+//! Each batch is one transaction: take the writers' lock (the two servers of a pair take
+//! turns), read the open spans of the batch's addresses from `lease_open`, work out the
+//! changes in memory (`plan`), write them with three set-based statements over arrays,
+//! and store the journal position in `history_position` beside them. A crash at any point
+//! leaves both or neither.
 
 mod plan;
 mod query;
@@ -18,10 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 use hashbrown::{HashMap, HashSet};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::{Timestamp, Type};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, NoTls, Statement, Transaction};
 
 use super::{Batch, Origin, Position, Sink, SinkError};
-use plan::{AddrState, ClientKey, Micros};
+use plan::{AddrState, ClientKey, Micros, NewSpan};
 pub use query::{format_spans, format_time, History, Span};
 use schema::Month;
 
@@ -46,7 +46,7 @@ impl Default for PostgresOptions {
         PostgresOptions {
             url: "host=/run/postgresql dbname=dhcp".into(),
             retention_days: 365,
-            batch: 10_000,
+            batch: 50_000,
             timeout: Duration::from_secs(30),
         }
     }
@@ -71,6 +71,8 @@ pub enum PgError {
     Newer { at: usize, known: usize },
     #[error("stored journal position: {0}")]
     Position(String),
+    #[error("the batch's partitions kept disappearing under it")]
+    Unsettled,
     #[error("not connected (open first)")]
     NotOpen,
     #[error("no answer within {0:?}")]
@@ -154,13 +156,21 @@ struct Inner {
 
 struct Conn {
     client: Client,
-    lock_new: Statement,
-    lock: Statement,
+    st: Stmts,
+}
+
+/// The delivery's statements, prepared once per connection.
+struct Stmts {
+    state: Statement,
     extend: Statement,
     insert: Statement,
     set_open: Statement,
     position: Statement,
 }
+
+/// Taken first by every transaction that changes spans (deliveries, retention).
+/// SHARE ROW EXCLUSIVE conflicts with itself and with row changes, not with reads.
+const WRITER_LOCK: &str = "LOCK TABLE lease_open IN SHARE ROW EXCLUSIVE MODE";
 
 /// How often a running sink drops expired partitions (and at every `open`).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -260,17 +270,9 @@ impl Conn {
                 .map_err(PgError::sql("prepare"))
         };
         use Type as T;
-        let lock_new = p(
-            // Rows for addresses never seen, inserted in address order: a concurrent
-            // writer inserting the same address waits here, then finds it.
-            "INSERT INTO lease_open (address)
-             SELECT a FROM unnest($1::inet[]) AS a ORDER BY a ON CONFLICT DO NOTHING",
-            &[T::INET_ARRAY],
-        )
-        .await?;
-        let lock = p(
+        let state = p(
             "SELECT address, since, open, htype, hw, client_id, closed_at FROM lease_open
-             WHERE address = ANY($1) ORDER BY address FOR UPDATE",
+             WHERE address = ANY($1)",
             &[T::INET_ARRAY],
         )
         .await?;
@@ -339,13 +341,13 @@ impl Conn {
         )
         .await?;
         let set_open = p(
-            "UPDATE lease_open o SET since = x.since, open = x.open, htype = x.htype,
-                                     hw = x.hw, client_id = x.client_id,
-                                     closed_at = x.closed_at
-             FROM unnest($1::inet[], $2::timestamptz[], $3::bool[], $4::int2[],
-                         $5::bytea[], $6::bytea[], $7::timestamptz[])
-                    AS x(address, since, open, htype, hw, client_id, closed_at)
-             WHERE o.address = x.address",
+            "INSERT INTO lease_open (address, since, open, htype, hw, client_id, closed_at)
+             SELECT * FROM unnest($1::inet[], $2::timestamptz[], $3::bool[], $4::int2[],
+                                  $5::bytea[], $6::bytea[], $7::timestamptz[])
+             ON CONFLICT (address) DO UPDATE SET
+               since = excluded.since, open = excluded.open, htype = excluded.htype,
+               hw = excluded.hw, client_id = excluded.client_id,
+               closed_at = excluded.closed_at",
             &[
                 T::INET_ARRAY,
                 T::TIMESTAMPTZ_ARRAY,
@@ -365,12 +367,13 @@ impl Conn {
         .await?;
         Ok(Conn {
             client,
-            lock_new,
-            lock,
-            extend,
-            insert,
-            set_open,
-            position,
+            st: Stmts {
+                state,
+                extend,
+                insert,
+                set_open,
+                position,
+            },
         })
     }
 }
@@ -402,148 +405,164 @@ impl Inner {
             schema::apply_retention(&mut conn.client, opts.retention_days).await?;
             self.last_retention = Some(Instant::now());
         }
-        let addrs: Vec<IpAddr> = plan::addresses(&batch.events).into_iter().map(ip).collect();
-        let tx = conn
-            .client
-            .transaction()
-            .await
-            .map_err(PgError::sql("begin"))?;
-        let mut sorted = addrs.clone();
-        sorted.sort_unstable();
-        tx.execute(&conn.lock_new, &[&sorted])
-            .await
-            .map_err(PgError::sql("lock new addresses"))?;
-        let rows = tx
-            .query(&conn.lock, &[&sorted])
-            .await
-            .map_err(PgError::sql("lock addresses"))?;
-        let mut state = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let IpAddr::V4(a) = r.get::<_, IpAddr>(0) else {
+        let mut addrs: Vec<IpAddr> = plan::addresses(&batch.events).into_iter().map(ip).collect();
+        addrs.sort_unstable();
+        // At most one start-over (for a missing partition); a second means something
+        // else changes the tables under us, and the follower's retry is the answer.
+        for _ in 0..2 {
+            let tx = conn
+                .client
+                .transaction()
+                .await
+                .map_err(PgError::sql("begin"))?;
+            // The writers of one database (a failover pair) take turns, a batch each: one
+            // lock, taken first, so no two transactions can deadlock or both open a span
+            // for one address. Row locks let them overlap, but cost a WAL record per row
+            // (a quarter of a batch's time) and buy nothing on a database whose one busy
+            // core is the limit.
+            tx.batch_execute(WRITER_LOCK)
+                .await
+                .map_err(PgError::sql("wait for the other writer"))?;
+            let rows = tx
+                .query(&conn.st.state, &[&addrs])
+                .await
+                .map_err(PgError::sql("read addresses"))?;
+            let mut state = HashMap::with_capacity(rows.len());
+            for r in rows {
+                let IpAddr::V4(a) = r.get::<_, IpAddr>(0) else {
+                    continue;
+                };
+                let since: Option<Ts> = r.get(1);
+                let open: bool = r.get(2);
+                let closed_at: Option<Ts> = r.get(6);
+                state.insert(
+                    a,
+                    AddrState {
+                        since: since.map(schema::from_ts),
+                        open: open.then(|| ClientKey {
+                            htype: r.get::<_, i16>(3) as u8,
+                            hw: r.get(4),
+                            client_id: r.get(5),
+                        }),
+                        closed_at: closed_at.map(schema::from_ts),
+                    },
+                );
+            }
+            let plan = plan::plan(&batch.events, &state);
+
+            // New spans may start in months without a partition (a journal replayed from
+            // long ago); creating one needs its own transaction, so this one starts over.
+            let missing: HashSet<Month> = plan
+                .inserts
+                .iter()
+                .map(|s| schema::month_of(s.since))
+                .filter(|m| !self.months.contains(m))
+                .collect();
+            if !missing.is_empty() {
+                tx.rollback().await.map_err(PgError::sql("rollback"))?;
+                schema::ensure_partitions(&mut conn.client, missing.iter().copied()).await?;
+                self.months.extend(missing);
                 continue;
-            };
-            let since: Option<Ts> = r.get(1);
-            let open: bool = r.get(2);
-            let closed_at: Option<Ts> = r.get(6);
-            state.insert(
-                a,
-                AddrState {
-                    since: since.map(schema::from_ts),
-                    open: open.then(|| ClientKey {
-                        htype: r.get::<_, i16>(3) as u8,
-                        hw: r.get(4),
-                        client_id: r.get(5),
-                    }),
-                    closed_at: closed_at.map(schema::from_ts),
-                },
-            );
-        }
-        let plan = plan::plan(&batch.events, &state);
-
-        // New spans may start in months without a partition (a journal replayed from long
-        // ago); creating one needs its own transaction, so this one starts over after.
-        let missing: Vec<Month> = plan
-            .inserts
-            .iter()
-            .map(|s| schema::month_of(s.since))
-            .filter(|m| !self.months.contains(m))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            tx.rollback().await.map_err(PgError::sql("rollback"))?;
-            schema::ensure_partitions(&mut conn.client, missing.iter().copied()).await?;
-            self.months.extend(missing);
-            return Box::pin(self.deliver(batch, opts, origin)).await;
-        }
-
-        let server = &origin.server;
-        if !plan.extends.is_empty() {
-            let x = &plan.extends;
-            let col = |f: fn(&plan::Extend) -> Option<Micros>| -> Vec<Option<Ts>> {
-                x.iter().map(|e| f(e).map(schema::ts)).collect()
-            };
-            let a: Vec<IpAddr> = x.iter().map(|e| ip(e.address)).collect();
-            let since: Vec<Ts> = x.iter().map(|e| schema::ts(e.since)).collect();
-            let (ext, close) = (col(|e| e.ext), col(|e| e.close));
-            let host: Vec<Option<&str>> = x.iter().map(|e| e.attrs.host_name.as_deref()).collect();
-            let circuit: Vec<Option<&[u8]>> =
-                x.iter().map(|e| e.attrs.circuit_id.as_deref()).collect();
-            let remote: Vec<Option<&[u8]>> =
-                x.iter().map(|e| e.attrs.remote_id.as_deref()).collect();
-            let sub: Vec<Option<&[u8]>> =
-                x.iter().map(|e| e.attrs.subscriber_id.as_deref()).collect();
-            let gi: Vec<Option<IpAddr>> = x.iter().map(|e| e.attrs.giaddr.map(ip)).collect();
+            }
+            write(&tx, &conn.st, &plan, &origin.server).await?;
             tx.execute(
-                &conn.extend,
-                &[
-                    server, &a, &since, &ext, &close, &host, &circuit, &remote, &sub, &gi,
-                ],
+                &conn.st.position,
+                &[&origin.server, &batch.after.to_string()],
             )
-            .await
-            .map_err(PgError::sql("extend spans"))?;
-        }
-        if !plan.inserts.is_empty() {
-            let x = &plan.inserts;
-            let a: Vec<IpAddr> = x.iter().map(|s| ip(s.address)).collect();
-            let since: Vec<Ts> = x.iter().map(|s| schema::ts(s.since)).collect();
-            let upper: Vec<Ts> = x.iter().map(|s| schema::ts(s.upper)).collect();
-            let htype: Vec<i16> = x.iter().map(|s| i16::from(s.client.htype)).collect();
-            let hw: Vec<&[u8]> = x.iter().map(|s| s.client.hw.as_slice()).collect();
-            let cid: Vec<Option<&[u8]>> = x
-                .iter()
-                .map(|s| (!s.client.client_id.is_empty()).then_some(&s.client.client_id[..]))
-                .collect();
-            let host: Vec<Option<&str>> = x.iter().map(|s| s.attrs.host_name.as_deref()).collect();
-            let circuit: Vec<Option<&[u8]>> =
-                x.iter().map(|s| s.attrs.circuit_id.as_deref()).collect();
-            let remote: Vec<Option<&[u8]>> =
-                x.iter().map(|s| s.attrs.remote_id.as_deref()).collect();
-            let sub: Vec<Option<&[u8]>> =
-                x.iter().map(|s| s.attrs.subscriber_id.as_deref()).collect();
-            let gi: Vec<Option<IpAddr>> = x.iter().map(|s| s.attrs.giaddr.map(ip)).collect();
-            tx.execute(
-                &conn.insert,
-                &[
-                    server, &a, &since, &upper, &htype, &hw, &cid, &host, &circuit, &remote, &sub,
-                    &gi,
-                ],
-            )
-            .await
-            .map_err(PgError::sql("insert spans"))?;
-        }
-        if !plan.opens.is_empty() {
-            let x = &plan.opens;
-            let empty = ClientKey::default();
-            let keys: Vec<&ClientKey> = x
-                .iter()
-                .map(|o| o.open.as_ref().unwrap_or(&empty))
-                .collect();
-            let a: Vec<IpAddr> = x.iter().map(|o| ip(o.address)).collect();
-            let since: Vec<Ts> = x.iter().map(|o| schema::ts(o.since)).collect();
-            let open: Vec<bool> = x.iter().map(|o| o.open.is_some()).collect();
-            let htype: Vec<i16> = keys.iter().map(|k| i16::from(k.htype)).collect();
-            let hw: Vec<&[u8]> = keys.iter().map(|k| k.hw.as_slice()).collect();
-            let cid: Vec<&[u8]> = keys.iter().map(|k| k.client_id.as_slice()).collect();
-            let closed: Vec<Option<Ts>> = x.iter().map(|o| o.closed_at.map(schema::ts)).collect();
-            tx.execute(
-                &conn.set_open,
-                &[&a, &since, &open, &htype, &hw, &cid, &closed],
-            )
-            .await
-            .map_err(PgError::sql("record open spans"))?;
-        }
-        tx.execute(&conn.position, &[server, &batch.after.to_string()])
             .await
             .map_err(PgError::sql("store the position"))?;
-        tx.commit().await.map_err(PgError::sql("commit"))?;
-        tracing::debug!(
-            events = batch.events.len(),
-            extended = plan.extends.len(),
-            opened = plan.inserts.len(),
-            took = ?started.elapsed(),
-            "history batch stored"
-        );
-        Ok(())
+            tx.commit().await.map_err(PgError::sql("commit"))?;
+            tracing::debug!(
+                events = batch.events.len(),
+                extended = plan.extends.len(),
+                opened = plan.inserts.len(),
+                took = ?started.elapsed(),
+                "history batch stored"
+            );
+            return Ok(());
+        }
+        Err(PgError::Unsettled)
     }
+}
+
+/// Writes `plan` in `tx`: three set-based statements over arrays, rows in key order (the
+/// index pages they touch then follow one another).
+async fn write(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan,
+    server: &String,
+) -> Result<(), PgError> {
+    if !plan.extends.is_empty() {
+        let mut x: Vec<&plan::Extend> = plan.extends.iter().collect();
+        x.sort_unstable_by_key(|e| (e.address, e.since));
+        let col = |f: fn(&plan::Extend) -> Option<Micros>| -> Vec<Option<Ts>> {
+            x.iter().map(|e| f(e).map(schema::ts)).collect()
+        };
+        let a: Vec<IpAddr> = x.iter().map(|e| ip(e.address)).collect();
+        let since: Vec<Ts> = x.iter().map(|e| schema::ts(e.since)).collect();
+        let (ext, close) = (col(|e| e.ext), col(|e| e.close));
+        let host: Vec<Option<&str>> = x.iter().map(|e| e.attrs.host_name.as_deref()).collect();
+        let circuit: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.circuit_id.as_deref()).collect();
+        let remote: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.remote_id.as_deref()).collect();
+        let sub: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.subscriber_id.as_deref()).collect();
+        let gi: Vec<Option<IpAddr>> = x.iter().map(|e| e.attrs.giaddr.map(ip)).collect();
+        tx.execute(
+            &st.extend,
+            &[
+                server, &a, &since, &ext, &close, &host, &circuit, &remote, &sub, &gi,
+            ],
+        )
+        .await
+        .map_err(PgError::sql("extend spans"))?;
+    }
+    if !plan.inserts.is_empty() {
+        let mut x: Vec<&NewSpan> = plan.inserts.iter().collect();
+        x.sort_unstable_by_key(|s| (s.address, s.since));
+        let a: Vec<IpAddr> = x.iter().map(|s| ip(s.address)).collect();
+        let since: Vec<Ts> = x.iter().map(|s| schema::ts(s.since)).collect();
+        let upper: Vec<Ts> = x.iter().map(|s| schema::ts(s.upper)).collect();
+        let htype: Vec<i16> = x.iter().map(|s| i16::from(s.client.htype)).collect();
+        let hw: Vec<&[u8]> = x.iter().map(|s| s.client.hw.as_slice()).collect();
+        let cid: Vec<Option<&[u8]>> = x
+            .iter()
+            .map(|s| (!s.client.client_id.is_empty()).then_some(&s.client.client_id[..]))
+            .collect();
+        let host: Vec<Option<&str>> = x.iter().map(|s| s.attrs.host_name.as_deref()).collect();
+        let circuit: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.circuit_id.as_deref()).collect();
+        let remote: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.remote_id.as_deref()).collect();
+        let sub: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.subscriber_id.as_deref()).collect();
+        let gi: Vec<Option<IpAddr>> = x.iter().map(|s| s.attrs.giaddr.map(ip)).collect();
+        tx.execute(
+            &st.insert,
+            &[
+                server, &a, &since, &upper, &htype, &hw, &cid, &host, &circuit, &remote, &sub, &gi,
+            ],
+        )
+        .await
+        .map_err(PgError::sql("insert spans"))?;
+    }
+    if !plan.opens.is_empty() {
+        let mut x: Vec<&plan::OpenRow> = plan.opens.iter().collect();
+        x.sort_unstable_by_key(|o| o.address);
+        let empty = ClientKey::default();
+        let keys: Vec<&ClientKey> = x
+            .iter()
+            .map(|o| o.open.as_ref().unwrap_or(&empty))
+            .collect();
+        let a: Vec<IpAddr> = x.iter().map(|o| ip(o.address)).collect();
+        let since: Vec<Ts> = x.iter().map(|o| schema::ts(o.since)).collect();
+        let open: Vec<bool> = x.iter().map(|o| o.open.is_some()).collect();
+        let htype: Vec<i16> = keys.iter().map(|k| i16::from(k.htype)).collect();
+        let hw: Vec<&[u8]> = keys.iter().map(|k| k.hw.as_slice()).collect();
+        let cid: Vec<&[u8]> = keys.iter().map(|k| k.client_id.as_slice()).collect();
+        let closed: Vec<Option<Ts>> = x.iter().map(|o| o.closed_at.map(schema::ts)).collect();
+        tx.execute(
+            &st.set_open,
+            &[&a, &since, &open, &htype, &hw, &cid, &closed],
+        )
+        .await
+        .map_err(PgError::sql("record open spans"))?;
+    }
+    Ok(())
 }

@@ -213,18 +213,11 @@ pub async fn apply_retention(client: &mut Client, days: u32) -> Result<Vec<Strin
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await
             .map_err(PgError::sql("lock the schema"))?;
-        // The address rows first, in address order, as deliveries lock them: then the
-        // table lock DROP needs is the last one taken, and no cycle can form.
-        tx.execute(
-            &format!(
-                "SELECT 1 FROM lease_open o WHERE EXISTS
-                   (SELECT 1 FROM {name} p WHERE p.address = o.address AND p.since = o.since)
-                 ORDER BY o.address FOR UPDATE"
-            ),
-            &[],
-        )
-        .await
-        .map_err(PgError::sql("lock addresses"))?;
+        // The writers' lock first, as deliveries take it: then the table lock DROP needs
+        // is the last one taken, and no cycle can form.
+        tx.batch_execute(super::WRITER_LOCK)
+            .await
+            .map_err(PgError::sql("wait for the writers"))?;
         tx.execute(
             &format!(
                 "INSERT INTO lease_span
