@@ -34,8 +34,8 @@ pub struct Span {
     pub server: String,
 }
 
-const COLUMNS: &str = "address, lower(validity), upper(validity), htype, hw, client_id, \
-     host_name, circuit_id, remote_id, subscriber_id, giaddr, server";
+const COLUMNS: &str = "s.address, lower(s.validity), upper(s.validity), s.htype, s.hw, \
+     s.client_id, s.host_name, s.circuit_id, s.remote_id, s.subscriber_id, s.giaddr, s.server";
 
 fn v4(a: Option<IpAddr>) -> Option<Ipv4Addr> {
     match a {
@@ -120,7 +120,7 @@ impl History {
         let sql = format!(
             "SELECT {COLUMNS} FROM (SELECT * FROM lease_span
                 WHERE address = $1 AND since <= $2 ORDER BY since DESC LIMIT 1) s
-             WHERE validity @> $2"
+             WHERE s.validity @> $2"
         );
         let t = ts(micros(at));
         Ok(self
@@ -146,6 +146,11 @@ impl History {
         self.between("circuit_id", circuit_id, from, to)
     }
 
+    /// Two steps, so the cost follows the addresses the key had, not its spans: the
+    /// addresses come from the key's index alone (it includes the address, so old
+    /// partitions are read without their rows), then per address the span running at
+    /// `from` (the latest starting before it: an address's spans do not overlap) and those
+    /// starting in the period, by the primary key.
     fn between(
         &mut self,
         column: &str,
@@ -155,9 +160,17 @@ impl History {
     ) -> Result<Vec<Span>, PgError> {
         // `column` is one of two names above, never input.
         let sql = format!(
-            "SELECT {COLUMNS} FROM lease_span
-             WHERE {column} = $1 AND since <= $3 AND validity && tstzrange($2, $3, '[]')
-             ORDER BY since, address"
+            "SELECT {COLUMNS}
+             FROM (SELECT DISTINCT address FROM lease_span
+                   WHERE {column} = $1 AND since <= $3) a,
+             LATERAL ((SELECT * FROM lease_span l
+                       WHERE l.address = a.address AND l.since <= $2
+                       ORDER BY l.since DESC LIMIT 1)
+                      UNION ALL
+                      (SELECT * FROM lease_span l
+                       WHERE l.address = a.address AND l.since > $2 AND l.since <= $3)) s
+             WHERE s.{column} = $1 AND s.validity && tstzrange($2, $3, '[]')
+             ORDER BY s.since, s.address"
         );
         let (from, to) = (ts(micros(from)), ts(micros(to)));
         self.query(&sql, &[&key, &from, &to])

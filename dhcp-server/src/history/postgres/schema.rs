@@ -22,8 +22,10 @@ const MIGRATIONS: &[&str] = &[
     // key column) and, with the address, its key: `plan` gives the spans of one address
     // distinct starts. (address, since) answers "who had X at T" as the latest span of X
     // starting at or before T (a backward scan that stops at the first row, partitions
-    // visited newest first); (hw, since) and (circuit_id, since) answer "where was M (or C)
-    // between T1 and T2".
+    // visited newest first); (hw, since) and (circuit_id, since), with the address
+    // included so they are read without the rows, give the addresses a client or a port
+    // had, whose spans the primary key then gives (query.rs). None holds `validity`: a
+    // renewal then changes no indexed column and is a HOT update.
     "CREATE TABLE lease_span (
         address       inet        NOT NULL,
         since         timestamptz NOT NULL,
@@ -39,8 +41,8 @@ const MIGRATIONS: &[&str] = &[
         server        text        NOT NULL,
         PRIMARY KEY (address, since)
     ) PARTITION BY RANGE (since);
-    CREATE INDEX lease_span_hw ON lease_span (hw, since);
-    CREATE INDEX lease_span_circuit ON lease_span (circuit_id, since)
+    CREATE INDEX lease_span_hw ON lease_span (hw, since) INCLUDE (address);
+    CREATE INDEX lease_span_circuit ON lease_span (circuit_id, since) INCLUDE (address)
         WHERE circuit_id IS NOT NULL;
     -- Each address's latest span, whether it is open (for whom) or when it closed: the
     -- row writers lock to agree on one open span per address (a partitioned table cannot
