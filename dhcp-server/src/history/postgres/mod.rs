@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hashbrown::{HashMap, HashSet};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::{Timestamp, Type};
-use tokio_postgres::{Client, Config, NoTls, Statement, Transaction};
+use tokio_postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use super::{Batch, Origin, Position, Sink, SinkError};
 use plan::{AddrState, ClientKey, Micros, NewSpan};
@@ -223,6 +223,8 @@ impl Sink for PostgresSink {
 
     fn open(&mut self) -> Result<Option<Position>, SinkError> {
         self.inner.conn = None;
+        // Partitions may have been dropped meanwhile (the partner's retention).
+        self.inner.months.clear();
         self.run("open", async |inner, opts, origin, rt| {
             let app = format!("dhcp-server history {}", origin.server);
             let mut client = connect(&opts.url, &app, opts.timeout, rt).await?;
@@ -240,7 +242,10 @@ impl Sink for PostgresSink {
                 .await
                 .map_err(PgError::sql("read the position"))?;
             let position = row
-                .map(|r| r.get::<_, String>(0).parse::<Position>())
+                .map(|r| r.try_get::<_, String>(0))
+                .transpose()
+                .map_err(PgError::sql("read the position"))?
+                .map(|p| p.parse::<Position>())
                 .transpose()
                 .map_err(PgError::Position)?;
             inner.conn = Some(Conn::prepare(client).await?);
@@ -402,7 +407,13 @@ impl Inner {
             let m = schema::month_of(schema::now());
             schema::ensure_partitions(&mut conn.client, [m, m + 1]).await?;
             self.months.extend([m, m + 1]);
-            schema::apply_retention(&mut conn.client, opts.retention_days).await?;
+            if !schema::apply_retention(&mut conn.client, opts.retention_days)
+                .await?
+                .is_empty()
+            {
+                self.months.clear();
+                self.months.extend([m, m + 1]);
+            }
             self.last_retention = Some(Instant::now());
         }
         let mut addrs: Vec<IpAddr> = plan::addresses(&batch.events).into_iter().map(ip).collect();
@@ -429,24 +440,8 @@ impl Inner {
                 .map_err(PgError::sql("read addresses"))?;
             let mut state = HashMap::with_capacity(rows.len());
             for r in rows {
-                let IpAddr::V4(a) = r.get::<_, IpAddr>(0) else {
-                    continue;
-                };
-                let since: Option<Ts> = r.get(1);
-                let open: bool = r.get(2);
-                let closed_at: Option<Ts> = r.get(6);
-                state.insert(
-                    a,
-                    AddrState {
-                        since: since.map(schema::from_ts),
-                        open: open.then(|| ClientKey {
-                            htype: r.get::<_, i16>(3) as u8,
-                            hw: r.get(4),
-                            client_id: r.get(5),
-                        }),
-                        closed_at: closed_at.map(schema::from_ts),
-                    },
-                );
+                let (a, s) = addr_state(&r).map_err(PgError::sql("read addresses"))?;
+                state.insert(a, s);
             }
             let plan = plan::plan(&batch.events, &state);
 
@@ -483,6 +478,34 @@ impl Inner {
         }
         Err(PgError::Unsettled)
     }
+}
+
+/// An address's `lease_open` row (a type changed by hand is an error, not a panic).
+fn addr_state(r: &Row) -> Result<(Ipv4Addr, AddrState), tokio_postgres::Error> {
+    let a = match r.try_get::<_, IpAddr>(0)? {
+        IpAddr::V4(a) => a,
+        // Not ours to write; read as an address that never held a span.
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let since: Option<Ts> = r.try_get(1)?;
+    let closed_at: Option<Ts> = r.try_get(6)?;
+    let open = if r.try_get::<_, bool>(2)? {
+        Some(ClientKey {
+            htype: r.try_get::<_, i16>(3)? as u8,
+            hw: r.try_get(4)?,
+            client_id: r.try_get(5)?,
+        })
+    } else {
+        None
+    };
+    Ok((
+        a,
+        AddrState {
+            since: since.map(schema::from_ts),
+            open,
+            closed_at: closed_at.map(schema::from_ts),
+        },
+    ))
 }
 
 /// Writes `plan` in `tx`: three set-based statements over arrays, rows in key order (the

@@ -51,21 +51,21 @@ fn secs(t: Option<Timestamp<SystemTime>>) -> Option<i64> {
 }
 
 impl Span {
-    fn from_row(r: &Row) -> Span {
-        Span {
-            address: v4(r.get(0)).unwrap_or(Ipv4Addr::UNSPECIFIED),
-            from: secs(r.get(1)).unwrap_or_default(),
-            until: secs(r.get(2)),
-            htype: r.get::<_, i16>(3) as u8,
-            hw: r.get(4),
-            client_id: r.get(5),
-            host_name: r.get(6),
-            circuit_id: r.get(7),
-            remote_id: r.get(8),
-            subscriber_id: r.get(9),
-            giaddr: v4(r.get(10)),
-            server: r.get(11),
-        }
+    fn from_row(r: &Row) -> Result<Span, tokio_postgres::Error> {
+        Ok(Span {
+            address: v4(r.try_get(0)?).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            from: secs(r.try_get(1)?).unwrap_or_default(),
+            until: secs(r.try_get(2)?),
+            htype: r.try_get::<_, i16>(3)? as u8,
+            hw: r.try_get(4)?,
+            client_id: r.try_get(5)?,
+            host_name: r.try_get(6)?,
+            circuit_id: r.try_get(7)?,
+            remote_id: r.try_get(8)?,
+            subscriber_id: r.try_get(9)?,
+            giaddr: v4(r.try_get(10)?),
+            server: r.try_get(11)?,
+        })
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -110,7 +110,10 @@ impl History {
             .rt
             .block_on(self.client.query(sql, params))
             .map_err(PgError::sql("query the history"))?;
-        Ok(rows.iter().map(Span::from_row).collect())
+        rows.iter()
+            .map(Span::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(PgError::sql("read the history"))
     }
 
     /// Who had `address` at `at`: the address's latest span starting at or before `at`,

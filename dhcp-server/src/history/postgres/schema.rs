@@ -82,7 +82,10 @@ pub async fn migrate(client: &mut Client) -> Result<usize, PgError> {
         .query_one("SELECT coalesce(max(version), 0) FROM history_schema", &[])
         .await
         .map_err(PgError::sql("read the schema version"))?;
-    let at = usize::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+    let at = row
+        .try_get::<_, i32>(0)
+        .map_err(PgError::sql("read the schema version"))?;
+    let at = usize::try_from(at).unwrap_or(0);
     if at > VERSION {
         return Err(PgError::Newer { at, known: VERSION });
     }
@@ -199,7 +202,7 @@ pub async fn apply_retention(client: &mut Client, days: u32) -> Result<Vec<Strin
         .map_err(PgError::sql("list partitions"))?;
     let mut old: Vec<Month> = rows
         .iter()
-        .filter_map(|r| month_of_name(r.get(0)))
+        .filter_map(|r| month_of_name(r.try_get(0).ok()?))
         .filter(|&m| m < keep)
         .collect();
     if old.is_empty() {
