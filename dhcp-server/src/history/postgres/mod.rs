@@ -87,8 +87,12 @@ impl PgError {
     }
 }
 
+/// One worker thread runs the connection's task, so requests go out and replies come in
+/// while the caller's thread (in `block_on`) builds the next statement: a quarter of a
+/// batch's time was the client's, spent while the server waited.
 fn runtime() -> Result<Runtime, PgError> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_io()
         .enable_time()
         .build()
@@ -165,6 +169,7 @@ struct Stmts {
     extend: Statement,
     insert: Statement,
     set_open: Statement,
+    add_open: Statement,
     position: Statement,
 }
 
@@ -346,13 +351,28 @@ impl Conn {
         )
         .await?;
         let set_open = p(
+            "UPDATE lease_open o SET since = x.since, open = x.open, htype = x.htype,
+                                     hw = x.hw, client_id = x.client_id,
+                                     closed_at = x.closed_at
+             FROM unnest($1::inet[], $2::timestamptz[], $3::bool[], $4::int2[],
+                         $5::bytea[], $6::bytea[], $7::timestamptz[])
+                    AS x(address, since, open, htype, hw, client_id, closed_at)
+             WHERE o.address = x.address",
+            &[
+                T::INET_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::BOOL_ARRAY,
+                T::INT2_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+            ],
+        )
+        .await?;
+        let add_open = p(
             "INSERT INTO lease_open (address, since, open, htype, hw, client_id, closed_at)
              SELECT * FROM unnest($1::inet[], $2::timestamptz[], $3::bool[], $4::int2[],
-                                  $5::bytea[], $6::bytea[], $7::timestamptz[])
-             ON CONFLICT (address) DO UPDATE SET
-               since = excluded.since, open = excluded.open, htype = excluded.htype,
-               hw = excluded.hw, client_id = excluded.client_id,
-               closed_at = excluded.closed_at",
+                                  $5::bytea[], $6::bytea[], $7::timestamptz[])",
             &[
                 T::INET_ARRAY,
                 T::TIMESTAMPTZ_ARRAY,
@@ -377,6 +397,7 @@ impl Conn {
                 extend,
                 insert,
                 set_open,
+                add_open,
                 position,
             },
         })
@@ -508,12 +529,30 @@ fn addr_state(r: &Row) -> Result<(Ipv4Addr, AddrState), tokio_postgres::Error> {
     ))
 }
 
-/// Writes `plan` in `tx`: three set-based statements over arrays, rows in key order (the
-/// index pages they touch then follow one another).
+/// Writes `plan` in `tx`: four set-based statements over arrays, rows in key order (the
+/// index pages they touch then follow one another), sent one behind the other: each is
+/// on the wire while the next one's arrays are built.
 async fn write(
     tx: &Transaction<'_>,
     st: &Stmts,
-    plan: &plan::Plan,
+    plan: &plan::Plan<'_>,
+    server: &String,
+) -> Result<(), PgError> {
+    tokio::try_join!(
+        extend(tx, st, plan, server),
+        insert(tx, st, plan, server),
+        // Rows read under the writers' lock are updated, the others inserted: cheaper
+        // than one upsert's speculative insertion per row.
+        opens(tx, st, plan, true),
+        opens(tx, st, plan, false),
+    )?;
+    Ok(())
+}
+
+async fn extend(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan<'_>,
     server: &String,
 ) -> Result<(), PgError> {
     if !plan.extends.is_empty() {
@@ -526,9 +565,9 @@ async fn write(
         let since: Vec<Ts> = x.iter().map(|e| schema::ts(e.since)).collect();
         let (ext, close) = (col(|e| e.ext), col(|e| e.close));
         let host: Vec<Option<&str>> = x.iter().map(|e| e.attrs.host_name.as_deref()).collect();
-        let circuit: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.circuit_id.as_deref()).collect();
-        let remote: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.remote_id.as_deref()).collect();
-        let sub: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.subscriber_id.as_deref()).collect();
+        let circuit: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.circuit_id).collect();
+        let remote: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.remote_id).collect();
+        let sub: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.subscriber_id).collect();
         let gi: Vec<Option<IpAddr>> = x.iter().map(|e| e.attrs.giaddr.map(ip)).collect();
         tx.execute(
             &st.extend,
@@ -539,6 +578,15 @@ async fn write(
         .await
         .map_err(PgError::sql("extend spans"))?;
     }
+    Ok(())
+}
+
+async fn insert(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan<'_>,
+    server: &String,
+) -> Result<(), PgError> {
     if !plan.inserts.is_empty() {
         let mut x: Vec<&NewSpan> = plan.inserts.iter().collect();
         x.sort_unstable_by_key(|s| (s.address, s.since));
@@ -552,9 +600,9 @@ async fn write(
             .map(|s| (!s.client.client_id.is_empty()).then_some(&s.client.client_id[..]))
             .collect();
         let host: Vec<Option<&str>> = x.iter().map(|s| s.attrs.host_name.as_deref()).collect();
-        let circuit: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.circuit_id.as_deref()).collect();
-        let remote: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.remote_id.as_deref()).collect();
-        let sub: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.subscriber_id.as_deref()).collect();
+        let circuit: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.circuit_id).collect();
+        let remote: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.remote_id).collect();
+        let sub: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.subscriber_id).collect();
         let gi: Vec<Option<IpAddr>> = x.iter().map(|s| s.attrs.giaddr.map(ip)).collect();
         tx.execute(
             &st.insert,
@@ -565,8 +613,18 @@ async fn write(
         .await
         .map_err(PgError::sql("insert spans"))?;
     }
-    if !plan.opens.is_empty() {
-        let mut x: Vec<&plan::OpenRow> = plan.opens.iter().collect();
+    Ok(())
+}
+
+/// The `lease_open` rows that exist (`stored`) or not.
+async fn opens(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan<'_>,
+    stored: bool,
+) -> Result<(), PgError> {
+    let mut x: Vec<&plan::OpenRow> = plan.opens.iter().filter(|o| o.stored == stored).collect();
+    if !x.is_empty() {
         x.sort_unstable_by_key(|o| o.address);
         let empty = ClientKey::default();
         let keys: Vec<&ClientKey> = x
@@ -581,7 +639,7 @@ async fn write(
         let cid: Vec<&[u8]> = keys.iter().map(|k| k.client_id.as_slice()).collect();
         let closed: Vec<Option<Ts>> = x.iter().map(|o| o.closed_at.map(schema::ts)).collect();
         tx.execute(
-            &st.set_open,
+            if stored { &st.set_open } else { &st.add_open },
             &[&a, &since, &open, &htype, &hw, &cid, &closed],
         )
         .await

@@ -97,7 +97,17 @@ impl History {
     pub fn connect(url: &str) -> Result<History, PgError> {
         let rt = runtime()?;
         let timeout = PostgresOptions::default().timeout;
-        let client = rt.block_on(connect(url, "dhcp-server history", timeout, &rt))?;
+        let client = rt.block_on(async {
+            let client = connect(url, "dhcp-server history", timeout, &rt).await?;
+            // The planner prices a key's index scans over every partition high enough to
+            // compile them (JIT, 60 ms) or to start workers (10 to 40 ms), for queries that
+            // take a few milliseconds without either (docs/history-postgres.md).
+            client
+                .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
+                .await
+                .map_err(PgError::sql("set up the session"))?;
+            Ok::<_, PgError>(client)
+        })?;
         Ok(History { rt, client })
     }
 
