@@ -4,7 +4,7 @@
 //!
 //! Each batch is one transaction: take the writers' lock (the two servers of a pair take
 //! turns), read the open spans of the batch's addresses from `lease_open`, work out the
-//! changes in memory (`plan`), write them with three set-based statements over arrays,
+//! changes in memory (`plan`), write them with four set-based statements over arrays,
 //! and store the journal position in `history_position` beside them. A crash at any point
 //! leaves both or neither.
 
@@ -141,8 +141,9 @@ pub fn init(url: &str) -> Result<usize, PgError> {
     })
 }
 
-/// The sink. It owns a current-thread runtime for the async client and blocks on it: the
-/// follower thread is its own, and nothing else waits on it.
+/// The sink. It owns a runtime for the async client (one worker thread for the
+/// connection) and blocks on it: the follower thread is its own, and nothing else waits
+/// on it.
 pub struct PostgresSink {
     opts: PostgresOptions,
     origin: Origin,

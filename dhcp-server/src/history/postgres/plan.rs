@@ -2,7 +2,7 @@
 //! written: the database's state of each address the batch touches (read with the rows
 //! locked) goes in, the extensions of spans already stored, the new spans and the new
 //! state of each address come out. Doing the per-address sequencing here, not in SQL,
-//! keeps the writes to three set-based statements however many events an address has in
+//! keeps the writes to four set-based statements however many events an address has in
 //! the batch, and keeps the rules testable without a database.
 
 use std::borrow::Cow;
