@@ -456,32 +456,55 @@ impl Inner {
             tx.batch_execute(WRITER_LOCK)
                 .await
                 .map_err(PgError::sql("wait for the other writer"))?;
-            let rows = tx
-                .query(&conn.st.state, &[&addrs])
-                .await
-                .map_err(PgError::sql("read addresses"))?;
-            let mut state = HashMap::with_capacity(rows.len());
-            for r in rows {
-                let (a, s) = addr_state(&r).map_err(PgError::sql("read addresses"))?;
-                state.insert(a, s);
-            }
-            let plan = plan::plan(&batch.events, &state);
-
-            // New spans may start in months without a partition (a journal replayed from
-            // long ago); creating one needs its own transaction, so this one starts over.
-            let missing: HashSet<Month> = plan
-                .inserts
-                .iter()
-                .map(|s| schema::month_of(s.since))
-                .filter(|m| !self.months.contains(m))
-                .collect();
-            if !missing.is_empty() {
-                tx.rollback().await.map_err(PgError::sql("rollback"))?;
-                schema::ensure_partitions(&mut conn.client, missing.iter().copied()).await?;
-                self.months.extend(missing);
-                continue;
-            }
-            write(&tx, &conn.st, &plan, &origin.server).await?;
+            // Two halves by address, pipelined: while the server reads the second half's
+            // rows and writes the first's, this thread plans the other (the halves share
+            // no address, so their order does not matter). The client's share of a batch,
+            // a fifth of it, then mostly overlaps the server's.
+            let mid = addrs.get(addrs.len() / 2).copied();
+            let first = |a: Ipv4Addr| mid.is_none_or(|m| IpAddr::V4(a) < m);
+            let (low, high) = addrs.split_at(addrs.len() / 2);
+            let known = &self.months;
+            let half = async |addrs: &[IpAddr], low: bool| -> Result<Done, PgError> {
+                let rows = tx
+                    .query(&conn.st.state, &[&addrs])
+                    .await
+                    .map_err(PgError::sql("read addresses"))?;
+                let mut state = HashMap::with_capacity(rows.len());
+                for r in rows {
+                    let (a, s) = addr_state(&r).map_err(PgError::sql("read addresses"))?;
+                    state.insert(a, s);
+                }
+                let events = batch.events.iter().filter(|e| first(e.addr) == low);
+                let plan = plan::plan(events, &state);
+                // New spans may start in months without a partition (a journal replayed
+                // from long ago); creating one needs its own transaction.
+                let missing: HashSet<Month> = plan
+                    .inserts
+                    .iter()
+                    .map(|s| schema::month_of(s.since))
+                    .filter(|m| !known.contains(m))
+                    .collect();
+                if !missing.is_empty() {
+                    return Ok(Done::Missing(missing));
+                }
+                write(&tx, &conn.st, &plan, &origin.server).await?;
+                Ok(Done::Written(plan.extends.len(), plan.inserts.len()))
+            };
+            let (a, b) = tokio::try_join!(half(low, true), half(high, false))?;
+            let (extended, opened) = match (a, b) {
+                (Done::Written(e1, o1), Done::Written(e2, o2)) => (e1 + e2, o1 + o2),
+                (Done::Missing(m), other) | (other, Done::Missing(m)) => {
+                    // The transaction starts over once they exist.
+                    tx.rollback().await.map_err(PgError::sql("rollback"))?;
+                    let mut m = m;
+                    if let Done::Missing(more) = other {
+                        m.extend(more);
+                    }
+                    schema::ensure_partitions(&mut conn.client, m.iter().copied()).await?;
+                    self.months.extend(m);
+                    continue;
+                }
+            };
             tx.execute(
                 &conn.st.position,
                 &[&origin.server, &batch.after.to_string()],
@@ -491,8 +514,8 @@ impl Inner {
             tx.commit().await.map_err(PgError::sql("commit"))?;
             tracing::debug!(
                 events = batch.events.len(),
-                extended = plan.extends.len(),
-                opened = plan.inserts.len(),
+                extended,
+                opened,
                 took = ?started.elapsed(),
                 "history batch stored"
             );
@@ -500,6 +523,14 @@ impl Inner {
         }
         Err(PgError::Unsettled)
     }
+}
+
+/// What one half of a batch came to.
+enum Done {
+    /// Spans extended and opened.
+    Written(usize, usize),
+    /// Nothing written: these months need a partition first.
+    Missing(HashSet<Month>),
 }
 
 /// An address's `lease_open` row (a type changed by hand is an error, not a panic).

@@ -199,10 +199,13 @@ fn counts(e: &Event) -> bool {
 /// stale (the failover partner already reported what came after it) and changes nothing:
 /// without that rule a partner's late `released` would cut short the next client's span,
 /// and its late `renewed` would reopen a span already closed.
-pub fn plan<'a>(events: &'a [Event], state: &HashMap<Ipv4Addr, AddrState>) -> Plan<'a> {
+pub fn plan<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    state: &HashMap<Ipv4Addr, AddrState>,
+) -> Plan<'a> {
     let mut plan = Plan::default();
     let mut walks: HashMap<Ipv4Addr, Walk> = HashMap::with_capacity(state.len());
-    for e in events.iter().filter(|e| counts(e)) {
+    for e in events.into_iter().filter(|e| counts(e)) {
         let w = walks.entry(e.addr).or_insert_with(|| {
             let s = state.get(&e.addr).cloned().unwrap_or_default();
             Walk {
