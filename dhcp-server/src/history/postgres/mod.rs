@@ -88,7 +88,7 @@ impl PgError {
 }
 
 /// One worker thread runs the connection's task, so requests go out and replies come in
-/// while the caller's thread (in `block_on`) builds the next statement: a quarter of a
+/// while the caller's thread (in `block_on`) builds the next statement: a fifth of a
 /// batch's time was the client's, spent while the server waited.
 fn runtime() -> Result<Runtime, PgError> {
     tokio::runtime::Builder::new_multi_thread()
@@ -451,8 +451,8 @@ impl Inner {
             // The writers of one database (a failover pair) take turns, a batch each: one
             // lock, taken first, so no two transactions can deadlock or both open a span
             // for one address. Row locks let them overlap, but cost a WAL record per row
-            // (a quarter of a batch's time) and buy nothing on a database whose one busy
-            // core is the limit.
+            // (with the placeholder rows new addresses needed, a third of a batch's time)
+            // and buy nothing on a database whose one busy core is the limit.
             tx.batch_execute(WRITER_LOCK)
                 .await
                 .map_err(PgError::sql("wait for the other writer"))?;
