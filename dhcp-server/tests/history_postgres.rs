@@ -442,6 +442,10 @@ fn queries_find_the_holder_and_the_addresses_of_a_client_or_a_port() {
     assert_eq!(h.of_hw(mac(7).bytes(), t + 2000, t + 3000).unwrap(), []);
     let later = h.of_hw(mac(7).bytes(), t + 550, t + 650).unwrap();
     assert_eq!(later.len(), 1);
+    // A span that began before the period and runs through it.
+    let through = h.of_hw(mac(7).bytes(), t + 1000, t + 1100).unwrap();
+    let got: Vec<_> = through.iter().map(|s| (s.address, s.from)).collect();
+    assert_eq!(got, [(a(11), t as i64 + 600)]);
 
     let port1 = h.of_circuit(b"port-1", t, t + 2000).unwrap();
     let got: Vec<_> = port1.iter().map(|s| (s.address, s.hw.clone())).collect();

@@ -228,7 +228,14 @@ impl Drop for Postgres {
         let _ = self.server.kill();
         let _ = self.server.wait();
         if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
+            // The postmaster's children may still be closing files as it exits, which can
+            // make a removal fail on a directory they wrote into: try again, a few times.
+            for _ in 0..20 {
+                if fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         } else {
             eprintln!("PostgreSQL log kept in {}", self.dir.display());
         }

@@ -2,11 +2,11 @@
 //! when, through which relay), written by both servers of a failover pair into one
 //! database, and the queries operators ask of it (docs/history-postgres.md).
 //!
-//! Each batch is one transaction: lock the batch's addresses in `lease_open` (in address
-//! order, so two servers' transactions never deadlock), read their open spans, work out
-//! the changes in memory (`plan`), write them with three set-based statements over
-//! arrays, and store the journal position in `history_position` beside them. A crash at
-//! any point leaves both or neither.
+//! Each batch is one transaction: take the writers' lock (the two servers of a pair take
+//! turns), read the open spans of the batch's addresses from `lease_open`, work out the
+//! changes in memory (`plan`), write them with four set-based statements over arrays,
+//! and store the journal position in `history_position` beside them. A crash at any point
+//! leaves both or neither.
 
 mod plan;
 mod query;
@@ -18,10 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 use hashbrown::{HashMap, HashSet};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::{Timestamp, Type};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use super::{Batch, Origin, Position, Sink, SinkError};
-use plan::{AddrState, ClientKey, Micros};
+use plan::{AddrState, ClientKey, Micros, NewSpan};
 pub use query::{format_spans, format_time, History, Span};
 use schema::Month;
 
@@ -46,7 +46,7 @@ impl Default for PostgresOptions {
         PostgresOptions {
             url: "host=/run/postgresql dbname=dhcp".into(),
             retention_days: 365,
-            batch: 10_000,
+            batch: 50_000,
             timeout: Duration::from_secs(30),
         }
     }
@@ -71,6 +71,8 @@ pub enum PgError {
     Newer { at: usize, known: usize },
     #[error("stored journal position: {0}")]
     Position(String),
+    #[error("the batch's partitions kept disappearing under it")]
+    Unsettled,
     #[error("not connected (open first)")]
     NotOpen,
     #[error("no answer within {0:?}")]
@@ -85,8 +87,12 @@ impl PgError {
     }
 }
 
+/// One worker thread runs the connection's task, so requests go out and replies come in
+/// while the caller's thread (in `block_on`) builds the next statement: a fifth of a
+/// batch's time was the client's, spent while the server waited.
 fn runtime() -> Result<Runtime, PgError> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_io()
         .enable_time()
         .build()
@@ -135,8 +141,9 @@ pub fn init(url: &str) -> Result<usize, PgError> {
     })
 }
 
-/// The sink. It owns a current-thread runtime for the async client and blocks on it: the
-/// follower thread is its own, and nothing else waits on it.
+/// The sink. It owns a runtime for the async client (one worker thread for the
+/// connection) and blocks on it: the follower thread is its own, and nothing else waits
+/// on it.
 pub struct PostgresSink {
     opts: PostgresOptions,
     origin: Origin,
@@ -154,13 +161,22 @@ struct Inner {
 
 struct Conn {
     client: Client,
-    lock_new: Statement,
-    lock: Statement,
+    st: Stmts,
+}
+
+/// The delivery's statements, prepared once per connection.
+struct Stmts {
+    state: Statement,
     extend: Statement,
     insert: Statement,
     set_open: Statement,
+    add_open: Statement,
     position: Statement,
 }
+
+/// Taken first by every transaction that changes spans (deliveries, retention).
+/// SHARE ROW EXCLUSIVE conflicts with itself and with row changes, not with reads.
+const WRITER_LOCK: &str = "LOCK TABLE lease_open IN SHARE ROW EXCLUSIVE MODE";
 
 /// How often a running sink drops expired partitions (and at every `open`).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -213,6 +229,8 @@ impl Sink for PostgresSink {
 
     fn open(&mut self) -> Result<Option<Position>, SinkError> {
         self.inner.conn = None;
+        // Partitions may have been dropped meanwhile (the partner's retention).
+        self.inner.months.clear();
         self.run("open", async |inner, opts, origin, rt| {
             let app = format!("dhcp-server history {}", origin.server);
             let mut client = connect(&opts.url, &app, opts.timeout, rt).await?;
@@ -230,7 +248,10 @@ impl Sink for PostgresSink {
                 .await
                 .map_err(PgError::sql("read the position"))?;
             let position = row
-                .map(|r| r.get::<_, String>(0).parse::<Position>())
+                .map(|r| r.try_get::<_, String>(0))
+                .transpose()
+                .map_err(PgError::sql("read the position"))?
+                .map(|p| p.parse::<Position>())
                 .transpose()
                 .map_err(PgError::Position)?;
             inner.conn = Some(Conn::prepare(client).await?);
@@ -260,17 +281,9 @@ impl Conn {
                 .map_err(PgError::sql("prepare"))
         };
         use Type as T;
-        let lock_new = p(
-            // Rows for addresses never seen, inserted in address order: a concurrent
-            // writer inserting the same address waits here, then finds it.
-            "INSERT INTO lease_open (address)
-             SELECT a FROM unnest($1::inet[]) AS a ORDER BY a ON CONFLICT DO NOTHING",
-            &[T::INET_ARRAY],
-        )
-        .await?;
-        let lock = p(
+        let state = p(
             "SELECT address, since, open, htype, hw, client_id, closed_at FROM lease_open
-             WHERE address = ANY($1) ORDER BY address FOR UPDATE",
+             WHERE address = ANY($1)",
             &[T::INET_ARRAY],
         )
         .await?;
@@ -357,6 +370,21 @@ impl Conn {
             ],
         )
         .await?;
+        let add_open = p(
+            "INSERT INTO lease_open (address, since, open, htype, hw, client_id, closed_at)
+             SELECT * FROM unnest($1::inet[], $2::timestamptz[], $3::bool[], $4::int2[],
+                                  $5::bytea[], $6::bytea[], $7::timestamptz[])",
+            &[
+                T::INET_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+                T::BOOL_ARRAY,
+                T::INT2_ARRAY,
+                T::BYTEA_ARRAY,
+                T::BYTEA_ARRAY,
+                T::TIMESTAMPTZ_ARRAY,
+            ],
+        )
+        .await?;
         let position = p(
             "INSERT INTO history_position (server, position) VALUES ($1, $2)
              ON CONFLICT (server) DO UPDATE SET position = excluded.position, updated = now()",
@@ -365,12 +393,14 @@ impl Conn {
         .await?;
         Ok(Conn {
             client,
-            lock_new,
-            lock,
-            extend,
-            insert,
-            set_open,
-            position,
+            st: Stmts {
+                state,
+                extend,
+                insert,
+                set_open,
+                add_open,
+                position,
+            },
         })
     }
 }
@@ -399,151 +429,253 @@ impl Inner {
             let m = schema::month_of(schema::now());
             schema::ensure_partitions(&mut conn.client, [m, m + 1]).await?;
             self.months.extend([m, m + 1]);
-            schema::apply_retention(&mut conn.client, opts.retention_days).await?;
+            if !schema::apply_retention(&mut conn.client, opts.retention_days)
+                .await?
+                .is_empty()
+            {
+                self.months.clear();
+                self.months.extend([m, m + 1]);
+            }
             self.last_retention = Some(Instant::now());
         }
-        let addrs: Vec<IpAddr> = plan::addresses(&batch.events).into_iter().map(ip).collect();
-        let tx = conn
-            .client
-            .transaction()
-            .await
-            .map_err(PgError::sql("begin"))?;
-        let mut sorted = addrs.clone();
-        sorted.sort_unstable();
-        tx.execute(&conn.lock_new, &[&sorted])
-            .await
-            .map_err(PgError::sql("lock new addresses"))?;
-        let rows = tx
-            .query(&conn.lock, &[&sorted])
-            .await
-            .map_err(PgError::sql("lock addresses"))?;
-        let mut state = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let IpAddr::V4(a) = r.get::<_, IpAddr>(0) else {
-                continue;
+        let mut addrs: Vec<IpAddr> = plan::addresses(&batch.events).into_iter().map(ip).collect();
+        addrs.sort_unstable();
+        // At most one start-over (for a missing partition); a second means something
+        // else changes the tables under us, and the follower's retry is the answer.
+        for _ in 0..2 {
+            let tx = conn
+                .client
+                .transaction()
+                .await
+                .map_err(PgError::sql("begin"))?;
+            // The writers of one database (a failover pair) take turns, a batch each: one
+            // lock, taken first, so no two transactions can deadlock or both open a span
+            // for one address. Row locks let them overlap, but cost a WAL record per row
+            // (with the placeholder rows new addresses needed, a third of a batch's time)
+            // and buy nothing on a database whose one busy core is the limit.
+            tx.batch_execute(WRITER_LOCK)
+                .await
+                .map_err(PgError::sql("wait for the other writer"))?;
+            // Two halves by address, pipelined: while the server reads the second half's
+            // rows and writes the first's, this thread plans the other (the halves share
+            // no address, so their order does not matter). The client's share of a batch,
+            // a fifth of it, then mostly overlaps the server's.
+            let mid = addrs.get(addrs.len() / 2).copied();
+            let first = |a: Ipv4Addr| mid.is_none_or(|m| IpAddr::V4(a) < m);
+            let (low, high) = addrs.split_at(addrs.len() / 2);
+            let known = &self.months;
+            let half = async |addrs: &[IpAddr], low: bool| -> Result<Done, PgError> {
+                let rows = tx
+                    .query(&conn.st.state, &[&addrs])
+                    .await
+                    .map_err(PgError::sql("read addresses"))?;
+                let mut state = HashMap::with_capacity(rows.len());
+                for r in rows {
+                    let (a, s) = addr_state(&r).map_err(PgError::sql("read addresses"))?;
+                    state.insert(a, s);
+                }
+                let events = batch.events.iter().filter(|e| first(e.addr) == low);
+                let plan = plan::plan(events, &state);
+                // New spans may start in months without a partition (a journal replayed
+                // from long ago); creating one needs its own transaction.
+                let missing: HashSet<Month> = plan
+                    .inserts
+                    .iter()
+                    .map(|s| schema::month_of(s.since))
+                    .filter(|m| !known.contains(m))
+                    .collect();
+                if !missing.is_empty() {
+                    return Ok(Done::Missing(missing));
+                }
+                write(&tx, &conn.st, &plan, &origin.server).await?;
+                Ok(Done::Written(plan.extends.len(), plan.inserts.len()))
             };
-            let since: Option<Ts> = r.get(1);
-            let open: bool = r.get(2);
-            let closed_at: Option<Ts> = r.get(6);
-            state.insert(
-                a,
-                AddrState {
-                    since: since.map(schema::from_ts),
-                    open: open.then(|| ClientKey {
-                        htype: r.get::<_, i16>(3) as u8,
-                        hw: r.get(4),
-                        client_id: r.get(5),
-                    }),
-                    closed_at: closed_at.map(schema::from_ts),
-                },
-            );
-        }
-        let plan = plan::plan(&batch.events, &state);
-
-        // New spans may start in months without a partition (a journal replayed from long
-        // ago); creating one needs its own transaction, so this one starts over after.
-        let missing: Vec<Month> = plan
-            .inserts
-            .iter()
-            .map(|s| schema::month_of(s.since))
-            .filter(|m| !self.months.contains(m))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            tx.rollback().await.map_err(PgError::sql("rollback"))?;
-            schema::ensure_partitions(&mut conn.client, missing.iter().copied()).await?;
-            self.months.extend(missing);
-            return Box::pin(self.deliver(batch, opts, origin)).await;
-        }
-
-        let server = &origin.server;
-        if !plan.extends.is_empty() {
-            let x = &plan.extends;
-            let col = |f: fn(&plan::Extend) -> Option<Micros>| -> Vec<Option<Ts>> {
-                x.iter().map(|e| f(e).map(schema::ts)).collect()
+            let (a, b) = tokio::try_join!(half(low, true), half(high, false))?;
+            let (extended, opened) = match (a, b) {
+                (Done::Written(e1, o1), Done::Written(e2, o2)) => (e1 + e2, o1 + o2),
+                (Done::Missing(m), other) | (other, Done::Missing(m)) => {
+                    // The transaction starts over once they exist.
+                    tx.rollback().await.map_err(PgError::sql("rollback"))?;
+                    let mut m = m;
+                    if let Done::Missing(more) = other {
+                        m.extend(more);
+                    }
+                    schema::ensure_partitions(&mut conn.client, m.iter().copied()).await?;
+                    self.months.extend(m);
+                    continue;
+                }
             };
-            let a: Vec<IpAddr> = x.iter().map(|e| ip(e.address)).collect();
-            let since: Vec<Ts> = x.iter().map(|e| schema::ts(e.since)).collect();
-            let (ext, close) = (col(|e| e.ext), col(|e| e.close));
-            let host: Vec<Option<&str>> = x.iter().map(|e| e.attrs.host_name.as_deref()).collect();
-            let circuit: Vec<Option<&[u8]>> =
-                x.iter().map(|e| e.attrs.circuit_id.as_deref()).collect();
-            let remote: Vec<Option<&[u8]>> =
-                x.iter().map(|e| e.attrs.remote_id.as_deref()).collect();
-            let sub: Vec<Option<&[u8]>> =
-                x.iter().map(|e| e.attrs.subscriber_id.as_deref()).collect();
-            let gi: Vec<Option<IpAddr>> = x.iter().map(|e| e.attrs.giaddr.map(ip)).collect();
             tx.execute(
-                &conn.extend,
-                &[
-                    server, &a, &since, &ext, &close, &host, &circuit, &remote, &sub, &gi,
-                ],
+                &conn.st.position,
+                &[&origin.server, &batch.after.to_string()],
             )
-            .await
-            .map_err(PgError::sql("extend spans"))?;
-        }
-        if !plan.inserts.is_empty() {
-            let x = &plan.inserts;
-            let a: Vec<IpAddr> = x.iter().map(|s| ip(s.address)).collect();
-            let since: Vec<Ts> = x.iter().map(|s| schema::ts(s.since)).collect();
-            let upper: Vec<Ts> = x.iter().map(|s| schema::ts(s.upper)).collect();
-            let htype: Vec<i16> = x.iter().map(|s| i16::from(s.client.htype)).collect();
-            let hw: Vec<&[u8]> = x.iter().map(|s| s.client.hw.as_slice()).collect();
-            let cid: Vec<Option<&[u8]>> = x
-                .iter()
-                .map(|s| (!s.client.client_id.is_empty()).then_some(&s.client.client_id[..]))
-                .collect();
-            let host: Vec<Option<&str>> = x.iter().map(|s| s.attrs.host_name.as_deref()).collect();
-            let circuit: Vec<Option<&[u8]>> =
-                x.iter().map(|s| s.attrs.circuit_id.as_deref()).collect();
-            let remote: Vec<Option<&[u8]>> =
-                x.iter().map(|s| s.attrs.remote_id.as_deref()).collect();
-            let sub: Vec<Option<&[u8]>> =
-                x.iter().map(|s| s.attrs.subscriber_id.as_deref()).collect();
-            let gi: Vec<Option<IpAddr>> = x.iter().map(|s| s.attrs.giaddr.map(ip)).collect();
-            tx.execute(
-                &conn.insert,
-                &[
-                    server, &a, &since, &upper, &htype, &hw, &cid, &host, &circuit, &remote, &sub,
-                    &gi,
-                ],
-            )
-            .await
-            .map_err(PgError::sql("insert spans"))?;
-        }
-        if !plan.opens.is_empty() {
-            let x = &plan.opens;
-            let empty = ClientKey::default();
-            let keys: Vec<&ClientKey> = x
-                .iter()
-                .map(|o| o.open.as_ref().unwrap_or(&empty))
-                .collect();
-            let a: Vec<IpAddr> = x.iter().map(|o| ip(o.address)).collect();
-            let since: Vec<Ts> = x.iter().map(|o| schema::ts(o.since)).collect();
-            let open: Vec<bool> = x.iter().map(|o| o.open.is_some()).collect();
-            let htype: Vec<i16> = keys.iter().map(|k| i16::from(k.htype)).collect();
-            let hw: Vec<&[u8]> = keys.iter().map(|k| k.hw.as_slice()).collect();
-            let cid: Vec<&[u8]> = keys.iter().map(|k| k.client_id.as_slice()).collect();
-            let closed: Vec<Option<Ts>> = x.iter().map(|o| o.closed_at.map(schema::ts)).collect();
-            tx.execute(
-                &conn.set_open,
-                &[&a, &since, &open, &htype, &hw, &cid, &closed],
-            )
-            .await
-            .map_err(PgError::sql("record open spans"))?;
-        }
-        tx.execute(&conn.position, &[server, &batch.after.to_string()])
             .await
             .map_err(PgError::sql("store the position"))?;
-        tx.commit().await.map_err(PgError::sql("commit"))?;
-        tracing::debug!(
-            events = batch.events.len(),
-            extended = plan.extends.len(),
-            opened = plan.inserts.len(),
-            took = ?started.elapsed(),
-            "history batch stored"
-        );
-        Ok(())
+            tx.commit().await.map_err(PgError::sql("commit"))?;
+            tracing::debug!(
+                events = batch.events.len(),
+                extended,
+                opened,
+                took = ?started.elapsed(),
+                "history batch stored"
+            );
+            return Ok(());
+        }
+        Err(PgError::Unsettled)
     }
+}
+
+/// What one half of a batch came to.
+enum Done {
+    /// Spans extended and opened.
+    Written(usize, usize),
+    /// Nothing written: these months need a partition first.
+    Missing(HashSet<Month>),
+}
+
+/// An address's `lease_open` row (a type changed by hand is an error, not a panic).
+fn addr_state(r: &Row) -> Result<(Ipv4Addr, AddrState), tokio_postgres::Error> {
+    let a = match r.try_get::<_, IpAddr>(0)? {
+        IpAddr::V4(a) => a,
+        // Not ours to write; read as an address that never held a span.
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let since: Option<Ts> = r.try_get(1)?;
+    let closed_at: Option<Ts> = r.try_get(6)?;
+    let open = if r.try_get::<_, bool>(2)? {
+        Some(ClientKey {
+            htype: r.try_get::<_, i16>(3)? as u8,
+            hw: r.try_get(4)?,
+            client_id: r.try_get(5)?,
+        })
+    } else {
+        None
+    };
+    Ok((
+        a,
+        AddrState {
+            since: since.map(schema::from_ts),
+            open,
+            closed_at: closed_at.map(schema::from_ts),
+        },
+    ))
+}
+
+/// Writes `plan` in `tx`: four set-based statements over arrays, rows in key order (the
+/// index pages they touch then follow one another), sent one behind the other: each is
+/// on the wire while the next one's arrays are built.
+async fn write(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan<'_>,
+    server: &String,
+) -> Result<(), PgError> {
+    tokio::try_join!(
+        extend(tx, st, plan, server),
+        insert(tx, st, plan, server),
+        // Rows read under the writers' lock are updated, the others inserted: cheaper
+        // than one upsert's speculative insertion per row.
+        opens(tx, st, plan, true),
+        opens(tx, st, plan, false),
+    )?;
+    Ok(())
+}
+
+async fn extend(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan<'_>,
+    server: &String,
+) -> Result<(), PgError> {
+    if !plan.extends.is_empty() {
+        let mut x: Vec<&plan::Extend> = plan.extends.iter().collect();
+        x.sort_unstable_by_key(|e| (e.address, e.since));
+        let col = |f: fn(&plan::Extend) -> Option<Micros>| -> Vec<Option<Ts>> {
+            x.iter().map(|e| f(e).map(schema::ts)).collect()
+        };
+        let a: Vec<IpAddr> = x.iter().map(|e| ip(e.address)).collect();
+        let since: Vec<Ts> = x.iter().map(|e| schema::ts(e.since)).collect();
+        let (ext, close) = (col(|e| e.ext), col(|e| e.close));
+        let host: Vec<Option<&str>> = x.iter().map(|e| e.attrs.host_name.as_deref()).collect();
+        let circuit: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.circuit_id).collect();
+        let remote: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.remote_id).collect();
+        let sub: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.subscriber_id).collect();
+        let gi: Vec<Option<IpAddr>> = x.iter().map(|e| e.attrs.giaddr.map(ip)).collect();
+        tx.execute(
+            &st.extend,
+            &[
+                server, &a, &since, &ext, &close, &host, &circuit, &remote, &sub, &gi,
+            ],
+        )
+        .await
+        .map_err(PgError::sql("extend spans"))?;
+    }
+    Ok(())
+}
+
+async fn insert(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan<'_>,
+    server: &String,
+) -> Result<(), PgError> {
+    if !plan.inserts.is_empty() {
+        let mut x: Vec<&NewSpan> = plan.inserts.iter().collect();
+        x.sort_unstable_by_key(|s| (s.address, s.since));
+        let a: Vec<IpAddr> = x.iter().map(|s| ip(s.address)).collect();
+        let since: Vec<Ts> = x.iter().map(|s| schema::ts(s.since)).collect();
+        let upper: Vec<Ts> = x.iter().map(|s| schema::ts(s.upper)).collect();
+        let htype: Vec<i16> = x.iter().map(|s| i16::from(s.client.htype)).collect();
+        let hw: Vec<&[u8]> = x.iter().map(|s| s.client.hw.as_slice()).collect();
+        let cid: Vec<Option<&[u8]>> = x
+            .iter()
+            .map(|s| (!s.client.client_id.is_empty()).then_some(&s.client.client_id[..]))
+            .collect();
+        let host: Vec<Option<&str>> = x.iter().map(|s| s.attrs.host_name.as_deref()).collect();
+        let circuit: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.circuit_id).collect();
+        let remote: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.remote_id).collect();
+        let sub: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.subscriber_id).collect();
+        let gi: Vec<Option<IpAddr>> = x.iter().map(|s| s.attrs.giaddr.map(ip)).collect();
+        tx.execute(
+            &st.insert,
+            &[
+                server, &a, &since, &upper, &htype, &hw, &cid, &host, &circuit, &remote, &sub, &gi,
+            ],
+        )
+        .await
+        .map_err(PgError::sql("insert spans"))?;
+    }
+    Ok(())
+}
+
+/// The `lease_open` rows that exist (`stored`) or not.
+async fn opens(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    plan: &plan::Plan<'_>,
+    stored: bool,
+) -> Result<(), PgError> {
+    let mut x: Vec<&plan::OpenRow> = plan.opens.iter().filter(|o| o.stored == stored).collect();
+    if !x.is_empty() {
+        x.sort_unstable_by_key(|o| o.address);
+        let empty = ClientKey::default();
+        let keys: Vec<&ClientKey> = x
+            .iter()
+            .map(|o| o.open.as_ref().unwrap_or(&empty))
+            .collect();
+        let a: Vec<IpAddr> = x.iter().map(|o| ip(o.address)).collect();
+        let since: Vec<Ts> = x.iter().map(|o| schema::ts(o.since)).collect();
+        let open: Vec<bool> = x.iter().map(|o| o.open.is_some()).collect();
+        let htype: Vec<i16> = keys.iter().map(|k| i16::from(k.htype)).collect();
+        let hw: Vec<&[u8]> = keys.iter().map(|k| k.hw.as_slice()).collect();
+        let cid: Vec<&[u8]> = keys.iter().map(|k| k.client_id.as_slice()).collect();
+        let closed: Vec<Option<Ts>> = x.iter().map(|o| o.closed_at.map(schema::ts)).collect();
+        tx.execute(
+            if stored { &st.set_open } else { &st.add_open },
+            &[&a, &since, &open, &htype, &hw, &cid, &closed],
+        )
+        .await
+        .map_err(PgError::sql("record open spans"))?;
+    }
+    Ok(())
 }

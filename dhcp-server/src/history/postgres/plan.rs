@@ -2,9 +2,10 @@
 //! written: the database's state of each address the batch touches (read with the rows
 //! locked) goes in, the extensions of spans already stored, the new spans and the new
 //! state of each address come out. Doing the per-address sequencing here, not in SQL,
-//! keeps the writes to three set-based statements however many events an address has in
+//! keeps the writes to four set-based statements however many events an address has in
 //! the batch, and keeps the rules testable without a database.
 
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use dhcp_proto::lease::NEVER;
@@ -44,6 +45,11 @@ pub struct ClientKey {
 }
 
 impl ClientKey {
+    /// Whether `e` is this client's (without building a key: every event asks).
+    fn is(&self, e: &Event) -> bool {
+        self.htype == e.hw.htype && self.hw == e.hw.bytes() && self.client_id == e.client_id
+    }
+
     fn of(e: &Event) -> Self {
         ClientKey {
             htype: e.hw.htype,
@@ -65,23 +71,27 @@ pub struct AddrState {
 }
 
 /// What a span says besides its client and time: set when the event carried it, kept
-/// from before otherwise (a unicast renewal has no relay information).
+/// from before otherwise (a unicast renewal has no relay information). Borrowed from the
+/// batch's events: most are renewals, and copying their fields was a tenth of a batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attrs {
-    pub host_name: Option<String>,
-    pub circuit_id: Option<Vec<u8>>,
-    pub remote_id: Option<Vec<u8>>,
-    pub subscriber_id: Option<Vec<u8>>,
+pub struct Attrs<'a> {
+    pub host_name: Option<Cow<'a, str>>,
+    pub circuit_id: Option<&'a [u8]>,
+    pub remote_id: Option<&'a [u8]>,
+    pub subscriber_id: Option<&'a [u8]>,
     pub giaddr: Option<Ipv4Addr>,
 }
 
-impl Attrs {
-    fn of(e: &Event) -> Self {
-        let some = |b: &[u8]| (!b.is_empty()).then(|| b.to_vec());
-        Attrs {
+impl<'a> Attrs<'a> {
+    fn of(e: &'a Event) -> Self {
+        let some = |b: &'a [u8]| (!b.is_empty()).then_some(b);
+        let host = |b: &'a [u8]| match String::from_utf8_lossy(b) {
             // PostgreSQL text holds no NUL; option 12 may.
-            host_name: (!e.host_name.is_empty())
-                .then(|| String::from_utf8_lossy(&e.host_name).replace('\0', "")),
+            s if s.contains('\0') => Cow::Owned(s.replace('\0', "")),
+            s => s,
+        };
+        Attrs {
+            host_name: (!e.host_name.is_empty()).then(|| host(&e.host_name)),
             circuit_id: some(&e.relay.circuit_id),
             remote_id: some(&e.relay.remote_id),
             subscriber_id: some(&e.relay.subscriber_id),
@@ -89,7 +99,7 @@ impl Attrs {
         }
     }
 
-    fn update(&mut self, newer: Attrs) {
+    fn update(&mut self, newer: Attrs<'a>) {
         fn keep<T>(old: &mut Option<T>, new: Option<T>) {
             if new.is_some() {
                 *old = new;
@@ -106,24 +116,24 @@ impl Attrs {
 /// A change to a span already in the table: its end becomes
 /// `max(lower, min(max(upper, ext), close))`, worked out in SQL against the stored upper.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extend {
+pub struct Extend<'a> {
     pub address: Ipv4Addr,
     pub since: Micros,
     /// The latest end a binding event of its client gave it (`None`: none did).
     pub ext: Option<Micros>,
     /// When an event ended it (`None`: still open).
     pub close: Option<Micros>,
-    pub attrs: Attrs,
+    pub attrs: Attrs<'a>,
 }
 
 /// A span the batch opened, its end final as of the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewSpan {
+pub struct NewSpan<'a> {
     pub address: Ipv4Addr,
     pub since: Micros,
     pub upper: Micros,
     pub client: ClientKey,
-    pub attrs: Attrs,
+    pub attrs: Attrs<'a>,
 }
 
 /// An address's `lease_open` row after the batch, for addresses whose latest span changed.
@@ -133,12 +143,14 @@ pub struct OpenRow {
     pub since: Micros,
     pub open: Option<ClientKey>,
     pub closed_at: Option<Micros>,
+    /// Whether the row exists (else it is inserted).
+    pub stored: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    pub extends: Vec<Extend>,
-    pub inserts: Vec<NewSpan>,
+pub struct Plan<'a> {
+    pub extends: Vec<Extend<'a>>,
+    pub inserts: Vec<NewSpan<'a>>,
     pub opens: Vec<OpenRow>,
 }
 
@@ -187,10 +199,13 @@ fn counts(e: &Event) -> bool {
 /// stale (the failover partner already reported what came after it) and changes nothing:
 /// without that rule a partner's late `released` would cut short the next client's span,
 /// and its late `renewed` would reopen a span already closed.
-pub fn plan(events: &[Event], state: &HashMap<Ipv4Addr, AddrState>) -> Plan {
+pub fn plan<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    state: &HashMap<Ipv4Addr, AddrState>,
+) -> Plan<'a> {
     let mut plan = Plan::default();
     let mut walks: HashMap<Ipv4Addr, Walk> = HashMap::with_capacity(state.len());
-    for e in events.iter().filter(|e| counts(e)) {
+    for e in events.into_iter().filter(|e| counts(e)) {
         let w = walks.entry(e.addr).or_insert_with(|| {
             let s = state.get(&e.addr).cloned().unwrap_or_default();
             Walk {
@@ -208,7 +223,7 @@ pub fn plan(events: &[Event], state: &HashMap<Ipv4Addr, AddrState>) -> Plan {
         let at = micros(e.at);
         let binds = e.kind.binds(e.state);
         let holding = !matches!(w.held, Held::None);
-        if binds && holding && w.client == ClientKey::of(e) {
+        if binds && holding && w.client.is(e) {
             let ends = end_micros(e.ends);
             match w.held {
                 Held::Stored(ref mut idx) => {
@@ -279,6 +294,7 @@ pub fn plan(events: &[Event], state: &HashMap<Ipv4Addr, AddrState>) -> Plan {
                 since,
                 open: (!matches!(w.held, Held::None)).then_some(w.client),
                 closed_at: w.closed_at,
+                stored: state.contains_key(&address),
             });
         }
     }
@@ -286,12 +302,12 @@ pub fn plan(events: &[Event], state: &HashMap<Ipv4Addr, AddrState>) -> Plan {
 }
 
 /// The `Extend` of a stored span, made at its first touch.
-fn stored<'a>(
-    extends: &'a mut Vec<Extend>,
+fn stored<'p, 'a>(
+    extends: &'p mut Vec<Extend<'a>>,
     idx: &mut Option<usize>,
     address: Ipv4Addr,
     since: Option<Micros>,
-) -> &'a mut Extend {
+) -> &'p mut Extend<'a> {
     let i = *idx.get_or_insert_with(|| {
         extends.push(Extend {
             address,
@@ -364,6 +380,7 @@ mod tests {
                 since: 100 * S,
                 open: None,
                 closed_at: Some(170 * S),
+                stored: false,
             }]
         );
     }
@@ -378,7 +395,8 @@ mod tests {
                 closed_at: None,
             },
         )]);
-        let p = plan(&[ev(EventKind::Renewed, 1, 150, 250)], &state);
+        let renewal = [ev(EventKind::Renewed, 1, 150, 250)];
+        let p = plan(&renewal, &state);
         assert_eq!(p.extends.len(), 1);
         assert_eq!(
             (p.extends[0].ext, p.extends[0].close),
@@ -386,7 +404,8 @@ mod tests {
         );
         assert!(p.inserts.is_empty() && p.opens.is_empty());
 
-        let p = plan(&[ev(EventKind::Granted, 2, 160, 260)], &state);
+        let grant = [ev(EventKind::Granted, 2, 160, 260)];
+        let p = plan(&grant, &state);
         assert_eq!(
             (p.extends[0].ext, p.extends[0].close),
             (None, Some(160 * S))
@@ -405,13 +424,11 @@ mod tests {
                 closed_at: None,
             },
         )]);
-        let p = plan(
-            &[
-                ev(EventKind::Released, 1, 200, 0),
-                ev(EventKind::Granted, 3, 250, 400),
-            ],
-            &state,
-        );
+        let late = [
+            ev(EventKind::Released, 1, 200, 0),
+            ev(EventKind::Granted, 3, 250, 400),
+        ];
+        let p = plan(&late, &state);
         assert_eq!(p, Plan::default());
     }
 
@@ -425,23 +442,22 @@ mod tests {
                 closed_at: Some(400 * S),
             },
         )]);
-        let p = plan(&[ev(EventKind::Renewed, 1, 300, 600)], &state);
-        assert_eq!(p, Plan::default());
-        let p = plan(&[ev(EventKind::Granted, 2, 400, 600)], &state);
+        let renewal = [ev(EventKind::Renewed, 1, 300, 600)];
+        assert_eq!(plan(&renewal, &state), Plan::default());
+        let grant = [ev(EventKind::Granted, 2, 400, 600)];
+        let p = plan(&grant, &state);
         assert_eq!(p.inserts.len(), 1);
     }
 
     #[test]
     fn spans_opened_in_one_second_get_distinct_starts_and_never_end_before_they_start() {
-        let p = plan(
-            &[
-                ev(EventKind::Granted, 1, 100, 200),
-                ev(EventKind::Released, 1, 100, 0),
-                ev(EventKind::Granted, 2, 100, NEVER),
-                ev(EventKind::Expired, 2, 100, 0),
-            ],
-            &HashMap::new(),
-        );
+        let events = [
+            ev(EventKind::Granted, 1, 100, 200),
+            ev(EventKind::Released, 1, 100, 0),
+            ev(EventKind::Granted, 2, 100, NEVER),
+            ev(EventKind::Expired, 2, 100, 0),
+        ];
+        let p = plan(&events, &HashMap::new());
         let spans: Vec<_> = p.inserts.iter().map(|s| (s.since, s.upper)).collect();
         assert_eq!(spans, [(100 * S, 100 * S), (100 * S + 1, 100 * S + 1)]);
     }

@@ -34,8 +34,8 @@ pub struct Span {
     pub server: String,
 }
 
-const COLUMNS: &str = "address, lower(validity), upper(validity), htype, hw, client_id, \
-     host_name, circuit_id, remote_id, subscriber_id, giaddr, server";
+const COLUMNS: &str = "s.address, lower(s.validity), upper(s.validity), s.htype, s.hw, \
+     s.client_id, s.host_name, s.circuit_id, s.remote_id, s.subscriber_id, s.giaddr, s.server";
 
 fn v4(a: Option<IpAddr>) -> Option<Ipv4Addr> {
     match a {
@@ -51,21 +51,21 @@ fn secs(t: Option<Timestamp<SystemTime>>) -> Option<i64> {
 }
 
 impl Span {
-    fn from_row(r: &Row) -> Span {
-        Span {
-            address: v4(r.get(0)).unwrap_or(Ipv4Addr::UNSPECIFIED),
-            from: secs(r.get(1)).unwrap_or_default(),
-            until: secs(r.get(2)),
-            htype: r.get::<_, i16>(3) as u8,
-            hw: r.get(4),
-            client_id: r.get(5),
-            host_name: r.get(6),
-            circuit_id: r.get(7),
-            remote_id: r.get(8),
-            subscriber_id: r.get(9),
-            giaddr: v4(r.get(10)),
-            server: r.get(11),
-        }
+    fn from_row(r: &Row) -> Result<Span, tokio_postgres::Error> {
+        Ok(Span {
+            address: v4(r.try_get(0)?).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            from: secs(r.try_get(1)?).unwrap_or_default(),
+            until: secs(r.try_get(2)?),
+            htype: r.try_get::<_, i16>(3)? as u8,
+            hw: r.try_get(4)?,
+            client_id: r.try_get(5)?,
+            host_name: r.try_get(6)?,
+            circuit_id: r.try_get(7)?,
+            remote_id: r.try_get(8)?,
+            subscriber_id: r.try_get(9)?,
+            giaddr: v4(r.try_get(10)?),
+            server: r.try_get(11)?,
+        })
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -97,7 +97,17 @@ impl History {
     pub fn connect(url: &str) -> Result<History, PgError> {
         let rt = runtime()?;
         let timeout = PostgresOptions::default().timeout;
-        let client = rt.block_on(connect(url, "dhcp-server history", timeout, &rt))?;
+        let client = rt.block_on(async {
+            let client = connect(url, "dhcp-server history", timeout, &rt).await?;
+            // The planner prices a key's index scans over every partition high enough to
+            // compile them (JIT, 60 ms) or to start workers (10 to 40 ms), for queries that
+            // take a few milliseconds without either (docs/history-postgres.md).
+            client
+                .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
+                .await
+                .map_err(PgError::sql("set up the session"))?;
+            Ok::<_, PgError>(client)
+        })?;
         Ok(History { rt, client })
     }
 
@@ -110,7 +120,10 @@ impl History {
             .rt
             .block_on(self.client.query(sql, params))
             .map_err(PgError::sql("query the history"))?;
-        Ok(rows.iter().map(Span::from_row).collect())
+        rows.iter()
+            .map(Span::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(PgError::sql("read the history"))
     }
 
     /// Who had `address` at `at`: the address's latest span starting at or before `at`,
@@ -120,7 +133,7 @@ impl History {
         let sql = format!(
             "SELECT {COLUMNS} FROM (SELECT * FROM lease_span
                 WHERE address = $1 AND since <= $2 ORDER BY since DESC LIMIT 1) s
-             WHERE validity @> $2"
+             WHERE s.validity @> $2"
         );
         let t = ts(micros(at));
         Ok(self
@@ -146,6 +159,11 @@ impl History {
         self.between("circuit_id", circuit_id, from, to)
     }
 
+    /// Two steps, so the cost follows the addresses the key had, not its spans: the
+    /// addresses come from the key's index alone (it includes the address, so old
+    /// partitions are read without their rows), then per address the span running at
+    /// `from` (the latest starting before it: an address's spans do not overlap) and those
+    /// starting in the period, by the primary key.
     fn between(
         &mut self,
         column: &str,
@@ -155,9 +173,17 @@ impl History {
     ) -> Result<Vec<Span>, PgError> {
         // `column` is one of two names above, never input.
         let sql = format!(
-            "SELECT {COLUMNS} FROM lease_span
-             WHERE {column} = $1 AND since <= $3 AND validity && tstzrange($2, $3, '[]')
-             ORDER BY since, address"
+            "SELECT {COLUMNS}
+             FROM (SELECT DISTINCT address FROM lease_span
+                   WHERE {column} = $1 AND since <= $3) a,
+             LATERAL ((SELECT * FROM lease_span l
+                       WHERE l.address = a.address AND l.since <= $2
+                       ORDER BY l.since DESC LIMIT 1)
+                      UNION ALL
+                      (SELECT * FROM lease_span l
+                       WHERE l.address = a.address AND l.since > $2 AND l.since <= $3)) s
+             WHERE s.{column} = $1 AND s.validity && tstzrange($2, $3, '[]')
+             ORDER BY s.since, s.address"
         );
         let (from, to) = (ts(micros(from)), ts(micros(to)));
         self.query(&sql, &[&key, &from, &to])
