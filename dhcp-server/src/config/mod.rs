@@ -163,8 +163,9 @@ pub struct History {
     pub site: String,
     /// Log bytes the journal keeps for sinks that are behind.
     pub journal_hold: u64,
-    /// Most events per delivery.
-    pub batch: usize,
+    /// Most events per delivery, for every sink; none: each sink's own (PostgreSQL
+    /// 50,000, the others 8,192).
+    pub batch: Option<usize>,
     pub postgres: Option<crate::history::PostgresOptions>,
     pub nats: Option<crate::history::NatsOptions>,
     pub text: Option<crate::history::TextOptions>,
@@ -176,7 +177,7 @@ impl Default for History {
             server: host_name(),
             site: "default".into(),
             journal_hold: 4 << 30,
-            batch: 8192,
+            batch: None,
             postgres: None,
             nats: None,
             text: None,

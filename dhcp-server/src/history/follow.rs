@@ -13,13 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::event::{Batch, Event, Position};
-use super::sink::Sink;
+use super::sink::{Sink, SinkError};
 use crate::journal::{ShardReader, Tail};
 
 /// How followers batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Most events in one delivery.
+    /// Most events in one delivery (each sink's `Pending` says its own).
     pub batch: usize,
     /// A position that moved without events (records no event comes from) is stored at
     /// most this often.
@@ -124,9 +124,37 @@ pub struct History {
     stop: Arc<AtomicBool>,
 }
 
+/// A sink to be made on its follower's thread, so that the threads it starts (an async
+/// client's runtime) share the follower's lower priority; and how many events it takes
+/// in one delivery.
+pub struct Pending {
+    kind: &'static str,
+    batch: usize,
+    make: Box<dyn FnOnce() -> Result<Box<dyn Sink>, SinkError> + Send>,
+}
+
+impl Pending {
+    pub fn new(
+        kind: &'static str,
+        batch: usize,
+        make: impl FnOnce() -> Result<Box<dyn Sink>, SinkError> + Send + 'static,
+    ) -> Pending {
+        Pending {
+            kind,
+            batch: batch.max(1),
+            make: Box::new(make),
+        }
+    }
+
+    /// A sink made already (one that starts no thread of its own).
+    pub fn ready(sink: Box<dyn Sink>, batch: usize) -> Pending {
+        Pending::new(sink.kind(), batch, move || Ok(sink))
+    }
+}
+
 impl History {
     /// Starts one follower per sink.
-    pub fn start(tail: Tail, sinks: Vec<Box<dyn Sink>>, opts: Options) -> std::io::Result<History> {
+    pub fn start(tail: Tail, sinks: Vec<Pending>, opts: Options) -> std::io::Result<History> {
         let holds = Arc::new(Holds {
             tail: tail.clone(),
             per: Mutex::new(vec![None; sinks.len()]),
@@ -135,23 +163,43 @@ impl History {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut statuses = Vec::new();
-        for (index, sink) in sinks.into_iter().enumerate() {
-            let status = Arc::new(Status::new(sink.kind(), tail.clone()));
+        for (index, pending) in sinks.into_iter().enumerate() {
+            let status = Arc::new(Status::new(pending.kind, tail.clone()));
             statuses.push(Arc::clone(&status));
-            let follower = Follower {
-                index,
-                sink,
-                tail: tail.clone(),
-                opts,
-                status,
-                holds: Arc::clone(&holds),
-                drain: Arc::clone(&drain),
-                stop: Arc::clone(&stop),
+            let (tail, holds) = (tail.clone(), Arc::clone(&holds));
+            let (drain, stop) = (Arc::clone(&drain), Arc::clone(&stop));
+            let opts = Options {
+                batch: pending.batch,
+                ..opts
             };
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("history-{}", follower.sink.kind()))
-                    .spawn(move || follower.run())?,
+                    .name(format!("history-{}", pending.kind))
+                    .spawn(move || {
+                        yield_to_workers();
+                        let sink = match (pending.make)() {
+                            Ok(sink) => sink,
+                            Err(e) => {
+                                tracing::error!(
+                                    "lease history: cannot make the {} sink: {e}",
+                                    pending.kind
+                                );
+                                status.failed(e.to_string());
+                                return;
+                            }
+                        };
+                        Follower {
+                            index,
+                            sink,
+                            tail,
+                            opts,
+                            status,
+                            holds,
+                            drain,
+                            stop,
+                        }
+                        .run()
+                    })?,
             );
         }
         Ok(History {
@@ -210,7 +258,6 @@ enum Ended {
 
 impl Follower {
     fn run(mut self) {
-        yield_to_workers();
         let mut pause = Duration::from_secs(1);
         let mut failing = false;
         loop {
@@ -421,7 +468,6 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::sink::SinkError;
     use crate::journal::{
         BindingState, Cause, Context, Journal, LeaseFlags, LeaseRecord, Options as JournalOptions,
     };
@@ -516,7 +562,12 @@ mod tests {
             batch: 100,
             idle_store: Duration::from_millis(50),
         };
-        let history = History::start(o.journal.tail(), vec![Box::new(sink.clone())], fast).unwrap();
+        let history = History::start(
+            o.journal.tail(),
+            vec![Pending::ready(Box::new(sink.clone()), 100)],
+            fast,
+        )
+        .unwrap();
         let status = Arc::clone(&history.statuses()[0]);
         let write = |o: &mut crate::journal::Opened, range: std::ops::Range<u32>| {
             for i in range {
@@ -551,7 +602,12 @@ mod tests {
         drop(o.writers);
         drop(o.journal);
         let mut o = Journal::open(&dir, &opts).unwrap();
-        let history = History::start(o.journal.tail(), vec![Box::new(sink.clone())], fast).unwrap();
+        let history = History::start(
+            o.journal.tail(),
+            vec![Pending::ready(Box::new(sink.clone()), 100)],
+            fast,
+        )
+        .unwrap();
         for i in 1_000..1_100 {
             grant(&mut o.writers[i as usize % 2], i, Cause::Renewed);
         }

@@ -13,13 +13,11 @@ pub mod sink;
 pub mod text;
 
 pub use event::{Batch, Event, EventKind, Origin, Position, Relay, Role};
-pub use follow::{History, Status};
+pub use follow::{History, Pending, Status};
 pub use nats::{NatsOptions, NatsSink};
 pub use postgres::{PostgresOptions, PostgresSink};
 pub use sink::{Sink, SinkError};
 pub use text::{TextOptions, TextSink};
-
-use std::io;
 
 use crate::config::Config;
 use crate::journal::Tail;
@@ -39,32 +37,34 @@ pub fn origin(config: &Config, h: &crate::config::History) -> Origin {
 }
 
 /// Starts a follower for each sink `[history]` names; none without it.
-pub fn start(config: &Config, tail: Tail) -> io::Result<Option<History>> {
+pub fn start(config: &Config, tail: Tail) -> std::io::Result<Option<History>> {
     let Some(h) = &config.history else {
         return Ok(None);
     };
     let origin = origin(config, h);
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    // `[history] batch`, when set, rules every sink; else each takes what suits it.
+    let batch = |own: usize| h.batch.unwrap_or(own);
+    let mut sinks = Vec::new();
     if let Some(p) = &h.postgres {
-        let opts = PostgresOptions {
-            batch: h.batch,
-            ..p.clone()
-        };
-        sinks.push(Box::new(
-            PostgresSink::new(opts, origin.clone()).map_err(io::Error::other)?,
-        ));
+        let (opts, origin) = (p.clone(), origin.clone());
+        sinks.push(Pending::new("postgres", batch(p.batch), move || {
+            Ok(Box::new(PostgresSink::new(opts, origin)?) as Box<dyn Sink>)
+        }));
     }
     if let Some(n) = &h.nats {
-        sinks.push(Box::new(
-            NatsSink::new(n.clone(), origin.clone()).map_err(io::Error::other)?,
+        let (opts, origin) = (n.clone(), origin.clone());
+        sinks.push(Pending::new(
+            "nats",
+            batch(follow::Options::default().batch),
+            move || Ok(Box::new(NatsSink::new(opts, origin)?) as Box<dyn Sink>),
         ));
     }
     if let Some(t) = &h.text {
-        sinks.push(Box::new(TextSink::new(t.clone(), origin.clone())));
+        let sink = TextSink::new(t.clone(), origin.clone());
+        sinks.push(Pending::ready(
+            Box::new(sink),
+            batch(follow::Options::default().batch),
+        ));
     }
-    let opts = follow::Options {
-        batch: h.batch,
-        ..follow::Options::default()
-    };
-    History::start(tail, sinks, opts).map(Some)
+    History::start(tail, sinks, follow::Options::default()).map(Some)
 }

@@ -43,7 +43,8 @@ impl Walker {
             )? as u64;
         }
         if let Some(v) = t.get("batch") {
-            h.batch = self.integer("history.batch", v, 1..=1 << 20, "a number of events")? as usize;
+            h.batch =
+                Some(self.integer("history.batch", v, 1..=1 << 20, "a number of events")? as usize);
         }
         if let Some(v) = t.get("postgres") {
             h.postgres = Some(self.postgres(v)?);
