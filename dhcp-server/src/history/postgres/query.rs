@@ -12,7 +12,8 @@ use tokio_postgres::types::Timestamp;
 use tokio_postgres::{Client, Row};
 
 use super::plan::{micros, INFINITY};
-use super::schema::{civil, from_ts, ts};
+use super::schema::{from_ts, ts};
+use crate::calendar::format_utc;
 use super::{connect, runtime, PgError, PostgresOptions};
 
 /// One lease span as stored. Times are seconds since the Unix epoch.
@@ -190,16 +191,9 @@ impl History {
     }
 }
 
-/// `secs` as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// `secs` as `YYYY-MM-DD HH:MM:SS` (UTC); a time before the epoch reads as the epoch.
 pub fn format_time(secs: i64) -> String {
-    let (y, m, d) = civil(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format_utc(u64::try_from(secs).unwrap_or(0))
 }
 
 /// The spans as an aligned table for a terminal (times in UTC).

@@ -9,6 +9,7 @@ use tokio_postgres::types::Timestamp;
 use tokio_postgres::Client;
 
 use super::plan::Micros;
+use crate::calendar::{civil_from_days, days_from_civil};
 use super::PgError;
 
 /// The advisory lock key of schema changes ("DHCPHIST" in ASCII), distinct from whatever
@@ -108,13 +109,13 @@ pub async fn migrate(client: &mut Client) -> Result<usize, PgError> {
 pub type Month = i64;
 
 pub fn month_of(t: Micros) -> Month {
-    let (y, m, _) = civil(t.div_euclid(86_400_000_000));
-    y * 12 + m - 1
+    let (y, m, _) = civil_from_days(t.div_euclid(86_400_000_000));
+    y * 12 + i64::from(m) - 1
 }
 
 /// The first instant of `month`.
 fn month_start(month: Month) -> Micros {
-    let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
+    let (y, m) = (month.div_euclid(12), month.rem_euclid(12) as u32 + 1);
     days_from_civil(y, m, 1) * 86_400_000_000
 }
 
@@ -261,32 +262,8 @@ pub async fn apply_retention(client: &mut Client, days: u32) -> Result<Vec<Strin
 
 /// `YYYY-MM-DD 00:00:00+00` of a day boundary.
 fn iso(t: Micros) -> String {
-    let (y, m, d) = civil(t.div_euclid(86_400_000_000));
+    let (y, m, d) = civil_from_days(t.div_euclid(86_400_000_000));
     format!("{y:04}-{m:02}-{d:02} 00:00:00+00")
-}
-
-/// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day count since
-/// 1970-01-01.
-pub fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
