@@ -4,17 +4,18 @@
 //! The journal position is kept in a JetStream key-value bucket, written only after
 //! every event of a batch is acknowledged (docs/history-nats.md).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, message::PublishMessage, stream};
-use async_nats::{header, ConnectOptions, ServerAddr, Subject};
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::{header, ConnectOptions, HeaderMap, ServerAddr, StatusCode, Subject};
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 use hashbrown::HashMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::Deserialize;
 use thiserror::Error;
 use tracing::{debug, info};
 
@@ -112,11 +113,32 @@ enum NatsError {
     Encode(String, serde_json::Error),
     #[error("not connected (open failed or was not called)")]
     NotOpen,
+    #[error("subscribing to acknowledgements on {inbox}: {source}")]
+    Subscribe {
+        inbox: String,
+        source: async_nats::SubscribeError,
+    },
     #[error("publishing event {id} to {subject}: {source}")]
     Publish {
         id: String,
-        subject: String,
-        source: jetstream::context::PublishError,
+        subject: Subject,
+        source: async_nats::PublishError,
+    },
+    #[error("no acknowledgement of event {id} ({subject}) within {waited:?}")]
+    AckTimeout {
+        id: String,
+        subject: Subject,
+        waited: Duration,
+    },
+    #[error("the connection's acknowledgements ended (connection closed)")]
+    AcksEnded,
+    #[error("no stream takes {subject} (was the stream deleted?)")]
+    NoStream { subject: Subject },
+    #[error("the stream refused event {id} ({subject}): {reason}")]
+    Refused {
+        id: String,
+        subject: Subject,
+        reason: String,
     },
     #[error("storing position {position} as {key} in bucket {bucket}: {source}")]
     StorePosition {
@@ -136,21 +158,45 @@ impl From<NatsError> for SinkError {
 /// Bytes a typical event's JSON takes, to size a batch's buffer.
 const PAYLOAD_GUESS: usize = 512;
 
-/// A batch's publishes whose acknowledgements are outstanding, oldest first.
-struct InFlight<'a> {
-    pending: VecDeque<(&'a Event, jetstream::context::PublishAckFuture)>,
-    /// Publishes issued and acknowledged so far in the batch.
-    issued: usize,
-    settled: usize,
-    /// Per address, the number of its latest publish.
-    last: HashMap<Ipv4Addr, usize>,
+/// A live connection, the bucket of positions, and where its publishes are acknowledged.
+struct Conn {
+    client: async_nats::Client,
+    positions: kv::Store,
+    /// Every acknowledgement of this connection's publishes: one subscription to
+    /// `<inbox>.*`, each publish replied to at `<inbox>.<its number>`.
+    acks: async_nats::Subscriber,
+    /// `<inbox>.`
+    reply_prefix: String,
+    /// The number of the next publish; never reused on the connection, so the late
+    /// acknowledgement of a batch that failed cannot pass for one of the next batch.
+    next_reply: u64,
+}
+
+/// A batch's acknowledgements: which events have theirs.
+struct Acks {
+    /// The reply number of the batch's first event.
+    base: u64,
+    acked: Vec<bool>,
+    outstanding: usize,
     duplicates: usize,
 }
 
-/// A live connection and the JetStream handles made from it.
-struct Conn {
-    js: jetstream::Context,
-    positions: kv::Store,
+/// What a JetStream publish acknowledgement says (the rest of it is not needed).
+#[derive(Deserialize)]
+struct PubAck {
+    #[serde(default)]
+    duplicate: bool,
+    error: Option<ApiError>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    err_code: u32,
+    #[serde(default)]
+    description: String,
 }
 
 /// Delivers lease events to a JetStream stream (see the file's first comment).
@@ -278,6 +324,11 @@ impl NatsSink {
             .name(format!("dhcp-server {}", self.origin.server))
             .connection_timeout(o.timeout)
             .request_timeout(Some(o.timeout))
+            // Room for every acknowledgement in flight, so none is dropped while
+            // publishing runs ahead of reading them.
+            .subscription_capacity(o.max_in_flight.saturating_mul(2).max(1024))
+            // Subjects are made from names `new` checked; no scan per publish.
+            .skip_subject_validation(true)
             .connect(self.servers.clone())
             .await
             .map_err(|source| NatsError::Connect {
@@ -286,9 +337,7 @@ impl NatsSink {
             })?;
         let js = jetstream::context::ContextBuilder::new()
             .timeout(o.timeout)
-            .max_ack_inflight(o.max_in_flight)
-            .backpressure_on_inflight(true)
-            .build(client);
+            .build(client.clone());
         js.create_or_update_stream(stream::Config {
             name: self.stream.clone(),
             description: Some(format!("DHCP lease events of site {}", self.origin.site)),
@@ -355,7 +404,22 @@ impl NatsSink {
                 )
             }
         };
-        Ok((Conn { js, positions }, position))
+        let inbox = client.new_inbox();
+        let acks = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|source| NatsError::Subscribe {
+                inbox: inbox.clone(),
+                source,
+            })?;
+        let conn = Conn {
+            client,
+            positions,
+            acks,
+            reply_prefix: format!("{inbox}."),
+            next_reply: 0,
+        };
+        Ok((conn, position))
     }
 
     /// Publishes the batch pipelined, in batch order on one connection, and awaits every
@@ -363,28 +427,32 @@ impl NatsSink {
     /// its address before it goes out: when a publish fails (a node dies, a leader is
     /// elected), no later event of that address can be in the stream yet, so the
     /// redelivery keeps each address's events in order there too.
-    async fn publish(&self, conn: &Conn, batch: &Batch) -> Result<(), NatsError> {
-        let window = self.opts.max_in_flight;
-        let mut flight = InFlight {
-            pending: VecDeque::with_capacity(batch.events.len().min(window)),
-            issued: 0,
-            settled: 0,
-            last: HashMap::with_capacity(batch.events.len().min(window)),
+    ///
+    /// This is JetStream's asynchronous publish done by hand on the core client: one
+    /// subscription for all acknowledgements and a reply subject that is a number,
+    /// rather than a channel, a timer and an inbox subscription entry per event.
+    async fn publish(&self, conn: &mut Conn, batch: &Batch) -> Result<(), NatsError> {
+        let events = &batch.events;
+        let mut acks = Acks {
+            base: conn.next_reply,
+            acked: vec![false; events.len()],
+            outstanding: 0,
             duplicates: 0,
         };
-        // One buffer for the batch's payloads, each message a slice of it: no allocation
-        // per event for its JSON.
-        let mut buf = BytesMut::with_capacity(batch.events.len() * PAYLOAD_GUESS);
-        for event in &batch.events {
-            if let Some(&previous) = flight.last.get(&event.addr) {
-                while flight.settled <= previous {
-                    self.settle(&mut flight).await?;
+        conn.next_reply += events.len() as u64;
+        let mut last: HashMap<Ipv4Addr, usize> = HashMap::with_capacity(events.len());
+        // One buffer for the batch's payloads and reply subjects, each a slice of it: no
+        // allocation per event for them.
+        let per_event = PAYLOAD_GUESS + conn.reply_prefix.len() + 20;
+        let mut buf = BytesMut::with_capacity(events.len() * per_event);
+        for (i, event) in events.iter().enumerate() {
+            if let Some(&previous) = last.get(&event.addr) {
+                while !acks.acked[previous] {
+                    self.next_ack(conn, events, &mut acks).await?;
                 }
             }
-            // Oldest first once the window is full, so publishing never waits on a
-            // permit held by an acknowledgement nobody polls.
-            while flight.pending.len() >= window {
-                self.settle(&mut flight).await?;
+            while acks.outstanding >= self.opts.max_in_flight {
+                self.next_ack(conn, events, &mut acks).await?;
             }
             let id = event.id(&self.origin);
             let json = JsonEvent {
@@ -394,51 +462,108 @@ impl NatsSink {
             };
             serde_json::to_writer((&mut buf).writer(), &json)
                 .map_err(|e| NatsError::Encode(id.clone(), e))?;
-            let publish = PublishMessage::build()
-                .payload(buf.split().freeze())
-                .header(header::NATS_MESSAGE_ID, id);
-            let ack = conn
-                .js
-                .send_publish(self.subject_of(event.kind), publish)
+            let payload = buf.split().freeze();
+            buf.put_slice(conn.reply_prefix.as_bytes());
+            buf.put_slice(itoa::Buffer::new().format(acks.base + i as u64).as_bytes());
+            let reply = Subject::from_utf8(buf.split().freeze())
+                .unwrap_or_else(|_| Subject::from(conn.reply_prefix.as_str()));
+            let subject = self.subject_of(event.kind);
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_MESSAGE_ID, id);
+            if let Err(source) = conn
+                .client
+                .publish_with_reply_and_headers(subject.clone(), reply, headers, payload)
                 .await
-                .map_err(|source| self.publish_error(event, source))?;
-            flight.pending.push_back((event, ack));
-            flight.last.insert(event.addr, flight.issued);
-            flight.issued += 1;
+            {
+                return Err(NatsError::Publish {
+                    id: event.id(&self.origin),
+                    subject,
+                    source,
+                });
+            }
+            acks.outstanding += 1;
+            last.insert(event.addr, i);
         }
-        while !flight.pending.is_empty() {
-            self.settle(&mut flight).await?;
+        while acks.outstanding > 0 {
+            self.next_ack(conn, events, &mut acks).await?;
         }
-        if flight.duplicates > 0 {
+        if acks.duplicates > 0 {
             info!(
                 "nats: {} of {} events were already in stream {} (redelivery)",
-                flight.duplicates,
-                batch.events.len(),
+                acks.duplicates,
+                events.len(),
                 self.stream
             );
         }
         Ok(())
     }
 
-    /// Awaits the oldest outstanding acknowledgement.
-    async fn settle(&self, flight: &mut InFlight<'_>) -> Result<(), NatsError> {
-        let Some((event, ack)) = flight.pending.pop_front() else {
+    /// Takes one acknowledgement off the connection and records it; fails on a refusal
+    /// or when none comes within the timeout.
+    async fn next_ack(
+        &self,
+        conn: &mut Conn,
+        events: &[Event],
+        acks: &mut Acks,
+    ) -> Result<(), NatsError> {
+        // Most acknowledgements are already queued: no timer for those.
+        let message = match conn.acks.next().now_or_never() {
+            Some(m) => m,
+            None => match tokio::time::timeout(self.opts.timeout, conn.acks.next()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    let oldest = acks.acked.iter().position(|a| !a).unwrap_or(0);
+                    return Err(match events.get(oldest) {
+                        Some(e) => NatsError::AckTimeout {
+                            id: e.id(&self.origin),
+                            subject: self.subject_of(e.kind),
+                            waited: self.opts.timeout,
+                        },
+                        None => NatsError::AcksEnded,
+                    });
+                }
+            },
+        };
+        let message = message.ok_or(NatsError::AcksEnded)?;
+        let index = message
+            .subject
+            .as_str()
+            .strip_prefix(conn.reply_prefix.as_str())
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|n| n.checked_sub(acks.base))
+            .and_then(|i| usize::try_from(i).ok());
+        // Anything else is the late acknowledgement of a batch that failed before.
+        let Some((i, event)) = index.and_then(|i| Some((i, events.get(i)?))) else {
             return Ok(());
         };
-        let ack = ack
-            .await
-            .map_err(|source| self.publish_error(event, source))?;
-        flight.settled += 1;
-        flight.duplicates += usize::from(ack.duplicate);
-        Ok(())
-    }
-
-    fn publish_error(&self, event: &Event, source: jetstream::context::PublishError) -> NatsError {
-        NatsError::Publish {
-            id: event.id(&self.origin),
-            subject: self.subject_of(event.kind).to_string(),
-            source,
+        if acks.acked[i] {
+            return Ok(());
         }
+        let subject = || self.subject_of(event.kind);
+        if message.status == Some(StatusCode::NO_RESPONDERS) {
+            return Err(NatsError::NoStream { subject: subject() });
+        }
+        let refused = |reason: String| NatsError::Refused {
+            id: event.id(&self.origin),
+            subject: subject(),
+            reason,
+        };
+        let ack: PubAck = serde_json::from_slice(&message.payload).map_err(|e| {
+            refused(format!(
+                "unreadable acknowledgement {:?}: {e}",
+                String::from_utf8_lossy(&message.payload)
+            ))
+        })?;
+        if let Some(e) = ack.error {
+            return Err(refused(format!(
+                "{} (code {}, error code {})",
+                e.description, e.code, e.err_code
+            )));
+        }
+        acks.acked[i] = true;
+        acks.outstanding -= 1;
+        acks.duplicates += usize::from(ack.duplicate);
+        Ok(())
     }
 
     fn subject_of(&self, kind: EventKind) -> Subject {
@@ -488,21 +613,20 @@ impl Sink for NatsSink {
     }
 
     fn deliver(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let conn = self.conn.as_ref().ok_or(NatsError::NotOpen)?;
-        let result = self.runtime.block_on(async {
-            self.publish(conn, batch).await?;
-            self.store_position(conn, &batch.after).await
-        });
-        if result.is_err() {
-            self.conn = None;
-        } else {
-            debug!(
-                "nats: {} events delivered, position {}",
-                batch.events.len(),
-                batch.after
-            );
-        }
-        Ok(result?)
+        // Taken, and put back only after a success: after an error the connection is
+        // dropped, and only `open` makes another.
+        let mut conn = self.conn.take().ok_or(NatsError::NotOpen)?;
+        self.runtime.block_on(async {
+            self.publish(&mut conn, batch).await?;
+            self.store_position(&conn, &batch.after).await
+        })?;
+        self.conn = Some(conn);
+        debug!(
+            "nats: {} events delivered, position {}",
+            batch.events.len(),
+            batch.after
+        );
+        Ok(())
     }
 }
 
