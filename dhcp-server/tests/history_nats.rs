@@ -51,17 +51,17 @@ fn event(i: u64) -> Event {
         at: 1_800_000_000 + i,
         addr: Ipv4Addr::new(198, 18, 1, (n % 50) as u8),
         hw: HwAddr::new(1, &[2, 0, 0, 0, (n >> 8) as u8, n as u8]),
-        client_id: if i % 3 == 0 {
+        client_id: if i.is_multiple_of(3) {
             vec![1, 2, 0, 0, 0, n as u8]
         } else {
             Vec::new()
         },
-        host_name: if i % 2 == 0 {
+        host_name: if i.is_multiple_of(2) {
             format!("host-{i}").into_bytes()
         } else {
             Vec::new()
         },
-        relay: if i % 4 == 0 {
+        relay: if i.is_multiple_of(4) {
             Relay {
                 circuit_id: b"eth0".to_vec(),
                 remote_id: vec![0xab, n as u8],
