@@ -362,6 +362,29 @@ fn stopped_server_loses_nothing() {
     });
 }
 
+/// A sink left idle answers the server's PINGs (a thread drives its connection between
+/// deliveries): the server, pinging every second, does not drop it as stale, and the
+/// next batch goes out at once.
+#[test]
+fn idle_sink_keeps_its_connection() {
+    let Some(nl) = NatsLab::single_with("nats_idle", "ping_interval: \"1s\"\nping_max: 2\n") else {
+        return;
+    };
+    let (ns, urls, opts) = (nl.client_ns(), nl.urls(), options(&nl));
+    in_netns(&ns, || {
+        let o = origin("idle");
+        let mut sink = NatsSink::new(opts, o.clone()).unwrap();
+        assert_eq!(sink.open().unwrap(), None);
+        let (b1, b2) = (batch(0, 100), batch(100, 200));
+        sink.deliver(&b1).unwrap();
+        std::thread::sleep(Duration::from_secs(6));
+        // Undriven, the connection is closed by the server meanwhile and this fails.
+        sink.deliver(&b2).unwrap();
+        let all: Vec<Event> = b1.events.iter().chain(&b2.events).cloned().collect();
+        check_stored(&Reader::connect(&urls).all("dhcp-idle"), &all, &o, true);
+    });
+}
+
 /// 40,000 events in batches of 250 through a follower's loop (deliver; on an error,
 /// open again and resume at the stored position), the stream's leader killed -9 after a
 /// quarter of them. A consumer then finds every event exactly once.

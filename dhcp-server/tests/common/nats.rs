@@ -39,6 +39,11 @@ impl NatsLab {
     /// One server at 198.18.0.1, the client namespace at 198.18.0.100. `None` (skip)
     /// without root, as `Lab::new`.
     pub fn single(test: &str) -> Option<NatsLab> {
+        Self::single_with(test, "")
+    }
+
+    /// `single`, with `extra` appended to the server's configuration.
+    pub fn single_with(test: &str, extra: &str) -> Option<NatsLab> {
         let lab = Lab::new(test, "198.18.0.1/24")?;
         lab.in_client(
             "ip",
@@ -49,7 +54,7 @@ impl NatsLab {
             lab,
             nodes: Vec::new(),
         };
-        nl.add_node(ns, "198.18.0.1", false);
+        nl.add_node(ns, "198.18.0.1", false, extra);
         nl.start(0);
         Some(nl)
     }
@@ -90,7 +95,7 @@ impl NatsLab {
             nodes: Vec::new(),
         };
         for (i, ns) in node_ns.into_iter().enumerate() {
-            nl.add_node(ns, &format!("198.18.0.{}", i + 1), true);
+            nl.add_node(ns, &format!("198.18.0.{}", i + 1), true, "");
         }
         for i in 0..3 {
             nl.start(i);
@@ -98,7 +103,7 @@ impl NatsLab {
         Some(nl)
     }
 
-    fn add_node(&mut self, ns: String, addr: &str, clustered: bool) {
+    fn add_node(&mut self, ns: String, addr: &str, clustered: bool, extra: &str) {
         let name = format!("n{}", self.nodes.len() + 1);
         let store = self.lab.path(&format!("{name}-store"));
         let mut conf = format!(
@@ -115,6 +120,7 @@ impl NatsLab {
                 routes.join(", ")
             );
         }
+        conf += extra;
         let path = self.lab.path(&format!("{name}.conf"));
         fs::write(&path, conf).unwrap();
         self.nodes.push(Node {
