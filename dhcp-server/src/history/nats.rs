@@ -265,8 +265,13 @@ struct Acks {
     /// The reply number of the batch's first event.
     base: u64,
     acked: Vec<bool>,
+    /// Events published so far: an acknowledgement beyond them is not one.
+    published: usize,
     outstanding: usize,
     duplicates: usize,
+    /// The last publish or accepted acknowledgement: the timeout runs from there, so
+    /// stray messages on the inbox cannot keep a batch waiting for ever.
+    progress: tokio::time::Instant,
 }
 
 /// What a JetStream publish acknowledgement says (the rest of it is not needed).
@@ -297,8 +302,9 @@ pub struct NatsSink {
     /// The subject of each event kind, made once: publishing allocates no subject.
     subjects: Vec<(EventKind, Subject)>,
     servers: Vec<ServerAddr>,
-    runtime: Driver,
+    /// Before `runtime`: dropped first, while its runtime still runs.
     conn: Option<Conn>,
+    runtime: Driver,
 }
 
 impl NatsSink {
@@ -517,8 +523,10 @@ impl NatsSink {
         let mut acks = Acks {
             base: conn.next_reply,
             acked: vec![false; events.len()],
+            published: 0,
             outstanding: 0,
             duplicates: 0,
+            progress: tokio::time::Instant::now(),
         };
         conn.next_reply += events.len() as u64;
         let mut last: HashMap<Ipv4Addr, usize> = HashMap::with_capacity(events.len());
@@ -562,6 +570,8 @@ impl NatsSink {
                     source,
                 });
             }
+            acks.published += 1;
+            acks.progress = tokio::time::Instant::now();
             acks.outstanding += 1;
             last.insert(event.addr, i);
         }
@@ -587,23 +597,33 @@ impl NatsSink {
         events: &[Event],
         acks: &mut Acks,
     ) -> Result<(), NatsError> {
+        let deadline = acks.progress + self.opts.timeout;
+        let timed_out = || {
+            let oldest = acks.acked.iter().position(|a| !a).unwrap_or(0);
+            match events.get(oldest) {
+                Some(e) => NatsError::AckTimeout {
+                    id: e.id(&self.origin),
+                    subject: self.subject_of(e.kind),
+                    waited: self.opts.timeout,
+                },
+                None => NatsError::AcksEnded,
+            }
+        };
         // Most acknowledgements are already queued: no timer for those.
         let message = match conn.acks.next().now_or_never() {
             Some(m) => m,
-            None => match tokio::time::timeout(self.opts.timeout, conn.acks.next()).await {
+            None => match tokio::time::timeout_at(deadline, conn.acks.next()).await {
                 Ok(m) => m,
-                Err(_) => {
-                    let oldest = acks.acked.iter().position(|a| !a).unwrap_or(0);
-                    return Err(match events.get(oldest) {
-                        Some(e) => NatsError::AckTimeout {
-                            id: e.id(&self.origin),
-                            subject: self.subject_of(e.kind),
-                            waited: self.opts.timeout,
-                        },
-                        None => NatsError::AcksEnded,
-                    });
-                }
+                Err(_) => return Err(timed_out()),
             },
+        };
+        // What does not count for this batch is passed over, until the deadline.
+        let stray = || {
+            if tokio::time::Instant::now() > deadline {
+                Err(timed_out())
+            } else {
+                Ok(())
+            }
         };
         let message = message.ok_or(NatsError::AcksEnded)?;
         let index = message
@@ -615,10 +635,12 @@ impl NatsSink {
             .and_then(|i| usize::try_from(i).ok());
         // Anything else is the late acknowledgement of a batch that failed before.
         let Some((i, event)) = index.and_then(|i| Some((i, events.get(i)?))) else {
-            return Ok(());
+            return stray();
         };
-        if acks.acked[i] {
-            return Ok(());
+        // A second answer, or one to a publish not made (a confused server), counts for
+        // nothing: the position is stored only after each event's own acknowledgement.
+        if i >= acks.published || acks.acked[i] {
+            return stray();
         }
         let subject = || self.subject_of(event.kind);
         if message.status == Some(StatusCode::NO_RESPONDERS) {
@@ -643,6 +665,7 @@ impl NatsSink {
         }
         acks.acked[i] = true;
         acks.outstanding -= 1;
+        acks.progress = tokio::time::Instant::now();
         acks.duplicates += usize::from(ack.duplicate);
         Ok(())
     }
