@@ -4,7 +4,8 @@
 //! (`in_netns`): threads it spawns, such as the client's runtime, inherit it, and the
 //! host's own network is never touched. Servers are killed and namespaces deleted with
 //! the `Lab` inside.
-// Only the NATS test crate uses this part of the shared harness.
+// Only the NATS test crate uses this part of the shared harness; the others compile it
+// unused.
 #![allow(dead_code)]
 
 use std::fs;
@@ -139,11 +140,6 @@ impl NatsLab {
             .iter()
             .map(|n| format!("nats://{}:{CLIENT_PORT}", n.addr))
             .collect()
-    }
-
-    /// A server's `server_name`.
-    pub fn name(&self, i: usize) -> &str {
-        &self.nodes[i].name
     }
 
     pub fn node_of(&self, name: &str) -> Option<usize> {
