@@ -49,17 +49,17 @@ fn event(i: u64) -> Event {
         at: 1_800_000_000 + i,
         addr: Ipv4Addr::new(198, 18, 1, (n % 50) as u8),
         hw: HwAddr::new(1, &[2, 0, 0, 0, (n >> 8) as u8, n as u8]),
-        client_id: if i % 3 == 0 {
+        client_id: if i.is_multiple_of(3) {
             vec![1, 2, 0, 0, 0, n as u8]
         } else {
             Vec::new()
         },
-        host_name: if i % 2 == 0 {
+        host_name: if i.is_multiple_of(2) {
             format!("host-{i}").into_bytes()
         } else {
             Vec::new()
         },
-        relay: if i % 4 == 0 {
+        relay: if i.is_multiple_of(4) {
             Relay {
                 circuit_id: b"eth0".to_vec(),
                 remote_id: vec![0xab, n as u8],
@@ -238,6 +238,29 @@ fn stopped_server_loses_nothing() {
         sink.deliver(&b2).unwrap();
         let all: Vec<Event> = b1.events.iter().chain(&b2.events).cloned().collect();
         check_stored(&Reader::connect(&urls).all("dhcp-north"), &all, &o, true);
+    });
+}
+
+/// A sink left idle answers the server's PINGs (a thread drives its connection between
+/// deliveries): the server, pinging every second, does not drop it as stale, and the
+/// next batch goes out at once.
+#[test]
+fn idle_sink_keeps_its_connection() {
+    let Some(nl) = NatsLab::single_with("nats_idle", "ping_interval: \"1s\"\nping_max: 2\n") else {
+        return;
+    };
+    let (ns, urls, opts) = (nl.client_ns(), nl.urls(), options(&nl));
+    in_netns(&ns, || {
+        let o = origin("idle");
+        let mut sink = NatsSink::new(opts, o.clone()).unwrap();
+        assert_eq!(sink.open().unwrap(), None);
+        let (b1, b2) = (batch(0, 100), batch(100, 200));
+        sink.deliver(&b1).unwrap();
+        std::thread::sleep(Duration::from_secs(6));
+        // Undriven, the connection is closed by the server meanwhile and this fails.
+        sink.deliver(&b2).unwrap();
+        let all: Vec<Event> = b1.events.iter().chain(&b2.events).cloned().collect();
+        check_stored(&Reader::connect(&urls).all("dhcp-idle"), &all, &o, true);
     });
 }
 

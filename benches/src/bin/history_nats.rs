@@ -1,7 +1,7 @@
 //! `history_nats`: how many lease events a second the NATS JetStream history sink
 //! delivers. It hands `--events` synthetic events to `NatsSink` in batches of `--batch`,
 //! as the journal follower does (deliver, then the next batch), and prints events per
-//! second as JSON; only the `deliver` calls are timed.
+//! second as JSON; only the `deliver` calls are timed, the events are made before.
 //!
 //! With `--connect` it uses a running nats-server (JetStream on). Without it, it starts
 //! one itself, as the tests do: nats-server in a network namespace of its own on
@@ -42,19 +42,28 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match &args.connect {
-        Some(url) => run(&args, url.clone()),
+        Some(url) => run(&args, url.clone(), None),
         None => Netns::start().and_then(|lab| {
             let url = format!("nats://{SERVER}:4222");
-            lab.in_client(|| run(&args, url))
+            lab.in_client(|| run(&args, url, lab.server.as_ref().map(Child::id)))
         }),
     };
     match result {
-        Ok((events, elapsed)) => {
-            let secs = elapsed.as_secs_f64();
+        Ok(r) => {
+            let secs = r.elapsed.as_secs_f64();
+            let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / args.events as f64;
+            let server = r
+                .server_cpu
+                .map(|c| format!(",\"server_cpu_us_per_event\":{:.2}", per_event(c)))
+                .unwrap_or_default();
             println!(
-                "{{\"events\":{events},\"batch\":{},\"seconds\":{secs:.3},\"events_per_sec\":{:.0}}}",
+                "{{\"events\":{},\"batch\":{},\"in_flight\":{},\"seconds\":{secs:.3},\
+                 \"events_per_sec\":{:.0},\"sink_cpu_us_per_event\":{:.2}{server}}}",
+                args.events,
                 args.batch,
-                events as f64 / secs
+                args.in_flight,
+                args.events as f64 / secs,
+                per_event(r.sink_cpu),
             );
             ExitCode::SUCCESS
         }
@@ -65,8 +74,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Delivers every batch; the time spent in `deliver`.
-fn run(args: &Args, url: String) -> Result<(u64, Duration), String> {
+/// What a run measured: the time in `deliver`, this process's CPU time over it (the
+/// sink: the follower's thread and the one that keeps the connection), and nats-server's
+/// when this program started it.
+struct Measured {
+    elapsed: Duration,
+    sink_cpu: Duration,
+    server_cpu: Option<Duration>,
+}
+
+/// Delivers every batch.
+fn run(args: &Args, url: String, server: Option<u32>) -> Result<Measured, String> {
     // A site of its own per run: a new stream, so the figure never includes a
     // duplicate check against an earlier run's ids.
     let site = format!("bench{}", std::process::id());
@@ -83,25 +101,61 @@ fn run(args: &Args, url: String) -> Result<(u64, Duration), String> {
     };
     let mut sink = NatsSink::new(opts, origin).map_err(|e| e.to_string())?;
     sink.open().map_err(|e| e.to_string())?;
+    // Made before the clock starts, so the figure is the sink's alone and making them
+    // does not take a core from the server while it runs.
     let batch_size = args.batch.max(1);
-    let mut elapsed = Duration::ZERO;
-    let mut next = 0;
-    while next < args.events {
-        let end = (next + batch_size).min(args.events);
-        let batch = Batch {
-            events: (next..end).map(event).collect(),
-            after: Position {
-                journal: 1,
-                generation: 1,
-                next: vec![end],
-            },
-        };
-        let t = Instant::now();
-        sink.deliver(&batch).map_err(|e| e.to_string())?;
-        elapsed += t.elapsed();
-        next = end;
+    let batches: Vec<Batch> = (0..args.events.div_ceil(batch_size))
+        .map(|b| {
+            let (from, to) = (b * batch_size, ((b + 1) * batch_size).min(args.events));
+            Batch {
+                events: (from..to).map(event).collect(),
+                after: Position {
+                    journal: 1,
+                    generation: 1,
+                    next: vec![to],
+                },
+            }
+        })
+        .collect();
+    let (cpu0, server0) = (own_cpu(), server.and_then(process_cpu));
+    let start = Instant::now();
+    for batch in &batches {
+        sink.deliver(batch).map_err(|e| e.to_string())?;
     }
-    Ok((args.events, elapsed))
+    let elapsed = start.elapsed();
+    Ok(Measured {
+        elapsed,
+        sink_cpu: own_cpu().saturating_sub(cpu0),
+        server_cpu: server0
+            .zip(server.and_then(process_cpu))
+            .map(|(a, b)| b.saturating_sub(a)),
+    })
+}
+
+/// User and system time of this process so far.
+fn own_cpu() -> Duration {
+    // SAFETY: rusage is plain integers (all zeroes is a valid value), and getrusage(2)
+    // only writes into the struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// User and system time of process `pid` so far, from /proc (fields 14 and 15, in clock
+/// ticks).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz))
 }
 
 /// Event `i`, shaped like a busy ISP subnet's: mostly renewals, option 61 and a host

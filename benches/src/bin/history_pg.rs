@@ -83,6 +83,7 @@ fn main() -> ExitCode {
             let batch = Batch {
                 events: chunk.to_vec(),
                 after: Position {
+                    journal: 1,
                     generation: 1,
                     next: vec![done],
                 },

@@ -4,7 +4,8 @@
 //! (`in_netns`): threads it spawns, such as the client's runtime, inherit it, and the
 //! host's own network is never touched. Servers are killed and namespaces deleted with
 //! the `Lab` inside.
-// Only the NATS test crate uses this part of the shared harness.
+// Only the NATS test crate uses this part of the shared harness; the others compile it
+// unused.
 #![allow(dead_code)]
 
 use std::fs;
@@ -42,6 +43,11 @@ impl NatsLab {
     /// One server at 198.18.0.1, the client namespace at 198.18.0.100. `None` (skip)
     /// without root, as `Lab::new`.
     pub fn single(test: &str) -> Option<NatsLab> {
+        Self::single_with(test, "")
+    }
+
+    /// `single`, with `extra` appended to the server's configuration.
+    pub fn single_with(test: &str, extra: &str) -> Option<NatsLab> {
         let lab = Lab::new(test, "198.18.0.1/24")?;
         lab.in_client(
             "ip",
@@ -52,7 +58,7 @@ impl NatsLab {
             lab,
             nodes: Vec::new(),
         };
-        nl.add_node(ns, "198.18.0.1", false);
+        nl.add_node(ns, "198.18.0.1", false, extra);
         nl.start(0);
         Some(nl)
     }
@@ -93,7 +99,7 @@ impl NatsLab {
             nodes: Vec::new(),
         };
         for (i, ns) in node_ns.into_iter().enumerate() {
-            nl.add_node(ns, &format!("198.18.0.{}", i + 1), true);
+            nl.add_node(ns, &format!("198.18.0.{}", i + 1), true, "");
         }
         for i in 0..3 {
             nl.start(i);
@@ -101,7 +107,7 @@ impl NatsLab {
         Some(nl)
     }
 
-    fn add_node(&mut self, ns: String, addr: &str, clustered: bool) {
+    fn add_node(&mut self, ns: String, addr: &str, clustered: bool, extra: &str) {
         let name = format!("n{}", self.nodes.len() + 1);
         let store = self.lab.path(&format!("{name}-store"));
         let mut conf = format!(
@@ -118,6 +124,7 @@ impl NatsLab {
                 routes.join(", ")
             );
         }
+        conf += extra;
         let path = self.lab.path(&format!("{name}.conf"));
         fs::write(&path, conf).unwrap();
         self.nodes.push(Node {
@@ -136,11 +143,6 @@ impl NatsLab {
             .iter()
             .map(|n| format!("nats://{}:{CLIENT_PORT}", n.addr))
             .collect()
-    }
-
-    /// A server's `server_name`.
-    pub fn name(&self, i: usize) -> &str {
-        &self.nodes[i].name
     }
 
     pub fn node_of(&self, name: &str) -> Option<usize> {

@@ -13,8 +13,8 @@ use tokio_postgres::{Client, Row};
 
 use super::plan::{micros, INFINITY};
 use super::schema::{from_ts, ts};
-use crate::calendar::format_utc;
 use super::{connect, runtime, PgError, PostgresOptions};
+use crate::calendar::format_utc;
 
 /// One lease span as stored. Times are seconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use tokio_postgres::types::Timestamp;
 use tokio_postgres::Client;
 
 use super::plan::Micros;
-use crate::calendar::{civil_from_days, days_from_civil};
 use super::PgError;
+use crate::calendar::{civil_from_days, days_from_civil};
 
 /// The advisory lock key of schema changes ("DHCPHIST" in ASCII), distinct from whatever
 /// else the database's users lock.
