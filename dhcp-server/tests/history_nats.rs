@@ -162,7 +162,7 @@ fn events_land_once_on_their_subjects() {
         check_stored(&reader.all("dhcp-east"), &b.events, &o, true);
         assert_eq!(
             reader.position(sink.position_key()).as_deref(),
-            Some("g1:120")
+            Some("0000000000000001/g1:120")
         );
         // The position comes back to a sink made afresh, as after a restart.
         drop(sink);
