@@ -354,20 +354,42 @@ pub(crate) fn forget_leases(lab: &Lab) -> Result {
     Ok(())
 }
 
-/// Starts `server` afresh, runs dhcp-load against it at `rate` for `secs` with `extra`
-/// arguments, stops it; returns dhcp-load's JSON and the server's CPU seconds meanwhile.
-fn measure(
+/// What a step starts: the program and its arguments, the log line saying it serves, and
+/// the generator's arguments for it besides rate and clients.
+pub(crate) struct Start<'a> {
+    pub(crate) program: &'a str,
+    pub(crate) args: &'a [String],
+    pub(crate) ready: &'a str,
+    pub(crate) load: &'a [String],
+}
+
+impl Server {
+    fn start(&self) -> Start<'_> {
+        Start {
+            program: &self.program,
+            args: &self.args,
+            ready: self.ready,
+            load: &self.load,
+        }
+    }
+}
+
+/// Starts a server afresh, runs dhcp-load against it at `rate` for `secs` with `extra`
+/// arguments, calls `before_stop`, stops it; returns dhcp-load's JSON and the server's
+/// CPU seconds during the load.
+pub(crate) fn measure(
     lab: &mut Lab,
-    server: &Server,
+    start: &Start<'_>,
     load: &str,
     rate: u32,
     secs: f64,
     extra: &[&str],
+    before_stop: &mut dyn FnMut() -> Result,
 ) -> Result<(String, f64)> {
     forget_leases(lab)?;
-    let args: Vec<&str> = server.args.iter().map(String::as_str).collect();
-    let pid = lab.spawn(SERVER_NS, &server.program, &args, "server.log")?;
-    lab.wait_for("server.log", server.ready, Duration::from_secs(15))?;
+    let args: Vec<&str> = start.args.iter().map(String::as_str).collect();
+    let pid = lab.spawn(SERVER_NS, start.program, &args, "server.log")?;
+    lab.wait_for("server.log", start.ready, Duration::from_secs(15))?;
     std::thread::sleep(Duration::from_millis(200));
     let cpu_before = cpu_secs(pid);
     let clients = ((rate as f64 * secs) as u32).clamp(1, 120_000);
@@ -382,12 +404,14 @@ fn measure(
             &rate.to_string(),
         ])
         .args(["--duration", &secs.to_string()])
-        .args(&server.load)
+        .args(start.load)
         .args(extra)
         .output()
         .map_err(|e| e.to_string())?;
     let cpu = cpu_secs(pid) - cpu_before;
+    let after = before_stop();
     lab.stop(pid);
+    after?;
     let json = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || !json.contains("leases_per_s") {
         return Err(format!(
@@ -398,26 +422,39 @@ fn measure(
     Ok((json, cpu))
 }
 
-/// Offers `rate` DORA exchanges a second to a fresh `server` for the plan's step and
-/// prints what it measured.
-fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
-    let (json, cpu) = measure(lab, server, load, rate, plan.step_secs, &[])?;
-    let completed = field(&json, "completed");
-    let (leases_per_s, drop_pct) = (field(&json, "leases_per_s"), field(&json, "drop_pct"));
+/// A step as dhcp-load's JSON and the server's CPU seconds tell it, printed.
+pub(crate) fn to_step(rate: u32, json: &str, cpu: f64) -> Step {
+    let completed = field(json, "completed");
+    let (leases_per_s, drop_pct) = (field(json, "leases_per_s"), field(json, "drop_pct"));
     println!("  {rate:>8}/s offered: {leases_per_s:>9.0} leases/s, {drop_pct:>6.2}% dropped");
-    Ok(Step {
+    Step {
         rate,
         leases_per_s,
         drop_pct,
-        p50: field(&json, "p50_us"),
-        p99: field(&json, "p99_us"),
-        p999: field(&json, "p999_us"),
+        p50: field(json, "p50_us"),
+        p99: field(json, "p99_us"),
+        p999: field(json, "p999_us"),
         cpu_us_per_lease: if completed > 0.0 {
             cpu * 1e6 / completed
         } else {
             f64::NAN
         },
-    })
+    }
+}
+
+/// Offers `rate` DORA exchanges a second to a fresh `server` for the plan's step and
+/// prints what it measured.
+fn step(lab: &mut Lab, server: &Server, load: &str, rate: u32, plan: &Plan) -> Result<Step> {
+    let (json, cpu) = measure(
+        lab,
+        &server.start(),
+        load,
+        rate,
+        plan.step_secs,
+        &[],
+        &mut || Ok(()),
+    )?;
+    Ok(to_step(rate, &json, cpu))
 }
 
 /// The best step at or under the drop limit: doubling until it is passed, then bisecting.
@@ -582,7 +619,15 @@ fn mixed(lab: &mut Lab, list: &[Server], load: &str, plan: &Plan) -> Result<Vec<
     );
     let mut out = Vec::new();
     for server in list.iter().filter(|s| MIX_SERVERS.contains(&s.name)) {
-        let (json, cpu) = measure(lab, server, load, MIX_RATE, plan.mix_secs, &["--mix", MIX])?;
+        let (json, cpu) = measure(
+            lab,
+            &server.start(),
+            load,
+            MIX_RATE,
+            plan.mix_secs,
+            &["--mix", MIX],
+            &mut || Ok(()),
+        )?;
         let k = |kind: &str, key: &str| kind_field(&json, kind, key);
         let (dora, renew) = (k("dora", "completed"), k("renew", "completed"));
         println!(

@@ -18,11 +18,8 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::bench::{
-    config_file, cpu_secs, field, forget_leases, search_rates, write_results, Plan,
-    MAX_DROP_PERCENT,
-};
-use crate::lab::{self, in_ns, Lab, LOAD, SERVER_NS};
+use crate::bench::{self, config_file, search_rates, write_results, Plan, MAX_DROP_PERCENT};
+use crate::lab::{self, Lab, SERVER_NS};
 use crate::{is_root, Result};
 
 /// Where nats-server listens: the server's own address, in its namespace.
@@ -35,16 +32,12 @@ struct Variant {
     sinks: bool,
 }
 
-/// What one step measured.
+/// What one step measured: the main benchmark's figures, and with sinks how many journal
+/// records were not yet in them when the load stopped (the larger of the two) and the
+/// seconds until both had everything.
 #[derive(Debug, Clone, Default)]
 struct Step {
-    rate: u32,
-    leases_per_s: f64,
-    drop_pct: f64,
-    p99: f64,
-    cpu_us_per_lease: f64,
-    /// With sinks: journal records not yet in each sink when the load stopped (the
-    /// largest of the two), and the seconds until both had everything.
+    load: bench::Step,
     lag_records: f64,
     catch_up_s: f64,
 }
@@ -71,44 +64,27 @@ fn step(
     rate: u32,
     plan: &Plan,
 ) -> Result<Step> {
-    forget_leases(lab)?;
     let socket = lab.dir.join("control.sock").display().to_string();
-    let pid = lab.spawn(
-        SERVER_NS,
-        "env",
-        &[
-            "RUST_LOG=info,dhcp_proto::engine=warn",
-            ours,
-            "run",
-            "--config",
-            &v.config,
-        ],
-        "server.log",
-    )?;
-    lab.wait_for("server.log", "ready", Duration::from_secs(15))?;
-    std::thread::sleep(Duration::from_millis(200));
-    let cpu_before = cpu_secs(pid);
-    let clients = ((f64::from(rate) * plan.step_secs) as u32).clamp(1, 120_000);
-    let out = in_ns(LOAD.0, load)
-        .args([
-            "--interface",
-            LOAD.1,
-            "--json",
-            "--clients",
-            &clients.to_string(),
-        ])
-        .args([
-            "--rate",
-            &rate.to_string(),
-            "--duration",
-            &plan.step_secs.to_string(),
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let cpu = cpu_secs(pid) - cpu_before;
-    let json = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let args: Vec<String> = [
+        "RUST_LOG=info,dhcp_proto::engine=warn",
+        ours,
+        "run",
+        "--config",
+        &v.config,
+    ]
+    .map(String::from)
+    .to_vec();
+    let start = bench::Start {
+        program: "env",
+        args: &args,
+        ready: "ready",
+        load: &[],
+    };
     let (mut lag_records, mut catch_up_s) = (0.0, 0.0);
-    if v.sinks {
+    let mut sinks = || {
+        if !v.sinks {
+            return Ok(());
+        }
         let stopped = Instant::now();
         lag_records = lags(ours, &socket).into_iter().fold(0.0, f64::max);
         loop {
@@ -122,38 +98,17 @@ fn step(
             std::thread::sleep(Duration::from_millis(100));
         }
         catch_up_s = stopped.elapsed().as_secs_f64();
-    }
-    lab.stop(pid);
-    if !out.status.success() || !json.contains("leases_per_s") {
-        return Err(format!(
-            "dhcp-load failed: {json}{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let completed = field(&json, "completed");
+        Ok(())
+    };
+    let (json, cpu) = bench::measure(lab, &start, load, rate, plan.step_secs, &[], &mut sinks)?;
     let s = Step {
-        rate,
-        leases_per_s: field(&json, "leases_per_s"),
-        drop_pct: field(&json, "drop_pct"),
-        p99: field(&json, "p99_us"),
-        cpu_us_per_lease: if completed > 0.0 {
-            cpu * 1e6 / completed
-        } else {
-            f64::NAN
-        },
+        load: bench::to_step(rate, &json, cpu),
         lag_records,
         catch_up_s,
     };
-    println!(
-        "  {rate:>8}/s offered: {:>9.0} leases/s, {:>6.2}% dropped{}",
-        s.leases_per_s,
-        s.drop_pct,
-        if v.sinks {
-            format!(", sinks {lag_records:.0} records behind at the end, caught up in {catch_up_s:.1} s")
-        } else {
-            String::new()
-        }
-    );
+    if v.sinks {
+        println!("            sinks {lag_records:.0} records behind at the end, caught up in {catch_up_s:.1} s");
+    }
     Ok(s)
 }
 
@@ -249,19 +204,19 @@ pub fn run(quick: bool) -> Result {
                 &plan,
                 MAX_DROP_PERCENT,
                 |rate| step(&mut lab, &ours, &load, v, rate, &plan),
-                |s| s.drop_pct,
+                |s| s.load.drop_pct,
             )?;
             let _ = write!(
                 json,
                 "{}{{\"name\":\"{}\",\"best\":{:.0},\"lag_records\":{:.0},\"catch_up_s\":{:.1},\"steps\":[{}]}}",
                 if run + i > 0 { "," } else { "" },
                 v.name,
-                b.leases_per_s,
+                b.load.leases_per_s,
                 b.lag_records,
                 b.catch_up_s,
                 steps
                     .iter()
-                    .map(|s| format!("{{\"rate\":{},\"leases_per_s\":{:.0},\"drop_pct\":{:.2}}}", s.rate, s.leases_per_s, s.drop_pct))
+                    .map(|s| format!("{{\"rate\":{},\"leases_per_s\":{:.0},\"drop_pct\":{:.2}}}", s.load.rate, s.load.leases_per_s, s.load.drop_pct))
                     .collect::<Vec<_>>()
                     .join(",")
             );
@@ -277,9 +232,9 @@ pub fn run(quick: bool) -> Result {
         println!(
             "| {} | {:.0} | {:.0} | {:.2} | {} | {} |",
             v.name,
-            med(i, |s| s.leases_per_s),
-            med(i, |s| s.p99),
-            med(i, |s| s.cpu_us_per_lease),
+            med(i, |s| s.load.leases_per_s),
+            med(i, |s| s.load.p99),
+            med(i, |s| s.load.cpu_us_per_lease),
             if v.sinks {
                 format!("{:.0} records", med(i, |s| s.lag_records))
             } else {
@@ -292,7 +247,7 @@ pub fn run(quick: bool) -> Result {
             },
         );
     }
-    let ratio = med(1, |s| s.leases_per_s) / med(0, |s| s.leases_per_s);
+    let ratio = med(1, |s| s.load.leases_per_s) / med(0, |s| s.load.leases_per_s);
     println!(
         "\nwith both sinks: {:.1}% of the figure without them",
         ratio * 100.0
