@@ -351,6 +351,16 @@ impl Conn {
             ],
         )
         .await?;
+        // The columns of a lease_open row, as arrays: what set_open and add_open unnest.
+        const OPEN_ROW: &[T] = &[
+            T::INET_ARRAY,
+            T::TIMESTAMPTZ_ARRAY,
+            T::BOOL_ARRAY,
+            T::INT2_ARRAY,
+            T::BYTEA_ARRAY,
+            T::BYTEA_ARRAY,
+            T::TIMESTAMPTZ_ARRAY,
+        ];
         let set_open = p(
             "UPDATE lease_open o SET since = x.since, open = x.open, htype = x.htype,
                                      hw = x.hw, client_id = x.client_id,
@@ -359,30 +369,14 @@ impl Conn {
                          $5::bytea[], $6::bytea[], $7::timestamptz[])
                     AS x(address, since, open, htype, hw, client_id, closed_at)
              WHERE o.address = x.address",
-            &[
-                T::INET_ARRAY,
-                T::TIMESTAMPTZ_ARRAY,
-                T::BOOL_ARRAY,
-                T::INT2_ARRAY,
-                T::BYTEA_ARRAY,
-                T::BYTEA_ARRAY,
-                T::TIMESTAMPTZ_ARRAY,
-            ],
+            OPEN_ROW,
         )
         .await?;
         let add_open = p(
             "INSERT INTO lease_open (address, since, open, htype, hw, client_id, closed_at)
              SELECT * FROM unnest($1::inet[], $2::timestamptz[], $3::bool[], $4::int2[],
                                   $5::bytea[], $6::bytea[], $7::timestamptz[])",
-            &[
-                T::INET_ARRAY,
-                T::TIMESTAMPTZ_ARRAY,
-                T::BOOL_ARRAY,
-                T::INT2_ARRAY,
-                T::BYTEA_ARRAY,
-                T::BYTEA_ARRAY,
-                T::TIMESTAMPTZ_ARRAY,
-            ],
+            OPEN_ROW,
         )
         .await?;
         let position = p(
