@@ -360,6 +360,40 @@ fn check_engines(lab: &Lab, pg: &Postgres, acks_sent: Option<u64>) {
     assert_eq!(messages.len(), granted + renewed, "nothing else");
 }
 
+/// `dhcp-server history`, as an operator asks it, finds a lease's holder at a time and
+/// the lease by its MAC over a period; the giaddr and the server come along.
+fn operators_ask(lab: &Lab) {
+    let file = lab.path("server.toml").display().to_string();
+    let ask = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(common::SERVER_BIN)
+            .args(["history", "--config", &file, "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "history {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (addr, mac) = leases(lab).into_iter().next().expect("a lease");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = ask(&["--address", &addr.to_string(), "--at", &now.to_string()]);
+    assert_eq!(at[0]["hardware-address"], mac.as_str(), "{at}");
+    assert_eq!(at[0]["giaddr"], "198.18.0.2", "{at}");
+    assert_eq!(at[0]["server"], "t1", "{at}");
+    let (from, to) = ((now - 3600).to_string(), (now + 60).to_string());
+    let of_mac = ask(&["--mac", &mac, "--from", &from, "--to", &to]);
+    assert_eq!(of_mac.as_array().map(Vec::len), Some(1), "{of_mac}");
+    assert_eq!(of_mac[0]["address"], addr.to_string(), "{of_mac}");
+    let before = ask(&["--address", &addr.to_string(), "--at", "2020-01-01"]);
+    assert_eq!(before, serde_json::json!([]), "nobody had it then");
+}
+
 fn p99_us(lab: &Lab) -> (u64, u64) {
     let socket = lab.path("control.sock").display().to_string();
     let stats = ctl_json(&socket, &["stats"]);

@@ -1,10 +1,10 @@
 //! `cargo xtask bench --history`: what the lease history costs the server. The main
 //! benchmark's rate search for our server (XDP, one worker, sync journal) runs without
-//! `[history]` and with every lease sent to PostgreSQL and NATS JetStream, both started
-//! here on this machine (a PostgreSQL 15 cluster on a Unix socket in a temporary
-//! directory, fsync on; nats-server with JetStream in the server's namespace), so they
-//! share its two cores with the server and the generator. The two searches alternate,
-//! `runs` times each; the table compares medians. After each load with the sinks, `ctl
+//! `[history]`, with every lease sent to PostgreSQL, to NATS JetStream, and to both,
+//! engines started here on this machine (a PostgreSQL 15 cluster on a Unix socket in a
+//! temporary directory, fsync on; nats-server with JetStream in the server's namespace),
+//! so they share its two cores with the server and the generator. The searches
+//! alternate, `runs` times each; the table compares medians. After each load with the sinks, `ctl
 //! status` says how far behind they were when the load stopped, and the time they took
 //! to catch up is measured. The engines run at nice 19, standing in for machines of
 //! their own (the server's followers run at nice 19 anyway). Results:
@@ -27,11 +27,11 @@ const NATS: &str = "198.18.0.1:4222";
 /// The engines' niceness: the followers' own.
 const NICE: &str = "19";
 
-/// One contender: the configuration file's path and whether it has sinks.
+/// One contender: the configuration file's path and how many sinks it has.
 struct Variant {
     name: &'static str,
     config: String,
-    sinks: bool,
+    sinks: usize,
 }
 
 /// What one step measured: the main benchmark's figures, and with sinks how many journal
@@ -84,14 +84,14 @@ fn step(
     };
     let (mut lag_records, mut catch_up_s) = (0.0, 0.0);
     let mut sinks = || {
-        if !v.sinks {
+        if v.sinks == 0 {
             return Ok(());
         }
         let stopped = Instant::now();
         lag_records = lags(ours, &socket).into_iter().fold(0.0, f64::max);
         loop {
             let now = lags(ours, &socket);
-            if now.len() == 2 && now.iter().all(|&l| l == 0.0) {
+            if now.len() == v.sinks && now.iter().all(|&l| l == 0.0) {
                 break;
             }
             if stopped.elapsed() > Duration::from_secs(300) {
@@ -108,7 +108,7 @@ fn step(
         lag_records,
         catch_up_s,
     };
-    if v.sinks {
+    if v.sinks > 0 {
         println!("            sinks {lag_records:.0} records behind at the end, caught up in {catch_up_s:.1} s");
     }
     Ok(s)
@@ -180,21 +180,34 @@ pub fn run(quick: bool) -> Result {
         "backend = \"xdp\"\nworkers = 1\ndurability = \"sync\"\ncontrol-socket = \"{}\"\n",
         lab.dir.join("control.sock").display()
     );
-    let sinks = format!(
-        "[history]\nserver = \"bench\"\nsite = \"bench\"\n[history.postgres]\nurl = \"{}\"\n\
-         [history.nats]\nservers = [\"nats://{NATS}\"]\n",
-        pg.url()
-    );
+    let pg_sink = format!("[history.postgres]\nurl = \"{}\"\n", pg.url());
+    let nats_sink = format!("[history.nats]\nservers = [\"nats://{NATS}\"]\n");
+    let history = |sinks: &str| format!("[history]\nserver = \"bench\"\nsite = \"bench\"\n{sinks}");
     let variants = [
         Variant {
             name: "dhcp-server (xdp 1 worker, sync)",
             config: config_file(&lab.dir, "plain.toml", &settings, "")?,
-            sinks: false,
+            sinks: 0,
+        },
+        Variant {
+            name: "dhcp-server (xdp 1 worker, sync) + PostgreSQL",
+            config: config_file(&lab.dir, "pg.toml", &settings, &history(&pg_sink))?,
+            sinks: 1,
+        },
+        Variant {
+            name: "dhcp-server (xdp 1 worker, sync) + NATS",
+            config: config_file(&lab.dir, "nats.toml", &settings, &history(&nats_sink))?,
+            sinks: 1,
         },
         Variant {
             name: "dhcp-server (xdp 1 worker, sync) + PostgreSQL + NATS",
-            config: config_file(&lab.dir, "history.toml", &settings, &sinks)?,
-            sinks: true,
+            config: config_file(
+                &lab.dir,
+                "both.toml",
+                &settings,
+                &history(&format!("{pg_sink}{nats_sink}")),
+            )?,
+            sinks: 2,
         },
     ];
     let mut best: Vec<Vec<Step>> = vec![Vec::new(); variants.len()];
@@ -238,12 +251,12 @@ pub fn run(quick: bool) -> Result {
             med(i, |s| s.load.leases_per_s),
             med(i, |s| s.load.p99),
             med(i, |s| s.load.cpu_us_per_lease),
-            if v.sinks {
+            if v.sinks > 0 {
                 format!("{:.0} records", med(i, |s| s.lag_records))
             } else {
                 "-".into()
             },
-            if v.sinks {
+            if v.sinks > 0 {
                 format!("{:.1} s", med(i, |s| s.catch_up_s))
             } else {
                 "-".into()
