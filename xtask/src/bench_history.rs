@@ -263,11 +263,15 @@ pub fn run(quick: bool) -> Result {
             },
         );
     }
-    let ratio = med(1, |s| s.load.leases_per_s) / med(0, |s| s.load.leases_per_s);
-    println!(
-        "\nwith both sinks: {:.1}% of the figure without them",
-        ratio * 100.0
-    );
+    println!();
+    for (i, v) in variants.iter().enumerate().skip(1) {
+        let ratio = med(i, |s| s.load.leases_per_s) / med(0, |s| s.load.leases_per_s);
+        println!(
+            "{}: {:.1}% of the figure without history",
+            v.name,
+            ratio * 100.0
+        );
+    }
     println!("results: {}", path.display());
     let took = began.elapsed().as_secs();
     println!("the benchmark took {}m{:02}s", took / 60, took % 60);
