@@ -213,6 +213,7 @@ fn a_kill_mid_load_loses_and_repeats_nothing() {
         "the journal kept every ACK"
     );
     check_engines(&lab, &pg, None);
+    operators_ask(&lab);
     let stopped = lab.stop(server.pid).expect("no exit on SIGTERM");
     assert!(stopped.success());
 }
