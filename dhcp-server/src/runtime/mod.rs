@@ -12,6 +12,7 @@
 pub mod bulk;
 pub mod clock;
 pub mod env;
+mod history;
 pub mod operate;
 pub mod shard;
 pub mod stop;
@@ -183,7 +184,7 @@ pub fn run(config: Config, mut backend: Box<dyn Backend>, env: Env) -> Result<()
     };
     // The followers start as the server's user: the files they make are its own.
     let history = match (&journal, &switched) {
-        (Some(j), Ok(())) => crate::history::start(&config, j.tail()).unwrap_or_else(|e| {
+        (Some(j), Ok(())) => history::start(&config, j.tail()).unwrap_or_else(|e| {
             tracing::error!("lease history: cannot start its followers: {e}");
             env.stop.request();
             None

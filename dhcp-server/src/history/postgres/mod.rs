@@ -590,15 +590,11 @@ async fn extend(
         let a: Vec<IpAddr> = x.iter().map(|e| ip(e.address)).collect();
         let since: Vec<Ts> = x.iter().map(|e| schema::ts(e.since)).collect();
         let (ext, close) = (col(|e| e.ext), col(|e| e.close));
-        let host: Vec<Option<&str>> = x.iter().map(|e| e.attrs.host_name.as_deref()).collect();
-        let circuit: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.circuit_id).collect();
-        let remote: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.remote_id).collect();
-        let sub: Vec<Option<&[u8]>> = x.iter().map(|e| e.attrs.subscriber_id).collect();
-        let gi: Vec<Option<IpAddr>> = x.iter().map(|e| e.attrs.giaddr.map(ip)).collect();
+        let c = AttrColumns::of(x.iter().map(|e| &e.attrs));
         tx.execute(
             &st.extend,
             &[
-                server, &a, &since, &ext, &close, &host, &circuit, &remote, &sub, &gi,
+                server, &a, &since, &ext, &close, &c.host, &c.circuit, &c.remote, &c.sub, &c.gi,
             ],
         )
         .await
@@ -625,21 +621,40 @@ async fn insert(
             .iter()
             .map(|s| (!s.client.client_id.is_empty()).then_some(&s.client.client_id[..]))
             .collect();
-        let host: Vec<Option<&str>> = x.iter().map(|s| s.attrs.host_name.as_deref()).collect();
-        let circuit: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.circuit_id).collect();
-        let remote: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.remote_id).collect();
-        let sub: Vec<Option<&[u8]>> = x.iter().map(|s| s.attrs.subscriber_id).collect();
-        let gi: Vec<Option<IpAddr>> = x.iter().map(|s| s.attrs.giaddr.map(ip)).collect();
+        let c = AttrColumns::of(x.iter().map(|s| &s.attrs));
         tx.execute(
             &st.insert,
             &[
-                server, &a, &since, &upper, &htype, &hw, &cid, &host, &circuit, &remote, &sub, &gi,
+                server, &a, &since, &upper, &htype, &hw, &cid, &c.host, &c.circuit, &c.remote,
+                &c.sub, &c.gi,
             ],
         )
         .await
         .map_err(PgError::sql("insert spans"))?;
     }
     Ok(())
+}
+
+/// A span's host name and relay fields as the array parameters both the extension and
+/// the insertion of spans take.
+struct AttrColumns<'a> {
+    host: Vec<Option<&'a str>>,
+    circuit: Vec<Option<&'a [u8]>>,
+    remote: Vec<Option<&'a [u8]>>,
+    sub: Vec<Option<&'a [u8]>>,
+    gi: Vec<Option<IpAddr>>,
+}
+
+impl<'a> AttrColumns<'a> {
+    fn of(attrs: impl Iterator<Item = &'a plan::Attrs<'a>> + Clone) -> Self {
+        AttrColumns {
+            host: attrs.clone().map(|a| a.host_name.as_deref()).collect(),
+            circuit: attrs.clone().map(|a| a.circuit_id).collect(),
+            remote: attrs.clone().map(|a| a.remote_id).collect(),
+            sub: attrs.clone().map(|a| a.subscriber_id).collect(),
+            gi: attrs.map(|a| a.giaddr.map(ip)).collect(),
+        }
+    }
 }
 
 /// The `lease_open` rows that exist (`stored`) or not.
