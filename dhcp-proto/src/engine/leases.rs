@@ -301,7 +301,8 @@ impl LeaseTable {
             starving: Vec::new(),
             partner: vec![0; pools.into()],
             hold_ended: false,
-            ended: Vec::new(),
+            // Every lease that runs out passes through here now: no allocation then.
+            ended: Vec::with_capacity(256),
             partnered: false,
             limits: std::sync::Arc::new(Limits::new(0)),
         };
