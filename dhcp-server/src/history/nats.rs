@@ -960,7 +960,13 @@ mod tests {
             ..plain.clone()
         };
         let mut events = vec![full];
-        for addr in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.3.40"] {
+        for addr in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "198.18.0.9",
+            "203.0.113.40",
+            "192.0.2.1",
+        ] {
             events.push(Event {
                 addr: addr.parse().unwrap(),
                 ..plain.clone()
