@@ -718,24 +718,11 @@ fn a_pair_of_ours_writes_one_span_per_lease_to_one_database() {
         lab.ours_active(Side::Secondary),
     );
     consistent(&a, &b);
-    let rows =
-        pg.psql("SELECT host(address), encode(hw, 'hex'), count(*) FROM lease_span GROUP BY 1, 2");
-    let spans: HashMap<String, (String, u32)> = rows
-        .lines()
-        .map(|r| {
-            let f: Vec<&str> = r.split('|').collect();
-            let hw = f[1]
-                .as_bytes()
-                .chunks(2)
-                .map(|c| std::str::from_utf8(c).unwrap())
-                .collect::<Vec<_>>()
-                .join(":");
-            (f[0].to_owned(), (hw, f[2].parse().unwrap()))
-        })
-        .collect();
-    assert_eq!(spans.len(), a.len(), "one span per lease: {rows}");
+    let spans = pg.spans();
+    assert_eq!(spans.len(), a.len(), "one span per lease: {spans:?}");
     for (addr, mac) in &a {
-        assert_eq!(spans.get(addr), Some(&(mac.clone(), 1)), "{addr}");
+        let addr: Ipv4Addr = addr.parse().unwrap();
+        assert_eq!(spans.get(&addr), Some(&(mac.clone(), 1)), "{addr}");
     }
     let writers = pg.psql("SELECT DISTINCT server FROM lease_span ORDER BY 1");
     assert_eq!(writers, "p\ns", "both servers wrote spans");

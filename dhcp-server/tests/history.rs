@@ -297,24 +297,6 @@ fn all_sinks(lab: &Lab, pg: &Postgres) -> String {
     )
 }
 
-/// PostgreSQL's spans, as address to (hardware address, count).
-fn spans(pg: &Postgres) -> HashMap<Ipv4Addr, (String, usize)> {
-    let mut out: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
-    let rows = pg.psql("SELECT host(address), encode(hw, 'hex') FROM lease_span");
-    for row in rows.lines().filter(|l| !l.is_empty()) {
-        let (addr, hw) = row.split_once('|').expect(row);
-        let hw = hw
-            .as_bytes()
-            .chunks(2)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join(":");
-        let e = out.entry(addr.parse().unwrap()).or_insert((hw, 0));
-        e.1 += 1;
-    }
-    out
-}
-
 /// The messages of the lab's stream: (subject, message id).
 fn stream(lab: &Lab) -> Vec<(String, String)> {
     common::nats::in_netns(&lab.server_ns, || {
@@ -340,7 +322,7 @@ fn check_engines(lab: &Lab, pg: &Postgres, acks_sent: Option<u64>) {
     if let Some(acks) = acks_sent {
         assert_eq!((granted + renewed) as u64, acks, "a text line per ACK sent");
     }
-    let spans = spans(pg);
+    let spans = pg.spans();
     assert_eq!(spans.len(), granted, "a span per grant");
     for (addr, mac) in &leases {
         let (hw, n) = spans.get(addr).unwrap_or_else(|| panic!("{addr}: no span"));

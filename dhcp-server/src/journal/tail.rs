@@ -148,30 +148,34 @@ impl ShardReader {
     /// or, when compaction removed those, the oldest one (returning how many records
     /// were skipped).
     fn find(&mut self) -> Result<u64> {
-        let logs = self.logs()?;
-        let mut chosen: Option<(u64, PathBuf, u64)> = None;
-        for (number, path) in logs {
+        let mut chosen: Option<(Open, u64)> = None;
+        for (number, path) in self.logs()? {
             let map = Mapped::open(&path)?;
             let Ok(h) = Header::decode(map.bytes()) else {
                 continue;
             };
-            if chosen.is_none() || h.first_seq <= self.next {
-                chosen = Some((number, path, h.first_seq));
+            let past = h.first_seq > self.next;
+            if chosen.is_none() || !past {
+                let offset = HEADER_LEN;
+                chosen = Some((
+                    Open {
+                        number,
+                        map,
+                        offset,
+                    },
+                    h.first_seq,
+                ));
             }
-            if h.first_seq > self.next {
+            if past {
                 break;
             }
         }
-        let Some((number, path, first)) = chosen else {
+        let Some((open, first)) = chosen else {
             return Ok(0);
         };
         let lost = first.saturating_sub(self.next);
         self.next = self.next.max(first);
-        self.open = Some(Open {
-            number,
-            map: Mapped::open(&path)?,
-            offset: HEADER_LEN,
-        });
+        self.open = Some(open);
         Ok(lost)
     }
 

@@ -6,8 +6,10 @@
 //! Switching user needs root. Without it `Postgres::start` prints why the test is skipped
 //! and returns `None`; under CI (CI set) a skip is a failure, as with the Lab.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -153,6 +155,24 @@ impl Postgres {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The lease history's spans (`lease_span`), by address: the hardware address as
+    /// `aa:bb:...` and how many spans the address has.
+    pub fn spans(&self) -> HashMap<Ipv4Addr, (String, usize)> {
+        let mut out: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
+        let rows = self.psql("SELECT host(address), encode(hw, 'hex') FROM lease_span");
+        for row in rows.lines().filter(|l| !l.is_empty()) {
+            let (addr, hw) = row.split_once('|').expect(row);
+            let hw = hw
+                .as_bytes()
+                .chunks(2)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+                .join(":");
+            out.entry(addr.parse().expect(row)).or_insert((hw, 0)).1 += 1;
+        }
+        out
     }
 
     /// The postmaster's process id.
